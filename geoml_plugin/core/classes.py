@@ -1,0 +1,58 @@
+"""Class lists: values, names and colours shared by models, rasters and styles."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+# Distinct, colour-blind-aware defaults (Tableau 10, then Set3-like extras).
+PALETTE = [
+    "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#aec7e8", "#98df8a", "#ffbb78", "#ff9896", "#c5b0d5", "#c49c94",
+]
+
+
+@dataclass
+class ClassInfo:
+    value: int  # value in the class raster (1..K; 0 is nodata)
+    name: str
+    color: str  # '#rrggbb'
+
+    def rgba(self) -> tuple[int, int, int, int]:
+        c = self.color.lstrip("#")
+        return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), 255
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_color(index: int) -> str:
+    if index < len(PALETTE):
+        return PALETTE[index]
+    # golden-angle hues beyond the palette
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.65, 0.9)
+    return "#{:02x}{:02x}{:02x}".format(int(r * 255), int(g * 255), int(b * 255))
+
+
+def make_classes(names) -> list[ClassInfo]:
+    return [ClassInfo(i + 1, str(n), default_color(i)) for i, n in enumerate(names)]
+
+
+def classes_from_dicts(items) -> list[ClassInfo]:
+    return [ClassInfo(int(d["value"]), str(d["name"]), str(d.get("color") or default_color(i))) for i, d in enumerate(items)]
+
+
+def category_names(classes: list[ClassInfo]) -> list[str]:
+    """GDAL category list: index = raster value, 0 = nodata."""
+    top = max((c.value for c in classes), default=0)
+    names = [""] * (top + 1)
+    for c in classes:
+        names[c.value] = c.name
+    return names
+
+
+def color_table(classes: list[ClassInfo]) -> dict:
+    table = {0: (0, 0, 0, 0)}
+    for c in classes:
+        table[c.value] = c.rgba()
+    return table

@@ -1,0 +1,41 @@
+"""Import torch / torchvision / safetensors lazily with actionable messages.
+
+The plugin must load (and QGIS start) without torch; the first job that needs
+it calls these helpers, which raise :class:`DependencyError` telling the user
+what is missing or broken instead of an ImportError traceback.
+"""
+from __future__ import annotations
+
+from .errors import DependencyError
+
+_HINT = "Open GeoML → Install dependencies…, or run `pip install torch torchvision safetensors` in QGIS's Python."
+
+
+def require_torch():
+    try:
+        import torch
+    except Exception as exc:  # ImportError, OSError for broken DLLs, ...
+        raise DependencyError(f"PyTorch (torch) is not usable in this QGIS: {exc}.", _HINT) from exc
+    return torch
+
+
+def require_torchvision():
+    require_torch()
+    try:
+        import torchvision
+    except Exception as exc:
+        raise DependencyError(
+            f"torchvision cannot be imported: {exc}. This usually means torch and torchvision "
+            "come from different builds (e.g. a CPU-only torch with a CUDA torchvision).",
+            _HINT,
+        ) from exc
+    return torchvision
+
+
+def require_safetensors():
+    try:
+        import safetensors.torch  # noqa: F401
+        import safetensors
+    except Exception as exc:
+        raise DependencyError(f"safetensors is not installed: {exc}.", _HINT) from exc
+    return safetensors

@@ -1,0 +1,61 @@
+"""Compute device choice and seeding.
+
+``auto`` picks CUDA when torch sees a GPU, else the CPU. Asking explicitly for
+``cuda`` on a machine without one is an error the user can act on rather than
+a silent fallback, so that a slow CPU run is never mistaken for a GPU run.
+"""
+from __future__ import annotations
+
+import os
+import random
+
+from .errors import DeviceError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def torch_module():
+    """Import torch lazily with a message an analyst can act on."""
+    from .deps_check import require_torch
+
+    return require_torch()
+
+
+def resolve_device(name: str = "auto"):
+    torch = torch_module()
+    name = (name or "auto").strip().lower()
+    if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
+        raise DeviceError(f"Unknown device '{name}'.", "Choose auto, cpu or cuda.")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                "A CUDA GPU was requested but torch sees none on this machine.",
+                "Choose 'auto' or 'cpu', or install a CUDA build of torch (GeoML → Diagnostics).",
+            )
+        return torch.device(name)
+    return torch.device("cpu")
+
+
+def describe_device(device) -> str:
+    torch = torch_module()
+    device = torch.device(device)
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(idx)
+        return f"GPU: {props.name} ({props.total_memory / 2**30:.0f} GB)"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def seed_everything(seed: int | None) -> None:
+    """Seed Python, numpy and torch so a run with the same seed repeats."""
+    if seed is None:
+        return
+    import numpy as np
+
+    torch = torch_module()
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))

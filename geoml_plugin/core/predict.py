@@ -1,0 +1,365 @@
+"""Apply a GeoML model to a raster, tile by tile: the ``geoml:predict`` job.
+
+* Patch models (one prediction per window, e.g. a ResNet classifier) make a
+  dense map on a grid of window centres ``stride`` pixels apart; each output
+  pixel takes the prediction of the nearest centre (see ``tiling.patch_grid``).
+* Dense models (segmentation, pixel regression, translation) run on
+  overlapping tiles and keep each tile's centre (``tiling.dense_tiles``).
+
+Classes are written as values 1..K (0 = nodata) with category names and a
+colour table; the optional confidence raster holds the winning class's
+probability. Regression/translation outputs are Float32 in the target's units.
+Reading runs one step ahead in a thread; nothing is written unless the whole
+raster completes.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from . import qml
+from .classes import category_names, color_table
+from .device import describe_device, resolve_device, torch_module
+from .errors import InputError, ModelFileError
+from .modelfile import ModelMeta, load_model, read_meta
+from .progress import Feedback, ensure_feedback
+from .raster_io import RasterReader, RasterWriter, check_writable, parse_band_list
+from .tiling import Window, dense_tiles, patch_grid, prefetch
+
+REGRESSION_NODATA = -9999.0
+CONFIDENCE_NODATA = -1.0
+_PATCH_BLOCK_BYTES = 64 * 2**20
+
+
+@dataclass
+class PredictConfig:
+    input_path: str
+    model_path: str = ""
+    output_path: str = ""
+    confidence_path: Optional[str] = None
+    device: str = "auto"
+    batch_size: int = 16
+    stride: Optional[int] = None  # patch models: output pixels per window step (default patch // 4)
+    tile_size: Optional[int] = None  # dense models: tile edge (default 4 × patch, ≤ 512)
+    overlap: Optional[int] = None  # dense models: pixels cropped at each tile side (default patch // 4)
+    bands: Optional[list] = None  # 1-based input bands; default from the model
+    window: Optional[tuple] = None  # (x, y, w, h) pixel window to predict; default whole raster
+    half_precision: bool = True  # autocast on CUDA
+
+
+@dataclass
+class PredictResult:
+    output_path: str
+    confidence_path: Optional[str]
+    task: str
+    width: int
+    height: int
+    valid_pixels: int
+    seconds: float
+    device: str
+    class_counts: dict = field(default_factory=dict)  # class name → pixels
+    value_range: tuple = ()
+    tiles: int = 0
+
+
+def choose_bands(meta: ModelMeta, band_count: int, bands=None) -> list[int]:
+    """Bands of the input raster to feed the model, or a clear refusal."""
+    if bands:
+        chosen = parse_band_list(bands, band_count)
+    elif band_count == meta.in_bands:
+        chosen = list(range(1, band_count + 1))
+    elif meta.band_indices and len(meta.band_indices) == meta.in_bands and max(meta.band_indices) <= band_count:
+        chosen = list(meta.band_indices)
+    else:
+        raise InputError(
+            f"The model expects {meta.in_bands} band(s) but the raster has {band_count}.",
+            "Choose a raster with the same bands as the training raster, or select the bands to use.",
+        )
+    if len(chosen) != meta.in_bands:
+        raise InputError(f"The model expects {meta.in_bands} band(s); {len(chosen)} were selected.")
+    return chosen
+
+
+class _Runner:
+    """Normalises windows and runs the model in batches on the device."""
+
+    def __init__(self, model, meta: ModelMeta, device, half: bool):
+        self.torch = torch_module()
+        self.model, self.meta, self.device = model, meta, device
+        self.mean = np.asarray(meta.norm_mean, dtype=np.float32)[:, None, None]
+        self.std = np.asarray(meta.norm_std, dtype=np.float32)[:, None, None]
+        self.autocast = device.type == "cuda" and half
+
+    def normalise(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        x = (data - self.mean) / self.std
+        x[:, ~valid] = 0.0  # nodata → the training mean
+        return x
+
+    def forward(self, batch: np.ndarray):
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            if self.autocast:
+                with torch.autocast("cuda", dtype=torch.float16):
+                    out = self.model(x)
+            else:
+                out = self.model(x)
+        if isinstance(out, dict):  # torchvision segmentation models
+            out = out["out"]
+        return out.float()
+
+    def decode(self, out):
+        """Model output → (values, confidence) as numpy, per sample (and pixel)."""
+        torch = self.torch
+        meta = self.meta
+        if meta.is_classifier:
+            prob = torch.softmax(out, dim=1)
+            conf, idx = prob.max(dim=1)
+            lut = np.asarray([c.value for c in meta.classes], dtype=np.int32)
+            return lut[idx.cpu().numpy()], conf.cpu().numpy()
+        vals = out.cpu().numpy()
+        n = vals.shape[1]
+        mean = np.broadcast_to(np.asarray(meta.target.get("mean", 0.0), dtype=np.float32).ravel(), (n,))
+        std = np.broadcast_to(np.asarray(meta.target.get("std", 1.0), dtype=np.float32).ravel(), (n,))
+        if vals.ndim == 2:  # patch regression: (B, outputs)
+            return vals * std + mean, None
+        return vals * std[None, :, None, None] + mean[None, :, None, None], None
+
+
+def _output_bands(meta: ModelMeta) -> int:
+    if meta.is_classifier:
+        return 1
+    return int(meta.target.get("bands", 1))
+
+
+def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optional[Feedback] = None) -> PredictResult:
+    """Run ``model`` (already built, any device) over ``cfg.input_path``."""
+    fb = ensure_feedback(feedback)
+    t0 = time.perf_counter()
+    if meta.task == "generation":
+        raise ModelFileError("This is a GAN tile generator, not a model that maps a raster.", "Use GeoML → Generate tiles.")
+    check_writable(cfg.output_path)
+    if cfg.confidence_path:
+        check_writable(cfg.confidence_path)
+        if os.path.abspath(cfg.confidence_path) == os.path.abspath(cfg.output_path):
+            raise InputError("The confidence raster must be a different file from the output.")
+    if cfg.batch_size < 1:
+        raise InputError("Batch size must be at least 1.")
+    device = resolve_device(cfg.device)
+    model = model.to(device).eval()
+    runner = _Runner(model, meta, device, cfg.half_precision)
+    fb.log(f"Device: {describe_device(device)}")
+
+    with RasterReader(cfg.input_path, None) as probe:
+        bands = choose_bands(meta, probe.info.band_count, cfg.bands)
+    reader = RasterReader(cfg.input_path, bands)
+    info = reader.info
+    wx, wy, ww, wh = cfg.window or (0, 0, info.width, info.height)
+    wx, wy = max(0, int(wx)), max(0, int(wy))
+    ww, wh = min(int(ww), info.width - wx), min(int(wh), info.height - wy)
+    if ww <= 0 or wh <= 0:
+        raise InputError("The area to classify does not overlap the raster.")
+    if min(info.width, info.height) < meta.patch_size:
+        raise InputError(
+            f"The raster ({info.width}×{info.height} px) is smaller than the model's patch size ({meta.patch_size} px)."
+        )
+    gt = list(info.geotransform)
+    gt[0], gt[3] = info.pixel_to_world(wx, wy)
+
+    n_out = _output_bands(meta)
+    common = dict(width=ww, height=wh, geotransform=gt, crs_wkt=info.crs_wkt)
+    prov = {"GEOML_MODEL": os.path.basename(cfg.model_path or "in-memory"), "GEOML_TASK": meta.task,
+            "GEOML_ARCHITECTURE": meta.architecture}
+    if meta.is_classifier:
+        k = max(c.value for c in meta.classes)
+        out_w = RasterWriter(cfg.output_path, bands=1, dtype=np.uint8 if k < 255 else np.uint16, nodata=0,
+                             category_names=category_names(meta.classes), color_table=color_table(meta.classes),
+                             band_descriptions=["class"], metadata=prov, qml=qml.paletted_qml(meta.classes), **common)
+    else:
+        names = meta.target.get("band_names") or [meta.target.get("name", "value")] * n_out
+        out_w = RasterWriter(cfg.output_path, bands=n_out, dtype=np.float32, nodata=REGRESSION_NODATA,
+                             band_descriptions=names, metadata=prov, **common)
+    conf_w = None
+    try:
+        if cfg.confidence_path and meta.is_classifier:
+            conf_w = RasterWriter(cfg.confidence_path, bands=1, dtype=np.float32, nodata=CONFIDENCE_NODATA,
+                                  band_descriptions=["confidence"], metadata=prov,
+                                  qml=qml.pseudocolor_qml(0.0, 1.0, qml.VIRIDIS), **common)
+        stats = _Stats(meta)
+        if meta.output == "patch":
+            n_tiles = _predict_patches(reader, runner, meta, cfg, (wx, wy, ww, wh), out_w, conf_w, stats, fb)
+        else:
+            n_tiles = _predict_dense(reader, runner, meta, cfg, (wx, wy, ww, wh), out_w, conf_w, stats, fb)
+        if stats.valid == 0:
+            raise InputError("The raster has no valid pixels (everything is nodata) in the area to classify.")
+        if not meta.is_classifier:
+            lo, hi = stats.value_range()
+            out_w.qml = qml.pseudocolor_qml(lo, hi, qml.TERRAIN if meta.target.get("units") == "m" else qml.VIRIDIS)
+        out_w.commit()
+        if conf_w is not None:
+            conf_w.commit()
+    except BaseException:
+        out_w.abort()
+        if conf_w is not None:
+            conf_w.abort()
+        raise
+    finally:
+        reader.close()
+    fb.progress(1.0, "done")
+    secs = time.perf_counter() - t0
+    fb.log(f"Wrote {cfg.output_path} ({ww}×{wh} px, {stats.valid} valid) in {secs:.1f} s")
+    return PredictResult(
+        output_path=os.path.abspath(cfg.output_path),
+        confidence_path=os.path.abspath(cfg.confidence_path) if conf_w is not None else None,
+        task=meta.task, width=ww, height=wh, valid_pixels=stats.valid, seconds=secs, device=str(device),
+        class_counts=stats.class_counts(), value_range=stats.value_range() if not meta.is_classifier else (),
+        tiles=n_tiles,
+    )
+
+
+class _Stats:
+    def __init__(self, meta: ModelMeta):
+        self.meta = meta
+        self.valid = 0
+        self.counts = np.zeros(max([c.value for c in meta.classes], default=0) + 1, dtype=np.int64)
+        self.samples: list = []
+
+    def add(self, values: np.ndarray, valid: np.ndarray) -> None:
+        n = int(valid.sum())
+        self.valid += n
+        if n == 0:
+            return
+        if self.meta.is_classifier:
+            self.counts += np.bincount(values[valid].ravel(), minlength=len(self.counts))[: len(self.counts)]
+        else:
+            v = values[..., valid] if values.ndim == 3 else values[valid]
+            self.samples.append(np.random.default_rng(len(self.samples)).choice(v.ravel(), min(v.size, 4096)))
+
+    def class_counts(self) -> dict:
+        return {c.name: int(self.counts[c.value]) for c in self.meta.classes}
+
+    def value_range(self) -> tuple:
+        if not self.samples:
+            return (0.0, 1.0)
+        s = np.concatenate(self.samples)
+        return float(np.percentile(s, 2)), float(np.percentile(s, 98))
+
+
+def _write(out_w, conf_w, values, conf, valid, x, y, stats: _Stats) -> None:
+    if values.ndim == 2:
+        values = np.where(valid, values, 0 if stats.meta.is_classifier else REGRESSION_NODATA)
+    else:
+        values = np.where(valid[None], values, REGRESSION_NODATA)
+    stats.add(values, valid)
+    out_w.write(values, x, y)
+    if conf_w is not None and conf is not None:
+        conf_w.write(np.where(valid, conf, CONFIDENCE_NODATA).astype(np.float32), x, y)
+
+
+def _predict_patches(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb) -> int:
+    torch = runner.torch
+    P = meta.patch_size
+    stride = int(cfg.stride or max(1, P // 4))
+    if stride < 1:
+        raise InputError("Stride must be at least 1 pixel.")
+    wx, wy, ww, wh = win
+    per_block = int(math.sqrt(_PATCH_BLOCK_BYTES / (len(reader.bands) * P * P * 4)))
+    block = max(stride, min(512, per_block * stride))
+    blocks = patch_grid(ww, wh, P, stride, block=block)
+    fb.log(f"Patch model: {P} px windows every {stride} px, {len(blocks)} blocks")
+    off = P // 2 - stride // 2
+
+    def load(b):
+        data, valid = reader.read(wx + b.read.x, wy + b.read.y, b.read.w, b.read.h)
+        return b, data, valid
+
+    for i, (b, data, valid) in enumerate(prefetch(load(b) for b in blocks)):
+        ov = valid[off : off + b.out.h, off : off + b.out.w]
+        if ov.any():
+            x = torch.from_numpy(runner.normalise(data, valid))
+            patches = x.unfold(1, P, stride).unfold(2, P, stride)  # C, ny, nx, P, P
+            patches = patches.permute(1, 2, 0, 3, 4).reshape(b.ny * b.nx, x.shape[0], P, P)
+            vals, confs = [], []
+            for s in range(0, patches.shape[0], cfg.batch_size):
+                v, c = runner.decode(runner.forward(patches[s : s + cfg.batch_size].numpy()))
+                vals.append(v)
+                confs.append(c)
+            v = np.concatenate(vals).reshape(b.ny, b.nx, -1) if not meta.is_classifier else np.concatenate(vals).reshape(b.ny, b.nx)
+            grid = np.repeat(np.repeat(v, stride, axis=0), stride, axis=1)[: b.out.h, : b.out.w]
+            if grid.ndim == 3:
+                grid = np.moveaxis(grid, 2, 0)
+                if grid.shape[0] == 1:
+                    grid = grid[0]
+            conf = None
+            if meta.is_classifier:
+                c = np.concatenate(confs).reshape(b.ny, b.nx)
+                conf = np.repeat(np.repeat(c, stride, axis=0), stride, axis=1)[: b.out.h, : b.out.w]
+            _write(out_w, conf_w, grid, conf, ov, b.out.x, b.out.y, stats)
+        fb.progress((i + 1) / len(blocks), f"block {i + 1}/{len(blocks)}")
+    return len(blocks)
+
+
+def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb) -> int:
+    P = meta.patch_size
+    tile = int(cfg.tile_size or min(512, max(P, 4 * P)))
+    overlap = int(cfg.overlap if cfg.overlap is not None else max(0, P // 4))
+    if tile <= 2 * overlap:
+        raise InputError(f"Tile size {tile} must be larger than twice the overlap ({overlap}).")
+    wx, wy, ww, wh = win
+    tiles = dense_tiles(ww, wh, tile, overlap)
+    fb.log(f"Dense model: {len(tiles)} tiles of {tile} px, {overlap} px overlap cropped")
+
+    def load(t):
+        data, valid = reader.read(wx + t.read.x, wy + t.read.y, t.read.w, t.read.h)
+        return t, data, valid
+
+    batch: list = []
+    done = 0
+
+    def flush():
+        nonlocal done
+        if not batch:
+            return
+        arr = np.stack([runner.normalise(d, v) for _, d, v in batch])
+        vals, conf = runner.decode(runner.forward(arr))
+        for j, (t, _, valid) in enumerate(batch):
+            dx, dy = t.core_offset
+            sl = (slice(dy, dy + t.core.h), slice(dx, dx + t.core.w))
+            v = vals[j][(Ellipsis,) + sl] if vals[j].ndim == 3 else vals[j][sl]
+            if v.ndim == 3 and v.shape[0] == 1:
+                v = v[0]
+            c = conf[j][sl] if conf is not None else None
+            _write(out_w, conf_w, v, c, valid[sl], t.core.x, t.core.y, stats)
+        done += len(batch)
+        batch.clear()
+        fb.progress(done / len(tiles), f"tile {done}/{len(tiles)}")
+
+    for t, data, valid in prefetch(load(t) for t in tiles):
+        dx, dy = t.core_offset
+        if not valid[dy : dy + t.core.h, dx : dx + t.core.w].any():
+            done += 1
+            continue
+        batch.append((t, data, valid))
+        if len(batch) >= cfg.batch_size:
+            flush()
+    flush()
+    return len(tiles)
+
+
+def run_predict(cfg: PredictConfig, feedback: Optional[Feedback] = None) -> PredictResult:
+    """Load ``cfg.model_path`` and run :func:`predict_raster`."""
+    meta = read_meta(cfg.model_path)
+    if meta.task == "generation":
+        raise ModelFileError("This is a GAN tile generator, not a model that maps a raster.", "Use GeoML → Generate tiles.")
+    check_writable(cfg.output_path)
+    with RasterReader(cfg.input_path) as r:
+        choose_bands(meta, r.info.band_count, cfg.bands)
+    model, meta = load_model(cfg.model_path, "cpu", meta)
+    return predict_raster(model, meta, cfg, feedback)

@@ -1,0 +1,62 @@
+"""QGIS layer styles (QML) written as plain text beside GeoML's outputs.
+
+QGIS loads ``name.qml`` next to ``name.tif`` as the layer's default style, so
+a class raster opens paletted with class names and colours, and a continuous
+raster with a colour ramp, however it is opened: from a dialog, Processing,
+``qgis_process`` or drag and drop. Generated here, without QGIS, so core jobs
+can write it together with the raster.
+"""
+from __future__ import annotations
+
+from xml.sax.saxutils import quoteattr
+
+from .classes import ClassInfo
+
+_HEAD = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n<qgis version=\"3.22.0\" styleCategories=\"AllStyleCategories\">\n  <pipe>\n"
+_TAIL = (
+    '    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>\n'
+    '    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100" invertColors="0"/>\n'
+    '    <rasterresampler maxOversampling="2"/>\n'
+    "  </pipe>\n  <blendMode>0</blendMode>\n</qgis>\n"
+)
+
+# viridis, 9 stops
+VIRIDIS = ["#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c", "#28ae80", "#5ec962", "#addc30", "#fde725"]
+TERRAIN = ["#0b6623", "#3f9b0b", "#a4c639", "#e1d89f", "#c2a878", "#8b6b4a", "#6e5a4f", "#bfbfbf", "#ffffff"]
+
+
+def paletted_qml(classes: list[ClassInfo], band: int = 1) -> str:
+    entries = "\n".join(
+        f"        <paletteEntry value=\"{c.value}\" color=\"{c.color}\" alpha=\"255\" label={quoteattr(c.name)}/>"
+        for c in classes
+    )
+    body = (
+        f'    <rasterrenderer type="paletted" band="{band}" opacity="1" alphaBand="-1" nodataColor="">\n'
+        "      <rasterTransparency/>\n"
+        f"      <colorPalette>\n{entries}\n      </colorPalette>\n"
+        "    </rasterrenderer>\n"
+    )
+    return _HEAD + body + _TAIL
+
+
+def pseudocolor_qml(vmin: float, vmax: float, ramp=None, band: int = 1, label_fmt: str = "{:.3g}") -> str:
+    ramp = ramp or VIRIDIS
+    if not vmax > vmin:
+        vmax = vmin + 1.0
+    n = len(ramp)
+    items = "\n".join(
+        f'          <item value="{vmin + (vmax - vmin) * i / (n - 1):.6g}" color="{col}" alpha="255" '
+        f'label="{label_fmt.format(vmin + (vmax - vmin) * i / (n - 1))}"/>'
+        for i, col in enumerate(ramp)
+    )
+    body = (
+        f'    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" alphaBand="-1" '
+        f'classificationMin="{vmin:.6g}" classificationMax="{vmax:.6g}" nodataColor="">\n'
+        "      <rasterTransparency/>\n"
+        "      <rastershader>\n"
+        f'        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" '
+        f'minimumValue="{vmin:.6g}" maximumValue="{vmax:.6g}">\n'
+        f"{items}\n"
+        "        </colorrampshader>\n      </rastershader>\n    </rasterrenderer>\n"
+    )
+    return _HEAD + body + _TAIL

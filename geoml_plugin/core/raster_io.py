@@ -1,0 +1,375 @@
+"""Raster reading and writing with GDAL: windows, nodata masks, atomic output.
+
+Reading is window by window (``RasterReader.read``), so memory never grows
+with the raster. Windows may reach past the raster edge ("boundless"): the
+outside is filled with zeros and marked invalid in the returned mask, which
+lets tiling code treat edge tiles like any other.
+
+Writing goes to a hidden temporary file next to the destination
+(``.name.part-XXXX.tif``) and is renamed over the destination only when the
+job completes; on error or cancel the temporary file is deleted, so a user
+never finds a half-written GeoTIFF. Outputs are tiled, DEFLATE-compressed,
+BigTIFF when needed, with overviews for large rasters, and keep the source's
+CRS, geotransform and nodata.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+from osgeo import gdal, osr
+
+from .errors import InputError, RasterError
+
+gdal.UseExceptions()
+
+_GDAL_TO_NUMPY = {
+    gdal.GDT_Byte: np.uint8,
+    gdal.GDT_UInt16: np.uint16,
+    gdal.GDT_Int16: np.int16,
+    gdal.GDT_UInt32: np.uint32,
+    gdal.GDT_Int32: np.int32,
+    gdal.GDT_Float32: np.float32,
+    gdal.GDT_Float64: np.float64,
+}
+_NUMPY_TO_GDAL = {np.dtype(v): k for k, v in _GDAL_TO_NUMPY.items()}
+
+
+@dataclass
+class RasterInfo:
+    path: str
+    width: int
+    height: int
+    band_count: int
+    geotransform: tuple
+    crs_wkt: str
+    nodata: list  # per band, None where unset
+    dtype: str
+    block_size: tuple = (256, 256)
+    band_names: list = field(default_factory=list)
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        gt = self.geotransform
+        return abs(gt[1]), abs(gt[5])
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) in the raster CRS (north-up rasters)."""
+        gt = self.geotransform
+        x0, y0 = gt[0], gt[3]
+        x1 = x0 + gt[1] * self.width + gt[2] * self.height
+        y1 = y0 + gt[4] * self.width + gt[5] * self.height
+        return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+    def world_to_pixel(self, x: float, y: float) -> tuple[float, float]:
+        """Fractional (col, row) of a map coordinate (north-up rasters)."""
+        gt = self.geotransform
+        return (x - gt[0]) / gt[1], (y - gt[3]) / gt[5]
+
+    def pixel_to_world(self, col: float, row: float) -> tuple[float, float]:
+        gt = self.geotransform
+        return gt[0] + col * gt[1] + row * gt[2], gt[3] + col * gt[4] + row * gt[5]
+
+
+def open_raster(path: str, update: bool = False) -> gdal.Dataset:
+    if not path:
+        raise InputError("No raster was given.")
+    if not os.path.exists(path) and not path.startswith("/vsi"):
+        raise InputError(f"The raster '{path}' does not exist.")
+    try:
+        ds = gdal.Open(path, gdal.GA_Update if update else gdal.GA_ReadOnly)
+    except RuntimeError as exc:
+        raise RasterError(f"GDAL cannot open '{path}' as a raster: {exc}") from exc
+    if ds is None or ds.RasterCount == 0:
+        raise RasterError(f"'{path}' is not a raster GDAL can read.")
+    return ds
+
+
+def raster_info(path_or_ds) -> RasterInfo:
+    ds = open_raster(path_or_ds) if isinstance(path_or_ds, str) else path_or_ds
+    b1 = ds.GetRasterBand(1)
+    return RasterInfo(
+        path=ds.GetDescription(),
+        width=ds.RasterXSize,
+        height=ds.RasterYSize,
+        band_count=ds.RasterCount,
+        geotransform=tuple(ds.GetGeoTransform(can_return_null=True) or (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)),
+        crs_wkt=ds.GetProjection() or "",
+        nodata=[ds.GetRasterBand(i + 1).GetNoDataValue() for i in range(ds.RasterCount)],
+        dtype=gdal.GetDataTypeName(b1.DataType),
+        block_size=tuple(b1.GetBlockSize()),
+        band_names=[ds.GetRasterBand(i + 1).GetDescription() or f"Band {i + 1}" for i in range(ds.RasterCount)],
+    )
+
+
+def parse_band_list(bands, band_count: int) -> list[int]:
+    """1-based band numbers from a list or a '1,2,4' string; default all bands."""
+    if bands is None or bands == "" or bands == []:
+        return list(range(1, band_count + 1))
+    if isinstance(bands, str):
+        try:
+            bands = [int(b) for b in bands.replace(";", ",").split(",") if b.strip()]
+        except ValueError as exc:
+            raise InputError(f"Band list '{bands}' must be numbers separated by commas, e.g. 1,2,3.") from exc
+    bands = [int(b) for b in bands]
+    bad = [b for b in bands if b < 1 or b > band_count]
+    if bad:
+        raise InputError(f"Band(s) {bad} do not exist: the raster has {band_count} band(s).")
+    return bands
+
+
+class RasterReader:
+    """Reads windows of selected bands as float32 with a validity mask."""
+
+    def __init__(self, path: str, bands: Optional[Sequence[int]] = None):
+        self.ds = open_raster(path)
+        self.info = raster_info(self.ds)
+        self.info.path = path
+        self.bands = parse_band_list(bands, self.info.band_count)
+        self._nodata = [self.info.nodata[b - 1] for b in self.bands]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self.ds = None
+
+    @property
+    def width(self) -> int:
+        return self.info.width
+
+    @property
+    def height(self) -> int:
+        return self.info.height
+
+    def read(self, xoff: int, yoff: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read ``(bands, height, width)`` float32 and a bool mask of valid pixels.
+
+        A pixel is valid when it lies inside the raster, no selected band
+        equals that band's nodata value, and no value is NaN.
+        """
+        data = np.zeros((len(self.bands), height, width), dtype=np.float32)
+        valid = np.zeros((height, width), dtype=bool)
+        x0, y0 = max(xoff, 0), max(yoff, 0)
+        x1, y1 = min(xoff + width, self.width), min(yoff + height, self.height)
+        if x1 <= x0 or y1 <= y0:
+            return data, valid
+        arr = self.ds.ReadAsArray(x0, y0, x1 - x0, y1 - y0, band_list=self.bands)
+        if arr is None:
+            raise RasterError(f"GDAL failed to read a window of '{self.info.path}': {gdal.GetLastErrorMsg()}")
+        arr = np.asarray(arr).reshape(len(self.bands), y1 - y0, x1 - x0)
+        ok = np.ones(arr.shape[1:], dtype=bool)
+        for i, nd in enumerate(self._nodata):
+            if nd is not None:
+                ok &= arr[i] != nd
+        sub = arr.astype(np.float32, copy=False)
+        if np.issubdtype(arr.dtype, np.floating):
+            ok &= np.isfinite(sub).all(axis=0)
+        dy, dx = y0 - yoff, x0 - xoff
+        data[:, dy : dy + sub.shape[1], dx : dx + sub.shape[2]] = sub
+        valid[dy : dy + sub.shape[1], dx : dx + sub.shape[2]] = ok
+        data[:, ~valid] = 0.0
+        return data, valid
+
+    def band_statistics(self, max_pixels: int = 2_000_000) -> tuple[np.ndarray, np.ndarray, int]:
+        """Per-band mean and std over valid pixels from a decimated read.
+
+        Reads at most ``max_pixels`` pixels (GDAL resamples with nearest
+        neighbour), so it is fast for any raster size.
+        """
+        scale = max(1.0, (self.width * self.height / max_pixels) ** 0.5)
+        w, h = max(1, int(self.width / scale)), max(1, int(self.height / scale))
+        arr = self.ds.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h, band_list=self.bands)
+        arr = np.asarray(arr, dtype=np.float64).reshape(len(self.bands), h, w)
+        ok = np.isfinite(arr).all(axis=0)
+        for i, nd in enumerate(self._nodata):
+            if nd is not None:
+                ok &= arr[i] != nd
+        n = int(ok.sum())
+        if n == 0:
+            return np.zeros(len(self.bands)), np.ones(len(self.bands)), 0
+        vals = arr[:, ok]
+        std = vals.std(axis=1)
+        std[std < 1e-6] = 1.0
+        return vals.mean(axis=1), std, n
+
+    def has_valid_pixels(self) -> bool:
+        return self.band_statistics(max_pixels=250_000)[2] > 0
+
+
+def check_writable(path: str) -> None:
+    """Fail early, before any work, when an output cannot be written."""
+    if not path:
+        raise InputError("No output file was given.")
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(folder):
+        raise InputError(f"The output folder '{folder}' does not exist.")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"The output folder '{folder}' is not writable.")
+    if os.path.isdir(path):
+        raise InputError(f"The output '{path}' is a folder, not a file name.")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise InputError(f"The output file '{path}' exists and cannot be overwritten.")
+
+
+def _temp_sibling(path: str, suffix: str = ".tif") -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.part-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+class RasterWriter:
+    """Atomic, tiled, compressed GeoTIFF writer.
+
+    Use as a context manager: on a clean exit the file is finalised
+    (statistics, overviews, categories, colours) and renamed into place; on an
+    exception nothing is left behind.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        width: int,
+        height: int,
+        bands: int,
+        dtype,
+        geotransform: Sequence[float],
+        crs_wkt: str,
+        nodata: Optional[float] = None,
+        category_names: Optional[Sequence[str]] = None,
+        color_table: Optional[dict] = None,
+        band_descriptions: Optional[Sequence[str]] = None,
+        metadata: Optional[dict] = None,
+        overviews: Optional[bool] = None,
+        qml: Optional[str] = None,
+    ):
+        check_writable(path)
+        self.path = os.path.abspath(path)
+        self.tmp = _temp_sibling(self.path)
+        self.width, self.height, self.bands = width, height, bands
+        self.dtype = np.dtype(dtype)
+        self.nodata = nodata
+        self.category_names = category_names
+        self.color_table = color_table
+        self.metadata = metadata or {}
+        self.qml = qml
+        self.overviews = overviews if overviews is not None else max(width, height) > 2048
+        opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+        opts.append("PREDICTOR=3" if self.dtype.kind == "f" else "PREDICTOR=2")
+        if self.dtype not in _NUMPY_TO_GDAL:
+            raise RasterError(f"Unsupported output type {self.dtype}.")
+        try:
+            drv = gdal.GetDriverByName("GTiff")
+            self.ds = drv.Create(self.tmp, width, height, bands, _NUMPY_TO_GDAL[self.dtype], options=opts)
+        except RuntimeError as exc:
+            raise RasterError(f"Cannot create '{path}': {exc}") from exc
+        self.ds.SetGeoTransform(tuple(geotransform))
+        if crs_wkt:
+            self.ds.SetProjection(crs_wkt)
+        for i in range(bands):
+            band = self.ds.GetRasterBand(i + 1)
+            if nodata is not None:
+                band.SetNoDataValue(float(nodata))
+                band.Fill(float(nodata))
+            if band_descriptions and i < len(band_descriptions):
+                band.SetDescription(band_descriptions[i])
+
+    def __enter__(self):
+        return self
+
+    def write(self, array: np.ndarray, xoff: int, yoff: int, band: Optional[int] = None) -> None:
+        """Write ``(h, w)`` into ``band`` (1-based) or ``(bands, h, w)`` into all bands."""
+        if array.ndim == 2:
+            b = self.ds.GetRasterBand(band or 1)
+            b.WriteArray(array.astype(self.dtype, copy=False), xoff, yoff)
+        else:
+            for i in range(array.shape[0]):
+                self.ds.GetRasterBand(i + 1).WriteArray(array[i].astype(self.dtype, copy=False), xoff, yoff)
+
+    def _finalise(self) -> None:
+        band = self.ds.GetRasterBand(1)
+        if self.color_table:
+            ct = gdal.ColorTable()
+            for value, rgba in self.color_table.items():
+                ct.SetColorEntry(int(value), tuple(int(c) for c in rgba))
+            band.SetRasterColorTable(ct)
+            band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+        if self.category_names:
+            band.SetCategoryNames(list(self.category_names))
+        if self.metadata:
+            self.ds.SetMetadata({str(k): str(v) for k, v in self.metadata.items()})
+        self.ds.FlushCache()
+        if self.overviews:
+            levels = [f for f in (2, 4, 8, 16, 32, 64) if max(self.width, self.height) / f >= 256]
+            if levels:
+                resampling = "NEAREST" if (self.category_names or self.color_table) else "AVERAGE"
+                self.ds.BuildOverviews(resampling, levels)
+        self.ds = None  # closes; writes the .aux.xml sidecar for category names
+
+    def commit(self) -> str:
+        self._finalise()
+        os.replace(self.tmp, self.path)
+        aux_tmp, aux = self.tmp + ".aux.xml", self.path + ".aux.xml"
+        if os.path.exists(aux_tmp):
+            os.replace(aux_tmp, aux)
+        elif os.path.exists(aux):
+            os.remove(aux)  # stale statistics/categories of an earlier file
+        qml_path = os.path.splitext(self.path)[0] + ".qml"
+        if self.qml:
+            write_text_atomic(qml_path, self.qml)
+        return self.path
+
+    def abort(self) -> None:
+        self.ds = None
+        for p in (self.tmp, self.tmp + ".aux.xml"):
+            try:
+                os.remove(p)
+            except FileNotFoundError:
+                pass
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()
+        return False
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".geoml-", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def srs_from_wkt(wkt: str) -> osr.SpatialReference:
+    srs = osr.SpatialReference()
+    if wkt:
+        srs.ImportFromWkt(wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def category_names_of(path: str) -> Optional[list]:
+    """Category names of band 1, loading the PAM sidecar first (GDAL 3.6 quirk)."""
+    ds = open_raster(path)
+    gdal.Info(ds, format="json")  # forces the .aux.xml to be read
+    return ds.GetRasterBand(1).GetCategoryNames()

@@ -1,0 +1,1 @@
+"""GeoML dialogs and map tools (main thread only)."""

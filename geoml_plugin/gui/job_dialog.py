@@ -1,0 +1,143 @@
+"""What every GeoML job dialog shares: device choice and badge, Run/Cancel,
+progress bar, live log, error display, and remembered settings.
+
+A dialog's ``.ui`` provides widgets named ``deviceCombo``, ``deviceBadge``,
+``progressBar``, ``logView``, ``runButton``, ``cancelButton``, ``closeButton``
+and ``helpBrowser``; the subclass implements :meth:`make_job` (validate the
+form, return ``(description, job)``) and :meth:`on_success`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from qgis.core import Qgis, QgsSettings
+from qgis.PyQt import uic
+from qgis.PyQt.QtWidgets import QDialog, QMessageBox
+
+from ..core.device import DEVICE_CHOICES
+from ..core.errors import GeoMLError
+from ..core.progress import Feedback
+from ..paths import ui_path
+from ..tasks import GeoMLTask, start_task
+
+SETTINGS_PREFIX = "geoml/"
+
+
+def load_ui(name: str):
+    return uic.loadUiType(ui_path(name))[0]
+
+
+def device_badge_text() -> str:
+    """'GPU: NVIDIA … (N GB)' or 'CPU only …', without importing torch when absent."""
+    try:
+        from ..deps import gpu_summary  # issue-6 module, optional
+
+        return gpu_summary()
+    except Exception:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            p = torch.cuda.get_device_properties(0)
+            return f"GPU: {p.name} ({p.total_memory / 2**30:.0f} GB)"
+        return "CPU only — jobs will be slower"
+    except Exception:
+        return "PyTorch not installed — see GeoML → Install dependencies"
+
+
+class JobDialogBase(QDialog):
+    SETTINGS_KEY = "job"
+    HELP_HTML = ""
+
+    def __init__(self, plugin=None, parent=None):
+        super().__init__(parent)
+        self.plugin = plugin
+        self.setupUi(self)  # provided by the uic form class mixed in by subclasses
+        self.task: Optional[GeoMLTask] = None
+        self.deviceCombo.addItems(list(DEVICE_CHOICES))
+        self.deviceBadge.setText(device_badge_text())
+        self.helpBrowser.setHtml(self.HELP_HTML)
+        self.runButton.clicked.connect(self.run)
+        self.cancelButton.clicked.connect(self.cancel)
+        self.closeButton.clicked.connect(self.close)
+
+    # settings ----------------------------------------------------------
+    def settings_value(self, key: str, default: Any = None, type_=str):
+        v = QgsSettings().value(SETTINGS_PREFIX + self.SETTINGS_KEY + "/" + key, default)
+        try:
+            return type_(v) if v is not None else default
+        except (TypeError, ValueError):
+            return default
+
+    def set_settings_value(self, key: str, value: Any) -> None:
+        QgsSettings().setValue(SETTINGS_PREFIX + self.SETTINGS_KEY + "/" + key, value)
+
+    # running -----------------------------------------------------------
+    def make_job(self) -> tuple[str, Callable[[Feedback], Any]]:
+        raise NotImplementedError
+
+    def on_success(self, result: Any) -> None:
+        raise NotImplementedError
+
+    def run(self) -> Optional[GeoMLTask]:
+        if self.task is not None:
+            return self.task
+        try:
+            description, job = self.make_job()
+        except GeoMLError as exc:
+            self.show_error(str(exc))
+            return None
+        self.logView.clear()
+        self.progressBar.setValue(0)
+        self.set_running(True)
+        self.task = GeoMLTask(description, job, self._done)
+        self.task.progressChanged.connect(lambda p: self.progressBar.setValue(int(p)))
+        self.task.message.connect(self.logView.appendPlainText)
+        self.logView.appendPlainText(f"{description}: started ({self.deviceBadge.text()})")
+        return start_task(self.task)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.logView.appendPlainText("Cancelling…")
+            self.task.cancel()
+
+    def set_running(self, running: bool) -> None:
+        self.runButton.setEnabled(not running)
+        self.cancelButton.setEnabled(running)
+
+    def _done(self, task: GeoMLTask) -> None:
+        self.task = None
+        self.set_running(False)
+        if task.error is None:
+            self.progressBar.setValue(100)
+            try:
+                self.on_success(task.result)
+            except GeoMLError as exc:
+                self.show_error(str(exc))
+        elif task.cancelled:
+            self.progressBar.setValue(0)
+            self.logView.appendPlainText("Cancelled; nothing was written.")
+            self.push_message("Job cancelled; nothing was written.", Qgis.MessageLevel.Warning)
+        else:
+            self.logView.appendPlainText("Failed: " + task.error_text())
+            self.show_error(task.error_text())
+
+    # messages ----------------------------------------------------------
+    def push_message(self, text: str, level=Qgis.MessageLevel.Info) -> None:
+        bar = self.plugin.message_bar() if self.plugin is not None else None
+        if bar is not None:
+            bar.pushMessage("GeoML", text, level=level, duration=8)
+
+    def show_error(self, text: str) -> None:
+        self.logView.appendPlainText(text)
+        bar = self.plugin.message_bar() if self.plugin is not None else None
+        if bar is not None:
+            bar.pushMessage("GeoML", text, level=Qgis.MessageLevel.Critical, duration=0)
+        elif self.isVisible():
+            QMessageBox.warning(self, "GeoML", text)
+
+    def closeEvent(self, event):  # noqa: N802
+        if self.task is not None:
+            self.task.cancel()
+        super().closeEvent(event)

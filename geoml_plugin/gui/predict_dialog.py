@@ -1,0 +1,97 @@
+"""'Apply model to raster' dialog: runs core.predict in the background."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+from qgis.core import Qgis, QgsMapLayerProxyModel
+from qgis.gui import QgsFileWidget
+
+from ..core.errors import GeoMLError, InputError
+from ..styling import add_raster_layer
+from .job_dialog import JobDialogBase, load_ui
+
+FORM = load_ui("predict_dialog.ui")
+
+HELP = """<h3>Apply model to raster</h3>
+<p>Runs a GeoML model over a raster layer, tile by tile, in the background.</p>
+<ul>
+<li><b>Input raster</b>: needs the bands the model was trained on.</li>
+<li><b>Model file</b>: a GeoML model (.safetensors) made by Fine-tune, Few-shot or Translate.
+Pickled PyTorch files are refused: they can run code.</li>
+<li><b>Output</b>: a classified GeoTIFF styled with the class colours and names
+(or a continuous raster for regression models). Leave empty for a temporary file.</li>
+<li><b>Confidence</b>: the winning class's probability (0–1): low values show where
+more training labels would help.</li>
+<li><b>Device</b>: <i>auto</i> uses a CUDA GPU when available.</li>
+</ul>
+<p>The same tool is in the Processing toolbox as <i>GeoML › Apply model to raster</i>
+(batch mode, modeler, <code>qgis_process run geoml:predict</code>).</p>"""
+
+
+class PredictDialog(JobDialogBase, FORM):
+    SETTINGS_KEY = "predict"
+    HELP_HTML = HELP
+
+    def __init__(self, plugin=None, parent=None):
+        super().__init__(plugin, parent)
+        self.inputLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
+        self.modelFile.fileChanged.connect(self.describe_model)
+        self.outputFile.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
+        self.outputFile.setFilter("GeoTIFF (*.tif *.tiff)")
+        self.modelFile.setFilePath(self.settings_value("model", ""))
+        self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))
+        self.batchSpin.setValue(self.settings_value("batch", 16, int))
+
+    def describe_model(self, path: str) -> None:
+        from ..core.modelfile import read_meta
+
+        if not path:
+            self.modelInfo.setText("Choose a GeoML model (.safetensors).")
+            return
+        try:
+            meta = read_meta(path)
+            text = meta.describe()
+            if meta.classes:
+                text += "<br>Classes: " + ", ".join(c.name for c in meta.classes)
+            self.modelInfo.setText(text)
+        except GeoMLError as exc:
+            self.modelInfo.setText(f"<span style='color:#b00'>{exc}</span>")
+
+    def make_job(self):
+        from ..core.predict import PredictConfig, run_predict
+
+        layer = self.inputLayer.currentLayer()
+        if layer is None:
+            raise InputError("Choose an input raster layer.")
+        model = self.modelFile.filePath()
+        if not model:
+            raise InputError("Choose a GeoML model file.")
+        out = self.outputFile.filePath()
+        if not out:
+            out = os.path.join(tempfile.mkdtemp(prefix="geoml_"), f"{layer.name()}_prediction.tif")
+        if not out.lower().endswith((".tif", ".tiff")):
+            out += ".tif"
+        conf = os.path.splitext(out)[0] + "_confidence.tif" if self.confidenceCheck.isChecked() else None
+        cfg = PredictConfig(
+            input_path=layer.source(), model_path=model, output_path=out, confidence_path=conf,
+            device=self.deviceCombo.currentText(), batch_size=self.batchSpin.value(),
+            stride=self.strideSpin.value() or None,
+        )
+        self.set_settings_value("model", model)
+        self.set_settings_value("device", cfg.device)
+        self.set_settings_value("batch", cfg.batch_size)
+        return f"GeoML: apply {os.path.basename(model)} to {layer.name()}", lambda fb: run_predict(cfg, fb)
+
+    def on_success(self, result) -> None:
+        layer = add_raster_layer(result.output_path)
+        if result.confidence_path:
+            add_raster_layer(result.confidence_path)
+        self.logView.appendPlainText(f"Done in {result.seconds:.1f} s → {result.output_path}")
+        self.push_message(f"Added '{layer.name()}' ({result.width}×{result.height} px).", Qgis.MessageLevel.Success)
+
+
+def open_dialog(plugin):
+    parent = plugin.iface.mainWindow() if plugin.iface is not None else None
+    return plugin.dialog("predict", lambda: PredictDialog(plugin, parent))

@@ -1,0 +1,91 @@
+"""The QGIS plugin object: menu, toolbar, Processing provider.
+
+Loading it imports no torch (dialogs and algorithms import the core lazily),
+so QGIS starts fast and the plugin loads even where torch is missing.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtGui import QIcon
+
+from .paths import icon_path
+from .qt_compat import QAction
+
+MENU = "&GeoML"
+
+# (key, menu text, icon, "module:callable" opening the tool, on toolbar)
+ACTIONS = [
+    ("predict", "Apply model to raster…", "predict.svg", "gui.predict_dialog:open_dialog", True),
+]
+
+
+class GeoMLPlugin:
+    def __init__(self, iface):
+        self.iface = iface
+        self.provider = None
+        self.actions: dict[str, QAction] = {}
+        self.toolbar = None
+        self.dialogs: dict = {}
+
+    # Processing (also called by qgis_process, without initGui) ------------
+    def initProcessing(self) -> None:  # noqa: N802
+        from .processing.provider import GeoMLProvider
+
+        if self.provider is None:
+            self.provider = GeoMLProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    # GUI -------------------------------------------------------------------
+    def initGui(self) -> None:  # noqa: N802
+        self.initProcessing()
+        self.toolbar = self.iface.addToolBar("GeoML")
+        self.toolbar.setObjectName("GeoMLToolbar")
+        for key, text, icon, target, on_toolbar in ACTIONS:
+            action = QAction(QIcon(icon_path(icon)), text, self.iface.mainWindow())
+            action.setObjectName(f"geoml_{key}")
+            action.triggered.connect(lambda _checked=False, t=target: self.open_tool(t))
+            self.iface.addPluginToRasterMenu(MENU, action)
+            if on_toolbar:
+                self.toolbar.addAction(action)
+            self.actions[key] = action
+
+    def open_tool(self, target: str):
+        mod, fn = target.split(":")
+        module = importlib.import_module(f"{__package__}.{mod}")
+        return getattr(module, fn)(self)
+
+    def unload(self) -> None:
+        for action in self.actions.values():
+            self.iface.removePluginRasterMenu(MENU, action)
+            action.deleteLater()
+        self.actions.clear()
+        for dlg in self.dialogs.values():
+            try:
+                dlg.close()
+                dlg.deleteLater()
+            except RuntimeError:
+                pass
+        self.dialogs.clear()
+        if self.toolbar is not None:
+            self.toolbar.deleteLater()
+            self.toolbar = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+
+    def message_bar(self):
+        return self.iface.messageBar() if self.iface is not None else None
+
+    def dialog(self, key: str, factory) -> Optional[object]:
+        """One instance per dialog kind, re-shown when opened again."""
+        dlg = self.dialogs.get(key)
+        if dlg is None:
+            dlg = factory()
+            self.dialogs[key] = dlg
+        dlg.show()
+        dlg.raise_()
+        dlg.activateWindow()
+        return dlg

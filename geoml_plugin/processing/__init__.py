@@ -1,0 +1,1 @@
+"""GeoML's Processing provider and algorithms (batch, modeler, qgis_process)."""

@@ -1,0 +1,75 @@
+"""``geoml:predict`` — apply a GeoML model file to a raster."""
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+
+from .base import GeoMLAlgorithm
+
+HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot or Translate) to a raster, tile by tile.
+
+<b>Input raster</b>: must have the bands the model was trained on (same count and order).
+<b>Model</b>: a GeoML model file (.safetensors). Pickled PyTorch files are refused for safety.
+<b>Output</b>: classified GeoTIFF (values 1..K, 0 = nodata, class names as categories, styled with the class colours), or a Float32 raster in the target's units for regression models.
+<b>Confidence</b> (optional): probability of the winning class, 0–1.
+<b>Stride</b> (patch classifiers): distance in pixels between classified windows; smaller is finer and slower. 0 = a quarter of the patch size.
+<b>Device</b>: auto uses a CUDA GPU when one is available.
+"""
+
+
+class PredictAlgorithm(GeoMLAlgorithm):
+    NAME = "predict"
+    DISPLAY = "Apply model to raster"
+    GROUP = "Apply"
+    HELP = HELP
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster"))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "MODEL", "GeoML model file", behavior=QgsProcessingParameterFile.Behavior.File,
+                fileFilter="GeoML model (*.safetensors *.geoml);;All files (*.*)",
+            )
+        )
+        self.add_device_parameter()
+        self.addParameter(QgsProcessingParameterNumber(
+            "BATCH_SIZE", "Batch size", type=QgsProcessingParameterNumber.Type.Integer, defaultValue=16, minValue=1))
+        stride = QgsProcessingParameterNumber(
+            "STRIDE", "Stride for patch classifiers (pixels, 0 = automatic)",
+            type=QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0)
+        bands = QgsProcessingParameterString("BANDS", "Input bands (e.g. 1,2,3; empty = as the model)", optional=True)
+        for p in (stride, bands):
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            self.addParameter(p)
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Prediction"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "OUTPUT_CONFIDENCE", "Confidence", optional=True, createByDefault=False))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..core.predict import PredictConfig, run_predict
+
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        if layer is None:
+            raise QgsProcessingException("The input raster could not be loaded.")
+        conf = self.parameterAsOutputLayer(parameters, "OUTPUT_CONFIDENCE", context) or None
+        cfg = PredictConfig(
+            input_path=layer.source(),
+            model_path=self.parameterAsFile(parameters, "MODEL", context),
+            output_path=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+            confidence_path=conf,
+            device=self.device(parameters, context),
+            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
+            stride=self.parameterAsInt(parameters, "STRIDE", context) or None,
+            bands=self.parameterAsString(parameters, "BANDS", context) or None,
+        )
+        result = self.run_job(feedback, lambda fb: run_predict(cfg, fb))
+        if result.class_counts:
+            feedback.pushInfo("Pixels per class: " + ", ".join(f"{k}: {v}" for k, v in result.class_counts.items()))
+        return {"OUTPUT": result.output_path, "OUTPUT_CONFIDENCE": result.confidence_path}

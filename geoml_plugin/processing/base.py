@@ -1,0 +1,78 @@
+"""Shared plumbing for GeoML algorithms: feedback bridge, errors, common params."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterEnum,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from ..core.device import DEVICE_CHOICES
+from ..core.errors import GeoMLError
+from ..core.progress import Feedback
+from ..paths import icon_path
+
+MODEL_FILTER = "GeoML model (*.safetensors *.geoml);;All files (*.*)"
+
+
+def qgis_feedback(feedback: QgsProcessingFeedback) -> Feedback:
+    """Adapt Processing's feedback to the core protocol."""
+
+    def on_progress(fraction: float, text: str) -> None:
+        feedback.setProgress(fraction * 100.0)
+        if text:
+            feedback.setProgressText(text)
+
+    return Feedback(on_progress, feedback.pushInfo, feedback.isCanceled)
+
+
+class GeoMLAlgorithm(QgsProcessingAlgorithm):
+    """Base class: subclasses set NAME, DISPLAY, GROUP, HELP and implement
+    ``initAlgorithm`` and ``run_core(parameters, context, feedback)``."""
+
+    NAME = ""
+    DISPLAY = ""
+    GROUP = "Apply"
+    HELP = ""
+
+    def name(self) -> str:
+        return self.NAME
+
+    def displayName(self) -> str:  # noqa: N802
+        return self.DISPLAY
+
+    def group(self) -> str:
+        return self.GROUP
+
+    def groupId(self) -> str:  # noqa: N802
+        return self.GROUP.lower().replace(" ", "_")
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return self.HELP
+
+    def icon(self) -> QIcon:
+        return QIcon(icon_path("geoml.svg"))
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()
+
+    def add_device_parameter(self) -> None:
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                "DEVICE", "Compute device", options=list(DEVICE_CHOICES), defaultValue=0, allowMultiple=False
+            )
+        )
+
+    def device(self, parameters, context) -> str:
+        return DEVICE_CHOICES[self.parameterAsEnum(parameters, "DEVICE", context)]
+
+    def run_job(self, feedback: QgsProcessingFeedback, job: Callable[[Feedback], Any]) -> Any:
+        """Run a core job; GeoML errors become clean Processing errors."""
+        try:
+            return job(qgis_feedback(feedback))
+        except GeoMLError as exc:
+            raise QgsProcessingException(str(exc)) from exc

@@ -1,0 +1,40 @@
+"""The ``geoml`` Processing provider."""
+from __future__ import annotations
+
+import importlib
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from ..paths import icon_path
+
+# module:class of every algorithm; modules import no torch at load time.
+ALGORITHMS = [
+    "alg_predict:PredictAlgorithm",
+]
+
+
+def algorithm_classes() -> list:
+    out = []
+    for spec in ALGORITHMS:
+        mod, cls = spec.split(":")
+        out.append(getattr(importlib.import_module(f"{__package__}.{mod}"), cls))
+    return out
+
+
+class GeoMLProvider(QgsProcessingProvider):
+    def id(self) -> str:  # noqa: A003
+        return "geoml"
+
+    def name(self) -> str:
+        return "GeoML"
+
+    def longName(self) -> str:  # noqa: N802
+        return "GeoML — deep learning for rasters"
+
+    def icon(self) -> QIcon:
+        return QIcon(icon_path("geoml.svg"))
+
+    def loadAlgorithms(self) -> None:  # noqa: N802
+        for cls in algorithm_classes():
+            self.addAlgorithm(cls())

@@ -1,0 +1,96 @@
+"""Background jobs as QgsTask: progress, cancel, results back on the main thread.
+
+A job is a plain core function ``job(feedback) -> result``. :class:`GeoMLTask`
+runs it on a QGIS worker thread, turns the task's progress and cancel into
+the core :class:`Feedback` protocol, and calls ``on_done(task)`` from
+``finished()``, i.e. on the main thread, where adding layers and touching
+widgets is safe. The worker thread never touches widgets or the project.
+"""
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable, Optional
+
+from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
+
+from .core.errors import GeoMLError, JobCancelled
+from .core.progress import Feedback
+
+LOG_TAG = "GeoML"
+_running: set = set()  # keep Python wrappers alive while QGIS runs them
+
+
+def log(message: str, level=Qgis.MessageLevel.Info) -> None:
+    QgsMessageLog.logMessage(message, LOG_TAG, level)
+
+
+class GeoMLTask(QgsTask):
+    """Runs ``job(feedback)`` in the background; see module docstring."""
+
+    message = pyqtSignal(str)  # progress text, delivered queued to the GUI thread
+
+    def __init__(self, description: str, job: Callable[[Feedback], Any],
+                 on_done: Optional[Callable[["GeoMLTask"], None]] = None):
+        super().__init__(description, QgsTask.Flag.CanCancel)
+        self._job = job
+        self._on_done = on_done
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.traceback: str = ""
+        self.log_lines: list[str] = []
+
+    # worker thread ---------------------------------------------------------
+    def run(self) -> bool:
+        def on_progress(fraction: float, text: str) -> None:
+            self.setProgress(fraction * 100.0)
+            if text:
+                self.message.emit(text)
+
+        def on_log(text: str) -> None:
+            self.log_lines.append(text)
+            log(f"{self.description()}: {text}")
+            self.message.emit(text)
+
+        fb = Feedback(on_progress, on_log, self.isCanceled)
+        try:
+            self.result = self._job(fb)
+            return True
+        except JobCancelled as exc:
+            self.error = exc
+        except GeoMLError as exc:
+            self.error = exc
+        except MemoryError as exc:
+            self.error = GeoMLError("The job ran out of memory.", "Use a smaller batch size or area.")
+            self.traceback = repr(exc)
+        except Exception as exc:  # a bug: keep the traceback for the log
+            self.error = exc
+            self.traceback = traceback.format_exc()
+        return False
+
+    # main thread -----------------------------------------------------------
+    def finished(self, ok: bool) -> None:
+        _running.discard(self)
+        if not ok and self.error is None:
+            self.error = JobCancelled()
+        if self.traceback:
+            log(f"{self.description()} failed:\n{self.traceback}", Qgis.MessageLevel.Critical)
+        if self._on_done is not None:
+            self._on_done(self)
+
+    @property
+    def cancelled(self) -> bool:
+        return isinstance(self.error, JobCancelled) or (self.error is None and self.isCanceled())
+
+    def error_text(self) -> str:
+        if self.error is None:
+            return ""
+        if isinstance(self.error, GeoMLError):
+            return str(self.error)
+        return f"Unexpected error: {self.error!r}. Details are in the GeoML log panel."
+
+
+def start_task(task: GeoMLTask) -> GeoMLTask:
+    _running.add(task)
+    QgsApplication.taskManager().addTask(task)
+    return task

@@ -1,0 +1,93 @@
+import json
+import struct
+
+import pytest
+import torch
+
+from geoml_plugin.core.classes import make_classes
+from geoml_plugin.core.errors import InputError, ModelFileError
+from geoml_plugin.core.modelfile import ModelMeta, load_model, read_meta, save_model
+from geoml_plugin.core.models import build_model
+
+
+def _meta(**kw):
+    base = dict(architecture="small_cnn", arch_args={"in_bands": 5, "num_outputs": 3, "widths": [8, 8, 8, 8]},
+                task="classification", output="patch", in_bands=5, patch_size=32,
+                norm_mean=[1, 2, 3, 4, 5], norm_std=[1, 1, 2, 2, 3], classes=make_classes(["a", "b", "c"]),
+                metrics={"overall_accuracy": 0.9}, provenance={"source": "x.tif"})
+    base.update(kw)
+    return ModelMeta(**base)
+
+
+def test_round_trip_weights_and_metadata(tmp_path):
+    torch.manual_seed(0)
+    meta = _meta()
+    model = build_model(meta.architecture, **meta.arch_args).eval()
+    p = save_model(str(tmp_path / "m.safetensors"), model, meta)
+    meta2 = read_meta(p)
+    assert meta2.to_dict() == meta.to_dict()
+    model2, _ = load_model(p)
+    x = torch.randn(2, 5, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model2(x))
+    assert [c.name for c in meta2.classes] == ["a", "b", "c"]
+
+
+def test_refuses_pickles_without_unpickling(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2)}, p)  # zip-based pickle
+    with pytest.raises(ModelFileError, match="never loads pickles"):
+        read_meta(str(p))
+    import pickle
+
+    p2 = tmp_path / "evil.pkl"
+    p2.write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_model(str(p2))
+
+
+def test_refuses_other_files(tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello world, not a model")
+    with pytest.raises(ModelFileError, match="not a GeoML model"):
+        read_meta(str(junk))
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(ModelFileError, match="no GeoML metadata"):
+        read_meta(str(plain))
+    with pytest.raises(InputError, match="does not exist"):
+        read_meta(str(tmp_path / "missing.safetensors"))
+
+
+def test_weights_of_wrong_shape_are_refused(tmp_path):
+    meta = _meta()
+    model = build_model(meta.architecture, **meta.arch_args)
+    p = save_model(str(tmp_path / "m.safetensors"), model, meta)
+    # rewrite the header claiming a different architecture argument
+    raw = open(p, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    md = json.loads(header["__metadata__"]["geoml"])
+    md["arch_args"]["num_outputs"] = 7
+    header["__metadata__"]["geoml"] = json.dumps(md)
+    hb = json.dumps(header).encode()
+    hb += b" " * ((8 - len(hb) % 8) % 8)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n :])
+    with pytest.raises(ModelFileError, match="do not fit"):
+        load_model(str(bad))
+
+
+def test_newer_format_is_refused(tmp_path):
+    d = _meta().to_dict()
+    d["format_version"] = 99
+    with pytest.raises(ModelFileError, match="newer GeoML"):
+        ModelMeta.from_dict(d)
+
+
+def test_save_is_atomic(tmp_path):
+    meta = _meta()
+    with pytest.raises(InputError):
+        save_model(str(tmp_path / "nope" / "m.safetensors"), build_model("small_cnn", **meta.arch_args), meta)

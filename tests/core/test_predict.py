@@ -1,0 +1,155 @@
+import numpy as np
+import pytest
+import torch
+from osgeo import gdal
+
+from geoml_plugin.core.classes import make_classes
+from geoml_plugin.core.errors import InputError, JobCancelled, ModelFileError
+from geoml_plugin.core.modelfile import ModelMeta, save_model
+from geoml_plugin.core.models import build_model
+from geoml_plugin.core.predict import PredictConfig, predict_raster, run_predict
+from geoml_plugin.core.progress import Feedback
+from geoml_plugin.core.raster_io import category_names_of, raster_info
+from tests.conftest import leftovers, write_raster
+
+
+def test_sample_model_maps_the_scene(scene, sample_model, out_dir):
+    out, conf = out_dir / "pred.tif", out_dir / "conf.tif"
+    res = run_predict(PredictConfig(scene.image, sample_model, str(out), str(conf), device="cpu"))
+    pred = gdal.Open(str(out)).ReadAsArray()
+    truth = gdal.Open(scene.landcover).ReadAsArray()
+    assert (pred == truth)[truth > 0].mean() > 0.95
+    assert (pred[truth == 0] == 0).all()  # nodata stays nodata
+    src, dst = raster_info(scene.image), raster_info(str(out))
+    assert dst.geotransform == src.geotransform and dst.crs_wkt == src.crs_wkt
+    assert (dst.width, dst.height) == (src.width, src.height)
+    assert category_names_of(str(out)) == ["", "Water", "Forest", "Cropland", "Urban"]
+    c = gdal.Open(str(conf)).ReadAsArray()
+    assert ((c[truth > 0] > 0.25) & (c[truth > 0] <= 1.0)).all()
+    assert res.valid_pixels == int((truth > 0).sum())
+    assert sum(res.class_counts.values()) == res.valid_pixels
+    assert (out_dir / "pred.qml").exists()
+
+
+class Conv3Stack(torch.nn.Module):
+    """Translation-equivariant model with a 7-px receptive field."""
+
+    def __init__(self, c, k):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(c, 8, 3, padding=1), torch.nn.Tanh(),
+                                       torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Tanh(),
+                                       torch.nn.Conv2d(8, k, 3, padding=1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_dense_tiling_is_seamless(scene, out_dir):
+    """Tiled output equals one forward pass over the whole raster: no seams."""
+    torch.manual_seed(0)
+    model = Conv3Stack(4, 1).eval()
+    meta = ModelMeta(architecture="test", task="regression", in_bands=4, output="dense", patch_size=16,
+                     norm_mean=[1000] * 4, norm_std=[500] * 4, target={"name": "v", "mean": 2.0, "std": 3.0})
+    out = out_dir / "reg.tif"
+    res = predict_raster(model, meta, PredictConfig(scene.image, output_path=str(out), tile_size=24, overlap=4,
+                                                    batch_size=3, device="cpu"))
+    assert res.tiles > 25
+    tiled = gdal.Open(str(out)).ReadAsArray()
+    img = gdal.Open(scene.image).ReadAsArray().astype(np.float32)
+    valid = (img != 0).all(axis=0)
+    x = (img - 1000) / 500
+    x[:, ~valid] = 0
+    with torch.no_grad():
+        full = model(torch.from_numpy(x)[None])[0, 0].numpy() * 3.0 + 2.0
+    # pixels ≥ 3 px from the raster edge see no padding difference
+    inner = (slice(3, -3), slice(3, -3))
+    np.testing.assert_allclose(tiled[inner][valid[inner]], full[inner][valid[inner]], rtol=1e-4, atol=1e-4)
+    assert (tiled[~valid] == -9999.0).all()
+
+
+def _patch_model(tmp_path, in_bands=4, classes=("A", "B")):
+    torch.manual_seed(0)
+    meta = ModelMeta(architecture="small_cnn", arch_args={"in_bands": in_bands, "num_outputs": len(classes),
+                     "widths": [4, 4, 4, 4]}, task="classification", output="patch", in_bands=in_bands,
+                     patch_size=16, classes=make_classes(classes), norm_mean=[1000] * in_bands,
+                     norm_std=[500] * in_bands)
+    model = build_model(meta.architecture, **meta.arch_args)
+    return save_model(str(tmp_path / "patch.safetensors"), model, meta)
+
+
+def test_patch_classifier_makes_dense_map_at_stride(scene, out_dir, tmp_path):
+    model = _patch_model(tmp_path)
+    out = out_dir / "cls.tif"
+    res = run_predict(PredictConfig(scene.image, model, str(out), str(out_dir / "c.tif"), stride=8, device="cpu"))
+    pred = gdal.Open(str(out)).ReadAsArray()
+    assert pred.shape == (128, 128)
+    assert set(np.unique(pred)) <= {0, 1, 2}
+    # constant inside each 8×8 output cell
+    cells = pred[:120, :120].reshape(15, 8, 15, 8)
+    valid = gdal.Open(scene.landcover).ReadAsArray()[:120, :120].reshape(15, 8, 15, 8) > 0
+    full = valid.all(axis=(1, 3))
+    assert (cells.max(axis=(1, 3)) == cells.min(axis=(1, 3)))[full].all()
+    assert res.task == "classification"
+
+
+def test_band_count_mismatch_is_refused_before_writing(tmp_path, out_dir):
+    model = _patch_model(tmp_path, in_bands=3)
+    img = write_raster(tmp_path / "two.tif", np.ones((2, 40, 40), np.uint8))
+    with pytest.raises(InputError, match="expects 3 band"):
+        run_predict(PredictConfig(img, model, str(out_dir / "x.tif")))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_all_nodata_raster_is_refused_and_leaves_nothing(tmp_path, out_dir):
+    model = _patch_model(tmp_path)
+    img = write_raster(tmp_path / "empty.tif", np.zeros((4, 40, 40), np.uint16), nodata=0)
+    with pytest.raises(InputError, match="no valid pixels"):
+        run_predict(PredictConfig(img, model, str(out_dir / "x.tif"), str(out_dir / "c.tif")))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_raster_smaller_than_patch_is_refused(tmp_path, out_dir):
+    model = _patch_model(tmp_path)
+    img = write_raster(tmp_path / "tiny.tif", np.ones((4, 8, 8), np.uint16))
+    with pytest.raises(InputError, match="smaller than the model's patch"):
+        run_predict(PredictConfig(img, model, str(out_dir / "x.tif")))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_non_model_file_is_refused(scene, tmp_path, out_dir):
+    p = tmp_path / "weights.pth"
+    torch.save({"x": torch.ones(1)}, p)
+    with pytest.raises(ModelFileError):
+        run_predict(PredictConfig(scene.image, str(p), str(out_dir / "x.tif")))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_cancel_mid_run_leaves_no_file(scene, sample_model, out_dir):
+    calls = {"n": 0}
+
+    def cancelled():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(JobCancelled):
+        run_predict(PredictConfig(scene.image, sample_model, str(out_dir / "x.tif"), str(out_dir / "c.tif"),
+                                  tile_size=24, overlap=4), Feedback(is_cancelled=cancelled))
+    assert list(out_dir.iterdir()) == []
+    assert leftovers(out_dir) == []
+
+
+def test_unknown_cuda_request_is_a_clear_error(scene, sample_model, out_dir):
+    if torch.cuda.is_available():
+        pytest.skip("machine has a GPU")
+    with pytest.raises(Exception, match="CUDA GPU was requested"):
+        run_predict(PredictConfig(scene.image, sample_model, str(out_dir / "x.tif"), device="cuda"))
+
+
+def test_window_prediction_is_georeferenced(scene, sample_model, out_dir):
+    out = out_dir / "win.tif"
+    run_predict(PredictConfig(scene.image, sample_model, str(out), window=(32, 16, 40, 50), device="cpu"))
+    info = raster_info(str(out))
+    src = raster_info(scene.image)
+    assert (info.width, info.height) == (40, 50)
+    assert info.geotransform[0] == src.geotransform[0] + 32 * src.geotransform[1]
+    assert info.geotransform[3] == src.geotransform[3] + 16 * src.geotransform[5]
