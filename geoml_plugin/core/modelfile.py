@@ -114,14 +114,14 @@ def _read_header(path: str) -> dict:
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
-            if len(head) < 8:
-                raise ModelFileError(f"'{os.path.basename(path)}' is not a GeoML model file (too short).")
             if head[:2] == b"PK" or head[:1] == b"\x80":
                 raise ModelFileError(
                     f"'{os.path.basename(path)}' is a PyTorch pickle checkpoint, not a GeoML model. "
                     "GeoML never loads pickles, because a pickle can run arbitrary code.",
                     "Use a model saved by GeoML (.geoml / safetensors).",
                 )
+            if len(head) < 8:
+                raise ModelFileError(f"'{os.path.basename(path)}' is not a GeoML model file (too short).")
             (n,) = struct.unpack("<Q", head)
             if n <= 1 or n > _MAX_HEADER or n > os.path.getsize(path) - 8:
                 raise ModelFileError(f"'{os.path.basename(path)}' is not a GeoML model file.")

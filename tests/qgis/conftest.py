@@ -1,0 +1,29 @@
+"""Fixtures for tests on a real QGIS (pytest-qgis starts QgsApplication)."""
+from __future__ import annotations
+
+import pytest
+
+
+_KEEP: list = []  # Python wrappers of registered providers must outlive the tests
+
+
+@pytest.fixture()
+def geoml_provider(qgis_processing):
+    """The GeoML provider registered in QGIS's Processing registry."""
+    from qgis.core import QgsApplication
+
+    from geoml_plugin.processing.provider import GeoMLProvider
+
+    reg = QgsApplication.processingRegistry()
+    if reg.algorithmById("geoml:predict") is None:
+        if reg.providerById("geoml") is not None:
+            reg.removeProvider(reg.providerById("geoml"))
+        provider = GeoMLProvider()
+        assert reg.addProvider(provider)
+        _KEEP.append(provider)
+    return reg.providerById("geoml")
+
+
+def wait_for_task(qtbot, dialog, timeout=120_000):
+    """Wait until the dialog's background task has finished (main thread callbacks ran)."""
+    qtbot.waitUntil(lambda: dialog.task is None, timeout=timeout)

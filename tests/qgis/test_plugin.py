@@ -1,0 +1,76 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsApplication
+
+import geoml_plugin
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_plugin_loads_gui_and_unloads_cleanly(qgis_iface, qgis_processing):
+    plugin = geoml_plugin.classFactory(qgis_iface)
+    plugin.initGui()
+    reg = QgsApplication.processingRegistry()
+    assert reg.providerById("geoml") is not None
+    assert reg.algorithmById("geoml:predict") is not None
+    assert "predict" in plugin.actions
+    menu_calls = qgis_iface.addPluginToRasterMenu.call_args_list
+    assert any(c.args[0] == "&GeoML" and c.args[1] is plugin.actions["predict"] for c in menu_calls)
+    assert plugin.toolbar is not None and plugin.actions["predict"] in plugin.toolbar.actions()
+    plugin.unload()
+    assert reg.providerById("geoml") is None
+    assert plugin.actions == {}
+    assert qgis_iface.removePluginRasterMenu.call_count >= 1
+
+
+def test_qgis_process_style_loading_without_gui(qgis_processing):
+    """qgis_process calls classFactory(None) then initProcessing()."""
+    plugin = geoml_plugin.classFactory(None)
+    plugin.initProcessing()
+    try:
+        assert QgsApplication.processingRegistry().algorithmById("geoml:predict") is not None
+    finally:
+        plugin.unload()
+
+
+def test_loading_the_plugin_does_not_import_torch():
+    code = (
+        "import sys; from qgis.core import QgsApplication; app = QgsApplication([], False); app.initQgis();"
+        "import geoml_plugin; p = geoml_plugin.classFactory(None); p.initProcessing();"
+        "import geoml_plugin.processing.provider as pr; [c() for c in pr.algorithm_classes()];"
+        "print('torch' in sys.modules, 'torchvision' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_plugin_loads_and_explains_when_torch_is_missing(tmp_path):
+    """With torch unimportable the plugin loads; a job fails with an install hint."""
+    code = r"""
+import importlib.abc, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'torchvision'):
+            raise ImportError('No module named ' + name)
+sys.meta_path.insert(0, NoTorch())
+from qgis.core import QgsApplication
+app = QgsApplication([], False); app.initQgis()
+import geoml_plugin
+p = geoml_plugin.classFactory(None); p.initProcessing()
+from geoml_plugin.core.device import resolve_device
+from geoml_plugin.core.errors import DependencyError
+try:
+    resolve_device('auto')
+except DependencyError as e:
+    print('MSG', e)
+"""
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert res.returncode == 0, res.stderr
+    assert "MSG PyTorch (torch) is not usable" in res.stdout
+    assert "Install dependencies" in res.stdout

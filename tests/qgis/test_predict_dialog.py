@@ -1,0 +1,81 @@
+import os
+
+from qgis.core import QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
+
+from tests.conftest import leftovers
+from tests.qgis.conftest import wait_for_task
+
+
+class FakePlugin:
+    def __init__(self, iface):
+        self.iface = iface
+
+    def message_bar(self):
+        return self.iface.messageBar()
+
+
+def _dialog(qtbot, qgis_iface, scene):
+    from geoml_plugin.gui.predict_dialog import PredictDialog
+
+    layer = QgsRasterLayer(scene.image, "sample image", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    dlg = PredictDialog(FakePlugin(qgis_iface))
+    qtbot.addWidget(dlg)
+    dlg.inputLayer.setLayer(layer)
+    return dlg
+
+
+def test_dialog_runs_job_in_background_and_adds_styled_layer(qtbot, qgis_iface, qgis_new_project, scene,
+                                                              sample_model, out_dir):
+    dlg = _dialog(qtbot, qgis_iface, scene)
+    dlg.modelFile.setFilePath(sample_model)
+    assert "4 classes" in dlg.modelInfo.text() and "Water" in dlg.modelInfo.text()
+    out = str(out_dir / "dialog_pred.tif")
+    dlg.outputFile.setFilePath(out)
+    dlg.deviceCombo.setCurrentText("cpu")
+    qtbot.mouseClick(dlg.runButton, Qt.MouseButton.LeftButton)
+    assert dlg.task is not None and not dlg.runButton.isEnabled()
+    wait_for_task(qtbot, dlg)
+    assert os.path.exists(out)
+    names = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+    assert "dialog_pred" in names and "dialog_pred_confidence" in names
+    assert names["dialog_pred"].renderer().type() == "paletted"
+    assert dlg.progressBar.value() == 100
+    assert "Done in" in dlg.logView.toPlainText()
+    assert dlg.runButton.isEnabled() and not dlg.cancelButton.isEnabled()
+
+
+def test_dialog_reports_bad_input_without_running(qtbot, qgis_iface, qgis_new_project, scene, tmp_path):
+    dlg = _dialog(qtbot, qgis_iface, scene)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_text("not a model at all")
+    dlg.modelFile.setFilePath(str(junk))
+    assert "not a GeoML model" in dlg.modelInfo.text()
+    dlg.modelFile.setFilePath("")
+    qtbot.mouseClick(dlg.runButton, Qt.MouseButton.LeftButton)
+    assert dlg.task is None
+    assert "Choose a GeoML model file" in dlg.logView.toPlainText()
+
+
+def test_cancel_leaves_no_layer_and_no_file(qtbot, qgis_iface, qgis_new_project, tmp_path, sample_model, out_dir):
+    from geoml_plugin.core.sampledata import make_sample_scene
+    from geoml_plugin.gui.predict_dialog import PredictDialog
+
+    big = make_sample_scene(str(tmp_path / "big"), size=1024, seed=3)
+    layer = QgsRasterLayer(big.image, "big", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    dlg = PredictDialog(FakePlugin(qgis_iface))
+    qtbot.addWidget(dlg)
+    dlg.inputLayer.setLayer(layer)
+    dlg.modelFile.setFilePath(sample_model)
+    dlg.outputFile.setFilePath(str(out_dir / "cancelled.tif"))
+    dlg.batchSpin.setValue(1)
+    dlg.run()
+    task = dlg.task
+    qtbot.waitUntil(lambda: task.progress() > 0, timeout=60_000)
+    qtbot.mouseClick(dlg.cancelButton, Qt.MouseButton.LeftButton)
+    wait_for_task(qtbot, dlg)
+    assert "Cancelled; nothing was written." in dlg.logView.toPlainText()
+    assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
+    assert [lyr.name() for lyr in QgsProject.instance().mapLayers().values()] == ["big"]

@@ -1,0 +1,63 @@
+import os
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import QgsProcessingException, QgsRasterLayer
+
+from tests.conftest import leftovers, write_raster
+
+
+def _run(params):
+    import processing
+
+    return processing.run("geoml:predict", params)
+
+
+def test_processing_run_predict_writes_styled_class_raster(geoml_provider, scene, sample_model, out_dir):
+    out = str(out_dir / "pred.tif")
+    conf = str(out_dir / "conf.tif")
+    res = _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": out, "OUTPUT_CONFIDENCE": conf,
+                "DEVICE": 1, "BATCH_SIZE": 4})
+    assert res["OUTPUT"] == out and res["OUTPUT_CONFIDENCE"] == conf
+    pred = gdal.Open(out).ReadAsArray()
+    truth = gdal.Open(scene.landcover).ReadAsArray()
+    assert (pred == truth)[truth > 0].mean() > 0.95
+    layer = QgsRasterLayer(out, "pred", "gdal")
+    assert layer.isValid()
+    assert layer.renderer().type() == "paletted"  # the .qml beside the file is the default style
+    labels = {c.label for c in layer.renderer().classes()}
+    assert labels == {"Water", "Forest", "Cropland", "Urban"}
+    conf_layer = QgsRasterLayer(conf, "conf", "gdal")
+    assert conf_layer.renderer().type() == "singlebandpseudocolor"
+
+
+def test_processing_temporary_output_and_no_confidence(geoml_provider, scene, sample_model):
+    res = _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": "TEMPORARY_OUTPUT"})
+    assert os.path.exists(res["OUTPUT"])
+    assert not res.get("OUTPUT_CONFIDENCE")
+
+
+def test_bad_model_gives_clean_error_and_no_output(geoml_provider, scene, tmp_path, out_dir):
+    bogus = tmp_path / "model.safetensors"
+    bogus.write_bytes(b"\x80\x04K\x01.")  # a pickle
+    with pytest.raises(QgsProcessingException, match="never loads pickles"):
+        _run({"INPUT": scene.image, "MODEL": str(bogus), "OUTPUT": str(out_dir / "x.tif")})
+    assert list(out_dir.iterdir()) == []
+
+
+def test_band_mismatch_gives_clean_error(geoml_provider, sample_model, tmp_path, out_dir):
+    img = write_raster(tmp_path / "rgb.tif", np.ones((3, 64, 64), np.uint8))
+    with pytest.raises(QgsProcessingException, match="expects 4 band"):
+        _run({"INPUT": img, "MODEL": sample_model, "OUTPUT": str(out_dir / "x.tif")})
+    assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
+
+
+def test_batch_mode_runs_the_algorithm_per_row(geoml_provider, scene, sample_model, out_dir):
+    """What the batch dialog does: one run per parameter row, each its own output."""
+    import processing
+
+    rows = [{"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": str(out_dir / f"p{i}.tif")} for i in range(2)]
+    outs = [processing.run("geoml:predict", r)["OUTPUT"] for r in rows]
+    assert all(os.path.exists(o) for o in outs)
+    np.testing.assert_array_equal(gdal.Open(outs[0]).ReadAsArray(), gdal.Open(outs[1]).ReadAsArray())
