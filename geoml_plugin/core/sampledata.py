@@ -3,7 +3,7 @@
 Used by ``make demo``, the tests and the plugin's "sample data" action, so no
 data has to ship with the plugin. The scene (UTM 32N, 10 m pixels) has:
 
-* ``image.tif`` — 4 bands (blue, green, red, NIR), UInt16 reflectance × 10000,
+* ``image.tif`` — 4 bands (red, green, blue, NIR: natural colour by default in QGIS), UInt16 reflectance × 10000,
   nodata 0, with four land-cover classes that differ in spectrum *and*
   texture (water smooth, forest grainy, cropland striped, urban blocky);
 * ``landcover.tif`` — the true classes (1..4, 0 nodata) with category names;
@@ -28,9 +28,9 @@ CLASS_NAMES = ["Water", "Forest", "Cropland", "Urban"]
 EPSG = 32632
 PIXEL = 10.0
 ORIGIN = (500000.0, 5100000.0)
-# class mean reflectance (B, G, R, NIR) × 10000
+# class mean reflectance (R, G, B, NIR) × 10000
 _SPECTRA = np.array(
-    [[900, 1000, 700, 400], [500, 800, 500, 3500], [700, 1100, 1000, 2600], [1500, 1500, 1600, 2000]],
+    [[700, 1000, 900, 400], [500, 800, 500, 3500], [1000, 1100, 700, 2600], [1600, 1500, 1500, 2000]],
     dtype=np.float32,
 )
 
@@ -116,7 +116,7 @@ def make_sample_scene(folder: str, size: int = 256, seed: int = 0, points_per_cl
     img[:, :3, -5:] = 0  # a strip of nodata in the top-right corner, as real scenes have
     valid = (img != 0).all(axis=0)
 
-    red, nir = img[2].astype(np.float32), img[3].astype(np.float32)
+    red, nir = img[0].astype(np.float32), img[3].astype(np.float32)
     ndvi = (nir - red) / (nir + red + 1e-6)
     height = np.where(lc == 2, 8 + 30 * np.clip(ndvi - 0.3, 0, 1) ** 1.2, 1.5 * np.clip(ndvi, 0, 1))
     height = np.where(lc == 1, 0.0, height).astype(np.float32)
@@ -130,7 +130,7 @@ def make_sample_scene(folder: str, size: int = 256, seed: int = 0, points_per_cl
         polygons="labels_polygons.gpkg", canopy_height="canopy_height.tif", dem="dem.tif").items()}
     common = dict(width=w, height=h, geotransform=gt, crs_wkt=wkt)
     with RasterWriter(paths["image"], bands=4, dtype=np.uint16, nodata=0,
-                      band_descriptions=["blue", "green", "red", "nir"], **common) as wr:
+                      band_descriptions=["red", "green", "blue", "nir"], **common) as wr:
         wr.write(img, 0, 0)
     lc_out = np.where(valid, lc, 0).astype(np.uint8)
     with RasterWriter(paths["landcover"], bands=1, dtype=np.uint8, nodata=0, category_names=category_names(classes),
@@ -240,7 +240,7 @@ def make_sample_model(scene: SampleScene, path: str) -> str:
     acc = float(((X @ w.T + b).argmax(axis=1) + 1 == y).mean())
     meta = ModelMeta(
         architecture="pixel_linear", arch_args={"in_bands": 4, "out_channels": K}, task="segmentation",
-        output="dense", in_bands=4, patch_size=16, band_indices=[1, 2, 3, 4], band_names=["blue", "green", "red", "nir"],
+        output="dense", in_bands=4, patch_size=16, band_indices=[1, 2, 3, 4], band_names=["red", "green", "blue", "nir"],
         norm_mean=mean.tolist(), norm_std=std.tolist(), classes=make_classes(CLASS_NAMES),
         pixel_size=[PIXEL, PIXEL], crs_wkt=_wkt(),
         provenance=new_provenance(method="linear discriminant analysis on sample label points", source=scene.image),

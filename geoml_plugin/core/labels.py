@@ -1,0 +1,295 @@
+"""Training labels from vector layers (points, polygons) or rasters, via OGR/GDAL.
+
+Every capability reads labels the same way: features are reprojected to the
+raster's CRS, turned into pixel positions, and those outside the raster or on
+nodata are skipped *and counted* (``LabelSet.skipped``) so the job log can say
+what happened to each label. Polygons give pixel positions sampled inside them
+(patch classification) or are rasterised per window (segmentation masks).
+
+The shell passes QGIS layer sources (``path|layername=x``); layers with no file
+behind them (memory layers) are exported to a temporary GeoPackage first.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from .errors import InputError
+from .raster_io import RasterInfo, RasterReader, srs_from_wkt
+
+ogr.UseExceptions()
+
+
+def parse_vector_source(source: str) -> tuple[str, Optional[str]]:
+    """Split a QGIS/OGR source string ``path|layername=name|...`` into (path, layer)."""
+    parts = source.split("|")
+    path, layer = parts[0], None
+    for p in parts[1:]:
+        if p.startswith("layername="):
+            layer = p.split("=", 1)[1]
+    return path, layer
+
+
+def open_layer(source: str, layer_name: Optional[str] = None):
+    path, name = parse_vector_source(source)
+    name = layer_name or name
+    if not os.path.exists(path):
+        raise InputError(f"The labels layer '{path}' does not exist.")
+    try:
+        ds = ogr.Open(path)
+    except RuntimeError as exc:
+        raise InputError(f"The labels '{path}' cannot be opened as a vector layer: {exc}") from exc
+    if ds is None:
+        raise InputError(f"The labels '{path}' cannot be opened as a vector layer.")
+    lay = ds.GetLayerByName(name) if name else ds.GetLayer(0)
+    if lay is None:
+        raise InputError(f"The labels file '{path}' has no layer '{name}'.")
+    return ds, lay
+
+
+@dataclass
+class LabelSet:
+    """Labelled pixel positions in a raster's grid."""
+
+    cols: np.ndarray  # float pixel column of each sample (0.5 = centre of first pixel)
+    rows: np.ndarray
+    values: np.ndarray  # class index 0..K-1 (int64) or target value (float64)
+    class_names: list = field(default_factory=list)  # empty for regression
+    geometry: str = "point"  # 'point' or 'polygon'
+    skipped: dict = field(default_factory=dict)  # reason → count
+    feature_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # source feature of each sample
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def counts(self) -> dict:
+        if not self.class_names:
+            return {}
+        c = Counter(self.values.tolist())
+        return {n: c.get(i, 0) for i, n in enumerate(self.class_names)}
+
+    def describe_skipped(self) -> str:
+        return ", ".join(f"{n} {why}" for why, n in self.skipped.items() if n) or "none"
+
+    def subset(self, idx) -> "LabelSet":
+        return LabelSet(self.cols[idx], self.rows[idx], self.values[idx], list(self.class_names), self.geometry,
+                        dict(self.skipped), self.feature_ids[idx] if len(self.feature_ids) else self.feature_ids)
+
+
+def _transform(layer_srs, raster_wkt: str):
+    if layer_srs is None or not raster_wkt:
+        return None
+    dst = srs_from_wkt(raster_wkt)
+    src = layer_srs.Clone()
+    src.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    if src.IsSame(dst):
+        return None
+    return osr.CoordinateTransformation(src, dst)
+
+
+def _class_index(values: list, classes: Optional[list]) -> tuple[np.ndarray, list]:
+    if classes is None:
+        uniq = sorted(set(values), key=lambda v: (isinstance(v, str), v))
+        classes = [str(u) for u in uniq]
+    lookup = {c: i for i, c in enumerate(classes)}
+    idx = np.array([lookup.get(str(v), -1) for v in values], dtype=np.int64)
+    return idx, classes
+
+
+def read_vector_labels(
+    source: str,
+    label_field: str,
+    raster: RasterInfo,
+    task: str = "classification",
+    classes: Optional[list] = None,
+    layer_name: Optional[str] = None,
+    polygon_samples: int = 20,
+    min_spacing: float = 0.0,
+    seed: int = 0,
+    reader: Optional[RasterReader] = None,
+) -> LabelSet:
+    """Read point or polygon labels as pixel positions in ``raster``'s grid.
+
+    ``task='regression'`` reads ``label_field`` as a number. For polygons,
+    ``polygon_samples`` positions are drawn uniformly inside each polygon
+    (fewer for small ones), at least ``min_spacing`` pixels apart when given.
+    When ``reader`` is given, labels on nodata pixels are skipped.
+    ``classes`` fixes the class order (e.g. to match an existing model).
+    """
+    ds, lay = open_layer(source, layer_name)
+    defn = lay.GetLayerDefn()
+    names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    if label_field not in names:
+        raise InputError(f"The labels layer has no field '{label_field}'.", f"Fields: {', '.join(names) or 'none'}.")
+    ftype = defn.GetFieldDefn(names.index(label_field)).GetType()
+    if task == "regression" and ftype not in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal):
+        raise InputError(f"Regression needs a numeric field; '{label_field}' is text.")
+    ct = _transform(lay.GetSpatialRef(), raster.crs_wkt)
+    gt = raster.geotransform
+    inv = gdal.InvGeoTransform(gt)
+    rng = np.random.default_rng(seed)
+    skipped: Counter = Counter()
+    cols, rows, vals, fids = [], [], [], []
+    geom_kind = None
+    lay.ResetReading()
+    for feat in lay:
+        v = feat.GetField(label_field)
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            skipped["without a label value (NULL)"] += 1
+            continue
+        g = feat.GetGeometryRef()
+        if g is None or g.IsEmpty():
+            skipped["without geometry"] += 1
+            continue
+        g = g.Clone()
+        if ct is not None:
+            g.Transform(ct)
+        gtype = ogr.GT_Flatten(g.GetGeometryType())
+        if gtype in (ogr.wkbPoint, ogr.wkbMultiPoint):
+            geom_kind = geom_kind or "point"
+            pts = [g.GetPoint_2D(0)] if gtype == ogr.wkbPoint else [g.GetGeometryRef(i).GetPoint_2D(0) for i in range(g.GetGeometryCount())]
+            for x, y in pts:
+                c, r = gdal.ApplyGeoTransform(inv, x, y)
+                cols.append(c)
+                rows.append(r)
+                vals.append(v)
+                fids.append(feat.GetFID())
+        elif gtype in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+            geom_kind = geom_kind or "polygon"
+            pts = _sample_polygon(g, inv, gt, polygon_samples, min_spacing, rng)
+            if not pts:
+                skipped["polygons smaller than a pixel"] += 1
+            for c, r in pts:
+                cols.append(c)
+                rows.append(r)
+                vals.append(v)
+                fids.append(feat.GetFID())
+        else:
+            skipped["with unsupported geometry (use points or polygons)"] += 1
+    ds = None
+    if not vals and not skipped:
+        raise InputError("The labels layer has no features.")
+    cols_a, rows_a = np.asarray(cols, float), np.asarray(rows, float)
+    inside = (cols_a >= 0) & (rows_a >= 0) & (cols_a < raster.width) & (rows_a < raster.height)
+    if (~inside).sum():
+        skipped["outside the raster"] += int((~inside).sum())
+    keep = inside.copy()
+    if reader is not None and keep.any():
+        on_data = _valid_at(reader, cols_a[keep], rows_a[keep])
+        n_bad = int((~on_data).sum())
+        if n_bad:
+            skipped["on nodata pixels"] += n_bad
+        keep[np.flatnonzero(keep)[~on_data]] = False
+    if task == "regression":
+        values = np.asarray(vals, dtype=np.float64)
+        class_names: list = []
+    else:
+        values, class_names = _class_index([v for v in vals], classes)
+        unknown = values < 0
+        if unknown.any():
+            skipped["with a class the model does not know"] += int((unknown & keep).sum())
+            keep &= ~unknown
+    result = LabelSet(cols_a[keep], rows_a[keep], values[keep] if len(vals) else values, class_names,
+                      geom_kind or "point", {k: v for k, v in skipped.items()}, np.asarray(fids, np.int64)[keep])
+    if len(result) == 0:
+        raise InputError(
+            "No usable labels: every label was skipped (" + result.describe_skipped() + ").",
+            "Check that the labels overlap the raster and lie on valid pixels.",
+        )
+    return result
+
+
+def _valid_at(reader: RasterReader, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    ok = np.zeros(len(cols), bool)
+    for i, (c, r) in enumerate(zip(cols.astype(int), rows.astype(int))):
+        _, v = reader.read(int(c), int(r), 1, 1)
+        ok[i] = bool(v[0, 0])
+    return ok
+
+
+def _sample_polygon(g, inv, gt, n, min_spacing, rng) -> list:
+    """Uniform random pixel positions inside a polygon (rejection sampling on its envelope)."""
+    minx, maxx, miny, maxy = g.GetEnvelope()
+    c0, r0 = gdal.ApplyGeoTransform(inv, minx, maxy)
+    c1, r1 = gdal.ApplyGeoTransform(inv, maxx, miny)
+    c0, c1 = sorted((c0, c1))
+    r0, r1 = sorted((r0, r1))
+    area_px = g.GetArea() / abs(gt[1] * gt[5])
+    if area_px < 1:
+        return []
+    want = int(max(1, min(n, area_px)))
+    out: list = []
+    tries = 0
+    while len(out) < want and tries < want * 50:
+        tries += 1
+        c = math.floor(rng.uniform(c0, c1)) + 0.5
+        r = math.floor(rng.uniform(r0, r1)) + 0.5
+        x, y = gdal.ApplyGeoTransform(gt, c, r)
+        pt = ogr.Geometry(ogr.wkbPoint)
+        pt.AddPoint_2D(x, y)
+        if not g.Contains(pt):
+            continue
+        if min_spacing and any((c - a) ** 2 + (r - b) ** 2 < min_spacing**2 for a, b in out):
+            continue
+        out.append((c, r))
+    return out
+
+
+def rasterize_window(source: str, label_field: str, raster: RasterInfo, window, classes: Optional[list] = None,
+                     layer_name: Optional[str] = None, nodata: float = -1) -> np.ndarray:
+    """Burn polygon labels into a (h, w) array for a pixel window of ``raster``.
+
+    Classes burn as their index (0..K-1, ``nodata`` elsewhere); with
+    ``classes=None`` the field's numeric value is burnt (regression).
+    Reprojection is done by GDAL on the fly; memory is only the window.
+    """
+    x, y, w, h = window
+    gt = list(raster.geotransform)
+    gt[0], gt[3] = gdal.ApplyGeoTransform(raster.geotransform, x, y)
+    mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Float32)
+    mem.SetGeoTransform(gt)
+    mem.SetProjection(raster.crs_wkt)
+    band = mem.GetRasterBand(1)
+    band.Fill(nodata)
+    ds, lay = open_layer(source, layer_name)
+    if classes is not None:
+        # burn one class at a time so the class order is ours, not the field's
+        for i, name in enumerate(classes):
+            lay.SetAttributeFilter(None)
+            sel = [f.GetFID() for f in lay if str(f.GetField(label_field)) == str(name)]
+            if not sel:
+                continue
+            lay.SetAttributeFilter(f"FID IN ({','.join(map(str, sel))})")
+            gdal.RasterizeLayer(mem, [1], lay, burn_values=[i])
+        lay.SetAttributeFilter(None)
+    else:
+        gdal.RasterizeLayer(mem, [1], lay, options=[f"ATTRIBUTE={label_field}"])
+    arr = band.ReadAsArray()
+    ds = mem = None
+    return arr
+
+
+def extract_patches(reader: RasterReader, cols: np.ndarray, rows: np.ndarray, size: int,
+                    feedback=None) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``size``×``size`` patches centred on pixel positions.
+
+    Returns ``(N, bands, size, size)`` float32 (raw values) and ``(N, size, size)``
+    validity masks; patches reaching past the raster edge are padded and masked.
+    The centre pixel of an even-sized patch is ``size // 2``.
+    """
+    n = len(cols)
+    data = np.zeros((n, len(reader.bands), size, size), np.float32)
+    valid = np.zeros((n, size, size), bool)
+    half = size // 2
+    for i, (c, r) in enumerate(zip(np.floor(cols).astype(int), np.floor(rows).astype(int))):
+        data[i], valid[i] = reader.read(int(c) - half, int(r) - half, size, size)
+        if feedback is not None and i % 256 == 0:
+            feedback.progress(i / max(n, 1), f"reading patches {i}/{n}")
+    return data, valid
