@@ -39,3 +39,29 @@ class SmallCNN(nn.Module):
 @register("small_cnn")
 def small_cnn(in_bands: int, num_outputs: int, widths=(32, 64, 128, 256), dropout: float = 0.2) -> nn.Module:
     return SmallCNN(in_bands, num_outputs, tuple(widths), dropout)
+
+
+class SmallFCN(nn.Module):
+    """A small fully convolutional per-pixel model (segmentation or regression).
+
+    Full resolution throughout, dilated convolutions for a ~30 px receptive
+    field; any tile size works.
+    """
+
+    def __init__(self, in_bands: int, num_classes: int, width: int = 32):
+        super().__init__()
+        layers, c = [], in_bands
+        for d in (1, 2, 4, 8):
+            layers += [nn.Conv2d(c, width, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
+            c = width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+@register("small_fcn")
+def small_fcn(in_bands: int, num_classes: int, width: int = 32) -> nn.Module:
+    return SmallFCN(in_bands, num_classes, width)

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Benchmark geoml:predict: pipeline overhead and memory against raster size.
+
+Prints JSON with, for a dense model (tiles) and a patch classifier (windows
+at a stride):
+
+* ``ratio``: throughput of the tiled prediction (read → normalise → forward
+  → decode → write GeoTIFF) divided by the throughput of a bare
+  ``model(x)`` over the same number of tiles/windows with the same batch size
+  on tensors already in memory. 1.0 means the pipeline costs nothing beyond
+  the model. Target ≥ 0.85 on CPU.
+* ``overlap_compute_factor``: model pixels computed per output pixel (dense
+  tiles read past their core to avoid seams; the ratio above already counts
+  those as the same work for both sides).
+* peak RSS of a prediction over a raster and over one 16× larger (each in a
+  fresh process); target: growth ≤ 10 %.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+
+def make_inputs(folder: Path, size: int) -> dict:
+    from geoml_plugin.core.classes import make_classes
+    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.models import build_model
+    from geoml_plugin.core.raster_io import RasterReader, RasterWriter
+    from geoml_plugin.core.sampledata import make_sample_scene
+
+    import torch
+
+    scene = make_sample_scene(str(folder / "scene"), size=size, seed=0)
+    big = folder / "big.tif"
+    with RasterReader(scene.image) as r:
+        arr, _ = r.read(0, 0, size, size)
+        info = r.info
+    with RasterWriter(str(big), size * 4, size * 4, 4, np.uint16, info.geotransform, info.crs_wkt, nodata=0) as w:
+        for i in range(4):
+            for j in range(4):
+                w.write(arr.astype(np.uint16), j * size, i * size)
+    torch.manual_seed(0)
+    classes = make_classes(["a", "b", "c", "d"])
+    seg_meta = ModelMeta(architecture="small_fcn", arch_args={"in_bands": 4, "num_classes": 4, "width": 32},
+                         task="segmentation", output="dense", in_bands=4, patch_size=64, classes=classes,
+                         norm_mean=[1000] * 4, norm_std=[500] * 4)
+    patch_meta = ModelMeta(architecture="small_cnn", arch_args={"in_bands": 4, "num_outputs": 4,
+                           "widths": [16, 32, 64, 64]}, task="classification", output="patch", in_bands=4,
+                           patch_size=32, classes=classes, norm_mean=[1000] * 4, norm_std=[500] * 4)
+    out = {"small": scene.image, "big": str(big)}
+    for name, meta in (("dense", seg_meta), ("patch", patch_meta)):
+        model = build_model(meta.architecture, **meta.arch_args)
+        out[name] = save_model(str(folder / f"{name}.safetensors"), model, meta)
+    return out
+
+
+def bare_forward(model_path: str, n_items: int, batch: int, tile: int) -> float:
+    """Seconds for model(x) over n_items preloaded inputs of the same shape/batch."""
+    import torch
+
+    from geoml_plugin.core.modelfile import load_model
+
+    model, meta = load_model(model_path)
+    x = torch.randn(batch, meta.in_bands, tile, tile)
+    with torch.inference_mode():
+        model(x)  # warm-up
+        t0 = time.perf_counter()
+        done = 0
+        while done < n_items:
+            b = min(batch, n_items - done)
+            model(x[:b])
+            done += b
+    return time.perf_counter() - t0
+
+
+def run_one(args) -> dict:
+    """Child process: one prediction, report seconds, items and peak RSS."""
+    from geoml_plugin.core.modelfile import load_model
+    from geoml_plugin.core.predict import PredictConfig, predict_raster
+
+    model, meta = load_model(args.model)
+    with tempfile.TemporaryDirectory() as d:
+        cfg = PredictConfig(args.raster, args.model, os.path.join(d, "o.tif"), device="cpu",
+                            batch_size=args.batch, stride=args.stride or None)
+        t0 = time.perf_counter()
+        res = predict_raster(model, meta, cfg)
+        secs = time.perf_counter() - t0
+    return {"seconds": secs, "tiles": res.tiles, "pixels": res.width * res.height,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def child(model, raster, batch, stride=0) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--model", model, "--raster", raster, "--batch", str(batch),
+           "--stride", str(stride)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--size", type=int, default=1024, help="small raster edge (px); the big one is 4x4 copies")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--child", action="store_true")
+    ap.add_argument("--model")
+    ap.add_argument("--raster")
+    ap.add_argument("--stride", type=int, default=0)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(run_one(args)))
+        return 0
+    with tempfile.TemporaryDirectory() as d:
+        paths = make_inputs(Path(d), args.size)
+        report = {"device": "cpu", "threads": args.threads, "batch": args.batch, "raster_px": args.size,
+                  "big_raster_px": args.size * 4}
+        from geoml_plugin.core.modelfile import read_meta
+
+        # dense model: tiles of 4×patch with patch/4 overlap (the predict defaults)
+        meta = read_meta(paths["dense"])
+        tile, overlap = min(512, 4 * meta.patch_size), meta.patch_size // 4
+        small = child(paths["dense"], paths["small"], args.batch)
+        bare = bare_forward(paths["dense"], small["tiles"], args.batch, tile)
+        report["dense"] = {
+            "model": "small_fcn (segmentation)", "tile": tile, "overlap": overlap,
+            "predict_s": round(small["seconds"], 3), "bare_forward_s": round(bare, 3),
+            "ratio": round(bare / small["seconds"], 3),
+            "overlap_compute_factor": round(tile**2 / (tile - 2 * overlap) ** 2, 3),
+            "mpix_per_s": round(small["pixels"] / small["seconds"] / 1e6, 3),
+        }
+        big = child(paths["dense"], paths["big"], args.batch)
+        report["memory"] = {"peak_rss_mb_small": round(small["peak_rss_mb"], 1),
+                            "peak_rss_mb_16x": round(big["peak_rss_mb"], 1),
+                            "rss_growth": round(big["peak_rss_mb"] / small["peak_rss_mb"] - 1, 3),
+                            "big_predict_s": round(big["seconds"], 2)}
+        # patch classifier: windows every `stride` px
+        pmeta = read_meta(paths["patch"])
+        stride = pmeta.patch_size // 4
+        p = child(paths["patch"], paths["small"], 64, stride)
+        n_windows = int(np.ceil(args.size / stride) ** 2)
+        pbare = bare_forward(paths["patch"], n_windows, 64, pmeta.patch_size)
+        report["patch"] = {"model": "small_cnn (classification)", "patch": pmeta.patch_size, "stride": stride,
+                           "windows": n_windows, "predict_s": round(p["seconds"], 3),
+                           "bare_forward_s": round(pbare, 3), "ratio": round(pbare / p["seconds"], 3)}
+        report["targets"] = {"ratio": ">= 0.85", "rss_growth": "<= 0.10"}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
