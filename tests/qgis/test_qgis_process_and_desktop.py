@@ -17,20 +17,26 @@ ARTIFACTS = ROOT / "test_artifacts"
 
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory):
-    """The plugin folder as installed from the zip."""
+    """The plugin installed the way QGIS's "Install from ZIP" does: the zip, extracted."""
+    import zipfile
+
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import package
     finally:
         sys.path.pop(0)
-    dest = tmp_path_factory.mktemp("plugins")
-    package.stage(dest)
+    work = tmp_path_factory.mktemp("plugins")
+    zip_path = package.build_zip(package.stage(work / "stage"), work / "geoml_plugin.zip")
+    dest = work / "installed"
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(dest)
     return dest
 
 
 def _env(staged, home):
     site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "QGIS_PREFIX"))}
+    env.pop("QGIS_CUSTOM_CONFIG_PATH", None)  # pytest-qgis points this at its own profile
     env.update(HOME=str(home), QGIS_PLUGINPATH=str(staged), QT_QPA_PLATFORM="offscreen",
                PYTHONPATH=str(site) if site else "", XDG_RUNTIME_DIR=str(home))
     return env
