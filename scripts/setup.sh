@@ -34,8 +34,14 @@ if [ ! -f "$stamp" ]; then
   echo "[setup] installing torch, torchvision, safetensors and test tools (first run: a few minutes)"
   # An empty PIP_FIND_LINKS stops pip from taking a local CPU-only torch wheel
   # that cannot be combined with the registry's torchvision.
+  # (the grep drops pip's noise about local index mirrors that lack a package)
+  set +o pipefail
   PIP_FIND_LINKS= "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-      -c constraints.txt -r requirements.txt -r requirements-dev.txt
+      -c constraints.txt -r requirements.txt -r requirements-dev.txt 2>&1 \
+      | grep -v "is ignored: it is neither a file nor a directory"
+  rc=${PIPESTATUS[0]}
+  set -o pipefail
+  [ "$rc" = 0 ] || { echo "[setup] pip failed (exit $rc)" >&2; exit "$rc"; }
   "$VENV/bin/python" - <<'PY'
 import numpy, torch, torchvision, safetensors  # noqa: F401
 from osgeo import gdal  # noqa: F401
