@@ -34,13 +34,13 @@ import numpy as np  # noqa: E402
 
 
 def make_inputs(folder: Path, size: int) -> dict:
+    import torch
+
     from geoml_plugin.core.classes import make_classes
     from geoml_plugin.core.modelfile import ModelMeta, save_model
     from geoml_plugin.core.models import build_model
     from geoml_plugin.core.raster_io import RasterReader, RasterWriter
     from geoml_plugin.core.sampledata import make_sample_scene
-
-    import torch
 
     scene = make_sample_scene(str(folder / "scene"), size=size, seed=0)
     big = folder / "big.tif"

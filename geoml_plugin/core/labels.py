@@ -173,7 +173,6 @@ def read_vector_labels(
                 fids.append(feat.GetFID())
         else:
             skipped["with unsupported geometry (use points or polygons)"] += 1
-    ds = None
     if not vals and not skipped:
         raise InputError("The labels layer has no features.")
     cols_a, rows_a = np.asarray(cols, float), np.asarray(rows, float)
@@ -272,7 +271,7 @@ def rasterize_window(source: str, label_field: str, raster: RasterInfo, window, 
     else:
         gdal.RasterizeLayer(mem, [1], lay, options=[f"ATTRIBUTE={label_field}"])
     arr = band.ReadAsArray()
-    ds = mem = None
+    mem = None
     return arr
 
 

@@ -29,7 +29,7 @@ from .errors import InputError, ModelFileError
 from .modelfile import ModelMeta, load_model, read_meta
 from .progress import Feedback, ensure_feedback
 from .raster_io import RasterReader, RasterWriter, check_writable, parse_band_list
-from .tiling import Window, dense_tiles, patch_grid, prefetch
+from .tiling import dense_tiles, patch_grid, prefetch
 
 REGRESSION_NODATA = -9999.0
 CONFIDENCE_NODATA = -1.0

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-
 _KEEP: list = []  # Python wrappers of registered providers must outlive the tests
 
 

@@ -46,7 +46,8 @@ def _env(staged, home):
 def test_qgis_process_lists_and_runs_predict(staged, tmp_path, scene, sample_model):
     env = _env(staged, tmp_path / "home")
     (tmp_path / "home").mkdir()
-    run = lambda *a: subprocess.run(["qgis_process.bin", *a], env=env, capture_output=True, text=True, timeout=300)
+    def run(*a):
+        return subprocess.run(["qgis_process.bin", *a], env=env, capture_output=True, text=True, timeout=300)
     assert run("plugins", "enable", "geoml_plugin").returncode == 0
     listed = run("list")
     assert "geoml:predict" in listed.stdout, listed.stdout + listed.stderr
