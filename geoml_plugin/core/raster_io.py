@@ -76,6 +76,24 @@ class RasterInfo:
         return gt[0] + col * gt[1] + row * gt[2], gt[3] + col * gt[4] + row * gt[5]
 
 
+def window_from_extent(info: RasterInfo, xmin: float, ymin: float, xmax: float, ymax: float) -> tuple:
+    """Pixel window ``(x, y, w, h)`` of a map extent (raster CRS), clipped to the raster.
+
+    Raises :class:`InputError` when the extent does not overlap the raster.
+    """
+    import math
+
+    c0, r0 = info.world_to_pixel(xmin, ymax)
+    c1, r1 = info.world_to_pixel(xmax, ymin)
+    c0, c1 = sorted((c0, c1))
+    r0, r1 = sorted((r0, r1))
+    x0, y0 = max(0, math.floor(c0)), max(0, math.floor(r0))
+    x1, y1 = min(info.width, math.ceil(c1)), min(info.height, math.ceil(r1))
+    if x1 <= x0 or y1 <= y0:
+        raise InputError("The chosen extent does not overlap the raster.")
+    return x0, y0, x1 - x0, y1 - y0
+
+
 def open_raster(path: str, update: bool = False) -> gdal.Dataset:
     if not path:
         raise InputError("No raster was given.")

@@ -21,6 +21,8 @@ HELP = """<h3>Apply model to raster</h3>
 Pickled PyTorch files are refused: they can run code.</li>
 <li><b>Output</b>: a classified GeoTIFF styled with the class colours and names
 (or a continuous raster for regression models). Leave empty for a temporary file.</li>
+<li><b>Only the area shown in the map view</b>: a quick look at one area before
+running the whole raster.</li>
 <li><b>Confidence</b>: the winning class's probability (0–1): low values show where
 more training labels would help.</li>
 <li><b>Device</b>: <i>auto</i> uses a CUDA GPU when available.</li>
@@ -77,12 +79,25 @@ class PredictDialog(JobDialogBase, FORM):
         cfg = PredictConfig(
             input_path=layer.source(), model_path=model, output_path=out, confidence_path=conf,
             device=self.deviceCombo.currentText(), batch_size=self.batchSpin.value(),
-            stride=self.strideSpin.value() or None,
+            stride=self.strideSpin.value() or None, window=self.view_window(layer),
         )
         self.set_settings_value("model", model)
         self.set_settings_value("device", cfg.device)
         self.set_settings_value("batch", cfg.batch_size)
         return f"GeoML: apply {os.path.basename(model)} to {layer.name()}", lambda fb: run_predict(cfg, fb)
+
+    def view_window(self, layer):
+        """Pixel window of the map view over ``layer``, or None for the whole raster."""
+        if not self.extentCheck.isChecked() or self.plugin is None or self.plugin.iface is None:
+            return None
+        from qgis.core import QgsCoordinateTransform, QgsProject
+
+        from ..core.raster_io import raster_info, window_from_extent
+
+        canvas = self.plugin.iface.mapCanvas()
+        ct = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), layer.crs(), QgsProject.instance())
+        r = ct.transformBoundingBox(canvas.extent())
+        return window_from_extent(raster_info(layer.source()), r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())
 
     def on_success(self, result) -> None:
         layer = add_raster_layer(result.output_path)

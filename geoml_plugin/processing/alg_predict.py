@@ -4,6 +4,7 @@ from __future__ import annotations
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -20,6 +21,7 @@ HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot or Translate) 
 <b>Output</b>: classified GeoTIFF (values 1..K, 0 = nodata, class names as categories, styled with the class colours), or a Float32 raster in the target's units for regression models.
 <b>Confidence</b> (optional): probability of the winning class, 0–1.
 <b>Stride</b> (patch classifiers): distance in pixels between classified windows; smaller is finer and slower. 0 = a quarter of the patch size.
+<b>Extent</b> (optional): classify only this area of the raster.
 <b>Device</b>: auto uses a CUDA GPU when one is available.
 """
 
@@ -38,6 +40,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
                 fileFilter="GeoML model (*.safetensors *.geoml);;All files (*.*)",
             )
         )
+        self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent (empty = whole raster)", optional=True))
         self.add_device_parameter()
         self.addParameter(QgsProcessingParameterNumber(
             "BATCH_SIZE", "Batch size", type=QgsProcessingParameterNumber.Type.Integer, defaultValue=16, minValue=1))
@@ -59,6 +62,13 @@ class PredictAlgorithm(GeoMLAlgorithm):
         if layer is None:
             raise QgsProcessingException("The input raster could not be loaded.")
         conf = self.parameterAsOutputLayer(parameters, "OUTPUT_CONFIDENCE", context) or None
+        window = None
+        if parameters.get("EXTENT"):
+            from ..core.raster_io import raster_info, window_from_extent
+
+            ext = self.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
+            window = self.run_job(feedback, lambda fb: window_from_extent(
+                raster_info(layer.source()), ext.xMinimum(), ext.yMinimum(), ext.xMaximum(), ext.yMaximum()))
         cfg = PredictConfig(
             input_path=layer.source(),
             model_path=self.parameterAsFile(parameters, "MODEL", context),
@@ -68,6 +78,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
             stride=self.parameterAsInt(parameters, "STRIDE", context) or None,
             bands=self.parameterAsString(parameters, "BANDS", context) or None,
+            window=window,
         )
         result = self.run_job(feedback, lambda fb: run_predict(cfg, fb))
         if result.class_counts:

@@ -79,3 +79,26 @@ def test_cancel_leaves_no_layer_and_no_file(qtbot, qgis_iface, qgis_new_project,
     assert "Cancelled; nothing was written." in dlg.logView.toPlainText()
     assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
     assert [lyr.name() for lyr in QgsProject.instance().mapLayers().values()] == ["big"]
+
+
+def test_dialog_can_limit_to_the_map_view(qtbot, qgis_iface, qgis_new_project, scene, sample_model, out_dir):
+    from qgis.core import QgsRectangle
+
+    from geoml_plugin.core.raster_io import raster_info
+
+    dlg = _dialog(qtbot, qgis_iface, scene)
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(dlg.inputLayer.currentLayer().crs())
+    src = raster_info(scene.image)
+    x0, y0 = src.pixel_to_world(10, 10)
+    x1, y1 = src.pixel_to_world(60, 40)
+    canvas.setExtent(QgsRectangle(x0, y1, x1, y0))
+    canvas.refresh()
+    dlg.modelFile.setFilePath(sample_model)
+    dlg.outputFile.setFilePath(str(out_dir / "view.tif"))
+    dlg.extentCheck.setChecked(True)
+    dlg.run()
+    wait_for_task(qtbot, dlg)
+    info = raster_info(str(out_dir / "view.tif"))
+    # the canvas keeps its aspect ratio, so the view covers at least the requested box
+    assert 50 <= info.width < src.width and 30 <= info.height <= src.height

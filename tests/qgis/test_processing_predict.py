@@ -61,3 +61,26 @@ def test_batch_mode_runs_the_algorithm_per_row(geoml_provider, scene, sample_mod
     outs = [processing.run("geoml:predict", r)["OUTPUT"] for r in rows]
     assert all(os.path.exists(o) for o in outs)
     np.testing.assert_array_equal(gdal.Open(outs[0]).ReadAsArray(), gdal.Open(outs[1]).ReadAsArray())
+
+
+def test_extent_in_another_crs_limits_the_output(geoml_provider, scene, sample_model, out_dir):
+    """EXTENT given in WGS 84 is transformed to the raster CRS and clipped."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle
+
+    from geoml_plugin.core.raster_io import raster_info
+
+    src = raster_info(scene.image)
+    x0, y0 = src.pixel_to_world(20, 30)
+    x1, y1 = src.pixel_to_world(70, 90)
+    ct = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32632"), QgsCoordinateReferenceSystem("EPSG:4326"),
+                                QgsProject.instance())
+    r = ct.transformBoundingBox(QgsRectangle(x0, y1, x1, y0))
+    out = str(out_dir / "part.tif")
+    _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": out,
+          "EXTENT": f"{r.xMinimum()},{r.xMaximum()},{r.yMinimum()},{r.yMaximum()} [EPSG:4326]"})
+    info = raster_info(out)
+    assert 45 <= info.width <= 56 and 55 <= info.height <= 66  # bounding box of the reprojected extent
+    assert abs(info.geotransform[0] - x0) <= 3 * src.geotransform[1]
+    with pytest.raises(QgsProcessingException, match="does not overlap"):
+        _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": str(out_dir / "none.tif"),
+              "EXTENT": "0,1,0,1 [EPSG:4326]"})
