@@ -280,8 +280,13 @@ def invalidate() -> None:
 
 
 # -- explanations ----------------------------------------------------------------
+PYPI_BUILD = "PyPI's standard build: CUDA on Linux, CPU on Windows and macOS"
+
+
 def build_from_version(version: Optional[str]) -> Optional[str]:
-    """'2.5.1+cu124' → 'CUDA 12.4', '2.5.1+cpu' → 'CPU-only'; None when the label does not say."""
+    """'2.5.1+cu124' → 'CUDA 12.4', '2.5.1+cpu' → 'CPU-only', '2.5.1' → PyPI's standard build."""
+    if version and "+" not in version:
+        return PYPI_BUILD
     m = re.search(r"\+(cu|rocm|cpu)([\d.]*)", version or "")
     if not m:
         return None
@@ -356,8 +361,10 @@ def problems(st: DepsStatus) -> list:
             out.append(f"{LABELS[name]} {p.shown_version} is installed ({p.origin}) but cannot be imported: "
                        f"{p.error}.{_import_hint(p.error or '')}")
     if torch.ok and tv.found:
-        tv_build = st.torchvision_cuda_build and f"CUDA {st.torchvision_cuda_build}"
-        tv_build = tv_build or build_from_version(tv.dist_version) or ("CPU-only" if tv.ok else "unknown build")
+        if tv.ok:  # torchvision reports its own build
+            tv_build = f"CUDA {st.torchvision_cuda_build}" if st.torchvision_cuda_build else "CPU-only"
+        else:
+            tv_build = build_from_version(tv.dist_version) or "unknown build"
         pair = (f"torch {torch.shown_version} ({_torch_build(st)}) and torchvision {tv.shown_version} "
                 f"({tv_build})")
         spec = _requirement_problem(tv.requires, "torch", torch.shown_version)

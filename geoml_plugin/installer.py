@@ -76,7 +76,7 @@ CUDA_VARIANTS = (
     Variant("cu126", "CUDA 12.6", f"{TORCH_INDEX}/cu126", (12, 6), (5, 0), (9, 0), download="about 2–3 GB"),
     Variant("cu118", "CUDA 11.8", f"{TORCH_INDEX}/cu118", (11, 8), (3, 7), (9, 0), download="about 2–3 GB"),
 )
-CPU_VARIANT = Variant("cpu", "CPU only", f"{TORCH_INDEX}/cpu", download="about 200–300 MB")
+CPU_VARIANT = Variant("cpu", "CPU-only", f"{TORCH_INDEX}/cpu", download="about 200–300 MB")
 DEFAULT_VARIANT = Variant("pypi", "PyPI's standard build", None, download="about 100 MB (macOS) to 3 GB (Linux)")
 VARIANTS = (CPU_VARIANT, *CUDA_VARIANTS, DEFAULT_VARIANT)
 
@@ -236,9 +236,11 @@ def make_plan(variant: Optional[Variant] = None, target=None, source: Optional[s
     if packages is not None or source:
         args, where = source_args(source)
         pkgs = list(packages) if packages is not None else ["torch", "torchvision", "safetensors"]
-        steps = [PipStep("as requested", pkgs, args, where)]
-        verify = [re.split(r"[<>=!~\[;@ ]", p)[0].replace("-", "_") for p in pkgs] if packages is not None \
-            else list(deps.REQUIRED)
+        title = "from your package source (the build choice does not apply)" if packages is None else "as requested"
+        steps = [PipStep(title, pkgs, args, where)]
+        names = [re.split(r"[<>=!~\[;@ ]", p)[0] for p in pkgs]  # "torch==2.5.1" → "torch"
+        verify = [n.replace("-", "_") for n in names] if packages is not None else list(deps.REQUIRED)
+        pkgs = names
     else:
         default_where = source_args(None)[1]
         if variant.index_url is None:
@@ -262,7 +264,8 @@ def pip_env(plan: InstallPlan) -> dict:
     for k in ("PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PIP_ROOT", "PIP_REQUIRE_VIRTUALENV"):
         env.pop(k, None)
     tmp = str(plan.work_dir)  # beside the target: same disk (fast move), not a small /tmp
-    env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", "PYTHONUNBUFFERED": "1",
+    env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", "PIP_ROOT_USER_ACTION": "ignore",
+                "PYTHONUNBUFFERED": "1",
                 "PYTHONIOENCODING": "utf-8", "TMPDIR": tmp, "TEMP": tmp, "TMP": tmp})
     env.update(plan.extra_env)
     return env

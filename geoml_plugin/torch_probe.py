@@ -17,6 +17,7 @@ import sys
 
 MARKER = "@@GEOML_PROBE@@"
 DEFAULT_NAMES = ("safetensors", "torch", "torchvision")
+_AS_SCRIPT = False
 
 
 def _dist_info(name: str) -> tuple:
@@ -60,8 +61,9 @@ def _package(name: str) -> dict:
     info["found"] = True
     info["origin"] = spec.origin or (list(spec.submodule_search_locations or []) or [None])[0]
     info["dist_version"], info["requires"] = _dist_info(name)
-    sys.stderr.write(f"importing {name}\n")
-    sys.stderr.flush()
+    if _AS_SCRIPT:  # in QGIS's own process these lines would only be noise
+        sys.stderr.write(f"importing {name}\n")
+        sys.stderr.flush()
     try:
         mod = importlib.import_module(name)
     except BaseException as exc:  # noqa: B036 - SystemExit/KeyboardInterrupt from a broken package too
@@ -156,6 +158,8 @@ def _package_not_imported(name: str, why: str) -> dict:
 
 def main(argv) -> int:
     """Arguments as JSON in ``argv[1]``, or on stdin (long search paths exceed Windows' command line)."""
+    global _AS_SCRIPT
+    _AS_SCRIPT = True
     text = argv[1] if len(argv) > 1 else sys.stdin.read()
     args = json.loads(text) if text.strip() else {}
     if args.get("path"):

@@ -36,8 +36,8 @@ def require_torchvision():
 
 def require_safetensors():
     try:
-        import safetensors.torch  # noqa: F401
         import safetensors
+        import safetensors.torch  # noqa: F401
     except Exception as exc:
         raise DependencyError(f"safetensors is not installed: {exc}.", _HINT) from exc
     return safetensors

@@ -24,7 +24,7 @@ from ..core.errors import GeoMLError
 from ..gpu_driver import detect_nvidia
 from ..interpreter import python_executable
 from ..tasks import GeoMLTask, start_task
-from .deps_ui import collect_diagnostics, main_window, show_single
+from .deps_ui import check_in_background, collect_diagnostics, main_window, show_single
 from .job_dialog import load_ui
 
 FORM = load_ui("installer_dialog.ui")
@@ -99,12 +99,14 @@ class InstallerDialog(QDialog, FORM):
             return "CPU only — works everywhere, smallest download"
         return f"{v.label} (Linux: CUDA, Windows: CPU, macOS)"
 
-    def show_detection(self) -> None:
-        st = deps.cached_status() or deps.quick_status()
+    def show_detection(self, st: Optional[deps.DepsStatus] = None) -> None:
+        st = st or deps.cached_status() or deps.quick_status()
+        if st.method == "quick" and not st.torch_missing:
+            check_in_background(self.show_detection)  # fills in "Now:" when the check is done
         if st.torch_missing:
             now = "PyTorch is not installed."
         elif st.method == "quick":
-            now = "PyTorch is installed (not checked yet; GeoML → Diagnostics checks it)."
+            now = "PyTorch is installed; checking whether it works…"
         else:
             found = deps.problems(st)
             now = ("Working: " + deps.summary_of(st)) if not found else "Not working: " + " ".join(found)
@@ -129,10 +131,14 @@ class InstallerDialog(QDialog, FORM):
                       "choose the recommended build.")
         elif v.cuda and not self.nvidia.present:
             reason = "No NVIDIA GPU was found: this build would run on the CPU and is a much larger download."
+        source = self.sourceEdit.text().strip() or None
+        if source:
+            reason = "With a package source of your own, the packages come from there as they are."
         self.reasonLabel.setText(reason)
+        self.variantCombo.setEnabled(source is None and self.task is None)
         try:
-            self.plan = installer.make_plan(v, target=self.target, source=self.sourceEdit.text().strip() or None,
-                                            packages=self.packages, reason=reason)
+            self.plan = installer.make_plan(v, target=self.target, source=source, packages=self.packages,
+                                            reason=reason)
         except GeoMLError as exc:
             self.plan = None
             self.planView.setPlainText(str(exc))

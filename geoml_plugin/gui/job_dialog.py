@@ -77,11 +77,18 @@ class JobDialogBase(QDialog):
         from .deps_ui import CHECKING_BADGE, check_in_background
 
         text = device_badge_text()
-        self.deviceBadge.setText(text)
+        self.set_device_badge(text)
         if text == CHECKING_BADGE:
             from .. import deps
 
-            check_in_background(lambda st: self.deviceBadge.setText(deps.summary_of(st)))
+            check_in_background(lambda st: self.set_device_badge(deps.summary_of(st)))
+
+    def set_device_badge(self, text: str) -> None:
+        """Green for a GPU, amber for CPU only, red when PyTorch is missing or broken."""
+        color = "#1b5e20" if text.startswith("GPU:") else "#8a6d00" if text.startswith("CPU") else \
+            "#b00020" if text.startswith("PyTorch") else "#555555"
+        self.deviceBadge.setText(text)
+        self.deviceBadge.setStyleSheet(f"color: {color}; font-weight: bold;")
 
     def show_dependency_problem(self, text: str) -> None:
         """Log the problem and offer the installer in the message bar."""

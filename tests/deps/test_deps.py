@@ -107,6 +107,9 @@ def test_cpu_torch_with_cuda_torchvision_is_a_problem():
     assert "torch 2.5.1+cpu (CPU-only) and torchvision 0.20.1+cu121 (CUDA 12.1)" in text
     assert "different CUDA versions" in text
     assert _ok_pair("12.1", "12.1").ok and _ok_pair(None, None).ok
+    assert deps.build_from_version("2.5.1+cu124") == "CUDA 12.4"
+    assert deps.build_from_version("2.5.1+cpu") == "CPU-only"
+    assert deps.build_from_version("0.28.0") == deps.PYPI_BUILD  # no label: CUDA on Linux, CPU elsewhere
 
 
 def test_torchvision_requirement_on_torch_version_is_checked():

@@ -97,6 +97,9 @@ def test_default_plan_commands(tmp_path):
     assert installer.numpy_constraint().startswith("numpy<")
     cu = installer.make_plan(installer.variant_by_key("cu126"), target=tmp_path / "x")
     assert "https://download.pytorch.org/whl/cu126" in cu.command(cu.steps[0])
+    pinned = installer.make_plan(installer.CPU_VARIANT, target=tmp_path / "x", packages=["torch==2.5.1", "geomltest-a"])
+    assert pinned.steps[0].packages == ["torch==2.5.1", "geomltest-a"]
+    assert pinned.primary == ["torch", "geomltest-a"] and pinned.verify_names == ["torch", "geomltest_a"]
 
 
 def _outside(folder: Path, wheel: Path) -> Path:

@@ -119,6 +119,7 @@ def test_installer_dialog_installs_local_wheel_and_it_imports_without_restart(qt
     plan_text = dlg.planView.toPlainText()
     assert str(target) in plan_text and "geomltest-a" in plan_text and "--no-index" in plan_text
     assert str(target) in dlg.targetLabel.text()
+    assert not dlg.variantCombo.isEnabled()  # a folder of wheels is installed as it is
     qtbot.mouseClick(dlg.installButton, Qt.MouseButton.LeftButton)
     assert dlg.task is not None and dlg.cancelButton.isEnabled() and not dlg.installButton.isEnabled()
     qtbot.waitUntil(lambda: dlg.task is None, timeout=120_000)
@@ -247,3 +248,23 @@ def test_qgis_proxy_settings_are_passed_to_pip(qtbot, qgis_iface, tmp_path, whee
                 s.remove(k)
             else:
                 s.setValue(k, v)
+
+
+def test_installer_dialog_defaults_show_choice_and_place(qtbot, qgis_iface, tmp_path, monkeypatch):
+    from geoml_plugin.gpu_driver import detect_nvidia
+    from geoml_plugin.gui.installer_dialog import InstallerDialog
+
+    monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "geoml_packages" / "py3x"))
+    dlg = InstallerDialog(FakePlugin(qgis_iface))
+    qtbot.addWidget(dlg)
+    assert dlg.variantCombo.currentData() == dlg.recommended.key and dlg.variantCombo.isEnabled()
+    assert dlg.reasonLabel.text() == dlg.reason
+    text = dlg.planView.toPlainText()
+    assert f"into: {tmp_path / 'geoml_packages' / 'py3x'}" in text
+    if dlg.recommended.key != "pypi":  # not macOS: torch from PyTorch's index, safetensors from PyPI
+        assert "1. torch, torchvision" in text and "2. safetensors" in text
+    dlg.variantCombo.setCurrentIndex(dlg.variantCombo.findData("cu126"))
+    assert "--index-url https://download.pytorch.org/whl/cu126" in dlg.planView.toPlainText()
+    if not detect_nvidia().present:
+        assert "No NVIDIA GPU was found" in dlg.reasonLabel.text()
+    qtbot.waitUntil(lambda: "Now: Working: " in dlg.detectionLabel.text(), timeout=60_000)
