@@ -203,13 +203,17 @@ def test_processing_names_the_installer_when_torch_is_missing(geoml_provider, tm
 
 
 def test_plugin_has_diagnostics_and_install_actions_and_offers_when_missing(qtbot, qgis_iface, qgis_processing,
-                                                                            bar, monkeypatch):
+                                                                            bar, monkeypatch, tmp_path):
     import geoml_plugin
 
     reg = QgsApplication.processingRegistry()
     if reg.providerById("geoml") is not None:  # registered by another test's fixture
         reg.removeProvider(reg.providerById("geoml"))
+    private = tmp_path / "geoml_packages" / "py3x"
+    private.mkdir(parents=True)
+    monkeypatch.setenv(deps.ENV_DIR, str(private))
     plugin = geoml_plugin.classFactory(qgis_iface)
+    assert sys.path[0] == str(private)  # GeoML's own packages win over broken ones elsewhere
     plugin.initGui()
     try:
         assert plugin.actions["diagnostics"].text() == "Diagnostics…"
