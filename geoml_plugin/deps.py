@@ -199,7 +199,7 @@ def _quick_state(name: str) -> PackageState:
     if spec is not None:
         st.found = True
         st.origin = spec.origin
-        st.dist_version, st.requires = torch_probe._dist_info(name)
+        st.dist_version, st.requires = torch_probe.dist_info(name)
     return st
 
 

@@ -551,7 +551,7 @@ def remove_packages(target=None) -> Optional[str]:
               if m is not None and str(getattr(m, "__file__", "") or "").startswith(str(target) + os.sep)]
     for p in (target, deps.staging_dir(target), target.with_name(target.name + ".old")):
         if p.exists():
-            shutil.rmtree(p, ignore_errors=sys.platform == "win32")
+            shutil.rmtree(p, ignore_errors=True)  # files in use stay; reported below
     if str(target) in sys.path:
         sys.path.remove(str(target))
     deps.invalidate()

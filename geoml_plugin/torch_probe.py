@@ -20,7 +20,7 @@ DEFAULT_NAMES = ("safetensors", "torch", "torchvision")
 _AS_SCRIPT = False
 
 
-def _dist_info(name: str) -> tuple:
+def dist_info(name: str) -> tuple:
     """(version, requirements) of an installed distribution, without importing it."""
     try:
         from importlib import metadata
@@ -60,7 +60,7 @@ def _package(name: str) -> dict:
         return info
     info["found"] = True
     info["origin"] = spec.origin or (list(spec.submodule_search_locations or []) or [None])[0]
-    info["dist_version"], info["requires"] = _dist_info(name)
+    info["dist_version"], info["requires"] = dist_info(name)
     if _AS_SCRIPT:  # in QGIS's own process these lines would only be noise
         sys.stderr.write(f"importing {name}\n")
         sys.stderr.flush()
@@ -152,7 +152,7 @@ def _package_not_imported(name: str, why: str) -> dict:
     if spec is not None:
         info["found"] = True
         info["origin"] = spec.origin
-        info["dist_version"], info["requires"] = _dist_info(name)
+        info["dist_version"], info["requires"] = dist_info(name)
     return info
 
 

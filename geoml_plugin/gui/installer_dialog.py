@@ -69,6 +69,7 @@ class InstallerDialog(QDialog, FORM):
         self.extra_env = dict(extra_env or {})
         self.task: Optional[GeoMLTask] = None
         self.plan: Optional[installer.InstallPlan] = None
+        self.running_plan: Optional[installer.InstallPlan] = None
         self.result: Optional[installer.InstallResult] = None
         self.last_diagnostics = ""
         self.logView.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
@@ -178,7 +179,7 @@ class InstallerDialog(QDialog, FORM):
     def install(self) -> Optional[GeoMLTask]:
         if self.task is not None or self.plan is None:
             return self.task
-        plan = self.plan
+        plan = self.running_plan = self.plan
         self.result = None
         self.logView.clear()
         self.progressBar.setValue(0)
@@ -195,7 +196,7 @@ class InstallerDialog(QDialog, FORM):
             self.task.cancel()
 
     def _done(self, task: GeoMLTask) -> None:
-        plan = self.plan
+        plan = self.running_plan
         self.task = None
         self.set_running(False)
         self.refresh_plan()
@@ -211,7 +212,8 @@ class InstallerDialog(QDialog, FORM):
                 text = f"Installed into {res.target}. {res.restart}"
                 self.statusLabel.setText(_color(text, "#a60"))
             else:
-                where = deps.summary_of(res.status) if plan is not None and set(plan.verify_names) == set(deps.REQUIRED) else ""
+                full = plan is not None and set(plan.verify_names) == set(deps.REQUIRED)
+                where = deps.summary_of(res.status) if full else ""
                 text = "Installed. GeoML can use it now — no QGIS restart needed." + (f" {where}." if where else "")
                 self.statusLabel.setText(_color(text, "#080"))
             self._push(text, Qgis.MessageLevel.Success if not res.restart else Qgis.MessageLevel.Warning)
