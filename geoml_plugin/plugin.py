@@ -1,7 +1,8 @@
 """The QGIS plugin object: menu, toolbar, Processing provider.
 
 Loading it imports no torch (dialogs and algorithms import the core lazily),
-so QGIS starts fast and the plugin loads even where torch is missing.
+so QGIS starts fast and the plugin loads even where torch is missing; then
+it offers the installer in the message bar.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ MENU = "&GeoML"
 # (key, menu text, icon, "module:callable" opening the tool, on toolbar)
 ACTIONS = [
     ("predict", "Apply model to raster…", "predict.svg", "gui.predict_dialog:open_dialog", True),
+    ("install_deps", "Install dependencies…", "install.svg", "gui.installer_dialog:open_dialog", False),
+    ("diagnostics", "Diagnostics…", "diagnostics.svg", "gui.diagnostics_dialog:open_dialog", False),
 ]
 
 
@@ -51,6 +54,18 @@ class GeoMLPlugin:
             if on_toolbar:
                 self.toolbar.addAction(action)
             self.actions[key] = action
+        self.offer_install_if_missing()
+
+    def offer_install_if_missing(self) -> None:
+        """At start-up, when torch is not even on the path, say so with a one-click fix."""
+        from . import deps
+
+        st = deps.quick_status()  # find_spec only: imports nothing
+        if st.torch_missing or not st.package("torchvision").found or not st.package("safetensors").found:
+            from .gui.deps_ui import offer_install
+
+            offer_install(self, "GeoML needs PyTorch, torchvision and safetensors, which this QGIS does not have. "
+                                "One click installs them (no administrator rights needed).", duration=30)
 
     def open_tool(self, target: str):
         mod, fn = target.split(":")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from .errors import DependencyError
 
-_HINT = "Open GeoML → Install dependencies…, or run `pip install torch torchvision safetensors` in QGIS's Python."
+# The shell's menu entry (geoml_plugin/deps.py:INSTALL_ACTION); core cannot import the shell.
+_HINT = ("In QGIS: Raster ▸ GeoML ▸ Install dependencies… (one click, no administrator rights). "
+         "Outside QGIS: pip install torch torchvision safetensors.")
 
 
 def require_torch():

@@ -48,6 +48,28 @@ def describe_device(device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
+def device_report(device) -> str:
+    """One line for a job's log: the device, torch's version and build, and what the choice means."""
+    torch = torch_module()
+    device = torch.device(device)
+    build = f"CUDA {torch.version.cuda} build" if getattr(torch.version, "cuda", None) else "CPU-only build"
+    text = f"Device: {describe_device(device)} — torch {torch.__version__} ({build})"
+    if device.type == "cpu":
+        if torch.cuda.is_available():
+            text += "; a CUDA GPU is available: choose device 'auto' or 'cuda' to use it"
+        else:
+            text += "; no CUDA GPU available, so this runs slower than on a GPU"
+    return text
+
+
+def log_device(feedback, device) -> str:
+    """Write the device a job runs on into its log. Every job calls this once, after ``resolve_device``."""
+    text = device_report(device)
+    if feedback is not None:
+        feedback.log(text)
+    return text
+
+
 def seed_everything(seed: int | None) -> None:
     """Seed Python, numpy and torch so a run with the same seed repeats."""
     if seed is None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import qml
 from .classes import category_names, color_table
-from .device import describe_device, resolve_device, torch_module
+from .device import log_device, resolve_device, torch_module
 from .errors import InputError, ModelFileError
 from .modelfile import ModelMeta, load_model, read_meta
 from .progress import Feedback, ensure_feedback
@@ -155,7 +155,7 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
     device = resolve_device(cfg.device)
     model = model.to(device).eval()
     runner = _Runner(model, meta, device, cfg.half_precision)
-    fb.log(f"Device: {describe_device(device)}")
+    log_device(fb, device)
 
     with RasterReader(cfg.input_path, None) as probe:
         bands = choose_bands(meta, probe.info.band_count, cfg.bands)

@@ -1,5 +1,7 @@
 """What every GeoML job dialog shares: device choice and badge, Run/Cancel,
-progress bar, live log, error display, and remembered settings.
+progress bar, live log, error display, remembered settings, and the offer to
+install PyTorch when it is missing or broken (before running, or when a job
+fails with :class:`DependencyError`).
 
 A dialog's ``.ui`` provides widgets named ``deviceCombo``, ``deviceBadge``,
 ``progressBar``, ``logView``, ``runButton``, ``cancelButton``, ``closeButton``
@@ -15,7 +17,7 @@ from qgis.PyQt import uic
 from qgis.PyQt.QtWidgets import QDialog, QMessageBox
 
 from ..core.device import DEVICE_CHOICES
-from ..core.errors import GeoMLError
+from ..core.errors import DependencyError, GeoMLError
 from ..core.progress import Feedback
 from ..paths import ui_path
 from ..tasks import GeoMLTask, start_task
@@ -28,22 +30,19 @@ def load_ui(name: str):
 
 
 def device_badge_text() -> str:
-    """'GPU: NVIDIA … (N GB)' or 'CPU only …', without importing torch when absent."""
-    try:
-        from ..deps import gpu_summary  # issue-6 module, optional
+    """'GPU: NVIDIA … (N GB)', 'CPU only — jobs will be slower' or a not-installed message.
 
-        return gpu_summary()
-    except Exception:
-        pass
-    try:
-        import torch
+    Never blocks: when only the (seconds-long) check in a separate process can
+    tell, returns :data:`deps_ui.CHECKING_BADGE`; :meth:`JobDialogBase.refresh_device_badge`
+    then fills the badge in when that check is done.
+    """
+    from .. import deps
+    from .deps_ui import CHECKING_BADGE
 
-        if torch.cuda.is_available():
-            p = torch.cuda.get_device_properties(0)
-            return f"GPU: {p.name} ({p.total_memory / 2**30:.0f} GB)"
-        return "CPU only — jobs will be slower"
-    except Exception:
-        return "PyTorch not installed — see GeoML → Install dependencies"
+    try:
+        return deps.gpu_summary(block=False) or CHECKING_BADGE
+    except Exception as exc:  # never let the badge break a dialog
+        return f"Device unknown ({exc})"
 
 
 class JobDialogBase(QDialog):
@@ -56,7 +55,7 @@ class JobDialogBase(QDialog):
         self.setupUi(self)  # provided by the uic form class mixed in by subclasses
         self.task: Optional[GeoMLTask] = None
         self.deviceCombo.addItems(list(DEVICE_CHOICES))
-        self.deviceBadge.setText(device_badge_text())
+        self.refresh_device_badge()
         self.helpBrowser.setHtml(self.HELP_HTML)
         self.runButton.clicked.connect(self.run)
         self.cancelButton.clicked.connect(self.cancel)
@@ -73,6 +72,32 @@ class JobDialogBase(QDialog):
     def set_settings_value(self, key: str, value: Any) -> None:
         QgsSettings().setValue(SETTINGS_PREFIX + self.SETTINGS_KEY + "/" + key, value)
 
+    # device badge and dependencies ---------------------------------------
+    def refresh_device_badge(self) -> None:
+        from .deps_ui import CHECKING_BADGE, check_in_background
+
+        text = device_badge_text()
+        self.set_device_badge(text)
+        if text == CHECKING_BADGE:
+            from .. import deps
+
+            check_in_background(lambda st: self.set_device_badge(deps.summary_of(st)))
+
+    def set_device_badge(self, text: str) -> None:
+        """Green for a GPU, amber for CPU only, red when PyTorch is missing or broken."""
+        color = "#1b5e20" if text.startswith("GPU:") else "#8a6d00" if text.startswith("CPU") else \
+            "#b00020" if text.startswith("PyTorch") else "#555555"
+        self.deviceBadge.setText(text)
+        self.deviceBadge.setStyleSheet(f"color: {color}; font-weight: bold;")
+
+    def show_dependency_problem(self, text: str) -> None:
+        """Log the problem and offer the installer in the message bar."""
+        from .deps_ui import offer_install
+
+        self.logView.appendPlainText(text)
+        if offer_install(self.plugin, text) is None:
+            self.show_error(text)
+
     # running -----------------------------------------------------------
     def make_job(self) -> tuple[str, Callable[[Feedback], Any]]:
         raise NotImplementedError
@@ -83,6 +108,12 @@ class JobDialogBase(QDialog):
     def run(self) -> Optional[GeoMLTask]:
         if self.task is not None:
             return self.task
+        from .. import deps
+
+        problem = deps.quick_problem()  # nothing imported: find_spec, or the cached check
+        if problem:
+            self.show_dependency_problem(problem)
+            return None
         try:
             description, job = self.make_job()
         except GeoMLError as exc:
@@ -119,6 +150,12 @@ class JobDialogBase(QDialog):
             self.progressBar.setValue(0)
             self.logView.appendPlainText("Cancelled; nothing was written.")
             self.push_message("Job cancelled; nothing was written.", Qgis.MessageLevel.Warning)
+        elif isinstance(task.error, DependencyError):
+            from .. import deps
+
+            deps.invalidate()
+            self.logView.appendPlainText("Failed: " + task.error_text())
+            self.show_dependency_problem(task.error_text())
         else:
             self.logView.appendPlainText("Failed: " + task.error_text())
             self.show_error(task.error_text())
@@ -136,6 +173,10 @@ class JobDialogBase(QDialog):
             bar.pushMessage("GeoML", text, level=Qgis.MessageLevel.Critical, duration=0)
         elif self.isVisible():
             QMessageBox.warning(self, "GeoML", text)
+
+    def showEvent(self, event):  # noqa: N802
+        super().showEvent(event)
+        self.refresh_device_badge()  # e.g. after Install dependencies while the dialog was hidden
 
     def closeEvent(self, event):  # noqa: N802
         if self.task is not None:

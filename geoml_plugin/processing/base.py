@@ -12,7 +12,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.device import DEVICE_CHOICES
-from ..core.errors import GeoMLError
+from ..core.errors import DependencyError, GeoMLError
 from ..core.progress import Feedback
 from ..paths import icon_path
 
@@ -71,8 +71,28 @@ class GeoMLAlgorithm(QgsProcessingAlgorithm):
         return DEVICE_CHOICES[self.parameterAsEnum(parameters, "DEVICE", context)]
 
     def run_job(self, feedback: QgsProcessingFeedback, job: Callable[[Feedback], Any]) -> Any:
-        """Run a core job; GeoML errors become clean Processing errors."""
+        """Run a core job; GeoML errors become clean Processing errors.
+
+        Missing or broken torch/torchvision/safetensors is reported before the
+        job starts (when it can be known without importing them) with the
+        menu entry that installs them.
+        """
+        from .. import deps
+
+        problem = deps.quick_problem()
+        if problem:
+            raise QgsProcessingException(dependency_message(problem))
         try:
             return job(qgis_feedback(feedback))
+        except DependencyError as exc:
+            deps.invalidate()
+            raise QgsProcessingException(dependency_message(exc.message)) from exc
         except GeoMLError as exc:
             raise QgsProcessingException(str(exc)) from exc
+
+
+def dependency_message(problem: str) -> str:
+    from ..deps import DIAGNOSTICS_ACTION, INSTALL_ACTION
+
+    return (f"{problem} In QGIS, {INSTALL_ACTION} installs matching PyTorch, torchvision and safetensors into "
+            f"GeoML's own folder (no administrator rights needed); {DIAGNOSTICS_ACTION} shows details.")

@@ -35,8 +35,10 @@ def staged(tmp_path_factory):
 
 def _env(staged, home):
     site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "QGIS_PREFIX"))}
-    env.pop("QGIS_CUSTOM_CONFIG_PATH", None)  # pytest-qgis points this at its own profile
+    # not pytest-qgis's QGIS_CUSTOM_CONFIG_PATH/QGIS_OPTIONS_PATH either: the settings (plugin enabled
+    # or not) must live in the temporary HOME, or a second test run finds "Plugin is already enabled!"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST", "QGIS_PREFIX", "QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH"))}
     env.update(HOME=str(home), QGIS_PLUGINPATH=str(staged), QT_QPA_PLATFORM="offscreen",
                PYTHONPATH=str(site) if site else "", XDG_RUNTIME_DIR=str(home))
     return env

@@ -1,0 +1,273 @@
+"""GeoML → Install dependencies…: shows what will be installed where, runs pip
+in the background with live output and Cancel, and makes the result usable
+in this QGIS session without a restart where possible.
+
+The work is :func:`installer.run_plan` in a :class:`GeoMLTask`; this module
+only shows the plan, the log and the outcome.
+"""
+from __future__ import annotations
+
+import html
+import importlib
+import os
+import sys
+from typing import Optional
+from urllib.parse import quote
+
+from qgis.core import Qgis, QgsSettings
+from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtGui import QFontDatabase, QGuiApplication
+from qgis.PyQt.QtWidgets import QDialog, QFileDialog, QMessageBox
+
+from .. import deps, installer
+from ..core.errors import GeoMLError
+from ..gpu_driver import detect_nvidia
+from ..interpreter import python_executable
+from ..tasks import GeoMLTask, start_task
+from .deps_ui import check_in_background, collect_diagnostics, main_window, show_single
+from .job_dialog import load_ui
+
+FORM = load_ui("installer_dialog.ui")
+
+
+def qgis_proxy_env() -> dict:
+    """QGIS's proxy (Settings ▸ Options ▸ Network) for pip, unless the environment already sets one.
+
+    pip does not read QGIS's settings; without this, users behind a proxy who
+    configured it only in QGIS would see downloads fail.
+    """
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return {}
+    s = QgsSettings()
+    enabled = str(s.value("proxy/proxyEnabled", False)).lower() in ("true", "1")
+    if not enabled or s.value("proxy/proxyType", "") not in ("HttpProxy", "HttpCachingProxy"):
+        return {}
+    host, port = str(s.value("proxy/proxyHost", "") or ""), str(s.value("proxy/proxyPort", "") or "")
+    if not host:
+        return {}
+    user, password = str(s.value("proxy/proxyUser", "") or ""), str(s.value("proxy/proxyPassword", "") or "")
+    auth = f"{quote(user, safe='')}:{quote(password, safe='')}@" if user else ""
+    url = f"http://{auth}{host}" + (f":{port}" if port and port != "0" else "")
+    return {"HTTP_PROXY": url, "HTTPS_PROXY": url}
+
+
+def _color(text: str, color: str) -> str:
+    return f"<span style='color:{color}'>{html.escape(text)}</span>"
+
+
+class InstallerDialog(QDialog, FORM):
+    installed = pyqtSignal(object)  # installer.InstallResult
+
+    def __init__(self, plugin=None, parent=None, target=None, packages=None, source: str = "",
+                 extra_env: Optional[dict] = None):
+        """``target``/``packages``/``extra_env`` override the defaults (tests, administrators)."""
+        super().__init__(parent)
+        self.plugin = plugin
+        self.setupUi(self)
+        self.target = target
+        self.packages = packages
+        self.extra_env = dict(extra_env or {})
+        self.task: Optional[GeoMLTask] = None
+        self.plan: Optional[installer.InstallPlan] = None
+        self.running_plan: Optional[installer.InstallPlan] = None
+        self.result: Optional[installer.InstallResult] = None
+        self.last_diagnostics = ""
+        self.logView.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.planView.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.nvidia = detect_nvidia()
+        self.recommended, self.reason = installer.choose_variant(self.nvidia)
+        self.variantCombo.addItem(f"Recommended: {self.recommended.label}", self.recommended.key)
+        for v in installer.VARIANTS:
+            self.variantCombo.addItem(self._variant_text(v), v.key)
+        self.sourceEdit.setText(source)
+        self.show_detection()
+        self.variantCombo.currentIndexChanged.connect(self.refresh_plan)
+        self.sourceEdit.textChanged.connect(self.refresh_plan)
+        self.browseSourceButton.clicked.connect(self.browse_source)
+        self.installButton.clicked.connect(self.install)
+        self.cancelButton.clicked.connect(self.cancel)
+        self.copyButton.clicked.connect(self.copy_diagnostics)
+        self.removeButton.clicked.connect(self.remove)
+        self.closeButton.clicked.connect(self.close)
+        self.refresh_plan()
+
+    # what and where ------------------------------------------------------------
+    @staticmethod
+    def _variant_text(v: installer.Variant) -> str:
+        if v.cuda:
+            return f"{v.label} build — NVIDIA GPU with a driver for CUDA {v.cuda[0]}.{v.cuda[1]} or newer"
+        if v.key == "cpu":
+            return "CPU only — works everywhere, smallest download"
+        return f"{v.label} (Linux: CUDA, Windows: CPU, macOS)"
+
+    def show_detection(self, st: Optional[deps.DepsStatus] = None) -> None:
+        st = st or deps.cached_status() or deps.quick_status()
+        if st.method == "quick" and not st.torch_missing:
+            check_in_background(self.show_detection)  # fills in "Now:" when the check is done
+        if st.torch_missing:
+            now = "PyTorch is not installed."
+        elif st.method == "quick":
+            now = "PyTorch is installed; checking whether it works…"
+        else:
+            found = deps.problems(st)
+            now = ("Working: " + deps.summary_of(st)) if not found else "Not working: " + " ".join(found)
+        import platform
+
+        bits = sys.maxsize.bit_length() + 1
+        self.detectionLabel.setText(
+            f"System: {platform.system()} {platform.release()} ({platform.machine()}), "
+            f"Python {sys.version.split()[0]} {bits}-bit at {python_executable() or 'NOT FOUND'}\n"
+            f"GPU: {self.nvidia.describe()}\n"
+            f"Now: {now}")
+
+    def selected_variant(self) -> installer.Variant:
+        return installer.variant_by_key(self.variantCombo.currentData())
+
+    def refresh_plan(self) -> None:
+        v = self.selected_variant()
+        reason = self.reason if v.key == self.recommended.key else ""
+        if v.cuda and self.nvidia.cuda_version and v.cuda > self.nvidia.cuda_version:
+            reason = (f"Your NVIDIA driver supports CUDA up to {self.nvidia.cuda_version[0]}."
+                      f"{self.nvidia.cuda_version[1]}: this build would not use the GPU. Update the driver or "
+                      "choose the recommended build.")
+        elif v.cuda and not self.nvidia.present:
+            reason = "No NVIDIA GPU was found: this build would run on the CPU and is a much larger download."
+        source = self.sourceEdit.text().strip() or None
+        if source:
+            reason = "With a package source of your own, the packages come from there as they are."
+        self.reasonLabel.setText(reason)
+        self.variantCombo.setEnabled(source is None and self.task is None)
+        try:
+            self.plan = installer.make_plan(v, target=self.target, source=source, packages=self.packages,
+                                            reason=reason)
+        except GeoMLError as exc:
+            self.plan = None
+            self.planView.setPlainText(str(exc))
+            self.statusLabel.setText(_color(str(exc), "#b00"))
+            self.installButton.setEnabled(False)
+            return
+        proxy = qgis_proxy_env()
+        self.plan.extra_env.update(proxy)
+        self.plan.extra_env.update(self.extra_env)
+        exists = self.plan.target.is_dir()
+        self.targetLabel.setText(f"{self.plan.target}" + ("  (already there: it is replaced only when the new "
+                                                           "installation works)" if exists else ""))
+        text = self.plan.describe()
+        if proxy:
+            host = proxy["HTTPS_PROXY"].rsplit("@", 1)[-1]
+            text += f"\nProxy: http://{host} (from QGIS's network settings)"
+        self.planView.setPlainText(text)
+        self.removeButton.setEnabled(exists and self.task is None)
+        if self.task is None:
+            self.statusLabel.setText("")
+            self.installButton.setEnabled(self.plan.pip is not None)
+            if self.plan.pip is None:
+                self.statusLabel.setText(_color(f"pip is not available for {self.plan.python}. "
+                                                + installer.NO_PIP_HINT, "#b00"))
+
+    def browse_source(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder with downloaded .whl files")
+        if folder:
+            self.sourceEdit.setText(folder)
+
+    # installing ---------------------------------------------------------------------
+    def set_running(self, running: bool) -> None:
+        for w in (self.installButton, self.variantCombo, self.sourceEdit, self.browseSourceButton, self.removeButton):
+            w.setEnabled(not running)
+        self.cancelButton.setEnabled(running)
+
+    def install(self) -> Optional[GeoMLTask]:
+        if self.task is not None or self.plan is None:
+            return self.task
+        plan = self.running_plan = self.plan
+        self.result = None
+        self.logView.clear()
+        self.progressBar.setValue(0)
+        self.statusLabel.setText("Installing… (the first install downloads a lot: see the log)")
+        self.set_running(True)
+        self.task = GeoMLTask("GeoML: installing PyTorch", lambda fb: installer.run_plan(plan, fb), self._done)
+        self.task.message.connect(self.logView.appendPlainText)
+        self.task.progressChanged.connect(lambda p: self.progressBar.setValue(int(p)))
+        return start_task(self.task)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.logView.appendPlainText("Cancelling…")
+            self.task.cancel()
+
+    def _done(self, task: GeoMLTask) -> None:
+        plan = self.running_plan
+        self.task = None
+        self.set_running(False)
+        self.refresh_plan()
+        if task.error is None:
+            self.result = res = task.result
+            if not res.pending:
+                deps.activate_packages_dir(res.target)
+            importlib.invalidate_caches()
+            deps.invalidate()
+            self.show_detection()
+            self.progressBar.setValue(100)
+            if res.restart:
+                text = f"Installed into {res.target}. {res.restart}"
+                self.statusLabel.setText(_color(text, "#a60"))
+            else:
+                full = plan is not None and set(plan.verify_names) == set(deps.REQUIRED)
+                where = deps.summary_of(res.status) if full else ""
+                text = "Installed. GeoML can use it now — no QGIS restart needed." + (f" {where}." if where else "")
+                self.statusLabel.setText(_color(text, "#080"))
+            self._push(text, Qgis.MessageLevel.Success if not res.restart else Qgis.MessageLevel.Warning)
+            self.installed.emit(res)
+        elif task.cancelled:
+            self.progressBar.setValue(0)
+            self.logView.appendPlainText("Cancelled; nothing was changed.")
+            self.statusLabel.setText(_color("Cancelled; nothing was changed.", "#a60"))
+        else:
+            text = task.error_text()
+            self.logView.appendPlainText("Failed: " + text)
+            self.statusLabel.setText(_color("Installation failed: " + text + " Use “Copy diagnostics” to report it.",
+                                            "#b00"))
+            self.copyButton.setFocus()
+
+    def _push(self, text: str, level) -> None:
+        bar = self.plugin.message_bar() if self.plugin is not None and hasattr(self.plugin, "message_bar") else None
+        if bar is not None:
+            bar.pushMessage("GeoML", text, level=level, duration=10)
+
+    # diagnostics and removal ---------------------------------------------------------
+    def copy_diagnostics(self) -> None:
+        extra = "Installer\n" + (self.plan.describe() if self.plan else "(no plan)")
+        log = self.logView.toPlainText().splitlines()
+        if log:
+            extra += "\n\nInstaller log (last 300 lines):\n" + "\n".join(log[-300:])
+        self.copyButton.setEnabled(False)
+        self.statusLabel.setText("Collecting diagnostics…")
+
+        def done(text: str) -> None:
+            self.last_diagnostics = text
+            QGuiApplication.clipboard().setText(text)
+            self.copyButton.setEnabled(True)
+            self.statusLabel.setText("Diagnostics copied to the clipboard: paste them into a bug report or e-mail.")
+
+        collect_diagnostics(done, extra=extra)
+
+    def remove(self) -> None:
+        target = self.plan.target if self.plan else deps.packages_dir()
+        answer = QMessageBox.question(
+            self, "GeoML", f"Delete {target} and everything GeoML installed there?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        note = installer.remove_packages(target)
+        self.statusLabel.setText(_color(note, "#a60") if note else "Removed.")
+        self.refresh_plan()
+        self.show_detection()
+
+    def closeEvent(self, event):  # noqa: N802
+        if self.task is not None:
+            self.task.cancel()
+        super().closeEvent(event)
+
+
+def open_dialog(plugin):
+    return show_single(plugin, "installer", lambda: InstallerDialog(plugin, main_window(plugin)))

@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""Qt6 / QGIS 4 readiness check for GeoML's Python code.
+
+    python scripts/check_qt6.py [paths …]      (default: geoml_plugin/)
+
+Prints one ``file:line:col: message`` per finding, each with the replacement
+to use, and exits with status 1 when there is any. Rules:
+
+* ``qt-import``: PyQt5/PyQt6/PySide/sip imported directly instead of through
+  ``qgis.PyQt`` (``from qgis.PyQt.QtCore import …``, ``from qgis.PyQt import sip``).
+* ``qt-moved``: ``QAction``/``QActionGroup``/``QShortcut``/… imported from
+  ``QtWidgets`` (they live in ``QtGui`` in Qt6): use ``geoml_plugin.qt_compat``.
+* ``qt-removed``: classes gone in Qt6 (``QRegExp``, ``QDesktopWidget``, …).
+* ``qt-exec``: ``exec_()`` (gone in PyQt6): use ``exec()``.
+* ``qt-enum``: an unscoped enum value such as ``Qt.AlignLeft``,
+  ``QgsTask.CanCancel``, ``QMessageBox.Yes``, ``QDialogButtonBox.Ok``,
+  ``Qgis.Info``: PyQt6 only knows ``Qt.AlignmentFlag.AlignLeft`` etc.
+  Decided by introspection: the chain's class is imported (through
+  ``qgis.PyQt``/``qgis.core``/``qgis.gui``) and the member's value is checked
+  for being an enum member whose enum type is not the container — which also
+  yields the exact scoped spelling. Where Qt cannot be imported, a curated
+  table of common members and a rule for the ``Qt`` namespace are used.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import enum
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+DIRECT_QT = ("PyQt5", "PyQt6", "PySide2", "PySide6", "sip")
+MOVED_TO_QTGUI = ("QAction", "QActionGroup", "QShortcut", "QUndoCommand", "QUndoGroup", "QUndoStack",
+                  "QFileSystemModel")
+REMOVED = {"QRegExp": "QRegularExpression (QtCore)", "QRegExpValidator": "QRegularExpressionValidator (QtGui)",
+           "QDesktopWidget": "QScreen (QGuiApplication.screens())", "QGLWidget": "QOpenGLWidget",
+           "QSound": "QSoundEffect (QtMultimedia)", "QMatrix": "QTransform"}
+SEARCH_MODULES = ("qgis.PyQt.QtCore", "qgis.PyQt.QtGui", "qgis.PyQt.QtWidgets", "qgis.core", "qgis.gui")
+COMPAT_FILES = ("qt_compat.py",)  # the one place allowed to import QAction from QtWidgets (as a fallback)
+
+# Used only when Qt/QGIS cannot be imported: common unscoped members → scoped spelling.
+CURATED = {
+    "Qt.AlignLeft": "Qt.AlignmentFlag.AlignLeft", "Qt.AlignRight": "Qt.AlignmentFlag.AlignRight",
+    "Qt.AlignCenter": "Qt.AlignmentFlag.AlignCenter", "Qt.AlignTop": "Qt.AlignmentFlag.AlignTop",
+    "Qt.AlignBottom": "Qt.AlignmentFlag.AlignBottom", "Qt.AlignVCenter": "Qt.AlignmentFlag.AlignVCenter",
+    "Qt.AlignHCenter": "Qt.AlignmentFlag.AlignHCenter", "Qt.Horizontal": "Qt.Orientation.Horizontal",
+    "Qt.Vertical": "Qt.Orientation.Vertical", "Qt.Checked": "Qt.CheckState.Checked",
+    "Qt.Unchecked": "Qt.CheckState.Unchecked", "Qt.UserRole": "Qt.ItemDataRole.UserRole",
+    "Qt.DisplayRole": "Qt.ItemDataRole.DisplayRole", "Qt.LeftButton": "Qt.MouseButton.LeftButton",
+    "Qt.RightButton": "Qt.MouseButton.RightButton", "Qt.WaitCursor": "Qt.CursorShape.WaitCursor",
+    "Qt.ItemIsEnabled": "Qt.ItemFlag.ItemIsEnabled", "Qt.ItemIsEditable": "Qt.ItemFlag.ItemIsEditable",
+    "Qt.RichText": "Qt.TextFormat.RichText", "Qt.Key_Escape": "Qt.Key.Key_Escape",
+    "Qt.WindowModal": "Qt.WindowModality.WindowModal", "Qt.QueuedConnection": "Qt.ConnectionType.QueuedConnection",
+    "QgsTask.CanCancel": "QgsTask.Flag.CanCancel", "Qgis.Info": "Qgis.MessageLevel.Info",
+    "Qgis.Warning": "Qgis.MessageLevel.Warning", "Qgis.Critical": "Qgis.MessageLevel.Critical",
+    "Qgis.Success": "Qgis.MessageLevel.Success", "QMessageBox.Yes": "QMessageBox.StandardButton.Yes",
+    "QMessageBox.No": "QMessageBox.StandardButton.No", "QMessageBox.Ok": "QMessageBox.StandardButton.Ok",
+    "QMessageBox.Cancel": "QMessageBox.StandardButton.Cancel",
+    "QDialogButtonBox.Ok": "QDialogButtonBox.StandardButton.Ok",
+    "QDialogButtonBox.Cancel": "QDialogButtonBox.StandardButton.Cancel",
+    "QDialogButtonBox.Close": "QDialogButtonBox.StandardButton.Close",
+    "QDialog.Accepted": "QDialog.DialogCode.Accepted", "QDialog.Rejected": "QDialog.DialogCode.Rejected",
+    "QSizePolicy.Expanding": "QSizePolicy.Policy.Expanding", "QSizePolicy.Fixed": "QSizePolicy.Policy.Fixed",
+    "QFrame.HLine": "QFrame.Shape.HLine", "QHeaderView.Stretch": "QHeaderView.ResizeMode.Stretch",
+    "QAbstractItemView.NoEditTriggers": "QAbstractItemView.EditTrigger.NoEditTriggers",
+    "QFileDialog.ShowDirsOnly": "QFileDialog.Option.ShowDirsOnly", "QLineEdit.Password": "QLineEdit.EchoMode.Password",
+    "QPainter.Antialiasing": "QPainter.RenderHint.Antialiasing", "QImage.Format_ARGB32": "QImage.Format.Format_ARGB32",
+    "QProcess.MergedChannels": "QProcess.ProcessChannelMode.MergedChannels",
+    "QgsMapLayerProxyModel.RasterLayer": "QgsMapLayerProxyModel.Filter.RasterLayer",
+    "QgsMapLayerProxyModel.VectorLayer": "QgsMapLayerProxyModel.Filter.VectorLayer",
+    "QgsFileWidget.SaveFile": "QgsFileWidget.StorageMode.SaveFile",
+    "QgsFileWidget.GetDirectory": "QgsFileWidget.StorageMode.GetDirectory",
+    "QgsProcessingParameterNumber.Integer": "QgsProcessingParameterNumber.Type.Integer",
+    "QgsProcessingParameterNumber.Double": "QgsProcessingParameterNumber.Type.Double",
+    "QgsProcessingParameterDefinition.FlagAdvanced": "QgsProcessingParameterDefinition.Flag.FlagAdvanced",
+    "QgsProcessingParameterFile.File": "QgsProcessingParameterFile.Behavior.File",
+    "QgsProcessingParameterFile.Folder": "QgsProcessingParameterFile.Behavior.Folder",
+    "QgsProcessing.TypeRaster": "QgsProcessing.SourceType.TypeRaster",
+    "QgsProcessing.TypeVectorPoint": "QgsProcessing.SourceType.TypeVectorPoint",
+    "QgsWkbTypes.PointGeometry": "QgsWkbTypes.GeometryType.PointGeometry",
+    "QgsWkbTypes.PolygonGeometry": "QgsWkbTypes.GeometryType.PolygonGeometry",
+}
+# Enum *types* of the Qt namespace: ``Qt.<one of these>`` is fine, any other ``Qt.Xxx`` is a value.
+QT_ENUM_TYPES = {
+    "AlignmentFlag", "Alignment", "Orientation", "Orientations", "CheckState", "ItemDataRole", "ItemFlag", "ItemFlags",
+    "MouseButton", "MouseButtons", "Key", "KeyboardModifier", "KeyboardModifiers", "WindowType", "WindowFlags",
+    "WindowState", "WindowStates", "WindowModality", "CursorShape", "PenStyle", "PenCapStyle", "PenJoinStyle",
+    "BrushStyle", "GlobalColor", "TextFormat", "TextInteractionFlag", "TextInteractionFlags", "ScrollBarPolicy",
+    "SortOrder", "CaseSensitivity", "MatchFlag", "MatchFlags", "FocusPolicy", "FocusReason", "ContextMenuPolicy",
+    "DockWidgetArea", "DockWidgetAreas", "ToolBarArea", "ToolButtonStyle", "TransformationMode", "AspectRatioMode",
+    "ConnectionType", "WidgetAttribute", "ApplicationAttribute", "LayoutDirection", "DateFormat", "TimeSpec",
+    "TextElideMode", "FillRule", "SizeMode", "DropAction", "DropActions", "EventPriority", "InputMethodQuery",
+    "ItemSelectionMode", "ShortcutContext", "TextFlag", "ArrowType", "Corner", "Edge", "ImageConversionFlag",
+}
+
+
+@dataclass
+class Finding:
+    path: str
+    line: int
+    col: int
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}: [{self.rule}] {self.message}"
+
+
+def _is_enum_value(v) -> bool:
+    return isinstance(v, enum.Enum) or type(type(v)).__name__ == "enumtype"
+
+
+def _chain(node) -> Optional[list]:
+    """``a.b.c`` → ['a', 'b', 'c']; None for anything that is not a plain dotted name."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return parts[::-1]
+
+
+class Resolver:
+    """Resolves dotted names of a file to Qt/QGIS objects, through its imports."""
+
+    def __init__(self, introspect: bool = True):
+        self.introspect = introspect
+        self._global: dict = {}
+        self.available = False
+        if introspect:
+            for mod in SEARCH_MODULES:
+                try:
+                    m = importlib.import_module(mod)
+                except Exception:
+                    continue
+                self.available = True
+                for name in dir(m):
+                    if name.startswith("Q") and name not in self._global:
+                        self._global[name] = getattr(m, name)
+
+    def scope(self, tree: ast.AST) -> dict:
+        names: dict = {}
+        if not self.available:
+            return names
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "qgis":
+                try:
+                    mod = importlib.import_module(node.module)
+                except Exception:
+                    continue
+                for a in node.names:
+                    obj = getattr(mod, a.name, None)
+                    if obj is None:
+                        try:
+                            obj = importlib.import_module(f"{node.module}.{a.name}")
+                        except Exception:
+                            continue
+                    names[a.asname or a.name] = obj
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == "qgis" and a.asname:
+                        try:
+                            names[a.asname] = importlib.import_module(a.name)
+                        except Exception:
+                            pass
+        return names
+
+    def resolve(self, parts: list, scope: dict):
+        obj = scope.get(parts[0])
+        if obj is None and parts[0].startswith("Q"):
+            obj = self._global.get(parts[0])
+        if obj is None:
+            return None
+        for p in parts[1:]:
+            obj = getattr(obj, p, None)
+            if obj is None:
+                return None
+        return obj
+
+
+def _enum_finding(parts: list, resolver: Resolver, scope: dict) -> Optional[str]:
+    """The scoped spelling for ``parts`` when it is an unscoped enum value, else None."""
+    dotted = ".".join(parts)
+    if resolver.available:
+        container = resolver.resolve(parts[:-1], scope)
+        if container is None or not isinstance(container, type):
+            return _fallback(parts)
+        try:
+            value = getattr(container, parts[-1])
+        except Exception:
+            return None
+        if isinstance(value, type) or not _is_enum_value(value) or type(value) is container:
+            return None
+        etype = type(value)
+        qual = etype.__qualname__
+        prefix = ".".join(parts[:-1])
+        if "." in qual and qual.split(".")[0] == parts[-2]:
+            scoped = f"{prefix}.{qual.split('.', 1)[1]}.{parts[-1]}"
+        elif "." in qual:
+            scoped = f"{qual}.{parts[-1]}"
+        else:
+            scoped = f"{qual}.{parts[-1]}" if qual != parts[-2] else f"{prefix}.{parts[-1]}"
+        return f"unscoped enum {dotted}: use {scoped}"
+    return _fallback(parts)
+
+
+def _fallback(parts: list) -> Optional[str]:
+    key = ".".join(parts[-2:])
+    if key in CURATED:
+        return f"unscoped enum {'.'.join(parts)}: use {'.'.join(parts[:-2] + [CURATED[key]])}"
+    if len(parts) >= 2 and parts[-2] == "Qt" and parts[-1][:1].isupper() and parts[-1] not in QT_ENUM_TYPES:
+        return (f"unscoped enum {'.'.join(parts)}: use Qt.<EnumType>.{parts[-1]} "
+                "(look up the enum type in the Qt documentation)")
+    return None
+
+
+def check_source(source: str, path: str = "<string>", resolver: Optional[Resolver] = None) -> list:
+    resolver = resolver or Resolver()
+    tree = ast.parse(source, filename=path)
+    scope = resolver.scope(tree)
+    out: list = []
+    name = Path(path).name
+
+    def add(node, rule, message):
+        out.append(Finding(path, node.lineno, node.col_offset + 1, rule, message))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                top = a.name.split(".")[0]
+                if top in DIRECT_QT:
+                    add(node, "qt-import", f"direct import of {a.name}: use "
+                        f"{'from qgis.PyQt import sip' if top == 'sip' else 'qgis.PyQt' + a.name[len(top):]}")
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            top = node.module.split(".")[0]
+            if top in DIRECT_QT and node.level == 0:
+                repl = "from qgis.PyQt import sip" if top == "sip" else f"from qgis.PyQt{node.module[len(top):]} import …"
+                add(node, "qt-import", f"direct import from {node.module}: use {repl}")
+            if node.module == "qgis.PyQt.QtWidgets" and name not in COMPAT_FILES:
+                for a in node.names:
+                    if a.name in MOVED_TO_QTGUI:
+                        fix = ("from geoml_plugin.qt_compat import QAction (relative: from .qt_compat / "
+                               "from ..qt_compat)") if a.name == "QAction" else "add it to geoml_plugin/qt_compat.py"
+                        add(node, "qt-moved", f"{a.name} moved to QtGui in Qt6: {fix}")
+            for a in node.names:
+                if top in ("qgis", *DIRECT_QT) and a.name in REMOVED:
+                    add(node, "qt-removed", f"{a.name} does not exist in Qt6: use {REMOVED[a.name]}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "exec_":
+            add(node, "qt-exec", "exec_() does not exist in PyQt6: use exec()")
+        elif isinstance(node, ast.Attribute):
+            parts = _chain(node)
+            if parts and len(parts) >= 2 and parts[-2][:1] == "Q" and parts[-1][:1].isupper():
+                msg = _enum_finding(parts, resolver, scope)
+                if msg:
+                    add(node, "qt-enum", msg)
+    return sorted(out, key=lambda f: (f.line, f.col))
+
+
+def iter_files(paths) -> list:
+    files = []
+    for p in paths:
+        p = Path(p)
+        files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+    return [f for f in files if "__pycache__" not in f.parts]
+
+
+def check_paths(paths, introspect: bool = True) -> list:
+    resolver = Resolver(introspect)
+    out = []
+    for f in iter_files(paths):
+        try:
+            rel = str(f.resolve().relative_to(ROOT))
+        except ValueError:
+            rel = str(f)
+        out += check_source(f.read_text(encoding="utf-8"), rel, resolver)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("paths", nargs="*", default=[str(ROOT / "geoml_plugin")])
+    ap.add_argument("--no-introspection", action="store_true", help="use only the curated table (no Qt import)")
+    args = ap.parse_args(argv)
+    findings = check_paths(args.paths, introspect=not args.no_introspection)
+    for f in findings:
+        print(f)
+    print(f"{len(findings)} Qt6 readiness problem(s) in {len(iter_files(args.paths))} file(s).", file=sys.stderr)
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

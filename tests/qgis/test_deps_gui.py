@@ -1,0 +1,274 @@
+"""Dependencies in QGIS: message-bar offer, installer dialog (real pip on local wheels),
+diagnostics dialog, GPU badge, Processing error text, plugin actions."""
+import sys
+
+import pytest
+from qgis.core import Qgis, QgsApplication, QgsProcessingException
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QGuiApplication
+from qgis.PyQt.QtWidgets import QPushButton
+
+from geoml_plugin import deps
+from geoml_plugin.core.errors import DependencyError
+from geoml_plugin.gui import deps_ui
+from tests.deps.wheels import ISOLATED_PIP_ENV, HangingServer, local_wheels
+
+
+class FakePlugin:
+    def __init__(self, iface):
+        self.iface = iface
+
+    def message_bar(self):
+        return self.iface.messageBar()
+
+
+@pytest.fixture(autouse=True)
+def clean_state(monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # installs activate folders: undo after each test
+    deps.invalidate()
+    yield
+    deps.invalidate()
+    for dlg in list(deps_ui._standalone.values()):
+        try:
+            dlg.close()
+        except RuntimeError:
+            pass
+    deps_ui._standalone.clear()
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    return local_wheels(tmp_path_factory.mktemp("wheels"))
+
+
+@pytest.fixture()
+def bar(qgis_iface):
+    b = qgis_iface.messageBar()
+    b.clearWidgets()
+    return b
+
+
+def _predict_dialog(qtbot, qgis_iface):
+    from geoml_plugin.gui.predict_dialog import PredictDialog
+
+    dlg = PredictDialog(FakePlugin(qgis_iface))
+    qtbot.addWidget(dlg)
+    return dlg
+
+
+def test_missing_torch_offers_installer_instead_of_running(qtbot, qgis_iface, bar, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # what QGIS without torch looks like to find_spec
+    dlg = _predict_dialog(qtbot, qgis_iface)
+    assert dlg.deviceBadge.text() == deps.NOT_INSTALLED_BADGE
+    assert dlg.run() is None and dlg.task is None
+    assert "PyTorch (torch) is not installed in this QGIS." in dlg.logView.toPlainText()
+    item = deps_ui.current_offer(bar)
+    assert item is not None and "PyTorch (torch) is not installed" in item.text()
+    button = item.findChild(QPushButton, "geomlInstallButton")
+    assert button.text() == "Install dependencies…"
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    installer_dlg = deps_ui._standalone["installer"]
+    assert installer_dlg.isVisible()
+    assert "torch, torchvision" in installer_dlg.planView.toPlainText()
+    assert "PyTorch is not installed." in installer_dlg.detectionLabel.text()
+    assert deps_ui.current_offer(bar) is None  # the offer goes away once taken up
+
+
+def test_dependency_error_during_job_is_routed_to_the_offer(qtbot, qgis_iface, bar):
+    dlg = _predict_dialog(qtbot, qgis_iface)
+
+    def job(fb):
+        raise DependencyError("torchvision cannot be imported: operator torchvision::nms does not exist.", "hint")
+
+    dlg.make_job = lambda: ("GeoML: test job", job)
+    assert dlg.run() is not None
+    qtbot.waitUntil(lambda: dlg.task is None, timeout=30_000)
+    item = deps_ui.current_offer(bar)
+    assert item is not None and "operator torchvision::nms does not exist" in item.text()
+    assert item.findChild(QPushButton, "geomlDiagnosticsButton") is not None
+    assert "Failed: torchvision cannot be imported" in dlg.logView.toPlainText()
+
+
+def test_badge_is_filled_in_by_the_background_check(qtbot, qgis_iface, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(deps, "gpu_summary", lambda block=True: "")  # as when torch is not loaded yet
+    dlg = _predict_dialog(qtbot, qgis_iface)
+    assert dlg.deviceBadge.text() == deps_ui.CHECKING_BADGE
+    qtbot.waitUntil(lambda: dlg.deviceBadge.text() != deps_ui.CHECKING_BADGE, timeout=60_000)
+    if torch.cuda.is_available():
+        assert dlg.deviceBadge.text().startswith("GPU: ")
+    else:
+        assert dlg.deviceBadge.text() == deps.CPU_BADGE
+
+
+def _installer(qtbot, qgis_iface, tmp_path, source, packages=("geomltest-a",)):
+    from geoml_plugin.gui.installer_dialog import InstallerDialog
+
+    target = tmp_path / "profile" / "python" / "geoml_packages" / "py3x"
+    dlg = InstallerDialog(FakePlugin(qgis_iface), target=target, packages=list(packages), source=str(source),
+                          extra_env=ISOLATED_PIP_ENV)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    return dlg, target
+
+
+def test_installer_dialog_installs_local_wheel_and_it_imports_without_restart(qtbot, qgis_iface, bar, tmp_path,
+                                                                              wheels):
+    dlg, target = _installer(qtbot, qgis_iface, tmp_path, wheels)
+    plan_text = dlg.planView.toPlainText()
+    assert str(target) in plan_text and "geomltest-a" in plan_text and "--no-index" in plan_text
+    assert str(target) in dlg.targetLabel.text()
+    assert not dlg.variantCombo.isEnabled()  # a folder of wheels is installed as it is
+    qtbot.mouseClick(dlg.installButton, Qt.MouseButton.LeftButton)
+    assert dlg.task is not None and dlg.cancelButton.isEnabled() and not dlg.installButton.isEnabled()
+    qtbot.waitUntil(lambda: dlg.task is None, timeout=120_000)
+    assert dlg.result is not None, dlg.statusLabel.text() + dlg.logView.toPlainText()
+    assert "Installed. GeoML can use it now — no QGIS restart needed." in dlg.statusLabel.text()
+    assert "Successfully installed" in dlg.logView.toPlainText()
+    assert dlg.progressBar.value() == 100
+    assert sys.path[0] == str(target)
+    import geomltest_a  # in this very process: no restart
+
+    assert geomltest_a.VALUE == 42 and geomltest_a.__file__.startswith(str(target))
+    del sys.modules["geomltest_a"], sys.modules["geomltest_b"]
+    assert any("Installed." in m for m in bar.get_messages(Qgis.MessageLevel.Success))
+
+
+def test_installer_dialog_cancel(qtbot, qgis_iface, tmp_path):
+    server = HangingServer()
+    try:
+        dlg, target = _installer(qtbot, qgis_iface, tmp_path, server.url)
+        dlg.plan.extra_env.update({"PIP_DEFAULT_TIMEOUT": "30", "PIP_RETRIES": "0"})
+        dlg.install()
+        qtbot.waitUntil(lambda: bool(server.conns), timeout=60_000)
+        qtbot.mouseClick(dlg.cancelButton, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: dlg.task is None, timeout=15_000)
+    finally:
+        server.close()
+    assert "Cancelled; nothing was changed." in dlg.statusLabel.text()
+    assert dlg.result is None and not target.exists() and not deps.staging_dir(target).exists()
+    assert dlg.installButton.isEnabled() and not dlg.cancelButton.isEnabled()
+
+
+def test_installer_failure_shows_log_and_copies_diagnostics(qtbot, qgis_iface, tmp_path):
+    empty = tmp_path / "no_wheels"
+    empty.mkdir()
+    dlg, target = _installer(qtbot, qgis_iface, tmp_path, empty)
+    dlg.install()
+    qtbot.waitUntil(lambda: dlg.task is None, timeout=120_000)
+    assert "Installation failed: pip failed" in dlg.statusLabel.text()
+    assert "No build of these packages was found" in dlg.statusLabel.text()
+    assert "geomltest-a" in dlg.logView.toPlainText()  # pip's own messages stay visible
+    assert not target.exists()
+    qtbot.mouseClick(dlg.copyButton, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(dlg.last_diagnostics), timeout=120_000)
+    copied = QGuiApplication.clipboard().text()
+    assert copied == dlg.last_diagnostics
+    assert copied.startswith("GeoML diagnostics") and "Installer log (last 300 lines):" in copied
+    assert "ERROR: No matching distribution found for geomltest-a" in copied
+
+
+def test_bad_source_is_refused_before_installing(qtbot, qgis_iface, tmp_path):
+    dlg, _ = _installer(qtbot, qgis_iface, tmp_path, "not a folder nor a url")
+    assert not dlg.installButton.isEnabled()
+    assert "neither a folder of wheel files nor an index URL" in dlg.statusLabel.text()
+
+
+def test_diagnostics_dialog_reports_and_copies(qtbot, qgis_iface):
+    import torch
+
+    from geoml_plugin.gui.diagnostics_dialog import open_dialog
+
+    dlg = open_dialog(FakePlugin(qgis_iface))
+    qtbot.waitUntil(lambda: dlg.task is None, timeout=120_000)
+    text = dlg.reportView.toPlainText()
+    assert f"torch        {torch.__version__}" in text and "Status: OK" in text
+    assert dlg.statusLabel.text() == "GeoML is ready to run jobs."
+    qtbot.mouseClick(dlg.copyButton, Qt.MouseButton.LeftButton)
+    assert QGuiApplication.clipboard().text() == text
+
+
+def test_processing_names_the_installer_when_torch_is_missing(geoml_provider, tmp_path, monkeypatch, scene,
+                                                             sample_model):
+    import processing
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run("geoml:predict", {"INPUT": scene.image, "MODEL": sample_model,
+                                         "OUTPUT": str(tmp_path / "o.tif")})
+    assert "PyTorch (torch) is not installed" in str(err.value)
+    assert "Raster ▸ GeoML ▸ Install dependencies…" in str(err.value)
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_plugin_has_diagnostics_and_install_actions_and_offers_when_missing(qtbot, qgis_iface, qgis_processing,
+                                                                            bar, monkeypatch, tmp_path):
+    import geoml_plugin
+
+    reg = QgsApplication.processingRegistry()
+    if reg.providerById("geoml") is not None:  # registered by another test's fixture
+        reg.removeProvider(reg.providerById("geoml"))
+    private = tmp_path / "geoml_packages" / "py3x"
+    private.mkdir(parents=True)
+    monkeypatch.setenv(deps.ENV_DIR, str(private))
+    plugin = geoml_plugin.classFactory(qgis_iface)
+    assert sys.path[0] == str(private)  # GeoML's own packages win over broken ones elsewhere
+    plugin.initGui()
+    try:
+        assert plugin.actions["diagnostics"].text() == "Diagnostics…"
+        assert plugin.actions["install_deps"].text() == "Install dependencies…"
+        assert deps_ui.current_offer(bar) is None  # torch is installed here: no nagging
+        monkeypatch.setitem(sys.modules, "torchvision", None)
+        plugin.offer_install_if_missing()
+        assert deps_ui.current_offer(bar) is not None
+        dlg = plugin.open_tool("gui.diagnostics_dialog:open_dialog")
+        assert plugin.dialogs["diagnostics"] is dlg
+        qtbot.waitUntil(lambda: dlg.task is None, timeout=120_000)
+        assert "GeoML diagnostics" in dlg.reportView.toPlainText()
+    finally:
+        plugin.unload()
+
+
+def test_qgis_proxy_settings_are_passed_to_pip(qtbot, qgis_iface, tmp_path, wheels, monkeypatch):
+    from qgis.core import QgsSettings
+
+    for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    s = QgsSettings()
+    keys = {"proxy/proxyEnabled": True, "proxy/proxyType": "HttpProxy", "proxy/proxyHost": "proxy.example.org",
+            "proxy/proxyPort": "3128", "proxy/proxyUser": "ana", "proxy/proxyPassword": "p@ss"}
+    old = {k: s.value(k) for k in keys}
+    try:
+        for k, v in keys.items():
+            s.setValue(k, v)
+        dlg, _ = _installer(qtbot, qgis_iface, tmp_path, wheels)
+        assert dlg.plan.extra_env["HTTPS_PROXY"] == "http://ana:p%40ss@proxy.example.org:3128"
+        assert "Proxy: http://proxy.example.org:3128 (from QGIS's network settings)" in dlg.planView.toPlainText()
+        assert "p%40ss" not in dlg.planView.toPlainText()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                s.remove(k)
+            else:
+                s.setValue(k, v)
+
+
+def test_installer_dialog_defaults_show_choice_and_place(qtbot, qgis_iface, tmp_path, monkeypatch):
+    from geoml_plugin.gpu_driver import detect_nvidia
+    from geoml_plugin.gui.installer_dialog import InstallerDialog
+
+    monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "geoml_packages" / "py3x"))
+    dlg = InstallerDialog(FakePlugin(qgis_iface))
+    qtbot.addWidget(dlg)
+    assert dlg.variantCombo.currentData() == dlg.recommended.key and dlg.variantCombo.isEnabled()
+    assert dlg.reasonLabel.text() == dlg.reason
+    text = dlg.planView.toPlainText()
+    assert f"into: {tmp_path / 'geoml_packages' / 'py3x'}" in text
+    if dlg.recommended.key != "pypi":  # not macOS: torch from PyTorch's index, safetensors from PyPI
+        assert "1. torch, torchvision" in text and "2. safetensors" in text
+    dlg.variantCombo.setCurrentIndex(dlg.variantCombo.findData("cu126"))
+    assert "--index-url https://download.pytorch.org/whl/cu126" in dlg.planView.toPlainText()
+    if not detect_nvidia().present:
+        assert "No NVIDIA GPU was found" in dlg.reasonLabel.text()
+    qtbot.waitUntil(lambda: "Now: Working: " in dlg.detectionLabel.text(), timeout=60_000)
