@@ -19,6 +19,8 @@ MENU = "&GeoML"
 # (key, menu text, icon, "module:callable" opening the tool, on toolbar)
 ACTIONS = [
     ("predict", "Apply model to raster…", "predict.svg", "gui.predict_dialog:open_dialog", True),
+    ("traingan", "Train GAN (tiles or translation)…", "traingan.svg", "gui.traingan_dialog:open_dialog", True),
+    ("gan_tiles", "Generate tiles (GAN map tool)…", "gan_tiles.svg", "gui.gan_panel:open_panel", True),
 ]
 
 

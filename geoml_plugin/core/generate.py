@@ -199,12 +199,12 @@ class TileSource:
                 "GEOML_UNITS": m.target.get("units", ""), "GEOML_TRAINED_ON": m.provenance.get("source", ""),
                 "GEOML_TRAINING_PIXEL_SIZE": m.pixel_size[0] if m.pixel_size else ""}
 
-    def style(self, plan: GridPlan, style: str = "auto") -> str:
+    def style(self, plan: GridPlan, style: str = "auto", blend_mode: int = 0) -> str:
         zf = 1.0
         if style == "hillshade" and plan.crs_wkt:
             cx, cy = plan.center
             zf = 1.0 / ground_metres_per_unit(plan.crs_wkt, cx, cy) if self.meta.target.get("units") == "m" else 1.0
-        return qml.style_for_target(self.meta.target, style=style, zfactor=zf)
+        return qml.style_for_target(self.meta.target, style=style, zfactor=zf, blend_mode=blend_mode)
 
     def write(self, plan: GridPlan, seed: int, path: str, style: str = "auto", feedback: Optional[Feedback] = None,
               native: Optional[GridPlan] = None) -> str:

@@ -62,16 +62,21 @@ def pseudocolor_qml(vmin: float, vmax: float, ramp=None, band: int = 1, label_fm
     return _HEAD + body + _TAIL
 
 
+MULTIPLY = 13  # QPainter::CompositionMode_Multiply, as QGIS stores layer blend modes
+
+
 def hillshade_qml(band: int = 1, zfactor: float = 1.0, azimuth: float = 315.0, altitude: float = 45.0,
-                  multidirectional: bool = True, opacity: float = 1.0) -> str:
-    """QGIS hillshade renderer; ``zfactor`` converts elevation units to the CRS's horizontal units."""
+                  multidirectional: bool = True, opacity: float = 1.0, blend_mode: int = 0) -> str:
+    """QGIS hillshade renderer; ``zfactor`` converts elevation units to the CRS's horizontal units.
+
+    ``blend_mode=MULTIPLY`` shades the layers below (hillshade over terrain colours)."""
     body = (
         f'    <rasterrenderer type="hillshade" band="{band}" opacity="{opacity:g}" alphaBand="-1" '
         f'zfactor="{zfactor:.9g}" azimuth="{azimuth:g}" angle="{altitude:g}" '
         f'multidirection="{int(multidirectional)}" nodataColor="">\n'
         "      <rasterTransparency/>\n    </rasterrenderer>\n"
     )
-    return _HEAD + body + _TAIL
+    return _HEAD + body + _TAIL.replace("<blendMode>0</blendMode>", f"<blendMode>{int(blend_mode)}</blendMode>")
 
 
 def multiband_qml(ranges, bands=(1, 2, 3)) -> str:
@@ -88,7 +93,8 @@ def multiband_qml(ranges, bands=(1, 2, 3)) -> str:
     return _HEAD + body + _TAIL
 
 
-def style_for_target(target: dict, value_range=None, style: str = "auto", zfactor: float = 1.0) -> str:
+def style_for_target(target: dict, value_range=None, style: str = "auto", zfactor: float = 1.0,
+                     blend_mode: int = 0) -> str:
     """The style of a continuous model output described by ``ModelMeta.target``.
 
     Three or more bands → RGB of bands 1–3; elevation in metres → terrain
@@ -105,6 +111,6 @@ def style_for_target(target: dict, value_range=None, style: str = "auto", zfacto
         lo, hi = value_range or (0.0, 1.0)
         return multiband_qml([(lo, hi)] * 3)
     if style == "hillshade":
-        return hillshade_qml(zfactor=zfactor)
+        return hillshade_qml(zfactor=zfactor, blend_mode=blend_mode)
     lo, hi = ranges[0] if ranges else (value_range or (0.0, 1.0))
     return pseudocolor_qml(lo, hi, TERRAIN if target.get("units") == "m" else VIRIDIS)

@@ -80,10 +80,10 @@ class TileSession:
             os.remove(old)
         return path
 
-    def write_style(self, style: str) -> str:
+    def write_style(self, style: str, blend_mode: int = 0) -> str:
         """A ``.qml`` for the mosaic in ``style`` (auto / pseudocolor / hillshade / rgb)."""
         path = os.path.join(self.folder, f"geoml_s{self.seed}_{id(self):x}_{style}.qml")
-        write_text_atomic(path, self.source.style(self.base, style))
+        write_text_atomic(path, self.source.style(self.base, style, blend_mode))
         return path
 
     def contains(self, x: float, y: float) -> bool:
