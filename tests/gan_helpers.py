@@ -61,6 +61,23 @@ def tiny_translator_model(path, in_bands: int = 2, out_bands: int = 1, seed: int
     return str(path), g
 
 
+class FakePlugin:
+    """What GeoML's dialogs and panels use of the plugin object, around pytest-qgis's iface."""
+
+    def __init__(self, iface):
+        self.iface = iface
+        self.dialogs = {}
+
+    def message_bar(self):
+        return self.iface.messageBar()
+
+    def open_tool(self, target):
+        import importlib
+
+        mod, fn = target.split(":")
+        return getattr(importlib.import_module(f"geoml_plugin.{mod}"), fn)(self)
+
+
 def smooth_field(rng: np.random.Generator, h: int, w: int, scale: float) -> np.ndarray:
     from geoml_plugin.core.sampledata import smooth_noise
 

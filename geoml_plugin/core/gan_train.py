@@ -43,7 +43,7 @@ class GanTrainConfig:
     bands: Optional[list] = None  # 1-based INPUT bands (default all)
     target_bands: Optional[list] = None  # 1-based TARGET bands (default all)
     tile_size: int = 64
-    iterations: int = 1500
+    iterations: int = 1000
     batch_size: int = 16
     architecture: str = "auto"  # auto | dcgan_sn | wgan_gp | pix2pix | unet_l1
     l1_weight: float = 100.0  # conditional: weight of the L1 term against the adversarial term
@@ -243,6 +243,7 @@ def _evaluate(cfg, trainer, sampler, eval_batch, metrics, reader, tgt_std):
         hi = np.percentile(eval_batch.y[:n], 98, axis=(0, 2, 3))
         rows += [[tile_to_rgb(a, lo, hi) for a in eval_batch.y[:n]], [tile_to_rgb(a, lo, hi) for a in pred[:n]]]
         return pred, rows, ["input", "target", "prediction"]
+    trainer.recalibrate()
     fake = np.concatenate([trainer.samples(16) for _ in range(4)])
     real2 = sampler.sample(len(eval_batch.x), np.random.default_rng(cfg.seed + 2)).x
     real = eval_batch.x

@@ -43,7 +43,7 @@ class _EmaMixin:
             for pe, p in zip(self.ema.parameters(), self.g.parameters()):
                 pe.lerp_(p.detach(), 1.0 - decay)
             for be, b in zip(self.ema.buffers(), self.g.buffers()):
-                be.copy_(b)
+                be.copy_(b)  # BatchNorm statistics (recalibrated for the tile generator at the end)
 
 
 class TileGanTrainer(_EmaMixin):
@@ -57,8 +57,9 @@ class TileGanTrainer(_EmaMixin):
         self.d = PatchCritic(bands, critic_widths, spectral=(loss == "dcgan_sn")).to(device)
         self.n_critic = 2 if loss == "wgan_gp" else 1
         betas = (0.0, 0.99) if loss == "dcgan_sn" else (0.0, 0.9)
-        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr, betas=betas)
+        # two time-scale update rule: the critic learns faster than the generator
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr / 2, betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr * 2, betas=betas)
         s, m = self.g.stride, self.g.margin_px()
         self.cells = -(-(2 * m + s + self.tile) // s)  # room for the crop at any sub-cell offset
         self._init_ema(self.g)
@@ -110,6 +111,25 @@ class TileGanTrainer(_EmaMixin):
             p.requires_grad_(True)
         self._update_ema()
         return {"D": loss_d.item(), "G": loss_g.item()}
+
+    def recalibrate(self, batches: int = 32, n: int = 16) -> None:
+        """Give the averaged generator BatchNorm statistics that match its own weights.
+
+        The running statistics tracked during training belong to the live
+        generator; the saved (averaged) one gets its own, averaged over
+        ``batches`` batches, before it is sampled or saved.
+        """
+        bns = [m for m in self.ema.modules() if isinstance(m, self.torch.nn.BatchNorm2d)]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average
+        self.ema.train()
+        with self.torch.no_grad():
+            for _ in range(batches):
+                self.fake(n, self.ema)
+        self.ema.eval()
+        for bn in bns:
+            bn.momentum = 0.1
 
     def samples(self, n: int) -> np.ndarray:
         with self.torch.no_grad():

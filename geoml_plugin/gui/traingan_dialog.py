@@ -46,7 +46,7 @@ class TrainGanDialog(JobDialogBase, FORM):
         self.targetLayer.layerChanged.connect(self.update_mode)
         self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))
         self.tileSizeCombo.setCurrentText(self.settings_value("tile", "64"))
-        self.iterationsSpin.setValue(self.settings_value("iterations", 1500, int))
+        self.iterationsSpin.setValue(self.settings_value("iterations", 1000, int))
         self.update_mode()
 
     def update_mode(self, *_):

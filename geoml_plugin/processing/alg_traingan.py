@@ -47,7 +47,7 @@ class TrainGanAlgorithm(GeoMLAlgorithm):
         integer = QgsProcessingParameterNumber.Type.Integer
         self.addParameter(QgsProcessingParameterNumber("TILE_SIZE", "Tile size (pixels: 64, 128, 256)", type=integer,
                                                        defaultValue=64, minValue=32, maxValue=512))
-        self.addParameter(QgsProcessingParameterNumber("ITERATIONS", "Iterations", type=integer, defaultValue=1500,
+        self.addParameter(QgsProcessingParameterNumber("ITERATIONS", "Iterations", type=integer, defaultValue=1000,
                                                        minValue=1))
         self.addParameter(QgsProcessingParameterNumber("BATCH_SIZE", "Batch size", type=integer, defaultValue=16,
                                                        minValue=1))

@@ -6,16 +6,7 @@ from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
 from qgis.gui import QgsMapMouseEvent
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 
-from tests.gan_helpers import one_torch_thread, tiny_generator_model  # noqa: F401
-
-
-class FakePlugin:
-    def __init__(self, iface):
-        self.iface = iface
-        self.dialogs = {}
-
-    def message_bar(self):
-        return self.iface.messageBar()
+from tests.gan_helpers import FakePlugin, one_torch_thread, tiny_generator_model  # noqa: F401
 
 
 @pytest.fixture()

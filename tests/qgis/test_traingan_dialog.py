@@ -1,5 +1,4 @@
 """Train GAN dialog on a real QGIS: background training, report preview, hand-over to the map tool, cancel."""
-import importlib
 import os
 
 from qgis.core import QgsProject, QgsRasterLayer
@@ -7,21 +6,8 @@ from qgis.PyQt.QtCore import Qt
 
 from geoml_plugin.core.modelfile import read_meta
 from tests.conftest import leftovers
-from tests.gan_helpers import one_torch_thread  # noqa: F401
+from tests.gan_helpers import FakePlugin, one_torch_thread  # noqa: F401
 from tests.qgis.conftest import wait_for_task
-
-
-class FakePlugin:
-    def __init__(self, iface):
-        self.iface = iface
-        self.dialogs = {}
-
-    def message_bar(self):
-        return self.iface.messageBar()
-
-    def open_tool(self, target):
-        mod, fn = target.split(":")
-        return getattr(importlib.import_module(f"geoml_plugin.{mod}"), fn)(self)
 
 
 def _dialog(qtbot, qgis_iface, scene):

@@ -2,9 +2,9 @@
 
 * ``tile_generator`` — unconditional, fully convolutional: a *spatial* latent
   grid (``nz`` channels, one cell per ``stride`` output pixels) is decoded by
-  nearest-upsampling + 3×3 convolutions with pixel-wise feature normalisation.
-  Every operation is local (no batch or instance statistics at inference), so
-  an output pixel depends only on the latent cells within
+  bilinear ×2 upsampling + 3×3 convolutions with BatchNorm (DCGAN). At inference
+  BatchNorm applies stored statistics, so every operation is local and an
+  output pixel depends only on the latent cells within
   :meth:`TileGenerator.margin_px` of it. Decoding any window of one big
   latent field with that margin and cropping gives exactly the pixels a single
   pass over the whole field would: tiles generated apart join without seams.
@@ -25,23 +25,19 @@ from torch.nn.utils import spectral_norm
 from .registry import register
 
 
-class PixelNorm(nn.Module):
-    """Normalise each pixel's feature vector (ProGAN); local, no statistics."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
-
-
 def _block(cin: int, cout: int) -> list:
-    return [nn.Conv2d(cin, cout, 3, padding=1), PixelNorm(), nn.LeakyReLU(0.2, inplace=True)]
+    # BatchNorm keeps every channel varying across the batch and the tile during
+    # training; a per-pixel normalisation let the generator collapse to flat tiles.
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
 
 
 class TileGenerator(nn.Module):
     """Spatial latent ``(B, nz, h, w)`` → tile ``(B, out_bands, h·stride, w·stride)``.
 
     ``widths[0]`` channels at the latent resolution (two 3×3 convolutions),
-    then one ×2 nearest-upsampling stage with one 3×3 convolution per further
-    width, then a 3×3 output convolution. Outputs are in normalised units
+    then one ×2 bilinear upsampling stage with one 3×3 convolution per further
+    width, then a 3×3 output convolution. (Bilinear rather than nearest
+    upsampling: nearest left the latent grid visible as blocks.) Outputs are in normalised units
     (z-scores of the training bands); the model file's ``target`` turns them
     back into the raster's units.
     """
@@ -52,13 +48,15 @@ class TileGenerator(nn.Module):
         self.out_bands, self.nz, self.widths = int(out_bands), int(nz), widths
         stages = [nn.Sequential(*(_block(nz, widths[0]) + _block(widths[0], widths[0])))]
         for cin, cout in zip(widths[:-1], widths[1:]):
-            stages.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), *_block(cin, cout)))
+            stages.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                                        *_block(cin, cout)))
         self.stages = nn.ModuleList(stages)
         self.out = nn.Conv2d(widths[-1], out_bands, 3, padding=1)
-        # reach (output px) of everything after stage k: one 3×3 conv reaches one
-        # pixel of its own resolution, i.e. stride / 2**k output pixels
+        # reach (output px) of everything after stage k: a 3×3 conv reaches one
+        # pixel of its own resolution (stride / 2**j output px at stage j), and
+        # bilinear upsampling one pixel of the resolution below (twice that)
         s = self.stride
-        self._reach_after = [1 + sum(s >> j for j in range(k + 1, len(widths))) for k in range(len(widths))]
+        self._reach_after = [1 + sum(3 * (s >> j) for j in range(k + 1, len(widths))) for k in range(len(widths))]
 
     @property
     def stride(self) -> int:
