@@ -16,7 +16,7 @@ def wkt(epsg: int) -> str:
 
 
 def tiny_generator_model(path, bands: int = 1, mean: float = 500.0, std: float = 100.0, pixel: float = 10.0,
-                         epsg: int = 32632, seed: int = 0, units: str = "m") -> str:
+                         epsg: int = 32632, seed: int = 0, units: str = "m", crs_wkt: str = "") -> str:
     """An untrained (seeded) tile generator saved as a GeoML generation model."""
     import torch
 
@@ -31,7 +31,7 @@ def tiny_generator_model(path, bands: int = 1, mean: float = 500.0, std: float =
               "kind": "elevation" if bands == 1 else "rgb", "nodata": -9999.0,
               "value_range": [[mean - 2 * std, mean + 2 * std]] * bands}
     meta = ModelMeta(architecture="tile_generator", arch_args=args, task="generation", output="image", in_bands=0,
-                     patch_size=32, target=target, pixel_size=[pixel, pixel], crs_wkt=wkt(epsg),
+                     patch_size=32, target=target, pixel_size=[pixel, pixel], crs_wkt=crs_wkt or wkt(epsg),
                      extra={"pixel_size_m": pixel * 1.0004, "stride": g.stride, "margin_px": g.margin_px()})
     return save_model(str(path), g, meta)
 

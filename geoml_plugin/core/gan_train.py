@@ -123,17 +123,26 @@ def band_units(path: str, bands: list) -> tuple[list, str]:
     return names, units
 
 
-def _kind(n_bands: int) -> str:
-    return "rgb" if n_bands >= 3 else ("elevation" if n_bands == 1 else "continuous")
+_ELEVATION_HINTS = re.compile(r"(elev|height|altitude|\bdem\b|dem_|_dem|dtm|dsm|terrain|bathy)", re.IGNORECASE)
 
 
-def _target_info(names: list, units: str, mean, std, samples: np.ndarray) -> dict:
+def _kind(path: str, names: list, units: str) -> str:
+    """How outputs are best shown: 'rgb', 'elevation' (hillshade + terrain colours) or 'continuous'."""
+    if len(names) >= 3:
+        return "rgb"
+    hint = " ".join(names + [os.path.basename(path)])
+    if len(names) == 1 and (units in ("m", "ft", "feet", "foot") or _ELEVATION_HINTS.search(hint)):
+        return "elevation"
+    return "continuous"
+
+
+def _target_info(path: str, names: list, units: str, mean, std, samples: np.ndarray) -> dict:
     """``ModelMeta.target``: what the generator outputs and how to bring it back to units."""
     vals = samples * np.asarray(std)[None, :, None, None] + np.asarray(mean)[None, :, None, None]
     lo = np.percentile(vals, 2, axis=(0, 2, 3))
     hi = np.percentile(vals, 98, axis=(0, 2, 3))
     return {"name": names[0] if len(names) == 1 else "bands", "units": units, "mean": [float(v) for v in mean],
-            "std": [float(v) for v in std], "bands": len(names), "band_names": names, "kind": _kind(len(names)),
+            "std": [float(v) for v in std], "bands": len(names), "band_names": names, "kind": _kind(path, names, units),
             "nodata": GENERATED_NODATA, "value_range": [[float(a), float(b)] for a, b in zip(lo, hi)]}
 
 
@@ -270,14 +279,14 @@ def _meta(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_st
     extra = {"pixel_size_m": _pixel_size_m(info), "gan_loss": arch}
     if treader is None:
         g = trainer.g
-        target = _target_info(in_names, in_units, in_mean, in_std, eval_batch.x)
+        target = _target_info(cfg.input_path, in_names, in_units, in_mean, in_std, eval_batch.x)
         target["source_bands"] = list(reader.bands)
         extra.update(stride=g.stride, margin_px=g.margin_px())
         return ModelMeta(architecture="tile_generator", task="generation", output="image", in_bands=0,
                          arch_args={"out_bands": g.out_bands, "nz": g.nz, "widths": list(g.widths)},
                          target=target, provenance=new_provenance(**prov), extra=extra, **common)
     t_names, t_units = band_units(cfg.target_path, treader.bands)
-    target = _target_info(t_names, t_units, tgt_mean, tgt_std, eval_batch.y)
+    target = _target_info(cfg.target_path, t_names, t_units, tgt_mean, tgt_std, eval_batch.y)
     target["source_bands"] = list(treader.bands)
     prov["target"] = os.path.abspath(cfg.target_path)
     g = trainer.g

@@ -29,7 +29,15 @@ from osgeo import gdal
 from . import qml
 from .device import describe_device, resolve_device
 from .errors import InputError, ModelFileError
-from .georef import check_point_valid, crs_name, ground_metres_per_unit, same_crs, transform_extent, transform_point
+from .georef import (
+    check_point_valid,
+    crs_name,
+    ground_metres_per_unit,
+    is_local,
+    same_crs,
+    transform_extent,
+    transform_point,
+)
 from .latent_field import FieldDecoder
 from .modelfile import ModelMeta, load_model, read_meta
 from .progress import Feedback, ensure_feedback
@@ -201,7 +209,7 @@ class TileSource:
 
     def style(self, plan: GridPlan, style: str = "auto", blend_mode: int = 0) -> str:
         zf = 1.0
-        if style == "hillshade" and plan.crs_wkt:
+        if style == "hillshade" and plan.crs_wkt and not is_local(plan.crs_wkt):
             cx, cy = plan.center
             zf = 1.0 / ground_metres_per_unit(plan.crs_wkt, cx, cy) if self.meta.target.get("units") == "m" else 1.0
         return qml.style_for_target(self.meta.target, style=style, zfactor=zf, blend_mode=blend_mode)

@@ -37,6 +37,14 @@ def crs_name(wkt: str) -> str:
     return f"{name} (EPSG:{code})" if code else name
 
 
+def is_local(wkt: str) -> bool:
+    """A CRS without a position on Earth (local engineering CRS, unknown units)."""
+    if not wkt:
+        return False
+    srs = srs_from_wkt(wkt)
+    return bool(srs.IsLocal()) or not (srs.IsProjected() or srs.IsGeographic())
+
+
 def same_crs(a: str, b: str) -> bool:
     if not a or not b:
         return a == b
@@ -46,11 +54,16 @@ def same_crs(a: str, b: str) -> bool:
 def _transform(src_wkt: str, dst_wkt: str, x: float, y: float) -> tuple[float, float]:
     if same_crs(src_wkt, dst_wkt):
         return float(x), float(y)
+    for wkt in (src_wkt, dst_wkt):
+        if is_local(wkt):
+            raise InputError(f"{crs_name(wkt)} is a local coordinate system with no position on Earth, so "
+                             "coordinates cannot be transformed into or out of it.",
+                             "Give the point or extent in that same coordinate system.")
     src = srs_from_wkt(src_wkt)
     dst = srs_from_wkt(dst_wkt) if dst_wkt else wgs84()
     try:
         tx, ty, _ = osr.CoordinateTransformation(src, dst).TransformPoint(float(x), float(y))
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         raise InputError(f"The point ({x:g}, {y:g}) cannot be transformed from {crs_name(src_wkt)} "
                          f"to {crs_name(dst_wkt) if dst_wkt else 'WGS 84'}: {exc}") from exc
     if not (math.isfinite(tx) and math.isfinite(ty)):
@@ -92,6 +105,8 @@ def check_point_valid(wkt: str, x: float, y: float, what: str = "The point") -> 
     """(lon, lat) of a point, or an :class:`InputError` when the CRS is not valid there."""
     if not (math.isfinite(x) and math.isfinite(y)):
         raise InputError(f"{what} has no valid coordinates.")
+    if is_local(wkt):
+        return math.nan, math.nan  # nothing to check against
     srs = srs_from_wkt(wkt)
     if srs.IsGeographic() and not (-180.0 <= x <= 360.0 and -90.0 <= y <= 90.0):
         raise InputError(f"{what} ({x:g}, {y:g}) is not a longitude/latitude in {crs_name(wkt)}.")

@@ -102,6 +102,8 @@ def style_for_target(target: dict, value_range=None, style: str = "auto", zfacto
     from the training data (``target["value_range"]``) when known, so every
     tile a model generates is drawn on the same scale and tiles join without
     colour steps; else from ``value_range`` (this output's 2–98 %).
+    ``kind`` (set by Train GAN from units, band names and file name) picks
+    terrain colours for elevation.
     """
     ranges = target.get("value_range") or []
     n = int(target.get("bands", 1))
@@ -113,4 +115,5 @@ def style_for_target(target: dict, value_range=None, style: str = "auto", zfacto
     if style == "hillshade":
         return hillshade_qml(zfactor=zfactor, blend_mode=blend_mode)
     lo, hi = ranges[0] if ranges else (value_range or (0.0, 1.0))
-    return pseudocolor_qml(lo, hi, TERRAIN if target.get("units") == "m" else VIRIDIS)
+    terrain = target.get("kind") == "elevation" or target.get("units") == "m"
+    return pseudocolor_qml(lo, hi, TERRAIN if terrain else VIRIDIS)

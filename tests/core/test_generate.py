@@ -114,6 +114,18 @@ def test_refusals_with_clear_messages(gen_model, sample_model, scene, tmp_path):
     assert list(tmp_path.glob("x*")) == [] and leftovers(tmp_path) == []
 
 
+def test_model_in_a_local_crs_generates_in_its_own_coordinates(tmp_path):
+    local = 'LOCAL_CS["unnamed",UNIT["unknown",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+    model = tiny_generator_model(tmp_path / "local.safetensors", pixel=90.0, crs_wkt=local)
+    res = run_generate(GenerateConfig(model, str(tmp_path / "l.tif"), center=(670000.0, 4890000.0), tile_size=32,
+                                      style="hillshade", device="cpu"))
+    info = raster_info(res.output_path)
+    assert info.pixel_size == (90.0, 90.0)
+    assert abs((info.extent[0] + info.extent[2]) / 2 - 670000.0) <= 45
+    with pytest.raises(InputError, match="no position on Earth"):
+        run_generate(GenerateConfig(model, str(tmp_path / "m.tif"), center=(9.0, 46.0), center_crs_wkt=WGS84))
+
+
 def test_translation_covers_the_input_and_is_seamless(tmp_path):
     model_path, net = tiny_translator_model(tmp_path / "tr.safetensors")
     rng = np.random.default_rng(0)
