@@ -10,8 +10,8 @@ pixels. Target: MAE ≤ 0.6 × the linear baseline.
 
 Then the same model on the eastern 40 % of other years (sensor and season
 drift), with the training normalisation and with per-scene normalisation of
-the input bands (each scene z-scored by its own statistics), against the
-linear fit applied the same two ways.
+the input bands (each whole scene z-scored by its own statistics, GeoML's
+SCENE_NORMALISATION), against the linear fit applied the same two ways.
 
 ``sharpness`` = mean gradient magnitude of the prediction / of the true NIR on
 the test area (1 = as much fine texture as the real band; blurry < 1).
@@ -96,10 +96,12 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tile", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--critic-widths", help="e.g. 64,128,256 (default: GeoML's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", help="keep models, reports and predictions here")
+    ap.add_argument("--reuse", action="store_true", help="evaluate models already in --out instead of training")
     args = ap.parse_args()
     data = Path(args.data)
     scenes = {p.stem.split("_")[1][:4]: str(p) for p in sorted(data.glob("naip_*.tif"))} if data.is_dir() else {}
@@ -127,30 +129,42 @@ def main() -> int:
     tr_z, _ = _zscore(tr[:3], tr_valid)
     lin_z = _linear(tr_z, tr[3], tr_valid)
     years = [args.train_year] + [y for y in args.other_years.split(",") if y in scenes and y != args.train_year]
-    truth = {y: _bands(east[y]) for y in years}
+    full = {y: _bands(scenes[y]) for y in years}
+    truth = {y: (a[:, :, split:], v[:, split:]) for y, (a, v) in full.items()}
     baseline = {}
     for y in years:
         arr, v = truth[y]
+        scene_z = _zscore(full[y][0][:3], full[y][1])[0][:, :, split:]  # z-scored with the whole scene's statistics
         baseline[y] = {"linear_mae": round(_mae(lin(arr[:3]), arr[3], v), 3),
-                       "linear_scene_norm_mae": round(_mae(lin_z(_zscore(arr[:3], v)[0]), arr[3], v), 3)}
+                       "linear_scene_norm_mae": round(_mae(lin_z(scene_z), arr[3], v), 3)}
 
     results = {}
     for arch in [a.strip() for a in args.archs.split(",") if a.strip()]:
         model = os.path.join(tmp, f"naip_{arch}.safetensors")
         t0 = time.perf_counter()
-        res = run_traingan(GanTrainConfig(west, model, target_path=west, bands=[1, 2, 3], target_bands=[4],
-                                          tile_size=args.tile, iterations=args.iterations, batch_size=args.batch,
-                                          architecture=arch, learning_rate=args.lr, seed=args.seed,
-                                          device=args.device, report_path=os.path.join(tmp, f"naip_{arch}.png")),
-                           PrintFeedback(prefix=f"  [{arch}] ", every_s=60))
+        if args.reuse and os.path.exists(model):
+            from geoml_plugin.core.modelfile import read_meta
+
+            res = type("Reused", (), {"metrics": {**read_meta(model).metrics, "reused": model}})()
+        else:
+            res = run_traingan(GanTrainConfig(west, model, target_path=west, bands=[1, 2, 3], target_bands=[4],
+                                              tile_size=args.tile, iterations=args.iterations, batch_size=args.batch,
+                                              architecture=arch, learning_rate=args.lr, seed=args.seed,
+                                              critic_widths=[int(w) for w in args.critic_widths.split(",")]
+                                              if args.critic_widths else None,
+                                              device=args.device, report_path=os.path.join(tmp, f"naip_{arch}.png")),
+                               PrintFeedback(prefix=f"  [{arch}] ", every_s=60))
         train_s = time.perf_counter() - t0
         per_year = {}
         for y in years:
             arr, v = truth[y]
             row = {}
             for norm in (False, True):
-                pred = _predict(model, east[y], os.path.join(tmp, f"pred_{arch}_{y}_{int(norm)}.tif"), norm,
+                # per-scene normalisation: the whole scene's statistics, then the test columns
+                src_y = scenes[y] if norm else east[y]
+                pred = _predict(model, src_y, os.path.join(tmp, f"pred_{arch}_{y}_{int(norm)}.tif"), norm,
                                 args.device)
+                pred = pred[:, split:] if norm else pred
                 key = "scene_norm" if norm else "train_norm"
                 mae = _mae(pred, arr[3], v)
                 base = baseline[y]["linear_scene_norm_mae" if norm else "linear_mae"]

@@ -62,7 +62,7 @@ def pseudocolor_qml(vmin: float, vmax: float, ramp=None, band: int = 1, label_fm
     return _HEAD + body + _TAIL
 
 
-MULTIPLY = 13  # QPainter::CompositionMode_Multiply, as QGIS stores layer blend modes
+MULTIPLY = 6  # QgsPainting::BlendMultiply, as QGIS stores layer blend modes in a style
 
 
 def hillshade_qml(band: int = 1, zfactor: float = 1.0, azimuth: float = 315.0, altitude: float = 45.0,

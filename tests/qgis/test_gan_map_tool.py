@@ -5,6 +5,7 @@ from osgeo import gdal
 from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
 from qgis.gui import QgsMapMouseEvent
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtGui import QPainter
 
 from tests.gan_helpers import FakePlugin, one_torch_thread, tiny_generator_model  # noqa: F401
 
@@ -49,6 +50,7 @@ def test_click_adds_a_styled_tile_centred_on_the_point(panel, qgis_canvas):
     layers = _group_layers(panel)
     assert [lyr.name() for lyr in layers] == ["shaded relief", "elevation (m)"]
     assert [lyr.renderer().type() for lyr in layers] == ["hillshade", "singlebandpseudocolor"]
+    assert layers[0].blendMode() == QPainter.CompositionMode.CompositionMode_Multiply  # shades the colours
     lyr = layers[1]
     assert lyr.crs().authid() == "EPSG:32632"
     assert (lyr.width(), lyr.height()) == (64, 64) and lyr.rasterUnitsPerPixelX() == pytest.approx(10.0)
