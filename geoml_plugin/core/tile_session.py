@@ -6,7 +6,8 @@ the global pixel grid of the CRS), in the map's CRS at the model's ground
 pixel size. :meth:`TileSession.grow` adds the ring of tiles around what is
 there. All tiles of a session come from one seeded latent field, so they
 join exactly; a VRT mosaic (rebuilt under a new name after each change, so
-no reader holds a stale copy) lets QGIS draw them as one layer, and a
+no reader holds a stale copy; the old one is deleted once the layer has
+switched) lets QGIS draw them as one layer, and a
 hillshade drawn over it has no edge lines between tiles.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ class TileSession:
         self.base = GridPlan(crs_wkt, px, py, round(x / px - tile / 2), round(-y / py - tile / 2), tile, tile)
         self.tiles: dict = {}  # (i, j) lattice index → GeoTIFF path
         self.mosaic_path: Optional[str] = None
+        self._superseded: list = []
         self._version = 0
         self.last_seconds: list = []  # seconds per tile of the last change, click to GeoTIFF
 
@@ -75,10 +77,17 @@ class TileSession:
         path = os.path.join(self.folder, f"geoml_s{self.seed}_mosaic_{id(self):x}_v{self._version}.vrt")
         vrt = gdal.BuildVRT(path, sorted(self.tiles.values()))
         vrt = None  # noqa: F841 (closing writes the file)
-        old, self.mosaic_path = self.mosaic_path, path
-        if old and os.path.exists(old):
-            os.remove(old)
+        if self.mosaic_path:
+            self._superseded.append(self.mosaic_path)
+        self.mosaic_path = path
         return path
+
+    def discard_old_mosaics(self) -> None:
+        """Delete earlier mosaics, once no layer shows them any more (main thread, after a refresh)."""
+        for old in self._superseded:
+            if os.path.exists(old):
+                os.remove(old)
+        self._superseded.clear()
 
     def write_style(self, style: str, blend_mode: int = 0) -> str:
         """A ``.qml`` for the mosaic in ``style`` (auto / pseudocolor / hillshade / rgb)."""

@@ -125,6 +125,12 @@ class GanPanel(QgsDockWidget, FORM):
 
     # map tool ----------------------------------------------------------
     def set_tool_active(self, active: bool) -> None:
+        if active:
+            try:
+                self.source()  # load the model now, so that the first click is as quick as the others
+            except GeoMLError as exc:
+                self.show_error(str(exc))
+                active = False
         if active and self.canvas.mapTool() is not self.tool:
             self.canvas.setMapTool(self.tool)
         elif not active and self.canvas.mapTool() is self.tool:
@@ -226,6 +232,7 @@ class GanPanel(QgsDockWidget, FORM):
             layer.setDataSource(shown.session.mosaic_path, layer.name(), "gdal", QgsDataProvider.ProviderOptions())
             layer.loadNamedStyle(qml)
             layer.triggerRepaint()
+        shown.session.discard_old_mosaics()
 
     # grow ----------------------------------------------------------------
     def grow(self):

@@ -1,4 +1,6 @@
 """geoml:generate core job: georeference, units, seeds, seams, CRS handling, translation, refusals."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -169,6 +171,9 @@ def test_tile_session_click_then_grow_joins_seamlessly(gen_model, tmp_path):
     assert session.ring() and len(session.ring()) == 8
     mosaic = session.grow()
     assert len(session.tiles) == 9 and mosaic != first
+    assert os.path.exists(first)  # a layer may still show it until it is switched
+    session.discard_old_mosaics()
+    assert not os.path.exists(first) and os.path.exists(mosaic)
     m = gdal.Open(mosaic).ReadAsArray()
     assert m.shape == (96, 96)
     np.testing.assert_array_equal(m[32:64, 32:64], tile0)  # what was there stays
