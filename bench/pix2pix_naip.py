@@ -20,6 +20,7 @@ Skips (JSON ``skipped``) when the data folder is absent.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -147,13 +148,15 @@ def main() -> int:
 
             res = type("Reused", (), {"metrics": {**read_meta(model).metrics, "reused": model}})()
         else:
-            res = run_traingan(GanTrainConfig(west, model, target_path=west, bands=[1, 2, 3], target_bands=[4],
-                                              tile_size=args.tile, iterations=args.iterations, batch_size=args.batch,
-                                              architecture=arch, learning_rate=args.lr, seed=args.seed,
-                                              critic_widths=[int(w) for w in args.critic_widths.split(",")]
-                                              if args.critic_widths else None,
-                                              device=args.device, report_path=os.path.join(tmp, f"naip_{arch}.png")),
-                               PrintFeedback(prefix=f"  [{arch}] ", every_s=60))
+            with contextlib.redirect_stdout(sys.stderr):  # progress to stderr, JSON alone on stdout
+                res = run_traingan(GanTrainConfig(west, model, target_path=west, bands=[1, 2, 3], target_bands=[4],
+                                                  tile_size=args.tile, iterations=args.iterations,
+                                                  batch_size=args.batch, architecture=arch, learning_rate=args.lr,
+                                                  seed=args.seed, critic_widths=[int(w) for w in
+                                                                                 args.critic_widths.split(",")]
+                                                  if args.critic_widths else None, device=args.device,
+                                                  report_path=os.path.join(tmp, f"naip_{arch}.png")),
+                                   PrintFeedback(prefix=f"  [{arch}] ", every_s=60))
         train_s = time.perf_counter() - t0
         per_year = {}
         for y in years:

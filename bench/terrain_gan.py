@@ -16,6 +16,7 @@ Skips (JSON ``skipped``) when the data folder is absent.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -58,12 +59,14 @@ def bench_dem(path: Path, args, tmp: str) -> dict:
                                       slope_degrees(z[h // 2 :], px, valid[h // 2 :])),
     }
     ref = float(np.mean(list(halves.values())))
-    model = os.path.join(tmp, path.stem + ".safetensors")
+    model = os.path.join(args.out or tmp, path.stem + ".safetensors")
     t0 = time.perf_counter()
-    tr = run_traingan(GanTrainConfig(str(path), model, tile_size=args.tile, iterations=args.iterations,
-                                     batch_size=args.batch, architecture=args.arch, seed=args.seed, device=args.device,
-                                     report_path=os.path.join(args.out or tmp, path.stem + "_report.png")),
-                      PrintFeedback(prefix=f"  [{path.stem}] ", every_s=60))
+    with contextlib.redirect_stdout(sys.stderr):  # progress to stderr, JSON alone on stdout
+        tr = run_traingan(GanTrainConfig(str(path), model, tile_size=args.tile, iterations=args.iterations,
+                                         batch_size=args.batch, architecture=args.arch, seed=args.seed,
+                                         device=args.device,
+                                         report_path=os.path.join(args.out or tmp, path.stem + "_report.png")),
+                          PrintFeedback(prefix=f"  [{path.stem}] ", every_s=60))
     train_s = time.perf_counter() - t0
     gen_slopes, gen_z = [], []
     t0 = time.perf_counter()

@@ -15,8 +15,6 @@ row ``j`` covers ``y ∈ (−(j+1)·px, −j·px]`` in the output CRS.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from .device import torch_module
@@ -39,9 +37,14 @@ def _u64(values) -> np.ndarray:
     return np.asarray(values, dtype=np.int64).astype(np.uint64)
 
 
-def latent_noise(seed: int, channels: int, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
-    """Standard-normal ``(channels, rows, cols)`` float32 for global cells ``row0.., col0..``."""
-    k = _u64(np.arange(channels))[:, None, None]
+NOISE_CHANNEL0 = 1000  # hash channels of the generator's per-pixel noise (stage k: 1000 + k)
+
+
+def latent_noise(seed: int, channels: int, row0: int, col0: int, rows: int, cols: int,
+                 channel0: int = 0) -> np.ndarray:
+    """Standard-normal ``(channels, rows, cols)`` float32 for global cells ``row0.., col0..``
+    (hash channels ``channel0..``)."""
+    k = _u64(np.arange(channel0, channel0 + channels))[:, None, None]
     r = _u64(np.arange(row0, row0 + rows))[None, :, None]
     c = _u64(np.arange(col0, col0 + cols))[None, None, :]
     key = _mix(_mix(_mix(_u64(seed) ^ (k << np.uint64(1))) ^ r) ^ c)
@@ -68,8 +71,7 @@ class FieldDecoder:
         c1, r1 = -(-(col0 + width + m) // s), -(-(row0 + height + m) // s)
         return c0, r0, c1 - c0, r1 - r0
 
-    def decode(self, seed: int, col0: int, row0: int, width: int, height: int,
-               batch_seeds: Optional[list] = None) -> np.ndarray:
+    def decode(self, seed: int, col0: int, row0: int, width: int, height: int) -> np.ndarray:
         """``(bands, height, width)`` float32 in normalised units for global pixels
         ``col0..col0+width``, ``row0..row0+height`` (one forward pass)."""
         torch = self.torch
@@ -77,8 +79,19 @@ class FieldDecoder:
         z = latent_noise(seed, self.nz, r0, c0, nr, nc)[None]
         x = torch.from_numpy(z).to(self.device)
         with torch.inference_mode():
-            out = self.g.forward_crop(x, col0 - c0 * self.stride, row0 - r0 * self.stride, width, height)
+            out = self.g.forward_crop(x, col0 - c0 * self.stride, row0 - r0 * self.stride, width, height,
+                                      self.noise_fn(seed), (c0 * self.stride, r0 * self.stride))
         return out[0].float().cpu().numpy()
+
+    def noise_fn(self, seed: int):
+        """The generator's per-pixel noise, from the same hash as the latent field."""
+        torch = self.torch
+
+        def fn(stage: int, row: int, col: int, h: int, w: int):
+            n = latent_noise(seed, 1, row, col, h, w, channel0=NOISE_CHANNEL0 + stage)
+            return torch.from_numpy(n)[None].to(self.device)
+
+        return fn
 
     def decode_blocks(self, seed: int, col0: int, row0: int, width: int, height: int, block: int = 512):
         """Yield ``(x, y, array)`` blocks (offsets relative to the window) covering a large window.

@@ -30,20 +30,30 @@ def test_wgan_critic_has_no_spectral_norm_and_hinge_critic_has():
     assert any("weight_orig" in n for n, _ in sn.named_parameters())
 
 
+def _noise(seed=0):
+    def fn(stage, row, col, h, w):
+        return torch.from_numpy(latent_noise(seed, 1, row, col, h, w, channel0=1000 + stage))[None]
+
+    return fn
+
+
 def test_forward_crop_equals_cropping_the_full_decode():
     torch.manual_seed(0)
     g = TileGenerator(2, nz=8, widths=(16, 12, 8, 8)).eval()
+    assert [s.noise_weight is not None for s in g.stages[1:]] == [False, True, True]
     m = g.margin_px()
     z = torch.randn(1, 8, 24, 20)
+    noise = _noise()
     with torch.no_grad():
-        full = g(z)
+        full = g(z, noise)
+        assert not torch.allclose(full, g(z, _noise(1)))  # the noise matters
         for x0, y0, w, h in [(m, m, 32, 32), (m + 3, m + 7, 41, 19), (70, 90, 33, 40)]:
-            crop = g.forward_crop(z, x0, y0, w, h)
+            crop = g.forward_crop(z, x0, y0, w, h, noise)
             assert crop.shape == (1, 2, h, w)
             torch.testing.assert_close(crop, full[..., y0 : y0 + h, x0 : x0 + w], rtol=0, atol=1e-5)
         # a decode that starts 2 cells later agrees from the margin on, but not at its border
         s, rows = g.stride, slice(m, -m)
-        sub = g(z[..., 2:])
+        sub = g(z[..., 2:], noise, origin=(2 * s, 0))
         torch.testing.assert_close(sub[..., rows, m : m + 20], full[..., rows, 2 * s + m : 2 * s + m + 20],
                                    rtol=0, atol=1e-5)
         assert not torch.allclose(sub[..., rows, :4], full[..., rows, 2 * s : 2 * s + 4], atol=1e-3)

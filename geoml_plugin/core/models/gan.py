@@ -2,7 +2,7 @@
 
 * ``tile_generator`` — unconditional, fully convolutional: a *spatial* latent
   grid (``nz`` channels, one cell per ``stride`` output pixels) is decoded by
-  bilinear ×2 upsampling + 3×3 convolutions with BatchNorm (DCGAN). At inference
+  smooth ×2 upsampling + 3×3 convolutions with BatchNorm (DCGAN). At inference
   BatchNorm applies stored statistics, so every operation is local and an
   output pixel depends only on the latent cells within
   :meth:`TileGenerator.margin_px` of it. Decoding any window of one big
@@ -25,36 +25,86 @@ from torch.nn.utils import spectral_norm
 from .registry import register
 
 
+class SmoothUpsample(nn.Module):
+    """×2 upsampling by cubic B-spline subdivision: nearest ×2, then a fixed [1,3,3,1]/8 blur.
+
+    New samples are (1,6,1)/8 of their neighbours at old pixels and midpoints
+    between them, so slopes and curvature stay continuous. Nearest upsampling
+    left the latent grid visible as blocks, bilinear as kinks that a hillshade
+    shows as a faint grid. Reach: one pixel of the lower resolution.
+    """
+
+    def __init__(self):
+        super().__init__()
+        k = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8.0
+        self.register_buffer("kernel", (k[:, None] * k[None, :])[None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        x = nn.functional.pad(x, (1, 2, 1, 2), mode="replicate")
+        return nn.functional.conv2d(x, self.kernel.expand(x.shape[1], 1, 4, 4), groups=x.shape[1])
+
+
 def _block(cin: int, cout: int) -> list:
     # BatchNorm keeps every channel varying across the batch and the tile during
     # training; a per-pixel normalisation let the generator collapse to flat tiles.
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
 
 
+class _UpStage(nn.Module):
+    """Smooth ×2 upsampling, 3×3 convolution, optional per-pixel noise, BatchNorm, LeakyReLU.
+
+    The noise (one map, scaled per channel by a learnt weight, as in StyleGAN)
+    gives fine, stochastic detail — the roughness of real terrain or texture —
+    that the coarse latent grid cannot; it comes from the same seeded hash as
+    the latent field at generation time, so it is part of the endless field.
+    """
+
+    def __init__(self, cin: int, cout: int, noise: bool):
+        super().__init__()
+        self.up = SmoothUpsample()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.noise_weight = nn.Parameter(torch.full((1, cout, 1, 1), 0.1)) if noise else None
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(self, x: torch.Tensor, noise=None) -> torch.Tensor:
+        x = self.conv(self.up(x))
+        if self.noise_weight is not None:
+            if noise is None:
+                noise = torch.randn(x.shape[0], 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
+            x = x + self.noise_weight * noise
+        return self.act(self.bn(x))
+
+
 class TileGenerator(nn.Module):
     """Spatial latent ``(B, nz, h, w)`` → tile ``(B, out_bands, h·stride, w·stride)``.
 
     ``widths[0]`` channels at the latent resolution (two 3×3 convolutions),
-    then one ×2 bilinear upsampling stage with one 3×3 convolution per further
-    width, then a 3×3 output convolution. (Bilinear rather than nearest
-    upsampling: nearest left the latent grid visible as blocks.) Outputs are in normalised units
-    (z-scores of the training bands); the model file's ``target`` turns them
-    back into the raster's units.
+    then one smooth ×2 upsampling stage (:class:`_UpStage`) per further width
+    — the last ``noise_stages`` of them with per-pixel noise — then a 3×3
+    output convolution. Outputs are in normalised units (z-scores of the
+    training bands); the model file's ``target`` turns them back into units.
+
+    ``noise_fn(stage, row, col, h, w)`` supplies the noise of a stage for
+    feature pixels ``row.., col..`` (global indices at that stage's
+    resolution, given ``origin``, the global output pixel of ``z[0, 0]``);
+    without it the noise is random (training).
     """
 
-    def __init__(self, out_bands: int, nz: int = 32, widths=(128, 96, 48, 24, 12)):
+    def __init__(self, out_bands: int, nz: int = 32, widths=(128, 96, 48, 24, 12), noise_stages: int = 2):
         super().__init__()
         widths = [int(w) for w in widths]
-        self.out_bands, self.nz, self.widths = int(out_bands), int(nz), widths
+        self.out_bands, self.nz, self.widths, self.noise_stages = int(out_bands), int(nz), widths, int(noise_stages)
+        n_up = len(widths) - 1
         stages = [nn.Sequential(*(_block(nz, widths[0]) + _block(widths[0], widths[0])))]
-        for cin, cout in zip(widths[:-1], widths[1:]):
-            stages.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                                        *_block(cin, cout)))
+        for k, (cin, cout) in enumerate(zip(widths[:-1], widths[1:]), start=1):
+            stages.append(_UpStage(cin, cout, noise=k > n_up - self.noise_stages))
         self.stages = nn.ModuleList(stages)
         self.out = nn.Conv2d(widths[-1], out_bands, 3, padding=1)
         # reach (output px) of everything after stage k: a 3×3 conv reaches one
         # pixel of its own resolution (stride / 2**j output px at stage j), and
-        # bilinear upsampling one pixel of the resolution below (twice that)
+        # the upsampling one pixel of the resolution below (twice that)
         s = self.stride
         self._reach_after = [1 + sum(3 * (s >> j) for j in range(k + 1, len(widths))) for k in range(len(widths))]
 
@@ -72,25 +122,36 @@ class TileGenerator(nn.Module):
         """
         return 2 * self.stride + self._reach_after[0]
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages:
-            z = stage(z)
+    def _stage(self, k: int, z, f: int, ox: int, oy: int, noise_fn, origin):
+        if k == 0:
+            return self.stages[0](z)
+        noise = None
+        if noise_fn is not None and self.stages[k].noise_weight is not None:
+            noise = noise_fn(k, (origin[1] + oy) // f, (origin[0] + ox) // f, 2 * z.shape[-2], 2 * z.shape[-1])
+        return self.stages[k](z, noise)
+
+    def forward(self, z: torch.Tensor, noise_fn=None, origin=(0, 0)) -> torch.Tensor:
+        f = self.stride
+        for k in range(len(self.stages)):
+            f = f // 2 if k else f
+            z = self._stage(k, z, f, 0, 0, noise_fn, origin)
         return self.out(z)
 
-    def forward_crop(self, z: torch.Tensor, x0: int, y0: int, w: int, h: int) -> torch.Tensor:
+    def forward_crop(self, z: torch.Tensor, x0: int, y0: int, w: int, h: int, noise_fn=None,
+                     origin=(0, 0)) -> torch.Tensor:
         """The ``w``×``h`` output window at output pixel ``(x0, y0)`` of ``forward(z)``.
 
         Computes only what that window needs: after each stage the feature
         map is cropped to the window plus the reach of the remaining layers.
-        Exact (equal to cropping ``forward(z)``) when the window lies at least
-        :meth:`margin_px` inside ``z``'s output footprint.
+        Exact (equal to cropping ``forward(z)`` with the same ``noise_fn``)
+        when the window lies at least :meth:`margin_px` inside ``z``'s
+        output footprint.
         """
         f = self.stride  # output pixels per feature pixel
         ox = oy = 0  # output pixel of feature[0, 0]
-        for k, stage in enumerate(self.stages):
-            if k:
-                f //= 2
-            z = stage(z)
+        for k in range(len(self.stages)):
+            f = f // 2 if k else f
+            z = self._stage(k, z, f, ox, oy, noise_fn, origin)
             r = self._reach_after[k]
             cx0, cy0 = max(0, (x0 - r - ox) // f), max(0, (y0 - r - oy) // f)
             cx1 = min(z.shape[-1], -(-(x0 + w + r - ox) // f))
@@ -102,8 +163,8 @@ class TileGenerator(nn.Module):
 
 
 @register("tile_generator")
-def tile_generator(out_bands: int, nz: int = 32, widths=(128, 96, 48, 24, 12)) -> nn.Module:
-    return TileGenerator(out_bands, nz, tuple(widths))
+def tile_generator(out_bands: int, nz: int = 32, widths=(128, 96, 48, 24, 12), noise_stages: int = 2) -> nn.Module:
+    return TileGenerator(out_bands, nz, tuple(widths), noise_stages)
 
 
 class _Down(nn.Module):
