@@ -201,7 +201,7 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
             raise InputError("The raster has no valid pixels (everything is nodata) in the area to classify.")
         if not meta.is_classifier:
             lo, hi = stats.value_range()
-            out_w.qml = qml.pseudocolor_qml(lo, hi, qml.TERRAIN if meta.target.get("units") == "m" else qml.VIRIDIS)
+            out_w.qml = qml.style_for_target(meta.target, (lo, hi))
         out_w.commit()
         if conf_w is not None:
             conf_w.commit()

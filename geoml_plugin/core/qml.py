@@ -60,3 +60,60 @@ def pseudocolor_qml(vmin: float, vmax: float, ramp=None, band: int = 1, label_fm
         "        </colorrampshader>\n      </rastershader>\n    </rasterrenderer>\n"
     )
     return _HEAD + body + _TAIL
+
+
+MULTIPLY = 6  # QgsPainting::BlendMultiply, as QGIS stores layer blend modes in a style
+
+
+def hillshade_qml(band: int = 1, zfactor: float = 1.0, azimuth: float = 315.0, altitude: float = 45.0,
+                  multidirectional: bool = True, opacity: float = 1.0, blend_mode: int = 0) -> str:
+    """QGIS hillshade renderer; ``zfactor`` converts elevation units to the CRS's horizontal units.
+
+    ``blend_mode=MULTIPLY`` shades the layers below (hillshade over terrain colours)."""
+    body = (
+        f'    <rasterrenderer type="hillshade" band="{band}" opacity="{opacity:g}" alphaBand="-1" '
+        f'zfactor="{zfactor:.9g}" azimuth="{azimuth:g}" angle="{altitude:g}" '
+        f'multidirection="{int(multidirectional)}" nodataColor="">\n'
+        "      <rasterTransparency/>\n    </rasterrenderer>\n"
+    )
+    return _HEAD + body + _TAIL.replace("<blendMode>0</blendMode>", f"<blendMode>{int(blend_mode)}</blendMode>")
+
+
+def multiband_qml(ranges, bands=(1, 2, 3)) -> str:
+    """RGB composite of ``bands`` stretched to the given ``[(min, max)] * 3`` ranges."""
+    enh = ""
+    for colour, (lo, hi) in zip(("red", "green", "blue"), ranges):
+        enh += (f"      <{colour}ContrastEnhancement><minValue>{lo:.6g}</minValue><maxValue>{hi:.6g}</maxValue>"
+                f"<algorithm>StretchToMinimumMaximum</algorithm></{colour}ContrastEnhancement>\n")
+    body = (
+        f'    <rasterrenderer type="multibandcolor" opacity="1" alphaBand="-1" redBand="{bands[0]}" '
+        f'greenBand="{bands[1]}" blueBand="{bands[2]}" nodataColor="">\n'
+        f"      <rasterTransparency/>\n{enh}    </rasterrenderer>\n"
+    )
+    return _HEAD + body + _TAIL
+
+
+def style_for_target(target: dict, value_range=None, style: str = "auto", zfactor: float = 1.0,
+                     blend_mode: int = 0) -> str:
+    """The style of a continuous model output described by ``ModelMeta.target``.
+
+    Three or more bands → RGB of bands 1–3; elevation in metres → terrain
+    colours (or ``style="hillshade"``); anything else → viridis. Ranges come
+    from the training data (``target["value_range"]``) when known, so every
+    tile a model generates is drawn on the same scale and tiles join without
+    colour steps; else from ``value_range`` (this output's 2–98 %).
+    ``kind`` (set by Train GAN from units, band names and file name) picks
+    terrain colours for elevation.
+    """
+    ranges = target.get("value_range") or []
+    n = int(target.get("bands", 1))
+    if style == "rgb" or (style == "auto" and n >= 3):
+        if len(ranges) >= 3:
+            return multiband_qml(ranges[:3])
+        lo, hi = value_range or (0.0, 1.0)
+        return multiband_qml([(lo, hi)] * 3)
+    if style == "hillshade":
+        return hillshade_qml(zfactor=zfactor, blend_mode=blend_mode)
+    lo, hi = ranges[0] if ranges else (value_range or (0.0, 1.0))
+    terrain = target.get("kind") == "elevation" or target.get("units") == "m"
+    return pseudocolor_qml(lo, hi, TERRAIN if terrain else VIRIDIS)

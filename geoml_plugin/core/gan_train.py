@@ -1,0 +1,299 @@
+"""Train a GAN on raster tiles: the ``geoml:traingan`` job.
+
+Without TARGET the model learns to generate tiles that look like INPUT
+(terrain from a DEM, texture from imagery): a seamless tile generator
+(``dcgan_sn`` or ``wgan_gp``, see ``gan_trainers``). With TARGET it learns to
+translate INPUT into TARGET pixel by pixel (``pix2pix``, or ``unet_l1``
+without the adversary). The saved model holds only the generator, the band
+statistics that bring outputs back to the raster's units (e.g. metres), the
+training pixel size and CRS, and the metrics below. Nothing is written
+unless training completes; Cancel stops at the next iteration.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from . import gan_metrics
+from .device import describe_device, resolve_device, seed_everything
+from .errors import InputError
+from .gan_data import TileSampler, align_target, release
+from .gan_report import tile_to_rgb, write_report
+from .gan_trainers import CONDITIONAL, UNCONDITIONAL, Pix2PixTrainer, TileGanTrainer
+from .georef import ground_metres_per_unit
+from .modelfile import ModelMeta, new_provenance, save_model
+from .progress import Feedback, ensure_feedback
+from .raster_io import RasterReader, check_writable, open_raster
+
+ARCHITECTURES = ("auto",) + UNCONDITIONAL + CONDITIONAL
+MIN_TILE, MAX_TILE, TILE_MULTIPLE = 32, 512, 16
+GENERATED_NODATA = -9999.0
+
+
+@dataclass
+class GanTrainConfig:
+    input_path: str
+    output_model: str
+    target_path: Optional[str] = None  # given: conditional INPUT → TARGET translation
+    bands: Optional[list] = None  # 1-based INPUT bands (default all)
+    target_bands: Optional[list] = None  # 1-based TARGET bands (default all)
+    tile_size: int = 64
+    iterations: int = 1000
+    batch_size: int = 16
+    architecture: str = "auto"  # auto | dcgan_sn | wgan_gp | pix2pix | unet_l1
+    l1_weight: float = 100.0  # conditional: weight of the L1 term against the adversarial term
+    learning_rate: float = 2e-4
+    device: str = "auto"
+    seed: int = 0
+    report_path: Optional[str] = None  # PNG: samples + loss curves (and a _losses.csv beside it)
+    generator_widths: Optional[list] = None  # advanced: network size (default per architecture)
+    critic_widths: Optional[list] = None
+    latent_channels: int = 32
+
+
+@dataclass
+class GanTrainResult:
+    model_path: str
+    report_path: Optional[str]
+    task: str
+    architecture: str
+    iterations: int
+    seconds: float
+    device: str
+    metrics: dict = field(default_factory=dict)
+    losses: dict = field(default_factory=dict)  # name → list per iteration
+
+
+def resolve_architecture(cfg: GanTrainConfig) -> str:
+    arch = (cfg.architecture or "auto").strip().lower()
+    if arch not in ARCHITECTURES:
+        raise InputError(f"Unknown GAN architecture '{cfg.architecture}'.", f"Choose one of {', '.join(ARCHITECTURES)}.")
+    if arch == "auto":
+        return "pix2pix" if cfg.target_path else "dcgan_sn"
+    if cfg.target_path and arch in UNCONDITIONAL:
+        raise InputError(f"'{arch}' generates tiles from noise; with a TARGET raster choose pix2pix or unet_l1.")
+    if not cfg.target_path and arch in CONDITIONAL:
+        raise InputError(f"'{arch}' translates INPUT into TARGET: give a TARGET raster, or choose dcgan_sn/wgan_gp.")
+    return arch
+
+
+def _validate(cfg: GanTrainConfig) -> str:
+    arch = resolve_architecture(cfg)
+    t = int(cfg.tile_size)
+    if t < MIN_TILE or t > MAX_TILE or t % TILE_MULTIPLE:
+        raise InputError(f"Tile size {t} is not supported.",
+                         f"Use a multiple of {TILE_MULTIPLE} between {MIN_TILE} and {MAX_TILE} (64, 128 or 256).")
+    if cfg.iterations < 1:
+        raise InputError("ITERATIONS must be at least 1.")
+    if cfg.batch_size < 1:
+        raise InputError("BATCH_SIZE must be at least 1.")
+    check_writable(cfg.output_model)
+    if cfg.report_path:
+        check_writable(cfg.report_path)
+    if cfg.target_path and os.path.abspath(cfg.target_path) == os.path.abspath(cfg.input_path) and \
+            (cfg.target_bands or None) == (cfg.bands or None):
+        raise InputError("TARGET is the same raster and bands as INPUT; there is nothing to translate.")
+    return arch
+
+
+def band_units(path: str, bands: list) -> tuple[list, str]:
+    """Band descriptions and the unit of the first band ('' if unknown).
+
+    The unit comes from GDAL's unit type, else from a description ending in
+    '(m)' or similar, as GeoML's own rasters are labelled.
+    """
+    ds = open_raster(path)
+    names, units = [], ""
+    for i, b in enumerate(bands):
+        band = ds.GetRasterBand(b)
+        desc = band.GetDescription() or f"band {b}"
+        names.append(desc)
+        if i == 0:
+            units = (band.GetUnitType() or "").strip()
+            m = re.search(r"\(([^()]{1,12})\)\s*$", desc)
+            if not units and m:
+                units = m.group(1).strip()
+    if units.lower() in ("metre", "metres", "meter", "meters"):
+        units = "m"
+    return names, units
+
+
+_ELEVATION_HINTS = re.compile(r"(elev|height|altitude|\bdem\b|dem_|_dem|dtm|dsm|terrain|bathy)", re.IGNORECASE)
+
+
+def _kind(path: str, names: list, units: str) -> str:
+    """How outputs are best shown: 'rgb', 'elevation' (hillshade + terrain colours) or 'continuous'."""
+    if len(names) >= 3:
+        return "rgb"
+    hint = " ".join(names + [os.path.basename(path)])
+    if len(names) == 1 and (units in ("m", "ft", "feet", "foot") or _ELEVATION_HINTS.search(hint)):
+        return "elevation"
+    return "continuous"
+
+
+def _target_info(path: str, names: list, units: str, mean, std, samples: np.ndarray) -> dict:
+    """``ModelMeta.target``: what the generator outputs and how to bring it back to units."""
+    vals = samples * np.asarray(std)[None, :, None, None] + np.asarray(mean)[None, :, None, None]
+    lo = np.percentile(vals, 2, axis=(0, 2, 3))
+    hi = np.percentile(vals, 98, axis=(0, 2, 3))
+    return {"name": names[0] if len(names) == 1 else "bands", "units": units, "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std], "bands": len(names), "band_names": names, "kind": _kind(path, names, units),
+            "nodata": GENERATED_NODATA, "value_range": [[float(a), float(b)] for a, b in zip(lo, hi)]}
+
+
+def _pixel_size_m(info) -> float:
+    px = info.pixel_size[0]
+    if not info.crs_wkt:
+        return px
+    x0, y0, x1, y1 = info.extent
+    try:
+        return px * ground_metres_per_unit(info.crs_wkt, (x0 + x1) / 2, (y0 + y1) / 2)
+    except Exception:  # a CRS without a position on Earth (local engineering CRS)
+        return px
+
+
+def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> GanTrainResult:
+    fb = ensure_feedback(feedback)
+    t0 = time.perf_counter()
+    arch = _validate(cfg)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    fb.log(f"Device: {describe_device(device)}; architecture {arch}; tile {cfg.tile_size} px")
+    reader = RasterReader(cfg.input_path, cfg.bands)
+    target_src = treader = None
+    try:
+        in_mean, in_std, n_valid = reader.band_statistics()
+        if n_valid == 0:
+            raise InputError(f"The INPUT raster '{os.path.basename(cfg.input_path)}' has no valid pixels "
+                             "(everything is nodata).")
+        tgt_mean = tgt_std = None
+        if cfg.target_path:
+            target_src = align_target(reader.info, cfg.target_path)
+            treader = RasterReader(target_src, cfg.target_bands)
+            tgt_mean, tgt_std, t_valid = treader.band_statistics()
+            if t_valid == 0:
+                raise InputError("The TARGET raster has no valid pixels where it overlaps INPUT.")
+        fb.progress(0.01, "finding training tiles")
+        sampler = TileSampler(reader, cfg.tile_size, treader, in_mean, in_std, tgt_mean, tgt_std)
+        if sampler.valid_positions() >= 0:
+            fb.log(f"{sampler.valid_positions()} tile positions without nodata")
+        trainer = _make_trainer(cfg, arch, len(reader.bands), len(treader.bands) if treader else 0, device)
+        eval_batch = sampler.sample(32 if treader else 64, np.random.default_rng(cfg.seed + 1))
+        metrics = {}
+        if treader is not None:
+            metrics["l1_untrained"] = trainer.evaluate(eval_batch, trainer.g)
+        losses = _train_loop(cfg, trainer, sampler, rng, fb.sub(0.02, 0.95))
+        fb.progress(0.96, "evaluating")
+        samples, rows, titles = _evaluate(cfg, trainer, sampler, eval_batch, metrics, reader, tgt_std)
+        meta = _meta(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_std, eval_batch, samples,
+                     metrics)
+        if cfg.report_path:
+            title = f"GeoML {arch}: {os.path.basename(cfg.input_path)}" + (
+                f" → {os.path.basename(cfg.target_path)}" if cfg.target_path else "") + f", {cfg.iterations} it."
+            write_report(cfg.report_path, rows, titles, losses, title)
+        save_model(cfg.output_model, trainer.ema, meta)
+    finally:
+        reader.close()
+        if treader is not None:
+            treader.close()
+        release(target_src)
+    secs = time.perf_counter() - t0
+    fb.progress(1.0, "done")
+    fb.log(f"Saved {cfg.output_model} after {cfg.iterations} iterations in {secs:.0f} s; "
+           + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    return GanTrainResult(os.path.abspath(cfg.output_model), os.path.abspath(cfg.report_path) if cfg.report_path else None,
+                          meta.task, arch, cfg.iterations, secs, str(device), metrics, losses)
+
+
+def _make_trainer(cfg, arch, in_bands, out_bands, device):
+    critic = tuple(cfg.critic_widths or (32, 64, 128))
+    if arch in UNCONDITIONAL:
+        gen = {"nz": int(cfg.latent_channels)}
+        if cfg.generator_widths:
+            gen["widths"] = tuple(int(w) for w in cfg.generator_widths)
+        return TileGanTrainer(in_bands, cfg.tile_size, arch, device, gen, critic, cfg.learning_rate)
+    gen = {"widths": tuple(int(w) for w in cfg.generator_widths)} if cfg.generator_widths else {}
+    return Pix2PixTrainer(in_bands, out_bands, device, gen, adversarial=(arch == "pix2pix"),
+                          l1_weight=cfg.l1_weight, critic_widths=critic, lr=cfg.learning_rate)
+
+
+def _train_loop(cfg, trainer, sampler, rng, fb) -> dict:
+    losses: dict = {}
+    n_batches = getattr(trainer, "n_critic", 1)
+    every = max(1, cfg.iterations // 10)
+    t_start = time.perf_counter()
+    for it in range(1, cfg.iterations + 1):
+        batches = [sampler.sample(cfg.batch_size, rng) for _ in range(n_batches)]
+        for k, v in trainer.step(batches).items():
+            losses.setdefault(k, []).append(v)
+        fb.progress(it / cfg.iterations, f"iteration {it}/{cfg.iterations}")
+        if it % every == 0 or it == cfg.iterations:
+            rate = it / max(time.perf_counter() - t_start, 1e-9)
+            recent = ", ".join(f"{k} {np.mean(v[-every:]):.3f}" for k, v in losses.items())
+            fb.log(f"iteration {it}/{cfg.iterations} ({rate:.1f} it/s): {recent}")
+    return losses
+
+
+def _evaluate(cfg, trainer, sampler, eval_batch, metrics, reader, tgt_std):
+    """Fill ``metrics``; return generated samples and the report's image rows."""
+    if isinstance(trainer, Pix2PixTrainer):
+        metrics["l1_final"] = trainer.evaluate(eval_batch)
+        metrics["mae_units"] = metrics["l1_final"] * float(np.mean(tgt_std))
+        pred = trainer.predict(eval_batch.x)
+        n = min(6, len(pred))
+        rows = [[tile_to_rgb(a) for a in eval_batch.x[:n]]]
+        lo = np.percentile(eval_batch.y[:n], 2, axis=(0, 2, 3))
+        hi = np.percentile(eval_batch.y[:n], 98, axis=(0, 2, 3))
+        rows += [[tile_to_rgb(a, lo, hi) for a in eval_batch.y[:n]], [tile_to_rgb(a, lo, hi) for a in pred[:n]]]
+        return pred, rows, ["input", "target", "prediction"]
+    trainer.recalibrate()
+    fake = np.concatenate([trainer.samples(16) for _ in range(4)])
+    real2 = sampler.sample(len(eval_batch.x), np.random.default_rng(cfg.seed + 2)).x
+    real = eval_batch.x
+    metrics["value_w1"] = gan_metrics.wasserstein_1d(fake, real)
+    metrics["value_w1_real_vs_real"] = gan_metrics.wasserstein_1d(real2, real)
+    metrics["gradient_w1"] = gan_metrics.wasserstein_1d(gan_metrics.gradient_magnitude(fake),
+                                                        gan_metrics.gradient_magnitude(real))
+    metrics["gradient_w1_real_vs_real"] = gan_metrics.wasserstein_1d(gan_metrics.gradient_magnitude(real2),
+                                                                     gan_metrics.gradient_magnitude(real))
+    lo = np.percentile(real, 2, axis=(0, 2, 3))
+    hi = np.percentile(real, 98, axis=(0, 2, 3))
+    rows = [[tile_to_rgb(a, lo, hi) for a in real[i : i + 8]] for i in (0, 8)]
+    rows += [[tile_to_rgb(a, lo, hi) for a in fake[i : i + 8]] for i in (0, 8)]
+    return fake, rows, ["training tiles (2 rows)", "generated (2 rows)"]
+
+
+def _meta(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_std, eval_batch, samples, metrics):
+    info = reader.info
+    in_names, in_units = band_units(cfg.input_path, reader.bands)
+    common = dict(pixel_size=list(info.pixel_size), crs_wkt=info.crs_wkt, patch_size=int(cfg.tile_size),
+                  metrics={k: round(float(v), 6) for k, v in metrics.items()})
+    prov = dict(method=arch, source=os.path.abspath(cfg.input_path), iterations=cfg.iterations,
+                batch_size=cfg.batch_size, seed=cfg.seed, learning_rate=cfg.learning_rate)
+    extra = {"pixel_size_m": _pixel_size_m(info), "gan_loss": arch}
+    if treader is None:
+        g = trainer.g
+        target = _target_info(cfg.input_path, in_names, in_units, in_mean, in_std, eval_batch.x)
+        target["source_bands"] = list(reader.bands)
+        extra.update(stride=g.stride, margin_px=g.margin_px())
+        return ModelMeta(architecture="tile_generator", task="generation", output="image", in_bands=0,
+                         arch_args={"out_bands": g.out_bands, "nz": g.nz, "widths": list(g.widths)},
+                         target=target, provenance=new_provenance(**prov), extra=extra, **common)
+    t_names, t_units = band_units(cfg.target_path, treader.bands)
+    target = _target_info(cfg.target_path, t_names, t_units, tgt_mean, tgt_std, eval_batch.y)
+    target["source_bands"] = list(treader.bands)
+    prov["target"] = os.path.abspath(cfg.target_path)
+    g = trainer.g
+    extra.update(multiple=g.multiple, l1_weight=cfg.l1_weight)
+    widths = [m.body[0].out_channels for m in g.down]
+    return ModelMeta(architecture="unet_translator", task="translation", output="dense", in_bands=len(reader.bands),
+                     arch_args={"in_bands": len(reader.bands), "out_bands": len(treader.bands), "widths": widths},
+                     band_indices=list(reader.bands), band_names=in_names, norm_mean=[float(v) for v in in_mean],
+                     norm_std=[float(v) for v in in_std], target=target, provenance=new_provenance(**prov),
+                     extra=extra, **common)

@@ -1,0 +1,112 @@
+"""Interactive tile generation: the tiles of one seed around a click, as one mosaic.
+
+The map tool (``gui/gan_tool.py``) starts a :class:`TileSession` where the
+user clicks: a ``tile``×``tile`` px GeoTIFF centred on the point (snapped to
+the global pixel grid of the CRS), in the map's CRS at the model's ground
+pixel size. :meth:`TileSession.grow` adds the ring of tiles around what is
+there. All tiles of a session come from one seeded latent field, so they
+join exactly; a VRT mosaic (rebuilt under a new name after each change, so
+no reader holds a stale copy; the old one is deleted once the layer has
+switched) lets QGIS draw them as one layer, and a
+hillshade drawn over it has no edge lines between tiles.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional
+
+from osgeo import gdal
+
+from .generate import GridPlan, TileSource
+from .raster_io import write_text_atomic
+
+
+class TileSession:
+    def __init__(self, source: TileSource, crs_wkt: str, x: float, y: float, seed: int, tile: int, folder: str,
+                 pixel_size: Optional[tuple] = None):
+        self.source, self.seed, self.tile, self.folder = source, int(seed), int(tile), folder
+        os.makedirs(folder, exist_ok=True)
+        px, py = pixel_size or source.native_pixel(crs_wkt, x, y)
+        self.base = GridPlan(crs_wkt, px, py, round(x / px - tile / 2), round(-y / py - tile / 2), tile, tile)
+        self.tiles: dict = {}  # (i, j) lattice index → GeoTIFF path
+        self.mosaic_path: Optional[str] = None
+        self._superseded: list = []
+        self._version = 0
+        self.last_seconds: list = []  # seconds per tile of the last change, click to GeoTIFF
+
+    def plan(self, i: int, j: int) -> GridPlan:
+        return self.base.shifted(i * self.tile, j * self.tile)
+
+    def _tile_path(self, plan: GridPlan) -> str:
+        return os.path.join(self.folder, f"geoml_s{self.seed}_c{plan.col0}_r{plan.row0}.tif")
+
+    def add(self, i: int, j: int) -> str:
+        """Generate lattice tile ``(i, j)`` (relative to the first) if it is not there yet."""
+        if (i, j) not in self.tiles:
+            t0 = time.perf_counter()
+            plan = self.plan(i, j)
+            self.tiles[(i, j)] = self.source.write(plan, self.seed, self._tile_path(plan))
+            self.last_seconds.append(time.perf_counter() - t0)
+        return self.tiles[(i, j)]
+
+    def start(self) -> str:
+        self.last_seconds = []
+        self.add(0, 0)
+        return self.rebuild_mosaic()
+
+    def ring(self) -> list:
+        """Lattice indices of the ring around the current tiles' bounding box."""
+        ii = [i for i, _ in self.tiles] or [0]
+        jj = [j for _, j in self.tiles] or [0]
+        i0, i1, j0, j1 = min(ii) - 1, max(ii) + 1, min(jj) - 1, max(jj) + 1
+        return [(i, j) for j in range(j0, j1 + 1) for i in range(i0, i1 + 1) if (i, j) not in self.tiles]
+
+    def grow(self, feedback=None) -> str:
+        """Add the ring of neighbouring tiles; returns the new mosaic."""
+        todo = self.ring()
+        self.last_seconds = []
+        for k, (i, j) in enumerate(todo):
+            self.add(i, j)
+            if feedback is not None:
+                feedback.progress((k + 1) / len(todo), f"tile {k + 1}/{len(todo)}")
+        return self.rebuild_mosaic()
+
+    def rebuild_mosaic(self) -> str:
+        self._version += 1
+        path = os.path.join(self.folder, f"geoml_s{self.seed}_mosaic_{id(self):x}_v{self._version}.vrt")
+        vrt = gdal.BuildVRT(path, sorted(self.tiles.values()))
+        vrt = None  # noqa: F841 (closing writes the file)
+        if self.mosaic_path:
+            self._superseded.append(self.mosaic_path)
+        self.mosaic_path = path
+        return path
+
+    def discard_old_mosaics(self) -> None:
+        """Delete earlier mosaics, once no layer shows them any more (main thread, after a refresh)."""
+        for old in self._superseded:
+            if os.path.exists(old):
+                os.remove(old)
+        self._superseded.clear()
+
+    def write_style(self, style: str, blend_mode: int = 0) -> str:
+        """A ``.qml`` for the mosaic in ``style`` (auto / pseudocolor / hillshade / rgb)."""
+        path = os.path.join(self.folder, f"geoml_s{self.seed}_{id(self):x}_{style}.qml")
+        write_text_atomic(path, self.source.style(self.base, style, blend_mode))
+        return path
+
+    def contains(self, x: float, y: float) -> bool:
+        for i, j in self.tiles:
+            gt = self.plan(i, j).geotransform
+            if gt[0] <= x < gt[0] + self.tile * gt[1] and gt[3] - self.tile * self.base.py < y <= gt[3]:
+                return True
+        return False
+
+    @property
+    def extent(self) -> tuple:
+        xs, ys = [], []
+        for i, j in self.tiles:
+            gt = self.plan(i, j).geotransform
+            xs += [gt[0], gt[0] + self.tile * gt[1]]
+            ys += [gt[3], gt[3] - self.tile * self.base.py]
+        return min(xs), min(ys), max(xs), max(ys)

@@ -1,0 +1,295 @@
+"""Dock panel for interactive GAN tile generation (with :class:`GanMapTool`).
+
+Click on the map → a tile centred on the point appears, in the map's CRS at
+the model's ground pixel size, styled (terrain colours + hillshade for
+elevation, RGB for imagery). Shift-click → the same with a new seed (it
+replaces the tile under the click). *Grow* → the ring of neighbouring tiles,
+seamless with what is there. Tiles of one click form a session
+(``core/tile_session.py``) shown as one mosaic in a layer group.
+
+A 256 px tile takes well under a second on a CPU, so a click is generated on
+the main thread (the map answers at once); *Grow* (8 or more tiles) runs as a
+background task with progress.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from qgis.core import Qgis, QgsDataProvider, QgsProject, QgsRasterLayer, QgsSettings
+from qgis.gui import QgsDockWidget, QgsFileWidget
+
+from ..core.errors import GeoMLError, InputError
+from ..tasks import GeoMLTask, start_task
+from .gan_tool import GanMapTool
+from .job_dialog import load_ui
+
+FORM = load_ui("gan_panel.ui")
+SETTINGS = "geoml/gan_panel/"
+TILE_SIZES = ["64", "128", "256", "512"]
+STYLES = [("colour+hillshade", "Terrain colours + hillshade"), ("hillshade", "Hillshade"),
+          ("pseudocolor", "Terrain colours")]
+
+HELP = """<p><b>Generate tiles</b> with a GAN model made by <i>Train GAN</i>.</p>
+<ul><li>Press <i>Generate on click</i>, then click on the map: a tile centred on the point appears,
+in the map's CRS and the model's ground pixel size, in the training raster's units (e.g. metres).</li>
+<li><b>Shift-click</b>: regenerate with a new seed.</li>
+<li><b>Grow</b>: add the neighbouring tiles; they join the existing ones without seams
+(all tiles of a seed come from one endless field).</li></ul>
+<p>The tiles are GeoTIFFs in the tiles folder (a temporary folder when empty); the seed and model are
+in their metadata. For an exact area or a batch, use Processing ‣ GeoML ‣ Generate tiles.</p>"""
+
+
+@dataclass
+class _Shown:
+    session: object  # core.tile_session.TileSession
+    layers: list = field(default_factory=list)  # (layer id, qml path)
+    group: object = None
+
+
+class GanPanel(QgsDockWidget, FORM):
+    def __init__(self, plugin=None, canvas=None, parent=None):
+        super().__init__(parent)
+        self.setupUi(self)
+        self.plugin = plugin
+        self.canvas = canvas if canvas is not None else plugin.iface.mapCanvas()
+        self.tool = GanMapTool(self.canvas, self.generate_at)
+        self.shown: list[_Shown] = []
+        self.task = None
+        self._source = None
+        self._source_key = None
+        self._tmp = None
+        self.tileSizeCombo.addItems(TILE_SIZES)
+        for key, label in STYLES:
+            self.styleCombo.addItem(label, key)
+        self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
+        self.folderWidget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.helpBrowser.setHtml(HELP)
+        s = QgsSettings()
+        self.tileSizeCombo.setCurrentText(s.value(SETTINGS + "tile", "256"))
+        self.styleCombo.setCurrentIndex(max(0, self.styleCombo.findData(s.value(SETTINGS + "style", STYLES[0][0]))))
+        self.modelFile.fileChanged.connect(self.describe_model)
+        self.pickButton.toggled.connect(self.set_tool_active)
+        self.growButton.clicked.connect(self.grow)
+        self.translateButton.clicked.connect(self.open_translate)
+        self.canvas.mapToolSet.connect(self._tool_changed)
+        self.modelFile.setFilePath(s.value(SETTINGS + "model", ""))
+        self.describe_model(self.modelFile.filePath())
+
+    # model -------------------------------------------------------------
+    def describe_model(self, path: str) -> None:
+        from ..core.generate import require_generator
+        from ..core.modelfile import read_meta
+
+        self._source = None
+        self.pickButton.setEnabled(False)
+        self.translateButton.setVisible(False)
+        if not path:
+            self.modelInfo.setText("Choose a GAN model made by Train GAN.")
+            return
+        try:
+            meta = read_meta(path)
+            require_generator(meta, path)
+        except GeoMLError as exc:
+            self.modelInfo.setText(f"<span style='color:#b00'>{exc}</span>")
+            self.set_tool_active(False)
+            return
+        QgsSettings().setValue(SETTINGS + "model", path)
+        t = meta.target
+        units = f" ({t.get('units')})" if t.get("units") else ""
+        px = f"{meta.pixel_size[0]:g}" if meta.pixel_size else "?"
+        if meta.task == "translation":
+            self.modelInfo.setText(f"Translation model: {meta.in_bands} → {t.get('bands', 1)} band(s){units}. "
+                                   "It maps a raster, so use <i>Translate a layer…</i>.")
+            self.translateButton.setVisible(True)
+            self.set_tool_active(False)
+            return
+        self.modelInfo.setText(f"Tile generator: {t.get('bands', 1)} band(s) of {t.get('name', 'values')}{units}, "
+                               f"trained at {px} units per pixel. Click on the map to place a tile.")
+        self.pickButton.setEnabled(True)
+
+    def source(self):
+        """The loaded generator (cached per file version)."""
+        from ..core.generate import TileSource
+
+        path = self.modelFile.filePath()
+        if not path:
+            raise InputError("Choose a GAN model file first.")
+        key = (path, os.path.getmtime(path) if os.path.exists(path) else 0)
+        if self._source is None or self._source_key != key:
+            self._source, self._source_key = TileSource(path, "auto"), key
+        return self._source
+
+    # map tool ----------------------------------------------------------
+    def set_tool_active(self, active: bool) -> None:
+        if active:
+            try:
+                self.source()  # load the model now, so that the first click is as quick as the others
+            except GeoMLError as exc:
+                self.show_error(str(exc))
+                active = False
+        if active and self.canvas.mapTool() is not self.tool:
+            self.canvas.setMapTool(self.tool)
+        elif not active and self.canvas.mapTool() is self.tool:
+            self.canvas.unsetMapTool(self.tool)
+        if self.pickButton.isChecked() != active:
+            self.pickButton.setChecked(active)
+
+    def _tool_changed(self, new_tool, _old=None) -> None:
+        if new_tool is not self.tool and self.pickButton.isChecked():
+            self.pickButton.setChecked(False)
+
+    def _folder(self) -> str:
+        folder = self.folderWidget.filePath()
+        if folder:
+            return folder
+        if self._tmp is None:
+            self._tmp = tempfile.mkdtemp(prefix="geoml_tiles_")
+        return self._tmp
+
+    def generate_at(self, point, new_seed: bool = False):
+        """Generate a tile centred on ``point`` (map CRS); returns the session or None."""
+        from ..core.tile_session import TileSession
+        from ..processing.alg_generate import crs_wkt
+
+        try:
+            t0 = time.perf_counter()
+            source = self.source()
+            if new_seed:
+                self.seedSpin.setValue(random.randrange(1, 2**31 - 1))
+            last = self._last_shown()
+            if new_seed and last is not None and last.session.contains(point.x(), point.y()):
+                self.remove(last)
+            wkt = crs_wkt(self.canvas.mapSettings().destinationCrs())
+            tile = int(self.tileSizeCombo.currentText())
+            session = TileSession(source, wkt, point.x(), point.y(), self.seedSpin.value(), tile, self._folder())
+            session.start()
+            self._show(session)
+        except GeoMLError as exc:
+            self.show_error(str(exc))
+            return None
+        QgsSettings().setValue(SETTINGS + "tile", self.tileSizeCombo.currentText())
+        QgsSettings().setValue(SETTINGS + "style", self.styleCombo.currentData())
+        self.statusLabel.setText(
+            f"{tile}×{tile} px tile, seed {session.seed}: GeoTIFF in {session.last_seconds[0] * 1000:.0f} ms, "
+            f"on the map in {(time.perf_counter() - t0) * 1000:.0f} ms.")
+        self.growButton.setEnabled(self.task is None)
+        return session
+
+    # layers ------------------------------------------------------------
+    def _specs(self, session) -> list:
+        from ..core.qml import MULTIPLY
+
+        target = session.source.meta.target
+        name = target.get("name", "generated")
+        if target.get("kind") == "rgb":
+            return [("imagery", "rgb", 0)]
+        style = self.styleCombo.currentData()
+        if target.get("kind") != "elevation":
+            return [(name, "auto", 0)]
+        relief = ("shaded relief", "hillshade", MULTIPLY if style == "colour+hillshade" else 0)
+        colour = (name, "pseudocolor", 0)
+        return {"hillshade": [relief], "pseudocolor": [colour]}.get(style, [relief, colour])
+
+    def _show(self, session) -> _Shown:
+        project = QgsProject.instance()
+        group = project.layerTreeRoot().insertGroup(0, f"GeoML tiles · seed {session.seed}")
+        shown = _Shown(session, [], group)
+        for label, style, blend in self._specs(session):
+            qml = session.write_style(style, blend)
+            layer = QgsRasterLayer(session.mosaic_path, label, "gdal")
+            if not layer.isValid():
+                raise InputError(f"QGIS cannot open the generated tiles '{session.mosaic_path}'.")
+            layer.loadNamedStyle(qml)
+            project.addMapLayer(layer, False)
+            group.addLayer(layer)
+            shown.layers.append((layer.id(), qml))
+        self.shown.append(shown)
+        return shown
+
+    def _layers(self, shown: _Shown) -> list:
+        project = QgsProject.instance()
+        return [(project.mapLayer(lid), qml) for lid, qml in shown.layers if project.mapLayer(lid) is not None]
+
+    def _last_shown(self):
+        while self.shown and not self._layers(self.shown[-1]):
+            self.shown.pop()  # its layers were removed by the user
+        return self.shown[-1] if self.shown else None
+
+    def remove(self, shown: _Shown) -> None:
+        project = QgsProject.instance()
+        for layer, _ in self._layers(shown):
+            project.removeMapLayer(layer.id())
+        if shown.group is not None and shown.group.parent() is not None:
+            shown.group.parent().removeChildNode(shown.group)
+        self.shown.remove(shown)
+
+    def _refresh(self, shown: _Shown) -> None:
+        for layer, qml in self._layers(shown):
+            layer.setDataSource(shown.session.mosaic_path, layer.name(), "gdal", QgsDataProvider.ProviderOptions())
+            layer.loadNamedStyle(qml)
+            layer.triggerRepaint()
+        shown.session.discard_old_mosaics()
+
+    # grow ----------------------------------------------------------------
+    def grow(self):
+        shown = self._last_shown()
+        if shown is None or self.task is not None:
+            return None
+        n = len(shown.session.ring())
+        self.growButton.setEnabled(False)
+        self.progressBar.setVisible(True)
+        self.progressBar.setValue(0)
+        t0 = time.perf_counter()
+
+        def done(task):
+            self.task = None
+            self.progressBar.setVisible(False)
+            self.growButton.setEnabled(True)
+            if task.error is not None:
+                self.show_error(task.error_text())
+                return
+            if shown in self.shown:
+                self._refresh(shown)
+            secs = time.perf_counter() - t0
+            self.statusLabel.setText(f"Added {n} tiles around seed {shown.session.seed} in {secs:.1f} s "
+                                     f"({secs / max(n, 1) * 1000:.0f} ms per tile).")
+
+        self.task = GeoMLTask(f"GeoML: grow {n} tiles", lambda fb: shown.session.grow(fb), done)
+        self.task.progressChanged.connect(lambda p: self.progressBar.setValue(int(p)))
+        return start_task(self.task)
+
+    # other -----------------------------------------------------------------
+    def open_translate(self) -> None:
+        if self.plugin is None:
+            return
+        dlg = self.plugin.open_tool("gui.predict_dialog:open_dialog")
+        dlg.modelFile.setFilePath(self.modelFile.filePath())
+
+    def show_error(self, text: str) -> None:
+        self.statusLabel.setText(f"<span style='color:#b00'>{text}</span>")
+        bar = self.plugin.message_bar() if self.plugin is not None else None
+        if bar is not None:
+            bar.pushMessage("GeoML", text, level=Qgis.MessageLevel.Critical, duration=10)
+
+    def closeEvent(self, event):  # noqa: N802
+        self.set_tool_active(False)
+        if self.task is not None:
+            self.task.cancel()
+        super().closeEvent(event)
+
+
+def open_panel(plugin):
+    from qgis.PyQt.QtCore import Qt
+
+    panel = plugin.dialogs.get("gan_panel")
+    if panel is None:
+        panel = GanPanel(plugin, plugin.iface.mapCanvas(), plugin.iface.mainWindow())
+        plugin.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, panel)
+        plugin.dialogs["gan_panel"] = panel
+    panel.show()
+    panel.raise_()
+    return panel

@@ -1,0 +1,103 @@
+"""'Train GAN' dialog: runs core.gan_train in the background, then offers the result."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+from qgis.core import Qgis, QgsMapLayerProxyModel
+from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QPixmap
+
+from ..core.errors import InputError
+from ..processing.alg_traingan import ARCH_LABELS
+from .job_dialog import JobDialogBase, load_ui
+
+FORM = load_ui("traingan_dialog.ui")
+
+HELP = """<h3>Train GAN</h3>
+<p><b>Without a target raster</b>: learns the look of the input (terrain from a DEM, texture from
+imagery) and makes a <i>tile generator</i>. Then use <i>Generate tiles</i>: click on the map and a new,
+georeferenced tile appears in the raster's units (e.g. metres); neighbouring tiles join without seams.</p>
+<p><b>With a target raster</b>: learns to translate input into target on co-registered pixels
+(pix2pix: e.g. RGB → NIR, imagery → map). The target is resampled onto the input's grid when needed.
+Apply the model with <i>Apply model to raster</i> or Processing ‣ Generate.</p>
+<ul><li><b>Tile size</b>: training crops (64 px is fast; 128/256 learn larger structures). Crops with
+nodata are skipped; crops are rotated and flipped, so a small raster is enough.</li>
+<li><b>Iterations</b>: the default trains in a few minutes on a CPU.</li>
+<li>The <b>report</b> shows training tiles beside generated ones and the loss curves.</li></ul>"""
+
+
+class TrainGanDialog(JobDialogBase, FORM):
+    SETTINGS_KEY = "traingan"
+    HELP_HTML = HELP
+
+    def __init__(self, plugin=None, parent=None):
+        super().__init__(plugin, parent)
+        self.inputLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.targetLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.targetLayer.setAllowEmptyLayer(True)
+        self.targetLayer.setLayer(None)
+        self.tileSizeCombo.addItems(["64", "128", "256"])
+        for key, label in ARCH_LABELS:
+            self.archCombo.addItem(label, key)
+        self.outputFile.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
+        self.outputFile.setFilter("GeoML model (*.safetensors)")
+        self.targetLayer.layerChanged.connect(self.update_mode)
+        self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))
+        self.tileSizeCombo.setCurrentText(self.settings_value("tile", "64"))
+        self.iterationsSpin.setValue(self.settings_value("iterations", 1000, int))
+        self.update_mode()
+
+    def update_mode(self, *_):
+        if self.targetLayer.currentLayer() is None:
+            self.modeInfo.setText("No target: trains a tile generator (new tiles that look like the input).")
+        else:
+            self.modeInfo.setText("Target given: trains a translator input → target (pix2pix).")
+
+    def make_job(self):
+        from ..core.gan_train import GanTrainConfig, run_traingan
+
+        layer = self.inputLayer.currentLayer()
+        if layer is None:
+            raise InputError("Choose an input raster layer.")
+        target = self.targetLayer.currentLayer()
+        out = self.outputFile.filePath()
+        if not out:
+            out = os.path.join(tempfile.mkdtemp(prefix="geoml_"), f"{layer.name()}_gan.safetensors")
+        if not out.lower().endswith((".safetensors", ".geoml")):
+            out += ".safetensors"
+        report = os.path.splitext(out)[0] + "_report.png" if self.reportCheck.isChecked() else None
+        cfg = GanTrainConfig(
+            input_path=layer.source(), output_model=out, target_path=target.source() if target else None,
+            bands=self.bandsEdit.text().strip() or None, target_bands=self.targetBandsEdit.text().strip() or None,
+            tile_size=int(self.tileSizeCombo.currentText()), iterations=self.iterationsSpin.value(),
+            batch_size=self.batchSpin.value(), architecture=self.archCombo.currentData(),
+            l1_weight=self.l1Spin.value(), learning_rate=self.lrSpin.value(), device=self.deviceCombo.currentText(),
+            seed=self.seedSpin.value(), report_path=report,
+        )
+        self.set_settings_value("device", cfg.device)
+        self.set_settings_value("tile", str(cfg.tile_size))
+        self.set_settings_value("iterations", cfg.iterations)
+        return f"GeoML: train GAN on {layer.name()}", lambda fb: run_traingan(cfg, fb)
+
+    def on_success(self, result) -> None:
+        self.logView.appendPlainText(f"Done in {result.seconds:.0f} s → {result.model_path}")
+        for k, v in result.metrics.items():
+            self.logView.appendPlainText(f"  {k}: {v:.4g}")
+        if result.report_path and os.path.exists(result.report_path):
+            pix = QPixmap(result.report_path)
+            self.reportPreview.setPixmap(pix.scaledToWidth(270, Qt.TransformationMode.SmoothTransformation))
+            self.logView.appendPlainText(f"Report: {result.report_path}")
+        if result.task == "generation" and self.plugin is not None and hasattr(self.plugin, "open_tool"):
+            panel = self.plugin.open_tool("gui.gan_panel:open_panel")
+            panel.modelFile.setFilePath(result.model_path)
+            self.push_message("Tile generator trained: click on the map with 'Generate on click'.",
+                              Qgis.MessageLevel.Success)
+        else:
+            self.push_message(f"Model saved: {result.model_path}", Qgis.MessageLevel.Success)
+
+
+def open_dialog(plugin):
+    parent = plugin.iface.mainWindow() if plugin.iface is not None else None
+    return plugin.dialog("traingan", lambda: TrainGanDialog(plugin, parent))

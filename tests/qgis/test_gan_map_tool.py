@@ -1,0 +1,101 @@
+"""Interactive tile generation on a real QGIS canvas: click, Shift-click, grow."""
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
+from qgis.gui import QgsMapMouseEvent
+from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtGui import QPainter
+
+from tests.gan_helpers import FakePlugin, one_torch_thread, tiny_generator_model  # noqa: F401
+
+
+@pytest.fixture()
+def panel(qtbot, qgis_iface, qgis_canvas, qgis_new_project, tmp_path):
+    from geoml_plugin.gui.gan_panel import GanPanel
+
+    crs = QgsCoordinateReferenceSystem("EPSG:32632")
+    QgsProject.instance().setCrs(crs)
+    qgis_canvas.setDestinationCrs(crs)
+    qgis_canvas.setExtent(QgsRectangle(499000, 5099000, 503000, 5102000))
+    qgis_canvas.refresh()
+    p = GanPanel(FakePlugin(qgis_iface), qgis_canvas)
+    qtbot.addWidget(p)
+    p.modelFile.setFilePath(tiny_generator_model(tmp_path / "gen.safetensors"))
+    p.folderWidget.setFilePath(str(tmp_path / "tiles"))
+    p.tileSizeCombo.setCurrentText("64")
+    p.seedSpin.setValue(3)
+    yield p
+    p.set_tool_active(False)
+
+
+def _click(canvas, tool, px, py, shift=False):
+    mods = Qt.KeyboardModifier.ShiftModifier if shift else Qt.KeyboardModifier.NoModifier
+    ev = QgsMapMouseEvent(canvas, QEvent.Type.MouseButtonRelease, QPoint(px, py), Qt.MouseButton.LeftButton,
+                          Qt.MouseButton.LeftButton, mods)
+    point = ev.mapPoint()
+    tool.canvasReleaseEvent(ev)
+    return point
+
+
+def _group_layers(panel):
+    return [QgsProject.instance().mapLayer(lid) for lid, _ in panel.shown[-1].layers]
+
+
+def test_click_adds_a_styled_tile_centred_on_the_point(panel, qgis_canvas):
+    assert "Tile generator" in panel.modelInfo.text() and panel.pickButton.isEnabled()
+    panel.pickButton.setChecked(True)
+    assert qgis_canvas.mapTool() is panel.tool
+    point = _click(qgis_canvas, panel.tool, 150, 120)
+    layers = _group_layers(panel)
+    assert [lyr.name() for lyr in layers] == ["shaded relief", "elevation (m)"]
+    assert [lyr.renderer().type() for lyr in layers] == ["hillshade", "singlebandpseudocolor"]
+    assert layers[0].blendMode() == QPainter.CompositionMode.CompositionMode_Multiply  # shades the colours
+    lyr = layers[1]
+    assert lyr.crs().authid() == "EPSG:32632"
+    assert (lyr.width(), lyr.height()) == (64, 64) and lyr.rasterUnitsPerPixelX() == pytest.approx(10.0)
+    c = lyr.extent().center()
+    assert abs(c.x() - point.x()) <= 5.0 and abs(c.y() - point.y()) <= 5.0
+    assert "GeoTIFF in" in panel.statusLabel.text()
+    tif = panel.shown[-1].session.tiles[(0, 0)]
+    assert gdal.Open(tif).GetMetadata()["GEOML_SEED"] == "3"
+    assert QgsProject.instance().layerTreeRoot().children()[0].name() == "GeoML tiles · seed 3"
+
+
+def test_shift_click_regenerates_in_place_with_a_new_seed(panel, qgis_canvas):
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    first = gdal.Open(panel.shown[-1].session.tiles[(0, 0)]).ReadAsArray()
+    n_layers = len(QgsProject.instance().mapLayers())
+    _click(qgis_canvas, panel.tool, 200, 150, shift=True)
+    assert panel.seedSpin.value() != 3 and len(panel.shown) == 1  # the old tile was replaced
+    assert len(QgsProject.instance().mapLayers()) == n_layers
+    second = gdal.Open(panel.shown[-1].session.tiles[(0, 0)]).ReadAsArray()
+    assert second.shape == first.shape and np.abs(second - first).mean() > 1.0
+
+
+def test_grow_adds_neighbours_that_join_the_first_tile(panel, qgis_canvas, qtbot):
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    shown = panel.shown[-1]
+    before = _group_layers(panel)[1].extent()
+    tile0 = gdal.Open(shown.session.tiles[(0, 0)]).ReadAsArray()
+    assert panel.growButton.isEnabled()
+    panel.grow()
+    qtbot.waitUntil(lambda: panel.task is None, timeout=60_000)
+    lyr = _group_layers(panel)[1]
+    after = lyr.extent()
+    assert after.width() == pytest.approx(3 * before.width()) and after.center() == before.center()
+    mosaic = gdal.Open(lyr.source()).ReadAsArray()
+    np.testing.assert_array_equal(mosaic[64:128, 64:128], tile0)
+    # no seam: steps across tile edges are like steps inside tiles
+    edge = np.abs(mosaic[:, 63] - mosaic[:, 64]).mean()
+    inside = np.abs(np.diff(mosaic[:, 70:120], axis=1)).mean()
+    assert edge < 3 * inside
+    assert "Added 8 tiles" in panel.statusLabel.text()
+
+
+def test_classifier_model_is_refused_with_a_message(panel, sample_model, qgis_canvas):
+    panel.modelFile.setFilePath(sample_model)
+    assert "not a GAN model" in panel.modelInfo.text()
+    assert not panel.pickButton.isEnabled()

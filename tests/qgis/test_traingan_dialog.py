@@ -1,0 +1,55 @@
+"""Train GAN dialog on a real QGIS: background training, report preview, hand-over to the map tool, cancel."""
+import os
+
+from qgis.core import QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
+
+from geoml_plugin.core.modelfile import read_meta
+from tests.conftest import leftovers
+from tests.gan_helpers import FakePlugin, one_torch_thread  # noqa: F401
+from tests.qgis.conftest import wait_for_task
+
+
+def _dialog(qtbot, qgis_iface, scene):
+    from geoml_plugin.gui.traingan_dialog import TrainGanDialog
+
+    layer = QgsRasterLayer(scene.dem, "dem", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    plugin = FakePlugin(qgis_iface)
+    dlg = TrainGanDialog(plugin)
+    qtbot.addWidget(dlg)
+    dlg.inputLayer.setLayer(layer)
+    dlg.deviceCombo.setCurrentText("cpu")
+    return dlg, plugin
+
+
+def test_dialog_trains_in_background_and_opens_the_tile_tool(qtbot, qgis_iface, qgis_new_project, scene, out_dir):
+    dlg, plugin = _dialog(qtbot, qgis_iface, scene)
+    assert dlg.targetLayer.currentLayer() is None and "tile generator" in dlg.modeInfo.text()
+    model = str(out_dir / "dem_gan.safetensors")
+    dlg.outputFile.setFilePath(model)
+    dlg.iterationsSpin.setValue(4)
+    dlg.batchSpin.setValue(2)
+    qtbot.mouseClick(dlg.runButton, Qt.MouseButton.LeftButton)
+    assert dlg.task is not None and not dlg.runButton.isEnabled()
+    wait_for_task(qtbot, dlg)
+    assert read_meta(model).task == "generation"
+    assert os.path.exists(str(out_dir / "dem_gan_report.png"))
+    assert dlg.reportPreview.pixmap() is not None and not dlg.reportPreview.pixmap().isNull()
+    assert "Done in" in dlg.logView.toPlainText() and "value_w1" in dlg.logView.toPlainText()
+    panel = plugin.dialogs["gan_panel"]
+    assert panel.modelFile.filePath() == model and panel.pickButton.isEnabled()
+    panel.close()
+
+
+def test_cancel_leaves_nothing(qtbot, qgis_iface, qgis_new_project, scene, out_dir):
+    dlg, _ = _dialog(qtbot, qgis_iface, scene)
+    dlg.outputFile.setFilePath(str(out_dir / "never.safetensors"))
+    dlg.iterationsSpin.setValue(100000)
+    dlg.run()
+    task = dlg.task
+    qtbot.waitUntil(lambda: task.progress() > 2, timeout=60_000)
+    qtbot.mouseClick(dlg.cancelButton, Qt.MouseButton.LeftButton)
+    wait_for_task(qtbot, dlg)
+    assert "Cancelled; nothing was written." in dlg.logView.toPlainText()
+    assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
