@@ -19,6 +19,7 @@ MENU = "&GeoML"
 # (key, menu text, icon, "module:callable" opening the tool, on toolbar)
 ACTIONS = [
     ("predict", "Apply model to raster…", "predict.svg", "gui.predict_dialog:open_dialog", True),
+    ("finetune", "Fine-tune a model on your labels…", "finetune.svg", "gui.finetune_dialog:open_dialog", True),
 ]
 
 

@@ -9,6 +9,8 @@ from ..errors import ModelFileError
 # Modules (under geoml_plugin.core.models) that register architectures.
 FAMILIES = [
     "basic",
+    "resnets",
+    "segmentation",
 ]
 
 _BUILDERS: dict[str, Callable] = {}
