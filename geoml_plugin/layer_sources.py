@@ -35,7 +35,7 @@ def vector_source(layer: QgsVectorLayer, folder: Optional[str] = None,
     opts = QgsVectorFileWriter.SaveVectorOptions()
     opts.driverName = "GPKG"
     opts.layerName = "labels"
-    res = QgsVectorFileWriter.writeAsVectorFormatV2(layer, path, transform_context or QgsCoordinateTransformContext(), opts)
+    res = QgsVectorFileWriter.writeAsVectorFormatV3(layer, path, transform_context or QgsCoordinateTransformContext(), opts)
     if res[0] != QgsVectorFileWriter.WriterError.NoError:
         raise InputError(f"The labels layer '{layer.name()}' could not be exported for training: {res[1]}")
     return f"{path}|layername=labels"

@@ -94,6 +94,11 @@ class FinetuneResult:
         return f"{s} ({m.get('evaluated_on', '')}, {m.get('samples', 0)} samples)"
 
 
+def shift_margin(patch: int) -> int:
+    """Pixels a patch may be shifted by in augmentation (1/16 of the patch, at least 1)."""
+    return max(1, int(patch) // 16)
+
+
 def auto_epochs(n_train: int) -> int:
     return int(min(MAX_AUTO_EPOCHS, max(MIN_AUTO_EPOCHS, round(AUTO_EPOCH_SAMPLES / max(1, n_train)))))
 
@@ -212,7 +217,8 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
                f"device: {describe_device(device)}")
         fb.progress(0.0, "reading labels and patches")
         data = build_training_data(cfg.labels, cfg.label_field, reader, cfg.task, cfg.patch_size,
-                                   cfg.max_raster_samples, cfg.seed, fb.sub(0.0, 0.08))
+                                   cfg.max_raster_samples, cfg.seed, fb.sub(0.0, 0.08),
+                                   margin=shift_margin(cfg.patch_size) if cfg.augment else 0)
         bands = list(reader.bands)
         band_names = [info.band_names[b - 1] for b in bands]
     fb.log(_describe_labels(data))
@@ -224,7 +230,7 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
                      freeze_backbone=cfg.freeze_backbone)
     fb.log(f"Training on {len(train_idx)} patches, validating on {len(val_idx)}; {epochs} epochs, batch "
            f"{cfg.batch_size}, learning rate {lr:g}{', backbone frozen' if cfg.freeze_backbone else ''}"
-           f"{', flips/rotations' if cfg.augment else ''}.")
+           f"{', shifts/flips/rotations' if cfg.augment else ''}.")
     model, arch, args = _build_model(cfg, data, in_bands, fb)
     trainer = Trainer(model, data, train_idx, val_idx, spec, device, cfg.seed, fb.log)
     outcome = trainer.fit(fb.sub(0.08, 0.97))
@@ -247,7 +253,7 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
 
 
 def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome):
-    from .classes import make_classes
+    from .classes import make_styled_classes
     from .modelfile import ModelMeta, new_provenance
 
     weights = cfg.weights.strip()
@@ -259,7 +265,7 @@ def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
         architecture=arch, arch_args=args, task=cfg.task, in_bands=len(bands),
         output="dense" if data.dense else "patch", patch_size=int(cfg.patch_size), band_indices=bands,
         band_names=band_names, norm_mean=[float(v) for v in data.mean], norm_std=[float(v) for v in data.std],
-        classes=make_classes(data.class_names) if data.is_classifier else [],
+        classes=make_styled_classes(data.class_names, data.class_colors or None) if data.is_classifier else [],
         target=dict(data.target), pixel_size=list(info.pixel_size), crs_wkt=info.crs_wkt,
         provenance=new_provenance(method="geoml:finetune", source=os.path.basename(cfg.input_path),
                                   labels=os.path.basename(cfg.labels.split("|")[0]), label_field=cfg.label_field,

@@ -338,6 +338,9 @@ class LabelRaster:
             gdal.Info(src, format="json")  # loads the PAM sidecar (GDAL 3.6 quirk)
             cats = src.GetRasterBand(1).GetCategoryNames()
         self.category_names = list(cats or [])
+        ct = src.GetRasterBand(1).GetColorTable()
+        self._colors = {i: "#{:02x}{:02x}{:02x}".format(*ct.GetColorEntry(i)[:3])
+                        for i in range(ct.GetCount())} if ct is not None else {}
         src = None
         self.values: list = []  # raw class values, in class index order
         self._lut: Optional[dict] = None
@@ -349,6 +352,10 @@ class LabelRaster:
     def class_names(self) -> list:
         cats = self.category_names
         return [cats[v] if 0 <= v < len(cats) and cats[v] else str(v) for v in self.values]
+
+    def class_colors(self) -> list:
+        """'#rrggbb' of each class from the raster's colour table (None where it has none)."""
+        return [self._colors.get(v) for v in self.values]
 
     def read_classes(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         data, valid = self.reader.read(x, y, w, h)

@@ -5,9 +5,10 @@ counts (the benchmark compares it with a bare PyTorch loop):
 
 * batches are slices of preloaded tensors (``TrainingData``), copied through a
   pinned buffer to a GPU;
-* augmentation is the eight flips/rotations of the square patch (the dihedral
-  group), drawn per sample and applied group-wise on the device; masks and
-  target rasters turn with their patch;
+* augmentation is a random shift of each patch by up to ``margin`` pixels
+  (patches are read with real context around them) and the eight
+  flips/rotations of the square (the dihedral group), drawn per sample; masks
+  and target rasters move with their patch;
 * AdamW (no decay on norms and biases) with a one-cycle schedule (warm-up,
   then cosine decay), label smoothing for classes;
 * class balance: class-balanced sampling for patch classes, loss weights for
@@ -84,12 +85,11 @@ def dihedral(x, y=None, generator=None):
     """Each sample flipped and/or rotated by a random multiple of 90° (8 variants).
 
     ``y`` of shape (B, H, W) (masks, target rasters) gets the same transform.
+    Works in place: pass fresh batch tensors.
     """
     import torch
 
     k = torch.randint(0, 8, (x.shape[0],), generator=generator).to(x.device)
-    x = x.clone()
-    y = y.clone() if y is not None else None
     flip = k >= 4
     if flip.any():
         x[flip] = x[flip].flip(-1)
@@ -123,6 +123,9 @@ class Trainer:
                  device, seed: int = 0, log=print):
         import torch
 
+        from .deps_check import import_dynamo_without_triton
+
+        import_dynamo_without_triton()  # before the optimizer: a triton import crashes the QGIS desktop
         self.torch = torch
         self.model, self.data, self.spec, self.device, self.log = model.to(device), data, spec, device, log
         self.train_idx, self.val_idx = np.asarray(train_idx), np.asarray(val_idx)
@@ -168,10 +171,22 @@ class Trainer:
             return self.rng.choice(self.train_idx, len(self.train_idx), replace=True, p=self.sample_p)
         return self.rng.permutation(self.train_idx)
 
-    def _batch(self, idx: np.ndarray):
+    def _batch(self, idx: np.ndarray, shift: bool = False):
+        """Inputs and targets of samples ``idx``: the centre patch, or randomly shifted ones."""
         torch = self.torch
         it = torch.from_numpy(idx)
         xb, yb = self.x.index_select(0, it), self.y.index_select(0, it)
+        m, p = self.data.margin, self.data.patch
+        if m:
+            if shift:
+                off = torch.randint(0, 2 * m + 1, (len(idx), 2), generator=self.gen).tolist()
+                xb = torch.stack([xb[i, :, a:a + p, b:b + p] for i, (a, b) in enumerate(off)])
+                if self.data.dense:
+                    yb = torch.stack([yb[i, a:a + p, b:b + p] for i, (a, b) in enumerate(off)])
+            else:
+                xb = xb[:, :, m:m + p, m:m + p]
+                if self.data.dense:
+                    yb = yb[:, m:m + p, m:m + p]
         if self.device.type == "cuda":
             xb, yb = xb.pin_memory().to(self.device, non_blocking=True), yb.pin_memory().to(self.device, non_blocking=True)
         return xb.float(), yb
@@ -218,7 +233,7 @@ class Trainer:
             idx = order[s * bs : (s + 1) * bs] if n >= bs else order
             if len(idx) < 2:
                 continue
-            xb, yb = self._batch(idx)
+            xb, yb = self._batch(idx, shift=spec.augment)
             if spec.augment:
                 xb, yb2 = dihedral(xb, yb if self.data.dense else None, self.gen)
                 yb = yb2 if self.data.dense else yb
@@ -257,7 +272,7 @@ class Trainer:
         """(loss, score, metrics) on samples ``idx``; score = accuracy or RMSE (target units)."""
         torch = self.torch
         out = self.predict(idx, bs)
-        yb = self.y.index_select(0, torch.from_numpy(idx))
+        yb = torch.cat([self._batch(idx[s : s + bs])[1].cpu() for s in range(0, len(idx), max(1, bs))])
         cw, self.class_weights = self.class_weights, None
         try:
             loss = float(self.loss(out, yb.cpu()))

@@ -27,8 +27,14 @@ from typing import Optional
 import numpy as np
 
 from .errors import InputError
-from .labels import (LabelSet, extract_patches, is_raster_source, rasterize_window, read_raster_labels,
-                     read_vector_labels)
+from .labels import (
+    LabelSet,
+    extract_patches,
+    is_raster_source,
+    rasterize_window,
+    read_raster_labels,
+    read_vector_labels,
+)
 from .raster_io import RasterReader
 
 PATCH_KINDS = ("patch_class", "patch_value")
@@ -43,7 +49,10 @@ class TrainingData:
     groups: np.ndarray  # (N,) source feature / area of each patch: split unit
     strata: np.ndarray  # (N,) class index (or value bin) used to stratify the split
     kind: str
+    patch: int = 0  # patch size the model sees
+    margin: int = 0  # extra context kept around each patch for random shifts (x and y are patch + 2·margin)
     class_names: list = field(default_factory=list)
+    class_colors: list = field(default_factory=list)  # from a label raster's colour table, else empty
     target: dict = field(default_factory=dict)  # regression: name, mean, std of the target
     mean: np.ndarray = None
     std: np.ndarray = None
@@ -97,8 +106,14 @@ def read_labels(source: str, label_field: str, reader: RasterReader, task: str, 
 
 
 def build_training_data(source: str, label_field: str, reader: RasterReader, task: str, patch: int,
-                        max_raster_samples: int = 2000, seed: int = 0, feedback=None) -> TrainingData:
-    """Read labels and patches; see the module docstring for what comes out."""
+                        max_raster_samples: int = 2000, seed: int = 0, feedback=None, margin: int = 0) -> TrainingData:
+    """Read labels and patches; see the module docstring for what comes out.
+
+    With ``margin`` > 0 every patch is read ``margin`` pixels wider on each
+    side, so training can shift it randomly (real neighbouring pixels, not
+    padding); the centre ``patch``×``patch`` is what validation sees.
+    """
+    size = patch + 2 * margin
     labels_fb = feedback.sub(0.0, 0.3) if feedback is not None else None
     patches_fb = feedback.sub(0.3, 1.0) if feedback is not None else None
     labels, label_raster = read_labels(source, label_field, reader, task, patch, max_raster_samples, seed, labels_fb)
@@ -107,21 +122,22 @@ def build_training_data(source: str, label_field: str, reader: RasterReader, tas
         mean, std, n_valid = reader.band_statistics()
         if n_valid == 0:
             raise InputError("The input raster has no valid pixels (everything is nodata).")
-        x, valid = extract_patches(reader, labels.cols, labels.rows, patch, feedback=patches_fb)
+        x, valid = extract_patches(reader, labels.cols, labels.rows, size, feedback=patches_fb)
         normalise_patches(x, valid, mean, std)
         if x.nbytes > _FLOAT16_ABOVE_BYTES:
             x = x.astype(np.float16)
         target: dict = {}
+        colors = label_raster.class_colors() if label_raster is not None and kind.endswith("class") else []
         strata = labels.values if kind != "patch_value" and kind != "dense_value" else None
         if kind == "patch_class":
             y = labels.values.astype(np.int64)
         elif kind == "patch_value":
             y = labels.values.astype(np.float32)
         elif kind == "dense_class":
-            y = _dense_classes(source, label_field, reader, labels, label_raster, patch)
+            y = _dense_classes(source, label_field, reader, labels, label_raster, size)
             y[~valid] = -1
         else:
-            y = np.stack([label_raster.read_target(int(c) - patch // 2, int(r) - patch // 2, patch, patch)
+            y = np.stack([label_raster.read_target(int(c) - size // 2, int(r) - size // 2, size, size)
                           for c, r in zip(labels.cols, labels.rows)])
             y[~valid] = np.nan
         if kind.endswith("value"):
@@ -136,7 +152,8 @@ def build_training_data(source: str, label_field: str, reader: RasterReader, tas
             label_raster.close()
     groups = labels.feature_ids if len(labels.feature_ids) == len(labels) else np.arange(len(labels))
     return TrainingData(x=x, y=y, groups=np.asarray(groups, np.int64), strata=np.asarray(strata, np.int64), kind=kind,
-                        class_names=list(labels.class_names), target=target, mean=np.asarray(mean, np.float64),
+                        patch=patch, margin=margin,
+                        class_names=list(labels.class_names), class_colors=colors, target=target, mean=np.asarray(mean, np.float64),
                         std=np.asarray(std, np.float64), labels=labels)
 
 

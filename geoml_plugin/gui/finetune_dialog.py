@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 
-from qgis.core import (Qgis, QgsCoordinateTransform, QgsMapLayer, QgsMapLayerProxyModel, QgsProject,
-                       QgsRasterLayer)
+from qgis.core import Qgis, QgsCoordinateTransform, QgsMapLayer, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt
 
-from ..core.errors import InputError
+from ..core.errors import GeoMLError, InputError
 from ..core.finetune import BACKBONE_LABELS, BACKBONES, TASKS
 from ..styling import add_raster_layer
 from .job_dialog import JobDialogBase, load_ui
@@ -26,6 +26,8 @@ FORM = load_ui("finetune_dialog.ui")
 WEIGHT_ITEMS = [("none", "None — train from scratch"),
                 ("imagenet", "ImageNet (torchvision, from the local cache)"),
                 ("file", "An earlier GeoML model (transfer)…")]
+EPOCH_PROGRESS = re.compile(r"^epoch \d+/\d+ ·")
+OTHER_PROGRESS = re.compile(r"^(block \d+/|tile \d+/|reading |saving$|done$)")
 EXTENT_ITEMS = [("raster", "the whole raster"), ("view", "the current map view")]
 
 HELP = """<h3>Fine-tune a model</h3>
@@ -55,7 +57,6 @@ class FinetuneDialog(JobDialogBase, FORM):
 
     def __init__(self, plugin=None, parent=None):
         super().__init__(plugin, parent)
-        self._mode = "train"
         self.last_result = None
         self.inputLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.labelsLayer.setFilters(QgsMapLayerProxyModel.Filter.PointLayer | QgsMapLayerProxyModel.Filter.PolygonLayer
@@ -85,7 +86,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         self.bandsCombo.clear()
         if isinstance(layer, QgsRasterLayer):
             for b in range(1, layer.bandCount() + 1):
-                self.bandsCombo.addItemWithCheckState(f"{b}: {layer.bandName(b)}", Qt.CheckState.Checked, b)
+                self.bandsCombo.addItemWithCheckState(layer.bandName(b), Qt.CheckState.Checked, b)
 
     def labels_changed(self, layer) -> None:
         is_vector = layer is not None and layer.type() == QgsMapLayer.LayerType.VectorLayer
@@ -158,7 +159,7 @@ class FinetuneDialog(JobDialogBase, FORM):
 
     # jobs ----------------------------------------------------------------
     def make_job(self):
-        return self._predict_job() if self._mode == "predict" else self._train_job()
+        return self._train_job()
 
     def _train_job(self):
         from ..core.finetune import FinetuneConfig, run_finetune
@@ -200,15 +201,19 @@ class FinetuneDialog(JobDialogBase, FORM):
         self._train_raster = raster
         return f"GeoML: fine-tune {cfg.backbone} on {raster.name()}", lambda fb: run_finetune(cfg, fb)
 
-    def run(self):
-        task = super().run()
-        if task is not None:
-            task.message.connect(self.show_status)
+    def start_job(self, description, job, clear_log=True):
+        task = super().start_job(description, job, clear_log)
+        # live progress ("epoch 3/40 · loss 0.61 · val accuracy 87.5%") goes to the status line,
+        # one log line per epoch to the log
+        task.message.disconnect(self.logView.appendPlainText)
+        task.message.connect(self.show_message)
         return task
 
-    def show_status(self, text: str) -> None:
-        if text.startswith("epoch"):
-            self.statusLabel.setText(text.split(":")[0] if ":" in text else text)
+    def show_message(self, text: str) -> None:
+        if EPOCH_PROGRESS.match(text):
+            self.statusLabel.setText(text)
+        elif not OTHER_PROGRESS.match(text):  # the progress bar shows those
+            self.logView.appendPlainText(text)
 
     def on_success(self, result) -> None:
         from ..core.finetune import FinetuneResult
@@ -229,11 +234,12 @@ class FinetuneDialog(JobDialogBase, FORM):
         """Apply the model just trained to the raster (or the map view) in the background."""
         if self.last_result is None or self.task is not None:
             return
-        self._mode = "predict"
         try:
-            self.run()
-        finally:
-            self._mode = "train"
+            description, job = self._predict_job()
+        except GeoMLError as exc:
+            self.show_error(str(exc))
+            return
+        self.start_job(description, job, clear_log=False)
 
     def _predict_job(self):
         from ..core.predict import PredictConfig, run_predict

@@ -144,6 +144,18 @@ def test_label_raster_gives_named_classes(scene, out_dir):
                                       max_raster_samples=80, **FAST))
     assert res.class_names == ["Water", "Forest", "Cropland", "Urban"]
     assert res.n_train + res.n_val == 80
+    from geoml_plugin.core.classes import make_classes
+
+    # the label raster's colour table styles the classes
+    assert [c.color for c in read_meta(res.model_path).classes] == [c.color for c in make_classes(res.class_names)]
+
+
+def test_class_colours_follow_common_names():
+    from geoml_plugin.core.classes import make_styled_classes
+
+    water, forest, other, lake = make_styled_classes(["Water", "Forest", "Parking", "Lake"])
+    assert water.color == "#1f78b4" and forest.color == "#1b7837"
+    assert lake.color not in (water.color, other.color) and other.color not in (water.color, forest.color)
 
 
 def test_n_band_imagenet_weights_from_the_local_cache(blocks, out_dir, tmp_path, monkeypatch):
@@ -275,3 +287,17 @@ def test_cuda_training_with_mixed_precision_and_oom_retry(blocks, out_dir, monke
                                       patch_size=16, batch_size=32, device="cuda"), Feedback(on_log=lines.append))
     assert any("out of memory; retrying" in s for s in lines)
     assert res.batch_size == 8 and res.device.startswith("cuda")
+
+
+def test_training_keeps_triton_out_because_it_crashes_the_qgis_desktop():
+    """torch.optim imports torch._dynamo, which would load triton (segfault beside Mesa's LLVM in QGIS)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from geoml_plugin.core.deps_check import import_dynamo_without_triton as f; f(); "
+            "m = torch.nn.Linear(2, 2); torch.optim.AdamW(m.parameters()); "
+            "print('torch._dynamo' in sys.modules, 'triton' in sys.modules, sys.modules.get('triton', 0) is None)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", "False", "False"]

@@ -10,7 +10,7 @@ can be the encoder of a U-Net (``segmentation.py``).
 Backbones:
 
 * ``small_resnet`` — a fast residual CNN made for 32–128 px patches on a CPU
-  (stride-2 stem, four residual stages, ≈1.2 M parameters);
+  (full-resolution stem, max-pooling, four residual stages, ≈1.2 M parameters);
 * ``resnet18`` / ``resnet34`` / ``resnet50`` — torchvision's ResNets, whose
   first convolution is adapted to any band count. With ImageNet weights the
   RGB kernels are repeated cyclically over the N bands and scaled by 3/N, so
@@ -66,12 +66,17 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    """Stride-2 stem and four residual stages; stage outputs at 1/2 … 1/16."""
+    """Full-resolution 3×3 stem, 2×2 max-pooling, four residual stages; stage outputs at 1/2 … 1/16.
+
+    As cheap as a plain four-layer CNN (≈65 M multiply-adds for a 64-px patch),
+    with residual connections that keep deeper stages easy to train.
+    """
 
     def __init__(self, in_bands: int, widths=(32, 64, 128, 256)):
         super().__init__()
         w0 = widths[0]
-        self.stem = nn.Sequential(nn.Conv2d(in_bands, w0, 3, 2, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(in_bands, w0, 3, 1, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True),
+                                  nn.MaxPool2d(2))
         stages, c = [], w0
         for i, w in enumerate(widths):
             stages.append(BasicBlock(c, w, 1 if i == 0 else 2))
