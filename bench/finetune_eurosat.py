@@ -4,8 +4,8 @@
 Splits the chip-centre points 80/20 per class, trains with GeoML's *defaults*
 (only INPUT, LABELS, LABEL_FIELD and OUTPUT_MODEL given) on the 80 %, loads
 the saved model file and measures overall accuracy on the held-out 20 %.
-A bare PyTorch loop (same network, batch size and optimiser, on preloaded
-tensors, no augmentation, no validation, no progress) is timed just before
+A bare PyTorch loop (same network, batch size, optimiser and channels-last
+memory layout, on preloaded tensors, no augmentation, no validation, no progress) is timed just before
 and just after training — on a shared machine the load drifts — and its mean
 is compared with GeoML's training-step throughput. Prints one JSON object.
 
@@ -101,6 +101,7 @@ def bare_loop(model_path: str, raster: str, points: str, batch: int, lr: float, 
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     torch.manual_seed(0)
     model = build_model(meta.architecture, **meta.arch_args).train()
+    model = model.to(memory_format=torch.channels_last)  # the memory layout GeoML trains in
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     loss_fn = torch.nn.CrossEntropyLoss()
     perm = torch.randperm(len(x))
@@ -109,7 +110,7 @@ def bare_loop(model_path: str, raster: str, points: str, batch: int, lr: float, 
         i = (step * batch) % (len(x) - batch)
         idx = perm[i:i + batch]
         opt.zero_grad()
-        loss_fn(model(x[idx]), y[idx]).backward()
+        loss_fn(model(x[idx].contiguous(memory_format=torch.channels_last)), y[idx]).backward()
         opt.step()
         step += 1
         if step == 3:  # warm-up steps excluded

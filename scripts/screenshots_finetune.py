@@ -63,6 +63,11 @@ def poll():
             node = root.findLayer(layers[name].id())
             if node is not None:
                 node.setItemVisibilityChecked(False)
+                node.setExpanded(False)
+        node = root.findLayer(layers["scene_model_classes"].id())
+        if node is not None:
+            node.setExpanded(True)
+        iface.setActiveLayer(layers["scene_model_classes"])
         if not state["dialog_shot"]:
             dlg.grab().save(os.path.join(OUT, "finetune_dialog.png"))
         dlg.hide()

@@ -330,7 +330,7 @@ class LabelRaster:
             xmin, ymin, xmax, ymax = raster.extent
             gdal.Warp(self._vsi, src, format="VRT", dstSRS=raster.crs_wkt or None,
                       outputBounds=(xmin, ymin, xmax, ymax), width=raster.width, height=raster.height,
-                      resampleAlg="near" if categorical else "bilinear", bandList=[1])
+                      resampleAlg="near" if categorical else "bilinear")
             grid_path = self._vsi
         self.reader = RasterReader(grid_path, [1])
         cats = src.GetRasterBand(1).GetCategoryNames()

@@ -31,7 +31,8 @@ OTHER_PROGRESS = re.compile(r"^(block \d+/|tile \d+/|reading |saving$|done$)")
 EXTENT_ITEMS = [("raster", "the whole raster"), ("view", "the current map view")]
 
 HELP = """<h3>Fine-tune a model</h3>
-<p>Trains a CNN on your raster and labels in the background, then classifies the raster with it.</p>
+<p>Trains a CNN on your raster and labels in the background, then classifies the raster with it
+(patch classifiers: a window every 1/8 of the patch; <i>Apply model to raster</i> offers other strides).</p>
 <ul>
 <li><b>Input raster</b> and <b>bands</b>: any band count; per-band statistics are saved with the model.</li>
 <li><b>Labels</b>: points (a patch around each), polygons (patches inside them; masks for
@@ -253,7 +254,8 @@ class FinetuneDialog(JobDialogBase, FORM):
         out = f"{stem}_{'classes' if is_classifier else 'values'}.tif"
         cfg = PredictConfig(input_path=raster.source(), model_path=model, output_path=out,
                             confidence_path=f"{stem}_confidence.tif" if is_classifier else None,
-                            device=self.deviceCombo.currentText(), window=self.view_window(raster))
+                            device=self.deviceCombo.currentText(), window=self.view_window(raster),
+                            stride=max(1, self.last_result.meta.patch_size // 8) if self.last_result.meta else None)
         return f"GeoML: apply {os.path.basename(model)} to {raster.name()}", lambda fb: run_predict(cfg, fb)
 
     def view_window(self, raster):

@@ -128,6 +128,26 @@ def test_pixel_regression_recovers_a_known_mapping(linear_target, out_dir):
     assert np.corrcoef(pred[inner].ravel(), truth[inner].ravel())[0, 1] > 0.95
 
 
+def test_patch_regression_from_point_values_and_sparse_point_segmentation(blocks, tmp_path, out_dir):
+    raster, _, cls = blocks
+    rng = np.random.default_rng(4)
+    pts = [(i * 16 + 8, j * 16 + 8, float(100 + 60 * cls[i, j] + rng.normal(0, 3))) for i in range(8) for j in range(8)]
+    values = write_points(tmp_path / "values.gpkg", pts, field="brightness", ftype=ogr.OFTReal)
+    res = run_finetune(FinetuneConfig(raster, values, "brightness", str(out_dir / "pr.safetensors"), task="regression",
+                                      epochs=8, **FAST))
+    meta = read_meta(res.model_path)
+    assert meta.output == "patch" and meta.target["name"] == "brightness" and 120 < meta.target["mean"] < 140
+    assert res.metrics["r2"] > 0.7 and res.metrics["rmse"] < 20, res.metrics
+    out = out_dir / "pr.tif"
+    r = run_predict(PredictConfig(raster, res.model_path, str(out), stride=16, device="cpu"))
+    assert 90 < r.value_range[0] and r.value_range[1] < 180
+    # points as sparse segmentation labels: a dense model trained on the labelled pixels only
+    _, labels, _ = blocks
+    seg = run_finetune(FinetuneConfig(raster, labels, "label", str(out_dir / "sp.safetensors"), task="segmentation",
+                                      epochs=2, **FAST))
+    assert read_meta(seg.model_path).output == "dense" and seg.metrics["samples"] == seg.n_val
+
+
 def test_segmentation_from_polygons_and_prediction(scene, out_dir):
     res = run_finetune(FinetuneConfig(scene.image, scene.polygons, "class_name", str(out_dir / "seg.safetensors"),
                                       task="segmentation", patch_size=32, epochs=3, batch_size=16, device="cpu"))
@@ -156,6 +176,44 @@ def test_class_colours_follow_common_names():
     water, forest, other, lake = make_styled_classes(["Water", "Forest", "Parking", "Lake"])
     assert water.color == "#1f78b4" and forest.color == "#1b7837"
     assert lake.color not in (water.color, other.color) and other.color not in (water.color, forest.color)
+
+
+def test_labels_in_another_crs_or_grid_are_reprojected(blocks, tmp_path):
+    from geoml_plugin.core.raster_io import RasterReader
+    from geoml_plugin.core.trainset import build_training_data
+
+    raster, labels, cls = blocks
+    # the same points in WGS 84
+    src, dst = osr.SpatialReference(), osr.SpatialReference()
+    src.ImportFromEPSG(32632)
+    dst.ImportFromEPSG(4326)
+    dst.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    src.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    ct = osr.CoordinateTransformation(src, dst)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "wgs84.gpkg"))
+    lay = ds.CreateLayer("labels", dst, ogr.wkbPoint)
+    lay.CreateField(ogr.FieldDefn("label", ogr.OFTString))
+    src_ds = ogr.Open(labels)  # keep the dataset alive while its layer is read
+    for f in src_ds.GetLayer(0):
+        g = f.GetGeometryRef().Clone()
+        g.Transform(ct)
+        h = ogr.Feature(lay.GetLayerDefn())
+        h.SetField("label", f.GetField("label"))
+        h.SetGeometry(g)
+        lay.CreateFeature(h)
+    ds = None
+    # a class raster at 20 m (half the resolution) holding the block classes (1 = dark, 2 = bright)
+    coarse = write_raster(tmp_path / "coarse.tif", np.kron(np.where(cls == 1, 2, 1), np.ones((8, 8))).astype(np.uint8),
+                          gt=(GT[0], 20.0, 0.0, GT[3], 0.0, -20.0), nodata=0)
+    with RasterReader(raster) as r:
+        pts = build_training_data(str(tmp_path / "wgs84.gpkg"), "label", r, "classification", 16)
+        grid = build_training_data(coarse, "", r, "classification", 16, max_raster_samples=200)
+    assert len(pts) == 64 and not pts.labels.skipped
+    rows, cols = (pts.labels.rows // 16).astype(int), (pts.labels.cols // 16).astype(int)
+    assert [pts.class_names[v] for v in pts.y] == [["dark", "bright"][cls[r_, c_]] for r_, c_ in zip(rows, cols)]
+    rows, cols = (grid.labels.rows // 16).astype(int), (grid.labels.cols // 16).astype(int)
+    assert grid.class_names == ["1", "2"]
+    assert (np.asarray(grid.y) == cls[rows, cols]).mean() > 0.97  # nearest-neighbour resampling on block edges
 
 
 def test_n_band_imagenet_weights_from_the_local_cache(blocks, out_dir, tmp_path, monkeypatch):
