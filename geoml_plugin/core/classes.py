@@ -56,3 +56,46 @@ def color_table(classes: list[ClassInfo]) -> dict:
     for c in classes:
         table[c.value] = c.rgba()
     return table
+
+
+
+# Conventional land-cover colours (shades for several classes of a kind), matched on
+# words in a class name; the first group that matches wins.
+NAMED_COLORS = [
+    (("water", "river", "lake", "sea", "ocean", "wetland"), ("#1f78b4", "#6baed6", "#08519c")),
+    (("forest", "tree", "wood"), ("#1b7837", "#4d9221", "#00441b")),
+    (("grass", "pasture", "meadow", "herbaceous", "shrub"), ("#a6d96a", "#d9ef8b", "#66bd63")),
+    (("crop", "agri", "field", "farm"), ("#fdae61", "#fee08b", "#f46d43")),
+    (("urban", "built", "residential", "building", "city", "settlement"), ("#d7191c", "#f4a582", "#b2182b")),
+    (("industrial", "commercial"), ("#984ea3", "#c2a5cf")),
+    (("road", "highway", "street"), ("#636363", "#969696")),
+    (("bare", "sand", "soil", "rock"), ("#bf9b6f", "#dfc27d")),
+    (("snow", "ice", "cloud"), ("#e0f3f8", "#f7f7f7")),
+]
+
+
+def _rgb(color: str) -> tuple:
+    c = color.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def _close(a: str, b: str, limit: float = 60.0) -> bool:
+    return sum((x - y) ** 2 for x, y in zip(_rgb(a), _rgb(b))) ** 0.5 < limit
+
+
+def make_styled_classes(names, colors=None) -> list[ClassInfo]:
+    """Classes 1..K coloured by: the given colours; else a conventional shade for
+    names such as 'Water' or 'Forest'; else palette colours unlike those taken."""
+    names = [str(n) for n in names]
+    chosen = list(colors or [None] * len(names))
+    for i, n in enumerate(names):
+        if chosen[i]:
+            continue
+        low = n.lower()
+        shades = next((sh for words, sh in NAMED_COLORS if any(w in low for w in words)), ())
+        chosen[i] = next((c for c in shades if not any(t and _close(c, t, 1) for t in chosen)), None)
+    palette = (default_color(i) for i in range(10_000))
+    for i in range(len(names)):
+        if chosen[i] is None:
+            chosen[i] = next(p for p in palette if not any(t and _close(p, t) for t in chosen))
+    return [ClassInfo(i + 1, n, c) for i, (n, c) in enumerate(zip(names, chosen))]

@@ -41,3 +41,28 @@ def require_safetensors():
     except Exception as exc:
         raise DependencyError(f"safetensors is not installed: {exc}.", _HINT) from exc
     return safetensors
+
+
+def import_dynamo_without_triton() -> None:
+    """Import ``torch._dynamo`` (``torch.optim`` needs it) with triton kept out.
+
+    The first optimizer imports ``torch._dynamo``, which probes for triton.
+    Inside the QGIS desktop, loading triton's LLVM beside the LLVM of QGIS's
+    OpenGL driver (Mesa, e.g. llvmpipe) kills QGIS with a segmentation fault.
+    GeoML never compiles kernels, so triton is hidden for that one import
+    (torch then caches "no triton") and is importable again afterwards.
+    Call this before creating an optimizer in any training job.
+    """
+    import sys
+
+    if "torch._dynamo" in sys.modules:
+        return
+    require_torch()
+    hidden = "triton" not in sys.modules
+    if hidden:
+        sys.modules["triton"] = None  # makes `import triton` raise ImportError
+    try:
+        import torch._dynamo  # noqa: F401
+    finally:
+        if hidden and sys.modules.get("triton", 0) is None:
+            del sys.modules["triton"]

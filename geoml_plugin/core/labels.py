@@ -292,3 +292,150 @@ def extract_patches(reader: RasterReader, cols: np.ndarray, rows: np.ndarray, si
         if feedback is not None and i % 256 == 0:
             feedback.progress(i / max(n, 1), f"reading patches {i}/{n}")
     return data, valid
+
+
+def is_raster_source(source: str) -> bool:
+    """True when ``source`` opens as a raster with GDAL (and not as a vector layer)."""
+    path = parse_vector_source(source)[0]
+    if not os.path.exists(path):
+        return False
+    try:
+        ds = gdal.OpenEx(path, gdal.OF_RASTER)
+    except RuntimeError:
+        return False
+    return ds is not None and ds.RasterCount > 0
+
+
+class LabelRaster:
+    """A label or target raster, resampled on the fly onto the training raster's grid.
+
+    Class rasters use nearest-neighbour, continuous targets bilinear
+    resampling; another CRS or pixel size is handled by a GDAL warped VRT, so
+    reading a window costs only that window. Class values become indices
+    0..K-1 (-1 where there is no label); targets are float with NaN there.
+    """
+
+    def __init__(self, path: str, raster: RasterInfo, categorical: bool):
+        self.path, self.raster, self.categorical = path, raster, categorical
+        src = gdal.Open(path)
+        self._vsi = None
+        same = (src.RasterXSize, src.RasterYSize) == (raster.width, raster.height) and \
+            all(abs(a - b) < 1e-9 * max(1.0, abs(b)) for a, b in zip(src.GetGeoTransform(), raster.geotransform)) and \
+            (not raster.crs_wkt or not src.GetProjection() or srs_from_wkt(src.GetProjection()).IsSame(srs_from_wkt(raster.crs_wkt)))
+        if same:
+            grid_path = path
+        else:
+            self._vsi = f"/vsimem/geoml_labels_{id(self)}.vrt"
+            xmin, ymin, xmax, ymax = raster.extent
+            gdal.Warp(self._vsi, src, format="VRT", dstSRS=raster.crs_wkt or None,
+                      outputBounds=(xmin, ymin, xmax, ymax), width=raster.width, height=raster.height,
+                      resampleAlg="near" if categorical else "bilinear")
+            grid_path = self._vsi
+        self.reader = RasterReader(grid_path, [1])
+        cats = src.GetRasterBand(1).GetCategoryNames()
+        if not cats:
+            gdal.Info(src, format="json")  # loads the PAM sidecar (GDAL 3.6 quirk)
+            cats = src.GetRasterBand(1).GetCategoryNames()
+        self.category_names = list(cats or [])
+        ct = src.GetRasterBand(1).GetColorTable()
+        self._colors = {i: "#{:02x}{:02x}{:02x}".format(*ct.GetColorEntry(i)[:3])
+                        for i in range(ct.GetCount())} if ct is not None else {}
+        src = None
+        self.values: list = []  # raw class values, in class index order
+        self._lut: Optional[dict] = None
+
+    def set_classes(self, values: list) -> None:
+        self.values = list(values)
+        self._lut = {v: i for i, v in enumerate(self.values)}
+
+    def class_names(self) -> list:
+        cats = self.category_names
+        return [cats[v] if 0 <= v < len(cats) and cats[v] else str(v) for v in self.values]
+
+    def class_colors(self) -> list:
+        """'#rrggbb' of each class from the raster's colour table (None where it has none)."""
+        return [self._colors.get(v) for v in self.values]
+
+    def read_classes(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        data, valid = self.reader.read(x, y, w, h)
+        raw = data[0].astype(np.int64)
+        out = np.full(raw.shape, -1, np.int64)
+        for v, i in (self._lut or {}).items():
+            out[(raw == v) & valid] = i
+        return out
+
+    def read_target(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        data, valid = self.reader.read(x, y, w, h)
+        return np.where(valid, data[0], np.nan).astype(np.float32)
+
+    def close(self) -> None:
+        self.reader.close()
+        if self._vsi:
+            gdal.Unlink(self._vsi)
+            self._vsi = None
+
+
+def read_raster_labels(path: str, raster: RasterInfo, task: str = "classification", max_samples: int = 2000,
+                       group_cell: int = 64, seed: int = 0, reader: Optional[RasterReader] = None,
+                       feedback=None) -> tuple[LabelSet, LabelRaster]:
+    """Sample labelled pixel positions from a class or target raster.
+
+    Classes: up to ``max_samples // K`` positions per class (so rare classes
+    are not drowned); targets: up to ``max_samples`` positions. Positions on
+    the input's nodata are skipped. ``feature_ids`` group positions by
+    ``group_cell``-pixel cells, so a validation split keeps whole areas apart.
+    Returns the label set and the open :class:`LabelRaster` (close it).
+    """
+    categorical = task != "regression"
+    lab = LabelRaster(path, raster, categorical)
+    rng = np.random.default_rng(seed)
+    per_block: dict = {}
+    skipped: Counter = Counter()
+    rows_per_block = max(1, min(raster.height, 4_000_000 // max(raster.width, 1)))
+    for y0 in range(0, raster.height, rows_per_block):
+        h = min(rows_per_block, raster.height - y0)
+        data, lvalid = lab.reader.read(0, y0, raster.width, h)
+        if reader is not None:
+            _, ivalid = reader.read(0, y0, raster.width, h)
+            skipped["on nodata pixels"] += int((lvalid & ~ivalid).sum())
+            lvalid &= ivalid
+        vals = data[0]
+        keys = np.unique(vals[lvalid]).astype(np.int64).tolist() if categorical else [None]
+        for key in keys:
+            sel = lvalid & (vals == key) if categorical else lvalid
+            rr, cc = np.nonzero(sel)
+            if len(rr) == 0:
+                continue
+            if len(rr) > max_samples:
+                pick = rng.choice(len(rr), max_samples, replace=False)
+                rr, cc = rr[pick], cc[pick]
+            per_block.setdefault(key, []).append((rr + y0, cc, vals[rr, cc]))
+        if feedback is not None:
+            feedback.progress(min(1.0, (y0 + h) / raster.height), "reading the label raster")
+    if not per_block:
+        lab.close()
+        raise InputError("The label raster has no labelled pixels over valid pixels of the input raster.",
+                         "Check that it overlaps the input raster and that its nodata value is set correctly.")
+    keys = sorted(per_block)
+    quota = max_samples // len(keys) if categorical else max_samples
+    rows_l, cols_l, vals_l = [], [], []
+    for i, key in enumerate(keys):
+        rr = np.concatenate([b[0] for b in per_block[key]])
+        cc = np.concatenate([b[1] for b in per_block[key]])
+        vv = np.concatenate([b[2] for b in per_block[key]])
+        if len(rr) > quota:
+            pick = rng.choice(len(rr), quota, replace=False)
+            rr, cc, vv = rr[pick], cc[pick], vv[pick]
+        rows_l.append(rr)
+        cols_l.append(cc)
+        vals_l.append(np.full(len(rr), i, np.int64) if categorical else vv.astype(np.float64))
+    rows_a = np.concatenate(rows_l).astype(float) + 0.5
+    cols_a = np.concatenate(cols_l).astype(float) + 0.5
+    values = np.concatenate(vals_l)
+    if categorical:
+        lab.set_classes(keys)
+    cells_x = raster.width // max(1, group_cell) + 1
+    groups = (rows_a // group_cell).astype(np.int64) * cells_x + (cols_a // group_cell).astype(np.int64)
+    labels = LabelSet(cols_a, rows_a, values, lab.class_names() if categorical else [], "raster",
+                      {k: v for k, v in skipped.items() if v}, groups)
+    return labels, lab

@@ -119,7 +119,12 @@ class JobDialogBase(QDialog):
         except GeoMLError as exc:
             self.show_error(str(exc))
             return None
-        self.logView.clear()
+        return self.start_job(description, job)
+
+    def start_job(self, description: str, job: Callable[[Feedback], Any], clear_log: bool = True) -> GeoMLTask:
+        """Run ``job`` as a background task; its result goes to :meth:`on_success`."""
+        if clear_log:
+            self.logView.clear()
         self.progressBar.setValue(0)
         self.set_running(True)
         self.task = GeoMLTask(description, job, self._done)

@@ -13,6 +13,7 @@ ALGORITHMS = [
     "alg_predict:PredictAlgorithm",
     "alg_traingan:TrainGanAlgorithm",
     "alg_generate:GenerateAlgorithm",
+    "alg_finetune:FinetuneAlgorithm",
 ]
 
 

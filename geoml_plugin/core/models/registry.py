@@ -10,6 +10,8 @@ from ..errors import ModelFileError
 FAMILIES = [
     "basic",
     "gan",
+    "resnets",
+    "segmentation",
 ]
 
 _BUILDERS: dict[str, Callable] = {}

@@ -1,0 +1,294 @@
+"""Fine-tune a CNN on the analyst's raster and labels: the ``geoml:finetune`` job.
+
+``run_finetune(FinetuneConfig(...), feedback)`` is what the dialog, the
+Processing algorithm and Python scripts all call. Steps:
+
+1. check every parameter and the output paths, before any heavy work;
+2. read labels (points, polygons or a label raster) and cut normalised
+   patches around them (``trainset.py``); refuse unusable labels clearly;
+3. split off a stratified validation set (whole features or areas);
+4. build the network (``models/``) and load its starting weights
+   (``weights.py``: none, ImageNet from the local cache, or an earlier model);
+5. train (``trainer.py``) with live progress; Cancel stops within a batch;
+6. write the HTML/JSON report, then the model file — atomically, and only
+   when everything succeeded, so a failed or cancelled run leaves no file.
+
+Defaults are chosen for a CPU laptop: the small residual CNN from scratch,
+64-px patches, batch 32, automatic epochs and learning rate.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import InputError
+from .progress import Feedback, ensure_feedback
+
+TASKS = ("classification", "segmentation", "regression")
+BACKBONES = ("small_resnet", "resnet18", "resnet34", "resnet50")
+BACKBONE_LABELS = {
+    "small_resnet": "Small residual CNN (fast on a CPU)",
+    "resnet18": "ResNet-18 (torchvision)",
+    "resnet34": "ResNet-34 (torchvision)",
+    "resnet50": "ResNet-50 (torchvision)",
+}
+AUTO_EPOCH_SAMPLES = 40_000  # automatic epochs: about this many patches seen in all
+MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 60
+NULL_REASON = "without a label value (NULL)"
+
+
+@dataclass
+class FinetuneConfig:
+    input_path: str
+    labels: str  # vector layer source (points/polygons) or label/target raster
+    label_field: str = ""  # class or value field of a vector layer; unused for rasters
+    output_model: str = ""
+    input_bands: Optional[list] = None  # 1-based; default all bands
+    task: str = "classification"
+    backbone: str = "small_resnet"
+    weights: str = "none"  # 'none', 'imagenet' or a GeoML model file
+    patch_size: int = 64
+    epochs: int = 0  # 0 = automatic (about 40 000 patches seen, 5–60 epochs)
+    batch_size: int = 32
+    learning_rate: float = 0.0  # 0 = automatic (3e-3 from scratch, 1e-3 from pretrained weights)
+    validation_fraction: float = 0.2
+    freeze_backbone: bool = False
+    augment: bool = True
+    device: str = "auto"
+    seed: int = 0
+    output_report: Optional[str] = None  # HTML; metrics JSON beside it
+    max_raster_samples: int = 2000  # label rasters: patches sampled at most
+
+
+@dataclass
+class FinetuneResult:
+    model_path: str
+    task: str
+    metrics: dict
+    history: list
+    class_names: list = field(default_factory=list)
+    report_path: Optional[str] = None
+    metrics_path: Optional[str] = None
+    seconds: float = 0.0
+    train_seconds: float = 0.0
+    samples_per_second: float = 0.0  # training throughput (steps only)
+    n_train: int = 0
+    n_val: int = 0
+    epochs: int = 0
+    batch_size: int = 0
+    learning_rate: float = 0.0
+    device: str = ""
+    model: Any = field(default=None, repr=False)  # the trained network (eval mode), for Python callers
+    meta: Any = field(default=None, repr=False)  # its ModelMeta, as saved in the file
+
+    def summary(self) -> str:
+        m = self.metrics
+        if "overall_accuracy" in m:
+            s = f"overall accuracy {m['overall_accuracy']:.1%}, kappa {m['kappa']:.3f}"
+        elif "rmse" in m:
+            s = f"RMSE {m['rmse']:.4g}, MAE {m['mae']:.4g}, R² {m['r2']:.3f}"
+        else:
+            s = "no metrics"
+        return f"{s} ({m.get('evaluated_on', '')}, {m.get('samples', 0)} samples)"
+
+
+def shift_margin(patch: int) -> int:
+    """Pixels a patch may be shifted by in augmentation (1/16 of the patch, at least 1)."""
+    return max(1, int(patch) // 16)
+
+
+def auto_epochs(n_train: int) -> int:
+    return int(min(MAX_AUTO_EPOCHS, max(MIN_AUTO_EPOCHS, round(AUTO_EPOCH_SAMPLES / max(1, n_train)))))
+
+
+def auto_learning_rate(cfg: FinetuneConfig) -> float:
+    if cfg.learning_rate > 0:
+        return float(cfg.learning_rate)
+    pretrained = cfg.weights.strip().lower() != "none"
+    return 1e-3 if pretrained and not cfg.freeze_backbone else 3e-3
+
+
+def check_config(cfg: FinetuneConfig) -> None:
+    """Refuse bad parameters before any heavy work, with what to do about them."""
+    from .raster_io import check_writable
+
+    if cfg.task not in TASKS:
+        raise InputError(f"Unknown task '{cfg.task}'.", "Choose classification, segmentation or regression.")
+    if cfg.backbone not in BACKBONES:
+        raise InputError(f"Unknown backbone '{cfg.backbone}'.", "Choose one of: " + ", ".join(BACKBONES) + ".")
+    if not 8 <= int(cfg.patch_size) <= 1024:
+        raise InputError(f"Patch size {cfg.patch_size} is out of range.", "Use 8 to 1024 pixels (64 is typical).")
+    if cfg.epochs < 0 or cfg.batch_size < 2 or cfg.learning_rate < 0:
+        raise InputError("Epochs must be ≥ 0 (0 = automatic), batch size ≥ 2 and learning rate ≥ 0 (0 = automatic).")
+    if not 0 <= cfg.validation_fraction < 1:
+        raise InputError("VALIDATION_FRACTION must be at least 0 and below 1 (0.2 keeps a fifth of the labels apart).")
+    if not cfg.labels:
+        raise InputError("No labels were given.", "Choose a points or polygons layer, or a label raster.")
+    check_writable(cfg.output_model)
+    if cfg.output_report:
+        check_writable(cfg.output_report)
+        if os.path.abspath(cfg.output_report) == os.path.abspath(cfg.output_model):
+            raise InputError("The report must be a different file from the model.")
+
+
+def _check_weights(cfg: FinetuneConfig, in_bands: int) -> None:
+    from .weights import check_transfer_source, imagenet_checkpoint_path, is_model_file, load_imagenet_state
+
+    w = cfg.weights.strip()
+    if is_model_file(w):
+        check_transfer_source(w, cfg.backbone, in_bands)
+    elif w.lower() == "imagenet":
+        path, _ = imagenet_checkpoint_path(cfg.backbone)
+        if not os.path.isfile(path):
+            load_imagenet_state(cfg.backbone)  # raises the "not cached, offline" message
+
+
+def _check_labels(data, cfg: FinetuneConfig) -> None:
+    labels = data.labels
+    n_null = labels.skipped.get(NULL_REASON, 0)
+    if n_null:
+        raise InputError(
+            f"{n_null} label(s) have no value in field '{cfg.label_field}' (NULL or NaN).",
+            "Fill them in, or leave them out (e.g. a layer filter \"" + cfg.label_field + "\" IS NOT NULL), and run again.",
+        )
+    if data.is_classifier:
+        present = sorted(set(labels.values.tolist()))
+        if len(present) < 2:
+            name = labels.class_names[present[0]] if present else "?"
+            raise InputError(f"The labels have only one class ('{name}'); a classifier needs at least two.",
+                             "Add labels of the other classes (e.g. background).")
+    elif len(labels) < 2 or float(labels.values.max() - labels.values.min()) == 0.0:
+        raise InputError("The regression target has a single value; there is nothing to learn.")
+
+
+def _build_model(cfg: FinetuneConfig, data, in_bands: int, fb: Feedback):
+    from .models import build_model
+    from .weights import apply_imagenet, apply_transfer, is_model_file
+
+    if data.dense:
+        arch, args = "unet", {"backbone": cfg.backbone, "in_bands": in_bands, "num_outputs": data.num_outputs}
+    else:
+        arch, args = cfg.backbone, {"in_bands": in_bands, "num_outputs": data.num_outputs}
+    model = build_model(arch, **args)
+    w = cfg.weights.strip()
+    if is_model_file(w):
+        fb.log(apply_transfer(model, w))
+    elif w.lower() == "imagenet":
+        fb.log(apply_imagenet(model, cfg.backbone, in_bands))
+    else:
+        fb.log(f"Training {arch}{' (' + cfg.backbone + ' encoder)' if data.dense else ''} from scratch.")
+    return model, arch, args
+
+
+def _describe_labels(data) -> str:
+    labels = data.labels
+    what = {"point": "points", "polygon": "positions in polygons", "raster": "pixels sampled from the label raster"}
+    head = f"Labels: {len(labels)} {what.get(labels.geometry, 'labels')}"
+    if data.is_classifier:
+        head += f", {len(data.class_names)} classes (" + ", ".join(f"{k} {v}" for k, v in labels.counts.items()) + ")"
+    else:
+        t = data.target
+        head += f", target '{t['name']}' from {t['min']:.4g} to {t['max']:.4g} (mean {t['mean']:.4g})"
+    return head + f"; skipped: {labels.describe_skipped()}."
+
+
+def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> FinetuneResult:
+    """Train a model on ``cfg.input_path`` + ``cfg.labels`` and save it to ``cfg.output_model``."""
+    from .device import describe_device, resolve_device, seed_everything
+    from .raster_io import RasterReader
+    from .trainer import Trainer, TrainSpec
+    from .trainset import build_training_data, stratified_split
+
+    fb = ensure_feedback(feedback)
+    t0 = time.perf_counter()
+    check_config(cfg)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    with RasterReader(cfg.input_path, cfg.input_bands) as reader:
+        info = reader.info
+        if cfg.patch_size > min(info.width, info.height):
+            raise InputError(f"The patch size ({cfg.patch_size} px) is larger than the raster "
+                             f"({info.width}×{info.height} px).", "Choose a smaller PATCH_SIZE.")
+        in_bands = len(reader.bands)
+        _check_weights(cfg, in_bands)
+        fb.log(f"Input: {os.path.basename(cfg.input_path)}, {info.width}×{info.height} px, bands {reader.bands}; "
+               f"device: {describe_device(device)}")
+        fb.progress(0.0, "reading labels and patches")
+        data = build_training_data(cfg.labels, cfg.label_field, reader, cfg.task, cfg.patch_size,
+                                   cfg.max_raster_samples, cfg.seed, fb.sub(0.0, 0.08),
+                                   margin=shift_margin(cfg.patch_size) if cfg.augment else 0)
+        bands = list(reader.bands)
+        band_names = [info.band_names[b - 1] for b in bands]
+    fb.log(_describe_labels(data))
+    _check_labels(data, cfg)
+    train_idx, val_idx = stratified_split(data, cfg.validation_fraction, cfg.seed)
+    epochs = cfg.epochs or auto_epochs(len(train_idx))
+    lr = auto_learning_rate(cfg)
+    spec = TrainSpec(epochs=epochs, batch_size=cfg.batch_size, learning_rate=lr, augment=cfg.augment,
+                     freeze_backbone=cfg.freeze_backbone)
+    fb.log(f"Training on {len(train_idx)} patches, validating on {len(val_idx)}; {epochs} epochs, batch "
+           f"{cfg.batch_size}, learning rate {lr:g}{', backbone frozen' if cfg.freeze_backbone else ''}"
+           f"{', shifts/flips/rotations' if cfg.augment else ''}.")
+    model, arch, args = _build_model(cfg, data, in_bands, fb)
+    trainer = Trainer(model, data, train_idx, val_idx, spec, device, cfg.seed, fb.log)
+    outcome = trainer.fit(fb.sub(0.08, 0.97))
+    fb.progress(0.97, "saving")
+
+    result = FinetuneResult(
+        model_path=os.path.abspath(cfg.output_model), task=cfg.task, metrics=outcome.metrics,
+        history=outcome.history_dicts(), class_names=list(data.class_names), n_train=len(train_idx),
+        n_val=len(val_idx), epochs=epochs, batch_size=outcome.batch_size, learning_rate=lr, device=str(device),
+        train_seconds=round(outcome.train_seconds, 2),
+        samples_per_second=round(outcome.samples_seen / max(outcome.train_seconds, 1e-9), 2),
+    )
+    meta = _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
+    _write_outputs(cfg, model, meta, result)
+    result.model, result.meta = model.eval(), meta
+    result.seconds = round(time.perf_counter() - t0, 2)
+    fb.progress(1.0, "done")
+    fb.log(f"Saved {cfg.output_model}: {result.summary()} in {result.seconds:.0f} s.")
+    return result
+
+
+def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome):
+    from .classes import make_styled_classes
+    from .modelfile import ModelMeta, new_provenance
+
+    weights = cfg.weights.strip()
+    training = {"epochs": result.epochs, "batch_size": outcome.batch_size, "learning_rate": result.learning_rate,
+                "validation_fraction": cfg.validation_fraction, "augment": cfg.augment,
+                "freeze_backbone": cfg.freeze_backbone, "train_patches": result.n_train, "val_patches": result.n_val,
+                "seed": cfg.seed, "device": result.device, "balance": outcome.balance}
+    return ModelMeta(
+        architecture=arch, arch_args=args, task=cfg.task, in_bands=len(bands),
+        output="dense" if data.dense else "patch", patch_size=int(cfg.patch_size), band_indices=bands,
+        band_names=band_names, norm_mean=[float(v) for v in data.mean], norm_std=[float(v) for v in data.std],
+        classes=make_styled_classes(data.class_names, data.class_colors or None) if data.is_classifier else [],
+        target=dict(data.target), pixel_size=list(info.pixel_size), crs_wkt=info.crs_wkt,
+        provenance=new_provenance(method="geoml:finetune", source=os.path.basename(cfg.input_path),
+                                  labels=os.path.basename(cfg.labels.split("|")[0]), label_field=cfg.label_field,
+                                  backbone=cfg.backbone,
+                                  weights=os.path.basename(weights) if weights.lower() not in ("none", "imagenet")
+                                  else weights.lower()),
+        metrics=result.metrics, extra={"training": training},
+    )
+
+
+def _write_outputs(cfg: FinetuneConfig, model, meta, result: FinetuneResult) -> None:
+    """Report first, model last; on any failure remove what this run wrote."""
+    from .modelfile import save_model
+    from .report import write_report
+
+    written: list = []
+    try:
+        if cfg.output_report:
+            result.report_path, result.metrics_path = write_report(cfg.output_report, result, meta)
+            written += [result.report_path, result.metrics_path]
+        save_model(cfg.output_model, model, meta)
+    except BaseException:
+        for p in written:
+            if p and os.path.exists(p):
+                os.remove(p)
+        raise

@@ -1,0 +1,177 @@
+"""Residual CNN backbones for N-band rasters, and patch classifiers built on them.
+
+Every network here is ``PatchNet(backbone, head)``: the *backbone* turns a
+patch into feature maps, the *head* (pool → dropout → linear) turns them into
+class scores or regression outputs. Keeping the two apart (state-dict keys
+``backbone.*`` and ``head.*``) is what makes transfer work: an earlier GeoML
+model's backbone can start a new model with a new head, and the same backbone
+can be the encoder of a U-Net (``segmentation.py``).
+
+Backbones:
+
+* ``small_resnet`` — a fast residual CNN made for 32–128 px patches on a CPU
+  (full-resolution stem, max-pooling, four residual stages, ≈1.2 M parameters);
+* ``resnet18`` / ``resnet34`` / ``resnet50`` — torchvision's ResNets, whose
+  first convolution is adapted to any band count. With ImageNet weights the
+  RGB kernels are repeated cyclically over the N bands and scaled by 3/N, so
+  a patch of N bands that look alike gives the same first-layer response as
+  the RGB image it was trained on (timm's ``adapt_input_conv``).
+
+Architecture arguments are plain JSON values so a model file rebuilds the
+network; weights are never downloaded here (see ``core/weights.py``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .registry import register
+
+BACKBONES = ("small_resnet", "resnet18", "resnet34", "resnet50")
+TORCHVISION_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
+
+
+def adapt_first_conv(weight: torch.Tensor, in_bands: int) -> torch.Tensor:
+    """RGB first-layer kernels ``(out, 3, k, k)`` → ``(out, in_bands, k, k)``.
+
+    One band: the kernels summed over RGB. N bands: RGB repeated cyclically
+    (R, G, B, R, G, …) and scaled by 3/N so activations keep their scale.
+    """
+    if weight.shape[1] == in_bands:
+        return weight.clone()
+    if in_bands == 1:
+        return weight.sum(dim=1, keepdim=True)
+    reps = math.ceil(in_bands / weight.shape[1])
+    return weight.repeat(1, reps, 1, 1)[:, :in_bands] * (weight.shape[1] / in_bands)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return self.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class SmallResNet(nn.Module):
+    """Full-resolution 3×3 stem, 2×2 max-pooling, four residual stages; stage outputs at 1/2 … 1/16.
+
+    As cheap as a plain four-layer CNN (≈65 M multiply-adds for a 64-px patch),
+    with residual connections that keep deeper stages easy to train.
+    """
+
+    def __init__(self, in_bands: int, widths=(32, 64, 128, 256)):
+        super().__init__()
+        w0 = widths[0]
+        self.stem = nn.Sequential(nn.Conv2d(in_bands, w0, 3, 1, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True),
+                                  nn.MaxPool2d(2))
+        stages, c = [], w0
+        for i, w in enumerate(widths):
+            stages.append(BasicBlock(c, w, 1 if i == 0 else 2))
+            c = w
+        self.stages = nn.ModuleList(stages)
+        self.channels = list(widths)
+        self.reductions = [2 * 2**i for i in range(len(widths))]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for blk in self.stages:  # start each residual branch near identity
+            nn.init.zeros_(blk.bn2.weight)
+
+    def features(self, x: torch.Tensor) -> list:
+        out, x = [], self.stem(x)
+        for s in self.stages:
+            x = s(x)
+            out.append(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for s in self.stages:
+            x = s(x)
+        return x
+
+
+class TorchvisionResNet(nn.Module):
+    """torchvision's ResNet without its classifier, first conv sized for N bands.
+
+    Submodule names match torchvision's, so an ImageNet state dict loads into
+    it once ``conv1.weight`` has been adapted (``adapt_first_conv``).
+    """
+
+    def __init__(self, depth: int, in_bands: int):
+        super().__init__()
+        from ..deps_check import require_torchvision
+
+        tv = require_torchvision()
+        net = getattr(tv.models, f"resnet{depth}")(weights=None)
+        if in_bands != 3:
+            net.conv1 = nn.Conv2d(in_bands, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        exp = 4 if depth >= 50 else 1
+        self.channels = [64, 64 * exp, 128 * exp, 256 * exp, 512 * exp]
+        self.reductions = [2, 4, 8, 16, 32]
+
+    def features(self, x: torch.Tensor) -> list:
+        x0 = self.relu(self.bn1(self.conv1(x)))
+        x1 = self.layer1(self.maxpool(x0))
+        x2 = self.layer2(x1)
+        x3 = self.layer3(x2)
+        return [x0, x1, x2, x3, self.layer4(x3)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def make_backbone(name: str, in_bands: int) -> nn.Module:
+    if name == "small_resnet":
+        return SmallResNet(in_bands)
+    if name in TORCHVISION_DEPTHS:
+        return TorchvisionResNet(TORCHVISION_DEPTHS[name], in_bands)
+    raise ValueError(f"unknown backbone {name!r}")
+
+
+class PatchNet(nn.Module):
+    """Backbone → global average pool → dropout → linear: one output per patch."""
+
+    def __init__(self, backbone: nn.Module, num_outputs: int, dropout: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(backbone.channels[-1], num_outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+@register("small_resnet")
+def small_resnet(in_bands: int, num_outputs: int, dropout: float = 0.1) -> nn.Module:
+    return PatchNet(make_backbone("small_resnet", in_bands), num_outputs, dropout)
+
+
+def _torchvision_builder(name: str):
+    def build(in_bands: int, num_outputs: int, dropout: float = 0.0) -> nn.Module:
+        return PatchNet(make_backbone(name, in_bands), num_outputs, dropout)
+
+    build.__name__ = name
+    build.__doc__ = f"torchvision {name} patch classifier/regressor for N bands."
+    return build
+
+
+for _name in TORCHVISION_DEPTHS:
+    register(_name)(_torchvision_builder(_name))

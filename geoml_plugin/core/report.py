@@ -1,0 +1,144 @@
+"""Training report: one self-contained HTML page (inline SVG charts) + metrics JSON.
+
+The HTML needs nothing to view — no scripts, no images beside it, no
+matplotlib — so it opens in any browser or QGIS's help viewer and can be
+mailed as is. It shows the learning curves (loss; validation accuracy or
+RMSE), the confusion matrix as a heat map, per-class precision/recall/F1 and
+what was trained on what. The JSON beside it (same name, ``.json``) holds the
+same numbers for scripts.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+
+from .raster_io import write_text_atomic
+
+_W, _H, _PAD = 520, 240, 44
+
+
+def _polyline(xs, ys, x0, x1, y0, y1, color, dash="") -> str:
+    pts = []
+    for x, y in zip(xs, ys):
+        if y is None:
+            continue
+        px = _PAD + (x - x0) / max(x1 - x0, 1e-12) * (_W - 1.5 * _PAD)
+        py = _H - _PAD + (y - y0) / max(y1 - y0, 1e-12) * -(_H - 1.5 * _PAD)
+        pts.append(f"{px:.1f},{py:.1f}")
+    extra = f' stroke-dasharray="{dash}"' if dash else ""
+    return f'<polyline fill="none" stroke="{color}" stroke-width="2"{extra} points="{" ".join(pts)}"/>'
+
+
+def line_chart(title: str, xs: list, series: list, y_label: str) -> str:
+    """``series``: [(name, values, colour)]; None values are gaps. Returns an inline SVG."""
+    vals = [v for _, ys, _ in series for v in ys if v is not None]
+    if not xs or not vals:
+        return ""
+    y0, y1 = min(vals), max(vals)
+    if y1 - y0 < 1e-9:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    x0, x1 = min(xs), max(xs)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" font-family="sans-serif" font-size="11">',
+             f'<text x="{_W / 2}" y="14" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>',
+             f'<rect x="{_PAD}" y="{_PAD / 2}" width="{_W - 1.5 * _PAD}" height="{_H - 1.5 * _PAD}" fill="none" stroke="#ccc"/>']
+    for i in range(5):
+        v = y0 + (y1 - y0) * i / 4
+        py = _H - _PAD - (_H - 1.5 * _PAD) * i / 4
+        parts.append(f'<text x="{_PAD - 4}" y="{py + 4:.1f}" text-anchor="end">{v:.3g}</text>')
+    parts.append(f'<text x="{_W / 2}" y="{_H - 8}" text-anchor="middle">epoch ({x0}–{x1})</text>')
+    parts.append(f'<text x="12" y="{_H / 2}" transform="rotate(-90 12 {_H / 2})" text-anchor="middle">{html.escape(y_label)}</text>')
+    for j, (name, ys, color) in enumerate(series):
+        parts.append(_polyline(xs, ys, x0, x1, y0, y1, color, "5,3" if j else ""))
+        parts.append(f'<text x="{_W - 1.5 * _PAD}" y="{_PAD / 2 + 14 + 13 * j}" text-anchor="end" fill="{color}">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def confusion_svg(cm: list, names: list) -> str:
+    """Heat map of a confusion matrix (rows truth, columns prediction), row-normalised colours."""
+    k = len(names)
+    if k == 0:
+        return ""
+    cell = max(22, min(48, 420 // k))
+    left, top = 130, 120
+    size_w, size_h = left + cell * k + 10, top + cell * k + 30
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size_w}" height="{size_h}" font-family="sans-serif" font-size="11">',
+             f'<text x="{left + cell * k / 2}" y="14" text-anchor="middle" font-weight="bold">Confusion matrix (rows: truth, columns: prediction)</text>']
+    for i, row in enumerate(cm):
+        total = max(1, sum(row))
+        for j, v in enumerate(row):
+            f = v / total
+            r, g, b = int(255 - 200 * f), int(255 - 130 * f), int(255 - 60 * f)
+            x, y = left + j * cell, top + i * cell
+            parts.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="rgb({r},{g},{b})" stroke="#fff"/>')
+            col = "#fff" if f > 0.6 else "#222"
+            parts.append(f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle" fill="{col}">{v}</text>')
+    for i, n in enumerate(names):
+        label = html.escape(n[:18])
+        parts.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" text-anchor="end">{label}</text>')
+        x = left + i * cell + cell / 2
+        parts.append(f'<text x="{x}" y="{top - 6}" transform="rotate(-50 {x} {top - 6})">{label}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _metrics_table(m: dict) -> str:
+    if "per_class" in m:
+        rows = "".join(
+            f"<tr><td>{html.escape(n)}</td><td>{v['precision']:.3f}</td><td>{v['recall']:.3f}</td>"
+            f"<td>{v['f1']:.3f}</td><td>{v['support']}</td></tr>" for n, v in m["per_class"].items())
+        head = (f"<p><b>Overall accuracy</b> {m['overall_accuracy']:.2%} · <b>kappa</b> {m['kappa']:.3f} · "
+                f"<b>macro F1</b> {m['macro_f1']:.3f} · {m['samples']} samples ({html.escape(m.get('evaluated_on', ''))})</p>")
+        return head + ("<table><tr><th>Class</th><th>Precision</th><th>Recall</th><th>F1</th><th>Support</th></tr>"
+                       f"{rows}</table>")
+    if "rmse" in m:
+        return (f"<p><b>RMSE</b> {m['rmse']:.4g} · <b>MAE</b> {m['mae']:.4g} · <b>R²</b> {m['r2']:.3f} · "
+                f"<b>bias</b> {m['bias']:.4g} · {m['samples']} samples ({html.escape(m.get('evaluated_on', ''))})</p>")
+    return "<p>No metrics.</p>"
+
+
+def render_html(result, meta) -> str:
+    hist = result.history
+    xs = [h["epoch"] for h in hist]
+    loss = line_chart("Loss", xs, [("training", [h["train_loss"] for h in hist], "#1f77b4"),
+                                   ("validation", [h["val_loss"] for h in hist], "#ff7f0e")], "loss")
+    is_cls = "overall_accuracy" in result.metrics
+    score = line_chart("Validation accuracy" if is_cls else "Validation RMSE", xs,
+                       [("validation", [h["val_score"] for h in hist], "#2ca02c")], "accuracy" if is_cls else "RMSE")
+    cm = confusion_svg(result.metrics.get("confusion_matrix", []), result.metrics.get("class_names", [])) if is_cls else ""
+    training = meta.extra.get("training", {})
+    facts = {
+        "Model file": result.model_path, "Task": meta.task, "Architecture": meta.architecture,
+        "Backbone": meta.provenance.get("backbone", ""), "Starting weights": meta.provenance.get("weights", ""),
+        "Input raster": meta.provenance.get("source", ""), "Bands": ", ".join(meta.band_names),
+        "Labels": f"{meta.provenance.get('labels', '')} ({meta.provenance.get('label_field', '')})",
+        "Patch size": f"{meta.patch_size} px", "Training / validation patches": f"{result.n_train} / {result.n_val}",
+        "Epochs · batch · learning rate": f"{result.epochs} · {result.batch_size} · {result.learning_rate:g}",
+        "Augmentation": "flips and 90° rotations" if training.get("augment") else "none",
+        "Class balance": training.get("balance", ""), "Device": result.device,
+        "Training time": f"{result.train_seconds:.0f} s ({result.samples_per_second:.0f} patches/s)",
+    }
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:1em auto;color:#222}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}svg{margin:6px}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>GeoML training report</title><style>{style}</style>"
+            f"</head><body><h1>GeoML fine-tuning report</h1><h2>Validation metrics</h2>{_metrics_table(result.metrics)}"
+            f"<h2>Learning curves</h2><div>{loss}{score}</div>"
+            + (f"<h2>Confusion matrix</h2>{cm}" if cm else "")
+            + f"<h2>Run</h2><table>{rows}</table></body></html>")
+
+
+def write_report(path: str, result, meta) -> tuple[str, str]:
+    """Write ``path`` (HTML) and the metrics JSON beside it; returns both paths."""
+    html_path = os.path.abspath(path)
+    json_path = os.path.splitext(html_path)[0] + ".json"
+    payload = {"model": result.model_path, "task": result.task, "metrics": result.metrics, "history": result.history,
+               "training": meta.extra.get("training", {}), "provenance": meta.provenance}
+    write_text_atomic(json_path, json.dumps(payload, indent=2))
+    try:
+        write_text_atomic(html_path, render_html(result, meta))
+    except BaseException:
+        os.remove(json_path)
+        raise
+    return html_path, json_path

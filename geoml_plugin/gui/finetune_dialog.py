@@ -1,0 +1,288 @@
+"""'Fine-tune a model' dialog: trains in the background, then classifies the raster.
+
+Runs core.finetune as a background task with live progress (epoch, loss,
+validation accuracy) and Cancel. When training succeeds it applies the new
+model to the raster (the whole raster or the current map view) with
+core.predict, as a second background task, and adds the styled result.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+
+from qgis.core import Qgis, QgsCoordinateTransform, QgsMapLayer, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtCore import Qt
+
+from ..core.errors import GeoMLError, InputError
+from ..core.finetune import BACKBONE_LABELS, BACKBONES, TASKS
+from ..styling import add_raster_layer
+from .job_dialog import JobDialogBase, load_ui
+
+FORM = load_ui("finetune_dialog.ui")
+
+WEIGHT_ITEMS = [("none", "None — train from scratch"),
+                ("imagenet", "ImageNet (torchvision, from the local cache)"),
+                ("file", "An earlier GeoML model (transfer)…")]
+EPOCH_PROGRESS = re.compile(r"^epoch \d+/\d+ ·")
+OTHER_PROGRESS = re.compile(r"^(block \d+/|tile \d+/|reading |saving$|done$)")
+EXTENT_ITEMS = [("raster", "the whole raster"), ("view", "the current map view")]
+
+HELP = """<h3>Fine-tune a model</h3>
+<p>Trains a CNN on your raster and labels in the background, then classifies the raster with it
+(patch classifiers: a window every 1/8 of the patch; <i>Apply model to raster</i> offers other strides).</p>
+<ul>
+<li><b>Input raster</b> and <b>bands</b>: any band count; per-band statistics are saved with the model.</li>
+<li><b>Labels</b>: points (a patch around each), polygons (patches inside them; masks for
+segmentation), or a label raster. Labels outside the raster or on nodata are skipped and counted.</li>
+<li><b>Label field</b>: the class (name or number), or a number for regression.</li>
+<li><b>Task</b>: <i>classification</i> gives one class per patch (a dense map at prediction);
+<i>segmentation</i> a class per pixel (U-Net); <i>regression</i> a continuous value.</li>
+<li><b>Backbone</b>: the small residual CNN trains in minutes on a CPU; the ResNets are
+stronger with ImageNet weights or on a GPU.</li>
+<li><b>Starting weights</b>: ImageNet weights are read from the torch cache (no download
+during a job); an earlier GeoML model with the same backbone and bands transfers its backbone.</li>
+<li><b>Epochs / learning rate</b>: <i>automatic</i> suits most cases.</li>
+<li><b>Advanced</b>: validation fraction (kept apart per class for the metrics), augmentation,
+freezing the backbone, seed.</li>
+</ul>
+<p>The same tool is in the Processing toolbox as <i>GeoML › Fine-tune a model on your labels</i>
+(batch, modeler, <code>qgis_process run geoml:finetune</code>).</p>"""
+
+
+class FinetuneDialog(JobDialogBase, FORM):
+    SETTINGS_KEY = "finetune"
+    HELP_HTML = HELP
+
+    def __init__(self, plugin=None, parent=None):
+        super().__init__(plugin, parent)
+        self.last_result = None
+        self.inputLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.labelsLayer.setFilters(QgsMapLayerProxyModel.Filter.PointLayer | QgsMapLayerProxyModel.Filter.PolygonLayer
+                                    | QgsMapLayerProxyModel.Filter.RasterLayer)
+        for t in TASKS:
+            self.taskCombo.addItem(t, t)
+        for b in BACKBONES:
+            self.backboneCombo.addItem(BACKBONE_LABELS[b], b)
+        for key, text in WEIGHT_ITEMS:
+            self.weightsCombo.addItem(text, key)
+        for key, text in EXTENT_ITEMS:
+            self.extentCombo.addItem(text, key)
+        self.weightsFile.setFilter("GeoML model (*.safetensors *.geoml)")
+        self.outputFile.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
+        self.outputFile.setFilter("GeoML model (*.safetensors)")
+        self.inputLayer.layerChanged.connect(self.fill_bands)
+        self.labelsLayer.layerChanged.connect(self.labels_changed)
+        self.weightsCombo.currentIndexChanged.connect(self.weights_changed)
+        self.classifyButton.clicked.connect(self.classify)
+        self.restore_settings()
+        self.fill_bands(self.inputLayer.currentLayer())
+        self.labels_changed(self.labelsLayer.currentLayer())
+        self.weights_changed()
+
+    # form ----------------------------------------------------------------
+    def fill_bands(self, layer) -> None:
+        self.bandsCombo.clear()
+        if isinstance(layer, QgsRasterLayer):
+            for b in range(1, layer.bandCount() + 1):
+                self.bandsCombo.addItemWithCheckState(layer.bandName(b), Qt.CheckState.Checked, b)
+
+    def labels_changed(self, layer) -> None:
+        is_vector = layer is not None and layer.type() == QgsMapLayer.LayerType.VectorLayer
+        self.labelField.setLayer(layer if is_vector else None)
+        self.labelField.setEnabled(is_vector)
+        if is_vector:
+            remembered = self.settings_value("field", "")
+            if remembered and layer.fields().indexOf(remembered) >= 0:
+                self.labelField.setField(remembered)
+            self.labelsInfo.setText(f"{layer.featureCount()} features")
+        elif layer is not None:
+            self.labelsInfo.setText("Label raster: classes (or values for regression) are read from band 1.")
+        else:
+            self.labelsInfo.setText("")
+
+    def weights_changed(self, *_args) -> None:
+        self.weightsFile.setEnabled(self.weightsCombo.currentData() == "file")
+
+    def selected_bands(self) -> list:
+        return sorted(int(b) for b in self.bandsCombo.checkedItemsData())
+
+    def weights_value(self) -> str:
+        key = self.weightsCombo.currentData()
+        if key == "file":
+            path = self.weightsFile.filePath()
+            if not path:
+                raise InputError("Choose the earlier GeoML model file to start from, or other starting weights.")
+            return path
+        return key
+
+    # settings ----------------------------------------------------------------
+    def restore_settings(self) -> None:
+        def pick(combo, value):
+            i = combo.findData(value)
+            if i >= 0:
+                combo.setCurrentIndex(i)
+
+        pick(self.taskCombo, self.settings_value("task", "classification"))
+        pick(self.backboneCombo, self.settings_value("backbone", "small_resnet"))
+        pick(self.weightsCombo, self.settings_value("weights", "none"))
+        pick(self.extentCombo, self.settings_value("extent", "raster"))
+        self.weightsFile.setFilePath(self.settings_value("weights_file", ""))
+        self.patchSpin.setValue(self.settings_value("patch", 64, int))
+        self.epochsSpin.setValue(self.settings_value("epochs", 0, int))
+        self.batchSpin.setValue(self.settings_value("batch", 32, int))
+        self.lrSpin.setValue(self.settings_value("lr", 0.0, float))
+        self.valSpin.setValue(self.settings_value("validation", 0.2, float))
+        self.seedSpin.setValue(self.settings_value("seed", 0, int))
+        self.maxSamplesSpin.setValue(self.settings_value("max_samples", 2000, int))
+        for key, box, default in (("augment", self.augmentCheck, True), ("freeze", self.freezeCheck, False),
+                                  ("report", self.reportCheck, True), ("classify", self.classifyCheck, True)):
+            box.setChecked(self.settings_value(key, str(default)) in ("true", "True", True))
+        self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))
+        self.outputFile.setFilePath(self.settings_value("output", ""))
+
+    def save_settings(self) -> None:
+        values = {
+            "task": self.taskCombo.currentData(), "backbone": self.backboneCombo.currentData(),
+            "weights": self.weightsCombo.currentData(), "weights_file": self.weightsFile.filePath(),
+            "extent": self.extentCombo.currentData(), "patch": self.patchSpin.value(),
+            "epochs": self.epochsSpin.value(), "batch": self.batchSpin.value(), "lr": self.lrSpin.value(),
+            "validation": self.valSpin.value(), "seed": self.seedSpin.value(),
+            "max_samples": self.maxSamplesSpin.value(), "augment": self.augmentCheck.isChecked(),
+            "freeze": self.freezeCheck.isChecked(), "report": self.reportCheck.isChecked(),
+            "classify": self.classifyCheck.isChecked(), "device": self.deviceCombo.currentText(),
+            "output": self.outputFile.filePath(), "field": self.labelField.currentField(),
+        }
+        for k, v in values.items():
+            self.set_settings_value(k, v)
+
+    # jobs ----------------------------------------------------------------
+    def make_job(self):
+        return self._train_job()
+
+    def _train_job(self):
+        from ..core.finetune import FinetuneConfig, run_finetune
+        from ..layer_sources import labels_source
+
+        raster = self.inputLayer.currentLayer()
+        if raster is None:
+            raise InputError("Choose an input raster layer.")
+        bands = self.selected_bands()
+        if not bands:
+            raise InputError("Choose at least one band.")
+        labels = self.labelsLayer.currentLayer()
+        if labels is None:
+            raise InputError("Choose a labels layer (points, polygons or a label raster).")
+        is_vector = labels.type() == QgsMapLayer.LayerType.VectorLayer
+        field = self.labelField.currentField() if is_vector else ""
+        if is_vector and not field:
+            raise InputError("Choose the label field (the class, or the value for regression).")
+        out = self.outputFile.filePath()
+        if not out:
+            out = os.path.join(tempfile.mkdtemp(prefix="geoml_"), f"{raster.name()}_{self.taskCombo.currentData()}.safetensors")
+        if not out.lower().endswith((".safetensors", ".geoml")):
+            out += ".safetensors"
+        source = labels_source(labels, transform_context=QgsProject.instance().transformContext())
+        cfg = FinetuneConfig(
+            input_path=raster.source(), labels=source, label_field=field, output_model=out,
+            input_bands=bands if len(bands) < raster.bandCount() else None,
+            task=self.taskCombo.currentData(), backbone=self.backboneCombo.currentData(),
+            weights=self.weights_value(), patch_size=self.patchSpin.value(), epochs=self.epochsSpin.value(),
+            batch_size=self.batchSpin.value(), learning_rate=self.lrSpin.value(),
+            validation_fraction=self.valSpin.value(), freeze_backbone=self.freezeCheck.isChecked(),
+            augment=self.augmentCheck.isChecked(), device=self.deviceCombo.currentText(),
+            seed=self.seedSpin.value(), max_raster_samples=self.maxSamplesSpin.value(),
+            output_report=os.path.splitext(out)[0] + "_report.html" if self.reportCheck.isChecked() else None,
+        )
+        self.save_settings()
+        self.classifyButton.setEnabled(False)
+        self.statusLabel.setText("")
+        self._train_raster = raster
+        return f"GeoML: fine-tune {cfg.backbone} on {raster.name()}", lambda fb: run_finetune(cfg, fb)
+
+    def start_job(self, description, job, clear_log=True):
+        task = super().start_job(description, job, clear_log)
+        # live progress ("epoch 3/40 · loss 0.61 · val accuracy 87.5%") goes to the status line,
+        # one log line per epoch to the log
+        task.message.disconnect(self.logView.appendPlainText)
+        task.message.connect(self.show_message)
+        return task
+
+    def show_message(self, text: str) -> None:
+        if EPOCH_PROGRESS.match(text):
+            self.statusLabel.setText(text)
+        elif not OTHER_PROGRESS.match(text):  # the progress bar shows those
+            self.logView.appendPlainText(text)
+
+    def on_success(self, result) -> None:
+        from ..core.finetune import FinetuneResult
+
+        if not isinstance(result, FinetuneResult):
+            return self._predict_done(result)
+        self.last_result = result
+        self.statusLabel.setText(f"Trained: {result.summary()}")
+        self.logView.appendPlainText(f"Model saved: {result.model_path}")
+        if result.report_path:
+            self.logView.appendPlainText(f"Report: {result.report_path}")
+        self.push_message(f"Model trained — {result.summary()}", Qgis.MessageLevel.Success)
+        self.classifyButton.setEnabled(True)
+        if self.classifyCheck.isChecked():
+            self.classify()
+
+    def classify(self) -> None:
+        """Apply the model just trained to the raster (or the map view) in the background."""
+        if self.last_result is None or self.task is not None:
+            return
+        try:
+            description, job = self._predict_job()
+        except GeoMLError as exc:
+            self.show_error(str(exc))
+            return
+        self.start_job(description, job, clear_log=False)
+
+    def _predict_job(self):
+        from ..core.predict import PredictConfig, run_predict
+
+        raster = getattr(self, "_train_raster", None) or self.inputLayer.currentLayer()
+        if raster is None:
+            raise InputError("Choose the raster to classify.")
+        model = self.last_result.model_path
+        stem = os.path.splitext(model)[0]
+        is_classifier = self.last_result.task != "regression"
+        out = f"{stem}_{'classes' if is_classifier else 'values'}.tif"
+        cfg = PredictConfig(input_path=raster.source(), model_path=model, output_path=out,
+                            confidence_path=f"{stem}_confidence.tif" if is_classifier else None,
+                            device=self.deviceCombo.currentText(), window=self.view_window(raster),
+                            stride=max(1, self.last_result.meta.patch_size // 8) if self.last_result.meta else None)
+        return f"GeoML: apply {os.path.basename(model)} to {raster.name()}", lambda fb: run_predict(cfg, fb)
+
+    def view_window(self, raster):
+        """Pixel window of the current map view over ``raster``, or None for the whole raster."""
+        if self.extentCombo.currentData() != "view" or self.plugin is None or self.plugin.iface is None:
+            return None
+        canvas = self.plugin.iface.mapCanvas()
+        tr = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), raster.crs(), QgsProject.instance())
+        ext = tr.transformBoundingBox(canvas.extent())
+        rext = raster.extent()
+        px, py = rext.width() / raster.width(), rext.height() / raster.height()
+        x0 = max(0, math.floor((ext.xMinimum() - rext.xMinimum()) / px))
+        y0 = max(0, math.floor((rext.yMaximum() - ext.yMaximum()) / py))
+        x1 = min(raster.width(), math.ceil((ext.xMaximum() - rext.xMinimum()) / px))
+        y1 = min(raster.height(), math.ceil((rext.yMaximum() - ext.yMinimum()) / py))
+        if x1 <= x0 or y1 <= y0:
+            raise InputError("The map view does not overlap the raster; choose 'the whole raster'.")
+        return (x0, y0, x1 - x0, y1 - y0)
+
+    def _predict_done(self, result) -> None:
+        layer = add_raster_layer(result.output_path)
+        if result.confidence_path:
+            add_raster_layer(result.confidence_path)
+        self.logView.appendPlainText(f"Classified in {result.seconds:.1f} s → {result.output_path}")
+        self.push_message(f"Added '{layer.name()}'.", Qgis.MessageLevel.Success)
+
+
+def open_dialog(plugin):
+    parent = plugin.iface.mainWindow() if plugin.iface is not None else None
+    return plugin.dialog("finetune", lambda: FinetuneDialog(plugin, parent))

@@ -1,0 +1,141 @@
+"""``geoml:finetune`` — train a CNN on a raster and labels, save a GeoML model file."""
+from __future__ import annotations
+
+import json
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMapLayer,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingUtils,
+)
+
+from ..core.finetune import BACKBONE_LABELS, BACKBONES, TASKS
+from .base import GeoMLAlgorithm
+
+HELP = """Trains a convolutional network on a raster and your labels and saves a GeoML model file (apply it with <i>Apply model to raster</i>).
+
+<b>Input raster</b> and <b>bands</b> (default all). Per-band statistics are stored in the model and applied at prediction.
+<b>Labels</b>: points (a patch centred on each), polygons (patches sampled inside; masks for segmentation) or a label raster (classes, or values for regression). Labels in another CRS are reprojected; labels outside the raster or on nodata are skipped and counted in the log.
+<b>Label field</b>: the class (name or number), or a numeric value for regression. Not used with a label raster.
+<b>Task</b>: classification (one class per patch), segmentation (a class per pixel, U-Net), regression (a value per patch from points/polygons, per pixel from a target raster).
+<b>Backbone</b>: the small residual CNN trains in minutes on a CPU; ResNet-18/34/50 are torchvision's, adapted to any band count.
+<b>Weights</b>: <i>none</i> (from scratch), <i>imagenet</i> (torchvision's weights from the local torch cache; GeoML never downloads during a job), or the path of an earlier GeoML model file with the same backbone and bands (transfer: its backbone, a new head).
+<b>Epochs</b> 0 and <b>learning rate</b> 0 choose automatically. <b>Validation fraction</b>: share of the labelled features kept apart, per class, for the metrics (0 = none).
+<b>Augment</b>: random flips and 90° rotations. <b>Freeze backbone</b>: train only the head (fast, for pretrained weights).
+<b>Outputs</b>: the model file; optionally an HTML report with learning curves and confusion matrix (metrics also as JSON beside it). The validation metrics are returned as outputs.
+"""
+
+METRIC_OUTPUTS = {
+    "OVERALL_ACCURACY": "overall_accuracy", "KAPPA": "kappa", "MACRO_F1": "macro_f1",
+    "RMSE": "rmse", "MAE": "mae", "R2": "r2",
+}
+
+
+class FinetuneAlgorithm(GeoMLAlgorithm):
+    NAME = "finetune"
+    DISPLAY = "Fine-tune a model on your labels"
+    GROUP = "Train"
+    HELP = HELP
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        Number = QgsProcessingParameterNumber
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster"))
+        self.addParameter(QgsProcessingParameterBand("INPUT_BANDS", "Bands (default all)", None, "INPUT",
+                                                     optional=True, allowMultiple=True))
+        self.addParameter(QgsProcessingParameterMapLayer(
+            "LABELS", "Labels (points, polygons or a label raster)",
+            types=[QgsProcessing.SourceType.TypeVectorPoint, QgsProcessing.SourceType.TypeVectorPolygon,
+                   QgsProcessing.SourceType.TypeRaster]))
+        self.addParameter(QgsProcessingParameterField("LABEL_FIELD", "Label field (class or value)", None, "LABELS",
+                                                      optional=True))
+        self.addParameter(QgsProcessingParameterEnum("TASK", "Task", options=list(TASKS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("BACKBONE", "Backbone",
+                                                     options=[BACKBONE_LABELS[b] for b in BACKBONES], defaultValue=0))
+        self.addParameter(QgsProcessingParameterString(
+            "WEIGHTS", "Starting weights: none, imagenet, or an earlier GeoML model file", defaultValue="none"))
+        self.addParameter(Number("PATCH_SIZE", "Patch size (pixels)", type=Number.Type.Integer, defaultValue=64,
+                                 minValue=8, maxValue=1024))
+        self.addParameter(Number("EPOCHS", "Epochs (0 = automatic)", type=Number.Type.Integer, defaultValue=0,
+                                 minValue=0, maxValue=10000))
+        self.addParameter(Number("BATCH_SIZE", "Batch size", type=Number.Type.Integer, defaultValue=32, minValue=2,
+                                 maxValue=4096))
+        self.addParameter(Number("LEARNING_RATE", "Learning rate (0 = automatic)", type=Number.Type.Double,
+                                 defaultValue=0.0, minValue=0.0, maxValue=1.0))
+        advanced = [
+            Number("VALIDATION_FRACTION", "Validation fraction (stratified; 0 = none)", type=Number.Type.Double,
+                   defaultValue=0.2, minValue=0.0, maxValue=0.9),
+            QgsProcessingParameterBoolean("FREEZE_BACKBONE", "Freeze the backbone (train the head only)",
+                                          defaultValue=False),
+            QgsProcessingParameterBoolean("AUGMENT", "Augment with flips and 90° rotations", defaultValue=True),
+            Number("SEED", "Random seed", type=Number.Type.Integer, defaultValue=0, minValue=0),
+            Number("MAX_SAMPLES", "Label rasters: patches sampled at most", type=Number.Type.Integer,
+                   defaultValue=2000, minValue=10),
+        ]
+        for p in advanced:
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            self.addParameter(p)
+        self.add_device_parameter()
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT_MODEL", "Model file", fileFilter="GeoML model (*.safetensors)"))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT_REPORT", "Training report (HTML)", fileFilter="HTML (*.html)", optional=True,
+            createByDefault=False))
+        for name in METRIC_OUTPUTS:
+            self.addOutput(QgsProcessingOutputNumber(name, name.replace("_", " ").title()))
+        self.addOutput(QgsProcessingOutputString("METRICS", "Validation metrics (JSON)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..core.finetune import FinetuneConfig, run_finetune
+        from ..layer_sources import labels_source
+
+        raster = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        if raster is None:
+            raise QgsProcessingException("The input raster could not be loaded.")
+        labels = self.parameterAsLayer(parameters, "LABELS", context)
+        if labels is None:
+            raise QgsProcessingException("The labels layer could not be loaded.")
+        try:
+            source = labels_source(labels, QgsProcessingUtils.tempFolder(), context.transformContext())
+        except Exception as exc:  # InputError from the export
+            raise QgsProcessingException(str(exc)) from exc
+        report = self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context) or None
+        cfg = FinetuneConfig(
+            input_path=raster.source(),
+            input_bands=self.parameterAsInts(parameters, "INPUT_BANDS", context) or None,
+            labels=source,
+            label_field=self.parameterAsString(parameters, "LABEL_FIELD", context) or "",
+            output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context),
+            output_report=report,
+            task=TASKS[self.parameterAsEnum(parameters, "TASK", context)],
+            backbone=BACKBONES[self.parameterAsEnum(parameters, "BACKBONE", context)],
+            weights=self.parameterAsString(parameters, "WEIGHTS", context) or "none",
+            patch_size=self.parameterAsInt(parameters, "PATCH_SIZE", context),
+            epochs=self.parameterAsInt(parameters, "EPOCHS", context),
+            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
+            learning_rate=self.parameterAsDouble(parameters, "LEARNING_RATE", context),
+            validation_fraction=self.parameterAsDouble(parameters, "VALIDATION_FRACTION", context),
+            freeze_backbone=self.parameterAsBoolean(parameters, "FREEZE_BACKBONE", context),
+            augment=self.parameterAsBoolean(parameters, "AUGMENT", context),
+            seed=self.parameterAsInt(parameters, "SEED", context),
+            max_raster_samples=self.parameterAsInt(parameters, "MAX_SAMPLES", context),
+            device=self.device(parameters, context),
+        )
+        result = self.run_job(feedback, lambda fb: run_finetune(cfg, fb))
+        feedback.pushInfo(f"Validation: {result.summary()}")
+        out = {"OUTPUT_MODEL": result.model_path, "OUTPUT_REPORT": result.report_path,
+               "METRICS": json.dumps(result.metrics)}
+        for name, key in METRIC_OUTPUTS.items():
+            out[name] = result.metrics.get(key)
+        return out

@@ -1,0 +1,92 @@
+"""The Fine-tune dialog on a real QGIS: train in the background, classify, add the layer; cancel."""
+import os
+
+import pytest
+import torch
+from qgis.core import QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
+from qgis.PyQt.QtCore import Qt
+
+from tests.conftest import leftovers
+from tests.qgis.conftest import wait_for_task
+from tests.qgis.test_predict_dialog import FakePlugin
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def dialog(qtbot, qgis_iface, qgis_new_project, scene):
+    from geoml_plugin.gui.finetune_dialog import FinetuneDialog
+
+    QgsSettings().remove("geoml/finetune")
+    image = QgsRasterLayer(scene.image, "sample image", "gdal")
+    points = QgsVectorLayer(scene.points, "label points", "ogr")
+    QgsProject.instance().addMapLayers([image, points])
+    dlg = FinetuneDialog(FakePlugin(qgis_iface))
+    qtbot.addWidget(dlg)
+    dlg.inputLayer.setLayer(image)
+    dlg.labelsLayer.setLayer(points)
+    dlg.labelField.setField("class_name")
+    dlg.deviceCombo.setCurrentText("cpu")
+    dlg.patchSpin.setValue(16)
+    dlg.batchSpin.setValue(16)
+    return dlg
+
+
+def _layers():
+    return {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+
+
+def test_dialog_trains_then_adds_the_classified_layer(qtbot, dialog, out_dir):
+    assert dialog.bandsCombo.count() == 4 and dialog.selected_bands() == [1, 2, 3, 4]
+    assert dialog.labelField.isEnabled() and dialog.taskCombo.currentData() == "classification"
+    dialog.epochsSpin.setValue(3)
+    model = out_dir / "dlg.safetensors"
+    dialog.outputFile.setFilePath(str(model))
+    qtbot.mouseClick(dialog.runButton, Qt.MouseButton.LeftButton)
+    assert dialog.task is not None and not dialog.runButton.isEnabled()
+    wait_for_task(qtbot, dialog)
+    log = dialog.logView.toPlainText()
+    assert "epoch 3/3" in log and "Model saved" in log and "Classified in" in log, log
+    assert log.count("epoch 1/3:") == 1 and " · loss" not in log  # one line per epoch; live progress elsewhere
+    assert model.exists() and (out_dir / "dlg_report.html").exists()
+    layers = _layers()
+    assert layers["dlg_classes"].renderer().type() == "paletted"
+    assert {c.label for c in layers["dlg_classes"].renderer().classes()} == {"Water", "Forest", "Cropland", "Urban"}
+    assert "dlg_confidence" in layers
+    assert dialog.statusLabel.text().startswith("Trained: overall accuracy")
+    assert dialog.classifyButton.isEnabled() and dialog.runButton.isEnabled()
+    # settings are remembered for the next time
+    assert QgsSettings().value("geoml/finetune/patch") in (16, "16")
+    assert QgsSettings().value("geoml/finetune/field") == "class_name"
+
+
+def test_dialog_refuses_missing_field_without_running(qtbot, dialog, out_dir):
+    dialog.labelField.setField("")
+    dialog.outputFile.setFilePath(str(out_dir / "x.safetensors"))
+    qtbot.mouseClick(dialog.runButton, Qt.MouseButton.LeftButton)
+    assert dialog.task is None
+    assert "Choose the label field" in dialog.logView.toPlainText()
+    assert list(out_dir.iterdir()) == []
+
+
+def test_cancel_mid_training_leaves_no_file_and_no_layer(qtbot, dialog, out_dir):
+    dialog.epochsSpin.setValue(500)
+    dialog.outputFile.setFilePath(str(out_dir / "cancelled.safetensors"))
+    dialog.run()
+    task = dialog.task
+    # live progress: epoch, loss and validation accuracy while training
+    qtbot.waitUntil(lambda: "val accuracy" in dialog.statusLabel.text(), timeout=120_000)
+    assert dialog.statusLabel.text().startswith("epoch ") and " · loss " in dialog.statusLabel.text()
+    qtbot.mouseClick(dialog.cancelButton, Qt.MouseButton.LeftButton)
+    wait_for_task(qtbot, dialog)
+    assert task.cancelled
+    assert "Cancelled; nothing was written." in dialog.logView.toPlainText()
+    assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
+    assert sorted(_layers()) == ["label points", "sample image"]
+    assert not os.path.exists(str(out_dir / "cancelled_report.html"))

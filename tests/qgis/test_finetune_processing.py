@@ -1,0 +1,76 @@
+"""geoml:finetune through QGIS Processing, then geoml:predict on its model."""
+import json
+import os
+
+import pytest
+import torch
+from osgeo import gdal
+from qgis.core import QgsFeature, QgsProcessingException, QgsRasterLayer, QgsVectorLayer
+
+from geoml_plugin.core.raster_io import category_names_of
+from tests.conftest import leftovers
+
+TINY = {"PATCH_SIZE": 16, "EPOCHS": 4, "BATCH_SIZE": 16, "DEVICE": 1}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _run(alg, params):
+    import processing
+
+    return processing.run(alg, params)
+
+
+def test_finetune_then_predict_gives_named_styled_classes(geoml_provider, scene, out_dir):
+    model, report = str(out_dir / "lc.safetensors"), str(out_dir / "lc.html")
+    res = _run("geoml:finetune", {"INPUT": scene.image, "LABELS": scene.points, "LABEL_FIELD": "class_name",
+                                  "OUTPUT_MODEL": model, "OUTPUT_REPORT": report, **TINY})
+    assert res["OUTPUT_MODEL"] == model and os.path.exists(model)
+    assert res["OUTPUT_REPORT"] == report and os.path.exists(report)
+    assert 0.0 <= res["OVERALL_ACCURACY"] <= 1.0 and res["KAPPA"] is not None and res["RMSE"] is None
+    metrics = json.loads(res["METRICS"])
+    assert set(metrics["per_class"]) == {"Water", "Forest", "Cropland", "Urban"}
+    assert metrics["overall_accuracy"] == res["OVERALL_ACCURACY"]
+    pred = _run("geoml:predict", {"INPUT": scene.image, "MODEL": model, "OUTPUT": str(out_dir / "lc.tif"),
+                                  "STRIDE": 8})
+    names = category_names_of(pred["OUTPUT"])
+    assert sorted(n for n in names if n) == ["Cropland", "Forest", "Urban", "Water"]
+    layer = QgsRasterLayer(pred["OUTPUT"], "lc", "gdal")
+    assert layer.renderer().type() == "paletted"
+    assert gdal.Open(pred["OUTPUT"]).ReadAsArray().max() <= 4
+
+
+def test_memory_layer_labels_are_exported_and_band_subset_is_used(geoml_provider, scene, out_dir):
+    src = QgsVectorLayer(scene.points, "pts", "ogr")
+    mem = QgsVectorLayer(f"Point?crs={src.crs().authid()}&field=kind:string", "clicked", "memory")
+    feats = []
+    for f in src.getFeatures():
+        g = QgsFeature(mem.fields())
+        g.setGeometry(f.geometry())
+        g["kind"] = "water" if f["class_name"] == "Water" else "land"
+        feats.append(g)
+    mem.dataProvider().addFeatures(feats)
+    model = str(out_dir / "m.safetensors")
+    res = _run("geoml:finetune", {"INPUT": scene.image, "INPUT_BANDS": [1, 4], "LABELS": mem, "LABEL_FIELD": "kind",
+                                  "OUTPUT_MODEL": model, **TINY})
+    from geoml_plugin.core.modelfile import read_meta
+
+    meta = read_meta(res["OUTPUT_MODEL"])
+    assert meta.in_bands == 2 and meta.band_indices == [1, 4]
+    assert [c.name for c in meta.classes] == ["land", "water"]
+
+
+def test_bad_input_is_a_clean_processing_error_and_writes_nothing(geoml_provider, scene, out_dir):
+    with pytest.raises(QgsProcessingException, match="no field 'nope'"):
+        _run("geoml:finetune", {"INPUT": scene.image, "LABELS": scene.points, "LABEL_FIELD": "nope",
+                                "OUTPUT_MODEL": str(out_dir / "m.safetensors"), **TINY})
+    with pytest.raises(QgsProcessingException, match="larger than the raster"):
+        _run("geoml:finetune", {"INPUT": scene.image, "LABELS": scene.points, "LABEL_FIELD": "class_name",
+                                "OUTPUT_MODEL": str(out_dir / "m.safetensors"), **{**TINY, "PATCH_SIZE": 512}})
+    assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
