@@ -41,8 +41,10 @@ class GeoMLPlugin:
         from .processing.provider import GeoMLProvider
 
         if self.provider is None:
-            self.provider = GeoMLProvider()
-            QgsApplication.processingRegistry().addProvider(self.provider)
+            provider = GeoMLProvider()
+            # addProvider refuses (and deletes) a second provider with the same id
+            if QgsApplication.processingRegistry().addProvider(provider):
+                self.provider = provider
 
     # GUI -------------------------------------------------------------------
     def initGui(self) -> None:  # noqa: N802

@@ -9,7 +9,14 @@ import geoml_plugin
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _without_registered_provider():
+    reg = QgsApplication.processingRegistry()
+    if reg.providerById("geoml") is not None:  # left by fixtures of other tests
+        reg.removeProvider(reg.providerById("geoml"))
+
+
 def test_plugin_loads_gui_and_unloads_cleanly(qgis_iface, qgis_processing):
+    _without_registered_provider()
     plugin = geoml_plugin.classFactory(qgis_iface)
     plugin.initGui()
     reg = QgsApplication.processingRegistry()
@@ -27,6 +34,7 @@ def test_plugin_loads_gui_and_unloads_cleanly(qgis_iface, qgis_processing):
 
 def test_qgis_process_style_loading_without_gui(qgis_processing):
     """qgis_process calls classFactory(None) then initProcessing()."""
+    _without_registered_provider()
     plugin = geoml_plugin.classFactory(None)
     plugin.initProcessing()
     try:
