@@ -11,6 +11,8 @@ from ..paths import icon_path
 # module:class of every algorithm; modules import no torch at load time.
 ALGORITHMS = [
     "alg_predict:PredictAlgorithm",
+    "alg_metatrain:MetaTrainAlgorithm",
+    "alg_fewshot:FewShotAlgorithm",
 ]
 
 

@@ -9,6 +9,7 @@ from ..errors import ModelFileError
 # Modules (under geoml_plugin.core.models) that register architectures.
 FAMILIES = [
     "basic",
+    "meta",
 ]
 
 _BUILDERS: dict[str, Callable] = {}
