@@ -19,6 +19,8 @@ MENU = "&GeoML"
 # (key, menu text, icon, "module:callable" opening the tool, on toolbar)
 ACTIONS = [
     ("predict", "Apply model to raster…", "predict.svg", "gui.predict_dialog:open_dialog", True),
+    ("metatrain", "Meta-train a few-shot model…", "metatrain.svg", "gui.fewshot_panel:open_metatrain_dialog", False),
+    ("fewshot", "Few-shot mapping (click points)…", "fewshot.svg", "gui.fewshot_panel:open_panel", True),
 ]
 
 

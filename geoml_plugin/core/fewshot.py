@@ -4,11 +4,15 @@ Adapts a model to the analyst's classes from a few labelled points in a new
 raster, then classifies the raster with ``core.predict``:
 
 * a **prototypical meta-model** embeds the support patches (each in its 8
-  rotations/reflections) and uses the class means as prototypes;
+  rotations/reflections), uses the class means as prototypes — a linear head
+  — and then fine-tunes the whole network from there on augmented support
+  patches (``adapt_steps``; the meta-learnt embedding is a far better start
+  than random weights, and the prototype head a far better start than a
+  random head);
 * a **MAML meta-model** takes ``adapt_steps`` gradient steps from its learnt
   initialisation on the support patches;
 * a **normal GeoML patch classifier** is used as an embedding (everything
-  before its last linear layer) with prototypes, optionally fine-tuned.
+  before its last linear layer) with prototypes, optionally fine-tuned the same way.
 
 The adapted network is an ordinary GeoML classifier (class names and colours
 of the support classes), written with ``output_model`` when asked, so
@@ -35,6 +39,9 @@ from .progress import Feedback, ensure_feedback
 from .raster_io import RasterInfo, RasterReader, check_writable
 
 SUPPORT_VIEWS = 8  # every support patch in its 8 rotations/reflections
+PROTONET_STEPS = 50  # default fine-tuning steps from a prototypical meta-model
+FINE_TUNE_LR = 1e-4
+FINE_TUNE_BATCH = 64
 
 
 @dataclass
@@ -47,8 +54,8 @@ class FewShotConfig:
     points: Optional[list] = None  # … or (x, y, class name) in the raster's CRS (the map tool)
     confidence_path: Optional[str] = None
     output_model: Optional[str] = None  # the adapted classifier, for geoml:predict
-    adapt_steps: int = -1  # -1: the model's default (MAML: its inner steps; prototypes: 0)
-    adapt_lr: Optional[float] = None  # default: MAML's inner rate; 0.01 for fine-tuning a head
+    adapt_steps: int = -1  # -1: the model's default (MAML: its inner steps; prototypical: 50; classifier: 0)
+    adapt_lr: Optional[float] = None  # default: MAML's inner rate; 1e-4 for fine-tuning from prototypes
     device: str = "auto"
     seed: int = 0
     window: Optional[tuple] = None  # (x, y, w, h) pixels to classify; default the whole raster
@@ -225,8 +232,9 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
         lr = cfg.adapt_lr or float(fs.get("inner_lr", 0.1))
         model, method = _adapt_maml(model, xs, ys, n_classes, steps, lr), f"MAML, {steps} steps"
     else:
-        steps = 0 if steps < 0 else steps
-        model, method = _adapt_prototypes(model, kind, xs, ys, n_classes, steps, cfg.adapt_lr or 0.01, fb)
+        steps = (PROTONET_STEPS if kind == "protonet" else 0) if steps < 0 else steps
+        model, method = _adapt_prototypes(model, kind, xs, ys, n_classes, steps, cfg.adapt_lr or FINE_TUNE_LR,
+                                          cfg.seed, fb)
     model.eval()
     if kind != "classifier" and cfg.views > 1:
         model.views = cfg.views
@@ -237,8 +245,9 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
     return Adapted(model, new_meta, method, ls.counts, support_acc, dict(ls.skipped))
 
 
-def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: float, fb: Feedback):
-    """Nearest-prototype head on the embedding; then ``steps`` of fine-tuning the head."""
+def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: float, seed: int, fb: Feedback):
+    """Nearest-prototype head on the embedding, then ``steps`` of fine-tuning the
+    whole network on augmented support patches, starting from that head."""
     from .meta.augment import all_views
     from .meta.protonet import prototype_head, prototypes
 
@@ -247,8 +256,7 @@ def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: 
     embed = _embed_fn(model, kind)
     with torch.no_grad():
         z = embed(all_views(xs, SUPPORT_VIEWS))
-        y_all = ys.repeat(SUPPORT_VIEWS)
-        w, b = prototype_head(prototypes(z, y_all, n_classes))
+        w, b = prototype_head(prototypes(z, ys.repeat(SUPPORT_VIEWS), n_classes))
     if kind == "classifier":
         parent, attr = _embedding_split(model)
         setattr(parent, attr, torch.nn.Linear(w.shape[1], n_classes).to(w.device))
@@ -259,17 +267,37 @@ def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: 
     with torch.no_grad():
         head.weight.copy_(w)
         head.bias.copy_(b)
-    method = "nearest prototype"
-    if steps > 0:
-        opt = torch.optim.Adam(head.parameters(), lr)
-        for i in range(steps):
-            loss = torch.nn.functional.cross_entropy(head(z), y_all)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            fb.progress(0.3 + 0.1 * (i + 1) / steps, f"fine-tuning the head {i + 1}/{steps}")
-        method += f" + {steps} head fine-tuning steps"
-    return model, method
+    if steps <= 0:
+        return model, "nearest prototype"
+    fine_tune(model, xs, ys, steps, lr, seed, fb.sub(0.3, 0.95))
+    return model, f"nearest prototype + {steps} fine-tuning steps"
+
+
+def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, batch: int = FINE_TUNE_BATCH) -> None:
+    """Fine-tune all weights on randomly turned, mirrored and jittered copies of the support patches.
+
+    The network stays in eval mode: GroupNorm does not care, and a normal
+    classifier's BatchNorm keeps its training statistics instead of
+    re-estimating them from a handful of patches."""
+    from .meta.augment import augment
+
+    torch = torch_module()
+    gen = torch.Generator().manual_seed(seed)
+    reps = max(1, -(-batch // len(xs)))
+    opt = torch.optim.Adam(model.parameters(), lr)
+    model.eval()
+    for i in range(steps):
+        if len(xs) * reps > batch:
+            idx = torch.randperm(len(xs) * reps, generator=gen)[:batch] % len(xs)
+        else:
+            idx = torch.arange(len(xs)).repeat(reps)
+        idx = idx.to(xs.device)
+        loss = torch.nn.functional.cross_entropy(model(augment(xs[idx].cpu(), gen).to(xs.device)), ys[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        fb.progress((i + 1) / steps, f"fine-tuning {i + 1}/{steps}")
+    model.eval()
 
 
 def _adapt_maml(model, xs, ys, n_classes: int, steps: int, lr: float):

@@ -454,3 +454,10 @@ def open_panel(plugin):
     dock.show()
     dock.raise_()
     return dock
+
+
+def open_metatrain_dialog(plugin):
+    """The Processing dialog of geoml:metatrain (runs in the background with progress and Cancel)."""
+    from processing import execAlgorithmDialog
+
+    return execAlgorithmDialog("geoml:metatrain", {})

@@ -119,7 +119,7 @@ def test_a_normal_classifier_works_as_a_starting_point(scene, tmp_path, out_dir)
     base = save_model(str(tmp_path / "cnn.safetensors"), build_model("small_cnn", **meta.arch_args), meta)
     res = run_fewshot(FewShotConfig(scene.image, base, str(out_dir / "c.tif"), points=support_points(scene),
                                     output_model=str(out_dir / "m.safetensors"), adapt_steps=5, device="cpu"))
-    assert res.method == "nearest prototype + 5 head fine-tuning steps"
+    assert res.method == "nearest prototype + 5 fine-tuning steps"
     adapted = read_meta(str(out_dir / "m.safetensors"))
     assert adapted.arch_args["num_outputs"] == 4 and [c.name for c in adapted.classes] == CLASS_NAMES
     run_predict(PredictConfig(scene.image, str(out_dir / "m.safetensors"), str(out_dir / "p.tif"), device="cpu"))

@@ -39,7 +39,8 @@ class ConvEmbedding(nn.Module):
     classes never seen in training than the last block's.
     """
 
-    def __init__(self, in_bands: int, widths=(32, 64, 128, 256), stem_stride: int = 2, pool_blocks: int = 1):
+    def __init__(self, in_bands: int, widths=(32, 64, 128, 256), stem_stride: int = 2, pool_blocks: int = 1,
+                 max_pool: bool = False):
         super().__init__()
         self.blocks = nn.ModuleList()
         c = in_bands
@@ -49,7 +50,8 @@ class ConvEmbedding(nn.Module):
                 nn.GroupNorm(_groups(w), w), nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True)))
             c = w
         self.pool_blocks = max(1, min(int(pool_blocks), len(widths)))
-        self.out_dim = sum(widths[-self.pool_blocks:])
+        self.max_pool = bool(max_pool)
+        self.out_dim = sum(widths[-self.pool_blocks:]) * (2 if self.max_pool else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = []
@@ -57,6 +59,8 @@ class ConvEmbedding(nn.Module):
             x = block(x)
             if i >= len(self.blocks) - self.pool_blocks:
                 pooled.append(x.mean((2, 3)))
+                if self.max_pool:
+                    pooled.append(x.amax((2, 3)))
         return torch.cat(pooled, 1) if len(pooled) > 1 else pooled[0]
 
 
@@ -90,10 +94,11 @@ class MetaClassifier(nn.Module):
     """
 
     def __init__(self, in_bands: int, num_classes: int, backbone: str = "small_cnn", widths=(32, 64, 128, 256),
-                 normalize: bool = False, views: int = 1, stem_stride: int = 2, pool_blocks: int = 1):
+                 normalize: bool = False, views: int = 1, stem_stride: int = 2, pool_blocks: int = 1,
+                 max_pool: bool = False):
         super().__init__()
         if backbone == "small_cnn":
-            self.embedding = ConvEmbedding(in_bands, tuple(widths), stem_stride, pool_blocks)
+            self.embedding = ConvEmbedding(in_bands, tuple(widths), stem_stride, pool_blocks, max_pool)
         elif backbone == "resnet18":
             self.embedding = resnet_embedding(in_bands)
         else:
@@ -116,6 +121,8 @@ class MetaClassifier(nn.Module):
 
 @register("meta_classifier")
 def meta_classifier(in_bands: int, num_classes: int, backbone: str = "small_cnn", widths=(32, 64, 128, 256),
-                    normalize: bool = False, views: int = 1, stem_stride: int = 2, pool_blocks: int = 1) -> nn.Module:
-    return MetaClassifier(in_bands, num_classes, backbone, tuple(widths), normalize, views, stem_stride, pool_blocks)
+                    normalize: bool = False, views: int = 1, stem_stride: int = 2, pool_blocks: int = 1,
+                    max_pool: bool = False) -> nn.Module:
+    return MetaClassifier(in_bands, num_classes, backbone, tuple(widths), normalize, views, stem_stride, pool_blocks,
+                          max_pool)
 
