@@ -127,7 +127,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(default_data()))
     ap.add_argument("--algorithm", default="protonet")
-    ap.add_argument("--iterations", type=int, default=1500)
+    ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--draws", type=int, default=30, help="support draws per K for the few-shot model")
     ap.add_argument("--baseline-draws", type=int, default=6, help="support draws per K for scratch / fine-tuning")
     ap.add_argument("--baseline-steps", type=int, default=150, help="training steps of scratch and fine-tuning")

@@ -25,6 +25,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # demo steps, in order; each module has run(ctx) -> list of files it wrote
 STEPS = [
     "predict",
+    "fewshot",
 ]
 
 

@@ -18,6 +18,7 @@ from qgis.core import (
     Qgis,
     QgsColorRampShader,
     QgsCoordinateTransform,
+    QgsCsException,
     QgsGeometry,
     QgsMapLayerProxyModel,
     QgsProject,
@@ -36,6 +37,7 @@ from ..core.device import DEVICE_CHOICES
 from ..core.errors import GeoMLError, InputError
 from ..styling import add_raster_layer
 from ..tasks import GeoMLTask, start_task
+from ..torch_preload import preload_torch
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
 from .job_dialog import device_badge_text, load_ui
@@ -271,7 +273,10 @@ class FewShotPanel(QWidget, FORM):
     def _pixel_window(self, layer: QgsRasterLayer, rect: QgsRectangle, rect_crs) -> Optional[tuple]:
         """Pixel window (x, y, w, h) of ``rect`` (in ``rect_crs``) inside ``layer``; None if outside."""
         if rect_crs != layer.crs():
-            rect = QgsCoordinateTransform(rect_crs, layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
+            try:
+                rect = QgsCoordinateTransform(rect_crs, layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
+            except QgsCsException:
+                return None  # e.g. a world view that the raster's CRS cannot represent
         ext = layer.extent()
         rect = rect.intersect(ext)
         if rect.isEmpty():
@@ -325,6 +330,7 @@ class FewShotPanel(QWidget, FORM):
             return None
         if self.task is not None:  # re-adapt: the running job is superseded
             self.task.cancel()
+        preload_torch()  # on the main thread: see torch_preload.py
         layer = self.rasterLayer.currentLayer()
         visible = self._pixel_window(layer, self.canvas.extent(), self.canvas.mapSettings().destinationCrs())
         from ..core.modelfile import read_meta
@@ -348,12 +354,16 @@ class FewShotPanel(QWidget, FORM):
         self.progressBar.setValue(0)
         self.cancelButton.setEnabled(True)
         task.progressChanged.connect(lambda p, t=task: self.task is t and self.progressBar.setValue(int(p)))
-        task.message.connect(lambda m, t=task: self.task is t and self.logView.appendPlainText(m))
+        # progress text goes on the bar; the job's log lines go to the log when it ends
+        task.message.connect(lambda m, t=task: self.task is t and self.progressBar.setFormat(f"%p%  {m}"))
         return start_task(task)
 
     def _failed(self, task: GeoMLTask) -> bool:
         if task is not self.task:
             return True  # superseded by a newer run
+        self.progressBar.setFormat("%p%")
+        for line in task.log_lines:
+            self.logView.appendPlainText(line)
         if task.error is None:
             return False
         self.task = None

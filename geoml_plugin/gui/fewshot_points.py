@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsCsException,
     QgsFeature,
     QgsField,
     QgsGeometry,
@@ -23,6 +24,7 @@ from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
 from ..core.classes import default_color
+from ..core.errors import InputError
 
 
 @dataclass
@@ -87,7 +89,13 @@ class SupportPointSet:
         """(x, y, class) of every point in ``crs`` (e.g. the raster's): what the core job takes."""
         out = []
         for p in self.points:
-            q = self._to(p, crs)
+            try:
+                q = self._to(p, crs)
+            except QgsCsException as exc:
+                raise InputError(
+                    f"A '{p.class_name}' point at ({p.point.x():.6g}, {p.point.y():.6g}) in {p.crs.authid()} cannot be "
+                    f"transformed to {crs.authid() or 'the raster CRS'}.", "Remove it (right click) and click again."
+                ) from exc
             out.append((q.x(), q.y(), p.class_name))
         return out
 
@@ -109,7 +117,7 @@ class SupportPointSet:
 
 
 class MarkerSet:
-    """One coloured canvas marker per support point."""
+    """Canvas markers of the support points (two per point: a white halo and the class colour)."""
 
     def __init__(self, canvas):
         self.canvas = canvas
@@ -119,15 +127,20 @@ class MarkerSet:
         self.clear()
         crs = self.canvas.mapSettings().destinationCrs()
         for p in points.points:
-            m = QgsVertexMarker(self.canvas)
-            m.setCenter(points._to(p, crs))
-            m.setColor(QColor("#ffffff"))
-            m.setFillColor(QColor(points.color(p.class_name)))
-            m.setIconType(QgsVertexMarker.IconType.ICON_CIRCLE)
-            m.setIconSize(12)
-            m.setPenWidth(2)
-            m.setToolTip(p.class_name)
-            self.markers.append(m)
+            try:
+                centre = points._to(p, crs)
+            except QgsCsException:
+                continue  # not representable in the current map CRS
+            # a white ring under a ring in the class colour: visible on any background
+            for color, size, width in (("#ffffff", 16, 6), (points.color(p.class_name), 14, 3)):
+                m = QgsVertexMarker(self.canvas)
+                m.setCenter(centre)
+                m.setColor(QColor(color))
+                m.setIconType(QgsVertexMarker.IconType.ICON_CIRCLE)
+                m.setIconSize(size)
+                m.setPenWidth(width)
+                m.setToolTip(p.class_name)
+                self.markers.append(m)
 
     def clear(self) -> None:
         for m in self.markers:

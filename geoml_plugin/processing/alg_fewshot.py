@@ -67,6 +67,13 @@ class FewShotAlgorithm(GeoMLAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("SUPPORT_ACCURACY", "Accuracy on the support points"))
         self.addOutput(QgsProcessingOutputString("METHOD", "Adaptation method"))
 
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        # runs on the main thread, before processAlgorithm runs in a background thread
+        from ..torch_preload import preload_torch
+
+        preload_torch()
+        return True
+
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.fewshot import FewShotConfig, run_fewshot
 

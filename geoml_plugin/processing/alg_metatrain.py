@@ -73,6 +73,13 @@ class MetaTrainAlgorithm(GeoMLAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("VAL_ACCURACY", "Meta-validation accuracy (0–1)"))
         self.addOutput(QgsProcessingOutputNumber("VAL_ACCURACY_CI95", "Meta-validation accuracy ± (95 %)"))
 
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        # runs on the main thread, before processAlgorithm runs in a background thread
+        from ..torch_preload import preload_torch
+
+        preload_torch()
+        return True
+
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.metatrain import MetaTrainConfig, run_metatrain
 

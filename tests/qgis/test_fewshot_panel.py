@@ -89,7 +89,7 @@ def test_clicks_become_points_in_the_raster_crs_with_markers_undo_and_remove(pan
     choose_class(panel, "Forest")
     click(panel.tool, qgis_canvas, 300, 200)
     assert panel.points.counts() == {"Water": 2, "Forest": 1}
-    assert len(panel.markers.markers) == 3
+    assert len(panel.markers.markers) == 2 * 3
     assert panel.classTable.rowCount() == 2 and panel.classTable.item(0, 1).text() == "2"
 
     # map clicks are transformed from the canvas CRS (EPSG:3857) to the raster's (EPSG:32632)
@@ -100,7 +100,7 @@ def test_clicks_become_points_in_the_raster_crs_with_markers_undo_and_remove(pan
     assert layer.extent().contains(QgsPointXY(x, y))
 
     panel.undo()
-    assert panel.points.counts() == {"Water": 2, "Forest": 0} and len(panel.markers.markers) == 2
+    assert panel.points.counts() == {"Water": 2, "Forest": 0} and len(panel.markers.markers) == 2 * 2
     click(panel.tool, qgis_canvas, 103, 82, Qt.MouseButton.RightButton)  # near the first point: removes it
     assert len(panel.points.points) == 1 and panel.points.points[0].point == \
         qgis_canvas.getCoordinateTransform().toMapCoordinates(120, 90)
