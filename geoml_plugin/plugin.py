@@ -21,6 +21,8 @@ MENU = "&GeoML"
 ACTIONS = [
     ("predict", "Apply model to raster…", "predict.svg", "gui.predict_dialog:open_dialog", True),
     ("finetune", "Fine-tune a model on your labels…", "finetune.svg", "gui.finetune_dialog:open_dialog", True),
+    ("metatrain", "Meta-train a few-shot model…", "metatrain.svg", "gui.fewshot_panel:open_metatrain_dialog", False),
+    ("fewshot", "Few-shot mapping (click points)…", "fewshot.svg", "gui.fewshot_panel:open_panel", True),
     ("traingan", "Train GAN (tiles or translation)…", "traingan.svg", "gui.traingan_dialog:open_dialog", True),
     ("gan_tiles", "Generate tiles (GAN map tool)…", "gan_tiles.svg", "gui.gan_panel:open_panel", True),
     ("install_deps", "Install dependencies…", "install.svg", "gui.installer_dialog:open_dialog", False),

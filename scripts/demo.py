@@ -27,6 +27,7 @@ STEPS = [
     "predict",
     "finetune",
     "gan",
+    "fewshot",
 ]
 
 

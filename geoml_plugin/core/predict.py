@@ -25,7 +25,7 @@ import numpy as np
 from . import qml
 from .classes import category_names, color_table
 from .device import log_device, resolve_device, torch_module
-from .errors import InputError, ModelFileError
+from .errors import InputError, JobCancelled, ModelFileError
 from .modelfile import ModelMeta, load_model, read_meta
 from .progress import Feedback, ensure_feedback
 from .raster_io import RasterReader, RasterWriter, check_writable, parse_band_list
@@ -145,6 +145,9 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
     t0 = time.perf_counter()
     if meta.task == "generation":
         raise ModelFileError("This is a GAN tile generator, not a model that maps a raster.", "Use GeoML → Generate tiles.")
+    if (meta.extra.get("fewshot") or {}).get("initialisation_only"):
+        raise ModelFileError("This is a MAML meta-model: a starting point to adapt, not a classifier.",
+                             "Adapt it to your classes with GeoML → Few-shot mapping first.")
     check_writable(cfg.output_path)
     if cfg.confidence_path:
         check_writable(cfg.confidence_path)
@@ -212,7 +215,10 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
         raise
     finally:
         reader.close()
-    fb.progress(1.0, "done")
+    try:
+        fb.progress(1.0, "done")
+    except JobCancelled:
+        pass  # the outputs are complete: a cancel arriving now is too late to undo them
     secs = time.perf_counter() - t0
     fb.log(f"Wrote {cfg.output_path} ({ww}×{wh} px, {stats.valid} valid) in {secs:.1f} s")
     return PredictResult(

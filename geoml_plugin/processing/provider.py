@@ -14,6 +14,8 @@ ALGORITHMS = [
     "alg_traingan:TrainGanAlgorithm",
     "alg_generate:GenerateAlgorithm",
     "alg_finetune:FinetuneAlgorithm",
+    "alg_metatrain:MetaTrainAlgorithm",
+    "alg_fewshot:FewShotAlgorithm",
 ]
 
 

@@ -12,6 +12,7 @@ FAMILIES = [
     "gan",
     "resnets",
     "segmentation",
+    "meta",
 ]
 
 _BUILDERS: dict[str, Callable] = {}

@@ -1,0 +1,376 @@
+"""Few-shot mapping: the ``geoml:fewshot`` job.
+
+Adapts a model to the analyst's classes from a few labelled points in a new
+raster, then classifies the raster with ``core.predict``:
+
+* a **prototypical meta-model** embeds the support patches (each in its 8
+  rotations/reflections), uses the class means as prototypes — a linear head
+  — and then fine-tunes the whole network from there on augmented support
+  patches (``adapt_steps``; the meta-learnt embedding is a far better start
+  than random weights, and the prototype head a far better start than a
+  random head);
+* a **MAML meta-model** takes ``adapt_steps`` gradient steps from its learnt
+  initialisation on the support patches;
+* a **normal GeoML patch classifier** is used as an embedding (everything
+  before its last linear layer) with prototypes, optionally fine-tuned the same way.
+
+The adapted network is an ordinary GeoML classifier (class names and colours
+of the support classes), written with ``output_model`` when asked, so
+``geoml:predict`` can apply it to other rasters later.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .classes import make_classes
+from .device import describe_device, resolve_device, seed_everything, torch_module
+from .errors import InputError, ModelFileError
+from .labels import LabelSet, extract_patches, read_vector_labels
+from .meta.data import normalise_patches
+from .modelfile import ModelMeta, load_model, new_provenance, read_meta, save_model
+from .predict import PredictConfig, PredictResult, choose_bands, predict_raster
+from .progress import Feedback, ensure_feedback
+from .raster_io import RasterInfo, RasterReader, check_writable
+
+SUPPORT_VIEWS = 8  # every support patch in its 8 rotations/reflections
+PROTONET_STEPS = 50  # default fine-tuning steps from a prototypical meta-model
+FINE_TUNE_LR = 1e-4
+FINE_TUNE_BATCH = 64
+
+
+@dataclass
+class FewShotConfig:
+    input_path: str  # the raster to map (the new region)
+    model_path: str  # a GeoML meta-model, or a normal GeoML patch classifier
+    output_path: str = ""  # class raster (empty: adapt only)
+    support: str = ""  # point layer with the labelled support points …
+    label_field: str = ""
+    points: Optional[list] = None  # … or (x, y, class name) in the raster's CRS (the map tool)
+    confidence_path: Optional[str] = None
+    output_model: Optional[str] = None  # the adapted classifier, for geoml:predict
+    adapt_steps: int = -1  # -1: the model's default (MAML: its inner steps; prototypical: 50; classifier: 0)
+    adapt_lr: Optional[float] = None  # default: MAML's inner rate; 1e-4 for fine-tuning from prototypes
+    device: str = "auto"
+    seed: int = 0
+    window: Optional[tuple] = None  # (x, y, w, h) pixels to classify; default the whole raster
+    stride: Optional[int] = None  # pixels between classified windows (default patch / 4)
+    batch_size: int = 64
+    views: int = 1  # test-time views per window (1, 2, 4 or 8; costs as many forward passes)
+
+
+@dataclass
+class Adapted:
+    """An adapted classifier, ready for ``predict_raster``."""
+
+    model: object
+    meta: ModelMeta
+    method: str
+    class_counts: dict  # class name → support points used
+    support_accuracy: float  # on the support patches themselves (a sanity check, not a score)
+    skipped: dict = field(default_factory=dict)
+
+
+@dataclass
+class FewShotResult:
+    output_path: Optional[str]
+    confidence_path: Optional[str]
+    output_model: Optional[str]
+    method: str
+    classes: list
+    class_counts: dict  # support points per class
+    pixel_counts: dict  # classified pixels per class
+    support_accuracy: float
+    adapt_seconds: float
+    seconds: float
+    device: str
+    prediction: Optional[PredictResult] = None
+
+
+# -- support points ---------------------------------------------------------
+def _points_labelset(points: list, info: RasterInfo, reader: RasterReader) -> LabelSet:
+    """LabelSet from (x, y, class) tuples in the raster CRS, skipping and counting
+    points outside the raster or on nodata, as ``read_vector_labels`` does."""
+    if not points:
+        raise InputError("No support points: click a few points of each class first.")
+    names = []
+    for p in points:
+        if str(p[2]) not in names:
+            names.append(str(p[2]))
+    cols, rows = zip(*(info.world_to_pixel(float(x), float(y)) for x, y, _ in points))
+    cols_a, rows_a = np.asarray(cols), np.asarray(rows)
+    values = np.array([names.index(str(p[2])) for p in points], np.int64)
+    inside = (cols_a >= 0) & (rows_a >= 0) & (cols_a < info.width) & (rows_a < info.height)
+    ok = inside.copy()
+    for i in np.flatnonzero(inside):
+        _, v = reader.read(int(cols_a[i]), int(rows_a[i]), 1, 1)
+        ok[i] = bool(v[0, 0])
+    skipped = {k: n for k, n in (("outside the raster", int((~inside).sum())),
+                                 ("on nodata pixels", int((inside & ~ok).sum()))) if n}
+    return LabelSet(cols_a[ok], rows_a[ok], values[ok], names, "point", skipped, np.flatnonzero(ok))
+
+
+def read_support(cfg: FewShotConfig, reader: RasterReader, feedback: Feedback) -> LabelSet:
+    """The support points with every problem turned into a clear message."""
+    if cfg.points is not None:
+        ls = _points_labelset(cfg.points, reader.info, reader)
+    else:
+        if not cfg.support:
+            raise InputError("No support points layer was given.")
+        if not cfg.label_field:
+            raise InputError("Choose the field that holds the class of each support point.")
+        try:
+            ls = read_vector_labels(cfg.support, cfg.label_field, reader.info, reader=reader)
+        except InputError as exc:
+            if "every label was skipped" in exc.message:
+                raise InputError("None of the support points can be used: " + exc.message.split(": ", 1)[1],
+                                 "Click points inside the raster, on pixels with data.") from exc
+            raise
+        if ls.geometry != "point":
+            feedback.log("The support layer has polygons: using pixels sampled inside them.")
+    if ls.skipped:
+        feedback.log(f"Ignored support points: {ls.describe_skipped()}.")
+    counts = ls.counts
+    empty = [n for n, c in counts.items() if c == 0]
+    if empty:
+        raise InputError(
+            f"Class(es) {', '.join(repr(n) for n in empty)} have no usable support point"
+            + (f" (ignored: {ls.describe_skipped()})" if ls.skipped else "") + ".",
+            "Add at least one point of every class inside the raster, on pixels with data.")
+    if len(counts) < 2:
+        only = next(iter(counts), "")
+        raise InputError(f"The support points are all of one class ('{only}'): a map needs at least two classes.",
+                         "Add points of the other classes you want to map.")
+    return ls
+
+
+# -- adaptation -------------------------------------------------------------
+def _embedding_split(model):
+    """(model, parent, attribute) of the last linear layer of a classifier."""
+    torch = torch_module()
+    last = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            last = name
+    if last is None:
+        raise ModelFileError("The model has no final linear layer to re-use for new classes.")
+    parent_name, _, attr = last.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    return parent, attr
+
+
+def _embed_fn(model, kind: str):
+    """A function patches → embedding for the model kind."""
+    torch = torch_module()
+    if kind in ("protonet", "maml", "fomaml"):
+        return model.embed
+    parent, attr = _embedding_split(model)
+    head = getattr(parent, attr)
+
+    def embed(x):
+        setattr(parent, attr, torch.nn.Identity())
+        try:
+            return model(x)
+        finally:
+            setattr(parent, attr, head)
+
+    return embed
+
+
+def model_kind(meta: ModelMeta) -> str:
+    fs = meta.extra.get("fewshot") or {}
+    if fs.get("algorithm") in ("protonet", "maml", "fomaml"):
+        return fs["algorithm"]
+    if meta.task == "classification" and meta.output == "patch":
+        return "classifier"
+    raise ModelFileError(
+        f"Few-shot adaptation needs a GeoML meta-model or a patch classifier; this model is a {meta.describe()}.",
+        "Meta-train a model with GeoML → Meta-train, or use a patch classifier made by Fine-tune.")
+
+
+def _support_tensor(reader, ls: LabelSet, meta: ModelMeta, mean, std, device):
+    torch = torch_module()
+    data, valid = extract_patches(reader, ls.cols, ls.rows, meta.patch_size)
+    return torch.from_numpy(normalise_patches(data, valid, mean, std)).to(device)
+
+
+def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
+    """Read the model and the support points and adapt the model to the support classes."""
+    fb = ensure_feedback(feedback)
+    torch = torch_module()
+    seed_everything(cfg.seed)
+    meta = read_meta(cfg.model_path)
+    kind = model_kind(meta)
+    device = resolve_device(cfg.device)
+    if cfg.views not in (1, 2, 4, 8):
+        raise InputError("Test-time views must be 1, 2, 4 or 8.")
+    with RasterReader(cfg.input_path) as probe:
+        bands = choose_bands(meta, probe.info.band_count)
+    with RasterReader(cfg.input_path, bands) as reader:
+        ls = read_support(cfg, reader, fb)
+        fs = meta.extra.get("fewshot") or {}
+        if fs.get("per_raster_normalisation"):
+            mean, std, _ = reader.band_statistics()
+        else:
+            mean, std = np.asarray(meta.norm_mean), np.asarray(meta.norm_std)
+        fb.progress(0.2, "reading support patches")
+        xs = _support_tensor(reader, ls, meta, mean, std, device)
+    ys = torch.from_numpy(ls.values).to(device)
+    n_classes = len(ls.class_names)
+    model, _ = load_model(cfg.model_path, device, meta)
+    fb.log(f"{len(ls)} support points of {n_classes} classes ("
+           + ", ".join(f"{k} {v}" for k, v in ls.counts.items()) + f"); model: {meta.describe()}")
+    fb.progress(0.3, "adapting")
+    steps = cfg.adapt_steps
+    if kind in ("maml", "fomaml"):
+        steps = int(fs.get("inner_steps", 5)) if steps < 0 else steps
+        lr = cfg.adapt_lr or float(fs.get("inner_lr", 0.1))
+        model, method = _adapt_maml(model, xs, ys, n_classes, steps, lr), f"MAML, {steps} steps"
+    else:
+        steps = (PROTONET_STEPS if kind == "protonet" else 0) if steps < 0 else steps
+        model, method = _adapt_prototypes(model, kind, xs, ys, n_classes, steps, cfg.adapt_lr or FINE_TUNE_LR,
+                                          cfg.seed, fb)
+    model.eval()
+    if kind != "classifier" and cfg.views > 1:
+        model.views = cfg.views
+    with torch.no_grad():
+        support_acc = float((model(xs).argmax(1) == ys).float().mean())
+    new_meta = _adapted_meta(meta, cfg, ls, mean, std, bands, method, kind, n_classes)
+    fb.log(f"Adapted ({method}); accuracy on the support points themselves: {support_acc:.0%}")
+    return Adapted(model, new_meta, method, ls.counts, support_acc, dict(ls.skipped))
+
+
+def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: float, seed: int, fb: Feedback):
+    """Nearest-prototype head on the embedding, then ``steps`` of fine-tuning the
+    whole network on augmented support patches, starting from that head."""
+    from .meta.augment import all_views
+    from .meta.protonet import prototype_head, prototypes
+
+    torch = torch_module()
+    model.eval()
+    embed = _embed_fn(model, kind)
+    with torch.no_grad():
+        z = embed(all_views(xs, SUPPORT_VIEWS))
+        w, b = prototype_head(prototypes(z, ys.repeat(SUPPORT_VIEWS), n_classes))
+    if kind == "classifier":
+        parent, attr = _embedding_split(model)
+        setattr(parent, attr, torch.nn.Linear(w.shape[1], n_classes).to(w.device))
+        head = getattr(parent, attr)
+    else:
+        model.head = torch.nn.Linear(w.shape[1], n_classes).to(w.device)
+        head = model.head
+    with torch.no_grad():
+        head.weight.copy_(w)
+        head.bias.copy_(b)
+    if steps <= 0:
+        return model, "nearest prototype"
+    fine_tune(model, xs, ys, steps, lr, seed, fb.sub(0.3, 0.95))
+    return model, f"nearest prototype + {steps} fine-tuning steps"
+
+
+def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, batch: int = FINE_TUNE_BATCH) -> None:
+    """Fine-tune all weights on randomly turned, mirrored and jittered copies of the support patches.
+
+    The network stays in eval mode: GroupNorm does not care, and a normal
+    classifier's BatchNorm keeps its training statistics instead of
+    re-estimating them from a handful of patches."""
+    from .meta.augment import augment
+
+    torch = torch_module()
+    gen = torch.Generator().manual_seed(seed)
+    reps = max(1, -(-batch // len(xs)))
+    opt = torch.optim.Adam(model.parameters(), lr)
+    model.eval()
+    for i in range(steps):
+        if len(xs) * reps > batch:
+            idx = torch.randperm(len(xs) * reps, generator=gen)[:batch] % len(xs)
+        else:
+            idx = torch.arange(len(xs)).repeat(reps)
+        idx = idx.to(xs.device)
+        loss = torch.nn.functional.cross_entropy(model(augment(xs[idx].cpu(), gen).to(xs.device)), ys[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        fb.progress((i + 1) / steps, f"fine-tuning {i + 1}/{steps}")
+    model.eval()
+
+
+def _adapt_maml(model, xs, ys, n_classes: int, steps: int, lr: float):
+    """Inner loop of MAML from the meta-learnt initialisation, on all views of the support."""
+    from .meta.augment import all_views
+    from .meta.maml import MAML
+
+    torch = torch_module()
+    maml = MAML(model, lr, steps)
+    views = all_views(xs, SUPPORT_VIEWS)
+    params = maml.adapt(maml.params(), views, ys.repeat(SUPPORT_VIEWS), n_classes)
+    model.head = torch.nn.Linear(model.head.in_features, n_classes).to(xs.device)
+    with torch.no_grad():
+        for k, p in model.named_parameters():
+            p.copy_(params[k])
+    return model
+
+
+def _adapted_meta(meta: ModelMeta, cfg: FewShotConfig, ls: LabelSet, mean, std, bands, method: str, kind: str,
+                  n_classes: int) -> ModelMeta:
+    arch_args = dict(meta.arch_args)
+    if kind == "classifier":
+        key = next((k for k in ("num_classes", "num_outputs", "out_channels")
+                    if arch_args.get(k) == meta.num_classes), None)
+        if key is None:
+            raise ModelFileError(f"Cannot tell how architecture '{meta.architecture}' sets its number of classes.")
+        arch_args[key] = n_classes
+    else:
+        arch_args.update(num_classes=n_classes, views=cfg.views)
+    return ModelMeta(
+        architecture=meta.architecture, arch_args=arch_args, task="classification", output="patch",
+        in_bands=meta.in_bands, patch_size=meta.patch_size, band_indices=list(bands), band_names=meta.band_names,
+        norm_mean=[float(v) for v in mean], norm_std=[float(v) for v in std], classes=make_classes(ls.class_names),
+        pixel_size=meta.pixel_size, crs_wkt=meta.crs_wkt,
+        provenance=new_provenance(method=f"few-shot adaptation ({method})", base_model=os.path.basename(cfg.model_path),
+                                  source=os.path.basename(cfg.input_path),
+                                  support={k: int(v) for k, v in ls.counts.items()}),
+        metrics={}, extra={"fewshot_adapted": {"method": method, "base_kind": kind}},
+    )
+
+
+# -- the job ----------------------------------------------------------------
+def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewShotResult:
+    """Adapt, optionally save the adapted model, and classify the raster."""
+    fb = ensure_feedback(feedback)
+    t0 = time.perf_counter()
+    if not cfg.output_path and not cfg.output_model:
+        raise InputError("Nothing to do: give an output raster, an output model, or both.")
+    for path in (cfg.output_path, cfg.confidence_path, cfg.output_model):
+        if path:
+            check_writable(path)
+    adapted = adapt(cfg, fb.sub(0.0, 0.15))
+    t_adapt = time.perf_counter() - t0
+    pred = None
+    if cfg.output_path:
+        pcfg = PredictConfig(cfg.input_path, cfg.model_path, cfg.output_path, cfg.confidence_path, device=cfg.device,
+                             batch_size=cfg.batch_size, stride=cfg.stride, bands=adapted.meta.band_indices,
+                             window=cfg.window)
+        pred = predict_raster(adapted.model, adapted.meta, pcfg, fb.sub(0.15, 0.99))
+    if cfg.output_model:  # last, so that a cancelled or failed classification leaves no model behind
+        save_model(cfg.output_model, adapted.model, adapted.meta)
+        fb.log(f"Saved the adapted model to {cfg.output_model}")
+    device = resolve_device(cfg.device)
+    return FewShotResult(
+        output_path=pred.output_path if pred else None, confidence_path=pred.confidence_path if pred else None,
+        output_model=os.path.abspath(cfg.output_model) if cfg.output_model else None, method=adapted.method,
+        classes=[c.name for c in adapted.meta.classes], class_counts=adapted.class_counts,
+        pixel_counts=pred.class_counts if pred else {}, support_accuracy=adapted.support_accuracy,
+        adapt_seconds=t_adapt, seconds=time.perf_counter() - t0, device=describe_device(device), prediction=pred,
+    )
+
+
+def clone_adapted(adapted: Adapted) -> Adapted:
+    """A copy whose model another thread may use (the map tool's background run)."""
+    return Adapted(copy.deepcopy(adapted.model), copy.deepcopy(adapted.meta), adapted.method,
+                   dict(adapted.class_counts), adapted.support_accuracy, dict(adapted.skipped))

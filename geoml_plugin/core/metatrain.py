@@ -1,0 +1,330 @@
+"""Meta-training: the ``geoml:metatrain`` job.
+
+Learns, from many small few-shot tasks (episodes) drawn from labelled
+rasters, a network that adapts to new classes and regions from a handful of
+points (see ``core/meta``):
+
+* ``protonet`` — prototypical networks: an embedding in which each class is
+  well described by the mean of a few examples (fast, the default);
+* ``maml`` / ``fomaml`` — an initialisation from which a few gradient steps
+  on the support points fit the task (second- or first-order MAML).
+
+The best weights by meta-validation accuracy (episodes from held-out patches)
+are saved as a GeoML model. A prototypical meta-model is also a classifier of
+its training classes (prototypes from all training patches); a MAML
+meta-model is an initialisation and must be adapted with ``geoml:fewshot``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .classes import make_classes
+from .device import describe_device, resolve_device, seed_everything, torch_module
+from .errors import InputError
+from .meta.data import load_patch_bank
+from .meta.episodes import EpisodeSampler, PatchBank, holdout_split
+from .modelfile import ModelMeta, new_provenance, save_model
+from .progress import Feedback, ensure_feedback
+from .raster_io import check_writable, raster_info
+
+ALGORITHMS = ("protonet", "maml", "fomaml")
+ALGORITHM_NAMES = {"protonet": "prototypical networks", "maml": "MAML (second order)",
+                   "fomaml": "first-order MAML"}
+DEFAULT_WIDTHS = (32, 64, 128, 256)
+EMBEDDING_OPTIONS = {"stem_stride": 2, "pool_blocks": 2}  # small_cnn only
+
+
+@dataclass
+class MetaTrainConfig:
+    rasters: list  # one or more training rasters (regions)
+    labels: str  # point/polygon layer covering the rasters
+    label_field: str
+    output_model: str
+    algorithm: str = "protonet"
+    ways: int = 4
+    shots: int = 5
+    query: int = 10
+    inner_steps: int = 5  # MAML only
+    inner_lr: float = 0.1  # MAML only
+    meta_batch: int = 4  # episodes per meta-update
+    iterations: int = 1000
+    backbone: str = "small_cnn"
+    patch_size: int = 64
+    learning_rate: float = 1e-3
+    device: str = "auto"
+    seed: int = 0
+    bands: Optional[list] = None
+    val_fraction: float = 0.2
+    val_episodes: int = 100
+    val_every: int = 0  # iterations between meta-validations (0: about 10 per run)
+    max_per_class: int = 1000
+    augment: bool = True
+    contrastive: float = 0.0  # prototypical only: weight of a self-supervised contrastive loss (two views per patch)
+
+
+@dataclass
+class MetaTrainResult:
+    output_model: str
+    algorithm: str
+    val_accuracy: float  # mean query accuracy on held-out episodes (best checkpoint)
+    val_accuracy_ci95: float
+    val_loss: float
+    best_iteration: int
+    iterations: int
+    classes: list
+    patches: int
+    seconds: float
+    device: str
+    history: list = field(default_factory=list)  # (iteration, train loss, train acc, val acc)
+
+
+def validate_config(cfg: MetaTrainConfig) -> None:
+    if cfg.algorithm not in ALGORITHMS:
+        raise InputError(f"Unknown algorithm '{cfg.algorithm}'.", f"Choose one of {', '.join(ALGORITHMS)}.")
+    for name in ("ways", "shots", "query", "meta_batch", "iterations"):
+        if getattr(cfg, name) < 1:
+            raise InputError(f"{name.upper()} must be at least 1.")
+    if cfg.ways < 2:
+        raise InputError("WAYS must be at least 2: an episode is a choice between classes.")
+    if cfg.algorithm != "protonet" and (cfg.inner_steps < 1 or cfg.inner_lr <= 0):
+        raise InputError("MAML needs INNER_STEPS ≥ 1 and a positive INNER_LR.")
+    if cfg.patch_size < 8:
+        raise InputError("PATCH_SIZE must be at least 8 pixels.")
+    if not isinstance(cfg.rasters, (list, tuple)) or not cfg.rasters:
+        raise InputError("No training raster was given.")
+    check_writable(cfg.output_model)
+
+
+class _Learner:
+    """One meta-update and one evaluation per algorithm, on torch tensors."""
+
+    def __init__(self, cfg: MetaTrainConfig, model, device):
+        from .meta.maml import MAML
+
+        self.torch = torch_module()
+        self.cfg, self.model, self.device = cfg, model, device
+        self.gen = self.torch.Generator().manual_seed(cfg.seed)
+        self.opt = self.torch.optim.Adam(model.parameters(), cfg.learning_rate)
+        self.maml = None
+        if cfg.algorithm in ("maml", "fomaml"):
+            self.maml = MAML(model, cfg.inner_lr, cfg.inner_steps, first_order=cfg.algorithm == "fomaml")
+        self.proj = None
+        if cfg.contrastive > 0 and self.maml is None:
+            nn = self.torch.nn
+            d = model.out_dim
+            self.proj = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 128)).to(device)
+            self.opt.add_param_group({"params": self.proj.parameters()})
+
+    def tensors(self, batch, augment: bool):
+        from .meta.augment import augment as aug
+
+        torch = self.torch
+        xs, ys, xq, yq = (torch.from_numpy(np.ascontiguousarray(a)) for a in batch)
+        if augment:
+            xs, xq = aug(xs, self.gen), aug(xq, self.gen)
+        return [t.to(self.device) for t in (xs, ys, xq, yq)]
+
+    def _proto(self, xs, ys, xq, yq, ways, z=None):
+        from .meta.protonet import proto_loss
+
+        t, ns = xs.shape[:2]
+        if z is None:
+            z = self.model.embed(self.torch.cat([xs.flatten(0, 1), xq.flatten(0, 1)]))
+        zs, zq = z[: t * ns].unflatten(0, (t, ns)), z[t * ns:].unflatten(0, (t, -1))
+        losses, accs = zip(*(proto_loss(zs[i], ys[i], zq[i], yq[i], ways) for i in range(t)))
+        return self.torch.stack(losses).mean(), self.torch.stack(accs).mean()
+
+    def _contrastive(self, z1, z2, temperature: float = 0.2):
+        """NT-Xent (SimCLR): each patch's two views attract, all other patches repel."""
+        F = self.torch.nn.functional
+        p = F.normalize(self.proj(self.torch.cat([z1, z2])), dim=1)
+        sim = p @ p.T / temperature
+        n = len(z1)
+        sim.fill_diagonal_(float("-inf"))
+        target = self.torch.cat([self.torch.arange(n, 2 * n), self.torch.arange(0, n)]).to(sim.device)
+        return F.cross_entropy(sim, target)
+
+    def step(self, batch, lr: float, ways: int) -> tuple[float, float]:
+        from .meta.augment import augment as aug
+
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.model.train()
+        if self.proj is not None:
+            xs, ys, xq, yq = self.tensors(batch, False)
+            raw = self.torch.cat([xs.flatten(0, 1), xq.flatten(0, 1)]).cpu()
+            z1 = self.model.embed(aug(raw, self.gen).to(self.device))
+            z2 = self.model.embed(aug(raw, self.gen).to(self.device))
+            loss, acc = self._proto(xs, ys, xq, yq, ways, z=z1)
+            loss = loss + self.cfg.contrastive * self._contrastive(z1, z2)
+        else:
+            xs, ys, xq, yq = self.tensors(batch, self.cfg.augment)
+            if self.maml is not None:
+                return self.maml.meta_step(self.opt, xs, ys, xq, yq, ways)
+            loss, acc = self._proto(xs, ys, xq, yq, ways)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach()), float(acc)
+
+    def evaluate(self, batches, ways: int) -> tuple[float, float, float]:
+        """Mean query loss, accuracy and its 95 % interval over validation episodes."""
+        self.model.eval()
+        losses, accs = [], []
+        for batch in batches:
+            xs, ys, xq, yq = self.tensors(batch, False)
+            if self.maml is not None:
+                for i in range(xs.shape[0]):  # one task at a time keeps memory flat
+                    lo, ac = self.maml.evaluate(xs[i:i + 1], ys[i:i + 1], xq[i:i + 1], yq[i:i + 1], ways)
+                    losses.append(lo)
+                    accs.append(ac)
+            else:
+                with self.torch.no_grad():
+                    for i in range(xs.shape[0]):
+                        lo, ac = self._proto(xs[i:i + 1], ys[i:i + 1], xq[i:i + 1], yq[i:i + 1], ways)
+                        losses.append(float(lo))
+                        accs.append(float(ac))
+        accs_a = np.asarray(accs)
+        ci = 1.96 * accs_a.std() / math.sqrt(len(accs_a)) if len(accs_a) > 1 else 0.0
+        return float(np.mean(losses)), float(accs_a.mean()), float(ci)
+
+
+def _validation_batches(val: PatchBank, cfg: MetaTrainConfig, log) -> tuple[list, int]:
+    """Fixed held-out episodes (same for every evaluation), or none when too few patches."""
+    if len(val) == 0:
+        log("Too few labelled patches to hold any out: meta-validation uses training patches.")
+        return [], cfg.ways
+    counts = [len(i) for classes in val.groups().values() for i in classes.values()]
+    n_classes = max(len(classes) for classes in val.groups().values())
+    ways = min(cfg.ways, n_classes)
+    query = max(1, min(cfg.query, min(counts) - cfg.shots))
+    if ways < 2:
+        log("Held-out patches cover fewer than 2 classes: meta-validation uses training patches.")
+        return [], cfg.ways
+    sampler = EpisodeSampler(val, ways, cfg.shots, query, seed=cfg.seed + 1)
+    n = max(1, cfg.val_episodes)
+    return [sampler.batch(min(8, n - i)) for i in range(0, n, 8)], ways
+
+
+def build_meta_network(cfg: MetaTrainConfig, in_bands: int, num_classes: int):
+    from .models import build_model
+
+    args = dict(in_bands=in_bands, num_classes=num_classes, backbone=cfg.backbone, widths=list(DEFAULT_WIDTHS))
+    if cfg.backbone == "small_cnn":
+        args.update(EMBEDDING_OPTIONS)
+    return build_model("meta_classifier", **args), args
+
+
+def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> MetaTrainResult:
+    fb = ensure_feedback(feedback)
+    t0 = time.perf_counter()
+    validate_config(cfg)
+    torch = torch_module()
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    fb.log(f"Device: {describe_device(device)}; {ALGORITHM_NAMES[cfg.algorithm]}, "
+           f"{cfg.ways}-way {cfg.shots}-shot, {cfg.query} queries per class")
+
+    bank, stats = load_patch_bank(list(cfg.rasters), cfg.labels, cfg.label_field, cfg.patch_size, cfg.bands,
+                                  cfg.max_per_class, cfg.seed, fb.sub(0.0, 0.05))
+    if len(bank.class_names) < cfg.ways:
+        raise InputError(
+            f"WAYS is {cfg.ways} but the labels have only {len(bank.class_names)} class(es): "
+            f"{', '.join(bank.class_names)}.", "Lower WAYS or label more classes.")
+    train, val = holdout_split(bank, cfg.shots, cfg.query, cfg.val_fraction, cfg.seed)
+    sampler = EpisodeSampler(train, cfg.ways, cfg.shots, cfg.query, seed=cfg.seed)
+    val_batches, val_ways = _validation_batches(val, cfg, fb.log)
+    if not val_batches:
+        vs = EpisodeSampler(train, cfg.ways, cfg.shots, cfg.query, seed=cfg.seed + 1)
+        val_batches = [vs.batch(min(8, cfg.val_episodes - i)) for i in range(0, max(1, cfg.val_episodes), 8)]
+    fb.log(f"{len(bank)} labelled patches of {len(bank.class_names)} classes in {len(stats)} raster(s); "
+           f"{len(train)} for training, {len(val)} held out for meta-validation ({val_ways}-way episodes)")
+
+    in_bands = bank.x.shape[1]
+    n_head = 1 if cfg.algorithm != "protonet" else len(bank.class_names)
+    model, arch_args = build_meta_network(cfg, in_bands, n_head)
+    model = model.to(device)
+    learner = _Learner(cfg, model, device)
+
+    val_every = cfg.val_every or max(1, cfg.iterations // 10)
+    best = (-1.0, 0.0, 0.0, 0)  # acc, ci, loss, iteration
+    best_state = copy.deepcopy(model.state_dict())
+    history, run_loss, run_acc = [], [], []
+    train_fb = fb.sub(0.05, 0.95)
+    for it in range(1, cfg.iterations + 1):
+        lr = cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * (it - 1) / cfg.iterations))
+        loss, acc = learner.step(sampler.batch(cfg.meta_batch), lr, cfg.ways)
+        if not math.isfinite(loss):
+            raise InputError("Meta-training diverged (the loss is not a number).",
+                             "Lower the learning rate or INNER_LR.")
+        run_loss.append(loss)
+        run_acc.append(acc)
+        if it % val_every == 0 or it == cfg.iterations:
+            v_loss, v_acc, v_ci = learner.evaluate(val_batches, val_ways)
+            history.append((it, float(np.mean(run_loss)), float(np.mean(run_acc)), v_acc))
+            fb.log(f"iteration {it}/{cfg.iterations}: train loss {np.mean(run_loss):.3f}, "
+                   f"train acc {np.mean(run_acc):.1%}, meta-validation acc {v_acc:.1%} ± {v_ci:.1%}")
+            run_loss, run_acc = [], []
+            if v_acc > best[0]:
+                best = (v_acc, v_ci, v_loss, it)
+                best_state = copy.deepcopy(model.state_dict())
+        train_fb.progress(it / cfg.iterations, f"iteration {it}/{cfg.iterations}")
+    model.load_state_dict(best_state)
+
+    if cfg.algorithm == "protonet":
+        fb.progress(0.96, "prototypes of the training classes")
+        set_class_prototypes(model, bank, device)
+    meta = _model_meta(cfg, arch_args, bank, stats, best, it)
+    fb.progress(0.99, "saving")
+    save_model(cfg.output_model, model, meta)
+    secs = time.perf_counter() - t0
+    fb.log(f"Best meta-validation accuracy {best[0]:.1%} ± {best[1]:.1%} at iteration {best[3]}; "
+           f"saved {cfg.output_model} ({secs:.0f} s)")
+    fb.progress(1.0, "done")
+    return MetaTrainResult(os.path.abspath(cfg.output_model), cfg.algorithm, best[0], best[1], best[2], best[3],
+                           cfg.iterations, list(bank.class_names), len(bank), secs, str(device), history)
+
+
+def set_class_prototypes(model, bank: PatchBank, device, batch: int = 256) -> None:
+    """Turn the head into the nearest-prototype classifier of the bank's classes."""
+    from .meta.protonet import prototype_head, prototypes
+
+    torch = torch_module()
+    model.eval()
+    with torch.no_grad():
+        z = torch.cat([model.embed(torch.from_numpy(bank.x[i:i + batch]).to(device))
+                       for i in range(0, len(bank), batch)])
+        w, b = prototype_head(prototypes(z, torch.from_numpy(bank.y).to(device), len(bank.class_names)))
+        model.head.weight.copy_(w)
+        model.head.bias.copy_(b)
+
+
+def _model_meta(cfg: MetaTrainConfig, arch_args: dict, bank: PatchBank, stats, best, iterations) -> ModelMeta:
+    info = raster_info(cfg.rasters[0])
+    bands = cfg.bands or list(range(1, bank.x.shape[1] + 1))
+    return ModelMeta(
+        architecture="meta_classifier", arch_args=arch_args, task="classification", output="patch",
+        in_bands=bank.x.shape[1], patch_size=cfg.patch_size, band_indices=list(bands),
+        band_names=[info.band_names[b - 1] for b in bands] if len(info.band_names) >= max(bands) else [],
+        norm_mean=[float(v) for v in stats[0].mean], norm_std=[float(v) for v in stats[0].std],
+        classes=make_classes(bank.class_names), pixel_size=list(info.pixel_size), crs_wkt=info.crs_wkt,
+        provenance=new_provenance(method=f"meta-training ({ALGORITHM_NAMES[cfg.algorithm]})",
+                                  sources=[os.path.basename(p) for p in cfg.rasters],
+                                  labels=os.path.basename(cfg.labels.split("|")[0]), label_field=cfg.label_field),
+        metrics={"meta_validation_accuracy": round(best[0], 4), "meta_validation_ci95": round(best[1], 4),
+                 "meta_validation_loss": round(best[2], 4), "best_iteration": best[3]},
+        extra={"fewshot": {
+            "algorithm": cfg.algorithm, "ways": cfg.ways, "shots": cfg.shots, "query": cfg.query,
+            "inner_steps": cfg.inner_steps, "inner_lr": cfg.inner_lr, "meta_batch": cfg.meta_batch,
+            "iterations": iterations, "seed": cfg.seed, "per_raster_normalisation": True,
+            # a MAML head is one shared row: the file is an initialisation, not a classifier
+            "initialisation_only": cfg.algorithm != "protonet",
+        }},
+    )

@@ -1,0 +1,473 @@
+"""The few-shot panel: click points of each class on the map, get a land-cover map.
+
+"Adapt & classify" runs in two background steps: the model is adapted to the
+clicked points and the *visible extent* is classified coarsely (a preview in
+seconds); then the same adapted model classifies the whole raster (or a drawn
+extent) and the result replaces the preview, with a confidence layer that
+shows only the low-confidence areas — where the next points should go.
+Clicking more points and pressing the button again re-adapts from scratch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from typing import Optional
+
+from qgis.core import (
+    Qgis,
+    QgsColorRampShader,
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsGeometry,
+    QgsMapLayerProxyModel,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRasterShader,
+    QgsRectangle,
+    QgsSingleBandPseudoColorRenderer,
+    QgsWkbTypes,
+)
+from qgis.gui import QgsMapToolExtent, QgsRubberBand
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import QTableWidgetItem, QWidget
+
+from ..core.device import DEVICE_CHOICES
+from ..core.errors import GeoMLError, InputError
+from ..styling import add_raster_layer
+from ..tasks import GeoMLTask, start_task
+from ..torch_preload import preload_torch
+from .fewshot_maptool import PointPickerTool
+from .fewshot_points import MarkerSet, SupportPointSet
+from .job_dialog import device_badge_text, load_ui
+
+FORM = load_ui("fewshot_panel.ui")
+PREVIEW_WINDOWS = 3000  # at most this many classified windows in the preview
+
+HELP = """<h3>Few-shot mapping</h3>
+<ol>
+<li>Choose the <b>raster</b> to map and a <b>model</b>: a meta-model made by
+<i>Meta-train a few-shot model</i> (best) or any GeoML patch classifier.</li>
+<li>Type a <b>class</b> name (Enter adds it), press <b>Click points on the map</b> and
+click a few points of that class (1–10 are enough). Change class and repeat.
+Right click removes the nearest point; <b>Undo</b> removes the last one.</li>
+<li><b>Adapt &amp; classify</b>: the visible area is previewed within seconds, then the whole
+raster (or a drawn extent) is classified in the background and added to the map.</li>
+<li>The <b>confidence</b> layer shows where the model is unsure (below the
+<i>Low confidence</i> threshold): add points there and run again.</li>
+</ol>
+<p><b>Save as layer</b> keeps the points as a point layer (field <code>class_name</code>) for
+<i>geoml:fewshot</i> in the Processing toolbox, batch mode or <code>qgis_process</code>.</p>"""
+
+
+def preview_then_full_jobs(cfg, preview_window, preview_stride, preview_paths):
+    """Core work of one run, split so the preview shows before the full map."""
+
+    def preview(fb):
+        from ..core.fewshot import adapt
+        from ..core.predict import PredictConfig, predict_raster
+
+        adapted = adapt(cfg, fb.sub(0.0, 0.4))
+        pred = None
+        if preview_window is not None:
+            pcfg = PredictConfig(cfg.input_path, output_path=preview_paths[0], device=cfg.device, window=preview_window,
+                                 stride=preview_stride, batch_size=cfg.batch_size, bands=adapted.meta.band_indices)
+            pred = predict_raster(adapted.model, adapted.meta, pcfg, fb.sub(0.4, 1.0))
+        return adapted, pred
+
+    def full(adapted):
+        from ..core.fewshot import clone_adapted
+        from ..core.predict import PredictConfig, predict_raster
+
+        mine = clone_adapted(adapted)
+
+        def job(fb):
+            pcfg = PredictConfig(cfg.input_path, output_path=cfg.output_path, confidence_path=cfg.confidence_path,
+                                 device=cfg.device, window=cfg.window, batch_size=cfg.batch_size,
+                                 bands=mine.meta.band_indices)
+            return predict_raster(mine.model, mine.meta, pcfg, fb)
+
+        return job
+
+    return preview, full
+
+
+def style_low_confidence(layer: QgsRasterLayer, threshold: float) -> None:
+    """Show only pixels whose confidence is below ``threshold`` (orange-red); the rest transparent."""
+    shader_fn = QgsColorRampShader(0.0, 1.0)
+    shader_fn.setColorRampType(QgsColorRampShader.Type.Discrete)
+    shader_fn.setColorRampItemList([
+        QgsColorRampShader.ColorRampItem(threshold, QColor(230, 60, 20, 200), f"below {threshold:.0%}: add points here"),
+        QgsColorRampShader.ColorRampItem(1.0001, QColor(0, 0, 0, 0), "confident"),
+    ])
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(shader_fn)
+    layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader))
+    layer.triggerRepaint()
+
+
+class FewShotPanel(QWidget, FORM):
+    def __init__(self, plugin=None, canvas=None, parent=None):
+        super().__init__(parent)
+        self.setupUi(self)
+        self.plugin = plugin
+        self.canvas = canvas if canvas is not None else plugin.iface.mapCanvas()
+        self.points = SupportPointSet()
+        self.markers = MarkerSet(self.canvas)
+        self.tool = PointPickerTool(self.canvas)
+        self.tool.pointClicked.connect(self.add_point)
+        self.tool.removeClicked.connect(self.remove_near)
+        self.extent_tool = QgsMapToolExtent(self.canvas)
+        self.extent_tool.extentChanged.connect(self.set_drawn_extent)
+        self.extent_band: Optional[QgsRubberBand] = None
+        self.drawn_extent = None  # (QgsRectangle, crs)
+        self.task: Optional[GeoMLTask] = None
+        self.adapted = None
+        self.run_count = 0
+        self.out_dir = tempfile.mkdtemp(prefix="geoml_fewshot_")
+        self.preview_layers: list = []
+        self.result_layers: list = []
+
+        self.rasterLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
+        self.modelFile.fileChanged.connect(self.describe_model)
+        self.deviceCombo.addItems(list(DEVICE_CHOICES))
+        self.deviceBadge.setText(device_badge_text())
+        self.helpBrowser.setHtml(HELP)
+        self.classTable.setColumnCount(2)
+        self.classTable.setHorizontalHeaderLabels(["Class", "Points"])
+        self.classCombo.lineEdit().returnPressed.connect(self.add_typed_class)
+        self.addClassButton.clicked.connect(self.add_typed_class)
+        self.classTable.itemSelectionChanged.connect(self._select_class_from_table)
+        self.pickButton.toggled.connect(self.set_picking)
+        self.drawExtentButton.toggled.connect(self.set_drawing_extent)
+        self.undoButton.clicked.connect(self.undo)
+        self.removeClassButton.clicked.connect(self.remove_selected_class)
+        self.saveButton.clicked.connect(self.save_layer)
+        self.runButton.clicked.connect(self.run)
+        self.cancelButton.clicked.connect(self.cancel)
+        self.canvas.mapToolSet.connect(self._tool_changed)
+        self.refresh()
+
+    # -- model --------------------------------------------------------------
+    def describe_model(self, path: str) -> None:
+        from ..core.modelfile import read_meta
+
+        if not path:
+            self.modelInfo.setText("Choose a meta-model (.safetensors).")
+            return
+        try:
+            meta = read_meta(path)
+            fs = meta.extra.get("fewshot") or {}
+            kind = {"protonet": "meta-model (prototypical networks)", "maml": "meta-model (MAML)",
+                    "fomaml": "meta-model (first-order MAML)"}.get(fs.get("algorithm"), meta.describe())
+            text = f"{kind}; {meta.in_bands} band(s), patch {meta.patch_size} px"
+            acc = meta.metrics.get("meta_validation_accuracy")
+            if acc is not None:
+                text += f"; meta-validation accuracy {acc:.0%}"
+            self.modelInfo.setText(text)
+        except GeoMLError as exc:
+            self.modelInfo.setText(f"<span style='color:#b00'>{exc}</span>")
+
+    # -- classes and points -------------------------------------------------
+    def current_class(self) -> str:
+        return self.classCombo.currentText().strip()
+
+    def add_typed_class(self) -> None:
+        name = self.points.add_class(self.current_class())
+        if name:
+            self.refresh()
+            self.classCombo.setCurrentText(name)
+
+    def add_point(self, point) -> None:
+        name = self.current_class()
+        if not name:
+            self.show_error("Type a class name first, then click its points.")
+            return
+        self.points.add(point, self.canvas.mapSettings().destinationCrs(), name)
+        self.refresh()
+        self.classCombo.setCurrentText(name)
+
+    def remove_near(self, point, tolerance: float) -> None:
+        i = self.points.nearest(point, self.canvas.mapSettings().destinationCrs(), tolerance)
+        if i is not None:
+            self.points.remove(i)
+            self.refresh()
+
+    def undo(self) -> None:
+        if self.points.undo() is not None:
+            self.refresh()
+
+    def remove_selected_class(self) -> None:
+        rows = self.classTable.selectionModel().selectedRows()
+        name = self.classTable.item(rows[0].row(), 0).text() if rows else self.current_class()
+        self.points.remove_class(name)
+        self.refresh()
+
+    def _select_class_from_table(self) -> None:
+        rows = self.classTable.selectionModel().selectedRows()
+        if rows:
+            self.classCombo.setCurrentText(self.classTable.item(rows[0].row(), 0).text())
+
+    def refresh(self) -> None:
+        """Class list, table and markers from the point set."""
+        current = self.current_class()
+        self.classCombo.blockSignals(True)
+        self.classCombo.clear()
+        self.classCombo.addItems(self.points.classes)
+        self.classCombo.setCurrentText(current)
+        self.classCombo.blockSignals(False)
+        counts = self.points.counts()
+        self.classTable.setRowCount(len(counts))
+        for row, (name, n) in enumerate(counts.items()):
+            item = QTableWidgetItem(name)
+            item.setData(Qt.ItemDataRole.DecorationRole, QColor(self.points.color(name)))
+            self.classTable.setItem(row, 0, item)
+            self.classTable.setItem(row, 1, QTableWidgetItem(str(n)))
+        self.markers.rebuild(self.points)
+        self.undoButton.setEnabled(bool(self.points.points))
+        self.saveButton.setEnabled(bool(self.points.points))
+
+    def save_layer(self):
+        layer = self.rasterLayer.currentLayer()
+        crs = layer.crs() if layer is not None else self.canvas.mapSettings().destinationCrs()
+        vl = self.points.to_layer(crs)
+        QgsProject.instance().addMapLayer(vl)
+        self.push_message(f"Added '{vl.name()}' ({vl.featureCount()} points, field class_name).")
+        return vl
+
+    # -- map tools ------------------------------------------------------------
+    def set_picking(self, on: bool) -> None:
+        if on:
+            self.drawExtentButton.setChecked(False)
+            self.canvas.setMapTool(self.tool)
+        elif self.canvas.mapTool() is self.tool:
+            self.canvas.unsetMapTool(self.tool)
+
+    def set_drawing_extent(self, on: bool) -> None:
+        if on:
+            self.pickButton.setChecked(False)
+            self.canvas.setMapTool(self.extent_tool)
+        elif self.canvas.mapTool() is self.extent_tool:
+            self.canvas.unsetMapTool(self.extent_tool)
+
+    def _tool_changed(self, new_tool, old_tool=None) -> None:
+        self.pickButton.setChecked(new_tool is self.tool)
+        self.drawExtentButton.setChecked(new_tool is self.extent_tool)
+
+    def set_drawn_extent(self, rect: QgsRectangle) -> None:
+        if rect.isEmpty():
+            return
+        self.drawn_extent = (QgsRectangle(rect), self.canvas.mapSettings().destinationCrs())
+        if self.extent_band is None:
+            self.extent_band = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
+            self.extent_band.setColor(QColor(30, 120, 230, 40))
+            self.extent_band.setStrokeColor(QColor(30, 120, 230))
+            self.extent_band.setWidth(2)
+        self.extent_band.setToGeometry(QgsGeometry.fromRect(rect), None)
+        self.extentCombo.setCurrentIndex(1)
+        self.drawExtentButton.setChecked(False)
+
+    # -- running --------------------------------------------------------------
+    def _pixel_window(self, layer: QgsRasterLayer, rect: QgsRectangle, rect_crs) -> Optional[tuple]:
+        """Pixel window (x, y, w, h) of ``rect`` (in ``rect_crs``) inside ``layer``; None if outside."""
+        if rect_crs != layer.crs():
+            try:
+                rect = QgsCoordinateTransform(rect_crs, layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
+            except QgsCsException:
+                return None  # e.g. a world view that the raster's CRS cannot represent
+        ext = layer.extent()
+        rect = rect.intersect(ext)
+        if rect.isEmpty():
+            return None
+        px, py = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
+        x0 = int(math.floor((rect.xMinimum() - ext.xMinimum()) / px))
+        y0 = int(math.floor((ext.yMaximum() - rect.yMaximum()) / py))
+        x1 = int(math.ceil((rect.xMaximum() - ext.xMinimum()) / px))
+        y1 = int(math.ceil((ext.yMaximum() - rect.yMinimum()) / py))
+        x1, y1 = min(x1, layer.width()), min(y1, layer.height())
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            return None
+        return x0, y0, x1 - x0, y1 - y0
+
+    def make_config(self):
+        from ..core.fewshot import FewShotConfig
+
+        layer = self.rasterLayer.currentLayer()
+        if layer is None:
+            raise InputError("Choose the raster to map.")
+        model = self.modelFile.filePath()
+        if not model:
+            raise InputError("Choose a meta-model or a GeoML classifier.")
+        counts = self.points.counts()
+        empty = [c for c, n in counts.items() if n == 0]
+        if empty:
+            raise InputError(f"Class '{empty[0]}' has no points.", "Click some, or remove the class.")
+        if len([c for c, n in counts.items() if n]) < 2:
+            raise InputError("Click points of at least two classes.")
+        self.run_count += 1
+        base = os.path.join(self.out_dir, f"fewshot_{self.run_count}")
+        window = None
+        if self.extentCombo.currentIndex() == 1:
+            if self.drawn_extent is None:
+                raise InputError("Draw the extent to classify first (Draw…), or choose Whole raster.")
+            window = self._pixel_window(layer, *self.drawn_extent)
+            if window is None:
+                raise InputError("The drawn extent does not overlap the raster.")
+        # points in class order, so raster values and colours follow the panel's classes
+        order = {c: i for i, c in enumerate(self.points.classes)}
+        pts = sorted(self.points.in_crs(layer.crs()), key=lambda p: order[p[2]])
+        return FewShotConfig(input_path=layer.source(), model_path=model, output_path=base + ".tif",
+                             confidence_path=base + "_confidence.tif", points=pts,
+                             device=self.deviceCombo.currentText(), window=window), base
+
+    def run(self) -> Optional[GeoMLTask]:
+        try:
+            cfg, base = self.make_config()
+        except GeoMLError as exc:
+            self.show_error(str(exc))
+            return None
+        if self.task is not None:  # re-adapt: the running job is superseded
+            self.task.cancel()
+        preload_torch()  # on the main thread: see torch_preload.py
+        layer = self.rasterLayer.currentLayer()
+        visible = self._pixel_window(layer, self.canvas.extent(), self.canvas.mapSettings().destinationCrs())
+        from ..core.modelfile import read_meta
+
+        try:
+            patch = read_meta(cfg.model_path).patch_size
+        except GeoMLError as exc:
+            self.show_error(str(exc))
+            return None
+        stride = None
+        if visible is not None:
+            stride = max(patch // 4, int(math.ceil(math.sqrt(visible[2] * visible[3] / PREVIEW_WINDOWS))))
+        preview, full = preview_then_full_jobs(cfg, visible, stride, (base + "_preview.tif",))
+        self.logView.appendPlainText(f"Adapting to {len(cfg.points)} points of "
+                                     f"{len(self.points.classes)} classes…")
+        task = GeoMLTask("GeoML: few-shot adapt and preview", preview, lambda t: self._preview_done(t, full))
+        return self._start(task)
+
+    def _start(self, task: GeoMLTask) -> GeoMLTask:
+        self.task = task
+        self.progressBar.setValue(0)
+        self.cancelButton.setEnabled(True)
+        task.progressChanged.connect(lambda p, t=task: self.task is t and self.progressBar.setValue(int(p)))
+        # progress text goes on the bar; the job's log lines go to the log when it ends
+        task.message.connect(lambda m, t=task: self.task is t and self.progressBar.setFormat(f"%p%  {m}"))
+        return start_task(task)
+
+    def _failed(self, task: GeoMLTask) -> bool:
+        if task is not self.task:
+            return True  # superseded by a newer run
+        self.progressBar.setFormat("%p%")
+        for line in task.log_lines:
+            self.logView.appendPlainText(line)
+        if task.error is None:
+            return False
+        self.task = None
+        self.cancelButton.setEnabled(False)
+        if task.cancelled:
+            self.progressBar.setValue(0)
+            self.logView.appendPlainText("Cancelled; nothing was written.")
+        else:
+            self.show_error(task.error_text())
+        return True
+
+    def _preview_done(self, task: GeoMLTask, full) -> None:
+        if self._failed(task):
+            return
+        adapted, pred = task.result
+        self.adapted = adapted
+        self.logView.appendPlainText(f"Adapted ({adapted.method}); support accuracy {adapted.support_accuracy:.0%}")
+        self._remove_layers(self.preview_layers)
+        if pred is not None:
+            lyr = add_raster_layer(pred.output_path, "Few-shot preview")
+            self.preview_layers = [lyr.id()]
+            self.logView.appendPlainText(f"Preview of the visible area in {pred.seconds:.1f} s; classifying the raster…")
+        nxt = GeoMLTask("GeoML: few-shot classification", full(adapted), self._full_done)
+        self._start(nxt)
+
+    def _full_done(self, task: GeoMLTask) -> None:
+        if self._failed(task):
+            return
+        self.task = None
+        self.cancelButton.setEnabled(False)
+        self.progressBar.setValue(100)
+        res = task.result
+        self._remove_layers(self.preview_layers + self.result_layers)
+        self.preview_layers = []
+        conf = QgsRasterLayer(res.confidence_path, "Few-shot low confidence", "gdal")
+        style_low_confidence(conf, self.thresholdSpin.value())
+        QgsProject.instance().addMapLayer(conf)
+        classes = add_raster_layer(res.output_path, "Few-shot classes")
+        self.result_layers = [conf.id(), classes.id()]
+        # the low-confidence overlay sits above the classes
+        root = QgsProject.instance().layerTreeRoot()
+        node = root.findLayer(conf.id())
+        if node is not None:
+            root.insertChildNode(0, node.clone())
+            node.parent().removeChildNode(node)
+        counts = ", ".join(f"{k} {v}" for k, v in res.class_counts.items())
+        self.logView.appendPlainText(f"Classified {res.width}×{res.height} px in {res.seconds:.1f} s: {counts}")
+        self.push_message(f"Few-shot map added ({res.width}×{res.height} px).", Qgis.MessageLevel.Success)
+
+    def _remove_layers(self, ids: list) -> None:
+        for lid in ids:
+            if QgsProject.instance().mapLayer(lid) is not None:
+                QgsProject.instance().removeMapLayer(lid)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.logView.appendPlainText("Cancelling…")
+            self.task.cancel()
+
+    # -- messages / lifecycle -------------------------------------------------
+    def push_message(self, text: str, level=Qgis.MessageLevel.Info) -> None:
+        bar = self.plugin.message_bar() if self.plugin is not None else None
+        if bar is not None:
+            bar.pushMessage("GeoML", text, level=level, duration=8)
+
+    def show_error(self, text: str) -> None:
+        self.logView.appendPlainText(text)
+        bar = self.plugin.message_bar() if self.plugin is not None else None
+        if bar is not None:
+            bar.pushMessage("GeoML", text, level=Qgis.MessageLevel.Critical, duration=0)
+
+    def cleanup(self) -> None:
+        """Cancel work and remove canvas items (on close / plugin unload)."""
+        if self.task is not None:
+            self.task.cancel()
+        self.set_picking(False)
+        self.set_drawing_extent(False)
+        self.markers.clear()
+        if self.extent_band is not None:
+            self.canvas.scene().removeItem(self.extent_band)
+            self.extent_band = None
+
+
+def open_panel(plugin):
+    """Show the panel docked on the right (one per session)."""
+    from qgis.gui import QgsDockWidget
+
+    dock = plugin.dialogs.get("fewshot")
+    if dock is None:
+        dock = QgsDockWidget("GeoML — Few-shot mapping", plugin.iface.mainWindow())
+        dock.setObjectName("GeoMLFewShotDock")
+        panel = FewShotPanel(plugin, plugin.iface.mapCanvas(), dock)
+        dock.setWidget(panel)
+        dock.panel = panel
+        dock.closed.connect(panel.cleanup)
+        plugin.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        plugin.dialogs["fewshot"] = dock
+    dock.show()
+    dock.raise_()
+    return dock
+
+
+def open_metatrain_dialog(plugin):
+    """The Processing dialog of geoml:metatrain (runs in the background with progress and Cancel)."""
+    from processing import execAlgorithmDialog
+
+    return execAlgorithmDialog("geoml:metatrain", {})

@@ -1,0 +1,107 @@
+"""``geoml:fewshot`` — map a raster from a few labelled points."""
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from .base import MODEL_FILTER, GeoMLAlgorithm
+
+VIEWS = [1, 2, 4, 8]
+
+HELP = """Maps a raster from a handful of labelled points: adapts a model to your classes — even classes it never saw — then classifies the whole raster.
+
+<b>Input raster</b>: the region to map (the bands the model was trained on).
+<b>Model</b>: a meta-model from <i>Meta-train a few-shot model</i> (best), or any GeoML patch classifier (used as a feature extractor).
+<b>Support points</b>: a few points per class (1–10 each) with a class field. Points outside the raster or on nodata are ignored and reported.
+<b>Adaptation steps</b>: -1 = the model's default. For MAML meta-models, gradient steps from the learnt initialisation (default: as meta-trained); for the others, steps of fine-tuning the whole network on the support points after the nearest-prototype start (default 50 for prototypical meta-models, 0 — prototypes only — for normal classifiers).
+<b>Output</b>: class raster (values 1..K, class names from the support points, styled). <b>Confidence</b>: probability of the winning class — low values show where more points would help.
+<b>Adapted model</b> (optional): a normal GeoML classifier for <i>Apply model to raster</i>.
+<b>Test-time views</b> (advanced): average each window over 2, 4 or 8 rotations/reflections: a little more accurate, as many times slower.
+"""
+
+
+class FewShotAlgorithm(GeoMLAlgorithm):
+    NAME = "fewshot"
+    DISPLAY = "Few-shot mapping from points"
+    GROUP = "Apply"
+    HELP = HELP
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        P = QgsProcessingParameterNumber
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster (region to map)"))
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", "Meta-model or GeoML classifier", behavior=QgsProcessingParameterFile.Behavior.File,
+            fileFilter=MODEL_FILTER))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "SUPPORT", "Support points", [QgsProcessing.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterField("LABEL_FIELD", "Class field", parentLayerParameterName="SUPPORT"))
+        self.addParameter(P("ADAPT_STEPS", "Adaptation steps (-1 = model default)", P.Type.Integer, -1, minValue=-1))
+        self.add_device_parameter()
+        stride = P("STRIDE", "Stride (pixels between classified windows, 0 = automatic)", P.Type.Integer, 0,
+                   minValue=0)
+        views = QgsProcessingParameterEnum("VIEWS", "Test-time views", options=[str(v) for v in VIEWS],
+                                           defaultValue=0)
+        batch = P("BATCH_SIZE", "Batch size", P.Type.Integer, 64, minValue=1)
+        seed = P("SEED", "Random seed", P.Type.Integer, 0, minValue=0)
+        for p in (stride, views, batch, seed):
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            self.addParameter(p)
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classes"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "OUTPUT_CONFIDENCE", "Confidence", optional=True, createByDefault=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT_MODEL", "Adapted model", MODEL_FILTER, optional=True, createByDefault=False))
+        self.addOutput(QgsProcessingOutputNumber("SUPPORT_ACCURACY", "Accuracy on the support points"))
+        self.addOutput(QgsProcessingOutputString("METHOD", "Adaptation method"))
+
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        # runs on the main thread, before processAlgorithm runs in a background thread
+        from ..torch_preload import preload_torch
+
+        preload_torch()
+        return True
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..core.fewshot import FewShotConfig, run_fewshot
+
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        if layer is None:
+            raise QgsProcessingException("The input raster could not be loaded.")
+        support = self.parameterAsCompatibleSourceLayerPath(parameters, "SUPPORT", context, ["gpkg", "shp"], "gpkg",
+                                                            feedback)
+        fields = self.parameterAsFields(parameters, "LABEL_FIELD", context)
+        if not fields:
+            raise QgsProcessingException("Choose the field that holds the class of each support point.")
+        cfg = FewShotConfig(
+            input_path=layer.source(), model_path=self.parameterAsFile(parameters, "MODEL", context),
+            output_path=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+            support=support, label_field=fields[0],
+            confidence_path=self.parameterAsOutputLayer(parameters, "OUTPUT_CONFIDENCE", context) or None,
+            output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context) or None,
+            adapt_steps=self.parameterAsInt(parameters, "ADAPT_STEPS", context),
+            device=self.device(parameters, context),
+            stride=self.parameterAsInt(parameters, "STRIDE", context) or None,
+            views=VIEWS[self.parameterAsEnum(parameters, "VIEWS", context)],
+            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
+            seed=self.parameterAsInt(parameters, "SEED", context),
+        )
+        result = self.run_job(feedback, lambda fb: run_fewshot(cfg, fb))
+        feedback.pushInfo(f"Adapted with {result.method}; support points per class: "
+                          + ", ".join(f"{k}: {v}" for k, v in result.class_counts.items()))
+        feedback.pushInfo("Pixels per class: " + ", ".join(f"{k}: {v}" for k, v in result.pixel_counts.items()))
+        return {"OUTPUT": result.output_path, "OUTPUT_CONFIDENCE": result.confidence_path,
+                "OUTPUT_MODEL": result.output_model, "SUPPORT_ACCURACY": result.support_accuracy,
+                "METHOD": result.method}

@@ -1,0 +1,207 @@
+"""geoml:metatrain and geoml:fewshot core jobs on the small sample scene."""
+import numpy as np
+import pytest
+import torch
+from osgeo import gdal
+
+from geoml_plugin.core.errors import InputError, JobCancelled, ModelFileError
+from geoml_plugin.core.fewshot import FewShotConfig, adapt, run_fewshot
+from geoml_plugin.core.metatrain import MetaTrainConfig, run_metatrain
+from geoml_plugin.core.modelfile import load_state, read_meta
+from geoml_plugin.core.predict import PredictConfig, run_predict
+from geoml_plugin.core.progress import Feedback
+from geoml_plugin.core.raster_io import category_names_of
+from geoml_plugin.core.sampledata import CLASS_NAMES, read_label_points
+from tests.conftest import leftovers, write_raster
+
+TINY = dict(label_field="class_name", ways=3, shots=2, query=3, patch_size=16, meta_batch=2, val_episodes=8,
+            device="cpu")
+
+
+@pytest.fixture(scope="module")
+def meta_model(scene, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("meta") / "proto.safetensors")
+    run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=path, iterations=40, **TINY))
+    return path
+
+
+def support_points(scene, per_class=5, seed=0):
+    """(x, y, class name) of a few label points per class, as the map tool passes them."""
+    xy, ids = read_label_points(scene.points)
+    rng = np.random.default_rng(seed)
+    pts = []
+    for k, name in enumerate(CLASS_NAMES, start=1):
+        for i in rng.choice(np.flatnonzero(ids == k), per_class, replace=False):
+            pts.append((xy[i, 0], xy[i, 1], name))
+    return pts
+
+
+def agreement(pred_path, scene):
+    """Share of valid pixels whose predicted class *name* is the true one."""
+    names = category_names_of(pred_path)
+    truth = gdal.Open(scene.landcover).ReadAsArray()
+    pred = gdal.Open(pred_path).ReadAsArray()
+    lut = np.array([CLASS_NAMES.index(n) + 1 if n in CLASS_NAMES else 0 for n in names])
+    return float((lut[pred] == truth)[truth > 0].mean())
+
+
+def test_metatrain_saves_a_meta_model_with_validation_accuracy(meta_model):
+    meta = read_meta(meta_model)
+    assert meta.architecture == "meta_classifier" and meta.output == "patch"
+    assert meta.extra["fewshot"]["algorithm"] == "protonet"
+    assert [c.name for c in meta.classes] == sorted(CLASS_NAMES)
+    acc = meta.metrics["meta_validation_accuracy"]
+    assert 0.5 < acc <= 1.0  # 3-way episodes: chance is 0.33
+
+
+def test_seeded_metatrain_is_reproducible(scene, tmp_path):
+    a, b, c = (str(tmp_path / f"{n}.safetensors") for n in "abc")
+    ra = run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=a, iterations=4, seed=7, **TINY))
+    rb = run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=b, iterations=4, seed=7, **TINY))
+    run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=c, iterations=4, seed=8, **TINY))
+    sa, sb, sc = load_state(a), load_state(b), load_state(c)
+    assert ra.val_accuracy == rb.val_accuracy and ra.history == rb.history
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_fewshot_maps_the_scene_from_five_points_per_class(scene, meta_model, out_dir):
+    out, conf, model = out_dir / "fs.tif", out_dir / "fs_conf.tif", out_dir / "adapted.safetensors"
+    res = run_fewshot(FewShotConfig(scene.image, meta_model, str(out), points=support_points(scene),
+                                    confidence_path=str(conf), output_model=str(model), device="cpu", stride=4))
+    assert res.class_counts == {n: 5 for n in CLASS_NAMES}
+    assert category_names_of(str(out)) == [""] + CLASS_NAMES  # class order of the points
+    assert agreement(str(out), scene) > 0.8
+    c = gdal.Open(str(conf)).ReadAsArray()
+    valid = gdal.Open(scene.landcover).ReadAsArray() > 0
+    assert ((c[valid] >= 0.25) & (c[valid] <= 1.0)).all()
+    # the adapted model is a normal classifier: geoml:predict gives the same map
+    again = out_dir / "again.tif"
+    run_predict(PredictConfig(scene.image, str(model), str(again), stride=4, device="cpu"))
+    np.testing.assert_array_equal(gdal.Open(str(again)).ReadAsArray(), gdal.Open(str(out)).ReadAsArray())
+    assert read_meta(str(model)).extra["fewshot_adapted"]["method"] == res.method
+
+
+def test_fewshot_reads_a_support_layer_and_reports_ignored_points(scene, meta_model, out_dir):
+    log = []
+    res = run_fewshot(FewShotConfig(scene.image, meta_model, str(out_dir / "x.tif"), support=scene.points,
+                                    label_field="class_name", device="cpu", stride=8),
+                      Feedback(on_log=log.append))
+    assert sum(res.class_counts.values()) == 100
+    assert res.support_accuracy > 0.8
+    assert any("support points of 4 classes" in m for m in log)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
+def test_maml_meta_model_adapts_and_is_refused_by_predict(scene, tmp_path, out_dir, algorithm):
+    path = str(tmp_path / f"{algorithm}.safetensors")
+    res = run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=path, algorithm=algorithm,
+                                        iterations=3, inner_steps=2, **TINY))
+    assert 0 <= res.val_accuracy <= 1
+    meta = read_meta(path)
+    assert meta.extra["fewshot"]["initialisation_only"] and meta.arch_args["num_classes"] == 1
+    with pytest.raises(ModelFileError, match="MAML meta-model"):
+        run_predict(PredictConfig(scene.image, path, str(out_dir / "p.tif")))
+    ad = adapt(FewShotConfig(scene.image, path, points=support_points(scene, 3), device="cpu", adapt_steps=3))
+    assert ad.method == "MAML, 3 steps"
+    assert ad.model.head.out_features == 4
+
+
+def test_a_normal_classifier_works_as_a_starting_point(scene, tmp_path, out_dir):
+    from geoml_plugin.core.classes import make_classes
+    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.models import build_model
+
+    torch.manual_seed(0)
+    meta = ModelMeta(architecture="small_cnn", arch_args={"in_bands": 4, "num_outputs": 2, "widths": [8, 8, 8, 8]},
+                     task="classification", output="patch", in_bands=4, patch_size=16,
+                     classes=make_classes(["x", "y"]), norm_mean=[1000] * 4, norm_std=[500] * 4)
+    base = save_model(str(tmp_path / "cnn.safetensors"), build_model("small_cnn", **meta.arch_args), meta)
+    res = run_fewshot(FewShotConfig(scene.image, base, str(out_dir / "c.tif"), points=support_points(scene),
+                                    output_model=str(out_dir / "m.safetensors"), adapt_steps=5, device="cpu"))
+    assert res.method == "nearest prototype + 5 fine-tuning steps"
+    adapted = read_meta(str(out_dir / "m.safetensors"))
+    assert adapted.arch_args["num_outputs"] == 4 and [c.name for c in adapted.classes] == CLASS_NAMES
+    run_predict(PredictConfig(scene.image, str(out_dir / "m.safetensors"), str(out_dir / "p.tif"), device="cpu"))
+
+
+# -- bad input ---------------------------------------------------------------
+def _fs(scene, meta_model, out_dir, **kw):
+    return FewShotConfig(scene.image, meta_model, str(out_dir / "o.tif"), confidence_path=str(out_dir / "c.tif"),
+                         device="cpu", **kw)
+
+
+def test_support_with_one_class_is_refused(scene, meta_model, out_dir):
+    pts = [p for p in support_points(scene) if p[2] == "Water"]
+    with pytest.raises(InputError, match="all of one class \\('Water'\\)"):
+        run_fewshot(_fs(scene, meta_model, out_dir, points=pts))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_class_whose_points_are_all_outside_or_on_nodata_is_named(scene, meta_model, out_dir):
+    x0, y0 = 500000.0, 5100000.0  # top-left corner of the scene
+    pts = [p for p in support_points(scene) if p[2] != "Urban"]
+    pts += [(x0 - 500, y0 + 500, "Urban"), (x0 + 10 * 126, y0 - 10 * 1.5, "Urban")]  # outside; nodata strip
+    with pytest.raises(InputError, match=r"'Urban' have no usable support point \(ignored: 1 outside the raster, "
+                                         r"1 on nodata pixels\)"):
+        run_fewshot(_fs(scene, meta_model, out_dir, points=pts))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_support_entirely_outside_the_raster_is_refused(scene, meta_model, out_dir, tmp_path):
+    from osgeo import ogr, osr
+
+    path = str(tmp_path / "far.gpkg")
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32632)
+    lay = ds.CreateLayer("pts", srs, ogr.wkbPoint)
+    lay.CreateField(ogr.FieldDefn("cls", ogr.OFTString))
+    for i, name in enumerate(["a", "b"]):
+        f = ogr.Feature(lay.GetLayerDefn())
+        f.SetField("cls", name)
+        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({400000 + i} 5000000)"))
+        lay.CreateFeature(f)
+    ds = None
+    with pytest.raises(InputError, match="None of the support points can be used: .*2 outside the raster"):
+        run_fewshot(_fs(scene, meta_model, out_dir, support=path, label_field="cls"))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_meta_model_with_another_band_count_is_refused(meta_model, tmp_path, out_dir):
+    img = write_raster(tmp_path / "rgb.tif", np.ones((3, 64, 64), np.uint16))
+    with pytest.raises(InputError, match="expects 4 band"):
+        run_fewshot(FewShotConfig(img, meta_model, str(out_dir / "o.tif"), points=[(500100, 5099900, "a")]))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_fewer_labelled_classes_than_ways_is_refused(scene, out_dir):
+    with pytest.raises(InputError, match="WAYS is 5 but the labels have only 4 class"):
+        run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=str(out_dir / "m.safetensors"),
+                                      **{**TINY, "ways": 5}))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_more_shots_than_labelled_points_is_refused(scene, out_dir):
+    with pytest.raises(InputError, match="at least 35 labelled patches each"):
+        run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=str(out_dir / "m.safetensors"),
+                                      **{**TINY, "shots": 30, "query": 5}))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_cancel_leaves_nothing(scene, meta_model, out_dir):
+    calls = {"n": 0}
+
+    def cancelled():
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    with pytest.raises(JobCancelled):
+        run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=str(out_dir / "m.safetensors"),
+                                      iterations=50, **TINY), Feedback(is_cancelled=cancelled))
+    seen = []  # cancel once adapted, while the raster is being classified
+    with pytest.raises(JobCancelled):
+        run_fewshot(_fs(scene, meta_model, out_dir, points=support_points(scene),
+                        output_model=str(out_dir / "a.safetensors"), stride=2, batch_size=4),
+                    Feedback(on_progress=lambda f, m: seen.append(m), is_cancelled=lambda: "adapting" in seen))
+    assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []

@@ -1,0 +1,164 @@
+"""The few-shot panel and its map tool on a real QGIS canvas."""
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterLayer,
+)
+from qgis.gui import QgsMapMouseEvent
+from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+
+from geoml_plugin.core.raster_io import category_names_of
+from geoml_plugin.core.sampledata import CLASS_NAMES, read_label_points
+
+WEB_MERCATOR = QgsCoordinateReferenceSystem("EPSG:3857")
+
+
+class FakePlugin:
+    def __init__(self, iface):
+        self.iface = iface
+
+    def message_bar(self):
+        return self.iface.messageBar()
+
+
+@pytest.fixture(scope="module")
+def meta_model(scene, tmp_path_factory):
+    from geoml_plugin.core.metatrain import MetaTrainConfig, run_metatrain
+
+    path = str(tmp_path_factory.mktemp("panelmeta") / "meta.safetensors")
+    run_metatrain(MetaTrainConfig([scene.image], scene.points, "class_name", path, ways=3, shots=2, query=3,
+                                  patch_size=16, iterations=30, meta_batch=2, val_episodes=8, device="cpu"))
+    return path
+
+
+@pytest.fixture()
+def qgis_canvas(qtbot, qgis_app):
+    """A shown 400×300 canvas (pytest-qgis's canvas is never shown, so its map size stays stale)."""
+    from qgis.gui import QgsMapCanvas
+
+    canvas = QgsMapCanvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(400, 300)
+    canvas.show()
+    qtbot.waitExposed(canvas)
+    return canvas
+
+
+@pytest.fixture()
+def panel(qtbot, qgis_iface, qgis_canvas, qgis_new_project, scene):
+    from geoml_plugin.gui.fewshot_panel import FewShotPanel
+
+    layer = QgsRasterLayer(scene.image, "sample image", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    # the canvas shows the scene in Web Mercator while the raster is in UTM 32N
+    qgis_canvas.setDestinationCrs(WEB_MERCATOR)
+    to_canvas = QgsCoordinateTransform(layer.crs(), WEB_MERCATOR, QgsProject.instance())
+    qgis_canvas.setLayers([layer])
+    qgis_canvas.setExtent(to_canvas.transformBoundingBox(layer.extent()))
+    qgis_canvas.refresh()
+    p = FewShotPanel(FakePlugin(qgis_iface), qgis_canvas)
+    qtbot.addWidget(p)
+    p.rasterLayer.setLayer(layer)
+    p.deviceCombo.setCurrentText("cpu")
+    yield p
+    p.cleanup()
+
+
+def click(tool, canvas, x, y, button=Qt.MouseButton.LeftButton):
+    event = QgsMapMouseEvent(canvas, QEvent.Type.MouseButtonRelease, QPoint(x, y), button)
+    tool.canvasReleaseEvent(event)
+
+
+def choose_class(panel, name):
+    panel.classCombo.setCurrentText(name)
+    panel.add_typed_class()
+
+
+def test_clicks_become_points_in_the_raster_crs_with_markers_undo_and_remove(panel, qgis_canvas):
+    layer = panel.rasterLayer.currentLayer()
+    panel.pickButton.setChecked(True)
+    assert qgis_canvas.mapTool() is panel.tool
+    choose_class(panel, "Water")
+    click(panel.tool, qgis_canvas, 100, 80)
+    click(panel.tool, qgis_canvas, 120, 90)
+    choose_class(panel, "Forest")
+    click(panel.tool, qgis_canvas, 300, 200)
+    assert panel.points.counts() == {"Water": 2, "Forest": 1}
+    assert len(panel.markers.markers) == 2 * 3
+    assert panel.classTable.rowCount() == 2 and panel.classTable.item(0, 1).text() == "2"
+
+    # map clicks are transformed from the canvas CRS (EPSG:3857) to the raster's (EPSG:32632)
+    expected = QgsCoordinateTransform(WEB_MERCATOR, layer.crs(), QgsProject.instance()).transform(
+        qgis_canvas.getCoordinateTransform().toMapCoordinates(300, 200))
+    x, y, cls = panel.points.in_crs(layer.crs())[2]
+    assert cls == "Forest" and abs(x - expected.x()) < 1e-6 and abs(y - expected.y()) < 1e-6
+    assert layer.extent().contains(QgsPointXY(x, y))
+
+    panel.undo()
+    assert panel.points.counts() == {"Water": 2, "Forest": 0} and len(panel.markers.markers) == 2 * 2
+    click(panel.tool, qgis_canvas, 103, 82, Qt.MouseButton.RightButton)  # near the first point: removes it
+    assert len(panel.points.points) == 1 and panel.points.points[0].point == \
+        qgis_canvas.getCoordinateTransform().toMapCoordinates(120, 90)
+    click(panel.tool, qgis_canvas, 390, 10, Qt.MouseButton.RightButton)  # nothing near: nothing removed
+    assert len(panel.points.points) == 1
+
+    vl = panel.save_layer()
+    assert vl.crs() == layer.crs() and vl.featureCount() == 1
+    feat = next(vl.getFeatures())
+    assert feat["class_name"] == "Water"
+    assert vl.id() in QgsProject.instance().mapLayers()
+
+
+def test_adapt_and_classify_previews_then_adds_styled_layers(panel, qtbot, meta_model):
+    layer = panel.rasterLayer.currentLayer()
+    panel.modelFile.setFilePath(meta_model)
+    assert "prototypical" in panel.modelInfo.text()
+    to_canvas = QgsCoordinateTransform(layer.crs(), WEB_MERCATOR, QgsProject.instance())
+    xy, ids = read_label_points(layer.source().replace("image.tif", "labels_points.gpkg"))
+    for k, name in enumerate(CLASS_NAMES, start=1):
+        choose_class(panel, name)
+        for i in np.flatnonzero(ids == k)[:4]:
+            panel.add_point(to_canvas.transform(QgsPointXY(*xy[i])))
+    task = panel.run()
+    assert task is not None
+    qtbot.waitUntil(lambda: panel.task is None, timeout=120_000)
+    log = panel.logView.toPlainText()
+    assert "Preview of the visible area" in log and "Classified 128×128 px" in log, log
+    names = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+    assert "Few-shot preview" not in names  # replaced by the full result
+    classes, conf = names["Few-shot classes"], names["Few-shot low confidence"]
+    assert classes.renderer().type() == "paletted"
+    assert [c.label for c in classes.renderer().classes()] == CLASS_NAMES
+    assert conf.renderer().type() == "singlebandpseudocolor"
+    items = conf.renderer().shader().rasterShaderFunction().colorRampItemList()
+    assert items[0].value == pytest.approx(0.6) and items[0].color.alpha() > 0 and items[1].color.alpha() == 0
+    assert category_names_of(classes.source()) == [""] + CLASS_NAMES
+    truth = gdal.Open(layer.source().replace("image.tif", "landcover.tif")).ReadAsArray()
+    pred = gdal.Open(classes.source()).ReadAsArray()
+    assert (pred == truth)[truth > 0].mean() > 0.75  # class order of the panel = scene's class ids
+
+    # more points, run again: re-adapts, the new map replaces the old one
+    panel.add_point(to_canvas.transform(QgsPointXY(*xy[np.flatnonzero(ids == 1)[5]])))
+    panel.run()
+    qtbot.waitUntil(lambda: panel.task is None, timeout=120_000)
+    assert [lyr.name() for lyr in QgsProject.instance().mapLayers().values()].count("Few-shot classes") == 1
+    assert panel.run_count == 2
+
+
+def test_bad_point_sets_give_messages_and_start_nothing(panel, meta_model):
+    panel.modelFile.setFilePath(meta_model)
+    choose_class(panel, "Water")
+    panel.add_point(panel.canvas.extent().center())
+    assert panel.run() is None
+    assert "at least two classes" in panel.logView.toPlainText()
+    choose_class(panel, "Forest")  # a class without points
+    assert panel.run() is None
+    assert "Class 'Forest' has no points" in panel.logView.toPlainText()
+    panel.modelFile.setFilePath("")
+    assert panel.run() is None and "Choose a meta-model" in panel.logView.toPlainText()
+    assert panel.task is None
