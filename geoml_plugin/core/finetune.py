@@ -34,8 +34,8 @@ BACKBONE_LABELS = {
     "resnet34": "ResNet-34 (torchvision)",
     "resnet50": "ResNet-50 (torchvision)",
 }
-AUTO_EPOCH_SAMPLES = 40_000  # automatic epochs: about this many patches seen in all
-MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 60
+AUTO_EPOCH_SAMPLES = 100_000  # automatic epochs: about this many patches seen in all
+MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 100
 NULL_REASON = "without a label value (NULL)"
 
 
@@ -50,7 +50,7 @@ class FinetuneConfig:
     backbone: str = "small_resnet"
     weights: str = "none"  # 'none', 'imagenet' or a GeoML model file
     patch_size: int = 64
-    epochs: int = 0  # 0 = automatic (about 40 000 patches seen, 5–60 epochs)
+    epochs: int = 0  # 0 = automatic (about 100 000 patches seen, 5–100 epochs)
     batch_size: int = 32
     learning_rate: float = 0.0  # 0 = automatic (3e-3 from scratch, 1e-3 from pretrained weights)
     validation_fraction: float = 0.2

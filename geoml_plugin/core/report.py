@@ -15,7 +15,7 @@ import os
 
 from .raster_io import write_text_atomic
 
-_W, _H, _PAD = 520, 240, 44
+_W, _H, _PAD = 520, 240, 56
 
 
 def _polyline(xs, ys, x0, x1, y0, y1, color, dash="") -> str:
@@ -47,7 +47,7 @@ def line_chart(title: str, xs: list, series: list, y_label: str) -> str:
         py = _H - _PAD - (_H - 1.5 * _PAD) * i / 4
         parts.append(f'<text x="{_PAD - 4}" y="{py + 4:.1f}" text-anchor="end">{v:.3g}</text>')
     parts.append(f'<text x="{_W / 2}" y="{_H - 8}" text-anchor="middle">epoch ({x0}–{x1})</text>')
-    parts.append(f'<text x="12" y="{_H / 2}" transform="rotate(-90 12 {_H / 2})" text-anchor="middle">{html.escape(y_label)}</text>')
+    parts.append(f'<text x="11" y="{_H / 2}" transform="rotate(-90 11 {_H / 2})" text-anchor="middle">{html.escape(y_label)}</text>')
     for j, (name, ys, color) in enumerate(series):
         parts.append(_polyline(xs, ys, x0, x1, y0, y1, color, "5,3" if j else ""))
         parts.append(f'<text x="{_W - 1.5 * _PAD}" y="{_PAD / 2 + 14 + 13 * j}" text-anchor="end" fill="{color}">{html.escape(name)}</text>')
@@ -62,9 +62,9 @@ def confusion_svg(cm: list, names: list) -> str:
         return ""
     cell = max(22, min(48, 420 // k))
     left, top = 130, 120
-    size_w, size_h = left + cell * k + 10, top + cell * k + 30
+    size_w, size_h = max(left + cell * k + 10, 360), top + cell * k + 10
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size_w}" height="{size_h}" font-family="sans-serif" font-size="11">',
-             f'<text x="{left + cell * k / 2}" y="14" text-anchor="middle" font-weight="bold">Confusion matrix (rows: truth, columns: prediction)</text>']
+             '<text x="4" y="14" font-weight="bold">Rows: true class · columns: predicted class</text>']
     for i, row in enumerate(cm):
         total = max(1, sum(row))
         for j, v in enumerate(row):

@@ -18,7 +18,6 @@ from qgis.PyQt.QtCore import Qt
 
 from ..core.errors import GeoMLError, InputError
 from ..core.finetune import BACKBONE_LABELS, BACKBONES, TASKS
-from ..styling import add_raster_layer
 from .job_dialog import JobDialogBase, load_ui
 
 FORM = load_ui("finetune_dialog.ui")
@@ -184,12 +183,13 @@ class FinetuneDialog(JobDialogBase, FORM):
             out = os.path.join(tempfile.mkdtemp(prefix="geoml_"), f"{raster.name()}_{self.taskCombo.currentData()}.safetensors")
         if not out.lower().endswith((".safetensors", ".geoml")):
             out += ".safetensors"
+        weights = self.weights_value()
         source = labels_source(labels, transform_context=QgsProject.instance().transformContext())
         cfg = FinetuneConfig(
             input_path=raster.source(), labels=source, label_field=field, output_model=out,
             input_bands=bands if len(bands) < raster.bandCount() else None,
             task=self.taskCombo.currentData(), backbone=self.backboneCombo.currentData(),
-            weights=self.weights_value(), patch_size=self.patchSpin.value(), epochs=self.epochsSpin.value(),
+            weights=weights, patch_size=self.patchSpin.value(), epochs=self.epochsSpin.value(),
             batch_size=self.batchSpin.value(), learning_rate=self.lrSpin.value(),
             validation_fraction=self.valSpin.value(), freeze_backbone=self.freezeCheck.isChecked(),
             augment=self.augmentCheck.isChecked(), device=self.deviceCombo.currentText(),
@@ -221,6 +221,7 @@ class FinetuneDialog(JobDialogBase, FORM):
 
         if not isinstance(result, FinetuneResult):
             return self._predict_done(result)
+        result.model = None  # the file is what the dialog uses; free the network's memory
         self.last_result = result
         self.statusLabel.setText(f"Trained: {result.summary()}")
         self.logView.appendPlainText(f"Model saved: {result.model_path}")
@@ -276,9 +277,9 @@ class FinetuneDialog(JobDialogBase, FORM):
         return (x0, y0, x1 - x0, y1 - y0)
 
     def _predict_done(self, result) -> None:
-        layer = add_raster_layer(result.output_path)
-        if result.confidence_path:
-            add_raster_layer(result.confidence_path)
+        from .predict_dialog import add_prediction_layers
+
+        layer = add_prediction_layers(result)
         self.logView.appendPlainText(f"Classified in {result.seconds:.1f} s → {result.output_path}")
         self.push_message(f"Added '{layer.name()}'.", Qgis.MessageLevel.Success)
 

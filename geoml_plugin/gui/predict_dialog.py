@@ -100,11 +100,17 @@ class PredictDialog(JobDialogBase, FORM):
         return window_from_extent(raster_info(layer.source()), r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())
 
     def on_success(self, result) -> None:
-        layer = add_raster_layer(result.output_path)
-        if result.confidence_path:
-            add_raster_layer(result.confidence_path)
+        layer = add_prediction_layers(result)
         self.logView.appendPlainText(f"Done in {result.seconds:.1f} s → {result.output_path}")
         self.push_message(f"Added '{layer.name()}' ({result.width}×{result.height} px).", Qgis.MessageLevel.Success)
+
+
+def add_prediction_layers(result):
+    """Add a prediction's raster (and its confidence raster) to the project, styled; returns the first."""
+    layer = add_raster_layer(result.output_path)
+    if result.confidence_path:
+        add_raster_layer(result.confidence_path)
+    return layer
 
 
 def open_dialog(plugin):

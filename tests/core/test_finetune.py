@@ -13,18 +13,11 @@ from geoml_plugin.core.modelfile import load_model, read_meta
 from geoml_plugin.core.predict import PredictConfig, predict_raster, run_predict
 from geoml_plugin.core.progress import Feedback
 from tests.conftest import leftovers, write_raster
+from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
 
 GT = (500000.0, 10.0, 0.0, 5100000.0, 0.0, -10.0)
 FAST = dict(patch_size=16, batch_size=16, device="cpu")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train faster on one thread, and far faster on a busy machine (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_points(path, rows_cols_values, field="label", ftype=ogr.OFTString, epsg=32632, gt=GT):

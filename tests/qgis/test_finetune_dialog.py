@@ -2,21 +2,13 @@
 import os
 
 import pytest
-import torch
 from qgis.core import QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt
 
 from tests.conftest import leftovers
 from tests.qgis.conftest import wait_for_task
 from tests.qgis.test_predict_dialog import FakePlugin
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture()

@@ -1,24 +1,20 @@
 """geoml:finetune through QGIS Processing, then geoml:predict on its model."""
 import json
 import os
+import shutil
+import subprocess
 
 import pytest
-import torch
 from osgeo import gdal
 from qgis.core import QgsFeature, QgsProcessingException, QgsRasterLayer, QgsVectorLayer
 
 from geoml_plugin.core.raster_io import category_names_of
 from tests.conftest import leftovers
+from tests.qgis.test_qgis_process_and_desktop import _env, staged  # noqa: F401 (fixture)
+from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
 
 TINY = {"PATCH_SIZE": 16, "EPOCHS": 4, "BATCH_SIZE": 16, "DEVICE": 1}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _run(alg, params):
@@ -74,3 +70,22 @@ def test_bad_input_is_a_clean_processing_error_and_writes_nothing(geoml_provider
         _run("geoml:finetune", {"INPUT": scene.image, "LABELS": scene.points, "LABEL_FIELD": "class_name",
                                 "OUTPUT_MODEL": str(out_dir / "m.safetensors"), **{**TINY, "PATCH_SIZE": 512}})
     assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qgis_process.bin") is None, reason="qgis_process.bin not installed")
+def test_qgis_process_runs_finetune(staged, tmp_path, scene):  # noqa: F811 (pytest fixture)
+    env = _env(staged, tmp_path / "home")
+    (tmp_path / "home").mkdir()
+
+    def run(*a):
+        return subprocess.run(["qgis_process.bin", *a], env=env, capture_output=True, text=True, timeout=600)
+
+    assert run("plugins", "enable", "geoml_plugin").returncode == 0
+    model = tmp_path / "qp.safetensors"
+    res = run("--json", "run", "geoml:finetune", "--", f"INPUT={scene.image}", f"LABELS={scene.points}",
+              "LABEL_FIELD=class_name", "PATCH_SIZE=16", "EPOCHS=2", "DEVICE=1", f"OUTPUT_MODEL={model}")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    payload = json.loads(res.stdout[res.stdout.index("{"):])
+    assert payload["results"]["OUTPUT_MODEL"] == str(model) and model.exists()
+    assert 0 <= payload["results"]["OVERALL_ACCURACY"] <= 1
