@@ -46,7 +46,7 @@ class FewShotAlgorithm(GeoMLAlgorithm):
             "MODEL", "Meta-model or GeoML classifier", behavior=QgsProcessingParameterFile.Behavior.File,
             fileFilter=MODEL_FILTER))
         self.addParameter(QgsProcessingParameterFeatureSource(
-            "SUPPORT", "Support points", [QgsProcessing.TypeVectorPoint]))
+            "SUPPORT", "Support points", [QgsProcessing.SourceType.TypeVectorPoint]))
         self.addParameter(QgsProcessingParameterField("LABEL_FIELD", "Class field", parentLayerParameterName="SUPPORT"))
         self.addParameter(P("ADAPT_STEPS", "Adaptation steps (-1 = model default)", P.Type.Integer, -1, minValue=-1))
         self.add_device_parameter()

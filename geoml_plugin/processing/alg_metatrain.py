@@ -46,10 +46,10 @@ class MetaTrainAlgorithm(GeoMLAlgorithm):
         P = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Training raster"))
         self.addParameter(QgsProcessingParameterMultipleLayers(
-            "EXTRA_INPUTS", "Additional training rasters (other regions)", QgsProcessing.TypeRaster, optional=True))
+            "EXTRA_INPUTS", "Additional training rasters (other regions)", QgsProcessing.SourceType.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
             "LABELS", "Labels (points or polygons)",
-            [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]))
+            [QgsProcessing.SourceType.TypeVectorPoint, QgsProcessing.SourceType.TypeVectorPolygon]))
         self.addParameter(QgsProcessingParameterField("LABEL_FIELD", "Class field", parentLayerParameterName="LABELS"))
         self.addParameter(QgsProcessingParameterEnum(
             "ALGORITHM", "Algorithm", options=[t for _, t in ALGORITHM_CHOICES], defaultValue=0))
