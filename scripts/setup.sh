@@ -38,7 +38,7 @@ if [ ! -f "$stamp" ]; then
   set +o pipefail
   PIP_FIND_LINKS= "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
       -c constraints.txt -r requirements.txt -r requirements-dev.txt 2>&1 \
-      | grep -v "is ignored: it is neither a file nor a directory"
+      | { grep -v "is ignored: it is neither a file nor a directory" || true; }
   rc=${PIPESTATUS[0]}
   set -o pipefail
   [ "$rc" = 0 ] || { echo "[setup] pip failed (exit $rc)" >&2; exit "$rc"; }
