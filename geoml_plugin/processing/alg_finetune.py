@@ -12,7 +12,6 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMapLayer,
     QgsProcessingParameterNumber,
@@ -58,8 +57,11 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
             "LABELS", "Labels (points, polygons or a label raster)",
             types=[QgsProcessing.SourceType.TypeVectorPoint, QgsProcessing.SourceType.TypeVectorPolygon,
                    QgsProcessing.SourceType.TypeRaster]))
-        self.addParameter(QgsProcessingParameterField("LABEL_FIELD", "Label field (class or value)", None, "LABELS",
-                                                      optional=True))
+        # A text parameter, not QgsProcessingParameterField: a field parameter whose parent accepts rasters
+        # crashes QGIS 3.22-3.44 when the parent holds a raster (null layer dereferenced in
+        # QgsProcessingFieldWidgetWrapper::setParentLayerWrapperValue). A wrong name gets a clear message.
+        self.addParameter(QgsProcessingParameterString("LABEL_FIELD", "Label field (class or value; empty for a "
+                                                       "label raster)", optional=True))
         self.addParameter(QgsProcessingParameterEnum("TASK", "Task", options=list(TASKS), defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum("BACKBONE", "Backbone",
                                                      options=[BACKBONE_LABELS[b] for b in BACKBONES], defaultValue=0))

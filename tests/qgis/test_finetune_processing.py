@@ -89,3 +89,12 @@ def test_qgis_process_runs_finetune(staged, tmp_path, scene):  # noqa: F811 (pyt
     payload = json.loads(res.stdout[res.stdout.index("{"):])
     assert payload["results"]["OUTPUT_MODEL"] == str(model) and model.exists()
     assert 0 <= payload["results"]["OVERALL_ACCURACY"] <= 1
+
+
+def test_label_field_is_text_so_a_raster_labels_layer_cannot_crash_the_dialog(geoml_provider):
+    """A field parameter whose parent accepts rasters crashes QGIS's Processing dialog on a raster parent."""
+    from qgis.core import QgsApplication, QgsProcessingParameterField, QgsProcessingParameterString
+
+    alg = QgsApplication.processingRegistry().algorithmById("geoml:finetune")
+    param = alg.parameterDefinition("LABEL_FIELD")
+    assert isinstance(param, QgsProcessingParameterString) and not isinstance(param, QgsProcessingParameterField)
