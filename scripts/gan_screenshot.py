@@ -32,6 +32,7 @@ env = os.environ
 state = {}
 
 def start():
+    iface.mainWindow().showMaximized()
     dem = QgsRasterLayer(env["SHOT_DEM"], "real DEM", "gdal")
     QgsProject.instance().setCrs(dem.crs())
     relief = QgsRasterLayer(env["SHOT_DEM"], "real DEM (relief)", "gdal")

@@ -122,8 +122,8 @@ def model_pixel_size(meta: ModelMeta, crs_wkt: str, x: float, y: float) -> tuple
     """The model's ground pixel size expressed in ``crs_wkt`` units at ``(x, y)``."""
     px = float(meta.pixel_size[0]) if meta.pixel_size else 1.0
     py = float(meta.pixel_size[1]) if len(meta.pixel_size) > 1 else px
-    if not meta.crs_wkt or same_crs(crs_wkt, meta.crs_wkt):
-        return px, py
+    if not crs_wkt or not meta.crs_wkt or same_crs(crs_wkt, meta.crs_wkt):
+        return px, py  # the model's own coordinates (or no CRS at all)
     ground = float(meta.extra.get("pixel_size_m") or px)
     mx = ground_metres_per_unit(crs_wkt, x, y, "x")
     my = ground_metres_per_unit(crs_wkt, x, y, "y")

@@ -107,8 +107,8 @@ class GanPanel(QgsDockWidget, FORM):
             self.translateButton.setVisible(True)
             self.set_tool_active(False)
             return
-        self.modelInfo.setText(f"Tile generator: {t.get('bands', 1)} band(s) of {t.get('name', 'values')}{units}, "
-                               f"trained at {px} units per pixel. Click on the map to place a tile.")
+        self.modelInfo.setText(f"Tile generator of {_what(t)}{units}, trained at {px} units per pixel. "
+                               "Click on the map to place a tile.")
         self.pickButton.setEnabled(True)
 
     def source(self):
@@ -184,7 +184,8 @@ class GanPanel(QgsDockWidget, FORM):
         from ..core.qml import MULTIPLY
 
         target = session.source.meta.target
-        name = target.get("name", "generated")
+        units = f" ({target['units']})" if target.get("units") else ""
+        name = _what(target) + ("" if _what(target) == target.get("name") else units)
         if target.get("kind") == "rgb":
             return [("imagery", "rgb", 0)]
         style = self.styleCombo.currentData()
@@ -280,6 +281,16 @@ class GanPanel(QgsDockWidget, FORM):
         if self.task is not None:
             self.task.cancel()
         super().closeEvent(event)
+
+
+def _what(target: dict) -> str:
+    """What a generator makes, in words: 'elevation', 'imagery (4 bands)' or the band name."""
+    kind, n = target.get("kind"), int(target.get("bands", 1))
+    if kind == "elevation":
+        return "elevation"
+    if kind == "rgb":
+        return f"imagery ({n} bands)"
+    return target.get("name") or "values"
 
 
 def open_panel(plugin):

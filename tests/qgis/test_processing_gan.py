@@ -1,5 +1,7 @@
 """geoml:traingan and geoml:generate through QGIS Processing (processing.run)."""
 import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from qgis.core import QgsCoordinateReferenceSystem, QgsProcessingException, QgsR
 from geoml_plugin.core.modelfile import read_meta
 from tests.conftest import leftovers, write_raster
 from tests.gan_helpers import one_torch_thread, tiny_generator_model, tiny_translator_model  # noqa: F401
+from tests.qgis.test_qgis_process_and_desktop import _env, staged  # noqa: F401 (plugin staged as installed)
 
 
 def _run(alg, params):
@@ -75,3 +78,21 @@ def test_bad_input_gives_clean_processing_errors(geoml_provider, scene, sample_m
         _run("traingan", {"INPUT": scene.dem, "TARGET": far, "ITERATIONS": 2, "TILE_SIZE": 32,
                           "OUTPUT_MODEL": str(out_dir / "m.safetensors")})
     assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
+
+
+@pytest.mark.skipif(shutil.which("qgis_process.bin") is None, reason="qgis_process.bin not installed")
+def test_qgis_process_runs_generate_with_a_point_in_another_crs(staged, tmp_path):  # noqa: F811
+    env = _env(staged, tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    model = tiny_generator_model(tmp_path / "g.safetensors")
+    out = tmp_path / "qp_tile.tif"
+
+    def run(*a):
+        return subprocess.run(["qgis_process.bin", *a], env=env, capture_output=True, text=True, timeout=300)
+
+    assert run("plugins", "enable", "geoml_plugin").returncode == 0
+    res = run("run", "geoml:generate", "--", f"MODEL={model}", "CENTER=9.0,46.0 [EPSG:4326]", "TILES=2x1",
+              "TILE_SIZE=32", "SEED=5", f"OUTPUT={out}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    ds = gdal.Open(str(out))
+    assert (ds.RasterXSize, ds.RasterYSize) == (64, 32) and ds.GetMetadata()["GEOML_SEED"] == "5"
