@@ -127,7 +127,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(default_data()))
     ap.add_argument("--algorithm", default="protonet")
-    ap.add_argument("--iterations", type=int, default=1000)
+    ap.add_argument("--iterations", type=int, default=800)
+    ap.add_argument("--ways", type=int, default=6, help="meta-training episodes use all 6 training classes")
+    ap.add_argument("--shots", type=int, default=5)
+    ap.add_argument("--query", type=int, default=5)
+    ap.add_argument("--meta-batch", type=int, default=1)
     ap.add_argument("--draws", type=int, default=30, help="support draws per K for the few-shot model")
     ap.add_argument("--baseline-draws", type=int, default=6, help="support draws per K for scratch / fine-tuning")
     ap.add_argument("--baseline-steps", type=int, default=150, help="training steps of scratch and fine-tuning")
@@ -145,9 +149,11 @@ def main() -> int:
     from geoml_plugin.core.fewshot import FewShotConfig, adapt
     from geoml_plugin.core.metatrain import MetaTrainConfig, build_meta_network, run_metatrain
     from geoml_plugin.core.modelfile import ModelMeta, read_meta, save_model
+    from geoml_plugin.core.progress import Feedback
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
+    progress = Feedback(on_log=lambda m: print(m, file=sys.stderr, flush=True))
     load_before = os.getloadavg()
     work = Path(args.keep or tempfile.mkdtemp(prefix="geoml_fewshot_bench_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -157,9 +163,10 @@ def main() -> int:
     # 1. meta-training on 6 classes -------------------------------------------------
     meta_path = str(work / f"meta_{args.algorithm}.safetensors")
     cfg = MetaTrainConfig([raster], train_labels, "class_name", meta_path, algorithm=args.algorithm,
-                          iterations=args.iterations, device="cpu", seed=args.seed)
+                          iterations=args.iterations, ways=args.ways, shots=args.shots, query=args.query,
+                          meta_batch=args.meta_batch, device="cpu", seed=args.seed)
     t0 = time.perf_counter()
-    mt = run_metatrain(cfg)
+    mt = run_metatrain(cfg, progress)
     meta_train_s = time.perf_counter() - t0
     patch = read_meta(meta_path).patch_size
 
@@ -202,6 +209,7 @@ def main() -> int:
 
     results: dict = {}
     for k in (1, 5):
+        print(f"{k}-shot: {args.draws} support draws", file=sys.stderr, flush=True)
         ours, times = zip(*(fewshot_score(meta_path, draw(k, d)) for d in range(args.draws)))
         protos = [fewshot_score(clf_path, draw(k, d))[0] for d in range(args.draws)]
         scratch, tuned = [], []

@@ -135,7 +135,8 @@ def main() -> int:
         return 1
     print(f"wrote {args.out}")
     print(Path(args.out + ".log").read_text())
-    os.remove(args.out + ".log")
+    for extra in (".log", ".fault"):
+        Path(args.out + extra).unlink(missing_ok=True)
     return 0
 
 

@@ -226,7 +226,7 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
     fb = ensure_feedback(feedback)
     t0 = time.perf_counter()
     validate_config(cfg)
-    torch_module()  # fail early with an install hint when torch is missing
+    torch_module()  # a clear message when torch is missing, before any work
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     fb.log(f"Device: {describe_device(device)}; {ALGORITHM_NAMES[cfg.algorithm]}, "

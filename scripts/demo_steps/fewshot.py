@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from osgeo import gdal, ogr
 
-NEW_NAMES = {1: "lake", 2: "woods", 3: "fields", 4: "town"}
+NEW_NAMES = {1: "lake", 2: "pinewood", 3: "rapeseed", 4: "village"}  # alphabetical = palette order
 POINTS_PER_CLASS = 3
 
 

@@ -61,6 +61,8 @@ def holdout_split(bank: PatchBank, shots: int, query: int, fraction: float = 0.2
     training only.
     """
     rng = np.random.default_rng(seed)
+    if fraction <= 0:
+        return bank, bank.subset(np.zeros(0, np.int64))
     train, val = [], []
     for classes in bank.groups().values():
         for idx in classes.values():
