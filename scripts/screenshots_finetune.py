@@ -81,6 +81,15 @@ def poll():
     QTimer.singleShot(500, poll)
 
 def finish():
+    layers = {l.name(): l for l in QgsProject.instance().mapLayers().values()}
+    if "scene_model_classes" in layers:
+        lyr = layers["scene_model_classes"]
+        iface.layerTreeView().refreshLayerSymbology(lyr.id())
+        node = QgsProject.instance().layerTreeRoot().findLayer(lyr.id())
+        node.setExpanded(True)
+        view = iface.layerTreeView()
+        view.setExpanded(view.node2index(node), True)
+        QApplication.instance().processEvents()
     iface.mainWindow().grab().save(os.path.join(OUT, "finetune_classified.png"))
     with open(os.path.join(OUT, "log.txt"), "w") as fh:
         fh.write(state["dlg"].logView.toPlainText())

@@ -44,6 +44,7 @@ class TrainSpec:
     learning_rate: float
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
+    mixup: float = 0.0  # patch classes: Beta(α, α) mixing of pairs of patches (0 = off)
     augment: bool = True
     freeze_backbone: bool = False
     warmup: float = 0.15  # fraction of the run spent warming the learning rate up
@@ -246,9 +247,17 @@ class Trainer:
             lr = one_cycle_lr(spec.learning_rate, (epoch * steps + s) / total, spec.warmup)
             for g in self.opt.param_groups:
                 g["lr"] = lr
+            lam, perm = 1.0, None
+            if spec.mixup > 0 and self.data.kind == "patch_class":
+                lam = float(np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=self.gen))).beta(
+                    spec.mixup, spec.mixup))
+                perm = torch.randperm(len(idx), generator=self.gen).to(xb.device)
+                xb = lam * xb + (1 - lam) * xb[perm]
             with self._autocast():
                 out = self.model(xb.contiguous(memory_format=torch.channels_last))
             loss = self.loss(out, yb)
+            if perm is not None:
+                loss = lam * loss + (1 - lam) * self.loss(out, yb[perm])
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
