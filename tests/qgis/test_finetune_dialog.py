@@ -1,4 +1,5 @@
 """The Fine-tune dialog on a real QGIS: train in the background, classify, add the layer; cancel."""
+import math
 import os
 
 import pytest
@@ -82,3 +83,22 @@ def test_cancel_mid_training_leaves_no_file_and_no_layer(qtbot, dialog, out_dir)
     assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
     assert sorted(_layers()) == ["label points", "sample image"]
     assert not os.path.exists(str(out_dir / "cancelled_report.html"))
+
+
+def test_classify_current_map_view_maps_the_canvas_extent_to_a_pixel_window(dialog, qgis_iface, scene):
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
+
+    raster = dialog.inputLayer.currentLayer()
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:32632"))
+    ext = raster.extent()  # 128 px of 10 m
+    canvas.setExtent(QgsRectangle(ext.xMinimum() + 200, ext.yMaximum() - 700, ext.xMinimum() + 600, ext.yMaximum() - 300))
+    dialog.extentCombo.setCurrentIndex(dialog.extentCombo.findData("view"))
+    x, y, w, h = dialog.view_window(raster)
+    e = canvas.extent()  # the canvas keeps its aspect ratio: compare with what it shows, clipped to the raster
+    x0, x1 = max(0, math.floor((e.xMinimum() - ext.xMinimum()) / 10)), min(128, math.ceil((e.xMaximum() - ext.xMinimum()) / 10))
+    y0, y1 = max(0, math.floor((ext.yMaximum() - e.yMaximum()) / 10)), min(128, math.ceil((ext.yMaximum() - e.yMinimum()) / 10))
+    assert (x, y, w, h) == (x0, y0, x1 - x0, y1 - y0)
+    assert 0 < w * h < 128 * 128 / 2  # a part of the raster
+    dialog.extentCombo.setCurrentIndex(dialog.extentCombo.findData("raster"))
+    assert dialog.view_window(raster) is None
