@@ -77,6 +77,9 @@ def bench_dem(path: Path, args, tmp: str) -> dict:
         gen_slopes.append(slope_degrees(g, px))
         gen_z.append(g.ravel())
     gen_s = time.perf_counter() - t0
+    if args.out:
+        compare_figure(path, [os.path.join(args.out, f"{path.stem}_generated_seed{s}.tif") for s in range(2)],
+                       os.path.join(args.out, f"{path.stem}_real_vs_generated.png"))
     gen = np.concatenate(gen_slopes)
     w1 = wasserstein_1d(gen, real)
     return {
@@ -90,6 +93,21 @@ def bench_dem(path: Path, args, tmp: str) -> dict:
         "train_seconds": round(train_s, 1), "generate_seconds": round(gen_s, 1),
         "generated_px": args.gen_px, "seeds": args.seeds, "training_metrics": tr.metrics,
     }
+
+
+def compare_figure(dem: Path, generated: list, png: str) -> str:
+    """Real DEM beside generated areas, hillshade × terrain colours on one elevation scale."""
+    from osgeo import gdal
+
+    from geoml_plugin.core.gan_report import _save_png_gdal, sample_grid, tile_to_rgb
+
+    z, valid, _ = _real(dem)
+    lo, hi = np.percentile(z[valid], 2), np.percentile(z[valid], 98)
+    z = np.where(valid, z, np.median(z[valid]))
+    images = [tile_to_rgb(z[None], [lo], [hi])]
+    images += [tile_to_rgb(gdal.Open(g).ReadAsArray().astype(np.float64)[None], [lo], [hi]) for g in generated]
+    _save_png_gdal(png, sample_grid([images], gap=8))
+    return png
 
 
 def _extent_near(path: Path, size_px: int, seed: int) -> tuple:
