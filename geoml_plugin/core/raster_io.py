@@ -25,6 +25,9 @@ from osgeo import gdal, osr
 
 from .errors import InputError, RasterError
 
+# Bytes read or written through one dataset between two flushes of its GDAL block cache.
+FLUSH_BYTES = 64 * 1024 * 1024
+
 gdal.UseExceptions()
 
 _GDAL_TO_NUMPY = {
@@ -150,6 +153,7 @@ class RasterReader:
         self.info.path = path
         self.bands = parse_band_list(bands, self.info.band_count)
         self._nodata = [self.info.nodata[b - 1] for b in self.bands]
+        self._unflushed = 0
 
     def __enter__(self):
         return self
@@ -184,6 +188,10 @@ class RasterReader:
         if arr is None:
             raise RasterError(f"GDAL failed to read a window of '{self.info.path}': {gdal.GetLastErrorMsg()}")
         arr = np.asarray(arr).reshape(len(self.bands), y1 - y0, x1 - x0)
+        self._unflushed += arr.nbytes
+        if self._unflushed > FLUSH_BYTES:
+            self.ds.FlushCache()  # drop cached blocks: memory must not grow with the raster's size
+            self._unflushed = 0
         ok = np.ones(arr.shape[1:], dtype=bool)
         for i, nd in enumerate(self._nodata):
             if nd is not None:
@@ -279,6 +287,7 @@ class RasterWriter:
         self.metadata = metadata or {}
         self.qml = qml
         self.overviews = overviews if overviews is not None else max(width, height) > 2048
+        self._unflushed = 0
         opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
         opts.append("PREDICTOR=3" if self.dtype.kind == "f" else "PREDICTOR=2")
         if self.dtype not in _NUMPY_TO_GDAL:
@@ -294,8 +303,9 @@ class RasterWriter:
         for i in range(bands):
             band = self.ds.GetRasterBand(i + 1)
             if nodata is not None:
+                # no band.Fill(nodata): it would put the whole raster in GDAL's block cache at
+                # once; GTiff writes the tiles never written with the nodata value at closing
                 band.SetNoDataValue(float(nodata))
-                band.Fill(float(nodata))
             if band_descriptions and i < len(band_descriptions):
                 band.SetDescription(band_descriptions[i])
 
@@ -310,6 +320,12 @@ class RasterWriter:
         else:
             for i in range(array.shape[0]):
                 self.ds.GetRasterBand(i + 1).WriteArray(array[i].astype(self.dtype, copy=False), xoff, yoff)
+        self._unflushed += array.size * self.dtype.itemsize
+        if self._unflushed > FLUSH_BYTES:
+            # dirty tiles otherwise pile up in GDAL's block cache (5 % of the RAM by default)
+            # until it is full: memory would grow with the raster's size
+            self.ds.FlushCache()
+            self._unflushed = 0
 
     def _finalise(self) -> None:
         band = self.ds.GetRasterBand(1)

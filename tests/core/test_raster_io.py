@@ -107,6 +107,37 @@ def test_large_output_gets_overviews(tmp_path):
     assert ds.GetRasterBand(1).GetOverviewCount() >= 1
 
 
+def test_unwritten_areas_are_nodata_also_in_overviews(tmp_path):
+    target = tmp_path / "part.tif"
+    with RasterWriter(str(target), 2100, 600, 2, np.float32, (0, 1, 0, 0, 0, -1), "", nodata=-9999.0) as w:
+        w.write(np.ones((2, 300, 256), np.float32), 0, 0)
+    ds = gdal.Open(str(target))
+    arr = ds.ReadAsArray()
+    assert (arr[:, :300, :256] == 1).all()
+    assert (arr[:, 300:, :] == -9999).all() and (arr[:, :, 256:] == -9999).all()
+    ov = ds.GetRasterBand(1).GetOverview(0).ReadAsArray()
+    assert (ov[200:, :] == -9999).all()
+
+
+def test_many_window_writes_keep_gdal_cache_bounded(tmp_path, monkeypatch):
+    """Dirty tiles are flushed as writing goes, not held until the file is closed."""
+    import geoml_plugin.core.raster_io as rio
+
+    monkeypatch.setattr(rio, "FLUSH_BYTES", 1 << 20)
+    gdal.SetCacheMax(512 << 20)
+    base = gdal.GetCacheUsed()
+    with RasterWriter(str(tmp_path / "big.tif"), 2048, 2048, 1, np.float32, (0, 1, 0, 0, 0, -1), "",
+                      nodata=0.0) as w:
+        peak = 0
+        for y in range(0, 2048, 256):
+            for x in range(0, 2048, 256):
+                w.write(np.full((256, 256), 1.5, np.float32), x, y)
+                peak = max(peak, gdal.GetCacheUsed() - base)
+    assert peak < 4 << 20  # the whole band is 16 MB
+    ds = gdal.Open(str(tmp_path / "big.tif"))
+    assert (ds.ReadAsArray() == 1.5).all()
+
+
 def test_unwritable_destinations_fail_before_any_work(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         RasterWriter(str(tmp_path / "missing" / "x.tif"), 2, 2, 1, np.uint8, (0, 1, 0, 0, 0, -1), "")
