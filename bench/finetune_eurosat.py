@@ -76,16 +76,20 @@ def load_patches(raster: str, points: str, meta):
     return x, labels.values.astype(np.int64)
 
 
-def evaluate(model_path: str, raster: str, points: str) -> dict:
+def evaluate(model_path: str, raster: str, points: str, views: int = 1) -> dict:
+    """Metrics of the saved model on ``points``; ``views`` > 1 averages the class probabilities
+    over that many flips/rotations of each chip (test-time augmentation, as ``geoml:predict``'s VIEWS)."""
     import torch
 
     from geoml_plugin.core.metrics import classification_metrics
     from geoml_plugin.core.modelfile import load_model
+    from geoml_plugin.core.predict import predict_views
 
     model, meta = load_model(model_path, "cpu")
     x, y = load_patches(raster, points, meta)
     with torch.inference_mode():
-        pred = torch.cat([model(torch.from_numpy(x[i:i + 128])).argmax(1) for i in range(0, len(x), 128)]).numpy()
+        pred = torch.cat([predict_views(model, torch.from_numpy(x[i:i + 128]), views).argmax(1)
+                          for i in range(0, len(x), 128)]).numpy()
     return classification_metrics(y, pred, [c.name for c in meta.classes])
 
 
@@ -128,6 +132,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bare-seconds", type=float, default=90.0)
     ap.add_argument("--epochs", type=int, default=0, help="0 = GeoML's default (automatic)")
+    ap.add_argument("--keep", default="", help="copy the trained model file here")
     args = ap.parse_args()
     raster = os.path.join(args.data, "eurosat_rgb_train.tif")
     points = os.path.join(args.data, "eurosat_rgb_train_points.gpkg")
@@ -155,6 +160,11 @@ def main() -> int:
         total = time.perf_counter() - t0
         load_train = os.getloadavg()
         test = evaluate(model_path, raster, test_pts)
+        test8 = evaluate(model_path, raster, test_pts, views=8)
+        if args.keep:
+            import shutil
+
+            shutil.copy(model_path, args.keep)
         bare_after = bare_loop(model_path, raster, train_pts, res.batch_size, res.learning_rate, args.bare_seconds / 2)
         bare = (bare_before + bare_after) / 2
         load_after = os.getloadavg()
@@ -168,6 +178,7 @@ def main() -> int:
         "fitted_on": res.n_train, "validated_on": res.n_val,
         "test_overall_accuracy": test["overall_accuracy"], "test_kappa": test["kappa"],
         "test_macro_f1": test["macro_f1"], "validation_overall_accuracy": res.metrics.get("overall_accuracy"),
+        "test_overall_accuracy_8_views": test8["overall_accuracy"], "test_kappa_8_views": test8["kappa"],
         "seconds_total": round(total, 1), "seconds_training_steps": round(res.train_seconds, 1),
         "seconds_validation": round(val_seconds, 1),
         "chips_per_s_geoml_loop": round(res.samples_per_second, 1),

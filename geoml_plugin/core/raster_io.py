@@ -26,7 +26,9 @@ from osgeo import gdal, osr
 from .errors import InputError, RasterError
 
 # Bytes read or written through one dataset between two flushes of its GDAL block cache.
-FLUSH_BYTES = 64 * 1024 * 1024
+FLUSH_BYTES = 16 * 1024 * 1024
+# GDAL's block cache is capped at this while overviews are built (they read the whole raster).
+OVERVIEW_CACHE_BYTES = 32 * 1024 * 1024
 
 gdal.UseExceptions()
 
@@ -344,7 +346,15 @@ class RasterWriter:
             levels = [f for f in (2, 4, 8, 16, 32, 64) if max(self.width, self.height) / f >= 256]
             if levels:
                 resampling = "NEAREST" if (self.category_names or self.color_table) else "AVERAGE"
-                self.ds.BuildOverviews(resampling, levels)
+                # Building overviews reads every block of the raster through GDAL's block cache
+                # (5 % of the RAM by default): capped for the duration, memory stays flat however
+                # large the output. The cap is process-wide; other datasets only lose cached blocks.
+                cache_max = gdal.GetCacheMax()
+                gdal.SetCacheMax(min(cache_max, OVERVIEW_CACHE_BYTES))
+                try:
+                    self.ds.BuildOverviews(resampling, levels)
+                finally:
+                    gdal.SetCacheMax(cache_max)
         self.ds = None  # closes; writes the .aux.xml sidecar for category names
 
     def commit(self) -> str:

@@ -26,6 +26,8 @@ running the whole raster.</li>
 <li><b>Confidence</b>: the winning class's probability (0–1): low values show where
 more training labels would help.</li>
 <li><b>Device</b>: <i>auto</i> uses a CUDA GPU when available.</li>
+<li><b>Test-time views</b> (Advanced): average the prediction over 2, 4 or 8 flips/rotations of
+each window — slightly more accurate (about +1 point on EuroSAT chips with 8), as many times slower.</li>
 </ul>
 <p>The same tool is in the Processing toolbox as <i>GeoML › Apply model to raster</i>
 (batch mode, modeler, <code>qgis_process run geoml:predict</code>).</p>"""
@@ -45,6 +47,7 @@ class PredictDialog(JobDialogBase, FORM):
         self.modelFile.setFilePath(self.settings_value("model", ""))
         self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))
         self.batchSpin.setValue(self.settings_value("batch", 16, int))
+        self.viewsCombo.setCurrentText(str(self.settings_value("views", 1, int)))
 
     def describe_model(self, path: str) -> None:
         from ..core.modelfile import read_meta
@@ -80,10 +83,12 @@ class PredictDialog(JobDialogBase, FORM):
             input_path=layer.source(), model_path=model, output_path=out, confidence_path=conf,
             device=self.deviceCombo.currentText(), batch_size=self.batchSpin.value(),
             stride=self.strideSpin.value() or None, window=self.view_window(layer),
+            views=int(self.viewsCombo.currentText()),
         )
         self.set_settings_value("model", model)
         self.set_settings_value("device", cfg.device)
         self.set_settings_value("batch", cfg.batch_size)
+        self.set_settings_value("views", cfg.views)
         return f"GeoML: apply {os.path.basename(model)} to {layer.name()}", lambda fb: run_predict(cfg, fb)
 
     def view_window(self, layer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
@@ -14,6 +15,8 @@ from qgis.core import (
 
 from .base import GeoMLAlgorithm
 
+VIEWS = (1, 2, 4, 8)
+
 HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot or Translate) to a raster, tile by tile.
 
 <b>Input raster</b>: must have the bands the model was trained on (same count and order).
@@ -21,6 +24,7 @@ HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot or Translate) 
 <b>Output</b>: classified GeoTIFF (values 1..K, 0 = nodata, class names as categories, styled with the class colours), or a Float32 raster in the target's units for regression models.
 <b>Confidence</b> (optional): probability of the winning class, 0–1.
 <b>Stride</b> (patch classifiers): distance in pixels between classified windows; smaller is finer and slower. 0 = a quarter of the patch size.
+<b>Test-time views</b> (advanced): average the prediction over 2, 4 or 8 flips/rotations of each window; slightly more accurate, as many times slower.
 <b>Extent</b> (optional): classify only this area of the raster.
 <b>Device</b>: auto uses a CUDA GPU when one is available.
 """
@@ -48,7 +52,9 @@ class PredictAlgorithm(GeoMLAlgorithm):
             "STRIDE", "Stride for patch classifiers (pixels, 0 = automatic)",
             type=QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0)
         bands = QgsProcessingParameterString("BANDS", "Input bands (e.g. 1,2,3; empty = as the model)", optional=True)
-        for p in (stride, bands):
+        views = QgsProcessingParameterEnum("VIEWS", "Test-time views (flips/rotations averaged)",
+                                           options=[str(v) for v in VIEWS], defaultValue=0)
+        for p in (stride, bands, views):
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(p)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Prediction"))
@@ -79,6 +85,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
             stride=self.parameterAsInt(parameters, "STRIDE", context) or None,
             bands=self.parameterAsString(parameters, "BANDS", context) or None,
             window=window,
+            views=VIEWS[self.parameterAsEnum(parameters, "VIEWS", context)],
         )
         result = self.run_job(feedback, lambda fb: run_predict(cfg, fb))
         if result.class_counts:

@@ -163,3 +163,36 @@ def test_cuda_prediction_matches_cpu(scene, sample_model, out_dir):
     assert res.device.startswith("cuda")
     a, b = gdal.Open(str(cpu)).ReadAsArray(), gdal.Open(str(gpu)).ReadAsArray()
     assert (a == b).mean() > 0.999  # fp16 autocast may flip a rare near-tie
+
+
+def test_views_average_flips_and_rotations_and_turn_dense_outputs_back():
+    from geoml_plugin.core.predict import predict_views
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    # a dense "classifier" that returns its input as logits: every view turned back is the same map
+    same = predict_views(lambda t: t, x, 8, classifier=True)
+    torch.testing.assert_close(same, torch.log_softmax(x, 1), atol=1e-5, rtol=1e-5)
+    # a patch classifier that sees orientation: 8 views = mean probability over the 8 transforms
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64, 4)).eval()
+    with torch.no_grad():
+        got = predict_views(net, x, 8).exp()
+        views = [x, x.flip(-1)]
+        want = torch.stack([torch.softmax(net(torch.rot90(v, r, (-2, -1))), 1) for v in views for r in range(4)]).mean(0)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+        assert not torch.allclose(got, torch.softmax(net(x), 1), atol=1e-3)  # it does average something
+        torch.testing.assert_close(predict_views(net, x, 1), net(x))
+    with pytest.raises(InputError, match="1, 2, 4 or 8"):
+        predict_views(net, x, 3)
+
+
+def test_patch_classifier_with_views_maps_the_scene(scene, sample_model, out_dir):
+    out = out_dir / "pred8.tif"
+    run_predict(PredictConfig(scene.image, sample_model, str(out), device="cpu", views=8, stride=8))
+    ds = gdal.Open(str(out))
+    pred, truth = ds.ReadAsArray(), gdal.Open(scene.landcover).ReadAsArray()
+    assert (pred == truth)[truth > 0].mean() > 0.9
+    assert ds.GetMetadataItem("GEOML_VIEWS") == "8"
+    with pytest.raises(InputError, match="1, 2, 4 or 8"):
+        run_predict(PredictConfig(scene.image, sample_model, str(out_dir / "x.tif"), device="cpu", views=5))
+    assert not (out_dir / "x.tif").exists()

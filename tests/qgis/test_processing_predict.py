@@ -32,6 +32,15 @@ def test_processing_run_predict_writes_styled_class_raster(geoml_provider, scene
     assert conf_layer.renderer().type() == "singlebandpseudocolor"
 
 
+def test_processing_test_time_views(geoml_provider, scene, sample_model, out_dir):
+    out = str(out_dir / "pred4.tif")
+    _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": out, "DEVICE": 1, "VIEWS": 2})  # 4 views
+    ds = gdal.Open(out)
+    assert ds.GetMetadataItem("GEOML_VIEWS") == "4"
+    truth = gdal.Open(scene.landcover).ReadAsArray()
+    assert (ds.ReadAsArray() == truth)[truth > 0].mean() > 0.9
+
+
 def test_processing_temporary_output_and_no_confidence(geoml_provider, scene, sample_model):
     res = _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": "TEMPORARY_OUTPUT"})
     assert os.path.exists(res["OUTPUT"])
