@@ -108,10 +108,12 @@ def predict_views(model, x, views: int = 1, classifier: bool = True):
     """Model output averaged over ``views`` flips/rotations of the input (test-time augmentation).
 
     Overhead imagery has no "up", so a patch turned or mirrored is as valid an
-    input as the patch itself; averaging the views evens out the network's
-    orientation quirks (on EuroSAT chips: about +1 point of accuracy for 8
-    views). Classifier outputs are averaged as probabilities and returned as
-    their logarithm (so softmax/argmax downstream see the average); dense
+    input as the patch itself; averaging the views evens out orientation
+    quirks of a network trained without flip/rotation augmentation. (A model
+    fine-tuned with GeoML's default augmentation is nearly invariant already:
+    on EuroSAT chips, 8 views scored 89.4 % against 89.7 % for one.)
+    Classifier outputs are averaged as probabilities and returned as their
+    logarithm (so softmax/argmax downstream see the average); dense
     outputs are turned back before averaging. ``views`` = 1 is a plain call.
     """
     torch = torch_module()
