@@ -89,15 +89,8 @@ def choose_bands(meta: ModelMeta, band_count: int, bands=None) -> list[int]:
 VIEW_SETS = {1: (0,), 2: (0, 4), 4: (0, 1, 2, 3), 8: tuple(range(8))}
 
 
-def _dihedral(x, k: int):
-    """The k-th of the 8 flips/rotations of the square over the last two axes (0 = identity)."""
-    torch = torch_module()
-    if k >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, k % 4, (-2, -1)) if k % 4 else x
-
-
 def _undo_dihedral(y, k: int):
+    """Inverse of ``models.meta.dihedral(y, k)`` (turn an output map back)."""
     torch = torch_module()
     if k % 4:
         y = torch.rot90(y, -(k % 4), (-2, -1))
@@ -121,9 +114,10 @@ def predict_views(model, x, views: int = 1, classifier: bool = True):
         raise InputError("Test-time views must be 1, 2, 4 or 8.")
     if views == 1:
         return model(x)
+    from .models.meta import dihedral
     acc = None
     for k in VIEW_SETS[views]:
-        out = model(_dihedral(x, k))
+        out = model(dihedral(x, k))
         if isinstance(out, dict):
             out = out["out"]
         out = out.float()

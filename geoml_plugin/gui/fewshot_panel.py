@@ -41,6 +41,7 @@ from ..torch_preload import preload_torch
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
 from .job_dialog import device_badge_text, load_ui
+from .messages import push_to_bar
 
 FORM = load_ui("fewshot_panel.ui")
 PREVIEW_WINDOWS = 3000  # at most this many classified windows in the preview
@@ -425,15 +426,11 @@ class FewShotPanel(QWidget, FORM):
 
     # -- messages / lifecycle -------------------------------------------------
     def push_message(self, text: str, level=Qgis.MessageLevel.Info) -> None:
-        bar = self.plugin.message_bar() if self.plugin is not None else None
-        if bar is not None:
-            bar.pushMessage("GeoML", text, level=level, duration=8)
+        push_to_bar(self.plugin, text, level, 8)
 
     def show_error(self, text: str) -> None:
         self.logView.appendPlainText(text)
-        bar = self.plugin.message_bar() if self.plugin is not None else None
-        if bar is not None:
-            bar.pushMessage("GeoML", text, level=Qgis.MessageLevel.Critical, duration=0)
+        push_to_bar(self.plugin, text, Qgis.MessageLevel.Critical, 0)
 
     def cleanup(self) -> None:
         """Cancel work and remove canvas items (on close / plugin unload)."""

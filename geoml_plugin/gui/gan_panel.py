@@ -26,6 +26,7 @@ from ..core.errors import GeoMLError, InputError
 from ..tasks import GeoMLTask, start_task
 from .gan_tool import GanMapTool
 from .job_dialog import load_ui
+from .messages import push_to_bar
 
 FORM = load_ui("gan_panel.ui")
 SETTINGS = "geoml/gan_panel/"
@@ -272,9 +273,7 @@ class GanPanel(QgsDockWidget, FORM):
 
     def show_error(self, text: str) -> None:
         self.statusLabel.setText(f"<span style='color:#b00'>{text}</span>")
-        bar = self.plugin.message_bar() if self.plugin is not None else None
-        if bar is not None:
-            bar.pushMessage("GeoML", text, level=Qgis.MessageLevel.Critical, duration=10)
+        push_to_bar(self.plugin, text, Qgis.MessageLevel.Critical, 10)
 
     def closeEvent(self, event):  # noqa: N802
         self.set_tool_active(False)

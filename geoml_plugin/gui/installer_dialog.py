@@ -26,6 +26,7 @@ from ..interpreter import python_executable
 from ..tasks import GeoMLTask, start_task
 from .deps_ui import check_in_background, collect_diagnostics, main_window, show_single
 from .job_dialog import load_ui
+from .messages import push_to_bar
 
 FORM = load_ui("installer_dialog.ui")
 
@@ -230,9 +231,7 @@ class InstallerDialog(QDialog, FORM):
             self.copyButton.setFocus()
 
     def _push(self, text: str, level) -> None:
-        bar = self.plugin.message_bar() if self.plugin is not None and hasattr(self.plugin, "message_bar") else None
-        if bar is not None:
-            bar.pushMessage("GeoML", text, level=level, duration=10)
+        push_to_bar(self.plugin, text, level, 10)
 
     # diagnostics and removal ---------------------------------------------------------
     def copy_diagnostics(self) -> None:

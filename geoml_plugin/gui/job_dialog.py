@@ -21,6 +21,7 @@ from ..core.errors import DependencyError, GeoMLError
 from ..core.progress import Feedback
 from ..paths import ui_path
 from ..tasks import GeoMLTask, start_task
+from .messages import push_to_bar
 
 SETTINGS_PREFIX = "geoml/"
 
@@ -167,16 +168,11 @@ class JobDialogBase(QDialog):
 
     # messages ----------------------------------------------------------
     def push_message(self, text: str, level=Qgis.MessageLevel.Info) -> None:
-        bar = self.plugin.message_bar() if self.plugin is not None else None
-        if bar is not None:
-            bar.pushMessage("GeoML", text, level=level, duration=8)
+        push_to_bar(self.plugin, text, level, 8)
 
     def show_error(self, text: str) -> None:
         self.logView.appendPlainText(text)
-        bar = self.plugin.message_bar() if self.plugin is not None else None
-        if bar is not None:
-            bar.pushMessage("GeoML", text, level=Qgis.MessageLevel.Critical, duration=0)
-        elif self.isVisible():
+        if not push_to_bar(self.plugin, text, Qgis.MessageLevel.Critical, 0) and self.isVisible():
             QMessageBox.warning(self, "GeoML", text)
 
     def showEvent(self, event):  # noqa: N802

@@ -6,7 +6,6 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
@@ -38,6 +37,7 @@ class FewShotAlgorithm(GeoMLAlgorithm):
     DISPLAY = "Few-shot mapping from points"
     GROUP = "Apply"
     HELP = HELP
+    PRELOAD_TORCH = True
 
     def initAlgorithm(self, config=None):  # noqa: N802
         P = QgsProcessingParameterNumber
@@ -56,9 +56,7 @@ class FewShotAlgorithm(GeoMLAlgorithm):
                                            defaultValue=0)
         batch = P("BATCH_SIZE", "Batch size", P.Type.Integer, 64, minValue=1)
         seed = P("SEED", "Random seed", P.Type.Integer, 0, minValue=0)
-        for p in (stride, views, batch, seed):
-            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-            self.addParameter(p)
+        self.add_advanced_parameters(stride, views, batch, seed)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classes"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "OUTPUT_CONFIDENCE", "Confidence", optional=True, createByDefault=True))
@@ -66,13 +64,6 @@ class FewShotAlgorithm(GeoMLAlgorithm):
             "OUTPUT_MODEL", "Adapted model", MODEL_FILTER, optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputNumber("SUPPORT_ACCURACY", "Accuracy on the support points"))
         self.addOutput(QgsProcessingOutputString("METHOD", "Adaptation method"))
-
-    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        # runs on the main thread, before processAlgorithm runs in a background thread
-        from ..torch_preload import preload_torch
-
-        preload_torch()
-        return True
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.fewshot import FewShotConfig, run_fewshot

@@ -10,7 +10,6 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMapLayer,
@@ -85,9 +84,7 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
             Number("MAX_SAMPLES", "Label rasters: patches sampled at most", type=Number.Type.Integer,
                    defaultValue=2000, minValue=10),
         ]
-        for p in advanced:
-            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-            self.addParameter(p)
+        self.add_advanced_parameters(*advanced)
         self.add_device_parameter()
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_MODEL", "Model file", fileFilter="GeoML model (*.safetensors)"))

@@ -8,7 +8,6 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
@@ -81,9 +80,7 @@ class GenerateAlgorithm(GeoMLAlgorithm):
                                           defaultValue=False),
             QgsProcessingParameterString("BANDS", "Input bands (translation; empty = as the model)", optional=True),
         ]
-        for p in advanced:
-            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-            self.addParameter(p)
+        self.add_advanced_parameters(*advanced)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Generated raster"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802

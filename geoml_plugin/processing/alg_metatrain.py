@@ -5,7 +5,6 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
@@ -41,6 +40,7 @@ class MetaTrainAlgorithm(GeoMLAlgorithm):
     DISPLAY = "Meta-train a few-shot model"
     GROUP = "Train"
     HELP = HELP
+    PRELOAD_TORCH = True
 
     def initAlgorithm(self, config=None):  # noqa: N802
         P = QgsProcessingParameterNumber
@@ -66,19 +66,10 @@ class MetaTrainAlgorithm(GeoMLAlgorithm):
         self.add_device_parameter()
         lr = P("LEARNING_RATE", "Meta learning rate", P.Type.Double, 1e-3, minValue=1e-6)
         seed = P("SEED", "Random seed", P.Type.Integer, 0, minValue=0)
-        for p in (lr, seed):
-            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-            self.addParameter(p)
+        self.add_advanced_parameters(lr, seed)
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_MODEL", "Meta-model", MODEL_FILTER))
         self.addOutput(QgsProcessingOutputNumber("VAL_ACCURACY", "Meta-validation accuracy (0–1)"))
         self.addOutput(QgsProcessingOutputNumber("VAL_ACCURACY_CI95", "Meta-validation accuracy ± (95 %)"))
-
-    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        # runs on the main thread, before processAlgorithm runs in a background thread
-        from ..torch_preload import preload_torch
-
-        preload_torch()
-        return True
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.metatrain import MetaTrainConfig, run_metatrain

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from qgis.core import (
     QgsProcessingException,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
@@ -54,9 +53,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
         bands = QgsProcessingParameterString("BANDS", "Input bands (e.g. 1,2,3; empty = as the model)", optional=True)
         views = QgsProcessingParameterEnum("VIEWS", "Test-time views (flips/rotations averaged)",
                                            options=[str(v) for v in VIEWS], defaultValue=0)
-        for p in (stride, bands, views):
-            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-            self.addParameter(p)
+        self.add_advanced_parameters(stride, bands, views)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Prediction"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "OUTPUT_CONFIDENCE", "Confidence", optional=True, createByDefault=False))

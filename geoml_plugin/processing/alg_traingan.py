@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from qgis.core import (
     QgsProcessingException,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
@@ -63,9 +62,7 @@ class TrainGanAlgorithm(GeoMLAlgorithm):
                                          type=QgsProcessingParameterNumber.Type.Double, defaultValue=2e-4,
                                          minValue=1e-7, maxValue=1.0),
         ]
-        for p in advanced:
-            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-            self.addParameter(p)
+        self.add_advanced_parameters(*advanced)
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_MODEL", "GeoML model", fileFilter="GeoML model (*.safetensors)"))
         self.addParameter(QgsProcessingParameterFileDestination(

@@ -7,6 +7,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
 )
 from qgis.PyQt.QtGui import QIcon
@@ -38,6 +39,8 @@ class GeoMLAlgorithm(QgsProcessingAlgorithm):
     DISPLAY = ""
     GROUP = "Apply"
     HELP = ""
+    # import torch on the main thread with Triton blocked before the job runs (see torch_preload.py)
+    PRELOAD_TORCH = False
 
     def name(self) -> str:
         return self.NAME
@@ -59,6 +62,20 @@ class GeoMLAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802
         return type(self)()
+
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        # runs on the main thread, before processAlgorithm runs in a background thread
+        if self.PRELOAD_TORCH:
+            from ..torch_preload import preload_torch
+
+            preload_torch()
+        return True
+
+    def add_advanced_parameters(self, *params) -> None:
+        """Add parameters folded under "Advanced parameters" in the algorithm dialog."""
+        for p in params:
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            self.addParameter(p)
 
     def add_device_parameter(self) -> None:
         self.addParameter(
