@@ -27,6 +27,7 @@ from .classes import category_names, color_table
 from .device import log_device, resolve_device, torch_module
 from .errors import InputError, JobCancelled, ModelFileError
 from .modelfile import ModelMeta, load_model, read_meta
+from .models.view_sets import VIEW_SETS
 from .progress import Feedback, ensure_feedback
 from .raster_io import RasterReader, RasterWriter, check_writable, parse_band_list
 from .tiling import dense_tiles, patch_grid, prefetch
@@ -84,9 +85,6 @@ def choose_bands(meta: ModelMeta, band_count: int, bands=None) -> list[int]:
     if len(chosen) != meta.in_bands:
         raise InputError(f"The model expects {meta.in_bands} band(s); {len(chosen)} were selected.")
     return chosen
-
-
-VIEW_SETS = {1: (0,), 2: (0, 4), 4: (0, 1, 2, 3), 8: tuple(range(8))}
 
 
 def _undo_dihedral(y, k: int):

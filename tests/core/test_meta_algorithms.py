@@ -142,3 +142,19 @@ def test_prototypical_net_assigns_a_point_to_its_nearest_prototype():
 def test_prototypes_need_every_class():
     with pytest.raises(ValueError):
         prototypes(torch.zeros(3, 2), torch.tensor([0, 0, 2]), 3)
+
+
+def test_meta_classifier_views_mean_the_same_transforms_as_predict_views():
+    """'2 views' is the patch and its mirror image for the meta-classifier as for geoml:predict."""
+    from geoml_plugin.core.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("meta_classifier", in_bands=3, num_classes=4, widths=[8, 16]).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        one = model.embed(x)
+        model.views = 2
+        torch.testing.assert_close(model.embed(x), (one + model.embedding(x.flip(-1))) / 2)
+        model.views = 4
+        turns = [model.embedding(torch.rot90(x, r, (-2, -1))) for r in range(4)]
+        torch.testing.assert_close(model.embed(x), torch.stack(turns).mean(0))

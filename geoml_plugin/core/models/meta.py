@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .registry import register
+from .view_sets import VIEW_SETS
 
 BACKBONES = ("small_cnn", "resnet18")
 
@@ -110,7 +111,7 @@ class MetaClassifier(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         if self.views > 1:
-            z = torch.stack([self.embedding(dihedral(x, k)) for k in range(self.views)]).mean(0)
+            z = torch.stack([self.embedding(dihedral(x, k)) for k in VIEW_SETS[self.views]]).mean(0)
         else:
             z = self.embedding(x)
         return nn.functional.normalize(z, dim=1) if self.normalize else z
