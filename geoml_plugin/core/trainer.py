@@ -10,7 +10,8 @@ counts (the benchmark compares it with a bare PyTorch loop):
 * augmentation is a random shift of each patch by up to ``margin`` pixels
   (patches are read with real context around them) and the eight
   flips/rotations of the square (the dihedral group), drawn per sample; masks
-  and target rasters move with their patch;
+  and target rasters move with their patch; classifiers also get a mild
+  per-patch contrast and per-band level jitter (``jitter_intensity``);
 * AdamW (no decay on norms and biases) with a one-cycle schedule (warm-up,
   then cosine decay), label smoothing for classes;
 * class balance: class-balanced sampling for patch classes, loss weights for
@@ -46,6 +47,7 @@ class TrainSpec:
     label_smoothing: float = 0.1
     mixup: float = 0.0  # patch classes: Beta(α, α) mixing of pairs of patches (0 = off)
     augment: bool = True
+    intensity_jitter: float = 0.1  # classes, with augment: patch contrast ×(1 ± j), band offsets N(0, j/2)
     freeze_backbone: bool = False
     warmup: float = 0.15  # fraction of the run spent warming the learning rate up
 
@@ -105,6 +107,21 @@ def dihedral(x, y=None, generator=None):
             if y is not None:
                 y[sel] = torch.rot90(y[sel], r, (-2, -1))
     return x, y
+
+
+def jitter_intensity(x, strength: float, generator=None):
+    """Randomly vary each patch's contrast (×1 ± ``strength``) and each band's level
+    (+N(0, ``strength``/2)), in normalised units (band std = 1).
+
+    Mimics the sun angle, haze and sensor differences between scenes and dates, so a
+    classifier leans on texture and relative colour rather than exact brightness.
+    Classes only: for regression the band values may be the very thing predicted."""
+    import torch
+
+    b, c = x.shape[:2]
+    gain = 1 + strength * (2 * torch.rand((b, 1, 1, 1), generator=generator) - 1)
+    offset = 0.5 * strength * torch.randn((b, c, 1, 1), generator=generator)
+    return x * gain.to(x.device) + offset.to(x.device)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -244,6 +261,8 @@ class Trainer:
             if spec.augment:
                 xb, yb2 = dihedral(xb, yb if self.data.dense else None, self.gen)
                 yb = yb2 if self.data.dense else yb
+                if spec.intensity_jitter > 0 and self.data.is_classifier:
+                    xb = jitter_intensity(xb, spec.intensity_jitter, self.gen)
             lr = one_cycle_lr(spec.learning_rate, (epoch * steps + s) / total, spec.warmup)
             for g in self.opt.param_groups:
                 g["lr"] = lr

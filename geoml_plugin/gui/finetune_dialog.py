@@ -44,7 +44,8 @@ stronger with ImageNet weights or on a GPU.</li>
 <li><b>Starting weights</b>: ImageNet weights are read from the torch cache (no download
 during a job); an earlier GeoML model with the same backbone and bands transfers its backbone.</li>
 <li><b>Epochs / learning rate</b>: <i>automatic</i> suits most cases.</li>
-<li><b>Advanced</b>: validation fraction (kept apart per class for the metrics), augmentation,
+<li><b>Advanced</b>: validation fraction (kept apart per class for the metrics), augmentation
+(random shifts, flips and quarter turns; for classes also a mild contrast/brightness jitter),
 freezing the backbone, seed.</li>
 </ul>
 <p>The same tool is in the Processing toolbox as <i>GeoML › Fine-tune a model on your labels</i>

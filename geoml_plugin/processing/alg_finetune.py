@@ -31,7 +31,7 @@ HELP = """Trains a convolutional network on a raster and your labels and saves a
 <b>Backbone</b>: the small residual CNN trains in minutes on a CPU; ResNet-18/34/50 are torchvision's, adapted to any band count.
 <b>Weights</b>: <i>none</i> (from scratch), <i>imagenet</i> (torchvision's weights from the local torch cache; GeoML never downloads during a job), or the path of an earlier GeoML model file with the same backbone and bands (transfer: its backbone, a new head).
 <b>Epochs</b> 0 and <b>learning rate</b> 0 choose automatically. <b>Validation fraction</b>: share of the labelled features kept apart, per class, for the metrics (0 = none).
-<b>Augment</b>: random flips and 90° rotations. <b>Freeze backbone</b>: train only the head (fast, for pretrained weights).
+<b>Augment</b>: random shifts, flips and 90° rotations; for classes also a mild contrast/brightness jitter. <b>Freeze backbone</b>: train only the head (fast, for pretrained weights).
 <b>Outputs</b>: the model file; optionally an HTML report with learning curves and confusion matrix (metrics also as JSON beside it). The validation metrics are returned as outputs.
 """
 
@@ -79,7 +79,7 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
                    defaultValue=0.2, minValue=0.0, maxValue=0.9),
             QgsProcessingParameterBoolean("FREEZE_BACKBONE", "Freeze the backbone (train the head only)",
                                           defaultValue=False),
-            QgsProcessingParameterBoolean("AUGMENT", "Augment with flips and 90° rotations", defaultValue=True),
+            QgsProcessingParameterBoolean("AUGMENT", "Augment (shifts, flips, 90° rotations; contrast jitter for classes)", defaultValue=True),
             Number("SEED", "Random seed", type=Number.Type.Integer, defaultValue=0, minValue=0),
             Number("MAX_SAMPLES", "Label rasters: patches sampled at most", type=Number.Type.Integer,
                    defaultValue=2000, minValue=10),

@@ -121,6 +121,34 @@ def test_pixel_regression_recovers_a_known_mapping(linear_target, out_dir):
     assert np.corrcoef(pred[inner].ravel(), truth[inner].ravel())[0, 1] > 0.95
 
 
+def test_intensity_jitter_is_a_mild_affine_change_and_only_for_classes(blocks, linear_target, out_dir, monkeypatch):
+    from geoml_plugin.core import trainer
+
+    x = torch.randn(16, 3, 8, 8)
+    y = trainer.jitter_intensity(x, 0.1, torch.Generator().manual_seed(0))
+    xc = x - x.mean((2, 3), keepdim=True)
+    yc = y - y.mean((2, 3), keepdim=True)
+    gain = (yc * xc).sum((2, 3)) / (xc * xc).sum((2, 3))  # per patch and band
+    torch.testing.assert_close(yc, gain[..., None, None] * xc)  # an affine change of each band…
+    torch.testing.assert_close(gain, gain[:, :1].expand_as(gain))  # …with one contrast gain per patch
+    assert ((gain - 1).abs() <= 0.1 + 1e-6).all() and gain.std() > 0.01
+    offset = (y - gain[..., None, None] * x).mean((2, 3))
+    assert offset.abs().max() < 0.3 and offset.std() > 0.01
+    torch.testing.assert_close(trainer.jitter_intensity(x, 0.0), x)
+
+    calls = []
+    real = trainer.jitter_intensity
+    monkeypatch.setattr(trainer, "jitter_intensity", lambda *a, **k: calls.append(1) or real(*a, **k))
+    raster, labels, _ = blocks
+    run_finetune(FinetuneConfig(raster, labels, "label", str(out_dir / "jit.safetensors"), epochs=1, **FAST))
+    assert calls, "classes are trained with intensity jitter"
+    calls.clear()
+    raster, target, _ = linear_target
+    run_finetune(FinetuneConfig(raster, target, "", str(out_dir / "nojit.safetensors"), task="regression",
+                                patch_size=32, epochs=1, batch_size=8, max_raster_samples=20, device="cpu"))
+    assert not calls, "values to regress must not be jittered"
+
+
 def test_patch_regression_from_point_values_and_sparse_point_segmentation(blocks, tmp_path, out_dir):
     raster, _, cls = blocks
     rng = np.random.default_rng(4)
