@@ -230,7 +230,8 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
                      freeze_backbone=cfg.freeze_backbone)
     fb.log(f"Training on {len(train_idx)} patches, validating on {len(val_idx)}; {epochs} epochs, batch "
            f"{cfg.batch_size}, learning rate {lr:g}{', backbone frozen' if cfg.freeze_backbone else ''}"
-           f"{', shifts/flips/rotations' if cfg.augment else ''}.")
+           f"{', shifts/flips/rotations' if cfg.augment else ''}"
+           f"{' and contrast jitter' if cfg.augment and data.is_classifier else ''}.")
     model, arch, args = _build_model(cfg, data, in_bands, fb)
     trainer = Trainer(model, data, train_idx, val_idx, spec, device, cfg.seed, fb.log)
     outcome = trainer.fit(fb.sub(0.08, 0.97))
