@@ -102,7 +102,8 @@ def predict_views(model, x, views: int = 1, classifier: bool = True):
     input as the patch itself; averaging the views evens out orientation
     quirks of a network trained without flip/rotation augmentation. (A model
     fine-tuned with GeoML's default augmentation is nearly invariant already:
-    on EuroSAT chips, 8 views scored 89.4 % against 89.7 % for one.)
+    on EuroSAT chips, 8 views scored 90.9 % against 90.2 % for one, mean of
+    four splits.)
     Classifier outputs are averaged as probabilities and returned as their
     logarithm (so softmax/argmax downstream see the average); dense
     outputs are turned back before averaging. ``views`` = 1 is a plain call.

@@ -23,7 +23,7 @@ HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot or Translate) 
 <b>Output</b>: classified GeoTIFF (values 1..K, 0 = nodata, class names as categories, styled with the class colours), or a Float32 raster in the target's units for regression models.
 <b>Confidence</b> (optional): probability of the winning class, 0–1.
 <b>Stride</b> (patch classifiers): distance in pixels between classified windows; smaller is finer and slower. 0 = a quarter of the patch size.
-<b>Test-time views</b> (advanced): average the prediction over 2, 4 or 8 flips/rotations of each window, as many times slower. It can help models trained without flip/rotation augmentation; models fine-tuned with GeoML's defaults gain nothing measurable.
+<b>Test-time views</b> (advanced): average the prediction over 2, 4 or 8 flips/rotations of each window, as many times slower. It helps models trained without flip/rotation augmentation most; models fine-tuned with GeoML's defaults gain little (about half a point of accuracy).
 <b>Extent</b> (optional): classify only this area of the raster.
 <b>Device</b>: auto uses a CUDA GPU when one is available.
 """
