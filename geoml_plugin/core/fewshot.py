@@ -34,6 +34,7 @@ from .errors import InputError, ModelFileError
 from .labels import LabelSet, extract_patches, read_vector_labels
 from .meta.data import normalise_patches
 from .modelfile import ModelMeta, load_model, new_provenance, read_meta, save_model
+from .models.view_sets import check_views
 from .predict import PredictConfig, PredictResult, choose_bands, predict_raster
 from .progress import Feedback, ensure_feedback
 from .raster_io import RasterInfo, RasterReader, check_writable
@@ -207,8 +208,7 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
     meta = read_meta(cfg.model_path)
     kind = model_kind(meta)
     device = resolve_device(cfg.device)
-    if cfg.views not in (1, 2, 4, 8):
-        raise InputError("Test-time views must be 1, 2, 4 or 8.")
+    check_views(cfg.views)
     with RasterReader(cfg.input_path) as probe:
         bands = choose_bands(meta, probe.info.band_count)
     with RasterReader(cfg.input_path, bands) as reader:

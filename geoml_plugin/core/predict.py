@@ -27,7 +27,7 @@ from .classes import category_names, color_table
 from .device import log_device, resolve_device, torch_module
 from .errors import InputError, JobCancelled, ModelFileError
 from .modelfile import ModelMeta, load_model, read_meta
-from .models.view_sets import VIEW_SETS
+from .models.view_sets import VIEW_SETS, check_views
 from .progress import Feedback, ensure_feedback
 from .raster_io import RasterReader, RasterWriter, check_writable, parse_band_list
 from .tiling import dense_tiles, patch_grid, prefetch
@@ -95,6 +95,12 @@ def _undo_dihedral(y, k: int):
     return y.flip(-1) if k >= 4 else y
 
 
+def _call(model, x):
+    """``model(x)``; torchvision's segmentation models return a dict with the map under "out"."""
+    out = model(x)
+    return out["out"] if isinstance(out, dict) else out
+
+
 def predict_views(model, x, views: int = 1, classifier: bool = True):
     """Model output averaged over ``views`` flips/rotations of the input (test-time augmentation).
 
@@ -109,17 +115,13 @@ def predict_views(model, x, views: int = 1, classifier: bool = True):
     outputs are turned back before averaging. ``views`` = 1 is a plain call.
     """
     torch = torch_module()
-    if views not in VIEW_SETS:
-        raise InputError("Test-time views must be 1, 2, 4 or 8.")
+    check_views(views)
     if views == 1:
-        return model(x)
+        return _call(model, x)
     from .models.meta import dihedral
     acc = None
     for k in VIEW_SETS[views]:
-        out = model(dihedral(x, k))
-        if isinstance(out, dict):
-            out = out["out"]
-        out = out.float()
+        out = _call(model, dihedral(x, k)).float()
         if out.ndim == 4:
             out = _undo_dihedral(out, k)
         if classifier:
@@ -150,14 +152,8 @@ class _Runner:
         x = torch.from_numpy(np.ascontiguousarray(batch))
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            if self.autocast:
-                with torch.autocast("cuda", dtype=torch.float16):
-                    out = predict_views(self.model, x, self.views, self.meta.is_classifier)
-            else:
-                out = predict_views(self.model, x, self.views, self.meta.is_classifier)
-        if isinstance(out, dict):  # torchvision segmentation models
-            out = out["out"]
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.autocast):
+            out = predict_views(self.model, x, self.views, self.meta.is_classifier)
         return out.float()
 
     def decode(self, out):
@@ -200,8 +196,7 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
             raise InputError("The confidence raster must be a different file from the output.")
     if cfg.batch_size < 1:
         raise InputError("Batch size must be at least 1.")
-    if cfg.views not in VIEW_SETS:
-        raise InputError("Test-time views must be 1, 2, 4 or 8.")
+    check_views(cfg.views)
     device = resolve_device(cfg.device)
     model = model.to(device).eval()
     runner = _Runner(model, meta, device, cfg.half_precision, cfg.views)

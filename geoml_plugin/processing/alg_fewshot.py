@@ -16,9 +16,8 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..core.models.view_sets import VIEW_COUNTS
 from .base import MODEL_FILTER, GeoMLAlgorithm
-
-VIEWS = [1, 2, 4, 8]
 
 HELP = """Maps a raster from a handful of labelled points: adapts a model to your classes — even classes it never saw — then classifies the whole raster.
 
@@ -52,7 +51,7 @@ class FewShotAlgorithm(GeoMLAlgorithm):
         self.add_device_parameter()
         stride = P("STRIDE", "Stride (pixels between classified windows, 0 = automatic)", P.Type.Integer, 0,
                    minValue=0)
-        views = QgsProcessingParameterEnum("VIEWS", "Test-time views", options=[str(v) for v in VIEWS],
+        views = QgsProcessingParameterEnum("VIEWS", "Test-time views", options=[str(v) for v in VIEW_COUNTS],
                                            defaultValue=0)
         batch = P("BATCH_SIZE", "Batch size", P.Type.Integer, 64, minValue=1)
         seed = P("SEED", "Random seed", P.Type.Integer, 0, minValue=0)
@@ -85,7 +84,7 @@ class FewShotAlgorithm(GeoMLAlgorithm):
             adapt_steps=self.parameterAsInt(parameters, "ADAPT_STEPS", context),
             device=self.device(parameters, context),
             stride=self.parameterAsInt(parameters, "STRIDE", context) or None,
-            views=VIEWS[self.parameterAsEnum(parameters, "VIEWS", context)],
+            views=VIEW_COUNTS[self.parameterAsEnum(parameters, "VIEWS", context)],
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
             seed=self.parameterAsInt(parameters, "SEED", context),
         )

@@ -12,9 +12,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..core.models.view_sets import VIEW_COUNTS
 from .base import GeoMLAlgorithm
-
-VIEWS = (1, 2, 4, 8)
 
 HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot or Translate) to a raster, tile by tile.
 
@@ -52,7 +51,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
             type=QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0)
         bands = QgsProcessingParameterString("BANDS", "Input bands (e.g. 1,2,3; empty = as the model)", optional=True)
         views = QgsProcessingParameterEnum("VIEWS", "Test-time views (flips/rotations averaged)",
-                                           options=[str(v) for v in VIEWS], defaultValue=0)
+                                           options=[str(v) for v in VIEW_COUNTS], defaultValue=0)
         self.add_advanced_parameters(stride, bands, views)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Prediction"))
         self.addParameter(QgsProcessingParameterRasterDestination(
@@ -82,7 +81,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
             stride=self.parameterAsInt(parameters, "STRIDE", context) or None,
             bands=self.parameterAsString(parameters, "BANDS", context) or None,
             window=window,
-            views=VIEWS[self.parameterAsEnum(parameters, "VIEWS", context)],
+            views=VIEW_COUNTS[self.parameterAsEnum(parameters, "VIEWS", context)],
         )
         result = self.run_job(feedback, lambda fb: run_predict(cfg, fb))
         if result.class_counts:
