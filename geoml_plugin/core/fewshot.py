@@ -41,7 +41,7 @@ from .raster_io import RasterInfo, RasterReader, check_writable
 
 SUPPORT_VIEWS = 8  # every support patch in its 8 rotations/reflections
 PROTONET_STEPS = 50  # default fine-tuning steps from a prototypical meta-model
-FINE_TUNE_LR = 1e-4
+FINE_TUNE_LR = 3e-4
 FINE_TUNE_BATCH = 64
 
 
@@ -56,7 +56,7 @@ class FewShotConfig:
     confidence_path: Optional[str] = None
     output_model: Optional[str] = None  # the adapted classifier, for geoml:predict
     adapt_steps: int = -1  # -1: the model's default (MAML: its inner steps; prototypical: 50; classifier: 0)
-    adapt_lr: Optional[float] = None  # default: MAML's inner rate; 1e-4 for fine-tuning from prototypes
+    adapt_lr: Optional[float] = None  # default: MAML's inner rate; 3e-4 for fine-tuning from prototypes
     device: str = "auto"
     seed: int = 0
     window: Optional[tuple] = None  # (x, y, w, h) pixels to classify; default the whole raster

@@ -1,4 +1,6 @@
 """geoml:metatrain and geoml:fewshot core jobs on the small sample scene."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,8 @@ from osgeo import gdal
 from geoml_plugin.core.errors import InputError, JobCancelled, ModelFileError
 from geoml_plugin.core.fewshot import FewShotConfig, adapt, run_fewshot
 from geoml_plugin.core.metatrain import MetaTrainConfig, run_metatrain
-from geoml_plugin.core.modelfile import load_state, read_meta
+from geoml_plugin.core.modelfile import load_state, read_meta, save_model
+from geoml_plugin.core.models import build_model
 from geoml_plugin.core.predict import PredictConfig, run_predict
 from geoml_plugin.core.progress import Feedback
 from geoml_plugin.core.raster_io import category_names_of
@@ -90,6 +93,20 @@ def test_fewshot_reads_a_support_layer_and_reports_ignored_points(scene, meta_mo
     assert sum(res.class_counts.values()) == 100
     assert res.support_accuracy > 0.8
     assert any("support points of 4 classes" in m for m in log)
+
+
+def test_meta_models_pool_every_block_and_older_two_block_models_still_adapt(scene, meta_model, tmp_path):
+    meta = read_meta(meta_model)
+    assert meta.arch_args["pool_blocks"] == 4  # features of every block: they transfer best to new classes
+    old_args = dict(meta.arch_args, pool_blocks=2)  # what meta-models recorded until 2026-11
+    torch.manual_seed(0)
+    old = str(tmp_path / "old.safetensors")
+    save_model(old, build_model("meta_classifier", **old_args), dataclasses.replace(meta, arch_args=old_args))
+    ad = adapt(FewShotConfig(scene.image, old, points=support_points(scene), device="cpu", adapt_steps=2))
+    assert ad.meta.arch_args["pool_blocks"] == 2
+    widths = meta.arch_args["widths"]
+    assert ad.model.head.weight.shape == (len(CLASS_NAMES), sum(widths[-2:]))
+    assert load_state(meta_model)["head.weight"].shape[1] == sum(widths)
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
