@@ -126,6 +126,13 @@ def train_supervised(model, x, y, steps: int, lr: float, batch: int, seed: int, 
     return model
 
 
+def trained_accuracy(net, x, y, sup, steps: int, lr: float, seed: int, augmented: bool = True) -> float:
+    """Train ``net`` on the support chips ``sup`` and score it on every other chip."""
+    train_supervised(net, x[sup], y[sup], steps, lr, 64, seed, augmented)
+    rest = np.setdiff1d(np.arange(len(y)), sup)
+    return accuracy(net, x[rest], y[rest])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(default_data()))
@@ -218,21 +225,15 @@ def main() -> int:
         scratch, plain, tuned = [], [], []
         for d in range(args.baseline_draws):
             sup = draw(k, d)
-            rest = np.setdiff1d(np.arange(len(y_test)), sup)
-            torch.manual_seed(args.seed + d)
-            net, _ = build_meta_network(cfg, 3, 4)
-            train_supervised(net, x_test[sup], y_test[sup], args.baseline_steps, 1e-3, 64, args.seed + d)
-            scratch.append(accuracy(net, x_test[rest], y_test[rest]))
-            torch.manual_seed(args.seed + d)
-            net, _ = build_meta_network(cfg, 3, 4)
-            train_supervised(net, x_test[sup], y_test[sup], args.baseline_steps, 1e-3, 64, args.seed + d,
-                             augmented=False)
-            plain.append(accuracy(net, x_test[rest], y_test[rest]))
+            for scores, augmented in ((scratch, True), (plain, False)):
+                torch.manual_seed(args.seed + d)
+                net, _ = build_meta_network(cfg, 3, 4)
+                scores.append(trained_accuracy(net, x_test, y_test, sup, args.baseline_steps, 1e-3, args.seed + d,
+                                               augmented))
             net, _ = build_meta_network(cfg, 3, len(TRAIN_IDS))
             net.load_state_dict(clf.state_dict())
             net.head = torch.nn.Linear(net.head.in_features, 4)
-            train_supervised(net, x_test[sup], y_test[sup], args.baseline_steps, 1e-4, 64, args.seed + d)
-            tuned.append(accuracy(net, x_test[rest], y_test[rest]))
+            tuned.append(trained_accuracy(net, x_test, y_test, sup, args.baseline_steps, 1e-4, args.seed + d))
         ours_same = float(np.mean(ours[: args.baseline_draws]))
         results[f"{k}_shot"] = {
             "meta_model": round(100 * float(np.mean(ours)), 1),
