@@ -114,18 +114,22 @@ def _read_header(path: str) -> dict:
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
-            if head[:2] == b"PK" or head[:1] == b"\x80":
-                raise ModelFileError(
-                    f"'{os.path.basename(path)}' is a PyTorch pickle checkpoint, not a GeoML model. "
-                    "GeoML never loads pickles, because a pickle can run arbitrary code.",
-                    "Use a model saved by GeoML (.geoml / safetensors).",
-                )
-            if len(head) < 8:
-                raise ModelFileError(f"'{os.path.basename(path)}' is not a GeoML model file (too short).")
-            (n,) = struct.unpack("<Q", head)
-            if n <= 1 or n > _MAX_HEADER or n > os.path.getsize(path) - 8:
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            sane = 1 < n <= min(_MAX_HEADER, os.path.getsize(path) - 8)
+            raw = fh.read(n) if sane else b""
+            # A safetensors header is JSON right after its 8-byte length. Only when that is
+            # missing is the file checked for pickle magic: the length's own bytes can look like
+            # it (a header of 128 + 256·k bytes starts with 0x80).
+            if not raw.startswith(b"{"):
+                if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+                    raise ModelFileError(
+                        f"'{os.path.basename(path)}' is a PyTorch pickle checkpoint, not a GeoML model. "
+                        "GeoML never loads pickles, because a pickle can run arbitrary code.",
+                        "Use a model saved by GeoML (.geoml / safetensors).",
+                    )
+                if len(head) < 8:
+                    raise ModelFileError(f"'{os.path.basename(path)}' is not a GeoML model file (too short).")
                 raise ModelFileError(f"'{os.path.basename(path)}' is not a GeoML model file.")
-            raw = fh.read(n)
     except OSError as exc:
         raise InputError(f"Cannot read the model file '{path}': {exc.strerror}.") from exc
     try:

@@ -46,6 +46,24 @@ def test_refuses_pickles_without_unpickling(tmp_path):
         load_model(str(p2))
 
 
+@pytest.mark.parametrize("low_bytes", [0x80, 0x4B50])  # what pickle magic ("\\x80", "PK") starts with
+def test_a_model_whose_header_length_looks_like_pickle_magic_still_loads(tmp_path, low_bytes):
+    """The safetensors header length is the file's first 8 bytes; 1 model in 256 has a length
+    whose first byte is 0x80. Such a model must not be taken for a pickle."""
+    meta = _meta()
+    p = save_model(str(tmp_path / "m.safetensors"), build_model(meta.architecture, **meta.arch_args), meta)
+    data = open(p, "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    mask = 0xFF if low_bytes < 0x100 else 0xFFFF
+    pad = (low_bytes - n) % (mask + 1)  # safetensors allows trailing spaces in the header
+    padded = data[8:8 + n] + b" " * pad
+    with open(p, "wb") as fh:
+        fh.write(struct.pack("<Q", n + pad) + padded + data[8 + n:])
+    assert open(p, "rb").read(1 if mask == 0xFF else 2) == (b"\x80" if mask == 0xFF else b"PK")
+    assert read_meta(p).to_dict() == meta.to_dict()
+    load_model(p)
+
+
 def test_refuses_other_files(tmp_path):
     junk = tmp_path / "notes.txt"
     junk.write_text("hello world, not a model")
