@@ -37,7 +37,7 @@ from .raster_io import check_writable, raster_info
 ALGORITHMS = ("protonet", "maml", "fomaml")
 ALGORITHM_NAMES = {"protonet": "prototypical networks", "maml": "MAML (second order)",
                    "fomaml": "first-order MAML"}
-DEFAULT_WIDTHS = (32, 64, 128, 256)
+DEFAULT_WIDTHS = (64, 64, 128, 256)
 EMBEDDING_OPTIONS = {"stem_stride": 2, "pool_blocks": 4}  # small_cnn only: pooled features of every block
 
 
