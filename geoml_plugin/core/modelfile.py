@@ -106,6 +106,11 @@ def new_provenance(**extra) -> dict:
     return prov
 
 
+def _is_pickle(head: bytes) -> bool:
+    """torch.save's zip archive, or a bare pickle (protocol 2–5 opcode)."""
+    return head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+
+
 def _read_header(path: str) -> dict:
     if not path:
         raise InputError("No model file was given.")
@@ -121,7 +126,7 @@ def _read_header(path: str) -> dict:
             # missing is the file checked for pickle magic: the length's own bytes can look like
             # it (a header of 128 + 256·k bytes starts with 0x80).
             if not raw.startswith(b"{"):
-                if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+                if _is_pickle(head):
                     raise ModelFileError(
                         f"'{os.path.basename(path)}' is a PyTorch pickle checkpoint, not a GeoML model. "
                         "GeoML never loads pickles, because a pickle can run arbitrary code.",

@@ -1,5 +1,6 @@
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,14 +53,12 @@ def test_a_model_whose_header_length_looks_like_pickle_magic_still_loads(tmp_pat
     whose first byte is 0x80. Such a model must not be taken for a pickle."""
     meta = _meta()
     p = save_model(str(tmp_path / "m.safetensors"), build_model(meta.architecture, **meta.arch_args), meta)
-    data = open(p, "rb").read()
+    data = Path(p).read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
     mask = 0xFF if low_bytes < 0x100 else 0xFFFF
     pad = (low_bytes - n) % (mask + 1)  # safetensors allows trailing spaces in the header
-    padded = data[8:8 + n] + b" " * pad
-    with open(p, "wb") as fh:
-        fh.write(struct.pack("<Q", n + pad) + padded + data[8 + n:])
-    assert open(p, "rb").read(1 if mask == 0xFF else 2) == (b"\x80" if mask == 0xFF else b"PK")
+    Path(p).write_bytes(struct.pack("<Q", n + pad) + data[8:8 + n] + b" " * pad + data[8 + n:])
+    assert Path(p).read_bytes()[:1 if mask == 0xFF else 2] == (b"\x80" if mask == 0xFF else b"PK")
     assert read_meta(p).to_dict() == meta.to_dict()
     load_model(p)
 
