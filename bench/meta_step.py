@@ -16,6 +16,13 @@ Prints JSON: median seconds per meta-step of each, the speed-up, and the
 largest difference between the two meta-losses and meta-gradients (they must
 agree). Interleaved repeats, so CPU contention from other processes affects
 both sides alike. Target: speed-up ≥ 2.
+
+On a CPU the ratio depends on the thread settings more than on the code: the
+loop's many small operations lose most when OpenMP threads sleep between
+operations (``OMP_WAIT_POLICY=PASSIVE``, this script's default, which a shared
+CPU needs), and gain little from a second thread. Compare runs with
+``--threads 1`` and with ``OMP_WAIT_POLICY=`` (empty: OpenMP's own default,
+what QGIS runs with); the JSON records both settings.
 """
 from __future__ import annotations
 
@@ -106,7 +113,9 @@ def main() -> int:
 
     out = {"config": vars(args), "model": "meta_classifier (small CNN, GroupNorm)",
            "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
-           "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg()[0]}
+           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "(OpenMP default)",
+           "load_average_before": os.getloadavg()[0]}
     for order in ("second_order", "first_order"):
         fo = order == "first_order"
         maml = MAML(model, 0.1, args.steps, first_order=fo)
