@@ -94,6 +94,7 @@ def main() -> int:
     ap.add_argument("--bands", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = ap.parse_args()
 
     import torch
@@ -103,16 +104,27 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build_model("meta_classifier", in_bands=args.bands, num_classes=1)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(json.dumps({"skipped": "no CUDA device"}))
+        return 0
+
+    def sync():  # CUDA runs asynchronously: wait for the work before reading the clock
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    model = build_model("meta_classifier", in_bands=args.bands, num_classes=1).to(device)
     g = torch.Generator().manual_seed(1)
     T, W = args.tasks, args.ways
     xs = torch.randn(T, W * args.shots, args.bands, args.patch, args.patch, generator=g)
     xq = torch.randn(T, W * args.query, args.bands, args.patch, args.patch, generator=g)
     ys = torch.arange(W).repeat_interleave(args.shots).expand(T, -1).contiguous()
     yq = torch.arange(W).repeat_interleave(args.query).expand(T, -1).contiguous()
+    xs, xq, ys, yq = (t.to(device) for t in (xs, xq, ys, yq))
 
     out = {"config": vars(args), "model": "meta_classifier (small CNN, GroupNorm)",
            "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
+           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "(OpenMP default)",
            "load_average_before": os.getloadavg()[0]}
@@ -121,10 +133,13 @@ def main() -> int:
         maml = MAML(model, 0.1, args.steps, first_order=fo)
         ours_t, loop_t = [], []
         for r in range(args.repeats + 1):  # first round warms up both
+            sync()
             t0 = time.perf_counter()
             grads, loss_ours, _ = maml.meta_gradient(xs, ys, xq, yq, W)
+            sync()
             t1 = time.perf_counter()
             loss_loop, grads_loop = loop_meta_step(model, xs, ys, xq, yq, W, 0.1, args.steps, fo)
+            sync()
             t2 = time.perf_counter()
             if r:
                 ours_t.append(t1 - t0)
