@@ -66,7 +66,6 @@ class MetaTrainConfig:
     val_every: int = 0  # iterations between meta-validations (0: about 10 per run)
     max_per_class: int = 1000
     augment: bool = True
-    contrastive: float = 0.0  # prototypical only: weight of a self-supervised contrastive loss (two views per patch)
 
 
 @dataclass
@@ -115,12 +114,6 @@ class _Learner:
         self.maml = None
         if cfg.algorithm in ("maml", "fomaml"):
             self.maml = MAML(model, cfg.inner_lr, cfg.inner_steps, first_order=cfg.algorithm == "fomaml")
-        self.proj = None
-        if cfg.contrastive > 0 and self.maml is None:
-            nn = self.torch.nn
-            d = model.out_dim
-            self.proj = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 128)).to(device)
-            self.opt.add_param_group({"params": self.proj.parameters()})
 
     def tensors(self, batch, augment: bool):
         from .meta.augment import augment as aug
@@ -131,44 +124,23 @@ class _Learner:
             xs, xq = aug(xs, self.gen), aug(xq, self.gen)
         return [t.to(self.device) for t in (xs, ys, xq, yq)]
 
-    def _proto(self, xs, ys, xq, yq, ways, z=None):
+    def _proto(self, xs, ys, xq, yq, ways):
         from .meta.protonet import proto_loss
 
         t, ns = xs.shape[:2]
-        if z is None:
-            z = self.model.embed(self.torch.cat([xs.flatten(0, 1), xq.flatten(0, 1)]))
+        z = self.model.embed(self.torch.cat([xs.flatten(0, 1), xq.flatten(0, 1)]))
         zs, zq = z[: t * ns].unflatten(0, (t, ns)), z[t * ns:].unflatten(0, (t, -1))
         losses, accs = zip(*(proto_loss(zs[i], ys[i], zq[i], yq[i], ways) for i in range(t)))
         return self.torch.stack(losses).mean(), self.torch.stack(accs).mean()
 
-    def _contrastive(self, z1, z2, temperature: float = 0.2):
-        """NT-Xent (SimCLR): each patch's two views attract, all other patches repel."""
-        F = self.torch.nn.functional
-        p = F.normalize(self.proj(self.torch.cat([z1, z2])), dim=1)
-        sim = p @ p.T / temperature
-        n = len(z1)
-        sim.fill_diagonal_(float("-inf"))
-        target = self.torch.cat([self.torch.arange(n, 2 * n), self.torch.arange(0, n)]).to(sim.device)
-        return F.cross_entropy(sim, target)
-
     def step(self, batch, lr: float, ways: int) -> tuple[float, float]:
-        from .meta.augment import augment as aug
-
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.model.train()
-        if self.proj is not None:
-            xs, ys, xq, yq = self.tensors(batch, False)
-            raw = self.torch.cat([xs.flatten(0, 1), xq.flatten(0, 1)]).cpu()
-            z1 = self.model.embed(aug(raw, self.gen).to(self.device))
-            z2 = self.model.embed(aug(raw, self.gen).to(self.device))
-            loss, acc = self._proto(xs, ys, xq, yq, ways, z=z1)
-            loss = loss + self.cfg.contrastive * self._contrastive(z1, z2)
-        else:
-            xs, ys, xq, yq = self.tensors(batch, self.cfg.augment)
-            if self.maml is not None:
-                return self.maml.meta_step(self.opt, xs, ys, xq, yq, ways)
-            loss, acc = self._proto(xs, ys, xq, yq, ways)
+        xs, ys, xq, yq = self.tensors(batch, self.cfg.augment)
+        if self.maml is not None:
+            return self.maml.meta_step(self.opt, xs, ys, xq, yq, ways)
+        loss, acc = self._proto(xs, ys, xq, yq, ways)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
