@@ -99,15 +99,16 @@ def main() -> int:
 
     import torch
 
+    from geoml_plugin.core.device import describe_device, resolve_device
     from geoml_plugin.core.meta.maml import MAML
     from geoml_plugin.core.models import build_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(json.dumps({"skipped": "no CUDA device"}))
         return 0
+    device = resolve_device(args.device)
 
     def sync():  # CUDA runs asynchronously: wait for the work before reading the clock
         if device.type == "cuda":
@@ -124,7 +125,7 @@ def main() -> int:
 
     out = {"config": vars(args), "model": "meta_classifier (small CNN, GroupNorm)",
            "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
-           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "device": describe_device(device),
            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "(OpenMP default)",
            "load_average_before": os.getloadavg()[0]}
