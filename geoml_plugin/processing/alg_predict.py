@@ -13,7 +13,7 @@ from qgis.core import (
 )
 
 from ..core.models.view_sets import VIEW_COUNTS
-from .base import GeoMLAlgorithm
+from .base import MODEL_FILTER, GeoMLAlgorithm
 
 HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot or Translate) to a raster, tile by tile.
 
@@ -39,7 +39,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
         self.addParameter(
             QgsProcessingParameterFile(
                 "MODEL", "GeoML model file", behavior=QgsProcessingParameterFile.Behavior.File,
-                fileFilter="GeoML model (*.safetensors *.geoml);;All files (*.*)",
+                fileFilter=MODEL_FILTER,
             )
         )
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent (empty = whole raster)", optional=True))
