@@ -50,11 +50,11 @@ class MetaTrainConfig:
     algorithm: str = "protonet"
     ways: int = 4
     shots: int = 5
-    query: int = 10
+    query: int = 5
     inner_steps: int = 5  # MAML only
     inner_lr: float = 0.1  # MAML only
-    meta_batch: int = 4  # episodes per meta-update
-    iterations: int = 1000
+    meta_batch: int = 1  # episodes per meta-update (on EuroSAT more updates of one episode beat fewer of four)
+    iterations: int = 800
     backbone: str = "small_cnn"
     patch_size: int = 64
     learning_rate: float = 1e-3
