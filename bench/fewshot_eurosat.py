@@ -31,6 +31,7 @@ above scratch. Skips (JSON with "skipped") when the data are absent.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -134,14 +135,18 @@ def trained_accuracy(net, x, y, sup, steps: int, lr: float, seed: int, augmented
 
 
 def main() -> int:
+    from geoml_plugin.core.metatrain import MetaTrainConfig
+
+    # meta-training settings default to the plugin's own defaults, so the figures describe what a user gets
+    plugin = {f.name: f.default for f in dataclasses.fields(MetaTrainConfig)}
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(default_data()))
-    ap.add_argument("--algorithm", default="protonet")
-    ap.add_argument("--iterations", type=int, default=800)
-    ap.add_argument("--ways", type=int, default=4, help="classes per meta-training episode (the plugin default)")
-    ap.add_argument("--shots", type=int, default=5)
-    ap.add_argument("--query", type=int, default=5)
-    ap.add_argument("--meta-batch", type=int, default=1)
+    ap.add_argument("--algorithm", default=plugin["algorithm"])
+    ap.add_argument("--iterations", type=int, default=plugin["iterations"])
+    ap.add_argument("--ways", type=int, default=plugin["ways"], help="classes per meta-training episode")
+    ap.add_argument("--shots", type=int, default=plugin["shots"])
+    ap.add_argument("--query", type=int, default=plugin["query"])
+    ap.add_argument("--meta-batch", type=int, default=plugin["meta_batch"])
     ap.add_argument("--draws", type=int, default=30, help="support draws per K for the few-shot model")
     ap.add_argument("--baseline-draws", type=int, default=6, help="support draws per K for scratch / fine-tuning")
     ap.add_argument("--baseline-steps", type=int, default=150, help="training steps of scratch and fine-tuning")
@@ -157,7 +162,7 @@ def main() -> int:
     import torch
 
     from geoml_plugin.core.fewshot import FewShotConfig, adapt
-    from geoml_plugin.core.metatrain import MetaTrainConfig, build_meta_network, run_metatrain
+    from geoml_plugin.core.metatrain import build_meta_network, run_metatrain
     from geoml_plugin.core.modelfile import ModelMeta, read_meta, save_model
     from geoml_plugin.core.progress import Feedback
 
