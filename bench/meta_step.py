@@ -22,7 +22,8 @@ loop's many small operations lose most when OpenMP threads sleep between
 operations (``OMP_WAIT_POLICY=PASSIVE``, this script's default, which a shared
 CPU needs), and gain little from a second thread. Compare runs with
 ``--threads 1`` and with ``OMP_WAIT_POLICY=`` (empty: OpenMP's own default,
-what QGIS runs with); the JSON records both settings.
+what QGIS runs with; libgomp warns that the empty value is invalid and uses
+its default); the JSON records both settings.
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def loop_meta_step(model, xs, ys, xq, yq, ways, lr, steps, first_order):
                 set_tensor(learner, n, p - lr * (g.detach() if first_order else g))
         q = F.cross_entropy(learner(xq[t]), yq[t]) / xs.shape[0]
         q.backward()
-        total += float(q)
+        total += float(q.detach())
     return total, {k: p.grad.clone() for k, p in model.named_parameters()}
 
 
