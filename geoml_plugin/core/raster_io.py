@@ -248,6 +248,27 @@ def check_writable(path: str) -> None:
         raise InputError(f"The output file '{path}' exists and cannot be overwritten.")
 
 
+def _same_file(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_not_an_input(output: str, inputs: dict) -> None:
+    """Refuse an output that is one of the job's inputs: it would be replaced when the job ends.
+
+    ``inputs`` maps what each input is ("input raster", "labels" …) to its path or
+    QGIS/OGR source string (``path|layername=…``).
+    """
+    if not output:
+        return
+    for what, source in inputs.items():
+        path = str(source or "").split("|")[0]
+        if path and not path.startswith("/vsi") and _same_file(output, path):
+            raise InputError(f"The output '{output}' is the {what}: writing it would destroy the {what}.",
+                             "Choose another file name for the output.")
+
+
 def _temp_sibling(path: str, suffix: str = ".tif") -> str:
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{name}.part-{uuid.uuid4().hex[:8]}{suffix}")

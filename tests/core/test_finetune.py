@@ -322,6 +322,27 @@ def test_bad_labels_are_refused_with_clear_messages(blocks, tmp_path, out_dir):
     _bad(dict(input_path=raster, labels=nan, label_field="label", task="regression"), "no value in field", out_dir)
 
 
+def test_outputs_over_the_input_raster_or_labels_are_refused(blocks, tmp_path):
+    """The model or report written over the raster or the labels would destroy the analyst's data."""
+    import shutil
+
+    raster, labels, _ = blocks
+    r, lab = shutil.copy(raster, tmp_path / "r.tif"), shutil.copy(labels, tmp_path / "l.gpkg")
+    before = {p: open(p, "rb").read() for p in (r, lab)}
+    with pytest.raises(InputError, match="labels"):
+        run_finetune(FinetuneConfig(str(r), f"{lab}|layername=labels", "label", str(lab), epochs=1, **FAST))
+    with pytest.raises(InputError, match="input raster"):
+        run_finetune(FinetuneConfig(str(r), str(lab), "label", str(tmp_path / "m.safetensors"),
+                                    output_report=str(r), epochs=1, **FAST))
+    with pytest.raises(InputError, match="labels"):  # the metrics JSON beside the report
+        geojson = tmp_path / "pts.json"
+        gdal.VectorTranslate(str(geojson), str(lab), format="GeoJSON")
+        run_finetune(FinetuneConfig(str(r), str(geojson), "label", str(tmp_path / "m.safetensors"),
+                                    output_report=str(tmp_path / "pts.html"), epochs=1, **FAST))
+    assert {p: open(p, "rb").read() for p in (r, lab)} == before
+    assert not (tmp_path / "m.safetensors").exists() and leftovers(tmp_path) == []
+
+
 def test_bad_parameters_are_refused_before_training(blocks, tmp_path, out_dir):
     raster, labels, _ = blocks
     _bad(dict(input_path=raster, labels=labels, label_field="label", patch_size=256), "larger than the raster", out_dir)
