@@ -300,6 +300,15 @@ def test_weights_of_another_backbone_or_band_count_are_refused(blocks, scene, ou
     assert list(out_dir.iterdir()) == []
 
 
+def test_weights_from_a_model_without_a_fine_tune_backbone_get_a_usable_hint(scene, sample_model, out_dir):
+    """The hint must not suggest a BACKBONE that does not exist (here the sample model's 'pixel_linear')."""
+    with pytest.raises(ModelFileError, match="no backbone Fine-tune can reuse") as err:
+        run_finetune(FinetuneConfig(scene.image, scene.points, "class_name", str(out_dir / "m.safetensors"),
+                                    weights=sample_model, **FAST))
+    assert "BACKBONE=pixel_linear" not in str(err.value)
+    assert list(out_dir.iterdir()) == []
+
+
 def _bad(cfg_kwargs, match, out_dir, exc=InputError):
     with pytest.raises(exc, match=match):
         run_finetune(FinetuneConfig(output_model=str(out_dir / "m.safetensors"),
