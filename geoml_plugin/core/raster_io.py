@@ -248,6 +248,18 @@ def check_writable(path: str) -> None:
         raise InputError(f"The output file '{path}' exists and cannot be overwritten.")
 
 
+def check_geotiff_name(path: str) -> None:
+    """Outputs are GeoTIFF: refuse a name with another raster format's extension (a GeoTIFF named .png)."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if not ext or ext in ("tif", "tiff"):
+        return
+    for i in range(gdal.GetDriverCount()):
+        drv = gdal.GetDriver(i)
+        if drv.GetMetadataItem(gdal.DCAP_RASTER) and ext in (drv.GetMetadataItem(gdal.DMD_EXTENSIONS) or "").lower().split():
+            raise InputError(f"GeoML writes GeoTIFF files, but '{os.path.basename(path)}' has the extension of "
+                             f"another format ({drv.LongName}).", "Name the output .tif.")
+
+
 def _same_file(a: str, b: str) -> bool:
     if os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
@@ -300,6 +312,7 @@ class RasterWriter:
         qml: Optional[str] = None,
     ):
         check_writable(path)
+        check_geotiff_name(path)
         self.path = os.path.abspath(path)
         self.tmp = _temp_sibling(self.path)
         self.width, self.height, self.bands = width, height, bands
