@@ -15,16 +15,31 @@ from qgis.core import QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer
 from .core.errors import RasterError
 
 
+def _same_path(source: str, path: str) -> bool:
+    try:
+        return os.path.samefile(source, path)
+    except OSError:
+        return False
+
+
 def add_raster_layer(path: str, name: Optional[str] = None, project: Optional[QgsProject] = None) -> QgsRasterLayer:
-    layer = QgsRasterLayer(path, name or os.path.splitext(os.path.basename(path))[0], "gdal")
+    """Add ``path`` styled; a layer added earlier for the same file under the same name is replaced
+    (the job replaced its file: that layer would show the previous run's contents beside the new one)."""
+    project = project or QgsProject.instance()
+    name = name or os.path.splitext(os.path.basename(path))[0]
+    layer = QgsRasterLayer(path, name, "gdal")
     if not layer.isValid():
         raise RasterError(f"QGIS cannot open the output '{path}'.")
+    stale = [lyr.id() for lyr in project.mapLayersByName(name)
+             if isinstance(lyr, QgsRasterLayer) and _same_path(lyr.source(), path)]
+    if stale:
+        project.removeMapLayers(stale)
     qml = os.path.splitext(path)[0] + ".qml"
     if os.path.exists(qml):
         layer.loadNamedStyle(qml)
     elif layer.dataProvider().colorTable(1):
         classes = QgsPalettedRasterRenderer.classDataFromRaster(layer.dataProvider(), 1)
         layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
-    (project or QgsProject.instance()).addMapLayer(layer)
+    project.addMapLayer(layer)
     layer.triggerRepaint()
     return layer

@@ -112,7 +112,7 @@ def auto_learning_rate(cfg: FinetuneConfig) -> float:
 
 def check_config(cfg: FinetuneConfig) -> None:
     """Refuse bad parameters before any heavy work, with what to do about them."""
-    from .raster_io import check_writable
+    from .raster_io import check_not_an_input, check_writable
 
     if cfg.task not in TASKS:
         raise InputError(f"Unknown task '{cfg.task}'.", "Choose classification, segmentation or regression.")
@@ -127,8 +127,12 @@ def check_config(cfg: FinetuneConfig) -> None:
     if not cfg.labels:
         raise InputError("No labels were given.", "Choose a points or polygons layer, or a label raster.")
     check_writable(cfg.output_model)
+    inputs = {"input raster": cfg.input_path, "labels": cfg.labels}
+    check_not_an_input(cfg.output_model, inputs)
     if cfg.output_report:
         check_writable(cfg.output_report)
+        check_not_an_input(cfg.output_report, inputs)
+        check_not_an_input(os.path.splitext(cfg.output_report)[0] + ".json", inputs)  # metrics beside the report
         if os.path.abspath(cfg.output_report) == os.path.abspath(cfg.output_model):
             raise InputError("The report must be a different file from the model.")
 

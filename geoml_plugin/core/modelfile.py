@@ -173,6 +173,7 @@ def save_model(path: str, model_or_state, meta: ModelMeta) -> str:
     tmp = os.path.join(folder, f".{name}.part-{os.getpid()}")
     try:
         save_file(tensors, tmp, metadata={"geoml": json.dumps(meta.to_dict())})
+        os.chmod(tmp, 0o644)  # safetensors writes owner-only; a model is shared like the rasters and reports
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -29,7 +29,14 @@ from .errors import InputError, JobCancelled, ModelFileError
 from .modelfile import ModelMeta, load_model, read_meta
 from .models.view_sets import VIEW_SETS, check_views
 from .progress import Feedback, ensure_feedback
-from .raster_io import RasterReader, RasterWriter, check_writable, parse_band_list
+from .raster_io import (
+    RasterReader,
+    RasterWriter,
+    check_geotiff_name,
+    check_not_an_input,
+    check_writable,
+    parse_band_list,
+)
 from .tiling import dense_tiles, patch_grid, prefetch
 
 REGRESSION_NODATA = -9999.0
@@ -190,8 +197,13 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
         raise ModelFileError("This is a MAML meta-model: a starting point to adapt, not a classifier.",
                              "Adapt it to your classes with GeoML → Few-shot mapping first.")
     check_writable(cfg.output_path)
+    check_geotiff_name(cfg.output_path)
+    inputs = {"input raster": cfg.input_path, "model file": cfg.model_path}
+    check_not_an_input(cfg.output_path, inputs)
     if cfg.confidence_path:
         check_writable(cfg.confidence_path)
+        check_geotiff_name(cfg.confidence_path)
+        check_not_an_input(cfg.confidence_path, inputs)
         if os.path.abspath(cfg.confidence_path) == os.path.abspath(cfg.output_path):
             raise InputError("The confidence raster must be a different file from the output.")
     if cfg.batch_size < 1:

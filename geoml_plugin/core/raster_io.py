@@ -248,6 +248,39 @@ def check_writable(path: str) -> None:
         raise InputError(f"The output file '{path}' exists and cannot be overwritten.")
 
 
+def check_geotiff_name(path: str) -> None:
+    """Outputs are GeoTIFF: refuse a name with another raster format's extension (a GeoTIFF named .png)."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if not ext or ext in ("tif", "tiff"):
+        return
+    for i in range(gdal.GetDriverCount()):
+        drv = gdal.GetDriver(i)
+        if drv.GetMetadataItem(gdal.DCAP_RASTER) and ext in (drv.GetMetadataItem(gdal.DMD_EXTENSIONS) or "").lower().split():
+            raise InputError(f"GeoML writes GeoTIFF files, but '{os.path.basename(path)}' has the extension of "
+                             f"another format ({drv.LongName}).", "Name the output .tif.")
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_not_an_input(output: str, inputs: dict) -> None:
+    """Refuse an output that is one of the job's inputs: it would be replaced when the job ends.
+
+    ``inputs`` maps what each input is ("input raster", "labels" …) to its path or
+    QGIS/OGR source string (``path|layername=…``).
+    """
+    if not output:
+        return
+    for what, source in inputs.items():
+        path = str(source or "").split("|")[0]
+        if path and not path.startswith("/vsi") and _same_file(output, path):
+            raise InputError(f"The output '{output}' is the {what}: writing it would destroy the {what}.",
+                             "Choose another file name for the output.")
+
+
 def _temp_sibling(path: str, suffix: str = ".tif") -> str:
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{name}.part-{uuid.uuid4().hex[:8]}{suffix}")
@@ -279,6 +312,7 @@ class RasterWriter:
         qml: Optional[str] = None,
     ):
         check_writable(path)
+        check_geotiff_name(path)
         self.path = os.path.abspath(path)
         self.tmp = _temp_sibling(self.path)
         self.width, self.height, self.bands = width, height, bands

@@ -93,8 +93,15 @@ def check_transfer_source(path: str, backbone: str, in_bands: int):
 
     if not os.path.isfile(path):
         raise InputError(f"WEIGHTS must be 'none', 'imagenet' or an existing GeoML model file; '{path}' is none of these.")
+    from .finetune import BACKBONES
+
     meta = read_meta(path)
     src = backbone_of(meta)
+    if src not in BACKBONES:
+        raise ModelFileError(
+            f"The weights file '{os.path.basename(path)}' has no backbone Fine-tune can reuse ({meta.describe()}).",
+            "Choose a model made by Fine-tune, or WEIGHTS=none / imagenet.",
+        )
     if src != backbone:
         raise ModelFileError(
             f"The weights file '{os.path.basename(path)}' has backbone '{src}', but this run uses '{backbone}'.",

@@ -40,6 +40,10 @@ class GeoMLProvider(QgsProcessingProvider):
     def icon(self) -> QIcon:
         return QIcon(icon_path("geoml.svg"))
 
+    def supportedOutputRasterLayerExtensions(self) -> list:  # noqa: N802
+        # every GeoML raster output is written as GeoTIFF: offer no other format in the output widgets
+        return ["tif"]
+
     def loadAlgorithms(self) -> None:  # noqa: N802
         for cls in algorithm_classes():
             self.addAlgorithm(cls())

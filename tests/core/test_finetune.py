@@ -300,6 +300,15 @@ def test_weights_of_another_backbone_or_band_count_are_refused(blocks, scene, ou
     assert list(out_dir.iterdir()) == []
 
 
+def test_weights_from_a_model_without_a_fine_tune_backbone_get_a_usable_hint(scene, sample_model, out_dir):
+    """The hint must not suggest a BACKBONE that does not exist (here the sample model's 'pixel_linear')."""
+    with pytest.raises(ModelFileError, match="no backbone Fine-tune can reuse") as err:
+        run_finetune(FinetuneConfig(scene.image, scene.points, "class_name", str(out_dir / "m.safetensors"),
+                                    weights=sample_model, **FAST))
+    assert "BACKBONE=pixel_linear" not in str(err.value)
+    assert list(out_dir.iterdir()) == []
+
+
 def _bad(cfg_kwargs, match, out_dir, exc=InputError):
     with pytest.raises(exc, match=match):
         run_finetune(FinetuneConfig(output_model=str(out_dir / "m.safetensors"),
@@ -320,6 +329,27 @@ def test_bad_labels_are_refused_with_clear_messages(blocks, tmp_path, out_dir):
     _bad(dict(input_path=raster, labels=outside, label_field="label"), "No usable labels.*outside the raster", out_dir)
     nan = write_points(tmp_path / "nan.gpkg", [(8, 8, 1.0), (8, 40, float("nan")), (40, 8, 2.0)], ftype=ogr.OFTReal)
     _bad(dict(input_path=raster, labels=nan, label_field="label", task="regression"), "no value in field", out_dir)
+
+
+def test_outputs_over_the_input_raster_or_labels_are_refused(blocks, tmp_path):
+    """The model or report written over the raster or the labels would destroy the analyst's data."""
+    import shutil
+
+    raster, labels, _ = blocks
+    r, lab = shutil.copy(raster, tmp_path / "r.tif"), shutil.copy(labels, tmp_path / "l.gpkg")
+    before = {p: open(p, "rb").read() for p in (r, lab)}
+    with pytest.raises(InputError, match="labels"):
+        run_finetune(FinetuneConfig(str(r), f"{lab}|layername=labels", "label", str(lab), epochs=1, **FAST))
+    with pytest.raises(InputError, match="input raster"):
+        run_finetune(FinetuneConfig(str(r), str(lab), "label", str(tmp_path / "m.safetensors"),
+                                    output_report=str(r), epochs=1, **FAST))
+    with pytest.raises(InputError, match="labels"):  # the metrics JSON beside the report
+        geojson = tmp_path / "pts.json"
+        gdal.VectorTranslate(str(geojson), str(lab), format="GeoJSON")
+        run_finetune(FinetuneConfig(str(r), str(geojson), "label", str(tmp_path / "m.safetensors"),
+                                    output_report=str(tmp_path / "pts.html"), epochs=1, **FAST))
+    assert {p: open(p, "rb").read() for p in (r, lab)} == before
+    assert not (tmp_path / "m.safetensors").exists() and leftovers(tmp_path) == []
 
 
 def test_bad_parameters_are_refused_before_training(blocks, tmp_path, out_dir):

@@ -1,4 +1,5 @@
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -108,3 +109,12 @@ def test_save_is_atomic(tmp_path):
     meta = _meta()
     with pytest.raises(InputError):
         save_model(str(tmp_path / "nope" / "m.safetensors"), build_model("small_cnn", **meta.arch_args), meta)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_saved_model_is_readable_by_others_like_other_outputs(tmp_path):
+    """safetensors writes its file owner-only (0600): a model saved in a shared folder could not be used by a
+    colleague, while the reports and rasters beside it can."""
+    meta = _meta()
+    p = save_model(str(tmp_path / "m.safetensors"), build_model("small_cnn", **meta.arch_args), meta)
+    assert os.stat(p).st_mode & 0o777 == 0o644

@@ -116,6 +116,23 @@ def test_raster_smaller_than_patch_is_refused(tmp_path, out_dir):
     assert list(out_dir.iterdir()) == []
 
 
+def test_output_over_an_input_is_refused_and_the_input_kept(tmp_path):
+    """Writing the prediction over the input raster (or the model) would destroy the analyst's data."""
+    import hashlib
+
+    model = _patch_model(tmp_path)
+    img = write_raster(tmp_path / "scene.tif", np.full((4, 40, 40), 1000, np.uint16))
+    digest = {p: hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (img, model)}
+    with pytest.raises(InputError, match="input raster"):
+        run_predict(PredictConfig(img, model, img))
+    with pytest.raises(InputError, match="input raster"):
+        run_predict(PredictConfig(img, model, str(tmp_path / "x.tif"), str(tmp_path / "." / "scene.tif")))
+    with pytest.raises(InputError, match="model file"):
+        run_predict(PredictConfig(img, model, model))
+    assert {p: hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (img, model)} == digest
+    assert not (tmp_path / "x.tif").exists() and leftovers(tmp_path) == []
+
+
 def test_non_model_file_is_refused(scene, tmp_path, out_dir):
     p = tmp_path / "weights.pth"
     torch.save({"x": torch.ones(1)}, p)

@@ -161,3 +161,15 @@ def test_band_statistics_ignore_nodata(tmp_path):
     with RasterReader(p) as r:
         mean, std, n = r.band_statistics()
     assert n == 200 and mean[0] == pytest.approx(4.0)
+
+
+def test_output_named_as_another_raster_format_is_refused(tmp_path):
+    """The writer makes GeoTIFFs: 'x.png' or 'x.img' would be a GeoTIFF under another format's extension."""
+    for name in ("x.png", "x.IMG", "x.vrt"):
+        with pytest.raises(InputError, match="GeoTIFF"):
+            RasterWriter(str(tmp_path / name), 8, 8, 1, np.uint8, (0, 1, 0, 0, 0, -1), "")
+    assert os.listdir(tmp_path) == []
+    for name in ("a.tif", "b.TIFF", "c"):
+        with RasterWriter(str(tmp_path / name), 8, 8, 1, np.uint8, (0, 1, 0, 0, 0, -1), "") as w:
+            w.write(np.ones((8, 8), np.uint8), 0, 0)
+    assert sorted(os.listdir(tmp_path)) == ["a.tif", "b.TIFF", "c"]

@@ -102,3 +102,29 @@ def test_dialog_can_limit_to_the_map_view(qtbot, qgis_iface, qgis_new_project, s
     info = raster_info(str(out_dir / "view.tif"))
     # the canvas keeps its aspect ratio, so the view covers at least the requested box
     assert 50 <= info.width < src.width and 30 <= info.height <= src.height
+
+
+def test_running_again_to_the_same_file_replaces_the_layer_instead_of_stacking_a_stale_one(
+        qgis_new_project, tmp_path):
+    """A second run over the same output replaces the file; the layer of the first run showed the old contents
+    under the same name."""
+    import numpy as np
+    from osgeo import gdal
+
+    from geoml_plugin.styling import add_raster_layer
+    from tests.conftest import write_raster
+
+    path = str(tmp_path / "m_classes.tif")
+    write_raster(path, np.full((1, 8, 8), 1, np.uint8))
+    first_id = add_raster_layer(path).id()
+    write_raster(str(tmp_path / "new.tif"), np.full((1, 8, 8), 2, np.uint8))
+    os.replace(tmp_path / "new.tif", path)  # as the atomic writer does
+    other = QgsRasterLayer(path, "kept: another name the analyst gave it", "gdal")
+    QgsProject.instance().addMapLayer(other)
+    second = add_raster_layer(path)
+    layers = QgsProject.instance().mapLayers().values()
+    assert [lyr.name() for lyr in layers if lyr.name() == "m_classes"] == ["m_classes"]
+    assert QgsProject.instance().mapLayer(first_id) is None and second.isValid()
+    assert QgsProject.instance().mapLayer(other.id()) is not None  # renamed by the analyst: theirs, left alone
+    assert gdal.Open(path).ReadAsArray().max() == 2
+    assert second.dataProvider().sample(second.extent().center(), 1)[0] == 2

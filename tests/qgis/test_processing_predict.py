@@ -62,6 +62,19 @@ def test_band_mismatch_gives_clean_error(geoml_provider, sample_model, tmp_path,
     assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
 
 
+def test_outputs_are_offered_as_geotiff_only_and_other_formats_refused(geoml_provider, scene, sample_model, out_dir):
+    """Every GeoML raster is a GeoTIFF: the output widgets must not offer PNG, ERDAS … (the file would be a GeoTIFF
+    under another format's name)."""
+    from qgis.core import QgsApplication
+
+    for alg_id in ("geoml:predict", "geoml:fewshot", "geoml:generate"):
+        alg = QgsApplication.processingRegistry().algorithmById(alg_id)
+        assert alg.parameterDefinition("OUTPUT").supportedOutputRasterLayerExtensions() == ["tif"]
+    with pytest.raises(QgsProcessingException, match="GeoML writes GeoTIFF"):
+        _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": str(out_dir / "x.png")})
+    assert list(out_dir.iterdir()) == []
+
+
 def test_batch_mode_runs_the_algorithm_per_row(geoml_provider, scene, sample_model, out_dir):
     """What the batch dialog does: one run per parameter row, each its own output."""
     import processing
