@@ -37,7 +37,7 @@ from .modelfile import ModelMeta, load_model, new_provenance, read_meta, save_mo
 from .models.view_sets import check_views
 from .predict import PredictConfig, PredictResult, choose_bands, predict_raster
 from .progress import Feedback, ensure_feedback
-from .raster_io import RasterInfo, RasterReader, check_writable
+from .raster_io import RasterInfo, RasterReader, check_not_an_input, check_writable
 
 SUPPORT_VIEWS = 8  # every support patch in its 8 rotations/reflections
 PROTONET_STEPS = 50  # default fine-tuning steps from a prototypical meta-model
@@ -346,9 +346,11 @@ def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewS
     t0 = time.perf_counter()
     if not cfg.output_path and not cfg.output_model:
         raise InputError("Nothing to do: give an output raster, an output model, or both.")
+    inputs = {"input raster": cfg.input_path, "model file": cfg.model_path, "support layer": cfg.support}
     for path in (cfg.output_path, cfg.confidence_path, cfg.output_model):
         if path:
             check_writable(path)
+            check_not_an_input(path, inputs)
     adapted = adapt(cfg, fb.sub(0.0, 0.15))
     t_adapt = time.perf_counter() - t0
     pred = None

@@ -32,7 +32,7 @@ from .meta.data import load_patch_bank
 from .meta.episodes import EpisodeSampler, PatchBank, holdout_split
 from .modelfile import ModelMeta, new_provenance, save_model
 from .progress import Feedback, ensure_feedback
-from .raster_io import check_writable, raster_info
+from .raster_io import check_not_an_input, check_writable, raster_info
 
 ALGORITHMS = ("protonet", "maml", "fomaml")
 ALGORITHM_NAMES = {"protonet": "prototypical networks", "maml": "MAML (second order)",
@@ -99,6 +99,9 @@ def validate_config(cfg: MetaTrainConfig) -> None:
     if not isinstance(cfg.rasters, (list, tuple)) or not cfg.rasters:
         raise InputError("No training raster was given.")
     check_writable(cfg.output_model)
+    inputs = {f"training raster {i + 1}" if len(cfg.rasters) > 1 else "training raster": r
+              for i, r in enumerate(cfg.rasters)}
+    check_not_an_input(cfg.output_model, {**inputs, "labels": cfg.labels})
 
 
 class _Learner:

@@ -185,6 +185,25 @@ def test_support_entirely_outside_the_raster_is_refused(scene, meta_model, out_d
     assert list(out_dir.iterdir()) == []
 
 
+def test_outputs_over_an_input_are_refused_and_the_inputs_kept(scene, meta_model, tmp_path, out_dir):
+    import shutil
+
+    support = shutil.copy(scene.points, tmp_path / "support.gpkg")
+    image = shutil.copy(scene.image, tmp_path / "image.tif")
+    before = {p: open(p, "rb").read() for p in (support, image)}
+    with pytest.raises(InputError, match="is the support layer: writing it would destroy"):
+        run_fewshot(FewShotConfig(image, meta_model, str(out_dir / "o.tif"), support=support,
+                                  label_field="class_name", output_model=support, device="cpu"))
+    with pytest.raises(InputError, match="is the input raster"):
+        run_fewshot(FewShotConfig(image, meta_model, image, points=support_points(scene), device="cpu"))
+    with pytest.raises(InputError, match="is the labels"):
+        run_metatrain(MetaTrainConfig([image], support, output_model=support, **TINY))
+    with pytest.raises(InputError, match="is the training raster"):
+        run_metatrain(MetaTrainConfig([image], support, output_model=image, **TINY))
+    assert {p: open(p, "rb").read() for p in (support, image)} == before
+    assert list(out_dir.iterdir()) == []
+
+
 def test_meta_model_with_another_band_count_is_refused(meta_model, tmp_path, out_dir):
     img = write_raster(tmp_path / "rgb.tif", np.ones((3, 64, 64), np.uint16))
     with pytest.raises(InputError, match="expects 4 band"):
