@@ -59,6 +59,17 @@ def test_report_without_matplotlib_is_still_a_png(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("bands", [2, 4])
+def test_tile_generator_trains_on_two_and_four_band_rasters(tmp_path, bands):
+    """The report shows 1 or 3 bands of N: training on 2- or 4-band imagery must not fail at the very end."""
+    rng = np.random.default_rng(3)
+    arr = np.stack([smooth_field(rng, 48, 48, 4.0) * 40 + 120 for _ in range(bands)]).clip(0, 255).astype(np.uint8)
+    src = write_raster(tmp_path / f"img{bands}.tif", arr)
+    res = _train(tmp_path, src, iterations=2, batch_size=2, report_path=str(tmp_path / "r.png"))
+    assert read_meta(res.model_path).target["bands"] == bands
+    assert gdal.Open(str(tmp_path / "r.png")).RasterCount >= 3
+
+
 def test_seeded_training_is_deterministic(scene, tmp_path):
     a = _train(tmp_path, scene.dem, "a", iterations=4, seed=3)
     b = _train(tmp_path, scene.dem, "b", iterations=4, seed=3)
