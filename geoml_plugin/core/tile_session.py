@@ -19,6 +19,7 @@ from typing import Optional
 from osgeo import gdal
 
 from .generate import GridPlan, TileSource
+from .georef import check_point_valid
 from .raster_io import write_text_atomic
 
 
@@ -26,6 +27,8 @@ class TileSession:
     def __init__(self, source: TileSource, crs_wkt: str, x: float, y: float, seed: int, tile: int, folder: str,
                  pixel_size: Optional[tuple] = None):
         self.source, self.seed, self.tile, self.folder = source, int(seed), int(tile), folder
+        if crs_wkt:
+            check_point_valid(crs_wkt, x, y, "The clicked point")
         os.makedirs(folder, exist_ok=True)
         px, py = pixel_size or source.native_pixel(crs_wkt, x, y)
         self.base = GridPlan(crs_wkt, px, py, round(x / px - tile / 2), round(-y / py - tile / 2), tile, tile)
