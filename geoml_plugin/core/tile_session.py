@@ -18,6 +18,7 @@ from typing import Optional
 
 from osgeo import gdal
 
+from .errors import InputError
 from .generate import GridPlan, TileSource
 from .georef import check_point_valid
 from .raster_io import write_text_atomic
@@ -29,7 +30,11 @@ class TileSession:
         self.source, self.seed, self.tile, self.folder = source, int(seed), int(tile), folder
         if crs_wkt:
             check_point_valid(crs_wkt, x, y, "The clicked point")
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"The tiles folder '{folder}' cannot be created: {exc.strerror}.",
+                             "Choose another tiles folder, or leave it empty for a temporary one.") from exc
         px, py = pixel_size or source.native_pixel(crs_wkt, x, y)
         self.base = GridPlan(crs_wkt, px, py, round(x / px - tile / 2), round(-y / py - tile / 2), tile, tile)
         self.tiles: dict = {}  # (i, j) lattice index → GeoTIFF path

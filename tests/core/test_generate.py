@@ -205,3 +205,11 @@ def test_tile_session_refuses_a_click_where_the_map_crs_is_not_valid(gen_model, 
     with pytest.raises(InputError, match=match):
         TileSession(src, crs, x, y, seed=1, tile=32, folder=str(tmp_path / "tiles")).start()
     assert not (tmp_path / "tiles").exists() or os.listdir(tmp_path / "tiles") == []
+
+
+def test_tile_session_in_a_folder_that_cannot_be_made_gives_a_message(gen_model, tmp_path):
+    a_file = tmp_path / "not_a_folder"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match="tiles folder"):
+        TileSession(TileSource(gen_model, "cpu"), UTM32, 500123.0, 5100456.0, seed=1, tile=32,
+                    folder=str(a_file / "tiles"))
