@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from typing import Optional
 
 from osgeo import gdal
@@ -37,6 +38,7 @@ class TileSession:
                              "Choose another tiles folder, or leave it empty for a temporary one.") from exc
         px, py = pixel_size or source.native_pixel(crs_wkt, x, y)
         self.base = GridPlan(crs_wkt, px, py, round(x / px - tile / 2), round(-y / py - tile / 2), tile, tile)
+        self.token = uuid.uuid4().hex[:8]  # in file names: sessions sharing a folder never overwrite each other
         self.tiles: dict = {}  # (i, j) lattice index → GeoTIFF path
         self.mosaic_path: Optional[str] = None
         self._superseded: list = []
@@ -47,7 +49,7 @@ class TileSession:
         return self.base.shifted(i * self.tile, j * self.tile)
 
     def _tile_path(self, plan: GridPlan) -> str:
-        return os.path.join(self.folder, f"geoml_s{self.seed}_c{plan.col0}_r{plan.row0}.tif")
+        return os.path.join(self.folder, f"geoml_s{self.seed}_{self.token}_c{plan.col0}_r{plan.row0}.tif")
 
     def add(self, i: int, j: int) -> str:
         """Generate lattice tile ``(i, j)`` (relative to the first) if it is not there yet."""
@@ -82,7 +84,7 @@ class TileSession:
 
     def rebuild_mosaic(self) -> str:
         self._version += 1
-        path = os.path.join(self.folder, f"geoml_s{self.seed}_mosaic_{id(self):x}_v{self._version}.vrt")
+        path = os.path.join(self.folder, f"geoml_s{self.seed}_{self.token}_mosaic_v{self._version}.vrt")
         vrt = gdal.BuildVRT(path, sorted(self.tiles.values()))
         vrt = None  # noqa: F841 (closing writes the file)
         if self.mosaic_path:
@@ -99,7 +101,7 @@ class TileSession:
 
     def write_style(self, style: str, blend_mode: int = 0) -> str:
         """A ``.qml`` for the mosaic in ``style`` (auto / pseudocolor / hillshade / rgb)."""
-        path = os.path.join(self.folder, f"geoml_s{self.seed}_{id(self):x}_{style}.qml")
+        path = os.path.join(self.folder, f"geoml_s{self.seed}_{self.token}_{style}.qml")
         write_text_atomic(path, self.source.style(self.base, style, blend_mode))
         return path
 

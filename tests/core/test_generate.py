@@ -213,3 +213,17 @@ def test_tile_session_in_a_folder_that_cannot_be_made_gives_a_message(gen_model,
     with pytest.raises(InputError, match="tiles folder"):
         TileSession(TileSource(gen_model, "cpu"), UTM32, 500123.0, 5100456.0, seed=1, tile=32,
                     folder=str(a_file / "tiles"))
+
+
+def test_two_sessions_in_one_folder_do_not_overwrite_each_others_tiles(gen_model, tmp_path):
+    """Clicking the same place with another model (same seed, same pixel size) must not change the first tiles."""
+    other = tiny_generator_model(tmp_path / "other.safetensors", seed=9, mean=800.0)
+    folder = str(tmp_path / "tiles")
+    a = TileSession(TileSource(gen_model, "cpu"), UTM32, 500123.0, 5100456.0, seed=3, tile=32, folder=folder)
+    a.start()
+    before = gdal.Open(a.tiles[(0, 0)]).ReadAsArray()
+    b = TileSession(TileSource(other, "cpu"), UTM32, 500123.0, 5100456.0, seed=3, tile=32, folder=folder)
+    b.start()
+    assert b.tiles[(0, 0)] != a.tiles[(0, 0)]
+    np.testing.assert_array_equal(gdal.Open(a.tiles[(0, 0)]).ReadAsArray(), before)
+    np.testing.assert_array_equal(gdal.Open(a.mosaic_path).ReadAsArray(), before)
