@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from dataclasses import dataclass
@@ -114,8 +115,11 @@ class TileSampler:
         bands = len(reader.bands) + (len(target.bands) if target is not None else 0)
         self.in_memory = in_memory if in_memory is not None else w * h * bands <= _IN_MEMORY_VALUES
         self.positions = None
+        self._coarse = None
         if self.in_memory:
             self._load_all()
+        else:
+            self._find_candidates()
 
     # -- whole raster in memory --------------------------------------------
     def _load_all(self) -> None:
@@ -129,6 +133,45 @@ class TileSampler:
         if self.positions.size == 0:
             raise self._no_tiles_error()
         self._stride_w = ok.shape[1]
+
+    # -- large rasters: windowed reads ----------------------------------------
+    def _coarse_valid(self, reader: RasterReader, cw: int, ch: int) -> np.ndarray:
+        arr = reader.ds.ReadAsArray(0, 0, reader.width, reader.height, buf_xsize=cw, buf_ysize=ch,
+                                    band_list=reader.bands)
+        arr = np.asarray(arr).reshape(len(reader.bands), ch, cw)
+        ok = np.isfinite(arr).all(axis=0) if np.issubdtype(arr.dtype, np.floating) else np.ones((ch, cw), bool)
+        for i, nd in enumerate(reader._nodata):
+            if nd is not None:
+                ok &= arr[i] != nd
+        return ok
+
+    def _find_candidates(self) -> None:
+        """Where valid tiles may be, from a decimated read of the nodata mask (≤ 4 M cells).
+
+        Windows are then drawn there instead of anywhere in the raster, so a small valid area in
+        a large raster (a DEM clipped to a coastline) is found in a few reads, not by luck.
+        """
+        w, h, t = self.reader.width, self.reader.height, self.tile
+        f = max(1, math.ceil(max(w * h / 4_000_000, 1.0) ** 0.5))  # raster pixels per coarse cell
+        cw, ch = math.ceil(w / f), math.ceil(h / f)
+        ok = self._coarse_valid(self.reader, cw, ch)
+        if self.target is not None:
+            ok &= self._coarse_valid(self.target, cw, ch)
+        k = max(1, t // f)
+        if min(ch, cw) < k:
+            return
+        cand = np.flatnonzero(_window_sums(~ok, k) == 0)
+        if cand.size:
+            self._coarse = (f, cand, cw - k + 1)
+
+    def _window_position(self, rng: np.random.Generator) -> tuple[int, int]:
+        t = self.tile
+        if self._coarse is None:
+            return int(rng.integers(self.reader.width - t + 1)), int(rng.integers(self.reader.height - t + 1))
+        f, cand, stride = self._coarse
+        r, c = divmod(int(cand[rng.integers(cand.size)]), stride)
+        return (min(c * f + int(rng.integers(f)), self.reader.width - t),
+                min(r * f + int(rng.integers(f)), self.reader.height - t))
 
     def valid_positions(self) -> int:
         return int(self.positions.size) if self.positions is not None else -1
@@ -149,8 +192,7 @@ class TileSampler:
                 return x, None, None
             return x, self.y_all[:, r : r + t, c : c + t], self.m_all[r : r + t, c : c + t]
         for _ in range(200):  # rejection sampling on windowed reads
-            c = int(rng.integers(self.reader.width - t + 1))
-            r = int(rng.integers(self.reader.height - t + 1))
+            c, r = self._window_position(rng)
             x, v = self.reader.read(c, r, t, t)
             if not v.all():
                 continue

@@ -37,6 +37,12 @@ def _ramp(values: np.ndarray, colors=TERRAIN) -> np.ndarray:
     return stops[i] * (1 - f) + stops[i + 1] * f
 
 
+def _per_shown_band(v, c: int, idx: list) -> np.ndarray:
+    """A stretch bound given per band of the tile (or one for all) → one per shown band."""
+    v = np.asarray(v, dtype=float).ravel()
+    return np.broadcast_to(v, (c,))[idx] if v.size in (1, c) else np.broadcast_to(v, (len(idx),))
+
+
 def tile_to_rgb(tile: np.ndarray, lo=None, hi=None, exaggeration: float = 2.0) -> np.ndarray:
     """``(C, h, w)`` → ``(h, w, 3)`` floats in 0..1 for display.
 
@@ -47,8 +53,8 @@ def tile_to_rgb(tile: np.ndarray, lo=None, hi=None, exaggeration: float = 2.0) -
     c = tile.shape[0]
     idx = [0, 1, 2] if c >= 3 else [0]
     sub = tile[idx]
-    lo = np.percentile(sub, 2, axis=(1, 2)) if lo is None else np.broadcast_to(np.asarray(lo, float), (len(idx),))
-    hi = np.percentile(sub, 98, axis=(1, 2)) if hi is None else np.broadcast_to(np.asarray(hi, float), (len(idx),))
+    lo = np.percentile(sub, 2, axis=(1, 2)) if lo is None else _per_shown_band(lo, c, idx)
+    hi = np.percentile(sub, 98, axis=(1, 2)) if hi is None else _per_shown_band(hi, c, idx)
     norm = (sub - lo[:, None, None]) / np.maximum(hi - lo, 1e-9)[:, None, None]
     if c >= 3:
         return np.clip(np.moveaxis(norm, 0, -1), 0, 1)

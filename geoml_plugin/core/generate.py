@@ -127,6 +127,10 @@ def model_pixel_size(meta: ModelMeta, crs_wkt: str, x: float, y: float) -> tuple
     ground = float(meta.extra.get("pixel_size_m") or px)
     mx = ground_metres_per_unit(crs_wkt, x, y, "x")
     my = ground_metres_per_unit(crs_wkt, x, y, "y")
+    if not (mx > 0 and my > 0 and math.isfinite(mx) and math.isfinite(my)):  # e.g. longitude at a pole
+        raise InputError(f"At ({x:g}, {y:g}) one unit of {crs_name(crs_wkt)} spans no distance on the ground, so the "
+                         "model's pixel size cannot be carried into it there (a pole?).",
+                         "Pick a point away from the pole, or generate in a projected CRS.")
     return ground / mx, ground * (py / px) / my
 
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from typing import Optional
 
 from osgeo import gdal
 
+from .errors import InputError
 from .generate import GridPlan, TileSource
+from .georef import check_point_valid
 from .raster_io import write_text_atomic
 
 
@@ -26,9 +29,16 @@ class TileSession:
     def __init__(self, source: TileSource, crs_wkt: str, x: float, y: float, seed: int, tile: int, folder: str,
                  pixel_size: Optional[tuple] = None):
         self.source, self.seed, self.tile, self.folder = source, int(seed), int(tile), folder
-        os.makedirs(folder, exist_ok=True)
+        if crs_wkt:
+            check_point_valid(crs_wkt, x, y, "The clicked point")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"The tiles folder '{folder}' cannot be created: {exc.strerror}.",
+                             "Choose another tiles folder, or leave it empty for a temporary one.") from exc
         px, py = pixel_size or source.native_pixel(crs_wkt, x, y)
         self.base = GridPlan(crs_wkt, px, py, round(x / px - tile / 2), round(-y / py - tile / 2), tile, tile)
+        self.token = uuid.uuid4().hex[:8]  # in file names: sessions sharing a folder never overwrite each other
         self.tiles: dict = {}  # (i, j) lattice index → GeoTIFF path
         self.mosaic_path: Optional[str] = None
         self._superseded: list = []
@@ -39,7 +49,7 @@ class TileSession:
         return self.base.shifted(i * self.tile, j * self.tile)
 
     def _tile_path(self, plan: GridPlan) -> str:
-        return os.path.join(self.folder, f"geoml_s{self.seed}_c{plan.col0}_r{plan.row0}.tif")
+        return os.path.join(self.folder, f"geoml_s{self.seed}_{self.token}_c{plan.col0}_r{plan.row0}.tif")
 
     def add(self, i: int, j: int) -> str:
         """Generate lattice tile ``(i, j)`` (relative to the first) if it is not there yet."""
@@ -74,7 +84,7 @@ class TileSession:
 
     def rebuild_mosaic(self) -> str:
         self._version += 1
-        path = os.path.join(self.folder, f"geoml_s{self.seed}_mosaic_{id(self):x}_v{self._version}.vrt")
+        path = os.path.join(self.folder, f"geoml_s{self.seed}_{self.token}_mosaic_v{self._version}.vrt")
         vrt = gdal.BuildVRT(path, sorted(self.tiles.values()))
         vrt = None  # noqa: F841 (closing writes the file)
         if self.mosaic_path:
@@ -91,7 +101,7 @@ class TileSession:
 
     def write_style(self, style: str, blend_mode: int = 0) -> str:
         """A ``.qml`` for the mosaic in ``style`` (auto / pseudocolor / hillshade / rgb)."""
-        path = os.path.join(self.folder, f"geoml_s{self.seed}_{id(self):x}_{style}.qml")
+        path = os.path.join(self.folder, f"geoml_s{self.seed}_{self.token}_{style}.qml")
         write_text_atomic(path, self.source.style(self.base, style, blend_mode))
         return path
 

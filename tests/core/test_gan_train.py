@@ -59,6 +59,17 @@ def test_report_without_matplotlib_is_still_a_png(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("bands", [2, 4])
+def test_tile_generator_trains_on_two_and_four_band_rasters(tmp_path, bands):
+    """The report shows 1 or 3 bands of N: training on 2- or 4-band imagery must not fail at the very end."""
+    rng = np.random.default_rng(3)
+    arr = np.stack([smooth_field(rng, 48, 48, 4.0) * 40 + 120 for _ in range(bands)]).clip(0, 255).astype(np.uint8)
+    src = write_raster(tmp_path / f"img{bands}.tif", arr)
+    res = _train(tmp_path, src, iterations=2, batch_size=2, report_path=str(tmp_path / "r.png"))
+    assert read_meta(res.model_path).target["bands"] == bands
+    assert gdal.Open(str(tmp_path / "r.png")).RasterCount >= 3
+
+
 def test_seeded_training_is_deterministic(scene, tmp_path):
     a = _train(tmp_path, scene.dem, "a", iterations=4, seed=3)
     b = _train(tmp_path, scene.dem, "b", iterations=4, seed=3)
@@ -134,3 +145,20 @@ def test_cancel_writes_nothing(tmp_path, scene):
         run_traingan(GanTrainConfig(scene.dem, str(tmp_path / "m.safetensors"), report_path=str(tmp_path / "r.png"),
                                     tile_size=32, iterations=50, batch_size=2, **TINY), Feedback(is_cancelled=cancelled))
     assert os.listdir(tmp_path) == []
+
+
+def test_large_raster_sampler_finds_tiles_in_a_small_valid_area(tmp_path):
+    """Rasters too big for memory are read window by window: a small valid island in a sea of nodata
+    (a DEM clipped to a coastline) must not make a training batch fail at random."""
+    from geoml_plugin.core.gan_data import TileSampler
+    from geoml_plugin.core.raster_io import RasterReader
+
+    arr = np.full((400, 400), -9999.0, np.float32)
+    arr[200:260, 120:180] = np.random.default_rng(0).uniform(1, 2, (60, 60))  # 0.6 % of tile positions valid
+    src = write_raster(tmp_path / "island.tif", arr, nodata=-9999.0)
+    with RasterReader(src) as reader:
+        sampler = TileSampler(reader, 32, None, [1.5], [0.3], augment=False, in_memory=False)
+        rng = np.random.default_rng(1)
+        for _ in range(4):
+            batch = sampler.sample(32, rng)
+            assert np.all(np.abs(batch.x * 0.3 + 1.5 - 1.5) <= 0.5 + 1e-5)  # every crop from the island

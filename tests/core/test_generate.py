@@ -184,3 +184,46 @@ def test_tile_session_click_then_grow_joins_seamlessly(gen_model, tmp_path):
     assert len(session.ring()) == 16  # the next ring
     qml = session.write_style("hillshade")
     assert 'type="hillshade"' in open(qml).read()
+
+
+def test_a_point_where_the_crs_has_no_scale_is_refused(gen_model, tmp_path):
+    """At a pole a degree of longitude spans no ground: a message, not a division by zero."""
+    with pytest.raises(InputError, match="pixel size"):
+        run_generate(GenerateConfig(gen_model, str(tmp_path / "p.tif"), center=(9.0, 90.0), center_crs_wkt=WGS84,
+                                    crs_wkt=WGS84, tile_size=32, device="cpu"))
+    assert list(tmp_path.glob("p*")) == [] and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("crs, x, y, match", [
+    (WGS84, 500.0, 300.0, "not a longitude/latitude"),  # a click far off the map in a lon/lat project
+    (WGS84, 9.0, 90.0, "pixel size"),  # a click on the pole
+    (wkt(3857), 1e9, 1e9, "outside the Earth"),
+    (wkt(32633), -2e6, 5e6, "outside the area where"),  # UTM 33N, a click over the Atlantic
+])
+def test_tile_session_refuses_a_click_where_the_map_crs_is_not_valid(gen_model, tmp_path, crs, x, y, match):
+    src = TileSource(gen_model, "cpu")
+    with pytest.raises(InputError, match=match):
+        TileSession(src, crs, x, y, seed=1, tile=32, folder=str(tmp_path / "tiles")).start()
+    assert not (tmp_path / "tiles").exists() or os.listdir(tmp_path / "tiles") == []
+
+
+def test_tile_session_in_a_folder_that_cannot_be_made_gives_a_message(gen_model, tmp_path):
+    a_file = tmp_path / "not_a_folder"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match="tiles folder"):
+        TileSession(TileSource(gen_model, "cpu"), UTM32, 500123.0, 5100456.0, seed=1, tile=32,
+                    folder=str(a_file / "tiles"))
+
+
+def test_two_sessions_in_one_folder_do_not_overwrite_each_others_tiles(gen_model, tmp_path):
+    """Clicking the same place with another model (same seed, same pixel size) must not change the first tiles."""
+    other = tiny_generator_model(tmp_path / "other.safetensors", seed=9, mean=800.0)
+    folder = str(tmp_path / "tiles")
+    a = TileSession(TileSource(gen_model, "cpu"), UTM32, 500123.0, 5100456.0, seed=3, tile=32, folder=folder)
+    a.start()
+    before = gdal.Open(a.tiles[(0, 0)]).ReadAsArray()
+    b = TileSession(TileSource(other, "cpu"), UTM32, 500123.0, 5100456.0, seed=3, tile=32, folder=folder)
+    b.start()
+    assert b.tiles[(0, 0)] != a.tiles[(0, 0)]
+    np.testing.assert_array_equal(gdal.Open(a.tiles[(0, 0)]).ReadAsArray(), before)
+    np.testing.assert_array_equal(gdal.Open(a.mosaic_path).ReadAsArray(), before)

@@ -100,3 +100,24 @@ def test_classifier_model_is_refused_with_a_message(panel, sample_model, qgis_ca
     panel.modelFile.setFilePath(sample_model)
     assert "not a GAN model" in panel.modelInfo.text()
     assert not panel.pickButton.isEnabled()
+
+
+def test_click_where_the_map_crs_is_not_valid_gives_a_message(panel, qgis_canvas):
+    crs = QgsCoordinateReferenceSystem("EPSG:4326")
+    QgsProject.instance().setCrs(crs)
+    qgis_canvas.setDestinationCrs(crs)
+    qgis_canvas.setExtent(QgsRectangle(400, 200, 600, 300))  # zoomed out far past the lon/lat range
+    qgis_canvas.refresh()
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 150, 120)
+    assert "not a longitude/latitude" in panel.statusLabel.text()
+    assert panel.shown == [] and not panel.growButton.isEnabled()
+
+
+def test_click_with_a_tiles_folder_that_cannot_be_made_gives_a_message(panel, qgis_canvas, tmp_path):
+    a_file = tmp_path / "not_a_folder"
+    a_file.write_text("x")
+    panel.folderWidget.setFilePath(str(a_file / "tiles"))
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 150, 120)
+    assert "tiles folder" in panel.statusLabel.text() and panel.shown == []
