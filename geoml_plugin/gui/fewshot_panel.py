@@ -41,7 +41,7 @@ from ..torch_preload import preload_torch
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
 from .job_dialog import device_badge_text, load_ui
-from .messages import push_to_bar
+from .messages import push_to_bar, unexpected_failure
 
 FORM = load_ui("fewshot_panel.ui")
 PREVIEW_WINDOWS = 3000  # at most this many classified windows in the preview
@@ -379,6 +379,25 @@ class FewShotPanel(QWidget, FORM):
     def _preview_done(self, task: GeoMLTask, full) -> None:
         if self._failed(task):
             return
+        try:
+            self._show_preview(task, full)
+        except Exception as exc:  # a message, not QGIS's Python error dialog; the panel stays usable
+            self._unexpected(exc)
+
+    def _full_done(self, task: GeoMLTask) -> None:
+        if self._failed(task):
+            return
+        try:
+            self._show_full(task)
+        except Exception as exc:
+            self._unexpected(exc)
+
+    def _unexpected(self, exc: Exception) -> None:
+        self.task = None  # the step that failed ran on the main thread: nothing runs in the background
+        self.cancelButton.setEnabled(False)
+        self.show_error(unexpected_failure("Few-shot mapping", exc))
+
+    def _show_preview(self, task: GeoMLTask, full) -> None:
         adapted, pred = task.result
         self.adapted = adapted
         self.logView.appendPlainText(f"Adapted ({adapted.method}); support accuracy {adapted.support_accuracy:.0%}")
@@ -390,9 +409,7 @@ class FewShotPanel(QWidget, FORM):
         nxt = GeoMLTask("GeoML: few-shot classification", full(adapted), self._full_done)
         self._start(nxt)
 
-    def _full_done(self, task: GeoMLTask) -> None:
-        if self._failed(task):
-            return
+    def _show_full(self, task: GeoMLTask) -> None:
         self.task = None
         self.cancelButton.setEnabled(False)
         self.progressBar.setValue(100)

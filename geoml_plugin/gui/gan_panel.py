@@ -26,7 +26,7 @@ from ..core.errors import GeoMLError, InputError
 from ..tasks import GeoMLTask, start_task
 from .gan_tool import GanMapTool
 from .job_dialog import load_ui
-from .messages import push_to_bar
+from .messages import push_to_bar, unexpected_failure
 
 FORM = load_ui("gan_panel.ui")
 SETTINGS = "geoml/gan_panel/"
@@ -132,6 +132,9 @@ class GanPanel(QgsDockWidget, FORM):
             except GeoMLError as exc:
                 self.show_error(str(exc))
                 active = False
+            except Exception as exc:  # e.g. torch cannot load it: a message, not QGIS's Python error
+                self.show_error(unexpected_failure("Loading the model", exc))
+                active = False
         if active and self.canvas.mapTool() is not self.tool:
             self.canvas.setMapTool(self.tool)
         elif not active and self.canvas.mapTool() is self.tool:
@@ -171,6 +174,9 @@ class GanPanel(QgsDockWidget, FORM):
             self._show(session)
         except GeoMLError as exc:
             self.show_error(str(exc))
+            return None
+        except Exception as exc:  # e.g. CUDA out of memory: a message, not QGIS's Python error dialog
+            self.show_error(unexpected_failure("Tile generation", exc))
             return None
         QgsSettings().setValue(SETTINGS + "tile", self.tileSizeCombo.currentText())
         QgsSettings().setValue(SETTINGS + "style", self.styleCombo.currentData())
@@ -255,7 +261,11 @@ class GanPanel(QgsDockWidget, FORM):
                 self.show_error(task.error_text())
                 return
             if shown in self.shown:
-                self._refresh(shown)
+                try:
+                    self._refresh(shown)
+                except Exception as exc:  # showing the grown mosaic failed: say so, keep the panel usable
+                    self.show_error(unexpected_failure("Showing the grown tiles", exc))
+                    return
             secs = time.perf_counter() - t0
             self.statusLabel.setText(f"Added {n} tiles around seed {shown.session.seed} in {secs:.1f} s "
                                      f"({secs / max(n, 1) * 1000:.0f} ms per tile).")

@@ -21,7 +21,7 @@ from ..core.errors import DependencyError, GeoMLError
 from ..core.progress import Feedback
 from ..paths import ui_path
 from ..tasks import GeoMLTask, start_task
-from .messages import push_to_bar
+from .messages import push_to_bar, unexpected_failure
 
 SETTINGS_PREFIX = "geoml/"
 
@@ -152,6 +152,8 @@ class JobDialogBase(QDialog):
                 self.on_success(task.result)
             except GeoMLError as exc:
                 self.show_error(str(exc))
+            except Exception as exc:  # e.g. adding the layers failed: a message, not QGIS's Python error dialog
+                self.show_error(unexpected_failure("Showing the result", exc))
         elif task.cancelled:
             self.progressBar.setValue(0)
             self.logView.appendPlainText("Cancelled; nothing was written.")

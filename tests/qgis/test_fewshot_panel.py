@@ -162,3 +162,26 @@ def test_bad_point_sets_give_messages_and_start_nothing(panel, meta_model):
     panel.modelFile.setFilePath("")
     assert panel.run() is None and "Choose a meta-model" in panel.logView.toPlainText()
     assert panel.task is None
+
+
+def test_an_unexpected_error_when_showing_the_preview_is_a_message(panel, qgis_iface, scene, monkeypatch):
+    from types import SimpleNamespace
+
+    from qgis.core import Qgis
+
+    from geoml_plugin.gui import fewshot_panel
+
+    def broken(path, name=None):
+        raise RuntimeError("the layer tree is gone")
+
+    monkeypatch.setattr(fewshot_panel, "add_raster_layer", broken)
+    adapted = SimpleNamespace(method="prototypes", support_accuracy=1.0)
+    task = SimpleNamespace(error=None, log_lines=[], result=(adapted, SimpleNamespace(output_path=scene.image,
+                                                                                      seconds=0.1)))
+    panel.task = task
+    panel.cancelButton.setEnabled(True)
+    panel._preview_done(task, None)  # before: the RuntimeError escaped to QGIS's Python error dialog
+    text = "Few-shot mapping failed: the layer tree is gone"
+    assert text in panel.logView.toPlainText()
+    assert any(text in m for m in qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical))
+    assert panel.task is None and not panel.cancelButton.isEnabled()

@@ -121,3 +121,34 @@ def test_click_with_a_tiles_folder_that_cannot_be_made_gives_a_message(panel, qg
     panel.set_tool_active(True)
     _click(qgis_canvas, panel.tool, 150, 120)
     assert "tiles folder" in panel.statusLabel.text() and panel.shown == []
+
+
+def test_an_unexpected_error_on_click_is_a_message_and_a_logged_traceback(panel, qgis_canvas, qgis_iface,
+                                                                         monkeypatch):
+    from qgis.core import Qgis, QgsApplication
+
+    from geoml_plugin.core.tile_session import TileSession
+
+    logged = []
+
+    def on_log(message, tag, level):
+        logged.append((tag, message))
+
+    QgsApplication.messageLog().messageReceived.connect(on_log)
+    panel.set_tool_active(True)
+
+    def out_of_memory(self):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(TileSession, "start", out_of_memory)
+    try:
+        _click(qgis_canvas, panel.tool, 150, 120)  # before: the RuntimeError went to QGIS's Python error dialog
+    finally:
+        QgsApplication.messageLog().messageReceived.disconnect(on_log)
+    assert "Tile generation failed: CUDA out of memory" in panel.statusLabel.text()
+    bar = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)
+    assert any("Tile generation failed: CUDA out of memory" in m for m in bar)
+    assert any(tag == "GeoML" and "Traceback" in m and "out_of_memory" in m for tag, m in logged)
+    monkeypatch.undo()
+    _click(qgis_canvas, panel.tool, 150, 120)  # the panel is still usable
+    assert len(panel.shown) == 1 and panel.growButton.isEnabled()

@@ -128,3 +128,23 @@ def test_running_again_to_the_same_file_replaces_the_layer_instead_of_stacking_a
     assert QgsProject.instance().mapLayer(other.id()) is not None  # renamed by the analyst: theirs, left alone
     assert gdal.Open(path).ReadAsArray().max() == 2
     assert second.dataProvider().sample(second.extent().center(), 1)[0] == 2
+
+
+def test_an_unexpected_error_when_showing_the_result_is_a_message(qtbot, qgis_iface, qgis_new_project, scene,
+                                                                  monkeypatch):
+    from types import SimpleNamespace
+
+    from qgis.core import Qgis
+
+    from geoml_plugin.gui import predict_dialog
+
+    def broken(result):
+        raise RuntimeError("the layer tree is gone")
+
+    monkeypatch.setattr(predict_dialog, "add_prediction_layers", broken)
+    dlg = _dialog(qtbot, qgis_iface, scene)
+    dlg._done(SimpleNamespace(error=None, result=None, cancelled=False))  # before: the RuntimeError escaped
+    text = "Showing the result failed: the layer tree is gone"
+    assert text in dlg.logView.toPlainText()
+    assert any(text in m for m in qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical))
+    assert dlg.task is None and dlg.runButton.isEnabled()
