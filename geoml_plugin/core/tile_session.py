@@ -73,13 +73,22 @@ class TileSession:
         return [(i, j) for j in range(j0, j1 + 1) for i in range(i0, i1 + 1) if (i, j) not in self.tiles]
 
     def grow(self, feedback=None) -> str:
-        """Add the ring of neighbouring tiles; returns the new mosaic."""
+        """Add the ring of neighbouring tiles; returns the new mosaic. Cancelled or failed part way,
+        the ring's tiles made so far are deleted (no mosaic shows them): the session is as before."""
         todo = self.ring()
         self.last_seconds = []
-        for k, (i, j) in enumerate(todo):
-            self.add(i, j)
-            if feedback is not None:
-                feedback.progress((k + 1) / len(todo), f"tile {k + 1}/{len(todo)}")
+        try:
+            for k, (i, j) in enumerate(todo):
+                self.add(i, j)
+                if feedback is not None:
+                    feedback.progress((k + 1) / len(todo), f"tile {k + 1}/{len(todo)}")
+        except BaseException:
+            for key in todo:
+                path = self.tiles.pop(key, None)
+                for f in (path, os.path.splitext(path)[0] + ".qml") if path else ():  # the tile, its style
+                    if os.path.exists(f):
+                        os.remove(f)
+            raise
         return self.rebuild_mosaic()
 
     def rebuild_mosaic(self) -> str:

@@ -257,6 +257,11 @@ class GanPanel(QgsDockWidget, FORM):
             self.task = None
             self.progressBar.setVisible(False)
             self.growButton.setEnabled(True)
+            if task.cancelled:  # the user's doing (Cancel, or the panel closed): not an error
+                text = "Grow cancelled: the tiles already on the map were kept; no new tiles were added."
+                self.statusLabel.setText(text)
+                push_to_bar(self.plugin, text, Qgis.MessageLevel.Info, 5)
+                return
             if task.error is not None:
                 self.show_error(task.error_text())
                 return

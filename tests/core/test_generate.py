@@ -227,3 +227,22 @@ def test_two_sessions_in_one_folder_do_not_overwrite_each_others_tiles(gen_model
     assert b.tiles[(0, 0)] != a.tiles[(0, 0)]
     np.testing.assert_array_equal(gdal.Open(a.tiles[(0, 0)]).ReadAsArray(), before)
     np.testing.assert_array_equal(gdal.Open(a.mosaic_path).ReadAsArray(), before)
+
+
+def test_a_grow_cancelled_part_way_removes_the_tiles_of_the_unfinished_ring(gen_model, tmp_path):
+    from geoml_plugin.core.errors import JobCancelled
+    from geoml_plugin.core.progress import Feedback
+
+    folder = tmp_path / "tiles"
+    session = TileSession(TileSource(gen_model, "cpu"), UTM32, 500123.0, 5100456.0, seed=5, tile=32,
+                          folder=str(folder))
+    mosaic = session.start()
+    before = sorted(os.listdir(folder))
+    calls = []
+    fb = Feedback(on_progress=lambda f, m: calls.append(f), is_cancelled=lambda: len(calls) >= 3)
+    with pytest.raises(JobCancelled):
+        session.grow(fb)
+    assert sorted(os.listdir(folder)) == before  # no tile that no mosaic shows is left behind
+    assert list(session.tiles) == [(0, 0)] and session.mosaic_path == mosaic and len(session.ring()) == 8
+    session.grow()  # and it can grow again
+    assert len(session.tiles) == 9

@@ -152,3 +152,32 @@ def test_an_unexpected_error_on_click_is_a_message_and_a_logged_traceback(panel,
     monkeypatch.undo()
     _click(qgis_canvas, panel.tool, 150, 120)  # the panel is still usable
     assert len(panel.shown) == 1 and panel.growButton.isEnabled()
+
+
+def test_closing_the_panel_during_grow_is_an_info_and_keeps_only_the_tiles_on_the_map(
+        panel, qgis_canvas, qgis_iface, qtbot, tmp_path, monkeypatch):
+    import time
+
+    from qgis.core import Qgis
+
+    from geoml_plugin.core.generate import TileSource
+
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    before = sorted(p.name for p in (tmp_path / "tiles").iterdir())
+    write = TileSource.write
+
+    def slow_write(self, *args, **kwargs):  # the close comes before the ring is done
+        time.sleep(0.05)
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(TileSource, "write", slow_write)
+    panel.grow()
+    panel.close()  # cancels the grow
+    qtbot.waitUntil(lambda: panel.task is None, timeout=60_000)
+    bar = qgis_iface.messageBar()
+    assert not any("ancel" in m for m in bar.get_messages(Qgis.MessageLevel.Critical))
+    assert any("Grow cancelled: the tiles already on the map were kept" in m
+               for m in bar.get_messages(Qgis.MessageLevel.Info))
+    assert sorted(p.name for p in (tmp_path / "tiles").iterdir()) == before
+    assert len(panel.shown[-1].session.tiles) == 1 and _group_layers(panel)[1].width() == 64
