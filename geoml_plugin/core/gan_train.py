@@ -193,22 +193,45 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
         samples, rows, titles = _evaluate(cfg, trainer, sampler, eval_batch, metrics, reader, tgt_std)
         meta = _meta(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_std, eval_batch, samples,
                      metrics)
-        if cfg.report_path:
-            title = f"GeoML {arch}: {os.path.basename(cfg.input_path)}" + (
-                f" → {os.path.basename(cfg.target_path)}" if cfg.target_path else "") + f", {cfg.iterations} it."
-            write_report(cfg.report_path, rows, titles, losses, title)
-        save_model(cfg.output_model, trainer.ema, meta)
+        _write_outputs(cfg, arch, trainer, meta, rows, titles, losses, fb)
     finally:
         reader.close()
         if treader is not None:
             treader.close()
         release(target_src)
     secs = time.perf_counter() - t0
-    fb.progress(1.0, "done")
     fb.log(f"Saved {cfg.output_model} after {cfg.iterations} iterations in {secs:.0f} s; "
            + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return GanTrainResult(os.path.abspath(cfg.output_model), os.path.abspath(cfg.report_path) if cfg.report_path else None,
                           meta.task, arch, cfg.iterations, secs, str(device), metrics, losses)
+
+
+def _write_outputs(cfg, arch, trainer, meta, rows, titles, losses, fb) -> None:
+    """Report first, model last; if either fails, remove what this run wrote (an earlier file that was not
+    replaced stays)."""
+    outputs = [cfg.report_path, os.path.splitext(cfg.report_path)[0] + "_losses.csv"] if cfg.report_path else []
+    outputs.append(cfg.output_model)
+    before = {p: _stamp(p) for p in outputs}
+    fb.progress(0.99, "saving")  # the last point where a cancel stops the job: after it, the outputs are written
+    try:
+        if cfg.report_path:
+            title = f"GeoML {arch}: {os.path.basename(cfg.input_path)}" + (
+                f" → {os.path.basename(cfg.target_path)}" if cfg.target_path else "") + f", {cfg.iterations} it."
+            write_report(cfg.report_path, rows, titles, losses, title)
+        save_model(cfg.output_model, trainer.ema, meta)
+    except BaseException:
+        for p in outputs:
+            if _stamp(p) not in (None, before[p]):  # written by this run (files are replaced, not rewritten)
+                os.remove(p)
+        raise
+
+
+def _stamp(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _make_trainer(cfg, arch, in_bands, out_bands, device):

@@ -162,3 +162,18 @@ def test_large_raster_sampler_finds_tiles_in_a_small_valid_area(tmp_path):
         for _ in range(4):
             batch = sampler.sample(32, rng)
             assert np.all(np.abs(batch.x * 0.3 + 1.5 - 1.5) <= 0.5 + 1e-5)  # every crop from the island
+
+
+def test_a_model_that_cannot_be_saved_leaves_no_report(tmp_path, scene, monkeypatch):
+    from geoml_plugin.core import gan_train
+
+    (tmp_path / "m.safetensors").write_bytes(b"earlier")  # the model of an earlier run, not replaced
+
+    def save_model(path, model, meta):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gan_train, "save_model", save_model)
+    with pytest.raises(OSError, match="No space"):
+        _train(tmp_path, scene.dem, iterations=4, batch_size=2, report_path=str(tmp_path / "r.png"))
+    assert os.listdir(tmp_path) == ["m.safetensors"]  # before: r.png and r_losses.csv stayed
+    assert (tmp_path / "m.safetensors").read_bytes() == b"earlier"
