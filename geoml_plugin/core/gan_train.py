@@ -94,6 +94,9 @@ def _validate(cfg: GanTrainConfig) -> str:
         raise InputError("BATCH_SIZE must be at least 1.")
     check_writable(cfg.output_model)
     if cfg.report_path:
+        if os.path.splitext(cfg.report_path)[1].lower() != ".png":
+            raise InputError(f"The training report is a PNG image, but '{os.path.basename(cfg.report_path)}' "
+                             "is not named .png.", "Name the report .png.")
         check_writable(cfg.report_path)
     if cfg.target_path and os.path.abspath(cfg.target_path) == os.path.abspath(cfg.input_path) and \
             (cfg.target_bands or None) == (cfg.bands or None):

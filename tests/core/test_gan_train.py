@@ -177,3 +177,9 @@ def test_a_model_that_cannot_be_saved_leaves_no_report(tmp_path, scene, monkeypa
         _train(tmp_path, scene.dem, iterations=4, batch_size=2, report_path=str(tmp_path / "r.png"))
     assert os.listdir(tmp_path) == ["m.safetensors"]  # before: r.png and r_losses.csv stayed
     assert (tmp_path / "m.safetensors").read_bytes() == b"earlier"
+
+
+def test_a_report_not_named_png_is_refused_before_training(tmp_path, scene):
+    with pytest.raises(InputError, match="report is a PNG image, but 'report.html'"):
+        _train(tmp_path, scene.dem, report_path=str(tmp_path / "report.html"))  # before: PNG bytes in an .html
+    assert os.listdir(tmp_path) == []

@@ -96,3 +96,12 @@ def test_qgis_process_runs_generate_with_a_point_in_another_crs(staged, tmp_path
     assert res.returncode == 0, res.stdout + res.stderr
     ds = gdal.Open(str(out))
     assert (ds.RasterXSize, ds.RasterYSize) == (64, 32) and ds.GetMetadata()["GEOML_SEED"] == "5"
+
+
+def test_traingan_refuses_a_report_that_is_not_png(geoml_provider, scene, out_dir):
+    param = geoml_provider.algorithm("traingan").parameterDefinition("OUTPUT_REPORT")
+    assert param.fileFilter() == "PNG image (*.png)" and param.defaultFileExtension() == "png"
+    with pytest.raises(QgsProcessingException, match="PNG image"):
+        _run("traingan", {"INPUT": scene.dem, "TILE_SIZE": 32, "ITERATIONS": 2, "BATCH_SIZE": 2, "DEVICE": 1,
+                          "OUTPUT_MODEL": str(out_dir / "m.safetensors"), "OUTPUT_REPORT": str(out_dir / "r.html")})
+    assert not (out_dir / "r.html").exists() and not (out_dir / "m.safetensors").exists()
