@@ -221,9 +221,11 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
     wx, wy, ww, wh = cfg.window or (0, 0, info.width, info.height)
     wx, wy = max(0, int(wx)), max(0, int(wy))
     ww, wh = min(int(ww), info.width - wx), min(int(wh), info.height - wy)
+    area = "the area to translate" if meta.task == "translation" else "the area to classify"
     if ww <= 0 or wh <= 0:
-        raise InputError("The area to classify does not overlap the raster.")
-    if min(info.width, info.height) < meta.patch_size:
+        raise InputError(f"{area[0].upper()}{area[1:]} does not overlap the raster.")
+    small = min(info.width, info.height) < meta.patch_size
+    if small and meta.output == "patch":
         raise InputError(
             f"The raster ({info.width}×{info.height} px) is smaller than the model's patch size ({meta.patch_size} px)."
         )
@@ -253,9 +255,10 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
         if meta.output == "patch":
             n_tiles = _predict_patches(reader, runner, meta, cfg, (wx, wy, ww, wh), out_w, conf_w, stats, fb)
         else:
-            n_tiles = _predict_dense(reader, runner, meta, cfg, (wx, wy, ww, wh), out_w, conf_w, stats, fb)
+            src = _MirroredReader(reader) if small else reader  # fully convolutional: a small raster is mirrored
+            n_tiles = _predict_dense(src, runner, meta, cfg, (wx, wy, ww, wh), out_w, conf_w, stats, fb)
         if stats.valid == 0:
-            raise InputError("The raster has no valid pixels (everything is nodata) in the area to classify.")
+            raise InputError(f"The raster has no valid pixels (everything is nodata) in {area}.")
         if not meta.is_classifier:
             lo, hi = stats.value_range()
             out_w.qml = qml.style_for_target(meta.target, (lo, hi))
@@ -364,6 +367,30 @@ def _predict_patches(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb) -
             _write(out_w, conf_w, grid, conf, ov, b.out.x, b.out.y, stats)
         fb.progress((i + 1) / len(blocks), f"block {i + 1}/{len(blocks)}")
     return len(blocks)
+
+
+class _MirroredReader:
+    """A raster smaller than a dense model's patch, read as if mirrored at its edges (``np.pad`` 'reflect'):
+    the model sees whole tiles of image instead of mostly fill. Only pixels inside the raster are written,
+    so the output has the raster's size, georeference and nodata."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def read(self, xoff: int, yoff: int, width: int, height: int):
+        ix = _reflect(np.arange(xoff, xoff + width), self.reader.width)
+        iy = _reflect(np.arange(yoff, yoff + height), self.reader.height)
+        x0, y0 = int(ix.min()), int(iy.min())
+        data, valid = self.reader.read(x0, y0, int(ix.max()) - x0 + 1, int(iy.max()) - y0 + 1)
+        return data[:, iy - y0][:, :, ix - x0], valid[iy - y0][:, ix - x0]
+
+
+def _reflect(i: np.ndarray, n: int) -> np.ndarray:
+    """Indices ``i`` mirrored into ``[0, n)`` without repeating the edge pixel, as ``np.pad(mode='reflect')``."""
+    if n == 1:
+        return np.zeros_like(i)
+    m = np.mod(i, 2 * (n - 1))
+    return np.where(m < n, m, 2 * (n - 1) - m)
 
 
 def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb) -> int:

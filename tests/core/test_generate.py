@@ -145,6 +145,39 @@ def test_translation_covers_the_input_and_is_seamless(tmp_path):
         run_generate(GenerateConfig(model_path, str(tmp_path / "o2.tif"), center=(500000.0, 5100000.0)))
 
 
+def test_an_all_nodata_input_to_translate_is_refused_in_translation_words(tmp_path):
+    model_path, _ = tiny_translator_model(tmp_path / "tr.safetensors")
+    src = write_raster(tmp_path / "empty.tif", np.full((2, 40, 40), -9999.0, np.float32), nodata=-9999.0)
+    with pytest.raises(InputError, match=r"no valid pixels \(everything is nodata\) in the area to translate"):
+        run_generate(GenerateConfig(model_path, str(tmp_path / "out.tif"), input_path=src, device="cpu"))
+    assert not (tmp_path / "out.tif").exists() and leftovers(tmp_path) == []
+
+
+def test_translation_of_a_raster_smaller_than_the_patch_mirrors_it_and_keeps_georeference_and_nodata(tmp_path):
+    """A U-Net is fully convolutional: a raster under the 32 px patch is translated (before: refused)."""
+    from geoml_plugin.core.generate import TRANSLATE_OVERLAP as O
+    from geoml_plugin.core.generate import TRANSLATE_TILE as T
+
+    model_path, net = tiny_translator_model(tmp_path / "tr.safetensors")
+    x = (100 + 20 * np.random.default_rng(2).standard_normal((2, 20, 27))).astype(np.float32)
+    x[:, 3, 5] = -9999.0
+    src = write_raster(tmp_path / "small.tif", x, gt=(500010.0, 10.0, 0.0, 5100020.0, 0.0, -10.0), nodata=-9999.0)
+    res = run_generate(GenerateConfig(model_path, str(tmp_path / "out.tif"), input_path=src, device="cpu"))
+    out, ds = _read(res.output_path)
+    assert out.shape == (20, 27) and (res.width, res.height) == (27, 20)
+    info = raster_info(res.output_path)
+    assert info.geotransform == raster_info(src).geotransform and info.crs_wkt == raster_info(src).crs_wkt
+    nodata = ds.GetRasterBand(1).GetNoDataValue()
+    assert out[3, 5] == nodata and (out != nodata).sum() == 20 * 27 - 1  # nodata stays nodata, the rest is mapped
+    z = (x - 100.0) / 20.0
+    z[:, 3, 5] = 0.0  # nodata → the training mean
+    one_tile = np.pad(z, ((0, 0), (O, T - O - 20), (O, T - O - 27)), mode="reflect")  # the tile the job reads
+    with torch.no_grad():
+        want = net(torch.from_numpy(one_tile)[None])[0, 0].numpy()[O:O + 20, O:O + 27] * 2.0 + 10.0
+    ok = out != nodata
+    np.testing.assert_allclose(out[ok], want[ok], atol=1e-3)
+
+
 def test_translation_with_scene_normalisation_uses_the_inputs_statistics(tmp_path):
     model_path, _ = tiny_translator_model(tmp_path / "tr.safetensors")
     rng = np.random.default_rng(1)
