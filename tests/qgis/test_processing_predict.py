@@ -62,6 +62,29 @@ def test_band_mismatch_gives_clean_error(geoml_provider, sample_model, tmp_path,
     assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
 
 
+def test_bands_the_model_does_not_use_are_named_in_the_processing_log(geoml_provider, sample_model, scene, tmp_path,
+                                                                    out_dir):
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    class Log(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def pushInfo(self, info):  # noqa: N802
+            self.lines.append(info)
+            super().pushInfo(info)
+
+    ds = gdal.Open(scene.image)
+    five = np.concatenate([ds.ReadAsArray(), np.ones((1, ds.RasterYSize, ds.RasterXSize), np.uint16)])
+    img = write_raster(tmp_path / "five.tif", five, gt=ds.GetGeoTransform(), nodata=0)
+    fb = Log()
+    processing.run("geoml:predict", {"INPUT": img, "MODEL": sample_model, "OUTPUT": str(out_dir / "x.tif"),
+                                     "DEVICE": 1}, feedback=fb)
+    assert "The model uses bands 1, 2, 3, 4 of the raster's 5; band 5 is not used." in fb.lines
+
+
 def test_outputs_are_offered_as_geotiff_only_and_other_formats_refused(geoml_provider, scene, sample_model, out_dir):
     """Every GeoML raster is a GeoTIFF: the output widgets must not offer PNG, ERDAS … (the file would be a GeoTIFF
     under another format's name)."""
