@@ -258,6 +258,9 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
         out_w = RasterWriter(cfg.output_path, bands=n_out, dtype=np.float32, nodata=REGRESSION_NODATA,
                              band_descriptions=names, metadata=prov, **common)
     conf_w = None
+    if cfg.confidence_path and not meta.is_classifier:
+        fb.log(f"No confidence raster is written for a {meta.task} model (confidence is the probability of the "
+               f"winning class): {cfg.confidence_path} is not created.")
     try:
         if cfg.confidence_path and meta.is_classifier:
             conf_w = RasterWriter(cfg.confidence_path, bands=1, dtype=np.float32, nodata=CONFIDENCE_NODATA,

@@ -67,6 +67,18 @@ def test_dense_tiling_is_seamless(scene, out_dir):
     assert (tiled[~valid] == -9999.0).all()
 
 
+def test_confidence_asked_of_a_regression_model_is_not_written_and_the_log_says_so(scene, out_dir):
+    model = Conv3Stack(4, 1).eval()
+    meta = ModelMeta(architecture="test", task="regression", in_bands=4, output="dense", patch_size=16,
+                     norm_mean=[1000] * 4, norm_std=[500] * 4, target={"name": "v"})
+    conf = out_dir / "conf.tif"
+    log = []
+    res = predict_raster(model, meta, PredictConfig(scene.image, output_path=str(out_dir / "reg.tif"),
+                                                    confidence_path=str(conf), device="cpu"), Feedback(on_log=log.append))
+    assert res.confidence_path is None and not conf.exists()
+    assert any(m.startswith("No confidence raster is written for a regression model") and str(conf) in m for m in log)
+
+
 def _patch_model(tmp_path, in_bands=4, classes=("A", "B"), band_indices=()):
     torch.manual_seed(0)
     meta = ModelMeta(architecture="small_cnn", arch_args={"in_bands": in_bands, "num_outputs": len(classes),
