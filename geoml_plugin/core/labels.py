@@ -295,10 +295,15 @@ def extract_patches(reader: RasterReader, cols: np.ndarray, rows: np.ndarray, si
 
 
 def is_raster_source(source: str) -> bool:
-    """True when ``source`` opens as a raster with GDAL (and not as a vector layer)."""
+    """True when ``source`` opens as a raster with GDAL (and not as a vector layer).
+
+    A file, or a GDAL connection string such as a GeoPackage raster's ``GPKG:/data/x.gpkg:table``.
+    """
     path = parse_vector_source(source)[0]
     if not os.path.exists(path):
-        return False
+        path = source  # not a file: perhaps a GDAL raster source string
+        if "|" in source:
+            return False
     try:
         ds = gdal.OpenEx(path, gdal.OF_RASTER)
     except RuntimeError:
