@@ -360,6 +360,8 @@ def test_bad_parameters_are_refused_before_training(blocks, tmp_path, out_dir):
     _bad(dict(input_path=raster, labels=labels, label_field="label", backbone="vgg"), "Unknown backbone", out_dir)
     _bad(dict(input_path=raster, labels=labels, label_field="label", weights=str(tmp_path / "nope.safetensors")),
          "WEIGHTS must be", out_dir)
+    _bad(dict(input_path=raster, labels=labels, label_field="label", weights=str(tmp_path)),
+         "is a folder, not a model file", out_dir)
 
 
 def test_cancel_mid_epoch_leaves_no_model_and_no_report(blocks, out_dir):
