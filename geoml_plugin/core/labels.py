@@ -342,6 +342,7 @@ class LabelRaster:
             gdal.Info(src, format="json")  # loads the PAM sidecar (GDAL 3.6 quirk)
             cats = src.GetRasterBand(1).GetCategoryNames()
         self.category_names = list(cats or [])
+        self.nodata = src.GetRasterBand(1).GetNoDataValue()
         ct = src.GetRasterBand(1).GetColorTable()
         self._colors = {i: "#{:02x}{:02x}{:02x}".format(*ct.GetColorEntry(i)[:3])
                         for i in range(ct.GetCount())} if ct is not None else {}
@@ -422,6 +423,9 @@ def read_raster_labels(path: str, raster: RasterInfo, task: str = "classificatio
         raise InputError("The label raster has no labelled pixels over valid pixels of the input raster.",
                          "Check that it overlaps the input raster and that its nodata value is set correctly.")
     keys = sorted(per_block)
+    if categorical and 0 in keys and lab.nodata is None and feedback is not None:
+        feedback.log("The label raster has no nodata value, so its pixels of value 0 are a class. If 0 means "
+                     "unlabelled, give the raster nodata 0 (e.g. Raster ▸ Conversion ▸ Translate with nodata 0).")
     quota = max_samples // len(keys) if categorical else max_samples
     rows_l, cols_l, vals_l = [], [], []
     for i, key in enumerate(keys):
