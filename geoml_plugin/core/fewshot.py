@@ -210,7 +210,7 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
     device = resolve_device(cfg.device)
     check_views(cfg.views)
     with RasterReader(cfg.input_path) as probe:
-        bands = choose_bands(meta, probe.info.band_count)
+        bands = choose_bands(meta, probe.info.band_count, feedback=fb)
     with RasterReader(cfg.input_path, bands) as reader:
         ls = read_support(cfg, reader, fb)
         fs = meta.extra.get("fewshot") or {}

@@ -317,7 +317,7 @@ def _translate(cfg: GenerateConfig, meta: ModelMeta, fb: Feedback, t0: float) ->
     if not cfg.input_path:
         raise InputError("This model translates a raster into another: give the INPUT raster to translate.")
     with RasterReader(cfg.input_path) as probe:
-        bands = choose_bands(meta, probe.info.band_count, cfg.bands)
+        bands = choose_bands(meta, probe.info.band_count, cfg.bands, fb)
     model, meta = load_model(cfg.model_path, "cpu", meta)
     if cfg.scene_normalisation:
         with RasterReader(cfg.input_path, bands) as r:

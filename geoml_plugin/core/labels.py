@@ -295,10 +295,15 @@ def extract_patches(reader: RasterReader, cols: np.ndarray, rows: np.ndarray, si
 
 
 def is_raster_source(source: str) -> bool:
-    """True when ``source`` opens as a raster with GDAL (and not as a vector layer)."""
+    """True when ``source`` opens as a raster with GDAL (and not as a vector layer).
+
+    A file, or a GDAL connection string such as a GeoPackage raster's ``GPKG:/data/x.gpkg:table``.
+    """
     path = parse_vector_source(source)[0]
     if not os.path.exists(path):
-        return False
+        path = source  # not a file: perhaps a GDAL raster source string
+        if "|" in source:
+            return False
     try:
         ds = gdal.OpenEx(path, gdal.OF_RASTER)
     except RuntimeError:
@@ -337,6 +342,7 @@ class LabelRaster:
             gdal.Info(src, format="json")  # loads the PAM sidecar (GDAL 3.6 quirk)
             cats = src.GetRasterBand(1).GetCategoryNames()
         self.category_names = list(cats or [])
+        self.nodata = src.GetRasterBand(1).GetNoDataValue()
         ct = src.GetRasterBand(1).GetColorTable()
         self._colors = {i: "#{:02x}{:02x}{:02x}".format(*ct.GetColorEntry(i)[:3])
                         for i in range(ct.GetCount())} if ct is not None else {}
@@ -417,6 +423,9 @@ def read_raster_labels(path: str, raster: RasterInfo, task: str = "classificatio
         raise InputError("The label raster has no labelled pixels over valid pixels of the input raster.",
                          "Check that it overlaps the input raster and that its nodata value is set correctly.")
     keys = sorted(per_block)
+    if categorical and 0 in keys and lab.nodata is None and feedback is not None:
+        feedback.log("The label raster has no nodata value, so its pixels of value 0 are a class. If 0 means "
+                     "unlabelled, give the raster nodata 0 (e.g. Raster ▸ Conversion ▸ Translate with nodata 0).")
     quota = max_samples // len(keys) if categorical else max_samples
     rows_l, cols_l, vals_l = [], [], []
     for i, key in enumerate(keys):

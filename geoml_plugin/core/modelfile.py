@@ -114,6 +114,8 @@ def _is_pickle(head: bytes) -> bool:
 def _read_header(path: str) -> dict:
     if not path:
         raise InputError("No model file was given.")
+    if os.path.isdir(path):
+        raise InputError(f"'{path}' is a folder, not a model file.", "Choose the GeoML model file (.safetensors) itself.")
     if not os.path.isfile(path):
         raise InputError(f"The model file '{path}' does not exist.")
     try:

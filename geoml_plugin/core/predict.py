@@ -76,14 +76,28 @@ class PredictResult:
     tiles: int = 0
 
 
-def choose_bands(meta: ModelMeta, band_count: int, bands=None) -> list[int]:
-    """Bands of the input raster to feed the model, or a clear refusal."""
+def _numbers(values) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def choose_bands(meta: ModelMeta, band_count: int, bands=None, feedback: Optional[Feedback] = None) -> list[int]:
+    """Bands of the input raster to feed the model, or a clear refusal.
+
+    When the raster has more bands than the model and none were chosen, the
+    model's own training bands (``band_indices``) are used; ``feedback`` is told
+    which bands are left out, so that this is never silent.
+    """
     if bands:
         chosen = parse_band_list(bands, band_count)
     elif band_count == meta.in_bands:
         chosen = list(range(1, band_count + 1))
     elif meta.band_indices and len(meta.band_indices) == meta.in_bands and max(meta.band_indices) <= band_count:
         chosen = list(meta.band_indices)
+        if feedback is not None:
+            unused = [b for b in range(1, band_count + 1) if b not in chosen]
+            feedback.log(f"The model uses band{'s' if len(chosen) > 1 else ''} {_numbers(chosen)} of the raster's "
+                         f"{band_count}; band{'s' if len(unused) > 1 else ''} {_numbers(unused)} "
+                         f"{'are' if len(unused) > 1 else 'is'} not used.")
     else:
         raise InputError(
             f"The model expects {meta.in_bands} band(s) but the raster has {band_count}.",
@@ -215,7 +229,7 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
     log_device(fb, device)
 
     with RasterReader(cfg.input_path, None) as probe:
-        bands = choose_bands(meta, probe.info.band_count, cfg.bands)
+        bands = choose_bands(meta, probe.info.band_count, cfg.bands, fb)
     reader = RasterReader(cfg.input_path, bands)
     info = reader.info
     wx, wy, ww, wh = cfg.window or (0, 0, info.width, info.height)
@@ -246,6 +260,9 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
         out_w = RasterWriter(cfg.output_path, bands=n_out, dtype=np.float32, nodata=REGRESSION_NODATA,
                              band_descriptions=names, metadata=prov, **common)
     conf_w = None
+    if cfg.confidence_path and not meta.is_classifier:
+        fb.log(f"No confidence raster is written for a {meta.task} model (confidence is the probability of the "
+               f"winning class): {cfg.confidence_path} is not created.")
     try:
         if cfg.confidence_path and meta.is_classifier:
             conf_w = RasterWriter(cfg.confidence_path, bands=1, dtype=np.float32, nodata=CONFIDENCE_NODATA,

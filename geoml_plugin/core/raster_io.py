@@ -99,11 +99,40 @@ def window_from_extent(info: RasterInfo, xmin: float, ymin: float, xmax: float, 
     return x0, y0, x1 - x0, y1 - y0
 
 
+NOT_GDAL_HINT = ("Export the layer to a GeoTIFF first: Raster ▸ Conversion ▸ Translate, or right-click the layer ▸ "
+                 "Export ▸ Save As….")
+
+
+def _looks_like_a_path(source: str) -> bool:
+    """True for a plain file name; False for a connection string (``GPKG:…:table``, ``url=…``, ``http…``)."""
+    if "=" in source or "://" in source:
+        return False
+    colon = source.find(":")
+    return colon < 0 or (colon == 1 and source[0].isalpha())  # none, or a Windows drive letter
+
+
+def _open_source(source: str) -> gdal.Dataset:
+    """A raster that is not a plain file: a GDAL connection string such as ``GPKG:/data/x.gpkg:table``."""
+    try:
+        ds = gdal.OpenEx(source, gdal.OF_RASTER | gdal.OF_READONLY)
+    except RuntimeError:
+        ds = None
+    if ds is not None and ds.RasterCount > 0:
+        return ds
+    if _looks_like_a_path(source):
+        raise InputError(f"The raster '{source}' does not exist.")
+    raise InputError(f"GeoML reads rasters that GDAL can open (files such as GeoTIFF, GeoPackage rasters); "
+                     f"'{source}' is not one (a web service or another provider's layer?).", NOT_GDAL_HINT)
+
+
 def open_raster(path: str, update: bool = False) -> gdal.Dataset:
+    """Open a raster file, or (read only) another source GDAL opens, e.g. a GeoPackage raster ``GPKG:x.gpkg:table``."""
     if not path:
         raise InputError("No raster was given.")
     if not os.path.exists(path) and not path.startswith("/vsi"):
-        raise InputError(f"The raster '{path}' does not exist.")
+        if update:
+            raise InputError(f"The raster '{path}' does not exist.")
+        return _open_source(path)
     try:
         ds = gdal.Open(path, gdal.GA_Update if update else gdal.GA_ReadOnly)
     except RuntimeError as exc:

@@ -91,6 +91,8 @@ def check_transfer_source(path: str, backbone: str, in_bands: int):
     """Metadata of an earlier GeoML model if its backbone can start this run, else a clear error."""
     from .modelfile import read_meta
 
+    if os.path.isdir(path):
+        raise InputError(f"WEIGHTS '{path}' is a folder, not a model file.", "Choose the GeoML model file itself.")
     if not os.path.isfile(path):
         raise InputError(f"WEIGHTS must be 'none', 'imagenet' or an existing GeoML model file; '{path}' is none of these.")
     from .finetune import BACKBONES

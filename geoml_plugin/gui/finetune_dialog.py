@@ -59,6 +59,7 @@ class FinetuneDialog(JobDialogBase, FORM):
     def __init__(self, plugin=None, parent=None):
         super().__init__(plugin, parent)
         self.last_result = None
+        self._classify_task = None
         self.inputLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.labelsLayer.setFilters(QgsMapLayerProxyModel.Filter.PointLayer | QgsMapLayerProxyModel.Filter.PolygonLayer
                                     | QgsMapLayerProxyModel.Filter.RasterLayer)
@@ -242,7 +243,15 @@ class FinetuneDialog(JobDialogBase, FORM):
         except GeoMLError as exc:
             self.show_error(str(exc))
             return
-        self.start_job(description, job, clear_log=False)
+        self._classify_task = self.start_job(description, job, clear_log=False)
+
+    def cancelled_messages(self, task):
+        if task is self._classify_task and self.last_result is not None:
+            # the model file was written when training ended: only the map is missing
+            text = (f"The model was saved to {self.last_result.model_path}; the classification was cancelled "
+                    "and no map was written.")
+            return text, text
+        return super().cancelled_messages(task)
 
     def _predict_job(self):
         from ..core.predict import PredictConfig, run_predict

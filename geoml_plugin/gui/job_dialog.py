@@ -139,6 +139,10 @@ class JobDialogBase(QDialog):
             self.logView.appendPlainText("Cancelling…")
             self.task.cancel()
 
+    def cancelled_messages(self, task: GeoMLTask) -> tuple[str, str]:
+        """(log line, message bar text) once ``task`` was cancelled: jobs write their outputs only at the end."""
+        return "Cancelled; nothing was written.", "Job cancelled; nothing was written."
+
     def set_running(self, running: bool) -> None:
         self.runButton.setEnabled(not running)
         self.cancelButton.setEnabled(running)
@@ -156,8 +160,9 @@ class JobDialogBase(QDialog):
                 self.show_error(unexpected_failure("Showing the result", exc))
         elif task.cancelled:
             self.progressBar.setValue(0)
-            self.logView.appendPlainText("Cancelled; nothing was written.")
-            self.push_message("Job cancelled; nothing was written.", Qgis.MessageLevel.Warning)
+            line, bar = self.cancelled_messages(task)
+            self.logView.appendPlainText(line)
+            self.push_message(bar, Qgis.MessageLevel.Warning)
         elif isinstance(task.error, DependencyError):
             from .. import deps
 

@@ -20,7 +20,7 @@ HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot or Translate) 
 <b>Input raster</b>: must have the bands the model was trained on (same count and order).
 <b>Model</b>: a GeoML model file (.safetensors). Pickled PyTorch files are refused for safety.
 <b>Output</b>: classified GeoTIFF (values 1..K, 0 = nodata, class names as categories, styled with the class colours), or a Float32 raster in the target's units for regression models.
-<b>Confidence</b> (optional): probability of the winning class, 0–1.
+<b>Confidence</b> (optional): probability of the winning class, 0–1. Classifiers only: with a regression model none is written (the log says so).
 <b>Stride</b> (patch classifiers): distance in pixels between classified windows; smaller is finer and slower. 0 = a quarter of the patch size.
 <b>Test-time views</b> (advanced): average the prediction over 2, 4 or 8 flips/rotations of each window, as many times slower. It helps models trained without flip/rotation augmentation most; models fine-tuned with GeoML's defaults gain little (about half a point of accuracy).
 <b>Extent</b> (optional): classify only this area of the raster.

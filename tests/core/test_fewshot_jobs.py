@@ -14,7 +14,7 @@ from geoml_plugin.core.models import build_model
 from geoml_plugin.core.predict import PredictConfig, run_predict
 from geoml_plugin.core.progress import Feedback
 from geoml_plugin.core.raster_io import category_names_of
-from geoml_plugin.core.sampledata import CLASS_NAMES, read_label_points
+from geoml_plugin.core.sampledata import CLASS_NAMES, EPSG, read_label_points
 from tests.conftest import leftovers, write_raster
 
 TINY = dict(label_field="class_name", ways=3, shots=2, query=3, patch_size=16, meta_batch=2, val_episodes=8,
@@ -202,6 +202,15 @@ def test_outputs_over_an_input_are_refused_and_the_inputs_kept(scene, meta_model
         run_metatrain(MetaTrainConfig([image], support, output_model=image, **TINY))
     assert {p: open(p, "rb").read() for p in (support, image)} == before
     assert list(out_dir.iterdir()) == []
+
+
+def test_a_band_the_meta_model_does_not_use_is_named_in_the_log(scene, meta_model, tmp_path):
+    ds = gdal.Open(scene.image)
+    five = np.concatenate([ds.ReadAsArray(), np.ones((1, ds.RasterYSize, ds.RasterXSize), np.uint16)])
+    img = write_raster(tmp_path / "five.tif", five.astype(np.uint16), gt=ds.GetGeoTransform(), epsg=EPSG, nodata=0)
+    log = []
+    adapt(FewShotConfig(img, meta_model, "", points=support_points(scene), device="cpu"), Feedback(on_log=log.append))
+    assert "The model uses bands 1, 2, 3, 4 of the raster's 5; band 5 is not used." in log
 
 
 def test_meta_model_with_another_band_count_is_refused(meta_model, tmp_path, out_dir):

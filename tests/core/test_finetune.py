@@ -191,6 +191,24 @@ def test_label_raster_gives_named_classes(scene, out_dir):
     assert [c.color for c in read_meta(res.model_path).classes] == [c.color for c in make_classes(res.class_names)]
 
 
+def test_a_label_raster_without_nodata_makes_0_a_class_and_the_log_says_so(tmp_path):
+    from geoml_plugin.core.labels import read_raster_labels
+    from geoml_plugin.core.progress import Feedback
+    from geoml_plugin.core.raster_io import raster_info
+
+    lab = np.zeros((32, 32), np.uint8)
+    lab[:8], lab[-8:] = 1, 2
+    img = write_raster(tmp_path / "img.tif", np.ones((1, 32, 32), np.float32))
+    for nodata, classes in ((None, ["0", "1", "2"]), (0, ["1", "2"])):
+        log = []
+        labels, raster = read_raster_labels(write_raster(tmp_path / f"lab_{nodata}.tif", lab, nodata=nodata),
+                                            raster_info(img), feedback=Feedback(on_log=log.append))
+        raster.close()
+        assert labels.class_names == classes
+        warned = any("no nodata value, so its pixels of value 0 are a class" in m for m in log)
+        assert warned == (nodata is None), log
+
+
 def test_class_colours_follow_common_names():
     from geoml_plugin.core.classes import make_styled_classes
 
@@ -360,6 +378,8 @@ def test_bad_parameters_are_refused_before_training(blocks, tmp_path, out_dir):
     _bad(dict(input_path=raster, labels=labels, label_field="label", backbone="vgg"), "Unknown backbone", out_dir)
     _bad(dict(input_path=raster, labels=labels, label_field="label", weights=str(tmp_path / "nope.safetensors")),
          "WEIGHTS must be", out_dir)
+    _bad(dict(input_path=raster, labels=labels, label_field="label", weights=str(tmp_path)),
+         "is a folder, not a model file", out_dir)
 
 
 def test_cancel_mid_epoch_leaves_no_model_and_no_report(blocks, out_dir):

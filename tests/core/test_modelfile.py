@@ -77,6 +77,8 @@ def test_refuses_other_files(tmp_path):
         read_meta(str(plain))
     with pytest.raises(InputError, match="does not exist"):
         read_meta(str(tmp_path / "missing.safetensors"))
+    with pytest.raises(InputError, match="is a folder, not a model file"):
+        read_meta(str(tmp_path))
 
 
 def test_weights_of_wrong_shape_are_refused(tmp_path):

@@ -67,12 +67,24 @@ def test_dense_tiling_is_seamless(scene, out_dir):
     assert (tiled[~valid] == -9999.0).all()
 
 
-def _patch_model(tmp_path, in_bands=4, classes=("A", "B")):
+def test_confidence_asked_of_a_regression_model_is_not_written_and_the_log_says_so(scene, out_dir):
+    model = Conv3Stack(4, 1).eval()
+    meta = ModelMeta(architecture="test", task="regression", in_bands=4, output="dense", patch_size=16,
+                     norm_mean=[1000] * 4, norm_std=[500] * 4, target={"name": "v"})
+    conf = out_dir / "conf.tif"
+    log = []
+    res = predict_raster(model, meta, PredictConfig(scene.image, output_path=str(out_dir / "reg.tif"),
+                                                    confidence_path=str(conf), device="cpu"), Feedback(on_log=log.append))
+    assert res.confidence_path is None and not conf.exists()
+    assert any(m.startswith("No confidence raster is written for a regression model") and str(conf) in m for m in log)
+
+
+def _patch_model(tmp_path, in_bands=4, classes=("A", "B"), band_indices=()):
     torch.manual_seed(0)
     meta = ModelMeta(architecture="small_cnn", arch_args={"in_bands": in_bands, "num_outputs": len(classes),
                      "widths": [4, 4, 4, 4]}, task="classification", output="patch", in_bands=in_bands,
                      patch_size=16, classes=make_classes(classes), norm_mean=[1000] * in_bands,
-                     norm_std=[500] * in_bands)
+                     norm_std=[500] * in_bands, band_indices=list(band_indices))
     model = build_model(meta.architecture, **meta.arch_args)
     return save_model(str(tmp_path / "patch.safetensors"), model, meta)
 
@@ -98,6 +110,19 @@ def test_band_count_mismatch_is_refused_before_writing(tmp_path, out_dir):
     with pytest.raises(InputError, match="expects 3 band"):
         run_predict(PredictConfig(img, model, str(out_dir / "x.tif")))
     assert list(out_dir.iterdir()) == []
+
+
+def test_bands_the_model_does_not_use_are_named_in_the_log(tmp_path, out_dir):
+    """A 3-band model on a 4-band raster runs on its training bands 1–3, and says band 4 is left out."""
+    model = _patch_model(tmp_path, in_bands=3, band_indices=[1, 2, 3])
+    img = write_raster(tmp_path / "four.tif", np.full((4, 40, 40), 1000, np.uint16))
+    log = []
+    run_predict(PredictConfig(img, model, str(out_dir / "x.tif"), stride=8, device="cpu"), Feedback(on_log=log.append))
+    assert "The model uses bands 1, 2, 3 of the raster's 4; band 4 is not used." in log
+    log.clear()  # bands chosen by the user: nothing to point out
+    run_predict(PredictConfig(img, model, str(out_dir / "y.tif"), stride=8, device="cpu", bands="2,3,4"),
+                Feedback(on_log=log.append))
+    assert not any("not used" in m for m in log)
 
 
 def test_all_nodata_raster_is_refused_and_leaves_nothing(tmp_path, out_dir):

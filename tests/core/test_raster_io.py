@@ -173,3 +173,34 @@ def test_output_named_as_another_raster_format_is_refused(tmp_path):
         with RasterWriter(str(tmp_path / name), 8, 8, 1, np.uint8, (0, 1, 0, 0, 0, -1), "") as w:
             w.write(np.ones((8, 8), np.uint8), 0, 0)
     assert sorted(os.listdir(tmp_path)) == ["a.tif", "b.TIFF", "c"]
+
+
+def gpkg_raster(tif, gpkg, table="image"):
+    """A GeoPackage raster copy of ``tif`` (lossless PNG tiles); returns its GDAL/QGIS source string."""
+    gdal.Translate(str(gpkg), str(tif), format="GPKG", creationOptions=[f"RASTER_TABLE={table}", "TILE_FORMAT=PNG"])
+    return f"GPKG:{gpkg}:{table}"
+
+
+def test_a_geopackage_raster_is_read_through_its_gdal_source_string(tmp_path):
+    from geoml_plugin.core.labels import is_raster_source
+
+    arr = np.random.default_rng(0).integers(1, 255, (3, 40, 50)).astype(np.uint8)
+    tif = write_raster(tmp_path / "rgb.tif", arr)
+    source = gpkg_raster(tif, tmp_path / "rgb.gpkg")
+    with RasterReader(source) as r:
+        data, valid = r.read(0, 0, 50, 40)
+        assert r.info.path == source and r.info.band_count == 3
+    np.testing.assert_array_equal(data, arr.astype(np.float32))
+    assert valid.all()
+    assert raster_info(source).extent == raster_info(tif).extent
+    assert is_raster_source(source)
+
+
+def test_a_source_gdal_cannot_open_says_what_geoml_reads_and_how_to_export(tmp_path):
+    wms = "crs=EPSG:3857&format=image/png&layers=roads&styles=&url=http://localhost:1/wms"
+    for source in (wms, f"GPKG:{tmp_path / 'x.gpkg'}:image"):
+        with pytest.raises(InputError, match="GeoML reads rasters that GDAL can open") as err:
+            raster_info(source)
+        assert "Raster ▸ Conversion ▸ Translate" in str(err.value)
+    with pytest.raises(InputError, match="does not exist"):  # a plain file name that is not there
+        raster_info(str(tmp_path / "missing.tif"))

@@ -85,6 +85,27 @@ def test_cancel_mid_training_leaves_no_file_and_no_layer(qtbot, dialog, out_dir)
     assert not os.path.exists(str(out_dir / "cancelled_report.html"))
 
 
+def test_cancel_during_the_classification_says_the_model_was_saved(qtbot, dialog, out_dir, monkeypatch):
+    """The model file is written when training ends; cancelling the classification that follows leaves it."""
+    dialog.epochsSpin.setValue(1)
+    model = out_dir / "kept.safetensors"
+    dialog.outputFile.setFilePath(str(model))
+    classify = dialog.classify
+
+    def classify_then_cancel():  # the user presses Cancel as soon as the classification starts
+        classify()
+        dialog.cancel()
+
+    monkeypatch.setattr(dialog, "classify", classify_then_cancel)
+    dialog.run()
+    wait_for_task(qtbot, dialog)
+    log = dialog.logView.toPlainText()
+    assert f"The model was saved to {model}; the classification was cancelled and no map was written." in log, log
+    assert "nothing was written" not in log
+    assert model.exists() and not (out_dir / "kept_classes.tif").exists() and leftovers(out_dir) == []
+    assert sorted(_layers()) == ["label points", "sample image"]
+
+
 def test_classify_current_map_view_maps_the_canvas_extent_to_a_pixel_window(dialog, qgis_iface, scene):
     from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
 

@@ -62,6 +62,51 @@ def test_band_mismatch_gives_clean_error(geoml_provider, sample_model, tmp_path,
     assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
 
 
+def test_bands_the_model_does_not_use_are_named_in_the_processing_log(geoml_provider, sample_model, scene, tmp_path,
+                                                                    out_dir):
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    class Log(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def pushInfo(self, info):  # noqa: N802
+            self.lines.append(info)
+            super().pushInfo(info)
+
+    ds = gdal.Open(scene.image)
+    five = np.concatenate([ds.ReadAsArray(), np.ones((1, ds.RasterYSize, ds.RasterXSize), np.uint16)])
+    img = write_raster(tmp_path / "five.tif", five, gt=ds.GetGeoTransform(), nodata=0)
+    fb = Log()
+    processing.run("geoml:predict", {"INPUT": img, "MODEL": sample_model, "OUTPUT": str(out_dir / "x.tif"),
+                                     "DEVICE": 1}, feedback=fb)
+    assert "The model uses bands 1, 2, 3, 4 of the raster's 5; band 5 is not used." in fb.lines
+
+
+def test_a_geopackage_raster_layer_is_classified_as_its_geotiff(geoml_provider, tmp_path, out_dir):
+    """A raster layer from a GeoPackage (source 'GPKG:/…/x.gpkg:table') is read by GDAL through that source."""
+    from qgis.core import QgsProject
+
+    from tests.core.test_predict import _patch_model
+    from tests.core.test_raster_io import gpkg_raster
+
+    model = _patch_model(tmp_path, in_bands=3)
+    arr = np.random.default_rng(0).integers(1, 255, (3, 48, 48)).astype(np.uint8)
+    tif = write_raster(tmp_path / "rgb.tif", arr)
+    layer = QgsRasterLayer(gpkg_raster(tif, tmp_path / "rgb.gpkg"), "rgb from gpkg", "gdal")
+    assert layer.isValid() and layer.source().startswith("GPKG:")
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        _run({"INPUT": layer, "MODEL": model, "OUTPUT": str(out_dir / "gpkg.tif"), "DEVICE": 1, "STRIDE": 8})
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+    _run({"INPUT": tif, "MODEL": model, "OUTPUT": str(out_dir / "tif.tif"), "DEVICE": 1, "STRIDE": 8})
+    np.testing.assert_array_equal(gdal.Open(str(out_dir / "gpkg.tif")).ReadAsArray(),
+                                  gdal.Open(str(out_dir / "tif.tif")).ReadAsArray())
+
+
 def test_outputs_are_offered_as_geotiff_only_and_other_formats_refused(geoml_provider, scene, sample_model, out_dir):
     """Every GeoML raster is a GeoTIFF: the output widgets must not offer PNG, ERDAS … (the file would be a GeoTIFF
     under another format's name)."""
