@@ -214,6 +214,15 @@ def test_empty_or_blank_labels_are_skipped_like_null_not_made_a_class(scene, met
     assert res.classes == CLASS_NAMES
 
 
+def test_a_window_reaching_past_the_top_left_corner_is_clipped_not_shifted(scene, meta_model, out_dir):
+    res = run_fewshot(_fs(scene, meta_model, out_dir, points=support_points(scene, 2), adapt_steps=0, stride=8,
+                          window=(-10, -20, 40, 50)))
+    ds = gdal.Open(res.output_path)
+    assert (ds.RasterXSize, ds.RasterYSize) == (30, 30)  # pixels 0..29 of the raster, as asked
+    assert ds.GetGeoTransform() == gdal.Open(scene.image).GetGeoTransform()
+    assert sum(res.pixel_counts.values()) <= 30 * 30
+
+
 def test_outputs_over_an_input_are_refused_and_the_inputs_kept(scene, meta_model, tmp_path, out_dir):
     import shutil
 
