@@ -369,6 +369,9 @@ class FewShotPanel(QWidget, FORM):
             return False
         self.task = None
         self.cancelButton.setEnabled(False)
+        # the coarse preview is no result: without the full map it must not stay behind looking like one
+        self._remove_layers(self.preview_layers)
+        self.preview_layers = []
         if task.cancelled:
             self.progressBar.setValue(0)
             self.logView.appendPlainText("Cancelled; nothing was written.")
