@@ -177,6 +177,17 @@ def test_cancel_during_the_full_classification_removes_the_preview(panel, qtbot,
     assert panel.preview_layers == []
 
 
+def test_a_model_that_cannot_be_adapted_is_flagged_when_chosen(panel, tmp_path, sample_model):
+    from tests.gan_helpers import tiny_generator_model
+
+    panel.modelFile.setFilePath(str(tiny_generator_model(tmp_path / "gan.safetensors", bands=4)))
+    text = panel.modelInfo.text()
+    assert "color:#b00" in text and "needs a GeoML meta-model or a patch classifier" in text, text
+    panel.modelFile.setFilePath(sample_model)  # a per-pixel classifier: not a patch classifier either
+    assert "needs a GeoML meta-model or a patch classifier" in panel.modelInfo.text()
+    assert panel.modelInfo.text().count("band(s)") == 1
+
+
 def test_bad_point_sets_give_messages_and_start_nothing(panel, meta_model):
     panel.modelFile.setFilePath(meta_model)
     choose_class(panel, "Water")
