@@ -31,7 +31,7 @@ import numpy as np
 from .classes import make_classes
 from .device import describe_device, resolve_device, seed_everything, torch_module
 from .errors import InputError, ModelFileError
-from .labels import LabelSet, extract_patches, read_vector_labels
+from .labels import NULL_REASON, LabelSet, extract_patches, is_missing_label, read_vector_labels
 from .meta.data import normalise_patches
 from .modelfile import ModelMeta, load_model, new_provenance, read_meta, save_model
 from .models.view_sets import check_views
@@ -99,19 +99,21 @@ def _points_labelset(points: list, info: RasterInfo, reader: RasterReader) -> La
     points outside the raster or on nodata, as ``read_vector_labels`` does."""
     if not points:
         raise InputError("No support points: click a few points of each class first.")
+    named = np.array([not is_missing_label(p[2]) for p in points], bool)
     names = []
     for p in points:
-        if str(p[2]) not in names:
+        if not is_missing_label(p[2]) and str(p[2]) not in names:
             names.append(str(p[2]))
     cols, rows = zip(*(info.world_to_pixel(float(x), float(y)) for x, y, _ in points))
     cols_a, rows_a = np.asarray(cols), np.asarray(rows)
-    values = np.array([names.index(str(p[2])) for p in points], np.int64)
-    inside = (cols_a >= 0) & (rows_a >= 0) & (cols_a < info.width) & (rows_a < info.height)
+    values = np.array([names.index(str(p[2])) if ok else -1 for p, ok in zip(points, named)], np.int64)
+    inside = (cols_a >= 0) & (rows_a >= 0) & (cols_a < info.width) & (rows_a < info.height) & named
     ok = inside.copy()
     for i in np.flatnonzero(inside):
         _, v = reader.read(int(cols_a[i]), int(rows_a[i]), 1, 1)
         ok[i] = bool(v[0, 0])
-    skipped = {k: n for k, n in (("outside the raster", int((~inside).sum())),
+    skipped = {k: n for k, n in ((NULL_REASON, int((~named).sum())),
+                                 ("outside the raster", int((named & ~inside).sum())),
                                  ("on nodata pixels", int((inside & ~ok).sum()))) if n}
     return LabelSet(cols_a[ok], rows_a[ok], values[ok], names, "point", skipped, np.flatnonzero(ok))
 

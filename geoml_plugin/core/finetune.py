@@ -36,7 +36,6 @@ BACKBONE_LABELS = {
 }
 AUTO_EPOCH_SAMPLES = 100_000  # automatic epochs: about this many patches seen in all
 MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 100
-NULL_REASON = "without a label value (NULL)"
 
 
 @dataclass
@@ -150,11 +149,13 @@ def _check_weights(cfg: FinetuneConfig, in_bands: int) -> None:
 
 
 def _check_labels(data, cfg: FinetuneConfig) -> None:
+    from .labels import NULL_REASON
+
     labels = data.labels
     n_null = labels.skipped.get(NULL_REASON, 0)
     if n_null:
         raise InputError(
-            f"{n_null} label(s) have no value in field '{cfg.label_field}' (NULL or NaN).",
+            f"{n_null} label(s) have no value in field '{cfg.label_field}' (NULL, NaN or empty).",
             "Fill them in, or leave them out (e.g. a layer filter \"" + cfg.label_field + "\" IS NOT NULL), and run again.",
         )
     if data.is_classifier:

@@ -94,6 +94,14 @@ def _transform(layer_srs, raster_wkt: str):
     return osr.CoordinateTransformation(src, dst)
 
 
+NULL_REASON = "without a label value (NULL or empty)"
+
+
+def is_missing_label(v) -> bool:
+    """NULL, NaN, or an empty/blank text: no class (a class named '' would be mapped and look like nodata)."""
+    return v is None or (isinstance(v, float) and not math.isfinite(v)) or (isinstance(v, str) and not v.strip())
+
+
 def _class_index(values: list, classes: Optional[list]) -> tuple[np.ndarray, list]:
     if classes is None:
         uniq = sorted(set(values), key=lambda v: (isinstance(v, str), v))
@@ -141,8 +149,8 @@ def read_vector_labels(
     lay.ResetReading()
     for feat in lay:
         v = feat.GetField(label_field)
-        if v is None or (isinstance(v, float) and not math.isfinite(v)):
-            skipped["without a label value (NULL)"] += 1
+        if is_missing_label(v):
+            skipped[NULL_REASON] += 1
             continue
         g = feat.GetGeometryRef()
         if g is None or g.IsEmpty():

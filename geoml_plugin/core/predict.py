@@ -232,9 +232,11 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
         bands = choose_bands(meta, probe.info.band_count, cfg.bands, fb)
     reader = RasterReader(cfg.input_path, bands)
     info = reader.info
-    wx, wy, ww, wh = cfg.window or (0, 0, info.width, info.height)
-    wx, wy = max(0, int(wx)), max(0, int(wy))
-    ww, wh = min(int(ww), info.width - wx), min(int(wh), info.height - wy)
+    wx, wy, ww, wh = (int(v) for v in (cfg.window or (0, 0, info.width, info.height)))
+    # clip to the raster: a window starting left of / above it loses the part outside, it is not shifted
+    x1, y1 = min(wx + ww, info.width), min(wy + wh, info.height)
+    wx, wy = max(0, wx), max(0, wy)
+    ww, wh = x1 - wx, y1 - wy
     area = "the area to translate" if meta.task == "translation" else "the area to classify"
     if ww <= 0 or wh <= 0:
         raise InputError(f"{area[0].upper()}{area[1:]} does not overlap the raster.")

@@ -153,6 +153,7 @@ class FewShotPanel(QWidget, FORM):
 
     # -- model --------------------------------------------------------------
     def describe_model(self, path: str) -> None:
+        from ..core.fewshot import model_kind
         from ..core.modelfile import read_meta
 
         if not path:
@@ -160,10 +161,12 @@ class FewShotPanel(QWidget, FORM):
             return
         try:
             meta = read_meta(path)
+            model_kind(meta)  # a GAN, a regression or a per-pixel model cannot be adapted: say so now
             fs = meta.extra.get("fewshot") or {}
             kind = {"protonet": "meta-model (prototypical networks)", "maml": "meta-model (MAML)",
-                    "fomaml": "meta-model (first-order MAML)"}.get(fs.get("algorithm"), meta.describe())
-            text = f"{kind}; {meta.in_bands} band(s), patch {meta.patch_size} px"
+                    "fomaml": "meta-model (first-order MAML)"}.get(fs.get("algorithm"))
+            # describe() already names the bands and patch size
+            text = meta.describe() if kind is None else f"{kind}; {meta.in_bands} band(s), patch {meta.patch_size} px"
             acc = meta.metrics.get("meta_validation_accuracy")
             if acc is not None:
                 text += f"; meta-validation accuracy {acc:.0%}"
@@ -369,6 +372,9 @@ class FewShotPanel(QWidget, FORM):
             return False
         self.task = None
         self.cancelButton.setEnabled(False)
+        # the coarse preview is no result: without the full map it must not stay behind looking like one
+        self._remove_layers(self.preview_layers)
+        self.preview_layers = []
         if task.cancelled:
             self.progressBar.setValue(0)
             self.logView.appendPlainText("Cancelled; nothing was written.")

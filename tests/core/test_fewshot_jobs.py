@@ -185,6 +185,44 @@ def test_support_entirely_outside_the_raster_is_refused(scene, meta_model, out_d
     assert list(out_dir.iterdir()) == []
 
 
+def test_empty_or_blank_labels_are_skipped_like_null_not_made_a_class(scene, meta_model, out_dir, tmp_path):
+    from osgeo import ogr, osr
+
+    pts = support_points(scene, 3)
+    path = str(tmp_path / "support.gpkg")
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32632)
+    lay = ds.CreateLayer("pts", srs, ogr.wkbPoint)
+    lay.CreateField(ogr.FieldDefn("cls", ogr.OFTString))
+    for x, y, name in pts + [(pts[0][0] + 20, pts[0][1], ""), (pts[1][0] + 20, pts[1][1], "  "),
+                             (pts[2][0] + 20, pts[2][1], None)]:
+        f = ogr.Feature(lay.GetLayerDefn())
+        if name is not None:
+            f.SetField("cls", name)
+        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({x} {y})"))
+        lay.CreateFeature(f)
+    ds = None
+    log = []
+    res = run_fewshot(_fs(scene, meta_model, out_dir, support=path, label_field="cls", stride=8),
+                      Feedback(on_log=log.append))
+    assert sorted(res.classes) == sorted(CLASS_NAMES)
+    assert category_names_of(str(out_dir / "o.tif")) == [""] + sorted(CLASS_NAMES)
+    assert any("3 without a label value" in m for m in log), log
+    # clicked points with an empty class name are skipped the same way
+    res = run_fewshot(_fs(scene, meta_model, out_dir, points=pts + [(pts[0][0] + 20, pts[0][1], " ")], stride=8))
+    assert res.classes == CLASS_NAMES
+
+
+def test_a_window_reaching_past_the_top_left_corner_is_clipped_not_shifted(scene, meta_model, out_dir):
+    res = run_fewshot(_fs(scene, meta_model, out_dir, points=support_points(scene, 2), adapt_steps=0, stride=8,
+                          window=(-10, -20, 40, 50)))
+    ds = gdal.Open(res.output_path)
+    assert (ds.RasterXSize, ds.RasterYSize) == (30, 30)  # pixels 0..29 of the raster, as asked
+    assert ds.GetGeoTransform() == gdal.Open(scene.image).GetGeoTransform()
+    assert sum(res.pixel_counts.values()) <= 30 * 30
+
+
 def test_outputs_over_an_input_are_refused_and_the_inputs_kept(scene, meta_model, tmp_path, out_dir):
     import shutil
 

@@ -150,6 +150,44 @@ def test_adapt_and_classify_previews_then_adds_styled_layers(panel, qtbot, meta_
     assert panel.run_count == 2
 
 
+def test_cancel_during_the_full_classification_removes_the_preview(panel, qtbot, meta_model):
+    layer = panel.rasterLayer.currentLayer()
+    panel.modelFile.setFilePath(meta_model)
+    to_canvas = QgsCoordinateTransform(layer.crs(), WEB_MERCATOR, QgsProject.instance())
+    xy, ids = read_label_points(layer.source().replace("image.tif", "labels_points.gpkg"))
+    for k, name in enumerate(CLASS_NAMES[:2], start=1):
+        choose_class(panel, name)
+        for i in np.flatnonzero(ids == k)[:2]:
+            panel.add_point(to_canvas.transform(QgsPointXY(*xy[i])))
+    start = panel._start
+
+    def start_and_cancel_the_full_run(task):  # as if Cancel (or closing the panel) came once the preview is shown
+        start(task)
+        if task.description() == "GeoML: few-shot classification":
+            panel.cancel()
+        return task
+
+    panel._start = start_and_cancel_the_full_run
+    panel.run()
+    qtbot.waitUntil(lambda: panel.task is None, timeout=120_000)
+    log = panel.logView.toPlainText()
+    assert "Preview of the visible area" in log and "Cancelled; nothing was written." in log, log
+    names = [lyr.name() for lyr in QgsProject.instance().mapLayers().values()]
+    assert names == ["sample image"]  # no coarse preview left behind as if it were the result
+    assert panel.preview_layers == []
+
+
+def test_a_model_that_cannot_be_adapted_is_flagged_when_chosen(panel, tmp_path, sample_model):
+    from tests.gan_helpers import tiny_generator_model
+
+    panel.modelFile.setFilePath(str(tiny_generator_model(tmp_path / "gan.safetensors", bands=4)))
+    text = panel.modelInfo.text()
+    assert "color:#b00" in text and "needs a GeoML meta-model or a patch classifier" in text, text
+    panel.modelFile.setFilePath(sample_model)  # a per-pixel classifier: not a patch classifier either
+    assert "needs a GeoML meta-model or a patch classifier" in panel.modelInfo.text()
+    assert panel.modelInfo.text().count("band(s)") == 1
+
+
 def test_bad_point_sets_give_messages_and_start_nothing(panel, meta_model):
     panel.modelFile.setFilePath(meta_model)
     choose_class(panel, "Water")
