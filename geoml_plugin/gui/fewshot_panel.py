@@ -411,6 +411,7 @@ class FewShotPanel(QWidget, FORM):
         if pred is not None:
             lyr = add_raster_layer(pred.output_path, "Few-shot preview")
             self.preview_layers = [lyr.id()]
+            self._exclude_own_layers()
             self.logView.appendPlainText(f"Preview of the visible area in {pred.seconds:.1f} s; classifying the raster…")
         nxt = GeoMLTask("GeoML: few-shot classification", full(adapted), self._full_done)
         self._start(nxt)
@@ -427,6 +428,7 @@ class FewShotPanel(QWidget, FORM):
         QgsProject.instance().addMapLayer(conf)
         classes = add_raster_layer(res.output_path, "Few-shot classes")
         self.result_layers = [conf.id(), classes.id()]
+        self._exclude_own_layers()
         # the low-confidence overlay sits above the classes
         root = QgsProject.instance().layerTreeRoot()
         node = root.findLayer(conf.id())
@@ -436,6 +438,13 @@ class FewShotPanel(QWidget, FORM):
         counts = ", ".join(f"{k} {v}" for k, v in res.class_counts.items())
         self.logView.appendPlainText(f"Classified {res.width}×{res.height} px in {res.seconds:.1f} s: {counts}")
         self.push_message(f"Few-shot map added ({res.width}×{res.height} px).", Qgis.MessageLevel.Success)
+
+    def _exclude_own_layers(self) -> None:
+        """The panel's outputs are not offered as the raster to map (e.g. when the input layer is removed,
+        the chooser would otherwise fall back to the 1-band low-confidence overlay)."""
+        project = QgsProject.instance()
+        own = [project.mapLayer(lid) for lid in self.preview_layers + self.result_layers]
+        self.rasterLayer.setExceptedLayerList([lyr for lyr in own if lyr is not None])
 
     def _remove_layers(self, ids: list) -> None:
         for lid in ids:

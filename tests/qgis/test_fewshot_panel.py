@@ -149,6 +149,13 @@ def test_adapt_and_classify_previews_then_adds_styled_layers(panel, qtbot, meta_
     assert [lyr.name() for lyr in QgsProject.instance().mapLayers().values()].count("Few-shot classes") == 1
     assert panel.run_count == 2
 
+    # the panel's own outputs are no raster to map: when the analyst removes the input raster, the chooser
+    # does not fall back to the low-confidence overlay (a 1-band raster the next run would refuse)
+    own = {lyr.id() for lyr in QgsProject.instance().mapLayers().values() if lyr.name().startswith("Few-shot")}
+    assert panel.rasterLayer.count() == 1
+    QgsProject.instance().removeMapLayer(layer.id())
+    assert panel.rasterLayer.currentLayer() is None or panel.rasterLayer.currentLayer().id() not in own
+
 
 def test_cancel_during_the_full_classification_removes_the_preview(panel, qtbot, meta_model):
     layer = panel.rasterLayer.currentLayer()
