@@ -51,7 +51,7 @@ def import_dynamo_without_triton() -> None:
     OpenGL driver (Mesa, e.g. llvmpipe) kills QGIS with a segmentation fault.
     GeoML never compiles kernels, so triton is hidden for that one import
     (torch then caches "no triton") and is importable again afterwards.
-    Call this before creating an optimizer in any training job.
+    Training jobs get torch through ``device.torch_for_training``, which calls this.
     """
     import sys
 

@@ -21,6 +21,20 @@ def torch_module():
     return require_torch()
 
 
+def torch_for_training():
+    """torch, ready to create optimizers without crashing the QGIS desktop.
+
+    The first optimizer imports ``torch._dynamo``, which would import triton; triton's
+    LLVM beside the one QGIS's OpenGL driver loaded kills QGIS (see
+    ``deps_check.import_dynamo_without_triton``). Every job that trains gets torch here.
+    """
+    from .deps_check import import_dynamo_without_triton
+
+    torch = torch_module()
+    import_dynamo_without_triton()
+    return torch
+
+
 def resolve_device(name: str = "auto"):
     torch = torch_module()
     name = (name or "auto").strip().lower()

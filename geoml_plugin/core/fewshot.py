@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 
 from .classes import make_classes
-from .device import describe_device, resolve_device, seed_everything, torch_module
+from .device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
 from .errors import InputError, ModelFileError
 from .labels import NULL_REASON, LabelSet, extract_patches, is_missing_label, read_vector_labels
 from .meta.data import normalise_patches
@@ -283,7 +283,7 @@ def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, bat
     re-estimating them from a handful of patches."""
     from .meta.augment import augment
 
-    torch = torch_module()
+    torch = torch_for_training()
     gen = torch.Generator().manual_seed(seed)
     reps = max(1, -(-batch // len(xs)))
     opt = torch.optim.Adam(model.parameters(), lr)

@@ -21,7 +21,7 @@ import copy
 
 import numpy as np
 
-from .device import torch_module
+from .device import torch_for_training
 from .gan_data import Batch
 
 UNCONDITIONAL = ("dcgan_sn", "wgan_gp")
@@ -51,7 +51,7 @@ class TileGanTrainer(_EmaMixin):
                  lr: float = 2e-4):
         from .models.gan import PatchCritic, TileGenerator
 
-        self.torch = torch = torch_module()
+        self.torch = torch = torch_for_training()
         self.loss, self.tile, self.device = loss, int(tile), device
         self.g = TileGenerator(bands, **gen_args).to(device)
         self.d = PatchCritic(bands, critic_widths, spectral=(loss == "dcgan_sn")).to(device)
@@ -141,7 +141,7 @@ class Pix2PixTrainer(_EmaMixin):
                  l1_weight: float = 100.0, critic_widths=(32, 64, 128), lr: float = 2e-4):
         from .models.gan import PatchCritic, UNetTranslator
 
-        self.torch = torch = torch_module()
+        self.torch = torch = torch_for_training()
         self.device, self.l1_weight, self.adversarial = device, float(l1_weight), adversarial
         self.g = UNetTranslator(in_bands, out_bands, **gen_args).to(device)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr, betas=(0.5, 0.999))

@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from .classes import make_classes
-from .device import describe_device, resolve_device, seed_everything, torch_module
+from .device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
 from .errors import InputError
 from .meta.data import load_patch_bank
 from .meta.episodes import EpisodeSampler, PatchBank, holdout_split
@@ -110,7 +110,7 @@ class _Learner:
     def __init__(self, cfg: MetaTrainConfig, model, device):
         from .meta.maml import MAML
 
-        self.torch = torch_module()
+        self.torch = torch_for_training()
         self.cfg, self.model, self.device = cfg, model, device
         self.gen = self.torch.Generator().manual_seed(cfg.seed)
         self.opt = self.torch.optim.Adam(model.parameters(), cfg.learning_rate)

@@ -141,12 +141,9 @@ def param_groups(model, weight_decay: float) -> list:
 class Trainer:
     def __init__(self, model, data: TrainingData, train_idx: np.ndarray, val_idx: np.ndarray, spec: TrainSpec,
                  device, seed: int = 0, log=print):
-        import torch
+        from .device import torch_for_training
 
-        from .deps_check import import_dynamo_without_triton
-
-        import_dynamo_without_triton()  # before the optimizer: a triton import crashes the QGIS desktop
-        self.torch = torch
+        self.torch = torch = torch_for_training()  # before the optimizer: a triton import crashes the QGIS desktop
         # channels-last: oneDNN (CPU) and tensor cores (CUDA) run convolutions faster in NHWC
         self.model = model.to(device, memory_format=torch.channels_last)
         self.data, self.spec, self.device, self.log = data, spec, device, log
