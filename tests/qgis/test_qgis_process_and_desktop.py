@@ -118,3 +118,48 @@ def test_desktop_qgis_loads_plugin_and_shows_menu(staged, tmp_path, scene):
     assert "loaded=True" in report, res.stdout[-2000:] + res.stderr[-2000:]
     assert "Apply model to raster…" in report
     assert (ARTIFACTS / "qgis_desktop.png").stat().st_size > 10_000
+
+
+TRAIN_CODE = r"""
+import json, os, sys, traceback
+from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QApplication
+
+def go():
+    out = os.environ["TRAIN_OUT"]
+    try:
+        import processing
+        res = processing.run("geoml:traingan", {"INPUT": os.environ["TRAIN_DEM"], "ITERATIONS": 3, "TILE_SIZE": 32,
+                                                "OUTPUT_MODEL": out + ".safetensors", "DEVICE": 0})
+        with open(out, "w") as fh:
+            fh.write(json.dumps({"model": res["OUTPUT_MODEL"]}))
+    except Exception:
+        with open(out + ".err", "w") as fh:
+            fh.write(traceback.format_exc())
+    QApplication.instance().quit()
+
+QTimer.singleShot(2000, go)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None, reason="needs qgis + xvfb")
+def test_desktop_qgis_trains_a_gan_without_crashing(staged, tmp_path, scene):
+    """Regression: the first optimizer of geoml:traingan imported triton, whose LLVM killed QGIS desktop."""
+    profiles = tmp_path / "profiles"
+    ini = profiles / "profiles" / "default" / "QGIS" / "QGIS3.ini"
+    ini.parent.mkdir(parents=True)
+    ini.write_text("[PythonPlugins]\ngeoml_plugin=true\n\n[qgis]\ncheckVersion=false\nallowVersionCheck=false\n")
+    code = tmp_path / "train.py"
+    code.write_text(TRAIN_CODE)
+    out = tmp_path / "train.json"
+    env = _env(staged, tmp_path)
+    env.pop("QT_QPA_PLATFORM")
+    env.update(TRAIN_OUT=str(out), TRAIN_DEM=scene.dem, OMP_WAIT_POLICY="PASSIVE")
+    res = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", "qgis", "--profiles-path", str(profiles),
+                          "--nologo", "--noversioncheck", "--code", str(code)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    err = out.with_name(out.name + ".err")
+    assert not err.exists(), err.read_text()
+    assert out.exists(), "QGIS died before the job ended:\n" + res.stdout[-2000:] + res.stderr[-2000:]
+    assert os.path.getsize(json.loads(out.read_text())["model"]) > 1000
