@@ -1,7 +1,9 @@
 """GeoML algorithms as the toolbox, the graphical modeler and batch runs use them (beyond processing.run)."""
 
+import os
+
 import pytest
-from qgis.core import QgsProject
+from qgis.core import QgsProcessingFeedback, QgsProject
 
 from tests.gan_helpers import tiny_generator_model
 from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
@@ -52,3 +54,37 @@ def test_outputs_loaded_by_processing_get_geoml_styles(geoml_provider, scene, sa
     res, layers = _run_and_load("geoml:generate", {"MODEL": model, "CENTER": "500500,5099500 [EPSG:32632]",
                                                    "TILE_SIZE": 32, "OUTPUT": "TEMPORARY_OUTPUT"})
     assert layers["Generated raster"].renderer().type() == "singlebandpseudocolor"
+
+
+class CancelAt(QgsProcessingFeedback):
+    """Presses Cancel when the job reports ``text`` (the last step before its outputs are written)."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.text = text
+
+    def setProgressText(self, text):  # noqa: N802
+        if text == self.text:
+            self.cancel()
+        super().setProgressText(text)
+
+
+@pytest.mark.parametrize("alg", ["finetune", "metatrain", "generate"])
+def test_a_cancel_while_outputs_are_written_keeps_them_and_says_so(alg, geoml_provider, scene, tmp_path, out_dir):
+    """Cancel pressed once the outputs are being written is too late: the run completes, and never reports
+    "no output was written" beside a file it wrote."""
+    import processing
+
+    model = str(out_dir / "m.safetensors")
+    params, text = {
+        "finetune": ({"INPUT": scene.image, "LABELS": scene.points, "LABEL_FIELD": "class_name", "PATCH_SIZE": 16,
+                      "EPOCHS": 1, "DEVICE": 1, "OUTPUT_MODEL": model}, "saving"),
+        "metatrain": ({"INPUT": scene.image, "LABELS": scene.points, "LABEL_FIELD": "class_name", "WAYS": 3,
+                       "SHOTS": 2, "QUERY": 2, "ITERATIONS": 2, "PATCH_SIZE": 16, "DEVICE": 1,
+                       "OUTPUT_MODEL": model}, "saving"),
+        "generate": ({"MODEL": tiny_generator_model(tmp_path / "g.safetensors"), "TILE_SIZE": 32,
+                      "CENTER": "500500,5099500 [EPSG:32632]", "OUTPUT": str(out_dir / "g.tif")}, "block 1/1"),
+    }[alg]
+    res = processing.run(f"geoml:{alg}", params, feedback=CancelAt(text))
+    out = res["OUTPUT_MODEL" if alg != "generate" else "OUTPUT"]
+    assert os.path.exists(out)
