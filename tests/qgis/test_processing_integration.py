@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from qgis.core import QgsProcessingFeedback, QgsProject
+from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProject
 
 from tests.gan_helpers import tiny_generator_model
 from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
@@ -88,3 +88,23 @@ def test_a_cancel_while_outputs_are_written_keeps_them_and_says_so(alg, geoml_pr
     res = processing.run(f"geoml:{alg}", params, feedback=CancelAt(text))
     out = res["OUTPUT_MODEL" if alg != "generate" else "OUTPUT"]
     assert os.path.exists(out)
+
+
+def test_a_negative_seed_is_refused_before_training_not_a_traceback(geoml_provider, scene, out_dir):
+    import processing
+
+    with pytest.raises(QgsProcessingException, match="SEED") as err:
+        processing.run("geoml:traingan", {"INPUT": scene.dem, "TILE_SIZE": 32, "ITERATIONS": 1, "BATCH_SIZE": 2,
+                                          "DEVICE": 1, "SEED": -3, "OUTPUT_MODEL": str(out_dir / "g.safetensors")})
+    assert "Traceback" not in str(err.value)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_metric_outputs_are_named_as_written_in_the_help(geoml_provider):
+    """qgis_process help and the modeler list outputs by description: RMSE, not "Rmse"."""
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().algorithmById("geoml:finetune")
+    names = {o.name(): o.description() for o in alg.outputDefinitions()}
+    assert [names[k] for k in ("OVERALL_ACCURACY", "KAPPA", "MACRO_F1", "RMSE", "MAE", "R2")] == [
+        "Overall accuracy", "Kappa", "Macro F1", "RMSE", "MAE", "R²"]
