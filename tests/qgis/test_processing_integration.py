@@ -108,3 +108,53 @@ def test_metric_outputs_are_named_as_written_in_the_help(geoml_provider):
     names = {o.name(): o.description() for o in alg.outputDefinitions()}
     assert [names[k] for k in ("OVERALL_ACCURACY", "KAPPA", "MACRO_F1", "RMSE", "MAE", "R2")] == [
         "Overall accuracy", "Kappa", "Macro F1", "RMSE", "MAE", "R²"]
+
+
+def test_a_graphical_model_chains_metatrain_into_fewshot_and_loads_styled_classes(geoml_provider, scene, out_dir,
+                                                                                  loaded_layers):
+    """A model built as in the graphical modeler: metatrain's model file output feeds fewshot's MODEL."""
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+    from qgis.core import QgsProcessingModelChildParameterSource as Src
+
+    model = QgsProcessingModelAlgorithm("few-shot chain", "GeoML")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("raster", "raster"), QgsProcessingModelParameter("raster"))
+    meta = QgsProcessingModelChildAlgorithm("geoml:metatrain")
+    meta.setChildId("meta")
+    fs = QgsProcessingModelChildAlgorithm("geoml:fewshot")
+    fs.setChildId("fs")
+    statics = {
+        "meta": {"LABELS": scene.points, "LABEL_FIELD": "class_name", "WAYS": 3, "SHOTS": 2, "QUERY": 2,
+                 "ITERATIONS": 2, "PATCH_SIZE": 16, "DEVICE": 1},
+        "fs": {"SUPPORT": scene.points, "LABEL_FIELD": "class_name", "ADAPT_STEPS": 0, "DEVICE": 1, "STRIDE": 8},
+    }
+    for child in (meta, fs):
+        child.addParameterSources("INPUT", [Src.fromModelParameter("raster")])
+        for k, v in statics[child.childId()].items():
+            child.addParameterSources(k, [Src.fromStaticValue(v)])
+    # the modeler offers metatrain's model file for fewshot's MODEL (file) parameter
+    model.addChildAlgorithm(meta)
+    offered = [(s.outputChildId(), s.outputName()) for s in model.availableSourcesForChild("fs", ["file"],
+                                                                                          ["outputFile"], [])]
+    assert ("meta", "OUTPUT_MODEL") in offered
+    fs.addParameterSources("MODEL", [Src.fromChildOutput("meta", "OUTPUT_MODEL")])
+    out = QgsProcessingModelOutput("classes", "classes")
+    out.setChildId("fs")
+    out.setChildOutputName("OUTPUT")
+    fs.setModelOutputs({"classes": out})
+    model.addChildAlgorithm(fs)
+
+    import processing
+
+    before = set(QgsProject.instance().mapLayers())
+    res = processing.runAndLoadResults(model, {"raster": scene.image, "fs:classes": str(out_dir / "classes.tif")})
+    assert res["fs:classes"] == str(out_dir / "classes.tif")
+    assert res["CHILD_RESULTS"]["fs"]["OUTPUT_MODEL"] is None  # optional output not requested
+    layers = [lyr for i, lyr in QgsProject.instance().mapLayers().items() if i not in before]
+    assert len(layers) == 1 and layers[0].renderer().type() == "paletted"
+    assert sorted(c.label for c in layers[0].renderer().classes()) == ["Cropland", "Forest", "Urban", "Water"]
