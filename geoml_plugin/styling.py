@@ -34,12 +34,18 @@ def add_raster_layer(path: str, name: Optional[str] = None, project: Optional[Qg
              if isinstance(lyr, QgsRasterLayer) and _same_path(lyr.source(), path)]
     if stale:
         project.removeMapLayers(stale)
-    qml = os.path.splitext(path)[0] + ".qml"
+    apply_style(layer, path)
+    project.addMapLayer(layer)
+    layer.triggerRepaint()
+    return layer
+
+
+def apply_style(layer: QgsRasterLayer, path: Optional[str] = None) -> None:
+    """Give ``layer`` the style the job saved beside ``path`` (default: the layer's file), else a paletted
+    renderer from its colour table."""
+    qml = os.path.splitext(path or layer.source())[0] + ".qml"
     if os.path.exists(qml):
         layer.loadNamedStyle(qml)
     elif layer.dataProvider().colorTable(1):
         classes = QgsPalettedRasterRenderer.classDataFromRaster(layer.dataProvider(), 1)
         layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
-    project.addMapLayer(layer)
-    layer.triggerRepaint()
-    return layer

@@ -253,7 +253,7 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
     _write_outputs(cfg, model, meta, result)
     result.model, result.meta = model.eval(), meta
     result.seconds = round(time.perf_counter() - t0, 2)
-    fb.progress(1.0, "done")
+    fb.done()
     fb.log(f"Saved {cfg.output_model}: {result.summary()} in {result.seconds:.0f} s.")
     return result
 

@@ -304,7 +304,7 @@ def run_generate(cfg: GenerateConfig, feedback: Optional[Feedback] = None) -> Ge
     value_range = tuple(float(v) for v in ds.GetRasterBand(1).ComputeRasterMinMax(False))
     ds = None
     secs = time.perf_counter() - t0
-    fb.progress(1.0, "done")
+    fb.done()
     fb.log(f"Wrote {cfg.output_path} in {secs:.1f} s")
     return GenerateResult(os.path.abspath(cfg.output_path), "generation", plan.width, plan.height, plan.geotransform,
                           plan.crs_wkt, int(cfg.seed), secs, str(source.device), value_range,

@@ -262,7 +262,7 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
     secs = time.perf_counter() - t0
     fb.log(f"Best meta-validation accuracy {best[0]:.1%} ± {best[1]:.1%} at iteration {best[3]}; "
            f"saved {cfg.output_model} ({secs:.0f} s)")
-    fb.progress(1.0, "done")
+    fb.done()
     return MetaTrainResult(os.path.abspath(cfg.output_model), cfg.algorithm, best[0], best[1], best[2], best[3],
                            cfg.iterations, list(bank.class_names), len(bank), secs, str(device), history)
 

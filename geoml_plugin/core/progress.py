@@ -50,6 +50,13 @@ class Feedback:
         if self._on_progress is not None:
             self._on_progress(total, message)
 
+    def done(self, message: str = "done") -> None:
+        """Report completion once the outputs are written: a cancel arriving now is too late to undo them,
+        so unlike :meth:`progress` this never raises."""
+        self.last_fraction, self.last_message = self._start + self._span, message
+        if self._on_progress is not None:
+            self._on_progress(self.last_fraction, message)
+
     def log(self, message: str) -> None:
         if self._on_log is not None:
             self._on_log(message)

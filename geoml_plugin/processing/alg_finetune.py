@@ -39,6 +39,8 @@ METRIC_OUTPUTS = {
     "OVERALL_ACCURACY": "overall_accuracy", "KAPPA": "kappa", "MACRO_F1": "macro_f1",
     "RMSE": "rmse", "MAE": "mae", "R2": "r2",
 }
+METRIC_LABELS = {"OVERALL_ACCURACY": "Overall accuracy", "KAPPA": "Kappa", "MACRO_F1": "Macro F1", "RMSE": "RMSE",
+                 "MAE": "MAE", "R2": "R²"}
 
 
 class FinetuneAlgorithm(GeoMLAlgorithm):
@@ -92,7 +94,7 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
             "OUTPUT_REPORT", "Training report (HTML)", fileFilter="HTML (*.html)", optional=True,
             createByDefault=False))
         for name in METRIC_OUTPUTS:
-            self.addOutput(QgsProcessingOutputNumber(name, name.replace("_", " ").title()))
+            self.addOutput(QgsProcessingOutputNumber(name, METRIC_LABELS[name]))
         self.addOutput(QgsProcessingOutputString("METRICS", "Validation metrics (JSON)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802

@@ -53,7 +53,8 @@ class TrainGanAlgorithm(GeoMLAlgorithm):
         self.addParameter(QgsProcessingParameterEnum("ARCHITECTURE", "Architecture",
                                                      options=[label for _, label in ARCH_LABELS], defaultValue=0))
         self.add_device_parameter()
-        self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", type=integer, defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", type=integer, defaultValue=0,
+                                                       minValue=0))
         advanced = [
             QgsProcessingParameterString("TARGET_BANDS", "Target bands (empty = all)", optional=True),
             QgsProcessingParameterNumber("L1_WEIGHT", "L1 weight (conditional)",

@@ -7,9 +7,11 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
 )
+from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.device import DEVICE_CHOICES
@@ -29,6 +31,32 @@ def qgis_feedback(feedback: QgsProcessingFeedback) -> Feedback:
             feedback.setProgressText(text)
 
     return Feedback(on_progress, feedback.pushInfo, feedback.isCanceled)
+
+
+class _StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
+    """Applies the style a job saved beside its raster to the layer Processing loads on completion:
+    Processing loads result layers without their default (.qml) style."""
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        from ..styling import apply_style
+
+        apply_style(layer)
+        layer.triggerRepaint()
+
+
+_POST_PROCESSORS: list = []  # their Python side: without it C++ would call an empty interface
+
+
+def style_on_load(context, *paths) -> None:
+    """Have the outputs at ``paths`` styled when Processing (toolbox, modeler, batch) loads them into the project."""
+    _POST_PROCESSORS[:] = [p for p in _POST_PROCESSORS if not sip.isdeleted(p)]
+    for path in paths:
+        if path and context.willLoadLayerOnCompletion(path):
+            # one per layer, owned by C++: the context deletes its layers' post-processors when it is destroyed
+            processor = _StyleOnLoad()
+            sip.transferto(processor, None)
+            _POST_PROCESSORS.append(processor)
+            context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
 
 
 class GeoMLAlgorithm(QgsProcessingAlgorithm):
