@@ -80,6 +80,9 @@ class GeoMLPlugin:
         return getattr(module, fn)(self)
 
     def unload(self) -> None:
+        from .tasks import cancel_all
+
+        cancel_all()  # running jobs must not call back into the dialogs deleted below
         for action in self.actions.values():
             self.iface.removePluginRasterMenu(MENU, action)
             action.deleteLater()

@@ -276,7 +276,7 @@ class GanPanel(QgsDockWidget, FORM):
                                      f"({secs / max(n, 1) * 1000:.0f} ms per tile).")
 
         self.task = GeoMLTask(f"GeoML: grow {n} tiles", lambda fb: shown.session.grow(fb), done)
-        self.task.progressChanged.connect(lambda p: self.progressBar.setValue(int(p)))
+        self.task.percent.connect(lambda p: self.progressBar.setValue(int(p)))
         return start_task(self.task)
 
     # other -----------------------------------------------------------------

@@ -129,7 +129,7 @@ class JobDialogBase(QDialog):
         self.progressBar.setValue(0)
         self.set_running(True)
         self.task = GeoMLTask(description, job, self._done)
-        self.task.progressChanged.connect(lambda p: self.progressBar.setValue(int(p)))
+        self.task.percent.connect(lambda p: self.progressBar.setValue(int(p)))
         self.task.message.connect(self.logView.appendPlainText)
         self.logView.appendPlainText(f"{description}: started ({self.deviceBadge.text()})")
         return start_task(self.task)

@@ -81,3 +81,31 @@ except DependencyError as e:
     assert res.returncode == 0, res.stderr
     assert "MSG PyTorch (torch) is not usable" in res.stdout
     assert "Install dependencies" in res.stdout
+
+
+def test_unload_while_a_job_runs_leaves_no_callback_into_deleted_dialogs(qtbot, qgis_iface, qgis_processing):
+    """Plugin Manager update / Plugin Reloader while a job runs: the job is cancelled, and when it ends
+    it calls nothing on the deleted dialog (no 'wrapped C/C++ object has been deleted')."""
+    import threading
+
+    from geoml_plugin import tasks
+
+    _without_registered_provider()
+    plugin = geoml_plugin.classFactory(qgis_iface)
+    plugin.initGui()
+    dlg = plugin.open_tool("gui.predict_dialog:open_dialog")
+    started = threading.Event()
+
+    def job(fb):
+        started.set()
+        while not fb.cancelled():
+            fb.progress(0.5, "working")
+            threading.Event().wait(0.02)
+        fb.check()
+
+    task = dlg.start_job("GeoML: test job", job)
+    assert started.wait(10)
+    qtbot.wait(100)  # queued progress signals pending
+    plugin.unload()
+    qtbot.waitUntil(lambda: task not in tasks._running, timeout=10_000)  # the job ends only when cancelled
+    qtbot.wait(200)  # let queued signals run; pytest-qt fails the test on an exception in them
