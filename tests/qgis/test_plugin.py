@@ -56,6 +56,44 @@ def test_loading_the_plugin_does_not_import_torch():
     assert res.stdout.strip().splitlines()[-1] == "False False"
 
 
+GUI_STARTUP = r"""
+import sys
+from qgis.core import QgsApplication
+app = QgsApplication([], True); app.initQgis()
+from qgis.gui import QgsMapCanvas, QgsMessageBar
+from qgis.PyQt.QtWidgets import QMainWindow
+
+class Iface:  # what initGui and the dialogs use of QgisInterface
+    def __init__(self):
+        self.win, self.canvas, self.bar = QMainWindow(), QgsMapCanvas(), QgsMessageBar()
+    def mainWindow(self): return self.win
+    def mapCanvas(self): return self.canvas
+    def messageBar(self): return self.bar
+    def addToolBar(self, name): return self.win.addToolBar(name)
+    def addPluginToRasterMenu(self, menu, action): pass
+    def removePluginRasterMenu(self, menu, action): pass
+    def addDockWidget(self, area, widget): self.win.addDockWidget(area, widget)
+
+import geoml_plugin
+from geoml_plugin.plugin import ACTIONS
+p = geoml_plugin.classFactory(Iface()); p.initGui()
+for key, _text, _icon, target, _tb in ACTIONS:
+    if key != "metatrain":  # the Processing dialog: needs the Processing plugin
+        p.open_tool(target)
+print(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "torchvision", "safetensors"}))
+p.unload()
+"""
+
+
+def test_initgui_and_opening_every_tool_import_no_torch():
+    """QGIS start-up (classFactory + initGui) and opening the dialogs and panels stay light: torch,
+    torchvision and safetensors are imported only when a job runs."""
+    res = subprocess.run([sys.executable, "-c", GUI_STARTUP], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout
+
+
 def test_plugin_loads_and_explains_when_torch_is_missing(tmp_path):
     """With torch unimportable the plugin loads; a job fails with an install hint."""
     code = r"""
