@@ -14,6 +14,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .paths import icon_path
 from .qt_compat import QAction
+from .tasks import cancel_all  # not imported in unload(): a plugin update has replaced the files by then
 
 MENU = "&GeoML"
 
@@ -80,8 +81,6 @@ class GeoMLPlugin:
         return getattr(module, fn)(self)
 
     def unload(self) -> None:
-        from .tasks import cancel_all
-
         cancel_all()  # running jobs must not call back into the dialogs deleted below
         for action in self.actions.values():
             self.iface.removePluginRasterMenu(MENU, action)
