@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import configparser
 import io
+import re
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+
+import geoml_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -43,6 +46,11 @@ def test_zip_layout_and_metadata(plugin_zip):
     assert md["qgisMinimumVersion"] == "3.22" and md["qgisMaximumVersion"] == "4.99"
     assert md["hasProcessingProvider"] == "yes"
     assert "supportsQt6" not in md
+    # the version model files and Diagnostics report (geoml_plugin.__version__) is the one QGIS shows
+    assert re.fullmatch(r"\d+\.\d+\.\d+", md["version"]) and md["version"] == geoml_plugin.__version__
+    assert md["changelog"].strip().startswith(md["version"] + " - ")
+    # QGIS's Install from ZIP takes the plugin name from the first *metadata.txt in sorted order
+    assert [n for n in names if n.endswith("metadata.txt")] == ["geoml_plugin/metadata.txt"]
     assert "GPL-2" in (ROOT / "LICENSE").read_text()[:200] or "GNU GENERAL PUBLIC LICENSE" in (ROOT / "LICENSE").read_text()[:200]
 
 
