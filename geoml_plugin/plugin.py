@@ -99,6 +99,10 @@ class GeoMLPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        bar = self.message_bar()
+        for item in list(bar.items()) if bar is not None else []:
+            if item.objectName().startswith("geoml"):  # the install offer (gui.deps_ui): its buttons call into us
+                bar.popWidget(item)
 
     def message_bar(self):
         return self.iface.messageBar() if self.iface is not None else None

@@ -147,3 +147,23 @@ def test_unload_while_a_job_runs_leaves_no_callback_into_deleted_dialogs(qtbot, 
     plugin.unload()
     qtbot.waitUntil(lambda: task not in tasks._running, timeout=10_000)  # the job ends only when cancelled
     qtbot.wait(200)  # let queued signals run; pytest-qt fails the test on an exception in them
+
+
+def test_unload_takes_back_the_install_offer(qgis_iface, qgis_processing, monkeypatch):
+    """The message-bar offer (its buttons call into the plugin) does not outlive an unloaded or uninstalled plugin."""
+    from geoml_plugin import deps
+    from geoml_plugin.gui import deps_ui
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # QGIS without torch, as find_spec sees it
+    deps.invalidate()
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+    _without_registered_provider()
+    plugin = geoml_plugin.classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        assert deps_ui.current_offer(bar) is not None
+    finally:
+        plugin.unload()
+        deps.invalidate()
+    assert deps_ui.current_offer(bar) is None
