@@ -34,6 +34,8 @@ f = QgsProcessingParameterRasterDestination.FlagAdvanced
 c = QtCore.Qt.Horizontal
 d.exec_()
 fld = QgsField("name", QVariant.Type.String)
+from qgis.PyQt import QtWidgets
+act = QtWidgets.QAction("x", None)
 """
 
 GOOD = """\
@@ -69,6 +71,7 @@ EXPECTED = [
     (15, "qt-exec", "exec_() does not exist in PyQt6: use exec()"),
     # PyQt6 has no QVariant.Type; QGIS's Qt6 builds patch QVariant.String etc. back in (as QMetaType.Type)
     (16, "qt-removed", "QVariant.Type does not exist in PyQt6: use QVariant.String"),
+    (18, "qt-moved", "QAction moved to QtGui in Qt6"),
 ]
 
 
