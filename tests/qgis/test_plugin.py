@@ -167,3 +167,31 @@ def test_unload_takes_back_the_install_offer(qgis_iface, qgis_processing, monkey
         plugin.unload()
         deps.invalidate()
     assert deps_ui.current_offer(bar) is None
+
+
+def test_load_unload_load_leaves_one_of_everything(qtbot, qgis_iface, qgis_processing):
+    """What Plugin Reloader and a plugin update do: unload, then load again in the same QGIS session."""
+    from qgis.PyQt.QtCore import QCoreApplication, QEvent
+    from qgis.PyQt.QtWidgets import QDockWidget, QToolBar
+
+    _without_registered_provider()
+    reg = QgsApplication.processingRegistry()
+    for _ in range(2):
+        plugin = geoml_plugin.classFactory(qgis_iface)
+        plugin.initGui()
+        plugin.open_tool("gui.predict_dialog:open_dialog")
+        plugin.open_tool("gui.gan_panel:open_panel")
+        plugin.open_tool("gui.fewshot_panel:open_panel")
+        plugin.unload()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    win = qgis_iface.mainWindow()
+    assert not [t for t in win.findChildren(QToolBar) if t.objectName() == "GeoMLToolbar"]
+    assert not [d for d in win.findChildren(QDockWidget) if d.objectName() in ("GanPanel", "GeoMLFewShotDock")]
+    assert reg.providerById("geoml") is None and qgis_iface.mapCanvas().mapTool() is None
+    plugin = geoml_plugin.classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        assert [p.id() for p in reg.providers()].count("geoml") == 1 and len(plugin.actions) == 8
+        assert len([t for t in win.findChildren(QToolBar) if t.objectName() == "GeoMLToolbar"]) == 1
+    finally:
+        plugin.unload()
