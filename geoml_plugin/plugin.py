@@ -14,6 +14,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .paths import icon_path
 from .qt_compat import QAction
+from .tasks import cancel_all  # not imported in unload(): a plugin update has replaced the files by then
 
 MENU = "&GeoML"
 
@@ -80,6 +81,7 @@ class GeoMLPlugin:
         return getattr(module, fn)(self)
 
     def unload(self) -> None:
+        cancel_all()  # running jobs must not call back into the dialogs deleted below
         for action in self.actions.values():
             self.iface.removePluginRasterMenu(MENU, action)
             action.deleteLater()
@@ -97,6 +99,10 @@ class GeoMLPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        bar = self.message_bar()
+        for item in list(bar.items()) if bar is not None else []:
+            if item.objectName().startswith("geoml"):  # the install offer (gui.deps_ui): its buttons call into us
+                bar.popWidget(item)
 
     def message_bar(self):
         return self.iface.messageBar() if self.iface is not None else None

@@ -29,6 +29,8 @@ class GeoMLTask(QgsTask):
     """Runs ``job(feedback)`` in the background; see module docstring."""
 
     message = pyqtSignal(str)  # progress text, delivered queued to the GUI thread
+    percent = pyqtSignal(float)  # progress 0..100 (as progressChanged), for the dialog's progress bar
+    keep_on_unload = False  # True: not cancelled by :func:`cancel_all` (its callbacks outlive the dialogs)
 
     def __init__(self, description: str, job: Callable[[Feedback], Any],
                  on_done: Optional[Callable[["GeoMLTask"], None]] = None):
@@ -44,6 +46,7 @@ class GeoMLTask(QgsTask):
     def run(self) -> bool:
         def on_progress(fraction: float, text: str) -> None:
             self.setProgress(fraction * 100.0)
+            self.percent.emit(fraction * 100.0)
             if text:
                 self.message.emit(text)
 
@@ -78,6 +81,16 @@ class GeoMLTask(QgsTask):
         if self._on_done is not None:
             self._on_done(self)
 
+    def detach(self) -> None:
+        """Stop telling anyone: ``on_done`` and the ``percent``/``message`` slots are dropped
+        (their dialog is being deleted, e.g. at plugin unload)."""
+        self._on_done = None
+        for signal in (self.percent, self.message):
+            try:
+                signal.disconnect()
+            except TypeError:  # nothing connected
+                pass
+
     @property
     def cancelled(self) -> bool:
         return isinstance(self.error, JobCancelled) or (self.error is None and self.isCanceled())
@@ -88,6 +101,15 @@ class GeoMLTask(QgsTask):
         if isinstance(self.error, GeoMLError):
             return str(self.error)
         return f"Unexpected error: {self.error!r}. Details are in the GeoML log panel."
+
+
+def cancel_all() -> None:
+    """Cancel and detach every running task started from a dialog or panel (plugin unload deletes
+    them: a task finishing later must not call back into deleted widgets)."""
+    for task in list(_running):
+        if not task.keep_on_unload:
+            task.detach()
+            task.cancel()
 
 
 def start_task(task: GeoMLTask) -> GeoMLTask:

@@ -9,9 +9,13 @@ to use, and exits with status 1 when there is any. Rules:
 * ``qt-import``: PyQt5/PyQt6/PySide/sip imported directly instead of through
   ``qgis.PyQt`` (``from qgis.PyQt.QtCore import …``, ``from qgis.PyQt import sip``).
 * ``qt-moved``: ``QAction``/``QActionGroup``/``QShortcut``/… imported from
-  ``QtWidgets`` (they live in ``QtGui`` in Qt6): use ``geoml_plugin.qt_compat``.
+  ``QtWidgets``, or used as ``QtWidgets.QAction`` (they live in ``QtGui`` in Qt6): use
+  ``geoml_plugin.qt_compat``.
 * ``qt-removed``: classes gone in Qt6 (``QRegExp``, ``QDesktopWidget``, …).
 * ``qt-exec``: ``exec_()`` (gone in PyQt6): use ``exec()``.
+* ``QVariant.Type.String`` is a ``qt-removed`` finding: PyQt6 has no ``QVariant.Type``;
+  ``QVariant.String`` works on QGIS 3 and on QGIS's Qt6 builds (which patch it in as the
+  matching ``QMetaType.Type`` value), so unscoped ``QVariant.X`` is not a ``qt-enum`` finding.
 * ``qt-enum``: an unscoped enum value such as ``Qt.AlignLeft``,
   ``QgsTask.CanCancel``, ``QMessageBox.Yes``, ``QDialogButtonBox.Ok``,
   ``Qgis.Info``: PyQt6 only knows ``Qt.AlignmentFlag.AlignLeft`` etc.
@@ -255,7 +259,17 @@ def check_source(source: str, path: str = "<string>", resolver: Optional[Resolve
             add(node, "qt-exec", "exec_() does not exist in PyQt6: use exec()")
         elif isinstance(node, ast.Attribute):
             parts = _chain(node)
-            if parts and len(parts) >= 2 and parts[-2][:1] == "Q" and parts[-1][:1].isupper():
+            if parts and len(parts) >= 3 and parts[-3:-1] == ["QVariant", "Type"]:
+                add(node, "qt-removed", f"QVariant.Type does not exist in PyQt6: use QVariant.{parts[-1]} "
+                    "(QGIS's Qt6 builds patch it in)")
+            elif (parts and len(parts) >= 2 and parts[-2] == "QtWidgets" and parts[-1] in MOVED_TO_QTGUI
+                  and name not in COMPAT_FILES):
+                add(node, "qt-moved", f"{parts[-1]} moved to QtGui in Qt6: "
+                    + ("from geoml_plugin.qt_compat import QAction" if parts[-1] == "QAction"
+                       else "add it to geoml_plugin/qt_compat.py"))
+            elif parts and len(parts) >= 2 and parts[-2] == "QVariant":
+                pass  # QVariant.Int etc.: the spelling that works on QGIS 3 and (patched in by QGIS) on Qt6
+            elif parts and len(parts) >= 2 and parts[-2][:1] == "Q" and parts[-1][:1].isupper():
                 msg = _enum_finding(parts, resolver, scope)
                 if msg:
                     add(node, "qt-enum", msg)

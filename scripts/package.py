@@ -25,6 +25,8 @@ REQUIRED = ("name", "description", "version", "qgisMinimumVersion", "author", "e
 PLACEHOLDER_URLS = {"tracker": "http://bugs", "repository": "http://repo", "homepage": "http://homepage"}
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 SKIP_SUFFIXES = (".pyc", ".pyo", ".part")
+# left-overs of a working tree: hidden files and folders (.DS_Store, .mypy_cache, editor swap files), backups
+SKIP_PATTERNS = (".*", "*~", "*.orig", "*.rej", "*.bak")
 
 
 def stage(dest: Path) -> Path:
@@ -32,7 +34,7 @@ def stage(dest: Path) -> Path:
     target = dest / PKG
     if target.exists():
         shutil.rmtree(target)
-    ignore = shutil.ignore_patterns(*SKIP_DIRS, *(f"*{s}" for s in SKIP_SUFFIXES))
+    ignore = shutil.ignore_patterns(*SKIP_DIRS, *(f"*{s}" for s in SKIP_SUFFIXES), *SKIP_PATTERNS)
     shutil.copytree(ROOT / PKG, target, ignore=ignore)
     shutil.copytree(ROOT / "resources", target / "resources", ignore=ignore)
     for f in ("metadata.txt", "LICENSE", "README.md"):

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import configparser
 import io
+import re
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+
+import geoml_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -43,6 +46,11 @@ def test_zip_layout_and_metadata(plugin_zip):
     assert md["qgisMinimumVersion"] == "3.22" and md["qgisMaximumVersion"] == "4.99"
     assert md["hasProcessingProvider"] == "yes"
     assert "supportsQt6" not in md
+    # the version model files and Diagnostics report (geoml_plugin.__version__) is the one QGIS shows
+    assert re.fullmatch(r"\d+\.\d+\.\d+", md["version"]) and md["version"] == geoml_plugin.__version__
+    assert md["changelog"].strip().startswith(md["version"] + " - ")
+    # QGIS's Install from ZIP takes the plugin name from the first *metadata.txt in sorted order
+    assert [n for n in names if n.endswith("metadata.txt")] == ["geoml_plugin/metadata.txt"]
     assert "GPL-2" in (ROOT / "LICENSE").read_text()[:200] or "GNU GENERAL PUBLIC LICENSE" in (ROOT / "LICENSE").read_text()[:200]
 
 
@@ -56,3 +64,35 @@ def test_validator_catches_what_the_site_rejects(tmp_path):
     for expected in ("not a Python identifier", ".pyc", "__pycache__", "missing my-plugin/LICENSE",
                      "metadata lacks email", "tracker is not a real URL"):
         assert expected in errors
+
+
+def test_stage_leaves_out_hidden_files_editor_backups_and_caches(tmp_path, monkeypatch):
+    """``make package`` runs in a working tree: .DS_Store, editor swap/backup files and tool caches stay out."""
+    import shutil
+
+    root = tmp_path / "repo"
+    shutil.copytree(ROOT / "geoml_plugin", root / "geoml_plugin", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "resources", root / "resources")
+    for f in ("metadata.txt", "LICENSE", "README.md"):
+        shutil.copy2(ROOT / f, root / f)
+    junk = [".DS_Store", "gui/.predict_dialog.py.swp", "core/predict.py~", "core/predict.py.orig",
+            ".mypy_cache/3.11/x.json", ".ipynb_checkpoints/a.ipynb", "resources/icons/.DS_Store"]
+    for j in junk:
+        p = root / ("geoml_plugin/" + j if not j.startswith("resources") else j)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("junk")
+    monkeypatch.setattr(package, "ROOT", root)
+    staged = package.stage(tmp_path / "stage")
+    left = sorted(str(p.relative_to(staged)) for p in staged.rglob("*")
+                  if p.name.startswith(".") or p.name.endswith(("~", ".swp", ".orig")) or ".mypy_cache" in p.parts)
+    assert left == []
+    assert (staged / "core" / "predict.py").is_file() and (staged / "resources" / "icons" / "geoml.svg").is_file()
+
+
+def test_zip_holds_only_plugin_files(plugin_zip):
+    """No data, models or large files slip in: code, Qt forms, icons, text."""
+    with zipfile.ZipFile(plugin_zip) as zf:
+        files = [i for i in zf.infolist() if not i.is_dir()]
+    assert all(i.file_size < 1_000_000 for i in files), [i.filename for i in files if i.file_size >= 1_000_000]
+    suffixes = {Path(i.filename).suffix for i in files}
+    assert suffixes <= {".py", ".ui", ".svg", ".txt", ".md", ""}, suffixes

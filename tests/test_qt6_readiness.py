@@ -23,7 +23,7 @@ from PyQt5.QtWidgets import QDialog
 from qgis.PyQt.QtWidgets import QAction, QMessageBox, QDialogButtonBox
 from qgis.PyQt.QtCore import Qt, QRegExp
 from qgis.PyQt import QtCore
-from qgis.core import QgsTask, Qgis, QgsProcessingParameterRasterDestination
+from qgis.core import QgsTask, Qgis, QgsProcessingParameterRasterDestination, QgsField
 
 x = Qt.AlignLeft | Qt.AlignmentFlag.AlignTop
 t = QgsTask("x", QgsTask.CanCancel)
@@ -33,6 +33,9 @@ lvl = Qgis.Info
 f = QgsProcessingParameterRasterDestination.FlagAdvanced
 c = QtCore.Qt.Horizontal
 d.exec_()
+fld = QgsField("name", QVariant.Type.String)
+from qgis.PyQt import QtWidgets
+act = QtWidgets.QAction("x", None)
 """
 
 GOOD = """\
@@ -50,6 +53,8 @@ lvl = Qgis.MessageLevel.Info
 d.exec()
 QMessageBox.warning(None, "t", "m")
 flags = QgsTask.Flag
+from qgis.PyQt.QtCore import QVariant
+fld = QgsField("name", QVariant.String)
 """
 
 EXPECTED = [
@@ -64,6 +69,9 @@ EXPECTED = [
     (12, "qt-enum", "unscoped enum Qgis.Info: use Qgis.MessageLevel.Info"),
     (14, "qt-enum", "unscoped enum QtCore.Qt.Horizontal: use QtCore.Qt.Orientation.Horizontal"),
     (15, "qt-exec", "exec_() does not exist in PyQt6: use exec()"),
+    # PyQt6 has no QVariant.Type; QGIS's Qt6 builds patch QVariant.String etc. back in (as QMetaType.Type)
+    (16, "qt-removed", "QVariant.Type does not exist in PyQt6: use QVariant.String"),
+    (18, "qt-moved", "QAction moved to QtGui in Qt6"),
 ]
 
 

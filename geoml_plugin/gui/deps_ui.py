@@ -83,6 +83,7 @@ def check_in_background(callback: Callable[[deps.DepsStatus], None]) -> Optional
     _state["callbacks"].append(callback)
     if _state["task"] is None:
         task = GeoMLTask("GeoML: checking PyTorch and the GPU", lambda fb: deps.dependency_status(), _finished)
+        task.keep_on_unload = True  # its callbacks tolerate deleted dialogs; others wait for its result
         _state["task"] = task
         start_task(task)
     return _state["task"]
@@ -114,6 +115,7 @@ def collect_diagnostics(callback: Callable[[str], None], refresh: bool = False, 
             pass
 
     task = GeoMLTask("GeoML: collecting diagnostics", lambda fb: deps.diagnostics(refresh=refresh, extra=extra), done)
+    task.keep_on_unload = True  # ``done`` tolerates a deleted dialog
     return start_task(task)
 
 

@@ -357,7 +357,7 @@ class FewShotPanel(QWidget, FORM):
         self.task = task
         self.progressBar.setValue(0)
         self.cancelButton.setEnabled(True)
-        task.progressChanged.connect(lambda p, t=task: self.task is t and self.progressBar.setValue(int(p)))
+        task.percent.connect(lambda p, t=task: self.task is t and self.progressBar.setValue(int(p)))
         # progress text goes on the bar; the job's log lines go to the log when it ends
         task.message.connect(lambda m, t=task: self.task is t and self.progressBar.setFormat(f"%p%  {m}"))
         return start_task(task)

@@ -103,7 +103,7 @@ class SupportPointSet:
         """A memory point layer with a ``class_name`` field, in ``crs``."""
         layer = QgsVectorLayer(f"Point?crs={crs.authid() or crs.toWkt()}", name, "memory")
         prov = layer.dataProvider()
-        prov.addAttributes([QgsField("class_name", QVariant.Type.String)])
+        prov.addAttributes([QgsField("class_name", QVariant.String)])
         layer.updateFields()
         feats = []
         for x, y, cls in self.in_crs(crs):

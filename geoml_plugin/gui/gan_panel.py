@@ -69,15 +69,14 @@ class GanPanel(QgsDockWidget, FORM):
         self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
         self.folderWidget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.helpBrowser.setHtml(HELP)
-        s = QgsSettings()
-        self.tileSizeCombo.setCurrentText(s.value(SETTINGS + "tile", "256"))
-        self.styleCombo.setCurrentIndex(max(0, self.styleCombo.findData(s.value(SETTINGS + "style", STYLES[0][0]))))
+        self.tileSizeCombo.setCurrentText(_setting("tile", "256"))
+        self.styleCombo.setCurrentIndex(max(0, self.styleCombo.findData(_setting("style", STYLES[0][0]))))
         self.modelFile.fileChanged.connect(self.describe_model)
         self.pickButton.toggled.connect(self.set_tool_active)
         self.growButton.clicked.connect(self.grow)
         self.translateButton.clicked.connect(self.open_translate)
         self.canvas.mapToolSet.connect(self._tool_changed)
-        self.modelFile.setFilePath(s.value(SETTINGS + "model", ""))
+        self.modelFile.setFilePath(_setting("model", ""))
         self.describe_model(self.modelFile.filePath())
 
     # model -------------------------------------------------------------
@@ -276,7 +275,7 @@ class GanPanel(QgsDockWidget, FORM):
                                      f"({secs / max(n, 1) * 1000:.0f} ms per tile).")
 
         self.task = GeoMLTask(f"GeoML: grow {n} tiles", lambda fb: shown.session.grow(fb), done)
-        self.task.progressChanged.connect(lambda p: self.progressBar.setValue(int(p)))
+        self.task.percent.connect(lambda p: self.progressBar.setValue(int(p)))
         return start_task(self.task)
 
     # other -----------------------------------------------------------------
@@ -295,6 +294,12 @@ class GanPanel(QgsDockWidget, FORM):
         if self.task is not None:
             self.task.cancel()
         super().closeEvent(event)
+
+
+def _setting(key: str, default: str) -> str:
+    """A remembered text value; ``default`` for anything else (e.g. a list from a hand-edited QGIS3.ini)."""
+    value = QgsSettings().value(SETTINGS + key, default)
+    return value if isinstance(value, str) else default
 
 
 def _what(target: dict) -> str:

@@ -188,7 +188,7 @@ class InstallerDialog(QDialog, FORM):
         self.set_running(True)
         self.task = GeoMLTask("GeoML: installing PyTorch", lambda fb: installer.run_plan(plan, fb), self._done)
         self.task.message.connect(self.logView.appendPlainText)
-        self.task.progressChanged.connect(lambda p: self.progressBar.setValue(int(p)))
+        self.task.percent.connect(lambda p: self.progressBar.setValue(int(p)))
         return start_task(self.task)
 
     def cancel(self) -> None:

@@ -10,6 +10,7 @@ form, return ``(description, job)``) and :meth:`on_success`.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional
 
 from qgis.core import Qgis, QgsSettings
@@ -64,11 +65,16 @@ class JobDialogBase(QDialog):
 
     # settings ----------------------------------------------------------
     def settings_value(self, key: str, default: Any = None, type_=str):
+        """The remembered value as ``type_``; ``default`` when it is missing or cannot be one (a hand-edited
+        QGIS3.ini), including numbers no spin box takes (beyond 32 bits, NaN, infinity)."""
         v = QgsSettings().value(SETTINGS_PREFIX + self.SETTINGS_KEY + "/" + key, default)
         try:
-            return type_(v) if v is not None else default
-        except (TypeError, ValueError):
+            value = type_(v) if v is not None else default
+        except (TypeError, ValueError, OverflowError):
             return default
+        if type_ in (int, float) and not (math.isfinite(value) and abs(value) < 2**31):
+            return default
+        return value
 
     def set_settings_value(self, key: str, value: Any) -> None:
         QgsSettings().setValue(SETTINGS_PREFIX + self.SETTINGS_KEY + "/" + key, value)
@@ -129,7 +135,7 @@ class JobDialogBase(QDialog):
         self.progressBar.setValue(0)
         self.set_running(True)
         self.task = GeoMLTask(description, job, self._done)
-        self.task.progressChanged.connect(lambda p: self.progressBar.setValue(int(p)))
+        self.task.percent.connect(lambda p: self.progressBar.setValue(int(p)))
         self.task.message.connect(self.logView.appendPlainText)
         self.logView.appendPlainText(f"{description}: started ({self.deviceBadge.text()})")
         return start_task(self.task)

@@ -56,6 +56,44 @@ def test_loading_the_plugin_does_not_import_torch():
     assert res.stdout.strip().splitlines()[-1] == "False False"
 
 
+GUI_STARTUP = r"""
+import sys
+from qgis.core import QgsApplication
+app = QgsApplication([], True); app.initQgis()
+from qgis.gui import QgsMapCanvas, QgsMessageBar
+from qgis.PyQt.QtWidgets import QMainWindow
+
+class Iface:  # what initGui and the dialogs use of QgisInterface
+    def __init__(self):
+        self.win, self.canvas, self.bar = QMainWindow(), QgsMapCanvas(), QgsMessageBar()
+    def mainWindow(self): return self.win
+    def mapCanvas(self): return self.canvas
+    def messageBar(self): return self.bar
+    def addToolBar(self, name): return self.win.addToolBar(name)
+    def addPluginToRasterMenu(self, menu, action): pass
+    def removePluginRasterMenu(self, menu, action): pass
+    def addDockWidget(self, area, widget): self.win.addDockWidget(area, widget)
+
+import geoml_plugin
+from geoml_plugin.plugin import ACTIONS
+p = geoml_plugin.classFactory(Iface()); p.initGui()
+for key, _text, _icon, target, _tb in ACTIONS:
+    if key != "metatrain":  # the Processing dialog: needs the Processing plugin
+        p.open_tool(target)
+print(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "torchvision", "safetensors"}))
+p.unload()
+"""
+
+
+def test_initgui_and_opening_every_tool_import_no_torch():
+    """QGIS start-up (classFactory + initGui) and opening the dialogs and panels stay light: torch,
+    torchvision and safetensors are imported only when a job runs."""
+    res = subprocess.run([sys.executable, "-c", GUI_STARTUP], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout
+
+
 def test_plugin_loads_and_explains_when_torch_is_missing(tmp_path):
     """With torch unimportable the plugin loads; a job fails with an install hint."""
     code = r"""
@@ -81,3 +119,79 @@ except DependencyError as e:
     assert res.returncode == 0, res.stderr
     assert "MSG PyTorch (torch) is not usable" in res.stdout
     assert "Install dependencies" in res.stdout
+
+
+def test_unload_while_a_job_runs_leaves_no_callback_into_deleted_dialogs(qtbot, qgis_iface, qgis_processing):
+    """Plugin Manager update / Plugin Reloader while a job runs: the job is cancelled, and when it ends
+    it calls nothing on the deleted dialog (no 'wrapped C/C++ object has been deleted')."""
+    import threading
+
+    from geoml_plugin import tasks
+
+    _without_registered_provider()
+    plugin = geoml_plugin.classFactory(qgis_iface)
+    plugin.initGui()
+    dlg = plugin.open_tool("gui.predict_dialog:open_dialog")
+    started = threading.Event()
+
+    def job(fb):
+        started.set()
+        while not fb.cancelled():
+            fb.progress(0.5, "working")
+            threading.Event().wait(0.02)
+        fb.check()
+
+    task = dlg.start_job("GeoML: test job", job)
+    assert started.wait(10)
+    qtbot.wait(100)  # queued progress signals pending
+    plugin.unload()
+    qtbot.waitUntil(lambda: task not in tasks._running, timeout=10_000)  # the job ends only when cancelled
+    qtbot.wait(200)  # let queued signals run; pytest-qt fails the test on an exception in them
+
+
+def test_unload_takes_back_the_install_offer(qgis_iface, qgis_processing, monkeypatch):
+    """The message-bar offer (its buttons call into the plugin) does not outlive an unloaded or uninstalled plugin."""
+    from geoml_plugin import deps
+    from geoml_plugin.gui import deps_ui
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # QGIS without torch, as find_spec sees it
+    deps.invalidate()
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+    _without_registered_provider()
+    plugin = geoml_plugin.classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        assert deps_ui.current_offer(bar) is not None
+    finally:
+        plugin.unload()
+        deps.invalidate()
+    assert deps_ui.current_offer(bar) is None
+
+
+def test_load_unload_load_leaves_one_of_everything(qtbot, qgis_iface, qgis_processing):
+    """What Plugin Reloader and a plugin update do: unload, then load again in the same QGIS session."""
+    from qgis.PyQt.QtCore import QCoreApplication, QEvent
+    from qgis.PyQt.QtWidgets import QDockWidget, QToolBar
+
+    _without_registered_provider()
+    reg = QgsApplication.processingRegistry()
+    for _ in range(2):
+        plugin = geoml_plugin.classFactory(qgis_iface)
+        plugin.initGui()
+        plugin.open_tool("gui.predict_dialog:open_dialog")
+        plugin.open_tool("gui.gan_panel:open_panel")
+        plugin.open_tool("gui.fewshot_panel:open_panel")
+        plugin.unload()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    win = qgis_iface.mainWindow()
+    assert not [t for t in win.findChildren(QToolBar) if t.objectName() == "GeoMLToolbar"]
+    assert not [d for d in win.findChildren(QDockWidget) if d.objectName() in ("GanPanel", "GeoMLFewShotDock")]
+    assert reg.providerById("geoml") is None and qgis_iface.mapCanvas().mapTool() is None
+    plugin = geoml_plugin.classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        assert [p.id() for p in reg.providers()].count("geoml") == 1 and len(plugin.actions) == 8
+        assert len([t for t in win.findChildren(QToolBar) if t.objectName() == "GeoMLToolbar"]) == 1
+    finally:
+        plugin.unload()
