@@ -17,7 +17,7 @@ from qgis.core import (
 )
 
 from ..core.models.view_sets import VIEW_COUNTS
-from .base import MODEL_FILTER, GeoMLAlgorithm, style_on_load
+from .base import MODEL_FILTER, GeoMLAlgorithm, prepare_loading
 
 HELP = """Maps a raster from a handful of labelled points: adapts a model to your classes — even classes it never saw — then classifies the whole raster.
 
@@ -89,7 +89,7 @@ class FewShotAlgorithm(GeoMLAlgorithm):
             seed=self.parameterAsInt(parameters, "SEED", context),
         )
         result = self.run_job(feedback, lambda fb: run_fewshot(cfg, fb))
-        style_on_load(context, cfg.output_path, cfg.confidence_path)
+        prepare_loading(context, cfg.output_path, cfg.confidence_path)
         feedback.pushInfo(f"Adapted with {result.method}; support points per class: "
                           + ", ".join(f"{k}: {v}" for k, v in result.class_counts.items()))
         feedback.pushInfo("Pixels per class: " + ", ".join(f"{k}: {v}" for k, v in result.pixel_counts.items()))

@@ -18,7 +18,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import MODEL_FILTER, GeoMLAlgorithm, style_on_load
+from .base import MODEL_FILTER, GeoMLAlgorithm, prepare_loading
 
 STYLES = ["auto", "pseudocolor", "hillshade", "rgb"]
 
@@ -112,7 +112,7 @@ class GenerateAlgorithm(GeoMLAlgorithm):
             device=self.device(parameters, context),
         )
         result = self.run_job(feedback, lambda fb: run_generate(cfg, fb))
-        style_on_load(context, cfg.output_path)
+        prepare_loading(context, cfg.output_path)
         if result.seed is not None:
             feedback.pushInfo(f"Seed {result.seed}; {result.width}×{result.height} px; "
                               f"values {result.value_range[0]:.4g} to {result.value_range[1]:.4g}")

@@ -13,7 +13,7 @@ from qgis.core import (
 )
 
 from ..core.models.view_sets import VIEW_COUNTS
-from .base import MODEL_FILTER, GeoMLAlgorithm, style_on_load
+from .base import MODEL_FILTER, GeoMLAlgorithm, prepare_loading
 
 HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot or Translate) to a raster, tile by tile.
 
@@ -84,7 +84,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
             views=VIEW_COUNTS[self.parameterAsEnum(parameters, "VIEWS", context)],
         )
         result = self.run_job(feedback, lambda fb: run_predict(cfg, fb))
-        style_on_load(context, cfg.output_path, cfg.confidence_path)
+        prepare_loading(context, cfg.output_path, cfg.confidence_path)
         if result.class_counts:
             feedback.pushInfo("Pixels per class: " + ", ".join(f"{k}: {v}" for k, v in result.class_counts.items()))
         return {"OUTPUT": result.output_path, "OUTPUT_CONFIDENCE": result.confidence_path}

@@ -1,6 +1,7 @@
 """Shared plumbing for GeoML algorithms: feedback bridge, errors, common params."""
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from qgis.core import (
@@ -47,9 +48,17 @@ class _StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
 _POST_PROCESSORS: list = []  # their Python side: without it C++ would call an empty interface
 
 
-def style_on_load(context, *paths) -> None:
-    """Have the outputs at ``paths`` styled when Processing (toolbox, modeler, batch) loads them into the project."""
+def prepare_loading(context, *paths) -> None:
+    """Outputs at ``paths`` that Processing (toolbox, modeler, batch) loads into the project when the run ends:
+    styled as they load; one the job did not write (a confidence raster of a regression model) is not loaded,
+    so QGIS does not report it as a layer that was "not correctly generated"."""
     _POST_PROCESSORS[:] = [p for p in _POST_PROCESSORS if not sip.isdeleted(p)]
+    unwritten = [p for p in paths if p and context.willLoadLayerOnCompletion(p) and not os.path.exists(p)]
+    if unwritten:
+        layers = context.layersToLoadOnCompletion()
+        for p in unwritten:
+            layers.pop(p, None)
+        context.setLayersToLoadOnCompletion(layers)
     for path in paths:
         if path and context.willLoadLayerOnCompletion(path):
             # one per layer, owned by C++: the context deletes its layers' post-processors when it is destroyed

@@ -158,3 +158,29 @@ def test_a_graphical_model_chains_metatrain_into_fewshot_and_loads_styled_classe
     layers = [lyr for i, lyr in QgsProject.instance().mapLayers().items() if i not in before]
     assert len(layers) == 1 and layers[0].renderer().type() == "paletted"
     assert sorted(c.label for c in layers[0].renderer().classes()) == ["Cropland", "Forest", "Urban", "Water"]
+
+
+def test_a_confidence_output_a_regression_model_does_not_write_is_not_loaded(geoml_provider, scene, tmp_path,
+                                                                              loaded_layers):
+    """The toolbox must not look for a layer the job never wrote ("layers were not correctly generated")."""
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingOutputLayerDefinition
+
+    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.models import build_model
+
+    meta = ModelMeta(architecture="pixel_linear", arch_args={"in_bands": 4, "out_channels": 1}, task="regression",
+                     output="dense", in_bands=4, patch_size=16, norm_mean=[1000] * 4, norm_std=[500] * 4,
+                     target={"name": "height"})
+    model = save_model(str(tmp_path / "reg.safetensors"), build_model("pixel_linear", in_bands=4, out_channels=1),
+                       meta)
+    out, conf = str(tmp_path / "height.tif"), str(tmp_path / "conf.tif")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    res = processing.run("geoml:predict", {
+        "INPUT": scene.image, "MODEL": model, "DEVICE": 0,
+        "OUTPUT": QgsProcessingOutputLayerDefinition(out, QgsProject.instance()),
+        "OUTPUT_CONFIDENCE": QgsProcessingOutputLayerDefinition(conf, QgsProject.instance())}, context=context)
+    assert res["OUTPUT"] == out and res["OUTPUT_CONFIDENCE"] is None and not os.path.exists(conf)
+    assert context.willLoadLayerOnCompletion(out)
+    assert not context.willLoadLayerOnCompletion(conf)
