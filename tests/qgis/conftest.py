@@ -23,6 +23,18 @@ def geoml_provider(qgis_processing):
     return reg.providerById("geoml")
 
 
+@pytest.fixture(scope="module")
+def release_provider():
+    """Unregister the GeoML provider after the module (``pytestmark = pytest.mark.usefixtures(...)``):
+    the plugin tests register their own."""
+    yield
+    from qgis.core import QgsApplication
+
+    reg = QgsApplication.processingRegistry()
+    if reg.providerById("geoml") is not None:
+        reg.removeProvider(reg.providerById("geoml"))
+
+
 def wait_for_task(qtbot, dialog, timeout=120_000):
     """Wait until the dialog's background task has finished (main thread callbacks ran)."""
     qtbot.waitUntil(lambda: dialog.task is None, timeout=timeout)

@@ -17,15 +17,7 @@ TINY = {"PATCH_SIZE": 16, "EPOCHS": 4, "BATCH_SIZE": 16, "DEVICE": 1}
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def release_provider():
-    """Unregister the GeoML provider after this module: the plugin tests register their own."""
-    yield
-    from qgis.core import QgsApplication
-
-    reg = QgsApplication.processingRegistry()
-    if reg.providerById("geoml") is not None:
-        reg.removeProvider(reg.providerById("geoml"))
+pytestmark = pytest.mark.usefixtures("release_provider")
 
 
 def _run(alg, params):

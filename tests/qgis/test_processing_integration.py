@@ -8,16 +8,7 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProject
 from tests.gan_helpers import tiny_generator_model
 from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def release_provider():
-    """Unregister the GeoML provider after this module: the plugin tests register their own."""
-    yield
-    from qgis.core import QgsApplication
-
-    reg = QgsApplication.processingRegistry()
-    if reg.providerById("geoml") is not None:
-        reg.removeProvider(reg.providerById("geoml"))
+pytestmark = pytest.mark.usefixtures("release_provider")
 
 
 @pytest.fixture()

@@ -99,21 +99,26 @@ QTimer.singleShot(3000, shot)
 """
 
 
-@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None, reason="needs qgis + xvfb")
-def test_desktop_qgis_loads_plugin_and_shows_menu(staged, tmp_path, scene):
+def _run_desktop(staged, tmp_path, code: str, **env_extra) -> subprocess.CompletedProcess:
+    """QGIS desktop under Xvfb, in a fresh profile with the plugin enabled, running ``code`` (--code)."""
     profiles = tmp_path / "profiles"
     ini = profiles / "profiles" / "default" / "QGIS" / "QGIS3.ini"
     ini.parent.mkdir(parents=True)
     ini.write_text("[PythonPlugins]\ngeoml_plugin=true\n\n[qgis]\ncheckVersion=false\nallowVersionCheck=false\n")
-    code = tmp_path / "smoke.py"
-    code.write_text(CODE)
-    ARTIFACTS.mkdir(exist_ok=True)
+    script = tmp_path / "desktop_code.py"
+    script.write_text(code)
     env = _env(staged, tmp_path)
     env.pop("QT_QPA_PLATFORM")
-    env.update(SMOKE_OUT=str(ARTIFACTS), SMOKE_LAYERS=scene.image)
-    res = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", "qgis", "--profiles-path", str(profiles),
-                          "--nologo", "--noversioncheck", "--code", str(code)],
-                         env=env, capture_output=True, text=True, timeout=300)
+    env.update(env_extra)
+    return subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", "qgis", "--profiles-path", str(profiles),
+                           "--nologo", "--noversioncheck", "--code", str(script)],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None, reason="needs qgis + xvfb")
+def test_desktop_qgis_loads_plugin_and_shows_menu(staged, tmp_path, scene):
+    ARTIFACTS.mkdir(exist_ok=True)
+    res = _run_desktop(staged, tmp_path, CODE, SMOKE_OUT=str(ARTIFACTS), SMOKE_LAYERS=scene.image)
     report = (ARTIFACTS / "smoke.txt").read_text() if (ARTIFACTS / "smoke.txt").exists() else ""
     assert "loaded=True" in report, res.stdout[-2000:] + res.stderr[-2000:]
     assert "Apply model to raster…" in report
@@ -146,19 +151,8 @@ QTimer.singleShot(2000, go)
 @pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None, reason="needs qgis + xvfb")
 def test_desktop_qgis_trains_a_gan_without_crashing(staged, tmp_path, scene):
     """Regression: the first optimizer of geoml:traingan imported triton, whose LLVM killed QGIS desktop."""
-    profiles = tmp_path / "profiles"
-    ini = profiles / "profiles" / "default" / "QGIS" / "QGIS3.ini"
-    ini.parent.mkdir(parents=True)
-    ini.write_text("[PythonPlugins]\ngeoml_plugin=true\n\n[qgis]\ncheckVersion=false\nallowVersionCheck=false\n")
-    code = tmp_path / "train.py"
-    code.write_text(TRAIN_CODE)
     out = tmp_path / "train.json"
-    env = _env(staged, tmp_path)
-    env.pop("QT_QPA_PLATFORM")
-    env.update(TRAIN_OUT=str(out), TRAIN_DEM=scene.dem, OMP_WAIT_POLICY="PASSIVE")
-    res = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", "qgis", "--profiles-path", str(profiles),
-                          "--nologo", "--noversioncheck", "--code", str(code)],
-                         env=env, capture_output=True, text=True, timeout=300)
+    res = _run_desktop(staged, tmp_path, TRAIN_CODE, TRAIN_OUT=str(out), TRAIN_DEM=scene.dem, OMP_WAIT_POLICY="PASSIVE")
     err = out.with_name(out.name + ".err")
     assert not err.exists(), err.read_text()
     assert out.exists(), "QGIS died before the job ended:\n" + res.stdout[-2000:] + res.stderr[-2000:]
