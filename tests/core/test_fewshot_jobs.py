@@ -165,44 +165,37 @@ def test_class_whose_points_are_all_outside_or_on_nodata_is_named(scene, meta_mo
     assert list(out_dir.iterdir()) == []
 
 
-def test_support_entirely_outside_the_raster_is_refused(scene, meta_model, out_dir, tmp_path):
+def write_support(path, points) -> str:
+    """A GeoPackage of (x, y, class) points in EPSG:32632, text field ``cls`` (None: NULL)."""
     from osgeo import ogr, osr
 
-    path = str(tmp_path / "far.gpkg")
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32632)
     lay = ds.CreateLayer("pts", srs, ogr.wkbPoint)
     lay.CreateField(ogr.FieldDefn("cls", ogr.OFTString))
-    for i, name in enumerate(["a", "b"]):
-        f = ogr.Feature(lay.GetLayerDefn())
-        f.SetField("cls", name)
-        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({400000 + i} 5000000)"))
-        lay.CreateFeature(f)
-    ds = None
-    with pytest.raises(InputError, match="None of the support points can be used: .*2 outside the raster"):
-        run_fewshot(_fs(scene, meta_model, out_dir, support=path, label_field="cls"))
-    assert list(out_dir.iterdir()) == []
-
-
-def test_empty_or_blank_labels_are_skipped_like_null_not_made_a_class(scene, meta_model, out_dir, tmp_path):
-    from osgeo import ogr, osr
-
-    pts = support_points(scene, 3)
-    path = str(tmp_path / "support.gpkg")
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32632)
-    lay = ds.CreateLayer("pts", srs, ogr.wkbPoint)
-    lay.CreateField(ogr.FieldDefn("cls", ogr.OFTString))
-    for x, y, name in pts + [(pts[0][0] + 20, pts[0][1], ""), (pts[1][0] + 20, pts[1][1], "  "),
-                             (pts[2][0] + 20, pts[2][1], None)]:
+    for x, y, name in points:
         f = ogr.Feature(lay.GetLayerDefn())
         if name is not None:
             f.SetField("cls", name)
         f.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({x} {y})"))
         lay.CreateFeature(f)
     ds = None
+    return str(path)
+
+
+def test_support_entirely_outside_the_raster_is_refused(scene, meta_model, out_dir, tmp_path):
+    path = write_support(tmp_path / "far.gpkg", [(400000 + i, 5000000, name) for i, name in enumerate(["a", "b"])])
+    with pytest.raises(InputError, match="None of the support points can be used: .*2 outside the raster"):
+        run_fewshot(_fs(scene, meta_model, out_dir, support=path, label_field="cls"))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_empty_or_blank_labels_are_skipped_like_null_not_made_a_class(scene, meta_model, out_dir, tmp_path):
+    pts = support_points(scene, 3)
+    path = write_support(tmp_path / "support.gpkg", pts + [(pts[0][0] + 20, pts[0][1], ""),
+                                                           (pts[1][0] + 20, pts[1][1], "  "),
+                                                           (pts[2][0] + 20, pts[2][1], None)])
     log = []
     res = run_fewshot(_fs(scene, meta_model, out_dir, support=path, label_field="cls", stride=8),
                       Feedback(on_log=log.append))
