@@ -184,7 +184,23 @@ class RasterReader:
         self.info.path = path
         self.bands = parse_band_list(bands, self.info.band_count)
         self._nodata = [self.info.nodata[b - 1] for b in self.bands]
+        self._masks = self._mask_bands()
         self._unflushed = 0
+
+    def _mask_bands(self) -> list:
+        """GDAL mask bands that say more than the nodata value: a per-dataset mask (internal or ``.msk``,
+        e.g. from ``gdal_translate -mask`` or a JPEG-compressed GeoTIFF) or an alpha band (0 = no data)."""
+        masks, seen = [], set()
+        for b in self.bands:
+            band = self.ds.GetRasterBand(b)
+            flags = band.GetMaskFlags()
+            if flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA):
+                continue  # nothing, or the nodata value / NaN already tested
+            key = "dataset" if flags & gdal.GMF_PER_DATASET else b
+            if key not in seen:
+                seen.add(key)
+                masks.append(band.GetMaskBand())
+        return masks
 
     def __enter__(self):
         return self
@@ -207,7 +223,8 @@ class RasterReader:
         """Read ``(bands, height, width)`` float32 and a bool mask of valid pixels.
 
         A pixel is valid when it lies inside the raster, no selected band
-        equals that band's nodata value, and no value is NaN.
+        equals that band's nodata value, no value is NaN, and the raster's
+        mask band (a per-dataset mask or an alpha band), if it has one, is not 0.
         """
         data = np.zeros((len(self.bands), height, width), dtype=np.float32)
         valid = np.zeros((height, width), dtype=bool)
@@ -227,6 +244,8 @@ class RasterReader:
         for i, nd in enumerate(self._nodata):
             if nd is not None:
                 ok &= arr[i] != nd
+        for m in self._masks:
+            ok &= m.ReadAsArray(x0, y0, x1 - x0, y1 - y0) > 0
         sub = arr.astype(np.float32, copy=False)
         if np.issubdtype(arr.dtype, np.floating):
             ok &= np.isfinite(sub).all(axis=0)
@@ -250,6 +269,8 @@ class RasterReader:
         for i, nd in enumerate(self._nodata):
             if nd is not None:
                 ok &= arr[i] != nd
+        for m in self._masks:
+            ok &= m.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h) > 0
         n = int(ok.sum())
         if n == 0:
             return np.zeros(len(self.bands)), np.ones(len(self.bands)), 0

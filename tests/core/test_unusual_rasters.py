@@ -1,0 +1,79 @@
+"""Unusual but real-world rasters: masks, alpha bands, rotated and south-up grids."""
+
+import numpy as np
+import torch
+from osgeo import gdal, osr
+
+from geoml_plugin.core.modelfile import ModelMeta
+from geoml_plugin.core.predict import PredictConfig, predict_raster
+from geoml_plugin.core.raster_io import RasterReader
+
+UTM_GT = (500000.0, 10.0, 0.0, 5100000.0, 0.0, -10.0)
+
+
+def gtiff(path, array, gt=UTM_GT, epsg=32632, nodata=None, dtype=gdal.GDT_Byte):
+    """A plain GeoTIFF written with GDAL (left open for masks / colour interpretation): returns the dataset."""
+    arr = np.asarray(array)
+    arr = arr[None] if arr.ndim == 2 else arr
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), arr.shape[2], arr.shape[1], arr.shape[0], dtype)
+    if gt is not None:
+        ds.SetGeoTransform(gt)
+    if epsg:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        ds.SetProjection(srs.ExportToWkt())
+    for i in range(arr.shape[0]):
+        ds.GetRasterBand(i + 1).WriteArray(arr[i])
+        if nodata is not None:
+            ds.GetRasterBand(i + 1).SetNoDataValue(nodata)
+    return ds
+
+
+class FirstBand(torch.nn.Module):
+    """A 'pixel regression' that returns its first input band: output = input where valid."""
+
+    def forward(self, x):
+        return x[:, :1]
+
+
+def first_band_model(bands):
+    return FirstBand(), ModelMeta(architecture="test", task="regression", in_bands=bands, output="dense",
+                                  patch_size=16, norm_mean=[0.0] * bands, norm_std=[1.0] * bands,
+                                  target={"name": "v"})
+
+
+def test_a_per_dataset_mask_band_marks_nodata(tmp_path):
+    """An internal mask (GMF_PER_DATASET, as gdal_translate -mask or a JPEG-compressed GeoTIFF has) is honoured."""
+    img = np.random.default_rng(0).integers(1, 200, (3, 20, 24)).astype(np.uint8)
+    ds = gtiff(tmp_path / "masked.tif", img)
+    ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+    mask = np.full((20, 24), 255, np.uint8)
+    mask[:5] = 0
+    ds.GetRasterBand(1).GetMaskBand().WriteArray(mask)
+    ds = None
+    with RasterReader(str(tmp_path / "masked.tif")) as r:
+        data, valid = r.read(0, 0, 24, 20)
+        n = r.band_statistics()[2]
+    np.testing.assert_array_equal(valid, mask > 0)
+    assert (data[:, :5] == 0).all() and n == 15 * 24
+    out = tmp_path / "out.tif"
+    predict_raster(*first_band_model(3), PredictConfig(str(tmp_path / "masked.tif"), output_path=str(out),
+                                                       device="cpu"))
+    pred = gdal.Open(str(out)).ReadAsArray()
+    assert (pred[:5] == -9999.0).all()
+    np.testing.assert_array_equal(pred[5:], img[0, 5:])
+
+
+def test_an_alpha_band_of_zero_is_nodata_for_the_colour_bands(tmp_path):
+    """RGBA: alpha = 0 means no data, also when only the colour bands are read."""
+    img = np.random.default_rng(1).integers(1, 200, (4, 20, 24)).astype(np.uint8)
+    img[3] = 255
+    img[3, :, :6] = 0
+    ds = gtiff(tmp_path / "rgba.tif", img)
+    ds.GetRasterBand(4).SetColorInterpretation(gdal.GCI_AlphaBand)
+    ds = None
+    with RasterReader(str(tmp_path / "rgba.tif"), [1, 2, 3]) as r:
+        _, valid = r.read(-2, 0, 24, 20)
+        n = r.band_statistics()[2]
+    assert not valid[:, :8].any() and valid[:, 8:].all()
+    assert n == 20 * 18
