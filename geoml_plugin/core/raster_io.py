@@ -64,17 +64,16 @@ class RasterInfo:
 
     @property
     def extent(self) -> tuple[float, float, float, float]:
-        """(xmin, ymin, xmax, ymax) in the raster CRS (north-up rasters)."""
-        gt = self.geotransform
-        x0, y0 = gt[0], gt[3]
-        x1 = x0 + gt[1] * self.width + gt[2] * self.height
-        y1 = y0 + gt[4] * self.width + gt[5] * self.height
-        return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+        """(xmin, ymin, xmax, ymax) in the raster CRS: the bounding box of its four corners (any geotransform)."""
+        xs, ys = zip(*(self.pixel_to_world(c, r) for c in (0, self.width) for r in (0, self.height)))
+        return min(xs), min(ys), max(xs), max(ys)
 
     def world_to_pixel(self, x: float, y: float) -> tuple[float, float]:
-        """Fractional (col, row) of a map coordinate (north-up rasters)."""
-        gt = self.geotransform
-        return (x - gt[0]) / gt[1], (y - gt[3]) / gt[5]
+        """Fractional (col, row) of a map coordinate, through the full affine (rotated grids too)."""
+        inv = gdal.InvGeoTransform(tuple(self.geotransform))
+        if inv is None:
+            raise InputError("The raster's geotransform cannot be inverted (a pixel size of 0?).")
+        return tuple(gdal.ApplyGeoTransform(inv, x, y))
 
     def pixel_to_world(self, col: float, row: float) -> tuple[float, float]:
         gt = self.geotransform
@@ -88,10 +87,9 @@ def window_from_extent(info: RasterInfo, xmin: float, ymin: float, xmax: float, 
     """
     import math
 
-    c0, r0 = info.world_to_pixel(xmin, ymax)
-    c1, r1 = info.world_to_pixel(xmax, ymin)
-    c0, c1 = sorted((c0, c1))
-    r0, r1 = sorted((r0, r1))
+    cols, rows = zip(*(info.world_to_pixel(x, y) for x in (xmin, xmax) for y in (ymin, ymax)))
+    c0, c1 = min(cols), max(cols)
+    r0, r1 = min(rows), max(rows)
     x0, y0 = max(0, math.floor(c0)), max(0, math.floor(r0))
     x1, y1 = min(info.width, math.ceil(c1)), min(info.height, math.ceil(r1))
     if x1 <= x0 or y1 <= y0:

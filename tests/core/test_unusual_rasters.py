@@ -1,14 +1,19 @@
 """Unusual but real-world rasters: masks, alpha bands, rotated and south-up grids."""
+import math
 
 import numpy as np
+import pytest
 import torch
 from osgeo import gdal, osr
 
+from geoml_plugin.core.fewshot import _points_labelset
 from geoml_plugin.core.modelfile import ModelMeta
 from geoml_plugin.core.predict import PredictConfig, predict_raster
-from geoml_plugin.core.raster_io import RasterReader
+from geoml_plugin.core.raster_io import RasterReader, raster_info, window_from_extent
 
 UTM_GT = (500000.0, 10.0, 0.0, 5100000.0, 0.0, -10.0)
+_T = math.radians(30)
+ROTATED_GT = (500000.0, 10 * math.cos(_T), -10 * math.sin(_T), 5100000.0, -10 * math.sin(_T), -10 * math.cos(_T))
 
 
 def gtiff(path, array, gt=UTM_GT, epsg=32632, nodata=None, dtype=gdal.GDT_Byte):
@@ -77,3 +82,19 @@ def test_an_alpha_band_of_zero_is_nodata_for_the_colour_bands(tmp_path):
         n = r.band_statistics()[2]
     assert not valid[:, :8].any() and valid[:, 8:].all()
     assert n == 20 * 18
+
+
+def test_map_coordinates_on_a_rotated_grid_go_through_the_full_affine(tmp_path):
+    """Few-shot map-tool points and map extents on a rotated raster land on the right pixels."""
+    gtiff(tmp_path / "rot.tif", np.full((20, 30), 7, np.uint8), gt=ROTATED_GT)
+    info = raster_info(str(tmp_path / "rot.tif"))
+    x, y = gdal.ApplyGeoTransform(ROTATED_GT, 7.5, 3.5)
+    assert info.world_to_pixel(x, y) == pytest.approx((7.5, 3.5))
+    corners = [gdal.ApplyGeoTransform(ROTATED_GT, c, r) for c in (0, 30) for r in (0, 20)]
+    xs, ys = zip(*corners)
+    assert info.extent == pytest.approx((min(xs), min(ys), max(xs), max(ys)))
+    assert window_from_extent(info, *info.extent) == (0, 0, 30, 20)
+    with RasterReader(str(tmp_path / "rot.tif")) as r:
+        ls = _points_labelset([(x, y, "a"), (*gdal.ApplyGeoTransform(ROTATED_GT, 25.5, 18.5), "b")], info, r)
+    np.testing.assert_allclose(np.c_[ls.cols, ls.rows], [[7.5, 3.5], [25.5, 18.5]])
+
