@@ -7,6 +7,7 @@ import torch
 from osgeo import gdal, osr
 
 from geoml_plugin.core.fewshot import _points_labelset
+from geoml_plugin.core.labels import LabelRaster
 from geoml_plugin.core.modelfile import ModelMeta
 from geoml_plugin.core.predict import PredictConfig, predict_raster
 from geoml_plugin.core.raster_io import RasterReader, raster_info, window_from_extent
@@ -98,3 +99,30 @@ def test_map_coordinates_on_a_rotated_grid_go_through_the_full_affine(tmp_path):
         ls = _points_labelset([(x, y, "a"), (*gdal.ApplyGeoTransform(ROTATED_GT, 25.5, 18.5), "b")], info, r)
     np.testing.assert_allclose(np.c_[ls.cols, ls.rows], [[7.5, 3.5], [25.5, 18.5]])
 
+
+@pytest.mark.parametrize("grid", ["south-up", "rotated"])
+def test_a_label_raster_on_another_grid_lands_on_the_right_pixels_of_a_south_up_or_rotated_raster(tmp_path, grid):
+    """The label raster (north-up, 5 m pixels) is resampled onto the input's own grid, whatever its orientation."""
+    gt = (500000.0, 10.0, 0.0, 5099800.0, 0.0, 10.0) if grid == "south-up" else ROTATED_GT
+    h, w = 20, 30
+    gtiff(tmp_path / "in.tif", np.ones((h, w), np.uint8), gt=gt)
+    info = raster_info(str(tmp_path / "in.tif"))
+    # classes by map position: 1 in the north-west quarter, 2 elsewhere, on a grid covering the input's extent
+    xmin, ymin, xmax, ymax = info.extent
+    x0, y0 = (xmin + xmax) / 2, (ymin + ymax) / 2
+    lw, lh = int((xmax - xmin) / 5) + 4, int((ymax - ymin) / 5) + 4
+    lx, ly = np.meshgrid(xmin - 10 + 5 * (np.arange(lw) + 0.5), ymax + 10 - 5 * (np.arange(lh) + 0.5))
+    labels = np.where((lx < x0) & (ly > y0), 1, 2).astype(np.uint8)
+    gtiff(tmp_path / "lab.tif", labels, gt=(xmin - 10, 5.0, 0.0, ymax + 10, 0.0, -5.0), nodata=0)
+    lab = LabelRaster(str(tmp_path / "lab.tif"), info, categorical=True)
+    try:
+        lab.set_classes([1, 2])
+        got = lab.read_classes(0, 0, w, h)
+    finally:
+        lab.close()
+    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    px, py = gt[0] + cols * gt[1] + rows * gt[2], gt[3] + cols * gt[4] + rows * gt[5]
+    want = np.where((px < x0) & (py > y0), 0, 1)
+    clear = (np.abs(px - x0) > 10) & (np.abs(py - y0) > 10)  # away from class boundaries
+    assert (want[clear] == 0).sum() > 20 and (want[clear] == 1).sum() > 20
+    np.testing.assert_array_equal(got[clear], want[clear])
