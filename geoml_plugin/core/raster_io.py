@@ -3,7 +3,10 @@
 Reading is window by window (``RasterReader.read``), so memory never grows
 with the raster. Windows may reach past the raster edge ("boundless"): the
 outside is filled with zeros and marked invalid in the returned mask, which
-lets tiling code treat edge tiles like any other.
+lets tiling code treat edge tiles like any other. Values are read as stored:
+a band's scale/offset metadata is *not* applied, in training and prediction
+alike, so a model sees the same numbers from the rasters it was trained on and
+from rasters with the same encoding (e.g. reflectance × 10000).
 
 Writing goes to a hidden temporary file next to the destination
 (``.name.part-XXXX.tif``) and is renamed over the destination only when the

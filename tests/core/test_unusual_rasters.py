@@ -126,3 +126,21 @@ def test_a_label_raster_on_another_grid_lands_on_the_right_pixels_of_a_south_up_
     clear = (np.abs(px - x0) > 10) & (np.abs(py - y0) > 10)  # away from class boundaries
     assert (want[clear] == 0).sum() > 20 and (want[clear] == 1).sum() > 20
     np.testing.assert_array_equal(got[clear], want[clear])
+
+
+def test_scale_and_offset_metadata_are_not_applied_values_are_read_as_stored(tmp_path):
+    """Documented behaviour: raw values, in training (statistics, patches) and prediction alike."""
+    img = np.arange(400, dtype=np.uint16).reshape(20, 20) * 20
+    ds = gtiff(tmp_path / "scaled.tif", img, dtype=gdal.GDT_UInt16)
+    ds.GetRasterBand(1).SetScale(0.0001)
+    ds.GetRasterBand(1).SetOffset(-0.1)
+    ds.BuildOverviews("NEAREST", [2])
+    ds = None
+    with RasterReader(str(tmp_path / "scaled.tif")) as r:
+        data, _ = r.read(0, 0, 20, 20)
+        mean = r.band_statistics()[0]
+    np.testing.assert_array_equal(data[0], img)
+    assert mean[0] == pytest.approx(img.mean())
+    out = tmp_path / "out.tif"
+    predict_raster(*first_band_model(1), PredictConfig(str(tmp_path / "scaled.tif"), output_path=str(out), device="cpu"))
+    np.testing.assert_array_equal(gdal.Open(str(out)).ReadAsArray(), img)
