@@ -331,19 +331,11 @@ class LabelRaster:
     def __init__(self, path: str, raster: RasterInfo, categorical: bool):
         self.path, self.raster, self.categorical = path, raster, categorical
         src = gdal.Open(path)
-        self._vsi = None
         same = (src.RasterXSize, src.RasterYSize) == (raster.width, raster.height) and \
             all(abs(a - b) < 1e-9 * max(1.0, abs(b)) for a, b in zip(src.GetGeoTransform(), raster.geotransform)) and \
             (not raster.crs_wkt or not src.GetProjection() or srs_from_wkt(src.GetProjection()).IsSame(srs_from_wkt(raster.crs_wkt)))
-        if same:
-            grid_path = path
-        else:
-            self._vsi = f"/vsimem/geoml_labels_{id(self)}.vrt"
-            xmin, ymin, xmax, ymax = raster.extent
-            gdal.Warp(self._vsi, src, format="VRT", dstSRS=raster.crs_wkt or None,
-                      outputBounds=(xmin, ymin, xmax, ymax), width=raster.width, height=raster.height,
-                      resampleAlg="near" if categorical else "bilinear")
-            grid_path = self._vsi
+        self._vsi: list = []
+        grid_path = path if same else self._onto_grid(src, raster, "near" if categorical else "bilinear")
         self.reader = RasterReader(grid_path, [1])
         cats = src.GetRasterBand(1).GetCategoryNames()
         if not cats:
@@ -357,6 +349,37 @@ class LabelRaster:
         src = None
         self.values: list = []  # raw class values, in class index order
         self._lut: Optional[dict] = None
+
+    def _temp(self, name: str) -> str:
+        self._vsi.append(f"/vsimem/geoml_labels_{id(self)}_{name}.vrt")
+        return self._vsi[-1]
+
+    def _onto_grid(self, src, raster: RasterInfo, alg: str) -> str:
+        """A VRT of ``src`` resampled onto ``raster``'s pixel grid."""
+        gt = raster.geotransform
+        if gt[2] == 0 and gt[4] == 0 and gt[1] > 0 and gt[5] < 0:  # north-up: GDAL warps onto it directly
+            xmin, ymin, xmax, ymax = raster.extent
+            gdal.Warp(self._temp("grid"), src, format="VRT", dstSRS=raster.crs_wkt or None,
+                      outputBounds=(xmin, ymin, xmax, ymax), width=raster.width, height=raster.height,
+                      resampleAlg=alg)
+            return self._vsi[-1]
+        # a rotated or south-up grid, which GDAL does not warp onto: warp in the raster's pixel coordinates
+        # (col, -row), where its grid is north-up, after moving the labels into the raster's CRS if need be
+        if raster.crs_wkt and src.GetProjection() and not srs_from_wkt(src.GetProjection()).IsSame(
+                srs_from_wkt(raster.crs_wkt)):
+            src = gdal.Warp(self._temp("crs"), src, format="VRT", dstSRS=raster.crs_wkt, resampleAlg=alg)
+        inv = gdal.InvGeoTransform(gt)
+        s = src.GetGeoTransform()
+        col = [inv[0] + inv[1] * s[0] + inv[2] * s[3], inv[1] * s[1] + inv[2] * s[4], inv[1] * s[2] + inv[2] * s[5]]
+        row = [inv[3] + inv[4] * s[0] + inv[5] * s[3], inv[4] * s[1] + inv[5] * s[4], inv[4] * s[2] + inv[5] * s[5]]
+        pixels = self._temp("pixels")
+        pix = gdal.Translate(pixels, src, format="VRT")
+        pix.SetGeoTransform(tuple(col + [-v for v in row]))
+        pix.SetSpatialRef(None)
+        pix = None  # written to /vsimem
+        gdal.Warp(self._temp("grid"), pixels, format="VRT", outputBounds=(0, -raster.height, raster.width, 0),
+                  width=raster.width, height=raster.height, resampleAlg=alg)
+        return self._vsi[-1]
 
     def set_classes(self, values: list) -> None:
         self.values = list(values)
@@ -384,9 +407,9 @@ class LabelRaster:
 
     def close(self) -> None:
         self.reader.close()
-        if self._vsi:
-            gdal.Unlink(self._vsi)
-            self._vsi = None
+        for p in reversed(self._vsi):
+            gdal.Unlink(p)
+        self._vsi = []
 
 
 def read_raster_labels(path: str, raster: RasterInfo, task: str = "classification", max_samples: int = 2000,

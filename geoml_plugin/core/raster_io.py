@@ -3,7 +3,10 @@
 Reading is window by window (``RasterReader.read``), so memory never grows
 with the raster. Windows may reach past the raster edge ("boundless"): the
 outside is filled with zeros and marked invalid in the returned mask, which
-lets tiling code treat edge tiles like any other.
+lets tiling code treat edge tiles like any other. Values are read as stored:
+a band's scale/offset metadata is *not* applied, in training and prediction
+alike, so a model sees the same numbers from the rasters it was trained on and
+from rasters with the same encoding (e.g. reflectance × 10000).
 
 Writing goes to a hidden temporary file next to the destination
 (``.name.part-XXXX.tif``) and is renamed over the destination only when the
@@ -64,17 +67,16 @@ class RasterInfo:
 
     @property
     def extent(self) -> tuple[float, float, float, float]:
-        """(xmin, ymin, xmax, ymax) in the raster CRS (north-up rasters)."""
-        gt = self.geotransform
-        x0, y0 = gt[0], gt[3]
-        x1 = x0 + gt[1] * self.width + gt[2] * self.height
-        y1 = y0 + gt[4] * self.width + gt[5] * self.height
-        return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+        """(xmin, ymin, xmax, ymax) in the raster CRS: the bounding box of its four corners (any geotransform)."""
+        xs, ys = zip(*(self.pixel_to_world(c, r) for c in (0, self.width) for r in (0, self.height)))
+        return min(xs), min(ys), max(xs), max(ys)
 
     def world_to_pixel(self, x: float, y: float) -> tuple[float, float]:
-        """Fractional (col, row) of a map coordinate (north-up rasters)."""
-        gt = self.geotransform
-        return (x - gt[0]) / gt[1], (y - gt[3]) / gt[5]
+        """Fractional (col, row) of a map coordinate, through the full affine (rotated grids too)."""
+        inv = gdal.InvGeoTransform(tuple(self.geotransform))
+        if inv is None:
+            raise InputError("The raster's geotransform cannot be inverted (a pixel size of 0?).")
+        return tuple(gdal.ApplyGeoTransform(inv, x, y))
 
     def pixel_to_world(self, col: float, row: float) -> tuple[float, float]:
         gt = self.geotransform
@@ -88,10 +90,9 @@ def window_from_extent(info: RasterInfo, xmin: float, ymin: float, xmax: float, 
     """
     import math
 
-    c0, r0 = info.world_to_pixel(xmin, ymax)
-    c1, r1 = info.world_to_pixel(xmax, ymin)
-    c0, c1 = sorted((c0, c1))
-    r0, r1 = sorted((r0, r1))
+    cols, rows = zip(*(info.world_to_pixel(x, y) for x in (xmin, xmax) for y in (ymin, ymax)))
+    c0, c1 = min(cols), max(cols)
+    r0, r1 = min(rows), max(rows)
     x0, y0 = max(0, math.floor(c0)), max(0, math.floor(r0))
     x1, y1 = min(info.width, math.ceil(c1)), min(info.height, math.ceil(r1))
     if x1 <= x0 or y1 <= y0:
@@ -184,7 +185,23 @@ class RasterReader:
         self.info.path = path
         self.bands = parse_band_list(bands, self.info.band_count)
         self._nodata = [self.info.nodata[b - 1] for b in self.bands]
+        self._masks = self._mask_bands()
         self._unflushed = 0
+
+    def _mask_bands(self) -> list:
+        """GDAL mask bands that say more than the nodata value: a per-dataset mask (internal or ``.msk``,
+        e.g. from ``gdal_translate -mask`` or a JPEG-compressed GeoTIFF) or an alpha band (0 = no data)."""
+        masks, seen = [], set()
+        for b in self.bands:
+            band = self.ds.GetRasterBand(b)
+            flags = band.GetMaskFlags()
+            if flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA):
+                continue  # nothing, or the nodata value / NaN already tested
+            key = "dataset" if flags & gdal.GMF_PER_DATASET else b
+            if key not in seen:
+                seen.add(key)
+                masks.append(band.GetMaskBand())
+        return masks
 
     def __enter__(self):
         return self
@@ -207,7 +224,8 @@ class RasterReader:
         """Read ``(bands, height, width)`` float32 and a bool mask of valid pixels.
 
         A pixel is valid when it lies inside the raster, no selected band
-        equals that band's nodata value, and no value is NaN.
+        equals that band's nodata value, no value is NaN, and the raster's
+        mask band (a per-dataset mask or an alpha band), if it has one, is not 0.
         """
         data = np.zeros((len(self.bands), height, width), dtype=np.float32)
         valid = np.zeros((height, width), dtype=bool)
@@ -227,6 +245,8 @@ class RasterReader:
         for i, nd in enumerate(self._nodata):
             if nd is not None:
                 ok &= arr[i] != nd
+        for m in self._masks:
+            ok &= m.ReadAsArray(x0, y0, x1 - x0, y1 - y0) > 0
         sub = arr.astype(np.float32, copy=False)
         if np.issubdtype(arr.dtype, np.floating):
             ok &= np.isfinite(sub).all(axis=0)
@@ -250,6 +270,8 @@ class RasterReader:
         for i, nd in enumerate(self._nodata):
             if nd is not None:
                 ok &= arr[i] != nd
+        for m in self._masks:
+            ok &= m.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h) > 0
         n = int(ok.sum())
         if n == 0:
             return np.zeros(len(self.bands)), np.ones(len(self.bands)), 0

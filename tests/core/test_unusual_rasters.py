@@ -1,0 +1,146 @@
+"""Unusual but real-world rasters: masks, alpha bands, rotated and south-up grids."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from osgeo import gdal, osr
+
+from geoml_plugin.core.fewshot import _points_labelset
+from geoml_plugin.core.labels import LabelRaster
+from geoml_plugin.core.modelfile import ModelMeta
+from geoml_plugin.core.predict import PredictConfig, predict_raster
+from geoml_plugin.core.raster_io import RasterReader, raster_info, window_from_extent
+
+UTM_GT = (500000.0, 10.0, 0.0, 5100000.0, 0.0, -10.0)
+_T = math.radians(30)
+ROTATED_GT = (500000.0, 10 * math.cos(_T), -10 * math.sin(_T), 5100000.0, -10 * math.sin(_T), -10 * math.cos(_T))
+
+
+def gtiff(path, array, gt=UTM_GT, epsg=32632, nodata=None, dtype=gdal.GDT_Byte):
+    """A plain GeoTIFF written with GDAL (left open for masks / colour interpretation): returns the dataset."""
+    arr = np.asarray(array)
+    arr = arr[None] if arr.ndim == 2 else arr
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), arr.shape[2], arr.shape[1], arr.shape[0], dtype)
+    if gt is not None:
+        ds.SetGeoTransform(gt)
+    if epsg:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        ds.SetProjection(srs.ExportToWkt())
+    for i in range(arr.shape[0]):
+        ds.GetRasterBand(i + 1).WriteArray(arr[i])
+        if nodata is not None:
+            ds.GetRasterBand(i + 1).SetNoDataValue(nodata)
+    return ds
+
+
+class FirstBand(torch.nn.Module):
+    """A 'pixel regression' that returns its first input band: output = input where valid."""
+
+    def forward(self, x):
+        return x[:, :1]
+
+
+def first_band_model(bands):
+    return FirstBand(), ModelMeta(architecture="test", task="regression", in_bands=bands, output="dense",
+                                  patch_size=16, norm_mean=[0.0] * bands, norm_std=[1.0] * bands,
+                                  target={"name": "v"})
+
+
+def test_a_per_dataset_mask_band_marks_nodata(tmp_path):
+    """An internal mask (GMF_PER_DATASET, as gdal_translate -mask or a JPEG-compressed GeoTIFF has) is honoured."""
+    img = np.random.default_rng(0).integers(1, 200, (3, 20, 24)).astype(np.uint8)
+    ds = gtiff(tmp_path / "masked.tif", img)
+    ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+    mask = np.full((20, 24), 255, np.uint8)
+    mask[:5] = 0
+    ds.GetRasterBand(1).GetMaskBand().WriteArray(mask)
+    ds = None
+    with RasterReader(str(tmp_path / "masked.tif")) as r:
+        data, valid = r.read(0, 0, 24, 20)
+        n = r.band_statistics()[2]
+    np.testing.assert_array_equal(valid, mask > 0)
+    assert (data[:, :5] == 0).all() and n == 15 * 24
+    out = tmp_path / "out.tif"
+    predict_raster(*first_band_model(3), PredictConfig(str(tmp_path / "masked.tif"), output_path=str(out),
+                                                       device="cpu"))
+    pred = gdal.Open(str(out)).ReadAsArray()
+    assert (pred[:5] == -9999.0).all()
+    np.testing.assert_array_equal(pred[5:], img[0, 5:])
+
+
+def test_an_alpha_band_of_zero_is_nodata_for_the_colour_bands(tmp_path):
+    """RGBA: alpha = 0 means no data, also when only the colour bands are read."""
+    img = np.random.default_rng(1).integers(1, 200, (4, 20, 24)).astype(np.uint8)
+    img[3] = 255
+    img[3, :, :6] = 0
+    ds = gtiff(tmp_path / "rgba.tif", img)
+    ds.GetRasterBand(4).SetColorInterpretation(gdal.GCI_AlphaBand)
+    ds = None
+    with RasterReader(str(tmp_path / "rgba.tif"), [1, 2, 3]) as r:
+        _, valid = r.read(-2, 0, 24, 20)
+        n = r.band_statistics()[2]
+    assert not valid[:, :8].any() and valid[:, 8:].all()
+    assert n == 20 * 18
+
+
+def test_map_coordinates_on_a_rotated_grid_go_through_the_full_affine(tmp_path):
+    """Few-shot map-tool points and map extents on a rotated raster land on the right pixels."""
+    gtiff(tmp_path / "rot.tif", np.full((20, 30), 7, np.uint8), gt=ROTATED_GT)
+    info = raster_info(str(tmp_path / "rot.tif"))
+    x, y = gdal.ApplyGeoTransform(ROTATED_GT, 7.5, 3.5)
+    assert info.world_to_pixel(x, y) == pytest.approx((7.5, 3.5))
+    corners = [gdal.ApplyGeoTransform(ROTATED_GT, c, r) for c in (0, 30) for r in (0, 20)]
+    xs, ys = zip(*corners)
+    assert info.extent == pytest.approx((min(xs), min(ys), max(xs), max(ys)))
+    assert window_from_extent(info, *info.extent) == (0, 0, 30, 20)
+    with RasterReader(str(tmp_path / "rot.tif")) as r:
+        ls = _points_labelset([(x, y, "a"), (*gdal.ApplyGeoTransform(ROTATED_GT, 25.5, 18.5), "b")], info, r)
+    np.testing.assert_allclose(np.c_[ls.cols, ls.rows], [[7.5, 3.5], [25.5, 18.5]])
+
+
+@pytest.mark.parametrize("grid", ["south-up", "rotated"])
+def test_a_label_raster_on_another_grid_lands_on_the_right_pixels_of_a_south_up_or_rotated_raster(tmp_path, grid):
+    """The label raster (north-up, 5 m pixels) is resampled onto the input's own grid, whatever its orientation."""
+    gt = (500000.0, 10.0, 0.0, 5099800.0, 0.0, 10.0) if grid == "south-up" else ROTATED_GT
+    h, w = 20, 30
+    gtiff(tmp_path / "in.tif", np.ones((h, w), np.uint8), gt=gt)
+    info = raster_info(str(tmp_path / "in.tif"))
+    # classes by map position: 1 in the north-west quarter, 2 elsewhere, on a grid covering the input's extent
+    xmin, ymin, xmax, ymax = info.extent
+    x0, y0 = (xmin + xmax) / 2, (ymin + ymax) / 2
+    lw, lh = int((xmax - xmin) / 5) + 4, int((ymax - ymin) / 5) + 4
+    lx, ly = np.meshgrid(xmin - 10 + 5 * (np.arange(lw) + 0.5), ymax + 10 - 5 * (np.arange(lh) + 0.5))
+    labels = np.where((lx < x0) & (ly > y0), 1, 2).astype(np.uint8)
+    gtiff(tmp_path / "lab.tif", labels, gt=(xmin - 10, 5.0, 0.0, ymax + 10, 0.0, -5.0), nodata=0)
+    lab = LabelRaster(str(tmp_path / "lab.tif"), info, categorical=True)
+    try:
+        lab.set_classes([1, 2])
+        got = lab.read_classes(0, 0, w, h)
+    finally:
+        lab.close()
+    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    px, py = gt[0] + cols * gt[1] + rows * gt[2], gt[3] + cols * gt[4] + rows * gt[5]
+    want = np.where((px < x0) & (py > y0), 0, 1)
+    clear = (np.abs(px - x0) > 10) & (np.abs(py - y0) > 10)  # away from class boundaries
+    assert (want[clear] == 0).sum() > 20 and (want[clear] == 1).sum() > 20
+    np.testing.assert_array_equal(got[clear], want[clear])
+
+
+def test_scale_and_offset_metadata_are_not_applied_values_are_read_as_stored(tmp_path):
+    """Documented behaviour: raw values, in training (statistics, patches) and prediction alike."""
+    img = np.arange(400, dtype=np.uint16).reshape(20, 20) * 20
+    ds = gtiff(tmp_path / "scaled.tif", img, dtype=gdal.GDT_UInt16)
+    ds.GetRasterBand(1).SetScale(0.0001)
+    ds.GetRasterBand(1).SetOffset(-0.1)
+    ds.BuildOverviews("NEAREST", [2])
+    ds = None
+    with RasterReader(str(tmp_path / "scaled.tif")) as r:
+        data, _ = r.read(0, 0, 20, 20)
+        mean = r.band_statistics()[0]
+    np.testing.assert_array_equal(data[0], img)
+    assert mean[0] == pytest.approx(img.mean())
+    out = tmp_path / "out.tif"
+    predict_raster(*first_band_model(1), PredictConfig(str(tmp_path / "scaled.tif"), output_path=str(out), device="cpu"))
+    np.testing.assert_array_equal(gdal.Open(str(out)).ReadAsArray(), img)
