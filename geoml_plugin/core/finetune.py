@@ -44,7 +44,7 @@ class FinetuneConfig:
     labels: str  # vector layer source (points/polygons) or label/target raster
     label_field: str = ""  # class or value field of a vector layer; unused for rasters
     output_model: str = ""
-    input_bands: Optional[list] = None  # 1-based; default all bands
+    input_bands: Optional[list] = None  # 1-based; default all bands but alpha bands
     task: str = "classification"
     backbone: str = "small_resnet"
     weights: str = "none"  # 'none', 'imagenet' or a GeoML model file
@@ -211,8 +211,10 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
     check_config(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    with RasterReader(cfg.input_path, cfg.input_bands) as reader:
+    with RasterReader(cfg.input_path, cfg.input_bands, skip_alpha=True) as reader:
         info = reader.info
+        if reader.alpha_note():
+            fb.log(reader.alpha_note())
         if cfg.patch_size > min(info.width, info.height):
             raise InputError(f"The patch size ({cfg.patch_size} px) is larger than the raster "
                              f"({info.width}×{info.height} px).", "Choose a smaller PATCH_SIZE.")

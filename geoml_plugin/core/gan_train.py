@@ -40,8 +40,8 @@ class GanTrainConfig:
     input_path: str
     output_model: str
     target_path: Optional[str] = None  # given: conditional INPUT → TARGET translation
-    bands: Optional[list] = None  # 1-based INPUT bands (default all)
-    target_bands: Optional[list] = None  # 1-based TARGET bands (default all)
+    bands: Optional[list] = None  # 1-based INPUT bands (default all but alpha bands)
+    target_bands: Optional[list] = None  # 1-based TARGET bands (default all but alpha bands)
     tile_size: int = 64
     iterations: int = 1000
     batch_size: int = 16
@@ -168,7 +168,7 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
     seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     fb.log(f"Device: {describe_device(device)}; architecture {arch}; tile {cfg.tile_size} px")
-    reader = RasterReader(cfg.input_path, cfg.bands)
+    reader = RasterReader(cfg.input_path, cfg.bands, skip_alpha=True)
     target_src = treader = None
     try:
         in_mean, in_std, n_valid = reader.band_statistics()
@@ -178,10 +178,13 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
         tgt_mean = tgt_std = None
         if cfg.target_path:
             target_src = align_target(reader.info, cfg.target_path)
-            treader = RasterReader(target_src, cfg.target_bands)
+            treader = RasterReader(target_src, cfg.target_bands, skip_alpha=True)
             tgt_mean, tgt_std, t_valid = treader.band_statistics()
             if t_valid == 0:
                 raise InputError("The TARGET raster has no valid pixels where it overlaps INPUT.")
+        for r in (reader, treader):
+            if r is not None and r.alpha_note():
+                fb.log(r.alpha_note())
         fb.progress(0.01, "finding training tiles")
         sampler = TileSampler(reader, cfg.tile_size, treader, in_mean, in_std, tgt_mean, tgt_std)
         if sampler.valid_positions() >= 0:

@@ -283,7 +283,7 @@ def set_class_prototypes(model, bank: PatchBank, device, batch: int = 256) -> No
 
 def _model_meta(cfg: MetaTrainConfig, arch_args: dict, bank: PatchBank, stats, best, iterations) -> ModelMeta:
     info = raster_info(cfg.rasters[0])
-    bands = cfg.bands or list(range(1, bank.x.shape[1] + 1))
+    bands = stats[0].bands or cfg.bands or list(range(1, bank.x.shape[1] + 1))
     return ModelMeta(
         architecture="meta_classifier", arch_args=arch_args, task="classification", output="patch",
         in_bands=bank.x.shape[1], patch_size=cfg.patch_size, band_indices=list(bands),

@@ -160,6 +160,12 @@ def raster_info(path_or_ds) -> RasterInfo:
     )
 
 
+def alpha_bands(ds: gdal.Dataset) -> list[int]:
+    """1-based numbers of the bands GDAL marks as alpha (transparency) bands, e.g. band 4 of an RGBA raster."""
+    return [i for i in range(1, ds.RasterCount + 1)
+            if ds.GetRasterBand(i).GetColorInterpretation() == gdal.GCI_AlphaBand]
+
+
 def parse_band_list(bands, band_count: int) -> list[int]:
     """1-based band numbers from a list or a '1,2,4' string; default all bands."""
     if bands is None or bands == "" or bands == []:
@@ -179,10 +185,19 @@ def parse_band_list(bands, band_count: int) -> list[int]:
 class RasterReader:
     """Reads windows of selected bands as float32 with a validity mask."""
 
-    def __init__(self, path: str, bands: Optional[Sequence[int]] = None):
+    def __init__(self, path: str, bands: Optional[Sequence[int]] = None, skip_alpha: bool = False):
+        """``skip_alpha``: with no ``bands`` given, leave alpha bands out (training jobs: an alpha band is a
+        mask, not an image channel; it still marks its 0 pixels as no data). An explicit band list is used as
+        given. The bands left out are in ``alpha_left_out`` and :meth:`alpha_note` says so."""
         self.ds = open_raster(path)
         self.info = raster_info(self.ds)
         self.info.path = path
+        self.alpha_left_out: list[int] = []
+        if skip_alpha and not bands:
+            alpha = alpha_bands(self.ds)
+            if alpha and len(alpha) < self.info.band_count:
+                self.alpha_left_out = alpha
+                bands = [b for b in range(1, self.info.band_count + 1) if b not in alpha]
         self.bands = parse_band_list(bands, self.info.band_count)
         self._nodata = [self.info.nodata[b - 1] for b in self.bands]
         self._masks = self._mask_bands()
@@ -202,6 +217,17 @@ class RasterReader:
                 seen.add(key)
                 masks.append(band.GetMaskBand())
         return masks
+
+    def alpha_note(self) -> str:
+        """A log line naming the alpha band(s) left out of the default bands, or '' when none was."""
+        if not self.alpha_left_out:
+            return ""
+        many = len(self.alpha_left_out) > 1
+        return (f"{os.path.basename(self.info.path)}: band{'s' if many else ''} "
+                f"{', '.join(str(b) for b in self.alpha_left_out)} left out of the input: "
+                f"{'they are alpha (transparency) bands' if many else 'it is an alpha (transparency) band'}, "
+                f"a mask rather than image data (alpha 0 still marks no data); using bands "
+                f"{', '.join(str(b) for b in self.bands)}. Give a band list to use it anyway.")
 
     def __enter__(self):
         return self

@@ -24,7 +24,7 @@ from .base import GeoMLAlgorithm
 
 HELP = """Trains a convolutional network on a raster and your labels and saves a GeoML model file (apply it with <i>Apply model to raster</i>).
 
-<b>Input raster</b> and <b>bands</b> (default all). Per-band statistics are stored in the model and applied at prediction.
+<b>Input raster</b> and <b>bands</b> (default all but an alpha band, which stays a nodata mask). Per-band statistics are stored in the model and applied at prediction.
 <b>Labels</b>: points (a patch centred on each), polygons (patches sampled inside; masks for segmentation) or a label raster (classes, or values for regression). Labels in another CRS are reprojected; labels outside the raster or on nodata are skipped and counted in the log.
 <b>Label field</b>: the class (name or number), or a numeric value for regression. Not used with a label raster.
 <b>Task</b>: classification (one class per patch), segmentation (a class per pixel, U-Net), regression (a value per patch from points/polygons, per pixel from a target raster).
@@ -52,7 +52,7 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         Number = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster"))
-        self.addParameter(QgsProcessingParameterBand("INPUT_BANDS", "Bands (default all)", None, "INPUT",
+        self.addParameter(QgsProcessingParameterBand("INPUT_BANDS", "Bands (default all but alpha)", None, "INPUT",
                                                      optional=True, allowMultiple=True))
         self.addParameter(QgsProcessingParameterMapLayer(
             "LABELS", "Labels (points, polygons or a label raster)",

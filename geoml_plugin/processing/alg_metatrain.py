@@ -24,7 +24,7 @@ HELP = """Meta-trains a model that learns new land-cover classes from a handful 
 
 Instead of learning fixed classes, the model practises on many small tasks (<b>episodes</b>): WAYS classes picked at random, SHOTS labelled patches of each to learn from and QUERY patches of each to be tested on. It then adapts to new classes and new regions from a few clicked points.
 
-<b>Training raster</b> and <b>Additional rasters</b>: one or more regions; episodes are drawn within one region at a time. All need the same bands.
+<b>Training raster</b> and <b>Additional rasters</b>: one or more regions; episodes are drawn within one region at a time. All need the same bands; an alpha band is left out (it stays a nodata mask).
 <b>Labels</b>: points or polygons with a class field, covering the rasters (each raster uses the labels inside it).
 <b>Algorithm</b>: prototypical networks (each class = the mean of its examples; fastest and most accurate: on EuroSAT, with 5 points per class of classes never seen in training, 87 % against 69 % for first-order MAML trained with the same seed), MAML or first-order MAML (learns an initialisation that a few gradient steps adapt; INNER_STEPS and INNER_LR apply to MAML only).
 <b>WAYS / SHOTS / QUERY</b>: classes per episode, support and query patches per class. Every class used needs at least SHOTS + QUERY labelled patches.

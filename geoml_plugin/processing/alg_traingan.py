@@ -25,7 +25,7 @@ HELP = """Trains a generative model on raster tiles, on the CPU in minutes (fast
 <b>Without TARGET</b> — a tile generator that learns the look of INPUT (terrain from a DEM, texture from imagery). Use it with <i>Generate tiles</i> or the interactive map tool: new tiles in the raster's units (e.g. metres), seamless between neighbours.
 <b>With TARGET</b> — a translator INPUT → TARGET learnt on co-registered pixels (pix2pix: e.g. RGB → NIR, imagery → map, DEM → land cover). TARGET is resampled onto INPUT's grid when they differ; they must overlap.
 
-<b>Input bands</b>: e.g. 1,2,3 (empty = all). <b>Tile size</b>: training crop in pixels: 64 (default), 128 or 256 (a multiple of 16, at most the raster size). Random crops are rotated and flipped; crops containing nodata are skipped (TARGET nodata is masked out of the loss).
+<b>Input bands</b>: e.g. 1,2,3 (empty = all but an alpha band, which stays a nodata mask). <b>Tile size</b>: training crop in pixels: 64 (default), 128 or 256 (a multiple of 16, at most the raster size). Random crops are rotated and flipped; crops containing nodata are skipped (TARGET nodata is masked out of the loss).
 <b>Iterations</b> × <b>batch size</b> = tiles seen. The defaults give recognisable results in a few minutes on a CPU.
 <b>Model</b>: a GeoML model file (.safetensors) holding the generator, the normalisation that returns outputs to the original units, the training pixel size and CRS.
 <b>Report</b>: PNG with training tiles next to generated ones (or input / target / prediction) and the loss curves; the losses are also written as CSV beside it.
@@ -40,7 +40,7 @@ class TrainGanAlgorithm(GeoMLAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster"))
-        self.addParameter(QgsProcessingParameterString("BANDS", "Input bands (e.g. 1,2,3; empty = all)", optional=True))
+        self.addParameter(QgsProcessingParameterString("BANDS", "Input bands (e.g. 1,2,3; empty = all but alpha)", optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             "TARGET", "Target raster (conditional INPUT → TARGET translation)", optional=True))
         integer = QgsProcessingParameterNumber.Type.Integer
@@ -56,7 +56,7 @@ class TrainGanAlgorithm(GeoMLAlgorithm):
         self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", type=integer, defaultValue=0,
                                                        minValue=0))
         advanced = [
-            QgsProcessingParameterString("TARGET_BANDS", "Target bands (empty = all)", optional=True),
+            QgsProcessingParameterString("TARGET_BANDS", "Target bands (empty = all but alpha)", optional=True),
             QgsProcessingParameterNumber("L1_WEIGHT", "L1 weight (conditional)",
                                          type=QgsProcessingParameterNumber.Type.Double, defaultValue=100.0, minValue=0),
             QgsProcessingParameterNumber("LEARNING_RATE", "Learning rate",

@@ -65,6 +65,10 @@ def test_tile_generator_trains_on_two_and_four_band_rasters(tmp_path, bands):
     rng = np.random.default_rng(3)
     arr = np.stack([smooth_field(rng, 48, 48, 4.0) * 40 + 120 for _ in range(bands)]).clip(0, 255).astype(np.uint8)
     src = write_raster(tmp_path / f"img{bands}.tif", arr)
+    if bands == 4:  # GDAL writes 4 Byte bands as RGBA; make band 4 image data, not an alpha band left out by default
+        ds = gdal.Open(src, gdal.GA_Update)
+        ds.GetRasterBand(4).SetColorInterpretation(gdal.GCI_Undefined)
+        ds = None
     res = _train(tmp_path, src, iterations=2, batch_size=2, report_path=str(tmp_path / "r.png"))
     assert read_meta(res.model_path).target["bands"] == bands
     assert gdal.Open(str(tmp_path / "r.png")).RasterCount >= 3

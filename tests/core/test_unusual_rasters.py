@@ -144,3 +144,67 @@ def test_scale_and_offset_metadata_are_not_applied_values_are_read_as_stored(tmp
     out = tmp_path / "out.tif"
     predict_raster(*first_band_model(1), PredictConfig(str(tmp_path / "scaled.tif"), output_path=str(out), device="cpu"))
     np.testing.assert_array_equal(gdal.Open(str(out)).ReadAsArray(), img)
+
+
+@pytest.fixture()
+def rgba(scene, tmp_path):
+    """The sample scene's red, green and blue bands with an alpha band (0 on the 8 left columns) as band 4."""
+    img = gdal.Open(scene.image).ReadAsArray()[:3]
+    alpha = np.full(img.shape[1:], 65535, np.uint16)
+    alpha[:, :8] = 0
+    ds = gtiff(tmp_path / "rgba.tif", np.concatenate([img, alpha[None]]), dtype=gdal.GDT_UInt16)
+    ds.GetRasterBand(4).SetColorInterpretation(gdal.GCI_AlphaBand)
+    ds = None
+    return str(tmp_path / "rgba.tif")
+
+
+def test_training_leaves_an_alpha_band_out_by_default_and_prediction_uses_the_same_bands(scene, rgba, tmp_path):
+    from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
+    from geoml_plugin.core.predict import choose_bands
+    from geoml_plugin.core.progress import Feedback
+
+    log = []
+    res = run_finetune(FinetuneConfig(rgba, scene.points, "class_name", str(tmp_path / "m.safetensors"), epochs=1,
+                                      patch_size=16, batch_size=16, device="cpu"), Feedback(on_log=log.append))
+    assert (res.meta.in_bands, res.meta.band_indices) == (3, [1, 2, 3])
+    assert any("rgba.tif: band 4 left out of the input: it is an alpha (transparency) band" in m for m in log)
+    assert choose_bands(res.meta, 4) == [1, 2, 3]
+    out = tmp_path / "pred.tif"
+    predict_raster(res.model, res.meta, PredictConfig(rgba, output_path=str(out), device="cpu"))
+    pred = gdal.Open(str(out))
+    assert pred.GetRasterBand(1).ReadAsArray()[:, :8].tolist() == [[pred.GetRasterBand(1).GetNoDataValue()] * 8] * 128
+    # an explicit band list is used as given, alpha included
+    res4 = run_finetune(FinetuneConfig(rgba, scene.points, "class_name", str(tmp_path / "m4.safetensors"), epochs=1,
+                                       input_bands=[1, 2, 3, 4], patch_size=16, batch_size=16, device="cpu"))
+    assert res4.meta.band_indices == [1, 2, 3, 4]
+
+
+def test_rasters_without_an_alpha_band_keep_every_band_by_default(scene):
+    with RasterReader(scene.image, None, skip_alpha=True) as r:
+        assert r.bands == [1, 2, 3, 4] and r.alpha_left_out == [] and r.alpha_note() == ""
+
+
+def test_meta_training_and_gan_training_leave_the_alpha_band_out_and_few_shot_picks_the_same_bands(scene, rgba,
+                                                                                                   tmp_path):
+    from geoml_plugin.core.fewshot import FewShotConfig, adapt
+    from geoml_plugin.core.gan_train import GanTrainConfig, run_traingan
+    from geoml_plugin.core.metatrain import MetaTrainConfig, run_metatrain
+    from geoml_plugin.core.modelfile import read_meta
+    from geoml_plugin.core.progress import Feedback
+    from tests.core.test_fewshot_jobs import TINY, support_points
+
+    log = []
+    meta_path = str(tmp_path / "proto.safetensors")
+    run_metatrain(MetaTrainConfig([rgba], scene.points, output_model=meta_path, iterations=2, **TINY),
+                  Feedback(on_log=log.append))
+    meta = read_meta(meta_path)
+    assert (meta.in_bands, meta.band_indices) == (3, [1, 2, 3])
+    assert any("band 4 left out of the input" in m for m in log)
+    log.clear()
+    adapt(FewShotConfig(rgba, meta_path, "", points=support_points(scene), device="cpu"), Feedback(on_log=log.append))
+    assert "The model uses bands 1, 2, 3 of the raster's 4; band 4 is not used." in log
+
+    gan = run_traingan(GanTrainConfig(rgba, str(tmp_path / "g.safetensors"), generator_widths=[16, 8, 8],
+                                      critic_widths=[8, 16], latent_channels=8, device="cpu", tile_size=32,
+                                      iterations=1, batch_size=2))
+    assert read_meta(gan.model_path).target["source_bands"] == [1, 2, 3]

@@ -8,7 +8,7 @@ to the network — a cheap, effective adaptation to a new scene.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,7 @@ class RegionStats:
     path: str
     mean: np.ndarray
     std: np.ndarray
+    bands: list = field(default_factory=list)  # the raster's bands read (1-based)
 
 
 def normalise_patches(data: np.ndarray, valid: np.ndarray, mean, std) -> np.ndarray:
@@ -48,7 +49,9 @@ def load_patch_bank(rasters: list[str], labels: str, label_field: str, patch_siz
     rng = np.random.default_rng(seed)
     per_raster, stats, n_bands = [], [], None
     for i, path in enumerate(rasters):
-        with RasterReader(path, bands) as reader:
+        with RasterReader(path, bands, skip_alpha=True) as reader:
+            if feedback and reader.alpha_note():
+                feedback.log(reader.alpha_note())
             if n_bands is not None and len(reader.bands) != n_bands:
                 raise InputError(
                     f"All training rasters need the same bands: '{os.path.basename(path)}' has "
@@ -79,7 +82,7 @@ def load_patch_bank(rasters: list[str], labels: str, label_field: str, patch_siz
             x = normalise_patches(data, valid, mean, std)
             names = [ls.class_names[v] for v in ls.values]
             per_raster.append((x, names, os.path.basename(path)))
-            stats.append(RegionStats(path, mean, std))
+            stats.append(RegionStats(path, mean, std, list(reader.bands)))
     if not per_raster:
         raise InputError("None of the training rasters has usable labels inside it.")
     class_names = sorted({n for _, names, _ in per_raster for n in names}, key=_natural)
