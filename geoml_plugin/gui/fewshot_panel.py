@@ -275,25 +275,26 @@ class FewShotPanel(QWidget, FORM):
 
     # -- running --------------------------------------------------------------
     def _pixel_window(self, layer: QgsRasterLayer, rect: QgsRectangle, rect_crs) -> Optional[tuple]:
-        """Pixel window (x, y, w, h) of ``rect`` (in ``rect_crs``) inside ``layer``; None if outside."""
+        """Pixel window (x, y, w, h) of ``rect`` (in ``rect_crs``) inside ``layer``'s file grid; None if outside.
+
+        Through the raster's own geotransform (core ``window_from_extent``), so south-up and rotated rasters
+        get the window of the pixels the job reads, not of QGIS's north-up view of them.
+        """
+        from ..core.raster_io import raster_info, window_from_extent
+
         if rect_crs != layer.crs():
             try:
                 rect = QgsCoordinateTransform(rect_crs, layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
             except QgsCsException:
                 return None  # e.g. a world view that the raster's CRS cannot represent
-        ext = layer.extent()
-        rect = rect.intersect(ext)
+        info = raster_info(layer.source())  # GeoMLError for a source the job cannot read either
+        rect = rect.intersect(QgsRectangle(*info.extent))  # also bounds a huge (world) view
         if rect.isEmpty():
             return None
-        px, py = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
-        x0 = int(math.floor((rect.xMinimum() - ext.xMinimum()) / px))
-        y0 = int(math.floor((ext.yMaximum() - rect.yMaximum()) / py))
-        x1 = int(math.ceil((rect.xMaximum() - ext.xMinimum()) / px))
-        y1 = int(math.ceil((ext.yMaximum() - rect.yMinimum()) / py))
-        x1, y1 = min(x1, layer.width()), min(y1, layer.height())
-        if x1 - x0 < 1 or y1 - y0 < 1:
+        try:
+            return window_from_extent(info, rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        except InputError:
             return None
-        return x0, y0, x1 - x0, y1 - y0
 
     def make_config(self):
         from ..core.fewshot import FewShotConfig
@@ -336,7 +337,10 @@ class FewShotPanel(QWidget, FORM):
             self.task.cancel()
         preload_torch()  # on the main thread: see torch_preload.py
         layer = self.rasterLayer.currentLayer()
-        visible = self._pixel_window(layer, self.canvas.extent(), self.canvas.mapSettings().destinationCrs())
+        try:
+            visible = self._pixel_window(layer, self.canvas.extent(), self.canvas.mapSettings().destinationCrs())
+        except GeoMLError:
+            visible = None  # the job itself reports why the raster cannot be read
         from ..core.modelfile import read_meta
 
         try:

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsPointXY,
     QgsProject,
     QgsRasterLayer,
+    QgsRectangle,
 )
 from qgis.gui import QgsMapMouseEvent
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
@@ -230,3 +231,39 @@ def test_an_unexpected_error_when_showing_the_preview_is_a_message(panel, qgis_i
     assert text in panel.logView.toPlainText()
     assert any(text in m for m in qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical))
     assert panel.task is None and not panel.cancelButton.isEnabled()
+
+
+@pytest.mark.parametrize("grid", ["south-up", "rotated"])
+def test_the_pixel_window_of_an_extent_follows_a_south_up_or_rotated_raster_grid(panel, tmp_path, grid):
+    """The window the job reads is in the file's own pixel grid, not in QGIS's north-up view of the raster."""
+    import math
+
+    from geoml_plugin.core.raster_io import raster_info, window_from_extent
+
+    t = math.radians(30)
+    gt = ((500000.0, 10.0, 0.0, 5099800.0, 0.0, 10.0) if grid == "south-up" else
+          (500000.0, 10 * math.cos(t), -10 * math.sin(t), 5100000.0, -10 * math.sin(t), -10 * math.cos(t)))
+    ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "grid.tif"), 30, 20, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform(gt)
+    ds.SetProjection(QgsCoordinateReferenceSystem("EPSG:32632").toWkt())
+    ds.GetRasterBand(1).Fill(1)
+    ds = None
+    layer = QgsRasterLayer(str(tmp_path / "grid.tif"), "grid", "gdal")
+    assert layer.isValid()
+    info = raster_info(str(tmp_path / "grid.tif"))
+    if grid == "south-up":
+        # the north-west quarter of the map is columns 0-14 of rows 10-19 (row 0 is the southern edge)
+        rect = QgsRectangle(500000.0, 5099900.0, 500150.0, 5100000.0)
+        assert panel._pixel_window(layer, rect, layer.crs()) == (0, 10, 15, 10)
+    else:
+        # the map box of pixels (5..10, 4..8) covers those pixels in the file's grid
+        xs, ys = zip(*(gdal.ApplyGeoTransform(gt, c, r) for c in (5, 10) for r in (4, 8)))
+        rect = QgsRectangle(min(xs), min(ys), max(xs), max(ys))
+        x, y, w, h = panel._pixel_window(layer, rect, layer.crs())
+        assert (x, y, w, h) == window_from_extent(info, min(xs), min(ys), max(xs), max(ys))
+        assert x <= 5 and y <= 4 and x + w >= 10 and y + h >= 8
+    # a view far away is outside; the whole extent, even seen in Web Mercator, is the whole raster
+    assert panel._pixel_window(layer, QgsRectangle(0, 0, 10, 10), layer.crs()) is None
+    to_merc = QgsCoordinateTransform(layer.crs(), WEB_MERCATOR, QgsProject.instance())
+    assert panel._pixel_window(layer, to_merc.transformBoundingBox(QgsRectangle(*info.extent)),
+                               WEB_MERCATOR) == (0, 0, 30, 20)
