@@ -222,13 +222,16 @@ def _valid_at(reader: RasterReader, cols: np.ndarray, rows: np.ndarray) -> np.nd
 
 
 def _sample_polygon(g, inv, gt, n, min_spacing, rng) -> list:
-    """Uniform random pixel positions inside a polygon (rejection sampling on its envelope)."""
+    """Uniform random pixel positions inside a polygon (rejection sampling on its envelope).
+
+    The envelope's four corners go through the full affine and the pixel area is the geotransform's
+    determinant, so south-up and rotated grids sample like north-up ones.
+    """
     minx, maxx, miny, maxy = g.GetEnvelope()
-    c0, r0 = gdal.ApplyGeoTransform(inv, minx, maxy)
-    c1, r1 = gdal.ApplyGeoTransform(inv, maxx, miny)
-    c0, c1 = sorted((c0, c1))
-    r0, r1 = sorted((r0, r1))
-    area_px = g.GetArea() / abs(gt[1] * gt[5])
+    cols, rows = zip(*(gdal.ApplyGeoTransform(inv, x, y) for x in (minx, maxx) for y in (miny, maxy)))
+    c0, c1 = min(cols), max(cols)
+    r0, r1 = min(rows), max(rows)
+    area_px = g.GetArea() / abs(gt[1] * gt[5] - gt[2] * gt[4])
     if area_px < 1:
         return []
     want = int(max(1, min(n, area_px)))

@@ -208,3 +208,33 @@ def test_meta_training_and_gan_training_leave_the_alpha_band_out_and_few_shot_pi
                                       critic_widths=[8, 16], latent_channels=8, device="cpu", tile_size=32,
                                       iterations=1, batch_size=2))
     assert read_meta(gan.model_path).target["source_bands"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("grid", ["north-up", "rotated"])
+def test_polygons_on_a_rotated_raster_get_as_many_samples_spread_as_evenly_as_on_a_north_up_one(tmp_path, grid):
+    """Samples per polygon follow its area in pixels (the geotransform's determinant) and cover all of it."""
+    from osgeo import ogr
+
+    from geoml_plugin.core.labels import read_vector_labels
+
+    gt = UTM_GT if grid == "north-up" else ROTATED_GT
+    gtiff(tmp_path / "img.tif", np.ones((60, 60), np.uint8), gt=gt)
+    info = raster_info(str(tmp_path / "img.tif"))
+    cx, cy = info.pixel_to_world(30, 30)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32632)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "poly.gpkg"))
+    lay = ds.CreateLayer("poly", srs, ogr.wkbPolygon)
+    lay.CreateField(ogr.FieldDefn("label", ogr.OFTString))
+    f = ogr.Feature(lay.GetLayerDefn())
+    f.SetField("label", "a")
+    f.SetGeometry(ogr.CreateGeometryFromWkt(  # 150 m × 150 m: 225 pixels of 10 m × 10 m
+        f"POLYGON(({cx - 75} {cy - 75},{cx + 75} {cy - 75},{cx + 75} {cy + 75},{cx - 75} {cy + 75},{cx - 75} {cy - 75}))"))
+    lay.CreateFeature(f)
+    ds = None
+    ls = read_vector_labels(str(tmp_path / "poly.gpkg"), "label", info, polygon_samples=10_000)
+    assert len(ls) == 225
+    xs, ys = zip(*(info.pixel_to_world(c, r) for c, r in zip(ls.cols, ls.rows)))
+    east, north = np.asarray(xs) > cx, np.asarray(ys) > cy
+    quarters = [np.mean(e & n) for e in (east, ~east) for n in (north, ~north)]
+    assert min(quarters) > 0.15, quarters
