@@ -46,6 +46,9 @@ REMOVED = {"QRegExp": "QRegularExpression (QtCore)", "QRegExpValidator": "QRegul
 SEARCH_MODULES = ("qgis.PyQt.QtCore", "qgis.PyQt.QtGui", "qgis.PyQt.QtWidgets", "qgis.core", "qgis.gui")
 COMPAT_FILES = ("qt_compat.py",)  # the one place allowed to import QAction from QtWidgets (as a fallback)
 
+# Qt5 aliases that Qt6 dropped (member → (enum type, Qt6 name)): introspecting Qt5 would suggest the alias itself.
+QT6_DROPPED = {"MidButton": ("MouseButton", "MiddleButton")}
+
 # Used only when Qt/QGIS cannot be imported: common unscoped members → scoped spelling.
 CURATED = {
     "Qt.AlignLeft": "Qt.AlignmentFlag.AlignLeft", "Qt.AlignRight": "Qt.AlignmentFlag.AlignRight",
@@ -191,6 +194,13 @@ class Resolver:
 def _enum_finding(parts: list, resolver: Resolver, scope: dict) -> Optional[str]:
     """The scoped spelling for ``parts`` when it is an unscoped enum value, else None."""
     dotted = ".".join(parts)
+    if parts[-1] in QT6_DROPPED:
+        etype, new = QT6_DROPPED[parts[-1]]
+        owner = ".".join(parts[:-1])
+        if parts[-2] == etype:
+            return f"{dotted} does not exist in Qt6: use {owner}.{new}"
+        if parts[-2] == "Qt":
+            return f"unscoped enum {dotted}: use {owner}.{etype}.{new} ({parts[-1]} does not exist in Qt6)"
     if resolver.available:
         container = resolver.resolve(parts[:-1], scope)
         if container is None or not isinstance(container, type):
@@ -269,7 +279,8 @@ def check_source(source: str, path: str = "<string>", resolver: Optional[Resolve
                        else "add it to geoml_plugin/qt_compat.py"))
             elif parts and len(parts) >= 2 and parts[-2] == "QVariant":
                 pass  # QVariant.Int etc.: the spelling that works on QGIS 3 and (patched in by QGIS) on Qt6
-            elif parts and len(parts) >= 2 and parts[-2][:1] == "Q" and parts[-1][:1].isupper():
+            elif parts and len(parts) >= 2 and (parts[-2][:1] == "Q" or parts[-1] in QT6_DROPPED) \
+                    and parts[-1][:1].isupper():
                 msg = _enum_finding(parts, resolver, scope)
                 if msg:
                     add(node, "qt-enum", msg)

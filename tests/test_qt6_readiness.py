@@ -36,6 +36,8 @@ d.exec_()
 fld = QgsField("name", QVariant.Type.String)
 from qgis.PyQt import QtWidgets
 act = QtWidgets.QAction("x", None)
+mid = Qt.MidButton
+mid2 = Qt.MouseButton.MidButton
 """
 
 GOOD = """\
@@ -72,6 +74,9 @@ EXPECTED = [
     # PyQt6 has no QVariant.Type; QGIS's Qt6 builds patch QVariant.String etc. back in (as QMetaType.Type)
     (16, "qt-removed", "QVariant.Type does not exist in PyQt6: use QVariant.String"),
     (18, "qt-moved", "QAction moved to QtGui in Qt6"),
+    # Qt6 has only MiddleButton (MidButton was a Qt5 alias of it)
+    (19, "qt-enum", "unscoped enum Qt.MidButton: use Qt.MouseButton.MiddleButton"),
+    (20, "qt-enum", "Qt.MouseButton.MidButton does not exist in Qt6: use Qt.MouseButton.MiddleButton"),
 ]
 
 
