@@ -85,9 +85,21 @@ def validate_zip(path: Path) -> list[str]:
             return errors
         parser = configparser.ConfigParser()
         parser.optionxform = str
-        parser.read_file(io.StringIO(zf.read(f"{top}/metadata.txt").decode("utf8")))
+        try:
+            parser.read_file(io.StringIO(zf.read(f"{top}/metadata.txt").decode("utf8")))
+        except configparser.Error as exc:
+            return errors + [f"metadata.txt cannot be read: {exc}"]
         if not parser.has_section("general"):
             return errors + ["metadata.txt has no [general] section"]
+        bad = []  # QGIS reads metadata.txt with interpolation: a lone % makes the whole file unreadable
+        for key in parser.options("general"):
+            try:
+                parser.get("general", key)
+            except configparser.InterpolationError:
+                bad.append(key)
+        if bad:
+            return errors + [f"metadata.txt has a % sign (QGIS reads it with interpolation): in {', '.join(bad)}; "
+                             "write %% or 'percent'"]
         md = dict(parser.items("general"))
         errors += [f"metadata lacks {k}" for k in REQUIRED if not md.get(k, "").strip()]
         for key, forbidden in PLACEHOLDER_URLS.items():

@@ -66,6 +66,22 @@ def test_validator_catches_what_the_site_rejects(tmp_path):
         assert expected in errors
 
 
+def test_a_percent_sign_in_metadata_is_reported_invalid_not_a_crash(tmp_path):
+    """QGIS and the plugin site read metadata.txt with configparser's interpolation: '60 %' breaks it, '%%' is fine."""
+    def zip_with(changelog):
+        path = tmp_path / "p.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("myplugin/__init__.py", "")
+            zf.writestr("myplugin/LICENSE", "")
+            zf.writestr("myplugin/metadata.txt", f"[general]\nname=x\nchangelog={changelog}\n")
+        return path
+
+    errors = package.validate_zip(zip_with("1.0: 60 % faster"))
+    assert errors == ["metadata.txt has a % sign (QGIS reads it with interpolation): in changelog; write %% or "
+                      "'percent'"]
+    assert not any("% sign" in e for e in package.validate_zip(zip_with("1.0: 60 %% faster")))
+
+
 def test_stage_leaves_out_hidden_files_editor_backups_and_caches(tmp_path, monkeypatch):
     """``make package`` runs in a working tree: .DS_Store, editor swap/backup files and tool caches stay out."""
     import shutil
