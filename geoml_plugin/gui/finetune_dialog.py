@@ -12,7 +12,15 @@ import os
 import re
 import tempfile
 
-from qgis.core import Qgis, QgsCoordinateTransform, QgsMapLayer, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.core import (
+    Qgis,
+    QgsCoordinateTransform,
+    QgsMapLayer,
+    QgsMapLayerProxyModel,
+    QgsProject,
+    QgsRaster,
+    QgsRasterLayer,
+)
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt
 
@@ -33,7 +41,7 @@ HELP = """<h3>Fine-tune a model</h3>
 <p>Trains a CNN on your raster and labels in the background, then classifies the raster with it
 (patch classifiers: a window every 1/8 of the patch; <i>Apply model to raster</i> offers other strides).</p>
 <ul>
-<li><b>Input raster</b> and <b>bands</b>: any band count; per-band statistics are saved with the model.</li>
+<li><b>Input raster</b> and <b>bands</b>: any band count (an alpha band is unchecked: it is a nodata mask, not image data); per-band statistics are saved with the model.</li>
 <li><b>Labels</b>: points (a patch around each), polygons (patches inside them; masks for
 segmentation), or a label raster. Labels outside the raster or on nodata are skipped and counted.</li>
 <li><b>Label field</b>: the class (name or number), or a number for regression.</li>
@@ -51,6 +59,14 @@ freezing the backbone, seed.</li>
 <p>The same tool is in the Processing toolbox as <i>GeoML › Fine-tune a model on your labels</i>
 (batch, modeler, <code>qgis_process run geoml:finetune</code>).</p>"""
 
+
+
+def default_bands(layer: QgsRasterLayer) -> list:
+    """The bands a training job uses when given none: all but alpha bands (as core ``RasterReader(skip_alpha)``)."""
+    alpha = [b for b in range(1, layer.bandCount() + 1)
+             if layer.dataProvider().colorInterpretation(b) == QgsRaster.ColorInterpretation.AlphaBand]
+    bands = [b for b in range(1, layer.bandCount() + 1) if b not in alpha]
+    return bands if alpha and bands else list(range(1, layer.bandCount() + 1))
 
 class FinetuneDialog(JobDialogBase, FORM):
     SETTINGS_KEY = "finetune"
@@ -85,10 +101,13 @@ class FinetuneDialog(JobDialogBase, FORM):
 
     # form ----------------------------------------------------------------
     def fill_bands(self, layer) -> None:
+        """All bands checked but an alpha band (the core's default: a mask, not image data)."""
         self.bandsCombo.clear()
         if isinstance(layer, QgsRasterLayer):
+            default = default_bands(layer)
             for b in range(1, layer.bandCount() + 1):
-                self.bandsCombo.addItemWithCheckState(layer.bandName(b), Qt.CheckState.Checked, b)
+                state = Qt.CheckState.Checked if b in default else Qt.CheckState.Unchecked
+                self.bandsCombo.addItemWithCheckState(layer.bandName(b), state, b)
 
     def labels_changed(self, layer) -> None:
         is_vector = layer is not None and layer.type() == QgsMapLayer.LayerType.VectorLayer
@@ -189,7 +208,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         source = labels_source(labels, transform_context=QgsProject.instance().transformContext())
         cfg = FinetuneConfig(
             input_path=raster.source(), labels=source, label_field=field, output_model=out,
-            input_bands=bands if len(bands) < raster.bandCount() else None,
+            input_bands=None if bands == default_bands(raster) else bands,  # e.g. alpha checked: as given
             task=self.taskCombo.currentData(), backbone=self.backboneCombo.currentData(),
             weights=weights, patch_size=self.patchSpin.value(), epochs=self.epochsSpin.value(),
             batch_size=self.batchSpin.value(), learning_rate=self.lrSpin.value(),

@@ -123,3 +123,34 @@ def test_classify_current_map_view_maps_the_canvas_extent_to_a_pixel_window(dial
     assert 0 < w * h < 128 * 128 / 2  # a part of the raster
     dialog.extentCombo.setCurrentIndex(dialog.extentCombo.findData("raster"))
     assert dialog.view_window(raster) is None
+
+
+def test_an_alpha_band_is_unchecked_by_default_and_used_when_checked(dialog, scene, tmp_path, monkeypatch):
+    """RGBA: the dialog shows the core's default (alpha left out); checking the alpha band passes it as given."""
+    import numpy as np
+    from osgeo import gdal
+
+    import geoml_plugin.core.finetune as finetune
+
+    img = gdal.Open(scene.image).ReadAsArray()[:3]
+    ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "rgba.tif"), img.shape[2], img.shape[1], 4,
+                                              gdal.GDT_UInt16)
+    src = gdal.Open(scene.image)
+    ds.SetGeoTransform(src.GetGeoTransform())
+    ds.SetProjection(src.GetProjection())
+    for i, a in enumerate([*img, np.full(img.shape[1:], 65535, np.uint16)]):
+        ds.GetRasterBand(i + 1).WriteArray(a)
+    ds.GetRasterBand(4).SetColorInterpretation(gdal.GCI_AlphaBand)
+    ds = src = None
+    layer = QgsRasterLayer(str(tmp_path / "rgba.tif"), "rgba", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    dialog.inputLayer.setLayer(layer)
+    assert dialog.bandsCombo.count() == 4 and dialog.selected_bands() == [1, 2, 3]
+    monkeypatch.setattr(finetune, "run_finetune", lambda cfg, fb: cfg)
+    dialog.outputFile.setFilePath(str(tmp_path / "m.safetensors"))
+    assert dialog._train_job()[1](None).input_bands is None  # the core's default: bands 1-3
+    dialog.bandsCombo.setItemCheckState(3, Qt.CheckState.Checked)
+    assert dialog._train_job()[1](None).input_bands == [1, 2, 3, 4]
+    # a raster without an alpha band: all bands checked, and all of them is the default as before
+    dialog.inputLayer.setLayer(_layers()["sample image"])
+    assert dialog.selected_bands() == [1, 2, 3, 4] and dialog._train_job()[1](None).input_bands is None
