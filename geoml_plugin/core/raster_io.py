@@ -160,10 +160,25 @@ def raster_info(path_or_ds) -> RasterInfo:
     )
 
 
+def holds_transparency(band: gdal.Band) -> bool:
+    """Whether a band GDAL calls alpha holds transparency: nearly all of a decimated read is 0 or its maximum.
+
+    GDAL marks band 4 of *any* 4-band Byte GeoTIFF created without ``PHOTOMETRIC`` as alpha, and in
+    imagery written by scripts that band is often near-infrared: image data, not a mask.
+    """
+    w, h = min(band.XSize, 512), min(band.YSize, 512)
+    arr = band.ReadAsArray(0, 0, band.XSize, band.YSize, buf_xsize=w, buf_ysize=h)
+    if arr is None or arr.size == 0:
+        return False
+    return float(((arr == 0) | (arr == arr.max())).mean()) >= 0.95
+
+
 def alpha_bands(ds: gdal.Dataset) -> list[int]:
-    """1-based numbers of the bands GDAL marks as alpha (transparency) bands, e.g. band 4 of an RGBA raster."""
+    """1-based numbers of the alpha (transparency) bands, e.g. band 4 of an RGBA raster: bands GDAL marks
+    as alpha that hold transparency (:func:`holds_transparency`)."""
     return [i for i in range(1, ds.RasterCount + 1)
-            if ds.GetRasterBand(i).GetColorInterpretation() == gdal.GCI_AlphaBand]
+            if ds.GetRasterBand(i).GetColorInterpretation() == gdal.GCI_AlphaBand
+            and holds_transparency(ds.GetRasterBand(i))]
 
 
 def parse_band_list(bands, band_count: int) -> list[int]:
@@ -212,6 +227,8 @@ class RasterReader:
             flags = band.GetMaskFlags()
             if flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA):
                 continue  # nothing, or the nodata value / NaN already tested
+            if flags & gdal.GMF_ALPHA and not holds_transparency(band.GetMaskBand()):
+                continue  # a band GDAL calls alpha but that holds image data (e.g. near-infrared): no mask
             key = "dataset" if flags & gdal.GMF_PER_DATASET else b
             if key not in seen:
                 seen.add(key)

@@ -18,7 +18,6 @@ from qgis.core import (
     QgsMapLayer,
     QgsMapLayerProxyModel,
     QgsProject,
-    QgsRaster,
     QgsRasterLayer,
 )
 from qgis.gui import QgsFileWidget
@@ -62,11 +61,17 @@ freezing the backbone, seed.</li>
 
 
 def default_bands(layer: QgsRasterLayer) -> list:
-    """The bands a training job uses when given none: all but alpha bands (as core ``RasterReader(skip_alpha)``)."""
-    alpha = [b for b in range(1, layer.bandCount() + 1)
-             if layer.dataProvider().colorInterpretation(b) == QgsRaster.ColorInterpretation.AlphaBand]
-    bands = [b for b in range(1, layer.bandCount() + 1) if b not in alpha]
-    return bands if alpha and bands else list(range(1, layer.bandCount() + 1))
+    """The bands a training job uses when given none: all but alpha bands (core ``RasterReader(skip_alpha)``)."""
+    from ..core.errors import GeoMLError
+    from ..core.raster_io import alpha_bands, open_raster
+
+    every = list(range(1, layer.bandCount() + 1))
+    try:
+        alpha = alpha_bands(open_raster(layer.source()))
+    except GeoMLError:  # a source GDAL cannot open: the job itself will say so
+        return every
+    bands = [b for b in every if b not in alpha]
+    return bands if alpha and bands else every
 
 class FinetuneDialog(JobDialogBase, FORM):
     SETTINGS_KEY = "finetune"

@@ -238,3 +238,19 @@ def test_polygons_on_a_rotated_raster_get_as_many_samples_spread_as_evenly_as_on
     east, north = np.asarray(xs) > cx, np.asarray(ys) > cy
     quarters = [np.mean(e & n) for e in (east, ~east) for n in (north, ~north)]
     assert min(quarters) > 0.15, quarters
+
+
+def test_a_near_infrared_band_gdal_marks_as_alpha_stays_an_input_band_and_no_mask(tmp_path):
+    """GDAL marks band 4 of any 4-band Byte GeoTIFF made without PHOTOMETRIC as alpha: RGB + NIR imagery
+    written by a script. That band holds image data: it is neither left out nor read as a transparency mask."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(1, 200, (4, 40, 40)).astype(np.uint8)
+    img[3, :5, :5] = 0  # dark water in the NIR band: still valid data
+    gtiff(tmp_path / "rgbn.tif", img)  # closed on collection
+    ds = gdal.Open(str(tmp_path / "rgbn.tif"))
+    assert ds.GetRasterBand(4).GetColorInterpretation() == gdal.GCI_AlphaBand  # what GDAL did
+    with RasterReader(str(tmp_path / "rgbn.tif"), None, skip_alpha=True) as r:
+        assert r.bands == [1, 2, 3, 4] and r.alpha_note() == ""
+        data, valid = r.read(0, 0, 40, 40)
+    assert valid.all()
+    np.testing.assert_array_equal(data[3], img[3])
