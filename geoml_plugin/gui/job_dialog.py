@@ -47,6 +47,20 @@ def device_badge_text() -> str:
         return f"Device unknown ({exc})"
 
 
+def offer_cuda(combo, badge: str) -> None:
+    """Grey out the device combo's 'cuda' entry, with the reason as its tooltip, when ``badge`` says there is
+    no usable GPU (CPU only, PyTorch missing); a 'cuda' choice then falls back to 'auto'."""
+    index = combo.findText("cuda")
+    item = combo.model().item(index) if index >= 0 else None
+    if item is None:
+        return
+    usable = not badge.startswith(("CPU", "PyTorch"))
+    item.setEnabled(usable)
+    item.setToolTip("" if usable else f"No CUDA GPU to use: {badge}")
+    if not usable and combo.currentIndex() == index:
+        combo.setCurrentText("auto")
+
+
 class JobDialogBase(QDialog):
     SETTINGS_KEY = "job"
     HELP_HTML = ""
@@ -99,6 +113,7 @@ class JobDialogBase(QDialog):
             "#b00020" if text.startswith("PyTorch") else "#555555"
         self.deviceBadge.setText(text)
         self.deviceBadge.setStyleSheet(f"color: {color}; font-weight: bold;")
+        offer_cuda(self.deviceCombo, text)
 
     def show_dependency_problem(self, text: str) -> None:
         """Log the problem and offer the installer in the message bar."""

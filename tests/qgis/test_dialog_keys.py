@@ -86,3 +86,16 @@ def test_closing_an_idle_or_cancelled_dialog_does_not_ask(qtbot, qgis_iface, qgi
     dlg.close()
     assert not dlg.isVisible()
     dlg.task = None
+
+
+@pytest.mark.parametrize("module,cls,spin", DIALOGS)
+def test_cuda_is_offered_only_when_there_is_a_gpu(qtbot, qgis_iface, qgis_new_project, scene, module, cls, spin):
+    dlg = _open(qtbot, qgis_iface, scene, module, cls)
+    cuda = dlg.deviceCombo.model().item(dlg.deviceCombo.findText("cuda"))
+    dlg.deviceCombo.setCurrentText("cuda")  # e.g. remembered from a machine with a GPU
+    dlg.set_device_badge("CPU only — jobs will be slower")
+    # before: 'cuda' stayed selectable and the job failed only once started
+    assert not cuda.isEnabled() and "CPU only" in cuda.toolTip()
+    assert dlg.deviceCombo.currentText() == "auto"
+    dlg.set_device_badge("GPU: NVIDIA RTX A2000 (8 GB)")
+    assert cuda.isEnabled() and cuda.toolTip() == ""
