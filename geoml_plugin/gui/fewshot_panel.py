@@ -40,7 +40,7 @@ from ..tasks import GeoMLTask, start_task
 from ..torch_preload import preload_torch
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
-from .job_dialog import device_badge_text, load_ui
+from .job_dialog import device_badge_text, load_ui, offer_cuda
 from .messages import push_to_bar, unexpected_failure
 
 FORM = load_ui("fewshot_panel.ui")
@@ -135,6 +135,7 @@ class FewShotPanel(QWidget, FORM):
         self.modelFile.fileChanged.connect(self.describe_model)
         self.deviceCombo.addItems(list(DEVICE_CHOICES))
         self.deviceBadge.setText(device_badge_text())
+        offer_cuda(self.deviceCombo, self.deviceBadge.text())
         self.helpBrowser.setHtml(HELP)
         self.classTable.setColumnCount(2)
         self.classTable.setHorizontalHeaderLabels(["Class", "Points"])

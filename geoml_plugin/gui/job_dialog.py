@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from qgis.core import Qgis, QgsSettings
 from qgis.PyQt import uic
-from qgis.PyQt.QtWidgets import QDialog, QMessageBox
+from qgis.PyQt.QtWidgets import QDialog, QMessageBox, QPushButton
 
 from ..core.device import DEVICE_CHOICES
 from ..core.errors import DependencyError, GeoMLError
@@ -47,6 +47,20 @@ def device_badge_text() -> str:
         return f"Device unknown ({exc})"
 
 
+def offer_cuda(combo, badge: str) -> None:
+    """Grey out the device combo's 'cuda' entry, with the reason as its tooltip, when ``badge`` says there is
+    no usable GPU (CPU only, PyTorch missing); a 'cuda' choice then falls back to 'auto'."""
+    index = combo.findText("cuda")
+    item = combo.model().item(index) if index >= 0 else None
+    if item is None:
+        return
+    usable = not badge.startswith(("CPU", "PyTorch"))
+    item.setEnabled(usable)
+    item.setToolTip("" if usable else f"No CUDA GPU to use: {badge}")
+    if not usable and combo.currentIndex() == index:
+        combo.setCurrentText("auto")
+
+
 class JobDialogBase(QDialog):
     SETTINGS_KEY = "job"
     HELP_HTML = ""
@@ -55,6 +69,9 @@ class JobDialogBase(QDialog):
         super().__init__(parent)
         self.plugin = plugin
         self.setupUi(self)  # provided by the uic form class mixed in by subclasses
+        for button in self.findChildren(QPushButton):  # Enter in a field must not start a job of minutes or hours
+            button.setAutoDefault(False)
+            button.setDefault(False)
         self.task: Optional[GeoMLTask] = None
         self.deviceCombo.addItems(list(DEVICE_CHOICES))
         self.refresh_device_badge()
@@ -96,6 +113,7 @@ class JobDialogBase(QDialog):
             "#b00020" if text.startswith("PyTorch") else "#555555"
         self.deviceBadge.setText(text)
         self.deviceBadge.setStyleSheet(f"color: {color}; font-weight: bold;")
+        offer_cuda(self.deviceCombo, text)
 
     def show_dependency_problem(self, text: str) -> None:
         """Log the problem and offer the installer in the message bar."""
@@ -192,7 +210,26 @@ class JobDialogBase(QDialog):
         super().showEvent(event)
         self.refresh_device_badge()  # e.g. after Install dependencies while the dialog was hidden
 
-    def closeEvent(self, event):  # noqa: N802
+    def confirm_stop(self) -> bool:
+        """True when the dialog may close: no job runs (or it is already cancelling), or the analyst agrees
+        to cancel the running one."""
+        if self.task is None or self.task.isCanceled():
+            return True
+        answer = QMessageBox.question(
+            self, "GeoML", "A job is still running. Cancel it and close this dialog?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def reject(self) -> None:
+        """Escape, Close and the window's close box (QDialog's closeEvent calls this): while a job runs,
+        ask first; closing cancels the job."""
+        if not self.confirm_stop():
+            return
         if self.task is not None:
             self.task.cancel()
-        super().closeEvent(event)
+        super().reject()
+
+    def closeEvent(self, event):  # noqa: N802
+        super().closeEvent(event)  # a shown dialog: reject() above, which may keep it open
+        if event.isAccepted() and self.task is not None and not self.task.isCanceled():  # hidden: no question
+            self.task.cancel()

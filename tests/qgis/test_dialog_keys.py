@@ -1,0 +1,101 @@
+"""Keyboard use of the job dialogs: Enter never starts a long job; Escape during a run asks first."""
+import pytest
+from qgis.core import QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import QMessageBox
+
+from tests.qgis.test_predict_dialog import FakePlugin
+
+DIALOGS = [("predict_dialog", "PredictDialog", "batchSpin"), ("finetune_dialog", "FinetuneDialog", "patchSpin"),
+           ("traingan_dialog", "TrainGanDialog", "iterationsSpin")]
+
+
+class RunningTask:
+    """Stands in for a GeoMLTask that is still running."""
+
+    def __init__(self):
+        self.cancel_calls = 0
+
+    def cancel(self):
+        self.cancel_calls += 1
+
+    def isCanceled(self):  # noqa: N802
+        return self.cancel_calls > 0
+
+
+def _open(qtbot, qgis_iface, scene, module, cls):
+    import importlib
+
+    QgsProject.instance().addMapLayer(QgsRasterLayer(scene.image, "sample image", "gdal"))
+    dlg = getattr(importlib.import_module(f"geoml_plugin.gui.{module}"), cls)(FakePlugin(qgis_iface))
+    qtbot.addWidget(dlg)
+    dlg.show()
+    qtbot.waitExposed(dlg)
+    return dlg
+
+
+@pytest.mark.parametrize("module,cls,spin", DIALOGS)
+def test_enter_in_a_field_does_not_start_the_job(qtbot, qgis_iface, qgis_new_project, scene, module, cls, spin):
+    dlg = _open(qtbot, qgis_iface, scene, module, cls)
+    clicks = []
+    dlg.runButton.clicked.disconnect()  # count the clicks instead of starting a job
+    dlg.runButton.clicked.connect(lambda: clicks.append(1))
+    field = getattr(dlg, spin)
+    field.setFocus()
+    for key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+        qtbot.keyClick(field, key)
+    assert clicks == [] and dlg.task is None and dlg.isVisible()
+
+
+@pytest.mark.parametrize("module,cls,spin", DIALOGS)
+def test_escape_during_a_run_asks_before_cancelling(qtbot, qgis_iface, qgis_new_project, scene, monkeypatch,
+                                                    module, cls, spin):
+    dlg = _open(qtbot, qgis_iface, scene, module, cls)
+    task = dlg.task = RunningTask()
+    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or answers.pop(0))
+    qtbot.keyClick(dlg, Qt.Key.Key_Escape)  # before: hidden at once, the job left running unseen
+    assert len(asked) == 1 and dlg.isVisible() and task.cancel_calls == 0
+    qtbot.keyClick(dlg, Qt.Key.Key_Escape)
+    assert len(asked) == 2 and not dlg.isVisible() and task.cancel_calls == 1
+
+
+def test_close_button_during_a_run_asks_too(qtbot, qgis_iface, qgis_new_project, scene, monkeypatch):
+    dlg = _open(qtbot, qgis_iface, scene, "predict_dialog", "PredictDialog")
+    task = dlg.task = RunningTask()
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.No)
+    qtbot.mouseClick(dlg.closeButton, Qt.MouseButton.LeftButton)  # before: cancelled without a word
+    assert dlg.isVisible() and task.cancel_calls == 0
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    qtbot.mouseClick(dlg.closeButton, Qt.MouseButton.LeftButton)
+    assert not dlg.isVisible() and task.cancel_calls == 1
+
+
+def test_closing_an_idle_or_cancelled_dialog_does_not_ask(qtbot, qgis_iface, qgis_new_project, scene, monkeypatch):
+    def never(*a, **k):
+        raise AssertionError("asked")
+
+    monkeypatch.setattr(QMessageBox, "question", never)
+    dlg = _open(qtbot, qgis_iface, scene, "predict_dialog", "PredictDialog")
+    qtbot.keyClick(dlg, Qt.Key.Key_Escape)
+    assert not dlg.isVisible()
+    dlg.show()
+    task = dlg.task = RunningTask()
+    task.cancel()  # e.g. plugin unload: cancel_all() ran first
+    dlg.close()
+    assert not dlg.isVisible()
+    dlg.task = None
+
+
+@pytest.mark.parametrize("module,cls,spin", DIALOGS)
+def test_cuda_is_offered_only_when_there_is_a_gpu(qtbot, qgis_iface, qgis_new_project, scene, module, cls, spin):
+    dlg = _open(qtbot, qgis_iface, scene, module, cls)
+    cuda = dlg.deviceCombo.model().item(dlg.deviceCombo.findText("cuda"))
+    dlg.deviceCombo.setCurrentText("cuda")  # e.g. remembered from a machine with a GPU
+    dlg.set_device_badge("CPU only — jobs will be slower")
+    # before: 'cuda' stayed selectable and the job failed only once started
+    assert not cuda.isEnabled() and "CPU only" in cuda.toolTip()
+    assert dlg.deviceCombo.currentText() == "auto"
+    dlg.set_device_badge("GPU: NVIDIA RTX A2000 (8 GB)")
+    assert cuda.isEnabled() and cuda.toolTip() == ""
