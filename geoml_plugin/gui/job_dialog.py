@@ -210,26 +210,29 @@ class JobDialogBase(QDialog):
         super().showEvent(event)
         self.refresh_device_badge()  # e.g. after Install dependencies while the dialog was hidden
 
-    def confirm_stop(self) -> bool:
-        """True when the dialog may close: no job runs (or it is already cancelling), or the analyst agrees
-        to cancel the running one."""
-        if self.task is None or self.task.isCanceled():
-            return True
-        answer = QMessageBox.question(
-            self, "GeoML", "A job is still running. Cancel it and close this dialog?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
-        return answer == QMessageBox.StandardButton.Yes
+    def ask_about_running_job(self) -> str:
+        """Closing while a job runs: 'background' (keep it running, the dialog hides and adds the result when
+        the job ends), 'cancel' (cancel it and close) or 'stay' (do not close)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "GeoML", "A job is still running.",
+                          QMessageBox.StandardButton.NoButton, self)
+        box.setInformativeText("Keep it running in the background (progress in QGIS's task bar; the result is "
+                               "added to the map when it ends), or cancel it?")
+        keep = box.addButton("Keep running", QMessageBox.ButtonRole.AcceptRole)
+        cancel = box.addButton("Cancel job", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Don't close", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)
+        box.exec()
+        if box.clickedButton() is keep:
+            return "background"
+        return "cancel" if box.clickedButton() is cancel else "stay"
 
     def reject(self) -> None:
         """Escape, Close and the window's close box (QDialog's closeEvent calls this): while a job runs,
-        ask first; closing cancels the job."""
-        if not self.confirm_stop():
-            return
-        if self.task is not None:
-            self.task.cancel()
+        ask whether to keep it running in the background, cancel it, or stay."""
+        if self.task is not None and not self.task.isCanceled():
+            choice = self.ask_about_running_job()
+            if choice == "stay":
+                return
+            if choice == "cancel":
+                self.task.cancel()
         super().reject()
-
-    def closeEvent(self, event):  # noqa: N802
-        super().closeEvent(event)  # a shown dialog: reject() above, which may keep it open
-        if event.isAccepted() and self.task is not None and not self.task.isCanceled():  # hidden: no question
-            self.task.cancel()

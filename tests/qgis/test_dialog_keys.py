@@ -1,8 +1,7 @@
-"""Keyboard use of the job dialogs: Enter never starts a long job; Escape during a run asks first."""
+"""Keyboard use of the job dialogs: Enter never starts a long job; closing during a run asks first."""
 import pytest
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QMessageBox
 
 from tests.qgis.test_predict_dialog import FakePlugin
 
@@ -48,36 +47,46 @@ def test_enter_in_a_field_does_not_start_the_job(qtbot, qgis_iface, qgis_new_pro
 
 
 @pytest.mark.parametrize("module,cls,spin", DIALOGS)
-def test_escape_during_a_run_asks_before_cancelling(qtbot, qgis_iface, qgis_new_project, scene, monkeypatch,
-                                                    module, cls, spin):
+def test_escape_during_a_run_asks_to_keep_it_running_cancel_it_or_stay(qtbot, qgis_iface, qgis_new_project, scene,
+                                                                      monkeypatch, module, cls, spin):
     dlg = _open(qtbot, qgis_iface, scene, module, cls)
     task = dlg.task = RunningTask()
-    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
-    asked = []
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or answers.pop(0))
-    qtbot.keyClick(dlg, Qt.Key.Key_Escape)  # before: hidden at once, the job left running unseen
-    assert len(asked) == 1 and dlg.isVisible() and task.cancel_calls == 0
-    qtbot.keyClick(dlg, Qt.Key.Key_Escape)
-    assert len(asked) == 2 and not dlg.isVisible() and task.cancel_calls == 1
-
-
-def test_close_button_during_a_run_asks_too(qtbot, qgis_iface, qgis_new_project, scene, monkeypatch):
-    dlg = _open(qtbot, qgis_iface, scene, "predict_dialog", "PredictDialog")
-    task = dlg.task = RunningTask()
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.No)
-    qtbot.mouseClick(dlg.closeButton, Qt.MouseButton.LeftButton)  # before: cancelled without a word
-    assert dlg.isVisible() and task.cancel_calls == 0
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
-    qtbot.mouseClick(dlg.closeButton, Qt.MouseButton.LeftButton)
+    answers = ["stay", "background", "cancel"]
+    monkeypatch.setattr(dlg, "ask_about_running_job", lambda: answers.pop(0))
+    qtbot.keyClick(dlg, Qt.Key.Key_Escape)  # before: hidden at once, without a word
+    assert answers == ["background", "cancel"] and dlg.isVisible() and task.cancel_calls == 0
+    qtbot.keyClick(dlg, Qt.Key.Key_Escape)  # keep running: the dialog hides, the job goes on
+    assert not dlg.isVisible() and task.cancel_calls == 0
+    dlg.show()
+    qtbot.mouseClick(dlg.closeButton, Qt.MouseButton.LeftButton)  # the Close button asks the same
     assert not dlg.isVisible() and task.cancel_calls == 1
+    dlg.task = None
+
+
+def test_the_question_offers_keep_running_cancel_and_stay(qtbot, qgis_iface, qgis_new_project, scene):
+    from qgis.PyQt.QtCore import QTimer
+    from qgis.PyQt.QtWidgets import QApplication
+
+    dlg = _open(qtbot, qgis_iface, scene, "predict_dialog", "PredictDialog")
+    seen = {}
+
+    def answer(label):
+        box = QApplication.activeModalWidget()
+        seen[label] = sorted(b.text() for b in box.buttons())
+        next(b for b in box.buttons() if b.text() == label).click()
+
+    for label, expected in (("Keep running", "background"), ("Cancel job", "cancel"), ("Don't close", "stay")):
+        QTimer.singleShot(200, lambda label=label: answer(label))
+        assert dlg.ask_about_running_job() == expected
+    assert seen["Keep running"] == ["Cancel job", "Don't close", "Keep running"]
 
 
 def test_closing_an_idle_or_cancelled_dialog_does_not_ask(qtbot, qgis_iface, qgis_new_project, scene, monkeypatch):
     def never(*a, **k):
         raise AssertionError("asked")
 
-    monkeypatch.setattr(QMessageBox, "question", never)
     dlg = _open(qtbot, qgis_iface, scene, "predict_dialog", "PredictDialog")
+    monkeypatch.setattr(dlg, "ask_about_running_job", never)
     qtbot.keyClick(dlg, Qt.Key.Key_Escape)
     assert not dlg.isVisible()
     dlg.show()

@@ -40,6 +40,8 @@ def test_dialog_trains_in_background_and_opens_the_tile_tool(qtbot, qgis_iface, 
     panel = plugin.dialogs["gan_panel"]
     assert panel.modelFile.filePath() == model and panel.pickButton.isEnabled()
     panel.close()
+    qgis_iface.removeDockWidget(panel)
+    panel.deleteLater()  # no dock left in the main window for later tests (test_plugin counts them)
 
 
 def test_cancel_leaves_nothing(qtbot, qgis_iface, qgis_new_project, scene, out_dir):
