@@ -208,7 +208,28 @@ class JobDialogBase(QDialog):
 
     def showEvent(self, event):  # noqa: N802
         super().showEvent(event)
+        if not getattr(self, "_fitted", False):
+            self._fitted = True
+            screen = self.screen() if hasattr(self, "screen") else None
+            if screen is not None:
+                self.fit_to_screen(screen.availableGeometry())
         self.refresh_device_badge()  # e.g. after Install dependencies while the dialog was hidden
+
+    def fit_to_screen(self, available) -> None:
+        """Grow the dialog so the whole form shows without scrolling, within 90 percent of the screen
+        (``available``: its available geometry); on a small screen the form scrolls instead."""
+        scroll = getattr(self, "formScroll", None)
+        if scroll is None or scroll.widget() is None:
+            return
+        max_w, max_h = int(available.width() * 0.9), int(available.height() * 0.9)
+        for _ in range(6):  # the form gets only its share of added height (stretch): grow until it fits
+            self.layout().activate()
+            hint = scroll.widget().sizeHint()
+            dw, dh = hint.width() - scroll.viewport().width(), hint.height() - scroll.viewport().height()
+            w, h = min(self.width() + max(0, dw), max_w), min(self.height() + max(0, dh), max_h)
+            if (w, h) == (self.width(), self.height()):
+                break
+            self.resize(w, h)
 
     def ask_about_running_job(self) -> str:
         """Closing while a job runs: 'background' (keep it running, the dialog hides and adds the result when
