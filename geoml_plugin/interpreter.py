@@ -9,8 +9,12 @@ Inside QGIS, ``sys.executable`` is not always Python:
   ``bin/python3`` beside it or under ``sys.exec_prefix``.
 * Linux packages: usually ``/usr/bin/python3`` already, sometimes ``/usr/bin/qgis``.
 
-Every candidate is *run* and must report the same Python major.minor and
-pointer size as this process, so wheels pip picks fit the running QGIS.
+Every candidate is *run* and must report the same Python major.minor,
+pointer size and installation (``sys.base_prefix``) as this process, so wheels
+pip picks fit the running QGIS and a probe with this process's ``sys.path``
+finds the same standard library: a pyenv or conda Python 3.x earlier on
+``PATH`` (which embedded Python may even report as ``sys.executable``) is a
+different installation whose own standard library does not match.
 Only the standard library is used; nothing here imports Qt or QGIS.
 """
 from __future__ import annotations
@@ -23,7 +27,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-_CHECK = "import struct, sys; print('%d.%d %d' % (sys.version_info[0], sys.version_info[1], struct.calcsize('P') * 8))"
+_CHECK = ("import os, struct, sys; print('%d.%d %d' % (sys.version_info[0], sys.version_info[1], "
+          "struct.calcsize('P') * 8)); print(os.path.realpath(sys.base_prefix))")
 _cache: dict = {}
 
 
@@ -72,7 +77,9 @@ def _matches(path: str) -> bool:
         res = subprocess.run([path, "-c", _CHECK], capture_output=True, text=True, timeout=30, **no_window_flags())
     except (OSError, subprocess.SubprocessError):
         return False
-    return res.returncode == 0 and res.stdout.strip() == expected_tag()
+    lines = res.stdout.strip().splitlines()
+    return res.returncode == 0 and len(lines) == 2 and lines[0] == expected_tag() and \
+        os.path.normcase(lines[1]) == os.path.normcase(os.path.realpath(sys.base_prefix))
 
 
 def python_executable(refresh: bool = False) -> Optional[str]:

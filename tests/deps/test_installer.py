@@ -226,3 +226,20 @@ def test_interpreter_found_is_this_python():
     res = subprocess.run([py, "-c", "import sys, struct; print('%d.%d %d' % (*sys.version_info[:2], "
                                     "struct.calcsize('P') * 8))"], capture_output=True, text=True)
     assert res.stdout.strip() == expected_tag()
+
+
+def test_a_same_version_python_of_another_installation_is_not_taken(tmp_path, monkeypatch):
+    """A pyenv/conda Python of the same major.minor earlier on PATH (embedded Python may even report it as
+    sys.executable) has another standard library: probing torch with QGIS's sys.path there fails."""
+    import geoml_plugin.interpreter as interp
+
+    other = tmp_path / "other" / "bin" / "python3"
+    other.parent.mkdir(parents=True)
+    # answers like a real Python 3.x of another installation: its version, and its base prefix if asked
+    other.write_text(f"#!/bin/sh\necho '{interp.expected_tag()}'\n"
+                     f"case \"$2\" in *base_prefix*) echo '{tmp_path / 'other'}';; esac\n")
+    other.chmod(0o755)
+    assert not interp._matches(str(other))
+    monkeypatch.setattr(interp, "_cache", {})  # this test's finding must not outlive it
+    monkeypatch.setattr(interp.sys, "executable", str(other))
+    assert interp.python_executable() != str(other)
