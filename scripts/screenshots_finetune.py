@@ -40,7 +40,7 @@ def start():
     QgsProject.instance().addMapLayers([img, pts])
     iface.mapCanvas().setExtent(img.extent())
     dlg = plugins["geoml_plugin"].open_tool("gui.finetune_dialog:open_dialog")
-    dlg.resize(1000, 1180)  # the whole form and some log lines (smaller screens scroll the form)
+    dlg.resize(1000, 1000)  # the whole form and some log lines (smaller screens scroll the form)
     dlg.inputLayer.setLayer(img)
     dlg.labelsLayer.setLayer(pts)
     dlg.labelField.setField("class_name")
@@ -122,7 +122,7 @@ def main() -> int:
     env.update(HOME=str(work), QGIS_PLUGINPATH=str(staged), PYTHONPATH=str(site or ""), XDG_RUNTIME_DIR=str(work),
                SHOT_OUT=str(work), SHOT_SCENE=scene.folder, SHOT_EPOCHS=str(args.epochs),
                OMP_WAIT_POLICY=env.get("OMP_WAIT_POLICY", "PASSIVE"))
-    subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1400x1300x24", "qgis", "--profiles-path", str(profiles),
+    subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1400x1100x24", "qgis", "--profiles-path", str(profiles),
                     "--nologo", "--noversioncheck", "--code", str(work / "code.py")], env=env, timeout=3600)
     print((work / "log.txt").read_text() if (work / "log.txt").exists() else "no log")
     if (work / "fault.txt").exists():
