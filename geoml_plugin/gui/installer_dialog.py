@@ -17,7 +17,7 @@ from urllib.parse import quote
 from qgis.core import Qgis, QgsSettings
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtGui import QFontDatabase, QGuiApplication
-from qgis.PyQt.QtWidgets import QDialog, QFileDialog, QMessageBox
+from qgis.PyQt.QtWidgets import QDialog, QFileDialog, QMessageBox, QPushButton
 
 from .. import deps, installer
 from ..core.errors import GeoMLError
@@ -26,7 +26,7 @@ from ..interpreter import python_executable
 from ..tasks import GeoMLTask, start_task
 from .deps_ui import check_in_background, collect_diagnostics, main_window, show_single
 from .job_dialog import load_ui
-from .messages import push_to_bar
+from .messages import ask_about_running, push_to_bar
 
 FORM = load_ui("installer_dialog.ui")
 
@@ -65,6 +65,9 @@ class InstallerDialog(QDialog, FORM):
         super().__init__(parent)
         self.plugin = plugin
         self.setupUi(self)
+        for button in self.findChildren(QPushButton):  # Enter in a field must not start a download of a gigabyte
+            button.setAutoDefault(False)
+            button.setDefault(False)
         self.target = target
         self.packages = packages
         self.extra_env = dict(extra_env or {})
@@ -229,6 +232,9 @@ class InstallerDialog(QDialog, FORM):
             self.statusLabel.setText(_color("Installation failed: " + text + " Use “Copy diagnostics” to report it.",
                                             "#b00"))
             self.copyButton.setFocus()
+            if not self.isVisible():  # kept installing in the background: say so where it shows
+                self._push("Installing PyTorch failed: " + text + " GeoML ▸ Install dependencies… shows the log.",
+                           Qgis.MessageLevel.Critical)
 
     def _push(self, text: str, level) -> None:
         push_to_bar(self.plugin, text, level, 10)
@@ -262,10 +268,24 @@ class InstallerDialog(QDialog, FORM):
         self.refresh_plan()
         self.show_detection()
 
-    def closeEvent(self, event):  # noqa: N802
-        if self.task is not None:
-            self.task.cancel()
-        super().closeEvent(event)
+    def ask_about_running_install(self) -> str:
+        """Closing while pip runs: 'background' (keep installing, the dialog hides; the outcome goes to the
+        message bar), 'cancel' (cancel the install and close) or 'stay' (do not close)."""
+        return ask_about_running(self, "PyTorch is still being installed.",
+                                 "Keep installing in the background (progress in QGIS's task bar; the outcome is "
+                                 "shown in the message bar), or cancel the install? Cancelling changes nothing.",
+                                 "Keep installing", "Cancel install")
+
+    def reject(self) -> None:
+        """Escape, Close and the window's close box (QDialog's closeEvent calls this): while pip runs, ask
+        whether to keep installing in the background, cancel the install, or stay."""
+        if self.task is not None and not self.task.isCanceled():
+            choice = self.ask_about_running_install()
+            if choice == "stay":
+                return
+            if choice == "cancel":
+                self.cancel()
+        super().reject()
 
 
 def open_dialog(plugin):

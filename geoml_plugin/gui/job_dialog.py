@@ -22,7 +22,7 @@ from ..core.errors import DependencyError, GeoMLError
 from ..core.progress import Feedback
 from ..paths import ui_path
 from ..tasks import GeoMLTask, start_task
-from .messages import push_to_bar, unexpected_failure
+from .messages import ask_about_running, push_to_bar, unexpected_failure
 
 SETTINGS_PREFIX = "geoml/"
 
@@ -234,18 +234,9 @@ class JobDialogBase(QDialog):
     def ask_about_running_job(self) -> str:
         """Closing while a job runs: 'background' (keep it running, the dialog hides and adds the result when
         the job ends), 'cancel' (cancel it and close) or 'stay' (do not close)."""
-        box = QMessageBox(QMessageBox.Icon.Question, "GeoML", "A job is still running.",
-                          QMessageBox.StandardButton.NoButton, self)
-        box.setInformativeText("Keep it running in the background (progress in QGIS's task bar; the result is "
-                               "added to the map when it ends), or cancel it?")
-        keep = box.addButton("Keep running", QMessageBox.ButtonRole.AcceptRole)
-        cancel = box.addButton("Cancel job", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton("Don't close", QMessageBox.ButtonRole.RejectRole)
-        box.setDefaultButton(keep)
-        box.exec()
-        if box.clickedButton() is keep:
-            return "background"
-        return "cancel" if box.clickedButton() is cancel else "stay"
+        return ask_about_running(self, "A job is still running.",
+                                 "Keep it running in the background (progress in QGIS's task bar; the result is "
+                                 "added to the map when it ends), or cancel it?", "Keep running", "Cancel job")
 
     def reject(self) -> None:
         """Escape, Close and the window's close box (QDialog's closeEvent calls this): while a job runs,

@@ -23,3 +23,20 @@ def unexpected_failure(what: str, exc: BaseException) -> str:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     log(f"{what} failed:\n{tb}", Qgis.MessageLevel.Critical)
     return f"{what} failed: {str(exc) or type(exc).__name__} (details in the GeoML message log)."
+
+
+def ask_about_running(parent, text: str, informative: str, keep_label: str, cancel_label: str) -> str:
+    """Closing a window while its task runs: 'background' (keep it running), 'cancel' (cancel it and close)
+    or 'stay' (do not close). ``keep_label`` is the default button; the third one reads "Don't close"."""
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    box = QMessageBox(QMessageBox.Icon.Question, "GeoML", text, QMessageBox.StandardButton.NoButton, parent)
+    box.setInformativeText(informative)
+    keep = box.addButton(keep_label, QMessageBox.ButtonRole.AcceptRole)
+    cancel = box.addButton(cancel_label, QMessageBox.ButtonRole.DestructiveRole)
+    box.addButton("Don't close", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(keep)
+    box.exec()
+    if box.clickedButton() is keep:
+        return "background"
+    return "cancel" if box.clickedButton() is cancel else "stay"

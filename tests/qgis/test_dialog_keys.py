@@ -108,3 +108,86 @@ def test_cuda_is_offered_only_when_there_is_a_gpu(qtbot, qgis_iface, qgis_new_pr
     assert dlg.deviceCombo.currentText() == "auto"
     dlg.set_device_badge("GPU: NVIDIA RTX A2000 (8 GB)")
     assert cuda.isEnabled() and cuda.toolTip() == ""
+
+
+def _installer(qtbot, qgis_iface, tmp_path):
+    from geoml_plugin.gui.installer_dialog import InstallerDialog
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    dlg = InstallerDialog(FakePlugin(qgis_iface), target=tmp_path / "geoml_packages" / "py3x",
+                          packages=["geomltest-a"], source=str(wheels))
+    qtbot.addWidget(dlg)
+    dlg.show()
+    qtbot.waitExposed(dlg)
+    return dlg
+
+
+def test_enter_in_the_installer_does_not_start_the_download(qtbot, qgis_iface, tmp_path):
+    dlg = _installer(qtbot, qgis_iface, tmp_path)
+    assert dlg.installButton.isEnabled()
+    clicks = []
+    dlg.installButton.clicked.disconnect()  # count the clicks instead of running pip
+    dlg.installButton.clicked.connect(lambda: clicks.append(1))
+    dlg.sourceEdit.setFocus()
+    for key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):  # before: Install was the default button
+        qtbot.keyClick(dlg.sourceEdit, key)
+    assert clicks == [] and dlg.task is None and dlg.isVisible()
+
+
+def test_closing_the_installer_while_pip_runs_asks(qtbot, qgis_iface, tmp_path, monkeypatch):
+    dlg = _installer(qtbot, qgis_iface, tmp_path)
+    task = dlg.task = RunningTask()
+    answers = ["stay", "background", "cancel"]
+    monkeypatch.setattr(dlg, "ask_about_running_install", lambda: answers.pop(0))
+    qtbot.keyClick(dlg, Qt.Key.Key_Escape)  # before: hidden at once while pip went on
+    assert answers == ["background", "cancel"] and dlg.isVisible() and task.cancel_calls == 0
+    qtbot.keyClick(dlg, Qt.Key.Key_Escape)  # keep installing: the dialog hides, pip goes on
+    assert not dlg.isVisible() and task.cancel_calls == 0
+    dlg.show()
+    qtbot.mouseClick(dlg.closeButton, Qt.MouseButton.LeftButton)  # before: cancelled without asking
+    assert not dlg.isVisible() and task.cancel_calls == 1
+    dlg.task = None
+    dlg.show()
+    monkeypatch.setattr(dlg, "ask_about_running_install", lambda: pytest.fail("asked while idle"))
+    dlg.close()
+    assert not dlg.isVisible()
+
+
+def test_the_installer_question_offers_keep_installing_cancel_and_stay(qtbot, qgis_iface, tmp_path):
+    from qgis.PyQt.QtCore import QTimer
+    from qgis.PyQt.QtWidgets import QApplication
+
+    dlg = _installer(qtbot, qgis_iface, tmp_path)
+    seen = {}
+
+    def answer(label):
+        box = QApplication.activeModalWidget()
+        seen[label] = sorted(b.text() for b in box.buttons())
+        next(b for b in box.buttons() if b.text() == label).click()
+
+    for label, expected in (("Keep installing", "background"), ("Cancel install", "cancel"),
+                            ("Don't close", "stay")):
+        QTimer.singleShot(200, lambda label=label: answer(label))
+        assert dlg.ask_about_running_install() == expected
+    assert seen["Keep installing"] == ["Cancel install", "Don't close", "Keep installing"]
+
+
+def test_an_install_that_fails_in_the_background_says_so_in_the_message_bar(qtbot, qgis_iface, tmp_path):
+    from qgis.core import Qgis
+
+    from geoml_plugin.core.errors import GeoMLError
+
+    class FailedTask:
+        error, cancelled = GeoMLError("pip failed: no network."), False
+
+        def error_text(self):
+            return str(self.error)
+
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+    dlg = _installer(qtbot, qgis_iface, tmp_path)
+    dlg.hide()  # 'Keep installing'
+    dlg._done(FailedTask())
+    assert any("Installing PyTorch failed: pip failed: no network." in m
+               for m in bar.get_messages(Qgis.MessageLevel.Critical))
