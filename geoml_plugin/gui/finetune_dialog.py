@@ -43,7 +43,9 @@ HELP = """<h3>Fine-tune a model</h3>
 <li><b>Input raster</b> and <b>bands</b>: any band count (an alpha band is unchecked: it is a nodata mask, not image data); per-band statistics are saved with the model.</li>
 <li><b>Labels</b>: points (a patch around each), polygons (patches inside them; masks for
 segmentation), or a label raster. Labels outside the raster or on nodata are skipped and counted.</li>
-<li><b>Label field</b>: the class (name or number), or a number for regression.</li>
+<li><b>Label field</b>: the class (name or number), or a number for regression. Preselected: a field
+named like a class (class, label, landcover, type…) or, for regression, a numeric one; never an id
+when another field will do. Your last choice is remembered.</li>
 <li><b>Task</b>: <i>classification</i> gives one class per patch (a dense map at prediction);
 <i>segmentation</i> a class per pixel (U-Net); <i>regression</i> a continuous value.</li>
 <li><b>Backbone</b>: the small residual CNN trains in minutes on a CPU; the ResNets are
@@ -73,6 +75,39 @@ def default_bands(layer: QgsRasterLayer) -> list:
     bands = [b for b in every if b not in alpha]
     return bands if alpha and bands else every
 
+CLASS_FIELD_NAMES = ("class", "class_name", "label", "landcover", "type", "category", "cover", "name")
+ID_FIELD_NAMES = ("fid", "id", "ogc_fid", "objectid", "gid", "oid", "uid", "uuid", "pk")
+
+
+def _is_id(name: str) -> bool:
+    n = name.lower()
+    return n in ID_FIELD_NAMES or n.endswith("_id") or n.startswith("id_")
+
+
+def default_label_field(fields, task: str = "classification") -> str:
+    """The label field to preselect when none was remembered (the first field is often ``fid``: one class
+    per feature): for regression the first numeric field that is not an id; otherwise a field named like a
+    class (:data:`CLASS_FIELD_NAMES`, case-insensitive, exact before prefix), else the first text field that
+    is not an id, else the first field other than ``fid``. ``fields``: a layer's QgsFields."""
+    fields = list(fields)
+    if not fields:
+        return ""
+    if task == "regression":
+        numeric = [f for f in fields if f.isNumeric() and not _is_id(f.name())]
+        if numeric:
+            return numeric[0].name()
+    lower = [f.name().lower() for f in fields]
+    for exact in (True, False):
+        for want in CLASS_FIELD_NAMES:
+            for f, n in zip(fields, lower):
+                if n == want if exact else n.startswith(want):
+                    return f.name()
+    text = [f for f in fields if not f.isNumeric() and not _is_id(f.name())]
+    if text:
+        return text[0].name()
+    return next((f.name() for f in fields if f.name().lower() != "fid"), fields[0].name())
+
+
 class FinetuneDialog(JobDialogBase, FORM):
     SETTINGS_KEY = "finetune"
     HELP_HTML = HELP
@@ -98,6 +133,9 @@ class FinetuneDialog(JobDialogBase, FORM):
         self.inputLayer.layerChanged.connect(self.fill_bands)
         self.labelsLayer.layerChanged.connect(self.labels_changed)
         self.weightsCombo.currentIndexChanged.connect(self.weights_changed)
+        self.taskCombo.currentIndexChanged.connect(self.task_changed)
+        self.labelField.activated.connect(self.field_chosen)
+        self._field_picked = False
         self.classifyButton.clicked.connect(self.classify)
         self.restore_settings()
         self.fill_bands(self.inputLayer.currentLayer())
@@ -122,11 +160,23 @@ class FinetuneDialog(JobDialogBase, FORM):
             remembered = self.settings_value("field", "")
             if remembered and layer.fields().indexOf(remembered) >= 0:
                 self.labelField.setField(remembered)
+                self._field_picked = False
+            else:
+                self.labelField.setField(default_label_field(layer.fields(), self.taskCombo.currentData()))
+                self._field_picked = True  # re-picked when the task changes (a numeric field for regression)
             self.labelsInfo.setText(f"{layer.featureCount()} features")
         elif layer is not None:
             self.labelsInfo.setText("Label raster: classes (or values for regression) are read from band 1.")
         else:
             self.labelsInfo.setText("")
+
+    def task_changed(self, *_args) -> None:
+        layer = self.labelsLayer.currentLayer()
+        if self._field_picked and layer is not None and layer.type() == QgsMapLayer.LayerType.VectorLayer:
+            self.labelField.setField(default_label_field(layer.fields(), self.taskCombo.currentData()))
+
+    def field_chosen(self, *_args) -> None:
+        self._field_picked = False  # the user's choice: a change of task keeps it
 
     def weights_changed(self, *_args) -> None:
         self.weightsFile.setEnabled(self.weightsCombo.currentData() == "file")
