@@ -45,7 +45,10 @@ def start():
     dlg.labelsLayer.setLayer(pts)
     dlg.labelField.setField("class_name")
     dlg.epochsSpin.setValue(EPOCHS)
-    dlg.outputFile.setFilePath(os.path.join(OUT, "scene_model.safetensors"))
+    model = os.path.join(OUT, "scene_model.safetensors")
+    if os.path.exists(model):  # from an earlier run: Run would ask before replacing it
+        os.remove(model)
+    dlg.outputFile.setFilePath(model)
     dlg.run()
     state["dlg"] = dlg
     QTimer.singleShot(500, poll)

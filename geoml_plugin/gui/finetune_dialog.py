@@ -130,6 +130,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         self.weightsFile.setFilter("GeoML model (*.safetensors *.geoml)")
         self.outputFile.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.outputFile.setFilter("GeoML model (*.safetensors)")
+        self.watch_browse(self.outputFile)
         self.inputLayer.layerChanged.connect(self.fill_bands)
         self.labelsLayer.layerChanged.connect(self.labels_changed)
         self.weightsCombo.currentIndexChanged.connect(self.weights_changed)
@@ -272,6 +273,8 @@ class FinetuneDialog(JobDialogBase, FORM):
             seed=self.seedSpin.value(), max_raster_samples=self.maxSamplesSpin.value(),
             output_report=os.path.splitext(out)[0] + "_report.html" if self.reportCheck.isChecked() else None,
         )
+        if not self.confirm_replace([out], self.outputFile):  # e.g. the remembered path of the last model
+            return None
         self.save_settings()
         self.classifyButton.setEnabled(False)
         self.statusLabel.setText("")

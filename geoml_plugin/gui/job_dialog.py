@@ -6,16 +6,18 @@ fails with :class:`DependencyError`).
 A dialog's ``.ui`` provides widgets named ``deviceCombo``, ``deviceBadge``,
 ``progressBar``, ``logView``, ``runButton``, ``cancelButton``, ``closeButton``
 and ``helpBrowser``; the subclass implements :meth:`make_job` (validate the
-form, return ``(description, job)``) and :meth:`on_success`.
+form, return ``(description, job)``, or None when the user declined, e.g. to
+replace an existing output) and :meth:`on_success`.
 """
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Optional
 
 from qgis.core import Qgis, QgsSettings
 from qgis.PyQt import uic
-from qgis.PyQt.QtWidgets import QDialog, QMessageBox, QPushButton
+from qgis.PyQt.QtWidgets import QDialog, QMessageBox, QPushButton, QToolButton
 
 from ..core.device import DEVICE_CHOICES
 from ..core.errors import DependencyError, GeoMLError
@@ -73,6 +75,7 @@ class JobDialogBase(QDialog):
             button.setAutoDefault(False)
             button.setDefault(False)
         self.task: Optional[GeoMLTask] = None
+        self._browsed: dict = {}  # output file widget's name → the path its Browse dialog confirmed
         self.deviceCombo.addItems(list(DEVICE_CHOICES))
         self.refresh_device_badge()
         self.helpBrowser.setHtml(self.HELP_HTML)
@@ -95,6 +98,44 @@ class JobDialogBase(QDialog):
 
     def set_settings_value(self, key: str, value: Any) -> None:
         QgsSettings().setValue(SETTINGS_PREFIX + self.SETTINGS_KEY + "/" + key, value)
+
+    # output files --------------------------------------------------------
+    def watch_browse(self, file_widget) -> None:
+        """Remember a path chosen with ``file_widget``'s Browse button (a QgsFileWidget in SaveFile mode): its
+        file dialog already asked about replacing it, so :meth:`confirm_replace` does not ask again."""
+        button = next((b for b in file_widget.findChildren(QToolButton) if b.text() == "…"), None)
+        if button is None:
+            return
+        before = {}
+        button.pressed.connect(lambda: before.update(path=file_widget.filePath()))
+        button.clicked.connect(lambda: self._browse_done(file_widget, before.get("path")))
+
+    def _browse_done(self, file_widget, before: Optional[str]) -> None:
+        """After the Browse dialog closed: a new path was chosen (and confirmed there) unless it is unchanged."""
+        path = file_widget.filePath()
+        if path and path != before and file_widget.confirmOverwrite():
+            self._browsed[file_widget.objectName()] = path
+
+    def confirm_replace(self, paths, file_widget=None) -> bool:
+        """False when one of ``paths`` exists and the user would rather not replace it. A path just chosen
+        with ``file_widget``'s Browse button is not asked about again; every Run asks anew."""
+        browsed = self._browsed.pop(file_widget.objectName(), None) if file_widget is not None else None
+        existing = [p for p in paths if p and p != browsed and os.path.exists(p)]
+        if not existing:
+            return True
+        if self.ask_replace(existing):
+            return True
+        if browsed:
+            self._browsed[file_widget.objectName()] = browsed
+        return False
+
+    def ask_replace(self, existing: list) -> bool:
+        names = " and ".join(existing)
+        text = f"{names} exists. Replace it?" if len(existing) == 1 else f"{names} exist. Replace them?"
+        answer = QMessageBox.question(self, "GeoML", text,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     # device badge and dependencies ---------------------------------------
     def refresh_device_badge(self) -> None:
@@ -124,7 +165,8 @@ class JobDialogBase(QDialog):
             self.show_error(text)
 
     # running -----------------------------------------------------------
-    def make_job(self) -> tuple[str, Callable[[Feedback], Any]]:
+    def make_job(self) -> Optional[tuple[str, Callable[[Feedback], Any]]]:
+        """``(description, job)``; None to go back to the form without a word (the user declined)."""
         raise NotImplementedError
 
     def on_success(self, result: Any) -> None:
@@ -140,10 +182,13 @@ class JobDialogBase(QDialog):
             self.show_dependency_problem(problem)
             return None
         try:
-            description, job = self.make_job()
+            made = self.make_job()
         except GeoMLError as exc:
             self.show_error(str(exc))
             return None
+        if made is None:  # e.g. the user would rather not replace an existing output
+            return None
+        description, job = made
         return self.start_job(description, job)
 
     def start_job(self, description: str, job: Callable[[Feedback], Any], clear_log: bool = True) -> GeoMLTask:

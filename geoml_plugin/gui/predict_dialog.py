@@ -45,6 +45,7 @@ class PredictDialog(JobDialogBase, FORM):
         self.modelFile.fileChanged.connect(self.describe_model)
         self.outputFile.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.outputFile.setFilter("GeoTIFF (*.tif *.tiff)")
+        self.watch_browse(self.outputFile)
         self.modelFile.setFilePath(self.settings_value("model", ""))
         self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))
         self.batchSpin.setValue(self.settings_value("batch", 16, int))
@@ -86,6 +87,8 @@ class PredictDialog(JobDialogBase, FORM):
             stride=self.strideSpin.value() or None, window=self.view_window(layer),
             views=int(self.viewsCombo.currentText()),
         )
+        if not self.confirm_replace([out, conf], self.outputFile):
+            return None
         self.set_settings_value("model", model)
         self.set_settings_value("device", cfg.device)
         self.set_settings_value("batch", cfg.batch_size)

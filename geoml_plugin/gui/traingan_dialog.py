@@ -43,6 +43,7 @@ class TrainGanDialog(JobDialogBase, FORM):
             self.archCombo.addItem(label, key)
         self.outputFile.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.outputFile.setFilter("GeoML model (*.safetensors)")
+        self.watch_browse(self.outputFile)
         self.targetLayer.layerChanged.connect(self.update_mode)
         self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))
         self.tileSizeCombo.setCurrentText(self.settings_value("tile", "64"))
@@ -76,6 +77,8 @@ class TrainGanDialog(JobDialogBase, FORM):
             l1_weight=self.l1Spin.value(), learning_rate=self.lrSpin.value(), device=self.deviceCombo.currentText(),
             seed=self.seedSpin.value(), report_path=report,
         )
+        if not self.confirm_replace([out], self.outputFile):
+            return None
         self.set_settings_value("device", cfg.device)
         self.set_settings_value("tile", str(cfg.tile_size))
         self.set_settings_value("iterations", cfg.iterations)
