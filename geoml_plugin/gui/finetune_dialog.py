@@ -53,6 +53,10 @@ stronger with ImageNet weights or on a GPU.</li>
 <li><b>Starting weights</b>: ImageNet weights are read from the torch cache (no download
 during a job); an earlier GeoML model with the same backbone and bands transfers its backbone.</li>
 <li><b>Epochs / learning rate</b>: <i>automatic</i> suits most cases.</li>
+<li><b>Model file</b>: where the model (.safetensors) is saved, with its report and maps beside it. Left
+empty, they go to a new temporary folder (<code>geoml_…</code> in the system's temp folder; the log shows
+the path), which the system may clear: choose a file to keep the model. An existing file is replaced only
+after you confirm.</li>
 <li><b>Advanced</b>: validation fraction (kept apart per class for the metrics), augmentation
 (random shifts, flips and quarter turns; for classes also a mild contrast/brightness jitter),
 freezing the backbone, seed.</li>

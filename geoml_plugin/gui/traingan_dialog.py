@@ -25,7 +25,18 @@ Apply the model with <i>Apply model to raster</i> or Processing ‣ Generate.</p
 <ul><li><b>Tile size</b>: training crops (64 px is fast; 128/256 learn larger structures). Crops with
 nodata are skipped; crops are rotated and flipped, so a small raster is enough.</li>
 <li><b>Iterations</b>: the default trains in a few minutes on a CPU.</li>
+<li><b>Architecture</b>: <i>automatic</i> picks dcgan_sn without a target raster, pix2pix with one.</li>
+<li><b>Model file</b>: where the model (.safetensors) is saved, with its report beside it. Left empty, it
+goes to a new temporary folder (<code>geoml_…</code> in the system's temp folder; the log shows the path),
+which the system may clear: choose a file to keep the model. An existing file is replaced only after you
+confirm.</li>
 <li>The <b>report</b> shows training tiles beside generated ones and the loss curves.</li></ul>"""
+
+
+def dialog_arch_label(label: str) -> str:
+    """Processing's architecture option text in this dialog's words: its field is 'Target raster', not TARGET."""
+    return label.replace("without TARGET, pix2pix with TARGET", "without a target raster, pix2pix with one") \
+        .replace("TARGET", "a target raster")
 
 
 class TrainGanDialog(JobDialogBase, FORM):
@@ -40,7 +51,7 @@ class TrainGanDialog(JobDialogBase, FORM):
         self.targetLayer.setLayer(None)
         self.tileSizeCombo.addItems(["64", "128", "256"])
         for key, label in ARCH_LABELS:
-            self.archCombo.addItem(label, key)
+            self.archCombo.addItem(dialog_arch_label(label), key)
         self.outputFile.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.outputFile.setFilter("GeoML model (*.safetensors)")
         self.watch_browse(self.outputFile)

@@ -129,3 +129,23 @@ def test_the_question_names_the_file(open_dialog, tmp_path):
     QTimer.singleShot(200, answer)
     assert dlg.ask_replace([str(tmp_path / "gan.safetensors")]) is False
     assert seen == [f"{tmp_path / 'gan.safetensors'} exists. Replace it?"]
+
+
+@pytest.mark.parametrize("module,cls", [("finetune_dialog", "FinetuneDialog"), ("traingan_dialog", "TrainGanDialog")])
+def test_help_says_where_an_empty_model_path_goes(open_dialog, module, cls):
+    dlg, _, _ = open_dialog(module, cls)
+    text = dlg.helpBrowser.toPlainText()
+    assert "Model file" in text and "Left empty" in text and "temporary folder" in text  # before: not said
+
+
+@pytest.mark.parametrize("module,cls", [("finetune_dialog", "FinetuneDialog"), ("traingan_dialog", "TrainGanDialog")])
+def test_an_empty_model_path_goes_to_a_temporary_folder(open_dialog, module, cls):
+    import tempfile
+
+    dlg, started, _ = open_dialog(module, cls)
+    dlg.outputFile.setFilePath("")
+    made = dlg.make_job()
+    assert made is not None
+    cfg = next(c.cell_contents for c in made[1].__closure__ if hasattr(c.cell_contents, "output_model"))
+    cfg_path = cfg.output_model
+    assert cfg_path.startswith(tempfile.gettempdir()) and "geoml_" in cfg_path  # what the help says

@@ -55,3 +55,12 @@ def test_cancel_leaves_nothing(qtbot, qgis_iface, qgis_new_project, scene, out_d
     wait_for_task(qtbot, dlg)
     assert "Cancelled; nothing was written." in dlg.logView.toPlainText()
     assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
+
+
+def test_architecture_options_use_the_dialogs_wording(qtbot, qgis_iface, qgis_new_project, scene):
+    dlg, _ = _dialog(qtbot, qgis_iface, scene)
+    texts = [dlg.archCombo.itemText(i) for i in range(dlg.archCombo.count())]
+    assert dlg.targetLabel.text() == "Target raster"
+    assert not any("TARGET" in t for t in texts), texts  # before: Processing's parameter name
+    assert texts[0] == "Automatic (dcgan_sn without a target raster, pix2pix with one)"
+    assert sum("needs a target raster" in t for t in texts) == 2
