@@ -40,7 +40,7 @@ from ..tasks import GeoMLTask, start_task
 from ..torch_preload import preload_torch
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
-from .job_dialog import device_badge_text, load_ui, offer_cuda
+from .job_dialog import load_ui, refresh_badge, set_badge
 from .messages import push_to_bar, unexpected_failure
 
 FORM = load_ui("fewshot_panel.ui")
@@ -134,8 +134,7 @@ class FewShotPanel(QWidget, FORM):
         self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
         self.modelFile.fileChanged.connect(self.describe_model)
         self.deviceCombo.addItems(list(DEVICE_CHOICES))
-        self.deviceBadge.setText(device_badge_text())
-        offer_cuda(self.deviceCombo, self.deviceBadge.text())
+        refresh_badge(self.set_device_badge)  # filled in when the background PyTorch/GPU check ends
         self.helpBrowser.setHtml(HELP)
         self.classTable.setColumnCount(2)
         self.classTable.setHorizontalHeaderLabels(["Class", "Points"])
@@ -153,6 +152,9 @@ class FewShotPanel(QWidget, FORM):
         self.refresh()
 
     # -- model --------------------------------------------------------------
+    def set_device_badge(self, text: str) -> None:
+        set_badge(self.deviceBadge, self.deviceCombo, text)
+
     def describe_model(self, path: str) -> None:
         from ..core.fewshot import model_kind
         from ..core.modelfile import read_meta

@@ -63,6 +63,29 @@ def offer_cuda(combo, badge: str) -> None:
         combo.setCurrentText("auto")
 
 
+def set_badge(label, combo, text: str) -> None:
+    """Show ``text`` in the device badge ``label``: green for a GPU, amber for CPU only, red when PyTorch is
+    missing or broken; the device ``combo`` offers 'cuda' only when there is a GPU (:func:`offer_cuda`)."""
+    color = "#1b5e20" if text.startswith("GPU:") else "#8a6d00" if text.startswith("CPU") else \
+        "#b00020" if text.startswith("PyTorch") else "#555555"
+    label.setText(text)
+    label.setStyleSheet(f"color: {color}; font-weight: bold;")
+    offer_cuda(combo, text)
+
+
+def refresh_badge(show: Callable[[str], None]) -> None:
+    """``show(text)`` the device badge now and, when that says the (seconds-long) background check is still
+    running, again with its outcome when it ends."""
+    from .deps_ui import CHECKING_BADGE, check_in_background
+
+    text = device_badge_text()
+    show(text)
+    if text == CHECKING_BADGE:
+        from .. import deps
+
+        check_in_background(lambda st: show(deps.summary_of(st)))
+
+
 class JobDialogBase(QDialog):
     SETTINGS_KEY = "job"
     HELP_HTML = ""
@@ -139,22 +162,11 @@ class JobDialogBase(QDialog):
 
     # device badge and dependencies ---------------------------------------
     def refresh_device_badge(self) -> None:
-        from .deps_ui import CHECKING_BADGE, check_in_background
-
-        text = device_badge_text()
-        self.set_device_badge(text)
-        if text == CHECKING_BADGE:
-            from .. import deps
-
-            check_in_background(lambda st: self.set_device_badge(deps.summary_of(st)))
+        refresh_badge(self.set_device_badge)
 
     def set_device_badge(self, text: str) -> None:
         """Green for a GPU, amber for CPU only, red when PyTorch is missing or broken."""
-        color = "#1b5e20" if text.startswith("GPU:") else "#8a6d00" if text.startswith("CPU") else \
-            "#b00020" if text.startswith("PyTorch") else "#555555"
-        self.deviceBadge.setText(text)
-        self.deviceBadge.setStyleSheet(f"color: {color}; font-weight: bold;")
-        offer_cuda(self.deviceCombo, text)
+        set_badge(self.deviceBadge, self.deviceCombo, text)
 
     def show_dependency_problem(self, text: str) -> None:
         """Log the problem and offer the installer in the message bar."""

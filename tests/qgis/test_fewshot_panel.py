@@ -267,3 +267,28 @@ def test_the_pixel_window_of_an_extent_follows_a_south_up_or_rotated_raster_grid
     to_merc = QgsCoordinateTransform(layer.crs(), WEB_MERCATOR, QgsProject.instance())
     assert panel._pixel_window(layer, to_merc.transformBoundingBox(QgsRectangle(*info.extent)),
                                WEB_MERCATOR) == (0, 0, 30, 20)
+
+
+def test_device_badge_is_filled_in_when_the_background_check_ends(qtbot, qgis_iface, qgis_canvas, qgis_new_project,
+                                                                 monkeypatch):
+    from geoml_plugin import deps
+    from geoml_plugin.gui import deps_ui
+    from geoml_plugin.gui.fewshot_panel import FewShotPanel
+
+    waiting = []
+    monkeypatch.setattr(deps, "gpu_summary", lambda block=True: "")  # torch not loaded yet: the check runs
+    monkeypatch.setattr(deps_ui, "check_in_background", waiting.append)
+    p = FewShotPanel(FakePlugin(qgis_iface), qgis_canvas)
+    qtbot.addWidget(p)
+    try:
+        assert p.deviceBadge.text() == deps_ui.CHECKING_BADGE and len(waiting) == 1  # before: never subscribed
+        cuda = p.deviceCombo.model().item(p.deviceCombo.findText("cuda"))
+        p.deviceCombo.setCurrentText("cuda")
+        monkeypatch.setattr(deps, "summary_of", lambda st: st)
+        waiting[0]("CPU only — jobs will be slower")  # the check ends
+        assert p.deviceBadge.text() == "CPU only — jobs will be slower"
+        assert not cuda.isEnabled() and p.deviceCombo.currentText() == "auto"
+        p.set_device_badge("GPU: NVIDIA RTX A2000 (8 GB)")
+        assert cuda.isEnabled() and "GPU:" in p.deviceBadge.text()
+    finally:
+        p.cleanup()
