@@ -25,14 +25,14 @@ from .base import GeoMLAlgorithm
 HELP = """Trains a convolutional network on a raster and your labels and saves a GeoML model file (apply it with <i>Apply model to raster</i>).
 
 <b>Input raster</b> and <b>bands</b> (default all but an alpha band, which stays a nodata mask). Per-band statistics are stored in the model and applied at prediction.
-<b>Labels</b>: points (a patch centred on each), polygons (patches sampled inside; masks for segmentation) or a label raster (classes, or values for regression). Labels in another CRS are reprojected; labels outside the raster or on nodata are skipped and counted in the log.
-<b>Label field</b>: the class (name or number), or a numeric value for regression. Not used with a label raster.
+<b>Labels</b>: points (a patch centred on each), polygons (patches sampled inside; masks for segmentation) or a label raster (classes, or values for regression; its nodata value marks unlabelled pixels, so without one 0 is a class and the log says so). Labels in another CRS are reprojected; labels outside the raster or on nodata are skipped and counted in the log; labels with an empty (NULL, NaN, blank) value are refused.
+<b>Label field</b>: the name of the field holding the class (name or number), or a numeric value for regression; a wrong name gets a message listing the layer's fields. Not used with a label raster.
 <b>Task</b>: classification (one class per patch), segmentation (a class per pixel, U-Net), regression (a value per patch from points/polygons, per pixel from a target raster).
 <b>Backbone</b>: the small residual CNN trains in minutes on a CPU; ResNet-18/34/50 are torchvision's, adapted to any band count.
 <b>Weights</b>: <i>none</i> (from scratch), <i>imagenet</i> (torchvision's weights from the local torch cache; GeoML never downloads during a job), or the path of an earlier GeoML model file with the same backbone and bands (transfer: its backbone, a new head).
 <b>Epochs</b> 0 and <b>learning rate</b> 0 choose automatically. <b>Validation fraction</b>: share of the labelled features kept apart, per class, for the metrics (0 = none).
 <b>Augment</b>: random shifts, flips and 90° rotations; for classes also a mild contrast/brightness jitter. <b>Freeze backbone</b>: train only the head (fast, for pretrained weights).
-<b>Outputs</b>: the model file; optionally an HTML report with learning curves and confusion matrix (metrics also as JSON beside it). The validation metrics are returned as outputs.
+<b>Outputs</b>: the model file (.safetensors); optionally an HTML report with learning curves and confusion matrix (metrics also as JSON beside it, report.html → report.json). Neither may be the input raster or the labels file. The validation metrics are returned as outputs (OVERALL_ACCURACY, KAPPA, MACRO_F1 or RMSE, MAE, R2; METRICS as JSON). Cancel stops within one batch and writes nothing.
 """
 
 METRIC_OUTPUTS = {

@@ -30,6 +30,7 @@ Instead of learning fixed classes, the model practises on many small tasks (<b>e
 <b>WAYS / SHOTS / QUERY</b>: classes per episode, support and query patches per class. Every class used needs at least SHOTS + QUERY labelled patches.
 <b>META_BATCH</b>: episodes per update. <b>ITERATIONS</b>: updates. The defaults (800 updates of one 4-way 5-shot episode with 5 queries per class) train a prototypical model in about a minute and a half on a 2-core CPU for 64 px patches; MAML takes several times longer. More iterations or episodes per update make the model better at its training classes but, measured on EuroSAT, not at new ones.
 <b>Patch size</b>: pixels around each label the model sees.
+<b>Meta-model</b>: the output file (.safetensors); it may not be one of the rasters or the labels file.
 
 Returns the model file and the <b>meta-validation accuracy</b>: the mean accuracy on episodes drawn from labelled patches held out of training.
 """

@@ -15,15 +15,15 @@ from qgis.core import (
 from ..core.models.view_sets import VIEW_COUNTS
 from .base import MODEL_FILTER, GeoMLAlgorithm, prepare_loading
 
-HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot or Translate) to a raster, tile by tile.
+HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot mapping, Meta-train with prototypical networks, or Train GAN with a target raster) to a raster, tile by tile.
 
-<b>Input raster</b>: must have the bands the model was trained on (same count and order).
-<b>Model</b>: a GeoML model file (.safetensors). Pickled PyTorch files are refused for safety.
-<b>Output</b>: classified GeoTIFF (values 1..K, 0 = nodata, class names as categories, styled with the class colours), or a Float32 raster in the target's units for regression models.
-<b>Confidence</b> (optional): probability of the winning class, 0–1. Classifiers only: with a regression model none is written (the log says so).
+<b>Input raster</b>: must have the bands the model was trained on (same count and order). From a raster with more bands the model's own training bands are used (the log names the bands left out); <b>Input bands</b> (advanced, e.g. 1,2,3) chooses others.
+<b>Model</b>: a GeoML model file (.safetensors). Pickled PyTorch files are refused for safety; so are GAN tile generators (use Generate tiles) and MAML meta-models (adapt them with Few-shot mapping first).
+<b>Output</b>: classified GeoTIFF (values 1..K, 0 = nodata, class names as categories, styled with the class colours), or a Float32 raster in the target's units for regression and translation models (nodata -9999). Outputs are GeoTIFF only (a name such as x.png is refused) and may not be the input raster or the model file.
+<b>Confidence</b> (optional): probability of the winning class, 0–1 (nodata -1). Classifiers only: with a regression or translation model none is written (the log says so).
 <b>Stride</b> (patch classifiers): distance in pixels between classified windows; smaller is finer and slower. 0 = a quarter of the patch size.
 <b>Test-time views</b> (advanced): average the prediction over 2, 4 or 8 flips/rotations of each window, as many times slower. It helps models trained without flip/rotation augmentation most; models fine-tuned with GeoML's defaults gain little (about half a point of accuracy).
-<b>Extent</b> (optional): classify only this area of the raster.
+<b>Extent</b> (optional, any CRS): classify only this area of the raster; an extent that does not overlap it is refused.
 <b>Device</b>: auto uses a CUDA GPU when one is available.
 """
 

@@ -23,12 +23,12 @@ ARCH_LABELS = [
 HELP = """Trains a generative model on raster tiles, on the CPU in minutes (faster on a CUDA GPU).
 
 <b>Without TARGET</b> — a tile generator that learns the look of INPUT (terrain from a DEM, texture from imagery). Use it with <i>Generate tiles</i> or the interactive map tool: new tiles in the raster's units (e.g. metres), seamless between neighbours.
-<b>With TARGET</b> — a translator INPUT → TARGET learnt on co-registered pixels (pix2pix: e.g. RGB → NIR, imagery → map, DEM → land cover). TARGET is resampled onto INPUT's grid when they differ; they must overlap.
+<b>With TARGET</b> — a translator INPUT → TARGET learnt on co-registered pixels (pix2pix: e.g. RGB → NIR, imagery → map, DEM → land cover). TARGET is resampled onto INPUT's grid when they differ; they must overlap, and TARGET may not be INPUT with the same bands.
 
-<b>Input bands</b>: e.g. 1,2,3 (empty = all but an alpha band, which stays a nodata mask). <b>Tile size</b>: training crop in pixels: 64 (default), 128 or 256 (a multiple of 16, at most the raster size). Random crops are rotated and flipped; crops containing nodata are skipped (TARGET nodata is masked out of the loss).
+<b>Input bands</b>: e.g. 1,2,3 (empty = all but an alpha band, which stays a nodata mask). <b>Tile size</b>: training crop in pixels: 64 (default), 128 or 256 (any multiple of 16 from 32 to 512, at most the raster size). Random crops are rotated and flipped; crops containing nodata are skipped (TARGET nodata is masked out of the loss).
 <b>Iterations</b> × <b>batch size</b> = tiles seen. The defaults give recognisable results in a few minutes on a CPU.
-<b>Model</b>: a GeoML model file (.safetensors) holding the generator, the normalisation that returns outputs to the original units, the training pixel size and CRS.
-<b>Report</b>: PNG with training tiles next to generated ones (or input / target / prediction) and the loss curves; the losses are also written as CSV beside it.
+<b>Model</b>: a GeoML model file (.safetensors; the extension is added when missing) holding the generator, the normalisation that returns outputs to the original units, the training pixel size and CRS.
+<b>Report</b> (optional, named .png): PNG with training tiles next to generated ones (or input / target / prediction) and the loss curves; the losses are also written beside it as &lt;report&gt;_losses.csv. The report is written before the model; if either fails, neither is left from this run.
 """
 
 
