@@ -59,7 +59,9 @@ raster (or a drawn extent) is classified in the background and added to the map.
 <i>Low confidence</i> threshold): add points there and run again.</li>
 </ol>
 <p><b>Save as layer</b> keeps the points as a point layer (field <code>class_name</code>) for
-<i>geoml:fewshot</i> in the Processing toolbox, batch mode or <code>qgis_process</code>.</p>"""
+<i>geoml:fewshot</i> in the Processing toolbox, batch mode or <code>qgis_process</code>.</p>
+<p>The maps are GeoTIFFs in a temporary folder (<code>geoml_fewshot_…</code>): export a layer
+(Export ‣ Save As…) to keep it. Closing the panel cancels a running classification.</p>"""
 
 
 def preview_then_full_jobs(cfg, preview_window, preview_stride, preview_paths):

@@ -40,7 +40,7 @@ HELP = """<h3>Fine-tune a model</h3>
 <p>Trains a CNN on your raster and labels in the background, then classifies the raster with it
 (patch classifiers: a window every 1/8 of the patch; <i>Apply model to raster</i> offers other strides).</p>
 <ul>
-<li><b>Input raster</b> and <b>bands</b>: any band count (an alpha band is unchecked: it is a nodata mask, not image data); per-band statistics are saved with the model.</li>
+<li><b>Input raster</b> and <b>bands</b>: any band count (an alpha band that holds transparency starts unchecked: it is a nodata mask, not image data, and its 0 pixels still mark nodata; a band GDAL merely labels alpha, e.g. near-infrared, stays checked); per-band statistics are saved with the model.</li>
 <li><b>Labels</b>: points (a patch around each), polygons (patches inside them; masks for
 segmentation), or a label raster. Labels outside the raster or on nodata are skipped and counted.</li>
 <li><b>Label field</b>: the class (name or number), or a number for regression. Preselected: a field
@@ -53,16 +53,21 @@ stronger with ImageNet weights or on a GPU.</li>
 <li><b>Starting weights</b>: ImageNet weights are read from the torch cache (no download
 during a job); an earlier GeoML model with the same backbone and bands transfers its backbone.</li>
 <li><b>Epochs / learning rate</b>: <i>automatic</i> suits most cases.</li>
-<li><b>Model file</b>: where the model (.safetensors) is saved, with its report and maps beside it. Left
+<li><b>Model file</b>: where the model (.safetensors) is saved, with its report and maps beside it
+(<code>x_report.html</code>, <code>x_classes.tif</code> or <code>x_values.tif</code>,
+<code>x_confidence.tif</code> for <code>x.safetensors</code>). Left
 empty, they go to a new temporary folder (<code>geoml_…</code> in the system's temp folder; the log shows
-the path), which the system may clear: choose a file to keep the model. An existing file is replaced only
-after you confirm.</li>
+the path), which the system may clear: choose a file to keep the model. An existing model file is replaced
+only after you confirm (the report and maps beside it are then replaced without asking).</li>
 <li><b>Advanced</b>: validation fraction (kept apart per class for the metrics), augmentation
 (random shifts, flips and quarter turns; for classes also a mild contrast/brightness jitter),
 freezing the backbone, seed.</li>
 </ul>
 <p>The same tool is in the Processing toolbox as <i>GeoML › Fine-tune a model on your labels</i>
-(batch, modeler, <code>qgis_process run geoml:finetune</code>).</p>"""
+(batch, modeler, <code>qgis_process run geoml:finetune</code>).</p>
+<p>Closing the dialog while it runs asks whether to keep the job running in the background (the
+result is added to the map when it ends), cancel it, or stay. Cancelling the classification after
+training keeps the model file.</p>"""
 
 
 

@@ -37,11 +37,15 @@ STYLES = [("colour+hillshade", "Terrain colours + hillshade"), ("hillshade", "Hi
 HELP = """<p><b>Generate tiles</b> with a GAN model made by <i>Train GAN</i>.</p>
 <ul><li>Press <i>Generate on click</i>, then click on the map: a tile centred on the point appears,
 in the map's CRS and the model's ground pixel size, in the training raster's units (e.g. metres).</li>
-<li><b>Shift-click</b>: regenerate with a new seed.</li>
-<li><b>Grow</b>: add the neighbouring tiles; they join the existing ones without seams
-(all tiles of a seed come from one endless field).</li></ul>
+<li><b>Shift-click</b>: regenerate with a new random seed (it replaces the tile under the click and
+shows in <i>Seed</i>).</li>
+<li><b>Grow</b>: add the neighbouring tiles, in the background; they join the existing ones without
+seams (all tiles of a seed come from one endless field). Cancelling keeps the tiles already on the map;
+closing the panel cancels a running Grow.</li></ul>
+<p>A translation model (trained with a target raster) maps a whole raster instead: the panel then offers
+<i>Translate a layer…</i>, which opens <i>Apply model to raster</i>.</p>
 <p>The tiles are GeoTIFFs in the tiles folder (a temporary folder when empty); the seed and model are
-in their metadata. For an exact area or a batch, use Processing ‣ GeoML ‣ Generate tiles.</p>"""
+in their metadata. For an exact area or a batch, use Processing ‣ GeoML ‣ <i>Generate tiles / translate raster (GAN)</i>.</p>"""
 
 
 @dataclass

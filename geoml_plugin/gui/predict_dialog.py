@@ -16,22 +16,31 @@ FORM = load_ui("predict_dialog.ui")
 HELP = """<h3>Apply model to raster</h3>
 <p>Runs a GeoML model over a raster layer, tile by tile, in the background.</p>
 <ul>
-<li><b>Input raster</b>: needs the bands the model was trained on.</li>
-<li><b>Model file</b>: a GeoML model (.safetensors) made by Fine-tune, Few-shot or Translate.
+<li><b>Input raster</b>: needs the bands the model was trained on (from a raster with more bands,
+the model's own bands are used).</li>
+<li><b>Model file</b>: a GeoML model (.safetensors) made by Fine-tune, Few-shot mapping, Meta-train
+(prototypical networks) or Train GAN with a target raster (translation).
 Pickled PyTorch files are refused: they can run code.</li>
-<li><b>Output</b>: a classified GeoTIFF styled with the class colours and names
-(or a continuous raster for regression models). Leave empty for a temporary file.</li>
+<li><b>Output raster</b>: a classified GeoTIFF styled with the class colours and names
+(or a continuous raster for regression and translation models); <code>.tif</code> is added to a name
+without it. Left empty, it goes to a new temporary folder (<code>geoml_…</code>), which the system may
+clear. An existing file is replaced only after you confirm; the input raster and the model file are
+never overwritten.</li>
 <li><b>Only the area shown in the map view</b>: a quick look at one area before
 running the whole raster.</li>
-<li><b>Confidence</b>: the winning class's probability (0–1): low values show where
-more training labels would help.</li>
+<li><b>Also write a confidence raster</b>: <code>&lt;output&gt;_confidence.tif</code>, the winning
+class's probability (0–1): low values show where more training labels would help. Classifiers only.</li>
 <li><b>Device</b>: <i>auto</i> uses a CUDA GPU when available.</li>
+<li><b>Stride</b> (Advanced, patch models): pixels between classified windows; 0 = a quarter of the
+patch. Smaller is finer and slower.</li>
 <li><b>Test-time views</b> (Advanced): average the prediction over 2, 4 or 8 flips/rotations of
 each window, as many times slower. It helps models trained without flips/rotations most; a
 model fine-tuned with GeoML's default augmentation gains little (about half a point of accuracy).</li>
 </ul>
 <p>The same tool is in the Processing toolbox as <i>GeoML › Apply model to raster</i>
-(batch mode, modeler, <code>qgis_process run geoml:predict</code>).</p>"""
+(batch mode, modeler, <code>qgis_process run geoml:predict</code>).</p>
+<p>Closing the dialog while it runs asks whether to keep the job running in the background (the
+result is added to the map when it ends), cancel it, or stay.</p>"""
 
 
 class PredictDialog(JobDialogBase, FORM):

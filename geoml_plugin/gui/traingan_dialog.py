@@ -21,7 +21,8 @@ imagery) and makes a <i>tile generator</i>. Then use <i>Generate tiles</i>: clic
 georeferenced tile appears in the raster's units (e.g. metres); neighbouring tiles join without seams.</p>
 <p><b>With a target raster</b>: learns to translate input into target on co-registered pixels
 (pix2pix: e.g. RGB → NIR, imagery → map). The target is resampled onto the input's grid when needed.
-Apply the model with <i>Apply model to raster</i> or Processing ‣ Generate.</p>
+Apply the model with <i>Apply model to raster</i> or Processing ‣ GeoML ‣ <i>Generate tiles / translate
+raster (GAN)</i>.</p>
 <ul><li><b>Tile size</b>: training crops (64 px is fast; 128/256 learn larger structures). Crops with
 nodata are skipped; crops are rotated and flipped, so a small raster is enough.</li>
 <li><b>Iterations</b>: the default trains in a few minutes on a CPU.</li>
@@ -30,7 +31,10 @@ nodata are skipped; crops are rotated and flipped, so a small raster is enough.<
 goes to a new temporary folder (<code>geoml_…</code> in the system's temp folder; the log shows the path),
 which the system may clear: choose a file to keep the model. An existing file is replaced only after you
 confirm.</li>
-<li>The <b>report</b> shows training tiles beside generated ones and the loss curves.</li></ul>"""
+<li>The <b>report</b> (<code>x_report.png</code> beside <code>x.safetensors</code>, with the losses in
+<code>x_report_losses.csv</code>) shows training tiles beside generated ones and the loss curves.</li></ul>
+<p>Closing the dialog while it runs asks whether to keep the job running in the background, cancel it,
+or stay.</p>"""
 
 
 def dialog_arch_label(label: str) -> str:
