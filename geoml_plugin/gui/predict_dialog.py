@@ -35,7 +35,7 @@ class's probability (0–1): low values show where more training labels would he
 patch. Smaller is finer and slower.</li>
 <li><b>Test-time views</b> (Advanced): average the prediction over 2, 4 or 8 flips/rotations of
 each window, as many times slower. It helps models trained without flips/rotations most; a
-model fine-tuned with GeoML's default augmentation gains little (about half a point of accuracy).</li>
+model fine-tuned with GeoML's default augmentation gains little (under a point of accuracy on the EuroSAT benchmark).</li>
 </ul>
 <p>The same tool is in the Processing toolbox as <i>GeoML › Apply model to raster</i>
 (batch mode, modeler, <code>qgis_process run geoml:predict</code>).</p>

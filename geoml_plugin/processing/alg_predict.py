@@ -22,7 +22,7 @@ HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot mapping, Meta-
 <b>Output</b>: classified GeoTIFF (values 1..K, 0 = nodata, class names as categories, styled with the class colours), or a Float32 raster in the target's units for regression and translation models (nodata -9999). Outputs are GeoTIFF only (a name such as x.png is refused) and may not be the input raster or the model file.
 <b>Confidence</b> (optional): probability of the winning class, 0–1 (nodata -1). Classifiers only: with a regression or translation model none is written (the log says so).
 <b>Stride</b> (patch classifiers): distance in pixels between classified windows; smaller is finer and slower. 0 = a quarter of the patch size.
-<b>Test-time views</b> (advanced): average the prediction over 2, 4 or 8 flips/rotations of each window, as many times slower. It helps models trained without flip/rotation augmentation most; models fine-tuned with GeoML's defaults gain little (about half a point of accuracy).
+<b>Test-time views</b> (advanced): average the prediction over 2, 4 or 8 flips/rotations of each window, as many times slower. It helps models trained without flip/rotation augmentation most; models fine-tuned with GeoML's defaults gain little (under a point of accuracy on the EuroSAT benchmark: 90.9 against 90.2 percent).
 <b>Extent</b> (optional, any CRS): classify only this area of the raster; an extent that does not overlap it is refused.
 <b>Device</b>: auto uses a CUDA GPU when one is available.
 """
