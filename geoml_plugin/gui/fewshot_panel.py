@@ -17,8 +17,6 @@ from typing import Optional
 from qgis.core import (
     Qgis,
     QgsColorRampShader,
-    QgsCoordinateTransform,
-    QgsCsException,
     QgsGeometry,
     QgsMapLayerProxyModel,
     QgsProject,
@@ -41,6 +39,7 @@ from ..torch_preload import preload_torch
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
 from .job_dialog import load_ui, refresh_badge, set_badge
+from .map_window import pixel_window
 from .messages import push_to_bar, unexpected_failure
 
 FORM = load_ui("fewshot_panel.ui")
@@ -280,26 +279,7 @@ class FewShotPanel(QWidget, FORM):
 
     # -- running --------------------------------------------------------------
     def _pixel_window(self, layer: QgsRasterLayer, rect: QgsRectangle, rect_crs) -> Optional[tuple]:
-        """Pixel window (x, y, w, h) of ``rect`` (in ``rect_crs``) inside ``layer``'s file grid; None if outside.
-
-        Through the raster's own geotransform (core ``window_from_extent``), so south-up and rotated rasters
-        get the window of the pixels the job reads, not of QGIS's north-up view of them.
-        """
-        from ..core.raster_io import raster_info, window_from_extent
-
-        if rect_crs != layer.crs():
-            try:
-                rect = QgsCoordinateTransform(rect_crs, layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
-            except QgsCsException:
-                return None  # e.g. a world view that the raster's CRS cannot represent
-        info = raster_info(layer.source())  # GeoMLError for a source the job cannot read either
-        rect = rect.intersect(QgsRectangle(*info.extent))  # also bounds a huge (world) view
-        if rect.isEmpty():
-            return None
-        try:
-            return window_from_extent(info, rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
-        except InputError:
-            return None
+        return pixel_window(layer, rect, rect_crs)
 
     def make_config(self):
         from ..core.fewshot import FewShotConfig

@@ -7,14 +7,12 @@ core.predict, as a second background task, and adds the styled result.
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import tempfile
 
 from qgis.core import (
     Qgis,
-    QgsCoordinateTransform,
     QgsMapLayer,
     QgsMapLayerProxyModel,
     QgsProject,
@@ -359,18 +357,9 @@ class FinetuneDialog(JobDialogBase, FORM):
         """Pixel window of the current map view over ``raster``, or None for the whole raster."""
         if self.extentCombo.currentData() != "view" or self.plugin is None or self.plugin.iface is None:
             return None
-        canvas = self.plugin.iface.mapCanvas()
-        tr = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), raster.crs(), QgsProject.instance())
-        ext = tr.transformBoundingBox(canvas.extent())
-        rext = raster.extent()
-        px, py = rext.width() / raster.width(), rext.height() / raster.height()
-        x0 = max(0, math.floor((ext.xMinimum() - rext.xMinimum()) / px))
-        y0 = max(0, math.floor((rext.yMaximum() - ext.yMaximum()) / py))
-        x1 = min(raster.width(), math.ceil((ext.xMaximum() - rext.xMinimum()) / px))
-        y1 = min(raster.height(), math.ceil((rext.yMaximum() - ext.yMinimum()) / py))
-        if x1 <= x0 or y1 <= y0:
-            raise InputError("The map view does not overlap the raster; choose 'the whole raster'.")
-        return (x0, y0, x1 - x0, y1 - y0)
+        from .map_window import canvas_window
+
+        return canvas_window(self.plugin.iface.mapCanvas(), raster)
 
     def _predict_done(self, result) -> None:
         from .predict_dialog import add_prediction_layers

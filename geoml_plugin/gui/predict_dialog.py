@@ -108,14 +108,9 @@ class PredictDialog(JobDialogBase, FORM):
         """Pixel window of the map view over ``layer``, or None for the whole raster."""
         if not self.extentCheck.isChecked() or self.plugin is None or self.plugin.iface is None:
             return None
-        from qgis.core import QgsCoordinateTransform, QgsProject
+        from .map_window import canvas_window
 
-        from ..core.raster_io import raster_info, window_from_extent
-
-        canvas = self.plugin.iface.mapCanvas()
-        ct = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), layer.crs(), QgsProject.instance())
-        r = ct.transformBoundingBox(canvas.extent())
-        return window_from_extent(raster_info(layer.source()), r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())
+        return canvas_window(self.plugin.iface.mapCanvas(), layer)
 
     def on_success(self, result) -> None:
         layer = add_prediction_layers(result)

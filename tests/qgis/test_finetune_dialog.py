@@ -125,6 +125,24 @@ def test_classify_current_map_view_maps_the_canvas_extent_to_a_pixel_window(dial
     assert dialog.view_window(raster) is None
 
 
+def test_classify_current_map_view_of_a_south_up_raster_reads_the_rows_shown(dialog, qgis_iface, tmp_path):
+    """Row 0 of a south-up raster is its southern edge: the view of the north half is its rows 10-19."""
+    from osgeo import gdal
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
+
+    ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "south_up.tif"), 30, 20, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform((500000.0, 10.0, 0.0, 5099800.0, 0.0, 10.0))
+    ds.SetProjection(QgsCoordinateReferenceSystem("EPSG:32632").toWkt())
+    ds = None
+    raster = QgsRasterLayer(str(tmp_path / "south_up.tif"), "south up", "gdal")
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:32632"))
+    canvas.setExtent(QgsRectangle(500000.0, 5099900.0, 500300.0, 5100000.0))  # the northern half
+    dialog.extentCombo.setCurrentIndex(dialog.extentCombo.findData("view"))
+    x, y, w, h = dialog.view_window(raster)
+    assert (x, y, w) == (0, 10, 30) and y + h == 20  # before: rows 0-9, the southern half
+
+
 def test_an_alpha_band_is_unchecked_by_default_and_used_when_checked(dialog, scene, tmp_path, monkeypatch):
     """RGBA: the dialog shows the core's default (alpha left out); checking the alpha band passes it as given."""
     import numpy as np
