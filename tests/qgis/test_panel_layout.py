@@ -1,7 +1,8 @@
 """The dock panels fit a narrow (300 px) dock and scroll in a short one, without clipped or squeezed text."""
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QAbstractButton, QLabel, QScrollArea
 
-from tests.gan_helpers import FakePlugin
+from tests.gan_helpers import FakePlugin, tiny_generator_model
 
 # the longest device badge (deps.summary_of): a CPU-only PyTorch beside an NVIDIA GPU
 LONG_BADGE = "CPU only — jobs will be slower (NVIDIA GPU found: install the CUDA build of PyTorch)"
@@ -78,3 +79,20 @@ def test_fewshot_dock_scrolls_when_short(qtbot, qgis_iface, qgis_new_project):
     assert dock.minimumSizeHint().height() < 300, dock.minimumSizeHint()
     dock.panel.cleanup()
 
+
+def test_gan_panel_keeps_its_wrapped_texts_whole_in_a_short_narrow_dock(qtbot, qgis_iface, qgis_canvas,
+                                                                         qgis_new_project, tmp_path):
+    from geoml_plugin.gui.gan_panel import GanPanel
+
+    panel = GanPanel(FakePlugin(qgis_iface), qgis_canvas)
+    qtbot.addWidget(panel)
+    panel.modelFile.setFilePath(tiny_generator_model(tmp_path / "gen.safetensors"))
+    panel.statusLabel.setText("128×128 px tile, seed 7: GeoTIFF in 35 ms, on the map in 120 ms.")
+    assert panel.minimumSizeHint().width() <= 300
+    # before: at 300×400 the model description got 29 px for its 3 lines and ran into the Tile size row
+    _show(qtbot, panel, 300, 400)
+    assert _texts_fit(panel) == []
+    assert isinstance(panel.widget(), QScrollArea)
+    # the status sits under the buttons, not centred in the free space
+    assert panel.statusLabel.alignment() & Qt.AlignmentFlag.AlignTop
+    panel.set_tool_active(False)
