@@ -29,7 +29,7 @@ from qgis.core import (
 from qgis.gui import QgsMapToolExtent, QgsRubberBand
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor
-from qgis.PyQt.QtWidgets import QTableWidgetItem, QWidget
+from qgis.PyQt.QtWidgets import QFrame, QHeaderView, QScrollArea, QTableWidgetItem, QWidget
 
 from ..core.device import DEVICE_CHOICES
 from ..core.errors import GeoMLError, InputError
@@ -139,6 +139,11 @@ class FewShotPanel(QWidget, FORM):
         self.helpBrowser.setHtml(HELP)
         self.classTable.setColumnCount(2)
         self.classTable.setHorizontalHeaderLabels(["Class", "Points"])
+        # the class names get the width (they were elided beside a wide column of 1-digit counts)
+        header = self.classTable.horizontalHeader()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         self.classCombo.lineEdit().returnPressed.connect(self.add_typed_class)
         self.addClassButton.clicked.connect(self.add_typed_class)
         self.classTable.itemSelectionChanged.connect(self._select_class_from_table)
@@ -474,7 +479,12 @@ def open_panel(plugin):
         dock = QgsDockWidget("GeoML — Few-shot mapping", plugin.iface.mainWindow())
         dock.setObjectName("GeoMLFewShotDock")
         panel = FewShotPanel(plugin, plugin.iface.mapCanvas(), dock)
-        dock.setWidget(panel)
+        # in a short dock the panel scrolls instead of being squeezed or cut off
+        scroll = QScrollArea(dock)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(panel)
+        dock.setWidget(scroll)
         dock.panel = panel
         dock.closed.connect(panel.cleanup)
         plugin.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from qgis.core import Qgis, QgsDataProvider, QgsProject, QgsRasterLayer, QgsSettings
 from qgis.gui import QgsDockWidget, QgsFileWidget
+from qgis.PyQt.QtWidgets import QFrame, QScrollArea
 
 from ..core.errors import GeoMLError, InputError
 from ..tasks import GeoMLTask, start_task
@@ -59,6 +60,12 @@ class GanPanel(QgsDockWidget, FORM):
     def __init__(self, plugin=None, canvas=None, parent=None):
         super().__init__(parent)
         self.setupUi(self)
+        # in a short dock the panel scrolls instead of squeezing the wrapped texts over the fields below
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(self.panelContents)
+        self.setWidget(scroll)
         self.plugin = plugin
         self.canvas = canvas if canvas is not None else plugin.iface.mapCanvas()
         self.tool = GanMapTool(self.canvas, self.generate_at)
