@@ -357,9 +357,11 @@ def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewS
     t_adapt = time.perf_counter() - t0
     pred = None
     if cfg.output_path:
+        # meta-models average their views themselves (model.views, set in adapt); a classifier's are predict's
+        base_kind = adapted.meta.extra.get("fewshot_adapted", {}).get("base_kind")
         pcfg = PredictConfig(cfg.input_path, cfg.model_path, cfg.output_path, cfg.confidence_path, device=cfg.device,
                              batch_size=cfg.batch_size, stride=cfg.stride, bands=adapted.meta.band_indices,
-                             window=cfg.window)
+                             window=cfg.window, views=cfg.views if base_kind == "classifier" else 1)
         pred = predict_raster(adapted.model, adapted.meta, pcfg, fb.sub(0.15, 0.99))
     if cfg.output_model:  # last, so that a cancelled or failed classification leaves no model behind
         save_model(cfg.output_model, adapted.model, adapted.meta)

@@ -140,6 +140,14 @@ def test_a_normal_classifier_works_as_a_starting_point(scene, tmp_path, out_dir)
     adapted = read_meta(str(out_dir / "m.safetensors"))
     assert adapted.arch_args["num_outputs"] == 4 and [c.name for c in adapted.classes] == CLASS_NAMES
     run_predict(PredictConfig(scene.image, str(out_dir / "m.safetensors"), str(out_dir / "p.tif"), device="cpu"))
+    # test-time views apply to an adapted classifier too (they were ignored): the confidence changes
+    conf = {}
+    for views in (1, 2):
+        run_fewshot(FewShotConfig(scene.image, base, str(out_dir / f"v{views}.tif"), points=support_points(scene),
+                                  confidence_path=str(out_dir / f"c{views}.tif"), adapt_steps=5, device="cpu",
+                                  views=views))
+        conf[views] = gdal.Open(str(out_dir / f"c{views}.tif")).ReadAsArray()
+    assert not np.array_equal(conf[1], conf[2])
 
 
 # -- bad input ---------------------------------------------------------------
