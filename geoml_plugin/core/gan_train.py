@@ -28,7 +28,7 @@ from .gan_trainers import CONDITIONAL, UNCONDITIONAL, Pix2PixTrainer, TileGanTra
 from .georef import ground_metres_per_unit
 from .modelfile import ModelMeta, new_provenance, save_model
 from .progress import Feedback, ensure_feedback
-from .raster_io import RasterReader, check_writable, open_raster
+from .raster_io import RasterReader, check_not_an_input, check_writable, open_raster
 
 ARCHITECTURES = ("auto",) + UNCONDITIONAL + CONDITIONAL
 MIN_TILE, MAX_TILE, TILE_MULTIPLE = 32, 512, 16
@@ -93,7 +93,10 @@ def _validate(cfg: GanTrainConfig) -> str:
     if cfg.batch_size < 1:
         raise InputError("BATCH_SIZE must be at least 1.")
     check_writable(cfg.output_model)
+    inputs = {"input raster": cfg.input_path, "target raster": cfg.target_path}
+    check_not_an_input(cfg.output_model, inputs)
     if cfg.report_path:
+        check_not_an_input(cfg.report_path, inputs)
         if os.path.splitext(cfg.report_path)[1].lower() != ".png":
             raise InputError(f"The training report is a PNG image, but '{os.path.basename(cfg.report_path)}' "
                              "is not named .png.", "Name the report .png.")

@@ -41,7 +41,7 @@ from .georef import (
 from .latent_field import FieldDecoder
 from .modelfile import ModelMeta, load_model, read_meta
 from .progress import Feedback, ensure_feedback
-from .raster_io import RasterReader, RasterWriter, check_writable
+from .raster_io import RasterReader, RasterWriter, check_not_an_input, check_writable
 
 MAX_PIXELS = 200_000_000
 TRANSLATE_TILE, TRANSLATE_OVERLAP = 512, 64
@@ -287,6 +287,7 @@ def run_generate(cfg: GenerateConfig, feedback: Optional[Feedback] = None) -> Ge
     if cfg.style not in STYLES:
         raise InputError(f"Unknown style '{cfg.style}'.", f"Choose one of {', '.join(STYLES)}.")
     check_writable(cfg.output_path)
+    check_not_an_input(cfg.output_path, {"model file": cfg.model_path, "input raster": cfg.input_path})
     if meta.task == "translation":
         return _translate(cfg, meta, fb, t0)
     if cfg.input_path and cfg.center is None and cfg.extent is None:

@@ -187,3 +187,15 @@ def test_a_report_not_named_png_is_refused_before_training(tmp_path, scene):
     with pytest.raises(InputError, match="report is a PNG image, but 'report.html'"):
         _train(tmp_path, scene.dem, report_path=str(tmp_path / "report.html"))  # before: PNG bytes in an .html
     assert os.listdir(tmp_path) == []
+
+
+def test_outputs_over_the_input_are_refused_and_the_input_kept(tmp_path, scene):
+    import shutil
+
+    dem = shutil.copy(scene.dem, tmp_path / "dem.tif")
+    before = open(dem, "rb").read()
+    with pytest.raises(InputError, match="is the input raster"):
+        run_traingan(GanTrainConfig(str(dem), str(dem), **dict(TINY, tile_size=32, iterations=2, batch_size=2)))
+    with pytest.raises(InputError, match="is the input raster"):
+        _train(tmp_path, str(dem), report_path=str(dem))
+    assert open(dem, "rb").read() == before

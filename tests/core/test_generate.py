@@ -279,3 +279,11 @@ def test_a_grow_cancelled_part_way_removes_the_tiles_of_the_unfinished_ring(gen_
     assert list(session.tiles) == [(0, 0)] and session.mosaic_path == mosaic and len(session.ring()) == 8
     session.grow()  # and it can grow again
     assert len(session.tiles) == 9
+
+
+def test_an_output_over_the_model_file_is_refused_and_the_model_kept(gen_model):
+    before = open(gen_model, "rb").read()
+    with pytest.raises(InputError, match="is the model file"):
+        run_generate(GenerateConfig(gen_model, gen_model, center=(9.05, 46.02), center_crs_wkt=WGS84, seed=7,
+                                    tile_size=32, device="cpu"))
+    assert open(gen_model, "rb").read() == before
