@@ -28,6 +28,10 @@ class RasterError(GeoMLError):
     """A raster cannot be opened, read or written."""
 
 
+class OutputError(GeoMLError):
+    """An output file cannot be written: disk full, no permission, a read-only disk."""
+
+
 class ModelFileError(GeoMLError):
     """A model file is missing, not a GeoML model, or does not fit the job."""
 

@@ -281,6 +281,9 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
         if not meta.is_classifier:
             lo, hi = stats.value_range()
             out_w.qml = qml.style_for_target(meta.target, (lo, hi))
+        for w in (out_w, conf_w):  # all the writing first: a full disk must not leave a new class raster
+            if w is not None:      # beside the confidence raster of an earlier run
+                w.prepare()
         out_w.commit()
         if conf_w is not None:
             conf_w.commit()

@@ -17,8 +17,11 @@ CRS, geotransform and nodata.
 """
 from __future__ import annotations
 
+import errno
 import os
+import sys
 import tempfile
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -26,7 +29,7 @@ from typing import Optional, Sequence
 import numpy as np
 from osgeo import gdal, osr
 
-from .errors import InputError, RasterError
+from .errors import InputError, OutputError, RasterError
 
 # Bytes read or written through one dataset between two flushes of its GDAL block cache.
 FLUSH_BYTES = 16 * 1024 * 1024
@@ -375,6 +378,50 @@ def check_not_an_input(output: str, inputs: dict) -> None:
                              "Choose another file name for the output.")
 
 
+_CAUSES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+           errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "the disk is read-only"}
+
+
+def output_error(path: str, exc: BaseException) -> OutputError:
+    """The error a user sees when writing ``path`` failed with ``exc`` (an OSError, a GDAL RuntimeError…)."""
+    if isinstance(exc, OSError):
+        cause = _CAUSES.get(exc.errno) or exc.strerror or str(exc)
+    else:
+        text = str(exc)
+        cause = next((c for e, c in _CAUSES.items() if os.strerror(e).lower() in text.lower()), text)
+    hint = ("Free some disk space or choose another output folder." if cause.startswith("the disk")
+            else "Choose another output folder." if cause == "permission denied" else None)
+    return OutputError(f"Cannot write '{path}': {cause}. Nothing was changed at that path.", hint)
+
+
+def _snapshot(paths) -> dict:
+    """The bytes of each small file (None where there is none), to put back if a commit fails part way."""
+    saved = {}
+    for p in paths:
+        try:
+            with open(p, "rb") as fh:
+                saved[p] = fh.read()
+        except FileNotFoundError:
+            saved[p] = None
+    return saved
+
+
+def _restore(saved: dict) -> None:
+    """Best effort: put the files of :func:`_snapshot` back as they were."""
+    for p, data in saved.items():
+        try:
+            if data is None:
+                if os.path.exists(p):
+                    os.remove(p)
+                continue
+            tmp = _temp_sibling(p, ".restore")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, p)
+        except OSError:
+            pass
+
+
 def _temp_sibling(path: str, suffix: str = ".tif") -> str:
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{name}.part-{uuid.uuid4().hex[:8]}{suffix}")
@@ -418,6 +465,8 @@ class RasterWriter:
         self.qml = qml
         self.overviews = overviews if overviews is not None else max(width, height) > 2048
         self._unflushed = 0
+        self._qml_tmp: Optional[str] = None
+        self._prepared = False
         opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
         opts.append("PREDICTOR=3" if self.dtype.kind == "f" else "PREDICTOR=2")
         if self.dtype not in _NUMPY_TO_GDAL:
@@ -444,65 +493,108 @@ class RasterWriter:
 
     def write(self, array: np.ndarray, xoff: int, yoff: int, band: Optional[int] = None) -> None:
         """Write ``(h, w)`` into ``band`` (1-based) or ``(bands, h, w)`` into all bands."""
-        if array.ndim == 2:
-            b = self.ds.GetRasterBand(band or 1)
-            b.WriteArray(array.astype(self.dtype, copy=False), xoff, yoff)
-        else:
-            for i in range(array.shape[0]):
-                self.ds.GetRasterBand(i + 1).WriteArray(array[i].astype(self.dtype, copy=False), xoff, yoff)
-        self._unflushed += array.size * self.dtype.itemsize
-        if self._unflushed > FLUSH_BYTES:
-            # dirty tiles otherwise pile up in GDAL's block cache (5 % of the RAM by default)
-            # until it is full: memory would grow with the raster's size
-            self.ds.FlushCache()
-            self._unflushed = 0
+        try:
+            if array.ndim == 2:
+                b = self.ds.GetRasterBand(band or 1)
+                b.WriteArray(array.astype(self.dtype, copy=False), xoff, yoff)
+            else:
+                for i in range(array.shape[0]):
+                    self.ds.GetRasterBand(i + 1).WriteArray(array[i].astype(self.dtype, copy=False), xoff, yoff)
+            self._unflushed += array.size * self.dtype.itemsize
+            if self._unflushed > FLUSH_BYTES:
+                # dirty tiles otherwise pile up in GDAL's block cache (5 % of the RAM by default)
+                # until it is full: memory would grow with the raster's size
+                self.ds.FlushCache()
+                self._unflushed = 0
+        except (OSError, RuntimeError) as exc:
+            raise output_error(self.path, exc) from exc
 
     def _finalise(self) -> None:
-        band = self.ds.GetRasterBand(1)
-        if self.color_table:
-            ct = gdal.ColorTable()
-            for value, rgba in self.color_table.items():
-                ct.SetColorEntry(int(value), tuple(int(c) for c in rgba))
-            band.SetRasterColorTable(ct)
-            band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
-        if self.category_names:
-            band.SetCategoryNames(list(self.category_names))
-        if self.metadata:
-            self.ds.SetMetadata({str(k): str(v) for k, v in self.metadata.items()})
-        self.ds.FlushCache()
-        if self.overviews:
-            levels = [f for f in (2, 4, 8, 16, 32, 64) if max(self.width, self.height) / f >= 256]
-            if levels:
-                resampling = "NEAREST" if (self.category_names or self.color_table) else "AVERAGE"
-                # Building overviews reads every block of the raster through GDAL's block cache
-                # (5 % of the RAM by default): capped for the duration, memory stays flat however
-                # large the output. The cap is process-wide; other datasets only lose cached blocks.
-                cache_max = gdal.GetCacheMax()
-                gdal.SetCacheMax(min(cache_max, OVERVIEW_CACHE_BYTES))
-                try:
-                    self.ds.BuildOverviews(resampling, levels)
-                finally:
-                    gdal.SetCacheMax(cache_max)
-        self.ds = None  # closes; writes the .aux.xml sidecar for category names
+        # no band object may outlive a failure here: held by the traceback, it would keep the file open
+        # after abort(), and GDAL would write a stray .aux.xml beside it when the traceback is freed
+        try:
+            self._describe(self.ds.GetRasterBand(1))
+            self.ds.FlushCache()
+            if self.overviews:
+                levels = [f for f in (2, 4, 8, 16, 32, 64) if max(self.width, self.height) / f >= 256]
+                if levels:
+                    resampling = "NEAREST" if (self.category_names or self.color_table) else "AVERAGE"
+                    # Building overviews reads every block of the raster through GDAL's block cache
+                    # (5 % of the RAM by default): capped for the duration, memory stays flat however
+                    # large the output. The cap is process-wide; other datasets only lose cached blocks.
+                    cache_max = gdal.GetCacheMax()
+                    gdal.SetCacheMax(min(cache_max, OVERVIEW_CACHE_BYTES))
+                    try:
+                        self.ds.BuildOverviews(resampling, levels)
+                    finally:
+                        gdal.SetCacheMax(cache_max)
+        finally:
+            self.ds = None  # closes; writes the .aux.xml sidecar for category names
+
+    def _describe(self, band) -> None:
+        try:
+            if self.color_table:
+                ct = gdal.ColorTable()
+                for value, rgba in self.color_table.items():
+                    ct.SetColorEntry(int(value), tuple(int(c) for c in rgba))
+                band.SetRasterColorTable(ct)
+                band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+            if self.category_names:
+                band.SetCategoryNames(list(self.category_names))
+            if self.metadata:
+                self.ds.SetMetadata({str(k): str(v) for k, v in self.metadata.items()})
+        finally:
+            band = None  # noqa: F841
+
+    def prepare(self) -> None:
+        """Complete the temporary raster (overviews, closing, its .aux.xml) and stage its .qml: all the writing
+        that can fail, e.g. on a full disk, before anything at the destination changes."""
+        if self._prepared:
+            return
+        self._prepared = True
+        try:
+            self._finalise()
+            if self.qml:
+                self._qml_tmp = _temp_sibling(self.path, ".qml")
+                with open(self._qml_tmp, "w", encoding="utf-8") as fh:
+                    fh.write(self.qml)
+                os.chmod(self._qml_tmp, 0o644)
+        except (OSError, RuntimeError) as exc:
+            raise output_error(self.path, exc) from exc
 
     def commit(self) -> str:
-        self._finalise()
-        os.replace(self.tmp, self.path)
+        """Rename the prepared files into place: the sidecars first, the raster last; if a rename fails, the
+        sidecars are put back, so an earlier raster never ends up beside this run's style or categories."""
+        self.prepare()
         aux_tmp, aux = self.tmp + ".aux.xml", self.path + ".aux.xml"
-        if os.path.exists(aux_tmp):
-            os.replace(aux_tmp, aux)
-        elif os.path.exists(aux):
-            os.remove(aux)  # stale statistics/categories of an earlier file
         qml_path = os.path.splitext(self.path)[0] + ".qml"
-        if self.qml:
-            write_text_atomic(qml_path, self.qml)
+        saved = _snapshot([aux] + ([qml_path] if self._qml_tmp else []))
+        try:
+            if os.path.exists(aux_tmp):
+                os.replace(aux_tmp, aux)
+            elif os.path.exists(aux):
+                os.remove(aux)  # stale statistics/categories of an earlier file
+            if self._qml_tmp:
+                os.replace(self._qml_tmp, qml_path)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            _restore(saved)
+            raise output_error(self.path, exc) from exc
         return self.path
 
     def abort(self) -> None:
+        # The frames of a failed GDAL call (FlushCache, BuildOverviews…) hold the dataset in the traceback
+        # being handled: freed only later, it would then write a stray .aux.xml beside the deleted file.
+        exc, seen = sys.exc_info()[1], set()
+        while exc is not None and id(exc) not in seen:  # the error and the errors it was raised from
+            seen.add(id(exc))
+            traceback.clear_frames(exc.__traceback__)  # finished frames only; frames still running are left alone
+            exc = exc.__cause__ or exc.__context__
         self.ds = None
-        for p in (self.tmp, self.tmp + ".aux.xml"):
+        for p in (self.tmp, self.tmp + ".aux.xml", self._qml_tmp):
             try:
-                os.remove(p)
+                if p:
+                    os.remove(p)
             except FileNotFoundError:
                 pass
 
@@ -519,17 +611,21 @@ class RasterWriter:
 
 
 def write_text_atomic(path: str, text: str) -> None:
+    """Write ``path`` through a temporary sibling; a failure leaves an earlier file as it was and raises
+    :class:`OutputError`."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".geoml-", suffix=".part")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".geoml-", suffix=".part")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as exc:
+        raise output_error(path, exc) from exc
+    finally:
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
-        raise
 
 
 def srs_from_wkt(wkt: str) -> osr.SpatialReference:
