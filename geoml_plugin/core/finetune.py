@@ -285,18 +285,17 @@ def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
 
 
 def _write_outputs(cfg: FinetuneConfig, model, meta, result: FinetuneResult) -> None:
-    """Report first, model last; on any failure remove what this run wrote."""
+    """Report first, model last; on any failure the report files are as before this run."""
     from .modelfile import save_model
+    from .raster_io import _restore, _snapshot
     from .report import write_report
 
-    written: list = []
+    reports = [cfg.output_report, os.path.splitext(cfg.output_report)[0] + ".json"] if cfg.output_report else []
+    saved = _snapshot(reports)  # an earlier run's report comes back if this one fails (before: it was deleted)
     try:
         if cfg.output_report:
             result.report_path, result.metrics_path = write_report(cfg.output_report, result, meta)
-            written += [result.report_path, result.metrics_path]
         save_model(cfg.output_model, model, meta)
     except BaseException:
-        for p in written:
-            if p and os.path.exists(p):
-                os.remove(p)
+        _restore(saved)
         raise

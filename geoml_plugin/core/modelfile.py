@@ -166,7 +166,7 @@ def save_model(path: str, model_or_state, meta: ModelMeta) -> str:
     """Write weights + metadata atomically (temporary file, then rename)."""
     from safetensors.torch import save_file
 
-    from .raster_io import check_writable
+    from .raster_io import check_writable, output_error
 
     check_writable(path)
     state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else dict(model_or_state)
@@ -177,9 +177,11 @@ def save_model(path: str, model_or_state, meta: ModelMeta) -> str:
         save_file(tensors, tmp, metadata={"geoml": json.dumps(meta.to_dict())})
         os.chmod(tmp, 0o644)  # safetensors writes owner-only; a model is shared like the rasters and reports
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError":  # safetensors' I/O errors
+            raise output_error(path, exc) from exc
         raise
     return path
 

@@ -135,10 +135,13 @@ def write_report(path: str, result, meta) -> tuple[str, str]:
     json_path = os.path.splitext(html_path)[0] + ".json"
     payload = {"model": result.model_path, "task": result.task, "metrics": result.metrics, "history": result.history,
                "training": meta.extra.get("training", {}), "provenance": meta.provenance}
+    from .raster_io import _restore, _snapshot
+
+    saved = _snapshot([json_path])
     write_text_atomic(json_path, json.dumps(payload, indent=2))
     try:
         write_text_atomic(html_path, render_html(result, meta))
     except BaseException:
-        os.remove(json_path)
+        _restore(saved)  # an earlier run's JSON back (before: deleted), or none
         raise
     return html_path, json_path

@@ -117,3 +117,45 @@ def test_predict_cancelled_at_every_progress_report_keeps_the_earlier_outputs(sc
         else:
             break
     assert isinstance(JobCancelled(), GeoMLError)
+
+
+def test_a_model_that_cannot_be_saved_is_a_clear_error_and_keeps_the_earlier_model(out_dir, monkeypatch):
+    import safetensors.torch
+    import torch
+
+    from geoml_plugin.core.modelfile import ModelMeta, save_model
+
+    (out_dir / "m.safetensors").write_bytes(b"earlier")
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    meta = ModelMeta(architecture="x", task="regression", in_bands=1)
+    with pytest.raises(OutputError, match=r"Cannot write '.*m\.safetensors': the disk is full"):
+        save_model(str(out_dir / "m.safetensors"), {"w": torch.zeros(2)}, meta)
+    assert snapshot(out_dir) == {"m.safetensors": b"earlier"}
+
+
+@pytest.mark.parametrize("fail", ["model", "html"])
+def test_finetune_that_fails_saving_keeps_the_earlier_report(out_dir, monkeypatch, fail):
+    """Before: the earlier run's report (HTML + JSON) was deleted when the model or the HTML could not be saved."""
+    import types
+
+    import safetensors.torch
+    import torch
+
+    from geoml_plugin.core import finetune, report
+    from geoml_plugin.core.finetune import FinetuneConfig
+    from geoml_plugin.core.modelfile import ModelMeta
+
+    before = earlier_files(out_dir, ["r.html", "r.json", "m.safetensors"])
+    if fail == "model":
+        monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+        monkeypatch.setattr(report, "render_html", lambda *a: "<html/>")
+    else:
+        monkeypatch.setattr(report, "render_html", lambda *a: disk_full())
+    meta = ModelMeta(architecture="x", task="regression", in_bands=1)
+    result = types.SimpleNamespace(model_path="m", task="regression", metrics={}, history=[])
+    cfg = FinetuneConfig("in.tif", "labels.gpkg", output_model=str(out_dir / "m.safetensors"),
+                         output_report=str(out_dir / "r.html"))
+    with pytest.raises((OutputError, OSError)):
+        finetune._write_outputs(cfg, {"w": torch.zeros(2)}, meta, result)
+    assert leftovers(out_dir) == []
+    assert snapshot(out_dir) == before
