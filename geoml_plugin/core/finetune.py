@@ -287,15 +287,15 @@ def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
 def _write_outputs(cfg: FinetuneConfig, model, meta, result: FinetuneResult) -> None:
     """Report first, model last; on any failure the report files are as before this run."""
     from .modelfile import save_model
-    from .raster_io import _restore, _snapshot
+    from .raster_io import restore_files, snapshot_files
     from .report import write_report
 
     reports = [cfg.output_report, os.path.splitext(cfg.output_report)[0] + ".json"] if cfg.output_report else []
-    saved = _snapshot(reports)  # an earlier run's report comes back if this one fails (before: it was deleted)
+    saved = snapshot_files(reports)  # an earlier run's report comes back if this one fails (before: it was deleted)
     try:
         if cfg.output_report:
             result.report_path, result.metrics_path = write_report(cfg.output_report, result, meta)
         save_model(cfg.output_model, model, meta)
     except BaseException:
-        _restore(saved)
+        restore_files(saved)
         raise

@@ -216,11 +216,12 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
 
 
 def _write_outputs(cfg, arch, trainer, meta, rows, titles, losses, fb) -> None:
-    """Report first, model last; if either fails, remove what this run wrote (an earlier file that was not
-    replaced stays)."""
-    outputs = [cfg.report_path, os.path.splitext(cfg.report_path)[0] + "_losses.csv"] if cfg.report_path else []
-    outputs.append(cfg.output_model)
-    before = {p: _stamp(p) for p in outputs}
+    """Report first, model last; if either fails, the report files are as before this run (an earlier
+    run's report comes back; none where there was none). The model is replaced only when complete."""
+    from .raster_io import restore_files, snapshot_files
+
+    reports = [cfg.report_path, os.path.splitext(cfg.report_path)[0] + "_losses.csv"] if cfg.report_path else []
+    saved = snapshot_files(reports)
     fb.progress(0.99, "saving")  # the last point where a cancel stops the job: after it, the outputs are written
     try:
         if cfg.report_path:
@@ -229,18 +230,8 @@ def _write_outputs(cfg, arch, trainer, meta, rows, titles, losses, fb) -> None:
             write_report(cfg.report_path, rows, titles, losses, title)
         save_model(cfg.output_model, trainer.ema, meta)
     except BaseException:
-        for p in outputs:
-            if _stamp(p) not in (None, before[p]):  # written by this run (files are replaced, not rewritten)
-                os.remove(p)
+        restore_files(saved)
         raise
-
-
-def _stamp(path: str):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns
 
 
 def _make_trainer(cfg, arch, in_bands, out_bands, device):

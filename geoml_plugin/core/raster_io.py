@@ -394,7 +394,7 @@ def output_error(path: str, exc: BaseException) -> OutputError:
     return OutputError(f"Cannot write '{path}': {cause}. Nothing was changed at that path.", hint)
 
 
-def _snapshot(paths) -> dict:
+def snapshot_files(paths) -> dict:
     """The bytes of each small file (None where there is none), to put back if a commit fails part way."""
     saved = {}
     for p in paths:
@@ -406,8 +406,8 @@ def _snapshot(paths) -> dict:
     return saved
 
 
-def _restore(saved: dict) -> None:
-    """Best effort: put the files of :func:`_snapshot` back as they were."""
+def restore_files(saved: dict) -> None:
+    """Best effort: put the files of :func:`snapshot_files` back as they were."""
     for p, data in saved.items():
         try:
             if data is None:
@@ -568,7 +568,7 @@ class RasterWriter:
         self.prepare()
         aux_tmp, aux = self.tmp + ".aux.xml", self.path + ".aux.xml"
         qml_path = os.path.splitext(self.path)[0] + ".qml"
-        saved = _snapshot([aux] + ([qml_path] if self._qml_tmp else []))
+        saved = snapshot_files([aux] + ([qml_path] if self._qml_tmp else []))
         try:
             if os.path.exists(aux_tmp):
                 os.replace(aux_tmp, aux)
@@ -578,7 +578,7 @@ class RasterWriter:
                 os.replace(self._qml_tmp, qml_path)
             os.replace(self.tmp, self.path)
         except OSError as exc:
-            _restore(saved)
+            restore_files(saved)
             raise output_error(self.path, exc) from exc
         return self.path
 

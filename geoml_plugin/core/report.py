@@ -135,13 +135,13 @@ def write_report(path: str, result, meta) -> tuple[str, str]:
     json_path = os.path.splitext(html_path)[0] + ".json"
     payload = {"model": result.model_path, "task": result.task, "metrics": result.metrics, "history": result.history,
                "training": meta.extra.get("training", {}), "provenance": meta.provenance}
-    from .raster_io import _restore, _snapshot
+    from .raster_io import restore_files, snapshot_files
 
-    saved = _snapshot([json_path])
+    saved = snapshot_files([json_path])
     write_text_atomic(json_path, json.dumps(payload, indent=2))
     try:
         write_text_atomic(html_path, render_html(result, meta))
     except BaseException:
-        _restore(saved)  # an earlier run's JSON back (before: deleted), or none
+        restore_files(saved)  # an earlier run's JSON back (before: deleted), or none
         raise
     return html_path, json_path

@@ -181,6 +181,13 @@ def test_a_model_that_cannot_be_saved_leaves_no_report(tmp_path, scene, monkeypa
         _train(tmp_path, scene.dem, iterations=4, batch_size=2, report_path=str(tmp_path / "r.png"))
     assert os.listdir(tmp_path) == ["m.safetensors"]  # before: r.png and r_losses.csv stayed
     assert (tmp_path / "m.safetensors").read_bytes() == b"earlier"
+    # an earlier run's report is put back, not deleted
+    (tmp_path / "r.png").write_bytes(b"earlier png")
+    (tmp_path / "r_losses.csv").write_text("earlier csv")
+    with pytest.raises(OSError, match="No space"):
+        _train(tmp_path, scene.dem, iterations=4, batch_size=2, report_path=str(tmp_path / "r.png"))
+    assert (tmp_path / "r.png").read_bytes() == b"earlier png"
+    assert (tmp_path / "r_losses.csv").read_text() == "earlier csv"
 
 
 def test_a_report_not_named_png_is_refused_before_training(tmp_path, scene):
