@@ -37,7 +37,7 @@ from .modelfile import ModelMeta, load_model, new_provenance, read_meta, save_mo
 from .models.view_sets import check_views
 from .predict import PredictConfig, PredictResult, choose_bands, predict_raster
 from .progress import Feedback, ensure_feedback
-from .raster_io import RasterInfo, RasterReader, check_not_an_input, check_writable
+from .raster_io import RasterInfo, RasterReader, check_not_an_input, check_writable, output_error, temp_sibling
 
 SUPPORT_VIEWS = 8  # every support patch in its 8 rotations/reflections
 PROTONET_STEPS = 50  # default fine-tuning steps from a prototypical meta-model
@@ -356,16 +356,23 @@ def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewS
     adapted = adapt(cfg, fb.sub(0.0, 0.15))
     t_adapt = time.perf_counter() - t0
     pred = None
-    if cfg.output_path:
-        # meta-models average their views themselves (model.views, set in adapt); a classifier's are predict's
-        base_kind = adapted.meta.extra.get("fewshot_adapted", {}).get("base_kind")
-        pcfg = PredictConfig(cfg.input_path, cfg.model_path, cfg.output_path, cfg.confidence_path, device=cfg.device,
-                             batch_size=cfg.batch_size, stride=cfg.stride, bands=adapted.meta.band_indices,
-                             window=cfg.window, views=cfg.views if base_kind == "classifier" else 1)
-        pred = predict_raster(adapted.model, adapted.meta, pcfg, fb.sub(0.15, 0.99))
-    if cfg.output_model:  # last, so that a cancelled or failed classification leaves no model behind
-        save_model(cfg.output_model, adapted.model, adapted.meta)
-        fb.log(f"Saved the adapted model to {cfg.output_model}")
+    # The adapted model is written first, to a hidden temporary file (a full disk fails here, before any map
+    # is replaced), and renamed into place last (a cancelled or failed classification leaves no model behind).
+    model_tmp = None
+    if cfg.output_model:
+        model_tmp = save_model(temp_sibling(cfg.output_model, ".safetensors"), adapted.model, adapted.meta)
+    try:
+        if cfg.output_path:
+            pred = _classify(cfg, adapted, fb)
+        if model_tmp:
+            try:
+                os.replace(model_tmp, cfg.output_model)
+            except OSError as exc:
+                raise output_error(cfg.output_model, exc) from exc
+            fb.log(f"Saved the adapted model to {cfg.output_model}")
+    finally:
+        if model_tmp and os.path.exists(model_tmp):
+            os.remove(model_tmp)
     device = resolve_device(cfg.device)
     return FewShotResult(
         output_path=pred.output_path if pred else None, confidence_path=pred.confidence_path if pred else None,
@@ -374,6 +381,16 @@ def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewS
         pixel_counts=pred.class_counts if pred else {}, support_accuracy=adapted.support_accuracy,
         adapt_seconds=t_adapt, seconds=time.perf_counter() - t0, device=describe_device(device), prediction=pred,
     )
+
+
+def _classify(cfg: FewShotConfig, adapted: Adapted, fb: Feedback):
+    """Classify ``cfg.input_path`` with the adapted model (``predict_raster``)."""
+    # meta-models average their views themselves (model.views, set in adapt); a classifier's are predict's
+    base_kind = adapted.meta.extra.get("fewshot_adapted", {}).get("base_kind")
+    pcfg = PredictConfig(cfg.input_path, cfg.model_path, cfg.output_path, cfg.confidence_path, device=cfg.device,
+                         batch_size=cfg.batch_size, stride=cfg.stride, bands=adapted.meta.band_indices,
+                         window=cfg.window, views=cfg.views if base_kind == "classifier" else 1)
+    return predict_raster(adapted.model, adapted.meta, pcfg, fb.sub(0.15, 0.99))
 
 
 def clone_adapted(adapted: Adapted) -> Adapted:

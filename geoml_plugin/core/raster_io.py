@@ -414,7 +414,7 @@ def restore_files(saved: dict) -> None:
                 if os.path.exists(p):
                     os.remove(p)
                 continue
-            tmp = _temp_sibling(p, ".restore")
+            tmp = temp_sibling(p, ".restore")
             with open(tmp, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, p)
@@ -422,7 +422,7 @@ def restore_files(saved: dict) -> None:
             pass
 
 
-def _temp_sibling(path: str, suffix: str = ".tif") -> str:
+def temp_sibling(path: str, suffix: str = ".tif") -> str:
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{name}.part-{uuid.uuid4().hex[:8]}{suffix}")
 
@@ -455,7 +455,7 @@ class RasterWriter:
         check_writable(path)
         check_geotiff_name(path)
         self.path = os.path.abspath(path)
-        self.tmp = _temp_sibling(self.path)
+        self.tmp = temp_sibling(self.path)
         self.width, self.height, self.bands = width, height, bands
         self.dtype = np.dtype(dtype)
         self.nodata = nodata
@@ -555,7 +555,7 @@ class RasterWriter:
         try:
             self._finalise()
             if self.qml:
-                self._qml_tmp = _temp_sibling(self.path, ".qml")
+                self._qml_tmp = temp_sibling(self.path, ".qml")
                 with open(self._qml_tmp, "w", encoding="utf-8") as fh:
                     fh.write(self.qml)
                 os.chmod(self._qml_tmp, 0o644)

@@ -289,3 +289,20 @@ def test_cancel_leaves_nothing(scene, meta_model, out_dir):
                         output_model=str(out_dir / "a.safetensors"), stride=2, batch_size=4),
                     Feedback(on_progress=lambda f, m: seen.append(m), is_cancelled=lambda: "adapting" in seen))
     assert list(out_dir.iterdir()) == [] and leftovers(out_dir) == []
+
+
+def test_a_model_that_cannot_be_saved_replaces_no_map(scene, meta_model, out_dir, monkeypatch):
+    """The adapted model is written before the maps are published: a full disk there changes nothing."""
+    from geoml_plugin.core import fewshot
+
+    (out_dir / "o.tif").write_bytes(b"earlier map")
+
+    def full_disk(path, model, meta):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fewshot, "save_model", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        run_fewshot(_fs(scene, meta_model, out_dir, points=support_points(scene),
+                        output_model=str(out_dir / "m.safetensors")))
+    assert (out_dir / "o.tif").read_bytes() == b"earlier map"  # before: replaced by this run's map
+    assert sorted(p.name for p in out_dir.iterdir()) == ["o.tif"] and leftovers(out_dir) == []
