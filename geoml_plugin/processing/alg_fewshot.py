@@ -26,7 +26,7 @@ HELP = """Maps a raster from a handful of labelled points: adapts a model to you
 <b>Support points</b>: a few points per class (1–10 each) with a class field. Points outside the raster, on nodata or with an empty class are ignored and reported; every class needs at least one usable point, and at least two classes are needed.
 <b>Adaptation steps</b>: -1 = the model's default. For MAML meta-models, gradient steps from the learnt initialisation (default: as meta-trained); for the others, steps of fine-tuning the whole network on the support points after the nearest-prototype start (default 50 for prototypical meta-models, 0 — prototypes only — for normal classifiers).
 <b>Output</b>: class raster (values 1..K, class names from the support points, styled). <b>Confidence</b>: probability of the winning class — low values show where more points would help.
-<b>Adapted model</b> (optional): a normal GeoML classifier for <i>Apply model to raster</i>; saved after the map, so a cancelled or failed run leaves none.
+<b>Adapted model</b> (optional): a normal GeoML classifier for <i>Apply model to raster</i>; written before the map to a hidden temporary file and put in place after it, so a cancelled or failed run leaves none and a full disk replaces no map.
 Outputs are GeoTIFF (x.png is refused) and may not be the input raster, the model or the support layer.
 <b>Test-time views</b> (advanced): average each window over 2, 4 or 8 rotations/reflections: a little more accurate, as many times slower.
 """
