@@ -35,6 +35,16 @@ def release_provider():
         reg.removeProvider(reg.providerById("geoml"))
 
 
+class FakePlugin:
+    """What GeoML's dialogs and panels use of the plugin object: pytest-qgis's iface and its message bar."""
+
+    def __init__(self, iface):
+        self.iface = iface
+
+    def message_bar(self):
+        return self.iface.messageBar()
+
+
 def wait_for_task(qtbot, dialog, timeout=120_000):
     """Wait until the dialog's background task has finished (main thread callbacks ran)."""
     qtbot.waitUntil(lambda: dialog.task is None, timeout=timeout)

@@ -12,14 +12,7 @@ from geoml_plugin import deps
 from geoml_plugin.core.errors import DependencyError
 from geoml_plugin.gui import deps_ui
 from tests.deps.wheels import ISOLATED_PIP_ENV, HangingServer, local_wheels
-
-
-class FakePlugin:
-    def __init__(self, iface):
-        self.iface = iface
-
-    def message_bar(self):
-        return self.iface.messageBar()
+from tests.qgis.conftest import FakePlugin
 
 
 @pytest.fixture(autouse=True)

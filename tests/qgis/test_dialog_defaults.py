@@ -2,7 +2,7 @@
 import pytest
 from qgis.core import QgsFields, QgsProject, QgsSettings, QgsVectorLayer
 
-from tests.qgis.test_predict_dialog import FakePlugin
+from tests.qgis.conftest import FakePlugin
 
 
 def _points(spec: str, name: str = "labels") -> QgsVectorLayer:

@@ -3,7 +3,7 @@ import pytest
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 
-from tests.qgis.test_predict_dialog import FakePlugin
+from tests.qgis.conftest import FakePlugin
 
 DIALOGS = [("predict_dialog", "PredictDialog", "batchSpin"), ("finetune_dialog", "FinetuneDialog", "patchSpin"),
            ("traingan_dialog", "TrainGanDialog", "iterationsSpin")]

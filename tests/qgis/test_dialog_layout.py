@@ -4,7 +4,7 @@ import pytest
 from qgis.core import QgsSettings
 from qgis.PyQt.QtCore import QRect
 
-from tests.qgis.test_predict_dialog import FakePlugin
+from tests.qgis.conftest import FakePlugin
 
 DIALOGS = [("predict_dialog", "PredictDialog"), ("finetune_dialog", "FinetuneDialog"),
            ("traingan_dialog", "TrainGanDialog")]

@@ -12,7 +12,7 @@ from qgis.PyQt.QtWidgets import (
     QToolButton,
 )
 
-from tests.qgis.test_predict_dialog import FakePlugin
+from tests.qgis.conftest import FakePlugin
 
 DIALOGS = [("predict_dialog", "PredictDialog", "out.tif"), ("finetune_dialog", "FinetuneDialog", "model.safetensors"),
            ("traingan_dialog", "TrainGanDialog", "gan.safetensors")]

@@ -15,16 +15,9 @@ from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 
 from geoml_plugin.core.raster_io import category_names_of
 from geoml_plugin.core.sampledata import CLASS_NAMES, read_label_points
+from tests.qgis.conftest import FakePlugin
 
 WEB_MERCATOR = QgsCoordinateReferenceSystem("EPSG:3857")
-
-
-class FakePlugin:
-    def __init__(self, iface):
-        self.iface = iface
-
-    def message_bar(self):
-        return self.iface.messageBar()
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ from qgis.core import QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt
 
 from tests.conftest import leftovers
-from tests.qgis.conftest import wait_for_task
-from tests.qgis.test_predict_dialog import FakePlugin
+from tests.qgis.conftest import FakePlugin, wait_for_task
 from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
 
 

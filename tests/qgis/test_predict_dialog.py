@@ -4,15 +4,7 @@ from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 
 from tests.conftest import leftovers
-from tests.qgis.conftest import wait_for_task
-
-
-class FakePlugin:
-    def __init__(self, iface):
-        self.iface = iface
-
-    def message_bar(self):
-        return self.iface.messageBar()
+from tests.qgis.conftest import FakePlugin, wait_for_task
 
 
 def _dialog(qtbot, qgis_iface, scene):

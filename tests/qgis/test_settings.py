@@ -5,6 +5,8 @@ import math
 import pytest
 from qgis.core import QgsSettings
 
+from tests.qgis.conftest import FakePlugin
+
 KEYS = {
     "predict": ["model", "device", "batch", "views"],
     "finetune": ["task", "backbone", "weights", "extent", "weights_file", "patch", "epochs", "batch", "lr",
@@ -14,14 +16,6 @@ KEYS = {
     "gan_panel": ["tile", "style", "model"],
 }
 ODD = ["abc", "99999999999", "-99999999999", "nan", "inf", ["a", "b"], 7, True, ""]
-
-
-class FakePlugin:
-    def __init__(self, iface):
-        self.iface = iface
-
-    def message_bar(self):
-        return self.iface.messageBar()
 
 
 def _open(which, qtbot, qgis_iface):
