@@ -211,26 +211,26 @@ class RasterReader:
         self.info = raster_info(self.ds)
         self.info.path = path
         self.alpha_left_out: list[int] = []
-        if skip_alpha and not bands:
-            alpha = alpha_bands(self.ds)
-            if alpha and len(alpha) < self.info.band_count:
-                self.alpha_left_out = alpha
-                bands = [b for b in range(1, self.info.band_count + 1) if b not in alpha]
+        alpha = alpha_bands(self.ds)  # read once: it also decides whether an alpha mask is a mask
+        if skip_alpha and not bands and alpha and len(alpha) < self.info.band_count:
+            self.alpha_left_out = alpha
+            bands = [b for b in range(1, self.info.band_count + 1) if b not in alpha]
         self.bands = parse_band_list(bands, self.info.band_count)
         self._nodata = [self.info.nodata[b - 1] for b in self.bands]
-        self._masks = self._mask_bands()
+        self._masks = self._mask_bands(transparency=bool(alpha))
         self._unflushed = 0
 
-    def _mask_bands(self) -> list:
+    def _mask_bands(self, transparency: bool) -> list:
         """GDAL mask bands that say more than the nodata value: a per-dataset mask (internal or ``.msk``,
-        e.g. from ``gdal_translate -mask`` or a JPEG-compressed GeoTIFF) or an alpha band (0 = no data)."""
+        e.g. from ``gdal_translate -mask`` or a JPEG-compressed GeoTIFF) or an alpha band (0 = no data).
+        ``transparency``: the raster's alpha band holds transparency (:func:`alpha_bands`)."""
         masks, seen = [], set()
         for b in self.bands:
             band = self.ds.GetRasterBand(b)
             flags = band.GetMaskFlags()
             if flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA):
                 continue  # nothing, or the nodata value / NaN already tested
-            if flags & gdal.GMF_ALPHA and not holds_transparency(band.GetMaskBand()):
+            if flags & gdal.GMF_ALPHA and not transparency:
                 continue  # a band GDAL calls alpha but that holds image data (e.g. near-infrared): no mask
             key = "dataset" if flags & gdal.GMF_PER_DATASET else b
             if key not in seen:
