@@ -109,9 +109,40 @@ def auto_learning_rate(cfg: FinetuneConfig) -> float:
     return 1e-3 if pretrained and not cfg.freeze_backbone else 3e-3
 
 
+def report_path_for(model_path: str) -> str:
+    """Where the dialog puts the HTML report of the model ``model_path``: ``x_report.html`` for
+    ``x.safetensors`` (its metrics JSON, ``x_report.json``, goes beside it)."""
+    return os.path.splitext(model_path)[0] + "_report.html"
+
+
+def map_paths_for(model_path: str, task: str) -> list:
+    """The rasters the dialog writes beside ``model_path`` when it classifies the raster with the new model:
+    ``x_classes.tif`` and ``x_confidence.tif`` for ``x.safetensors`` (classification, segmentation), or
+    ``x_values.tif`` (regression: no confidence raster)."""
+    stem = os.path.splitext(model_path)[0]
+    if task == "regression":
+        return [f"{stem}_values.tif"]
+    return [f"{stem}_classes.tif", f"{stem}_confidence.tif"]
+
+
+def output_paths(cfg: FinetuneConfig, classify: bool = False) -> list:
+    """Every file a run with ``cfg`` writes, replacing any file of that name: the model, then the HTML report
+    and its metrics JSON when ``cfg.output_report`` is set, then with ``classify`` the maps the dialog writes
+    beside the model afterwards (:func:`map_paths_for`)."""
+    from .report import metrics_path
+
+    paths = [cfg.output_model]
+    if cfg.output_report:
+        paths += [cfg.output_report, metrics_path(cfg.output_report)]
+    if classify:
+        paths += map_paths_for(cfg.output_model, cfg.task)
+    return paths
+
+
 def check_config(cfg: FinetuneConfig) -> None:
     """Refuse bad parameters before any heavy work, with what to do about them."""
     from .raster_io import check_not_an_input, check_writable
+    from .report import metrics_path
 
     if cfg.task not in TASKS:
         raise InputError(f"Unknown task '{cfg.task}'.", "Choose classification, segmentation or regression.")
@@ -131,7 +162,7 @@ def check_config(cfg: FinetuneConfig) -> None:
     if cfg.output_report:
         check_writable(cfg.output_report)
         check_not_an_input(cfg.output_report, inputs)
-        check_not_an_input(os.path.splitext(cfg.output_report)[0] + ".json", inputs)  # metrics beside the report
+        check_not_an_input(metrics_path(cfg.output_report), inputs)  # metrics beside the report
         if os.path.abspath(cfg.output_report) == os.path.abspath(cfg.output_model):
             raise InputError("The report must be a different file from the model.")
 
@@ -290,7 +321,7 @@ def _write_outputs(cfg: FinetuneConfig, model, meta, result: FinetuneResult) -> 
     from .raster_io import restore_files, snapshot_files
     from .report import write_report
 
-    reports = [cfg.output_report, os.path.splitext(cfg.output_report)[0] + ".json"] if cfg.output_report else []
+    reports = output_paths(cfg)[1:]  # the report and its metrics JSON, when asked for
     saved = snapshot_files(reports)  # an earlier run's report comes back if this one fails (before: it was deleted)
     try:
         if cfg.output_report:

@@ -128,9 +128,15 @@ def _save_matplotlib(path: str, grid: np.ndarray, row_titles: list, losses: dict
     fig.savefig(path, format="png")
 
 
+def losses_path(report_path: str) -> str:
+    """The loss table that :func:`write_report` writes beside the PNG report ``report_path``:
+    ``<report minus .png>_losses.csv``."""
+    return os.path.splitext(report_path)[0] + "_losses.csv"
+
+
 def write_report(path: str, rows: list, row_titles: list, losses: dict, title: str = "",
                  use_matplotlib: Optional[bool] = None) -> str:
-    """Write ``path`` (PNG) atomically and ``<path minus .png>_losses.csv`` beside it."""
+    """Write ``path`` (PNG) atomically and ``<path minus .png>_losses.csv`` beside it (:func:`losses_path`)."""
     grid = sample_grid(rows)
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.part-{uuid.uuid4().hex[:8]}.png")
@@ -156,6 +162,6 @@ def write_report(path: str, rows: list, row_titles: list, losses: dict, title: s
     lines = [",".join(["iteration", *losses])]
     for i in range(n):
         lines.append(",".join([str(i + 1)] + [f"{v[i]:.6g}" if i < len(v) else "" for v in losses.values()]))
-    write_text_atomic(os.path.splitext(path)[0] + "_losses.csv", "\n".join(lines) + "\n")
+    write_text_atomic(losses_path(path), "\n".join(lines) + "\n")
     return path
 

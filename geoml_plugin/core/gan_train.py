@@ -23,7 +23,7 @@ from . import gan_metrics
 from .device import describe_device, resolve_device, seed_everything
 from .errors import InputError
 from .gan_data import TileSampler, align_target, release
-from .gan_report import tile_to_rgb, write_report
+from .gan_report import losses_path, tile_to_rgb, write_report
 from .gan_trainers import CONDITIONAL, UNCONDITIONAL, Pix2PixTrainer, TileGanTrainer
 from .georef import ground_metres_per_unit
 from .modelfile import ModelMeta, new_provenance, save_model
@@ -67,6 +67,18 @@ class GanTrainResult:
     device: str
     metrics: dict = field(default_factory=dict)
     losses: dict = field(default_factory=dict)  # name → list per iteration
+
+
+def report_path_for(model_path: str) -> str:
+    """Where the dialog puts the PNG report of the model ``model_path``: ``x_report.png`` for ``x.safetensors``
+    (its loss table, ``x_report_losses.csv``, goes beside it)."""
+    return os.path.splitext(model_path)[0] + "_report.png"
+
+
+def output_paths(cfg: GanTrainConfig) -> list:
+    """Every file a run with ``cfg`` writes, replacing any file of that name: the model, then the PNG report
+    and its loss table (:func:`gan_report.losses_path`) when ``cfg.report_path`` is set."""
+    return [cfg.output_model] + ([cfg.report_path, losses_path(cfg.report_path)] if cfg.report_path else [])
 
 
 def resolve_architecture(cfg: GanTrainConfig) -> str:
@@ -220,7 +232,7 @@ def _write_outputs(cfg, arch, trainer, meta, rows, titles, losses, fb) -> None:
     run's report comes back; none where there was none). The model is replaced only when complete."""
     from .raster_io import restore_files, snapshot_files
 
-    reports = [cfg.report_path, os.path.splitext(cfg.report_path)[0] + "_losses.csv"] if cfg.report_path else []
+    reports = output_paths(cfg)[1:]  # the report and its loss table, when asked for
     saved = snapshot_files(reports)
     fb.progress(0.99, "saving")  # the last point where a cancel stops the job: after it, the outputs are written
     try:

@@ -129,10 +129,16 @@ def render_html(result, meta) -> str:
             + f"<h2>Run</h2><table>{rows}</table></body></html>")
 
 
+def metrics_path(report_path: str) -> str:
+    """The metrics JSON that :func:`write_report` writes beside the HTML report ``report_path``: same name,
+    ``.json``."""
+    return os.path.splitext(report_path)[0] + ".json"
+
+
 def write_report(path: str, result, meta) -> tuple[str, str]:
-    """Write ``path`` (HTML) and the metrics JSON beside it; returns both paths."""
+    """Write ``path`` (HTML) and the metrics JSON beside it (:func:`metrics_path`); returns both paths."""
     html_path = os.path.abspath(path)
-    json_path = os.path.splitext(html_path)[0] + ".json"
+    json_path = metrics_path(html_path)
     payload = {"model": result.model_path, "task": result.task, "metrics": result.metrics, "history": result.history,
                "training": meta.extra.get("training", {}), "provenance": meta.provenance}
     from .raster_io import restore_files, snapshot_files

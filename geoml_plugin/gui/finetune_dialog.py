@@ -22,7 +22,7 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt
 
 from ..core.errors import GeoMLError, InputError
-from ..core.finetune import BACKBONE_LABELS, BACKBONES, TASKS
+from ..core.finetune import BACKBONE_LABELS, BACKBONES, TASKS, map_paths_for, output_paths, report_path_for
 from .job_dialog import JobDialogBase, load_ui
 
 FORM = load_ui("finetune_dialog.ui")
@@ -52,11 +52,15 @@ stronger with ImageNet weights or on a GPU.</li>
 during a job); an earlier GeoML model with the same backbone and bands transfers its backbone.</li>
 <li><b>Epochs / learning rate</b>: <i>automatic</i> suits most cases.</li>
 <li><b>Model file</b>: where the model (.safetensors) is saved, with its report and maps beside it
-(<code>x_report.html</code>, <code>x_classes.tif</code> or <code>x_values.tif</code>,
-<code>x_confidence.tif</code> for <code>x.safetensors</code>). Left
+(<code>x_report.html</code> and <code>x_report.json</code> with the report, <code>x_classes.tif</code> and
+<code>x_confidence.tif</code>, or <code>x_values.tif</code> for regression, when the raster is classified,
+for <code>x.safetensors</code>). Left
 empty, they go to a new temporary folder (<code>geoml_…</code> in the system's temp folder; the log shows
-the path), which the system may clear: choose a file to keep the model. An existing model file is replaced
-only after you confirm (the report and maps beside it are then replaced without asking).</li>
+the path), which the system may clear: choose a file to keep the model. When any of the files this run
+writes exists, <b>Run</b> asks once, naming each of them, before replacing them (No returns to the form
+and changes nothing); a model file just chosen with the file browser, which asked already, is not asked
+about again, but an existing report or map beside it is. <b>Classify</b> asks the same about existing
+maps.</li>
 <li><b>Advanced</b>: validation fraction (kept apart per class for the metrics), augmentation
 (random shifts, flips and quarter turns; for classes also a mild contrast/brightness jitter),
 freezing the backbone, seed.</li>
@@ -144,7 +148,8 @@ class FinetuneDialog(JobDialogBase, FORM):
         self.taskCombo.currentIndexChanged.connect(self.task_changed)
         self.labelField.activated.connect(self.field_chosen)
         self._field_picked = False
-        self.classifyButton.clicked.connect(self.classify)
+        self._maps_asked = False  # the last Run asked about the maps it then writes
+        self.classifyButton.clicked.connect(self.classify_clicked)
         self.restore_settings()
         self.fill_bands(self.inputLayer.currentLayer())
         self.labels_changed(self.labelsLayer.currentLayer())
@@ -278,10 +283,13 @@ class FinetuneDialog(JobDialogBase, FORM):
             validation_fraction=self.valSpin.value(), freeze_backbone=self.freezeCheck.isChecked(),
             augment=self.augmentCheck.isChecked(), device=self.deviceCombo.currentText(),
             seed=self.seedSpin.value(), max_raster_samples=self.maxSamplesSpin.value(),
-            output_report=os.path.splitext(out)[0] + "_report.html" if self.reportCheck.isChecked() else None,
+            output_report=report_path_for(out) if self.reportCheck.isChecked() else None,
         )
-        if not self.confirm_replace([out], self.outputFile):  # e.g. the remembered path of the last model
+        classify = self.classifyCheck.isChecked()
+        # the model (e.g. the remembered path of the last one), its report and the maps written beside it
+        if not self.confirm_replace(output_paths(cfg, classify), self.outputFile):
             return None
+        self._maps_asked = classify
         self.save_settings()
         self.classifyButton.setEnabled(False)
         self.statusLabel.setText("")
@@ -316,7 +324,20 @@ class FinetuneDialog(JobDialogBase, FORM):
         self.push_message(f"Model trained — {result.summary()}", Qgis.MessageLevel.Success)
         self.classifyButton.setEnabled(True)
         if self.classifyCheck.isChecked():
+            if not self._maps_asked and not self.confirm_replace(self.map_paths()):  # checked while training
+                self.logView.appendPlainText("No map was made: the earlier maps are kept (Classify makes one).")
+                return
             self.classify()
+
+    def map_paths(self) -> list:
+        """The rasters :meth:`classify` writes beside the model just trained."""
+        return map_paths_for(self.last_result.model_path, self.last_result.task)
+
+    def classify_clicked(self) -> None:
+        """The Classify button: asks before replacing maps that exist (e.g. those made after training)."""
+        if self.last_result is None or self.task is not None or not self.confirm_replace(self.map_paths()):
+            return
+        self.classify()
 
     def classify(self) -> None:
         """Apply the model just trained to the raster (or the map view) in the background."""
@@ -344,11 +365,8 @@ class FinetuneDialog(JobDialogBase, FORM):
         if raster is None:
             raise InputError("Choose the raster to classify.")
         model = self.last_result.model_path
-        stem = os.path.splitext(model)[0]
-        is_classifier = self.last_result.task != "regression"
-        out = f"{stem}_{'classes' if is_classifier else 'values'}.tif"
-        cfg = PredictConfig(input_path=raster.source(), model_path=model, output_path=out,
-                            confidence_path=f"{stem}_confidence.tif" if is_classifier else None,
+        out, conf = (self.map_paths() + [None])[:2]  # a regression model: no confidence raster
+        cfg = PredictConfig(input_path=raster.source(), model_path=model, output_path=out, confidence_path=conf,
                             device=self.deviceCombo.currentText(), window=self.view_window(raster),
                             stride=max(1, self.last_result.meta.patch_size // 8) if self.last_result.meta else None)
         return f"GeoML: apply {os.path.basename(model)} to {raster.name()}", lambda fb: run_predict(cfg, fb)

@@ -86,6 +86,19 @@ def refresh_badge(show: Callable[[str], None]) -> None:
         check_in_background(lambda st: show(deps.summary_of(st)))
 
 
+def replace_question(existing: list) -> str:
+    """'x.tif exists. Replace it?' for one file; for several, every name in one question, e.g. 'These files exist
+    in /data and will be replaced: m.safetensors, m_report.html. Replace them?' (full paths when their folders
+    differ)."""
+    if len(existing) == 1:
+        return f"{existing[0]} exists. Replace it?"
+    folders = {os.path.dirname(p) for p in existing}
+    if len(folders) == 1:
+        names = ", ".join(os.path.basename(p) for p in existing)
+        return f"These files exist in {folders.pop()} and will be replaced: {names}. Replace them?"
+    return f"These files exist and will be replaced: {', '.join(existing)}. Replace them?"
+
+
 class JobDialogBase(QDialog):
     SETTINGS_KEY = "job"
     HELP_HTML = ""
@@ -140,8 +153,10 @@ class JobDialogBase(QDialog):
             self._browsed[file_widget.objectName()] = path
 
     def confirm_replace(self, paths, file_widget=None) -> bool:
-        """False when one of ``paths`` exists and the user would rather not replace it. A path just chosen
-        with ``file_widget``'s Browse button is not asked about again; every Run asks anew."""
+        """False when one of ``paths`` (every file the job writes: the output and the files beside it) exists
+        and the user would rather not replace it; one question lists all that exist. The path just chosen with
+        ``file_widget``'s Browse button is not asked about again (the files beside it still are); every Run
+        asks anew."""
         browsed = self._browsed.pop(file_widget.objectName(), None) if file_widget is not None else None
         existing = [p for p in paths if p and p != browsed and os.path.exists(p)]
         if not existing:
@@ -153,9 +168,8 @@ class JobDialogBase(QDialog):
         return False
 
     def ask_replace(self, existing: list) -> bool:
-        names = " and ".join(existing)
-        text = f"{names} exists. Replace it?" if len(existing) == 1 else f"{names} exist. Replace them?"
-        answer = QMessageBox.question(self, "GeoML", text,
+        """One question naming every file in ``existing`` (:func:`replace_question`): True for Yes."""
+        answer = QMessageBox.question(self, "GeoML", replace_question(existing),
                                       QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
                                       QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes

@@ -29,10 +29,12 @@ nodata are skipped; crops are rotated and flipped, so a small raster is enough.<
 <li><b>Architecture</b>: <i>automatic</i> picks dcgan_sn without a target raster, pix2pix with one.</li>
 <li><b>Model file</b>: where the model (.safetensors) is saved, with its report beside it. Left empty, it
 goes to a new temporary folder (<code>geoml_…</code> in the system's temp folder; the log shows the path),
-which the system may clear: choose a file to keep the model. An existing file is replaced only after you
-confirm.</li>
+which the system may clear: choose a file to keep the model.</li>
 <li>The <b>report</b> (<code>x_report.png</code> beside <code>x.safetensors</code>, with the losses in
-<code>x_report_losses.csv</code>) shows training tiles beside generated ones and the loss curves.</li></ul>
+<code>x_report_losses.csv</code>) shows training tiles beside generated ones and the loss curves.</li>
+<li>When the model, report or loss table exists, <b>Run</b> asks once, naming each existing file, before
+replacing them; a model file just chosen with the file browser, which asked already, is not asked about
+again, but an existing report or loss table beside it is.</li></ul>
 <p>Closing the dialog while it runs asks whether to keep the job running in the background, cancel it,
 or stay.</p>"""
 
@@ -72,7 +74,7 @@ class TrainGanDialog(JobDialogBase, FORM):
             self.modeInfo.setText("Target given: trains a translator input → target (pix2pix).")
 
     def make_job(self):
-        from ..core.gan_train import GanTrainConfig, run_traingan
+        from ..core.gan_train import GanTrainConfig, output_paths, report_path_for, run_traingan
 
         layer = self.inputLayer.currentLayer()
         if layer is None:
@@ -83,7 +85,7 @@ class TrainGanDialog(JobDialogBase, FORM):
             out = os.path.join(tempfile.mkdtemp(prefix="geoml_"), f"{layer.name()}_gan.safetensors")
         if not out.lower().endswith((".safetensors", ".geoml")):
             out += ".safetensors"
-        report = os.path.splitext(out)[0] + "_report.png" if self.reportCheck.isChecked() else None
+        report = report_path_for(out) if self.reportCheck.isChecked() else None
         cfg = GanTrainConfig(
             input_path=layer.source(), output_model=out, target_path=target.source() if target else None,
             bands=self.bandsEdit.text().strip() or None, target_bands=self.targetBandsEdit.text().strip() or None,
@@ -92,7 +94,7 @@ class TrainGanDialog(JobDialogBase, FORM):
             l1_weight=self.l1Spin.value(), learning_rate=self.lrSpin.value(), device=self.deviceCombo.currentText(),
             seed=self.seedSpin.value(), report_path=report,
         )
-        if not self.confirm_replace([out], self.outputFile):
+        if not self.confirm_replace(output_paths(cfg), self.outputFile):  # the model, its report and loss table
             return None
         self.set_settings_value("device", cfg.device)
         self.set_settings_value("tile", str(cfg.tile_size))

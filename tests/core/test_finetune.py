@@ -8,7 +8,7 @@ import torch
 from osgeo import gdal, ogr, osr
 
 from geoml_plugin.core.errors import InputError, JobCancelled, ModelFileError
-from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
+from geoml_plugin.core.finetune import FinetuneConfig, map_paths_for, output_paths, report_path_for, run_finetune
 from geoml_plugin.core.modelfile import load_model, read_meta
 from geoml_plugin.core.predict import PredictConfig, predict_raster, run_predict
 from geoml_plugin.core.progress import Feedback
@@ -60,7 +60,8 @@ def blocks(tmp_path_factory):
 def test_separable_classes_train_far_above_chance_and_write_report(blocks, out_dir):
     raster, labels, _ = blocks
     model, report = out_dir / "m.safetensors", out_dir / "report.html"
-    res = run_finetune(FinetuneConfig(raster, labels, "label", str(model), epochs=6, output_report=str(report), **FAST))
+    cfg = FinetuneConfig(raster, labels, "label", str(model), epochs=6, output_report=str(report), **FAST)
+    res = run_finetune(cfg)
     assert res.metrics["evaluated_on"] == "validation" and res.n_val >= 10
     assert res.metrics["overall_accuracy"] >= 0.9  # chance is about 0.5
     assert res.class_names == ["bright", "dark"]
@@ -74,6 +75,20 @@ def test_separable_classes_train_far_above_chance_and_write_report(blocks, out_d
     payload = json.loads((out_dir / "report.json").read_text())
     assert payload["metrics"]["confusion_matrix"] and len(payload["history"]) == 6
     assert leftovers(out_dir) == []
+    # exactly the files the dialog asks about replacing
+    assert sorted(os.listdir(out_dir)) == sorted(os.path.basename(p) for p in output_paths(cfg))
+
+
+def test_output_paths_name_every_file_a_run_writes():
+    """What the Fine-tune dialog's "These files exist and will be replaced" question lists."""
+    cfg = FinetuneConfig("in.tif", "pts.gpkg", "label", "/d/x.safetensors")
+    assert output_paths(cfg) == ["/d/x.safetensors"]
+    cfg.output_report = report_path_for(cfg.output_model)
+    assert output_paths(cfg) == ["/d/x.safetensors", "/d/x_report.html", "/d/x_report.json"]
+    assert output_paths(cfg, classify=True)[3:] == ["/d/x_classes.tif", "/d/x_confidence.tif"]
+    cfg.task = "regression"
+    assert output_paths(cfg, classify=True)[3:] == ["/d/x_values.tif"] == map_paths_for(cfg.output_model, "regression")
+    assert map_paths_for("/d/x.safetensors", "segmentation") == ["/d/x_classes.tif", "/d/x_confidence.tif"]
 
 
 def test_model_file_round_trips_and_predicts_like_the_model_in_memory(blocks, out_dir):

@@ -7,7 +7,7 @@ import torch
 from osgeo import gdal
 
 from geoml_plugin.core.errors import InputError, JobCancelled
-from geoml_plugin.core.gan_train import GanTrainConfig, run_traingan
+from geoml_plugin.core.gan_train import GanTrainConfig, output_paths, report_path_for, run_traingan
 from geoml_plugin.core.latent_field import FieldDecoder
 from geoml_plugin.core.modelfile import load_model, read_meta
 from geoml_plugin.core.progress import Feedback
@@ -44,6 +44,16 @@ def test_unconditional_training_saves_generator_with_units_grid_and_report(scene
     assert png.RasterXSize > 200 and png.RasterCount >= 3
     csv_lines = (tmp_path / "report_losses.csv").read_text().splitlines()
     assert csv_lines[0] == "iteration,D,G" and len(csv_lines) == 13
+    # exactly the files the Train GAN dialog asks about replacing
+    cfg = GanTrainConfig(scene.dem, res.model_path, report_path=str(tmp_path / "report.png"))
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in output_paths(cfg))
+
+
+def test_output_paths_name_the_model_report_and_loss_table():
+    cfg = GanTrainConfig("dem.tif", "/d/g.safetensors")
+    assert output_paths(cfg) == ["/d/g.safetensors"]
+    cfg.report_path = report_path_for(cfg.output_model)
+    assert output_paths(cfg) == ["/d/g.safetensors", "/d/g_report.png", "/d/g_report_losses.csv"]
 
 
 def test_report_without_matplotlib_is_still_a_png(tmp_path):
