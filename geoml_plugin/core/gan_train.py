@@ -109,6 +109,7 @@ def _validate(cfg: GanTrainConfig) -> str:
     check_not_an_input(cfg.output_model, inputs)
     if cfg.report_path:
         check_not_an_input(cfg.report_path, inputs)
+        check_not_an_input(losses_path(cfg.report_path), inputs)  # the loss table beside the report
         if os.path.splitext(cfg.report_path)[1].lower() != ".png":
             raise InputError(f"The training report is a PNG image, but '{os.path.basename(cfg.report_path)}' "
                              "is not named .png.", "Name the report .png.")

@@ -215,4 +215,9 @@ def test_outputs_over_the_input_are_refused_and_the_input_kept(tmp_path, scene):
         run_traingan(GanTrainConfig(str(dem), str(dem), **dict(TINY, tile_size=32, iterations=2, batch_size=2)))
     with pytest.raises(InputError, match="is the input raster"):
         _train(tmp_path, str(dem), report_path=str(dem))
+    # the loss table beside the report is an output too (a raster named like it would be replaced)
+    table = shutil.copy(scene.dem, tmp_path / "r_losses.csv")
+    with pytest.raises(InputError, match="is the input raster"):
+        _train(tmp_path, str(table), report_path=str(tmp_path / "r.png"))
     assert open(dem, "rb").read() == before
+    assert open(table, "rb").read() == before
