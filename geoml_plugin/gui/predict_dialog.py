@@ -96,13 +96,24 @@ class PredictDialog(JobDialogBase, FORM):
             stride=self.strideSpin.value() or None, window=self.view_window(layer),
             views=int(self.viewsCombo.currentText()),
         )
-        if not self.confirm_replace([out, conf], self.outputFile):
+        if not self.confirm_replace([out, conf if self._writes_confidence(model) else None], self.outputFile):
             return None
         self.set_settings_value("model", model)
         self.set_settings_value("device", cfg.device)
         self.set_settings_value("batch", cfg.batch_size)
         self.set_settings_value("views", cfg.views)
         return f"GeoML: apply {os.path.basename(model)} to {layer.name()}", lambda fb: run_predict(cfg, fb)
+
+    @staticmethod
+    def _writes_confidence(model: str) -> bool:
+        """Whether ``model`` gets a confidence raster: classifiers only (a regression model writes none, so an
+        existing ``_confidence.tif`` beside the output is not replaced and not asked about)."""
+        from ..core.modelfile import read_meta
+
+        try:
+            return read_meta(model).is_classifier
+        except GeoMLError:
+            return True  # the job itself reports the unreadable model
 
     def view_window(self, layer):
         """Pixel window of the map view over ``layer``, or None for the whole raster."""

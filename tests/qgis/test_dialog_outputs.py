@@ -87,6 +87,31 @@ def test_apply_model_asks_once_about_both_outputs(open_dialog, tmp_path, monkeyp
     assert asked == [[str(out), str(conf)]] and len(started) == 1
 
 
+def test_apply_regression_model_does_not_ask_about_a_confidence_raster_it_does_not_write(open_dialog, tmp_path,
+                                                                                          monkeypatch):
+    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.models import build_model
+
+    meta = ModelMeta(architecture="pixel_linear", arch_args={"in_bands": 4, "out_channels": 1}, task="regression",
+                     output="dense", in_bands=4, patch_size=16, norm_mean=[1000] * 4, norm_std=[500] * 4,
+                     target={"name": "height"})
+    model = save_model(str(tmp_path / "reg.safetensors"), build_model("pixel_linear", in_bands=4, out_channels=1),
+                       meta)
+    dlg, started, asked = open_dialog("predict_dialog", "PredictDialog")
+    dlg.modelFile.setFilePath(model)
+    dlg.confidenceCheck.setChecked(True)
+    out, conf = tmp_path / "height.tif", tmp_path / "height_confidence.tif"
+    conf.write_bytes(b"a classifier's confidence of another run")
+    dlg.outputFile.setFilePath(str(out))
+    _answers(dlg, asked, monkeypatch)  # any question fails: no answer is queued
+    dlg.runButton.click()  # before: asked about height_confidence.tif, which the run leaves alone
+    assert asked == [] and len(started) == 1
+    out.write_bytes(b"x")
+    _answers(dlg, asked, monkeypatch, True)
+    dlg.runButton.click()
+    assert asked == [[str(out)]] and len(started) == 2
+
+
 def _browse_to(dlg, out):
     """Choose ``out`` with the output file's Browse button, confirming the file dialog's own "already exists.
     Replace it?" when it asks; returns the texts of those questions."""
