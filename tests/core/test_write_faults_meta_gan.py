@@ -184,7 +184,7 @@ def assert_usable(session, tiles_before, mosaic_before):
     assert len(gdal.Open(session.rebuild_mosaic()).GetFileList()) == len(tiles_before) + 2  # the .vrt + tiles
 
 
-@pytest.mark.parametrize("where", ["tile"])
+@pytest.mark.parametrize("where", ["tile", "mosaic", "mosaic rename"])
 def test_a_session_that_cannot_start_on_a_full_disk_says_so_and_leaves_nothing(gen_model, out_dir, monkeypatch,
                                                                                 where):
     if where == "tile":
@@ -194,14 +194,15 @@ def test_a_session_that_cannot_start_on_a_full_disk_says_so_and_leaves_nothing(g
     else:
         monkeypatch.setattr(os, "replace", fails_for(os.replace, ".vrt"))
     session = _session(gen_model, out_dir)
-    ext = r"\.tif" if where == "tile" else r"_mosaic_v1\.vrt"
-    with pytest.raises(OutputError, match=rf"Cannot write '.*geoml_s5_{session.token}_.*{ext}': the disk is full"):
+    name = r"c-?\d+_r-?\d+\.tif" if where == "tile" else r"mosaic_v1\.vrt"
+    cause = "Failed to write whole XML document" if where == "mosaic" else "the disk is full"
+    with pytest.raises(OutputError, match=rf"Cannot write '.*geoml_s5_{session.token}_{name}': {cause}"):
         session.start()
     assert os.listdir(out_dir) == []  # no tile that no mosaic shows, no empty mosaic
     assert session.tiles == {} and session.mosaic_path is None
 
 
-@pytest.mark.parametrize("where", ["tile 1", "tile 5", "tile 8"])
+@pytest.mark.parametrize("where", ["tile 1", "tile 5", "tile 8", "mosaic", "mosaic rename"])
 def test_a_grow_on_a_full_disk_keeps_the_session_as_it_was(gen_model, out_dir, monkeypatch, where):
     session = _session(gen_model, out_dir)
     mosaic = session.start()
@@ -213,8 +214,9 @@ def test_a_grow_on_a_full_disk_keeps_the_session_as_it_was(gen_model, out_dir, m
             m.setattr(gdal, "BuildVRT", vrt_on_a_full_disk)
         else:
             m.setattr(os, "replace", fails_for(os.replace, ".vrt"))
-        name = r"_c-?\d+_r-?\d+\.tif" if where.startswith("tile") else r"_mosaic_v2\.vrt"
-        with pytest.raises(OutputError, match=rf"Cannot write '.*geoml_s5_{session.token}{name}': the disk is full"):
+        name = r"c-?\d+_r-?\d+\.tif" if where.startswith("tile") else r"mosaic_v2\.vrt"
+        cause = "Failed to write whole XML document" if where == "mosaic" else "the disk is full"
+        with pytest.raises(OutputError, match=rf"Cannot write '.*geoml_s5_{session.token}_{name}': {cause}"):
             session.grow()
     assert leftovers(out_dir) == []
     assert snapshot(out_dir) == before
