@@ -2,6 +2,8 @@
 disk at each write or rename, or a cancel at each progress report, gives a clear error naming the file, leaves no
 partial file, keeps the earlier outputs as they were, and (tile session) leaves the session usable."""
 import os
+import shutil
+import types
 
 import numpy as np
 import pytest
@@ -21,6 +23,11 @@ TINY_META = dict(label_field="class_name", ways=3, shots=2, query=3, patch_size=
                  device="cpu", iterations=2)
 RASTER_STEPS = ["WriteArray", "finalise", "qml", "replace1", "replace2"]
 UTM32 = wkt(32632)
+
+
+def no_space_left(monkeypatch):
+    """The output folder's disk has no free space (GDAL's errors do not say so)."""
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: types.SimpleNamespace(total=2**30, used=2**30, free=0))
 
 
 def inject(monkeypatch, where):
@@ -144,6 +151,26 @@ def test_translate_cancelled_at_every_progress_report_keeps_the_earlier_outputs(
     assert cancelled_at_each_report(lambda fb: _translate(translation, out_dir, fb), out_dir, before) >= 1
 
 
+# GDAL's own write errors ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("free", [0, 2**30])
+def test_a_gdal_write_error_on_a_full_disk_is_said_to_be_a_full_disk(gen_model, out_dir, monkeypatch, free):
+    """On a full disk GDAL says only e.g. 'TIFFWriteDirectoryTagData:IO error writing tag data' (seen writing a
+    tile on a full tmpfs): the message says the disk is full when the folder has no free space left, and keeps
+    GDAL's words otherwise."""
+    def gdal_io_error(*args, **kwargs):
+        raise RuntimeError("TIFFWriteDirectoryTagData:IO error writing tag data")
+
+    before = earlier_files(out_dir, ["o.tif", "o.qml"])
+    monkeypatch.setattr(RasterWriter, "_describe", gdal_io_error)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: types.SimpleNamespace(total=2**31, used=2**31 - free,
+                                                                              free=free))
+    cause = "the disk is full" if free == 0 else r"TIFFWriteDirectoryTagData:IO error writing tag data\. Nothing"
+    with pytest.raises(OutputError, match=rf"Cannot write '.*o\.tif': {cause}"):
+        _generate(gen_model, out_dir)
+    assert leftovers(out_dir) == [] and snapshot(out_dir) == before
+
+
 # the interactive tile session --------------------------------------------------------------------------------
 
 def vrt_on_a_full_disk(path, *args, **kwargs):
@@ -191,12 +218,12 @@ def test_a_session_that_cannot_start_on_a_full_disk_says_so_and_leaves_nothing(g
         monkeypatch.setattr(gdal.Band, "WriteArray", disk_full)
     elif where == "mosaic":
         monkeypatch.setattr(gdal, "BuildVRT", vrt_on_a_full_disk)
+        no_space_left(monkeypatch)
     else:
         monkeypatch.setattr(os, "replace", fails_for(os.replace, ".vrt"))
     session = _session(gen_model, out_dir)
     name = r"c-?\d+_r-?\d+\.tif" if where == "tile" else r"mosaic_v1\.vrt"
-    cause = "Failed to write whole XML document" if where == "mosaic" else "the disk is full"
-    with pytest.raises(OutputError, match=rf"Cannot write '.*geoml_s5_{session.token}_{name}': {cause}"):
+    with pytest.raises(OutputError, match=rf"Cannot write '.*geoml_s5_{session.token}_{name}': the disk is full"):
         session.start()
     assert os.listdir(out_dir) == []  # no tile that no mosaic shows, no empty mosaic
     assert session.tiles == {} and session.mosaic_path is None
@@ -212,11 +239,11 @@ def test_a_grow_on_a_full_disk_keeps_the_session_as_it_was(gen_model, out_dir, m
             m.setattr(gdal.Band, "WriteArray", nth_call_fails(gdal.Band.WriteArray, int(where[-1])))
         elif where == "mosaic":
             m.setattr(gdal, "BuildVRT", vrt_on_a_full_disk)
+            no_space_left(m)
         else:
             m.setattr(os, "replace", fails_for(os.replace, ".vrt"))
         name = r"c-?\d+_r-?\d+\.tif" if where.startswith("tile") else r"mosaic_v2\.vrt"
-        cause = "Failed to write whole XML document" if where == "mosaic" else "the disk is full"
-        with pytest.raises(OutputError, match=rf"Cannot write '.*geoml_s5_{session.token}_{name}': {cause}"):
+        with pytest.raises(OutputError, match=rf"Cannot write '.*geoml_s5_{session.token}_{name}': the disk is full"):
             session.grow()
     assert leftovers(out_dir) == []
     assert snapshot(out_dir) == before
