@@ -116,11 +116,16 @@ class TileSession:
         return path
 
     def discard_old_mosaics(self) -> None:
-        """Delete earlier mosaics, once no layer shows them any more (main thread, after a refresh)."""
+        """Delete earlier mosaics, once no layer shows them any more (main thread, after a refresh). Tidying up
+        only: one that cannot be deleted yet (a reader still holds it, on Windows) is tried again next time."""
+        kept = []
         for old in self._superseded:
-            if os.path.exists(old):
-                os.remove(old)
-        self._superseded.clear()
+            try:
+                if os.path.exists(old):
+                    os.remove(old)
+            except OSError:
+                kept.append(old)
+        self._superseded = kept
 
     def write_style(self, style: str, blend_mode: int = 0) -> str:
         """A ``.qml`` for the mosaic in ``style`` (auto / pseudocolor / hillshade / rgb)."""

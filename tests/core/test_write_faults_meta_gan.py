@@ -274,3 +274,27 @@ def test_a_style_that_cannot_be_written_keeps_the_earlier_style(gen_model, out_d
         session.write_style("hillshade")
     assert leftovers(out_dir) == [] and not [f for f in os.listdir(out_dir) if f.startswith(".")]
     assert snapshot(out_dir) == before
+
+
+def test_an_old_mosaic_that_cannot_be_deleted_yet_is_left_for_later_not_an_error(gen_model, out_dir, monkeypatch):
+    """Deleting superseded mosaics is tidying up after the layer switched (e.g. Windows refuses to delete a file
+    a reader still holds): before, the first refusal was raised as a raw PermissionError (the panel said showing
+    the grown tiles failed) and the other old mosaics were not even tried."""
+    session = _session(gen_model, out_dir)
+    first = session.start()
+    second = session.grow()
+    current = session.grow()
+    real_remove = os.remove
+
+    def in_use(path):
+        if path == first:
+            raise PermissionError(13, "The process cannot access the file because it is being used")
+        real_remove(path)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "remove", in_use)
+        session.discard_old_mosaics()
+    assert os.path.exists(first) and not os.path.exists(second)
+    assert gdal.Open(current).RasterXSize == 5 * 32
+    session.discard_old_mosaics()  # tried again next time
+    assert not os.path.exists(first) and os.path.exists(current)
