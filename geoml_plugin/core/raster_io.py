@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sys
 import tempfile
 import traceback
@@ -382,13 +383,26 @@ _CAUSES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is us
            errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "the disk is read-only"}
 
 
+# Less free space than this in the folder of an output that failed: the disk is full.
+FULL_DISK_BYTES = 1024 * 1024
+
+
+def _no_space_left(path: str) -> bool:
+    try:
+        return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
 def output_error(path: str, exc: BaseException) -> OutputError:
     """The error a user sees when writing ``path`` failed with ``exc`` (an OSError, a GDAL RuntimeError…)."""
     if isinstance(exc, OSError):
         cause = _CAUSES.get(exc.errno) or exc.strerror or str(exc)
     else:
-        text = str(exc)
-        cause = next((c for e, c in _CAUSES.items() if os.strerror(e).lower() in text.lower()), text)
+        text = str(exc).strip().rstrip(".")
+        cause = next((c for e, c in _CAUSES.items() if os.strerror(e).lower() in text.lower()), None)
+        if cause is None:  # GDAL says only e.g. 'TIFFWriteDirectoryTagData:IO error writing tag data' on a full disk
+            cause = _CAUSES[errno.ENOSPC] if _no_space_left(path) else text
     hint = ("Free some disk space or choose another output folder." if cause.startswith("the disk")
             else "Choose another output folder." if cause == "permission denied" else None)
     return OutputError(f"Cannot write '{path}': {cause}. Nothing was changed at that path.", hint)

@@ -22,7 +22,7 @@ from osgeo import gdal
 from .errors import InputError
 from .generate import GridPlan, TileSource
 from .georef import check_point_valid
-from .raster_io import write_text_atomic
+from .raster_io import output_error, temp_sibling, write_text_atomic
 
 
 class TileSession:
@@ -62,8 +62,7 @@ class TileSession:
 
     def start(self) -> str:
         self.last_seconds = []
-        self.add(0, 0)
-        return self.rebuild_mosaic()
+        return self._add_all([(0, 0)])
 
     def ring(self) -> list:
         """Lattice indices of the ring around the current tiles' bounding box."""
@@ -73,15 +72,19 @@ class TileSession:
         return [(i, j) for j in range(j0, j1 + 1) for i in range(i0, i1 + 1) if (i, j) not in self.tiles]
 
     def grow(self, feedback=None) -> str:
-        """Add the ring of neighbouring tiles; returns the new mosaic. Cancelled or failed part way,
-        the ring's tiles made so far are deleted (no mosaic shows them): the session is as before."""
-        todo = self.ring()
+        """Add the ring of neighbouring tiles; returns the new mosaic. Cancelled or failed part way (a tile or
+        the mosaic), the ring's tiles made so far are deleted (no mosaic shows them): the session is as before."""
         self.last_seconds = []
+        return self._add_all(self.ring(), feedback)
+
+    def _add_all(self, todo: list, feedback=None) -> str:
+        """Add the tiles ``todo`` and rebuild the mosaic; on any failure, delete those tiles again."""
         try:
             for k, (i, j) in enumerate(todo):
                 self.add(i, j)
                 if feedback is not None:
                     feedback.progress((k + 1) / len(todo), f"tile {k + 1}/{len(todo)}")
+            return self.rebuild_mosaic()
         except BaseException:
             for key in todo:
                 path = self.tiles.pop(key, None)
@@ -89,24 +92,40 @@ class TileSession:
                     if os.path.exists(f):
                         os.remove(f)
             raise
-        return self.rebuild_mosaic()
 
     def rebuild_mosaic(self) -> str:
+        """Write the mosaic of the current tiles under a new name. It is written to a temporary sibling (the same
+        folder: the same relative tile paths) and renamed when complete; a failure (a full disk) raises
+        :class:`OutputError` and leaves no file, and the current mosaic as it was."""
+        path = os.path.join(self.folder, f"geoml_s{self.seed}_{self.token}_mosaic_v{self._version + 1}.vrt")
+        tmp = temp_sibling(path, ".vrt")
+        try:
+            vrt = gdal.BuildVRT(tmp, sorted(self.tiles.values()))
+            vrt.FlushCache()  # writes the XML and raises if it cannot (closing would only print the error)
+            vrt = None
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:
+            vrt = None
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise output_error(path, exc) from exc
         self._version += 1
-        path = os.path.join(self.folder, f"geoml_s{self.seed}_{self.token}_mosaic_v{self._version}.vrt")
-        vrt = gdal.BuildVRT(path, sorted(self.tiles.values()))
-        vrt = None  # noqa: F841 (closing writes the file)
         if self.mosaic_path:
             self._superseded.append(self.mosaic_path)
         self.mosaic_path = path
         return path
 
     def discard_old_mosaics(self) -> None:
-        """Delete earlier mosaics, once no layer shows them any more (main thread, after a refresh)."""
+        """Delete earlier mosaics, once no layer shows them any more (main thread, after a refresh). Tidying up
+        only: one that cannot be deleted yet (a reader still holds it, on Windows) is tried again next time."""
+        kept = []
         for old in self._superseded:
-            if os.path.exists(old):
-                os.remove(old)
-        self._superseded.clear()
+            try:
+                if os.path.exists(old):
+                    os.remove(old)
+            except OSError:
+                kept.append(old)
+        self._superseded = kept
 
     def write_style(self, style: str, blend_mode: int = 0) -> str:
         """A ``.qml`` for the mosaic in ``style`` (auto / pseudocolor / hillshade / rgb)."""
