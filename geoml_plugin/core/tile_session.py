@@ -89,8 +89,11 @@ class TileSession:
             for key in todo:
                 path = self.tiles.pop(key, None)
                 for f in (path, os.path.splitext(path)[0] + ".qml") if path else ():  # the tile, its style
-                    if os.path.exists(f):
-                        os.remove(f)
+                    try:
+                        if os.path.exists(f):
+                            os.remove(f)
+                    except OSError:  # tidying up only: the user must read why the tiles failed, not this
+                        pass
             raise
 
     def rebuild_mosaic(self) -> str:

@@ -298,3 +298,27 @@ def test_an_old_mosaic_that_cannot_be_deleted_yet_is_left_for_later_not_an_error
     assert gdal.Open(current).RasterXSize == 5 * 32
     session.discard_old_mosaics()  # tried again next time
     assert not os.path.exists(first) and os.path.exists(current)
+
+
+def test_a_tile_that_cannot_be_removed_after_a_failed_grow_does_not_hide_the_failure(gen_model, out_dir,
+                                                                                       monkeypatch):
+    """The user must read why Grow failed (the full disk), not a later refusal to delete a tile while tidying up;
+    every other tile of the failed ring is still removed."""
+    session = _session(gen_model, out_dir)
+    session.start()
+    real_remove, refused = os.remove, []
+
+    def remove(path):
+        if not refused and path.endswith(".tif"):
+            refused.append(path)
+            raise PermissionError(13, "The process cannot access the file because it is being used")
+        real_remove(path)
+
+    with monkeypatch.context() as m:
+        m.setattr(gdal.Band, "WriteArray", nth_call_fails(gdal.Band.WriteArray, 5))
+        m.setattr(os, "remove", remove)
+        with pytest.raises(OutputError, match="the disk is full"):
+            session.grow()
+    left = sorted(f for f in os.listdir(out_dir) if f.endswith(".tif"))
+    assert refused and left == sorted([os.path.basename(session.tiles[(0, 0)]), os.path.basename(refused[0])])
+    assert sorted(session.tiles) == [(0, 0)]
