@@ -42,6 +42,7 @@ class TileSession:
         self.tiles: dict = {}  # (i, j) lattice index → GeoTIFF path
         self.mosaic_path: Optional[str] = None
         self._superseded: list = []
+        self._styles: set = set()  # .qml files written by write_style
         self._version = 0
         self.last_seconds: list = []  # seconds per tile of the last change, click to GeoTIFF
 
@@ -131,7 +132,24 @@ class TileSession:
         """A ``.qml`` for the mosaic in ``style`` (auto / pseudocolor / hillshade / rgb)."""
         path = os.path.join(self.folder, f"geoml_s{self.seed}_{self.token}_{style}.qml")
         write_text_atomic(path, self.source.style(self.base, style, blend_mode))
+        self._styles.add(path)
         return path
+
+    def delete_files(self) -> None:
+        """Delete every file of this session: tiles with their styles, mosaics, mosaic styles (a session that
+        never showed on the map). Best effort: a file that cannot be deleted is left, not an error."""
+        tiles = list(self.tiles.values())
+        paths = [f for t in tiles for f in (t, os.path.splitext(t)[0] + ".qml")]
+        paths += [self.mosaic_path] if self.mosaic_path else []
+        paths += self._superseded + sorted(self._styles)
+        for path in paths:
+            for f in (path, path + ".aux.xml"):
+                try:
+                    if os.path.exists(f):
+                        os.remove(f)
+                except OSError:
+                    pass
+        self.tiles, self.mosaic_path, self._superseded, self._styles = {}, None, [], set()
 
     def contains(self, x: float, y: float) -> bool:
         for i, j in self.tiles:

@@ -213,18 +213,28 @@ class GanPanel(QgsDockWidget, FORM):
         return {"hillshade": [relief], "pseudocolor": [colour]}.get(style, [relief, colour])
 
     def _show(self, session) -> _Shown:
+        """Add the session's layers in a new group. A failure (a style that cannot be written, a mosaic QGIS
+        cannot open) removes what was added and the session's files, and raises: nothing of it stays."""
         project = QgsProject.instance()
         group = project.layerTreeRoot().insertGroup(0, f"GeoML tiles · seed {session.seed}")
         shown = _Shown(session, [], group)
-        for label, style, blend in self._specs(session):
-            qml = session.write_style(style, blend)
-            layer = QgsRasterLayer(session.mosaic_path, label, "gdal")
-            if not layer.isValid():
-                raise InputError(f"QGIS cannot open the generated tiles '{session.mosaic_path}'.")
-            layer.loadNamedStyle(qml)
-            project.addMapLayer(layer, False)
-            group.addLayer(layer)
-            shown.layers.append((layer.id(), qml))
+        try:
+            for label, style, blend in self._specs(session):
+                qml = session.write_style(style, blend)
+                layer = QgsRasterLayer(session.mosaic_path, label, "gdal")
+                if not layer.isValid():
+                    raise InputError(f"QGIS cannot open the generated tiles '{session.mosaic_path}'.")
+                layer.loadNamedStyle(qml)
+                project.addMapLayer(layer, False)
+                group.addLayer(layer)
+                shown.layers.append((layer.id(), qml))
+        except BaseException:
+            for lid, _ in shown.layers:
+                project.removeMapLayer(lid)
+            if group.parent() is not None:
+                group.parent().removeChildNode(group)
+            session.delete_files()
+            raise
         self.shown.append(shown)
         return shown
 

@@ -1,8 +1,9 @@
-"""Interactive tile generation on a real QGIS canvas: click, Shift-click, grow."""
+"""Interactive tile generation on a real QGIS canvas: click, Shift-click, grow; failures of the main-thread
+steps after the tiles were written (style, layer, switching to the grown mosaic)."""
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
+from qgis.core import Qgis, QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
 from qgis.gui import QgsMapMouseEvent
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 from qgis.PyQt.QtGui import QPainter
@@ -181,3 +182,69 @@ def test_closing_the_panel_during_grow_is_an_info_and_keeps_only_the_tiles_on_th
                for m in bar.get_messages(Qgis.MessageLevel.Info))
     assert sorted(p.name for p in (tmp_path / "tiles").iterdir()) == before
     assert len(panel.shown[-1].session.tiles) == 1 and _group_layers(panel)[1].width() == 64
+
+
+
+def _files(tmp_path):
+    folder = tmp_path / "tiles"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _groups():
+    return [node.name() for node in QgsProject.instance().layerTreeRoot().children()]
+
+
+def _critical(iface):
+    return iface.messageBar().get_messages(Qgis.MessageLevel.Critical)
+
+
+def _assert_nothing_left_and_usable(panel, qgis_canvas, tmp_path, monkeypatch):
+    assert panel.shown == [] and not panel.growButton.isEnabled()
+    assert QgsProject.instance().mapLayers() == {}  # no half-added layer
+    assert _groups() == []  # no empty group
+    assert _files(tmp_path) == []  # the tile, mosaic and styles of a session never shown
+    monkeypatch.undo()
+    _click(qgis_canvas, panel.tool, 150, 120)  # the next click works
+    assert len(panel.shown) == 1 and panel.growButton.isEnabled()
+    assert [lyr.isValid() for lyr in QgsProject.instance().mapLayers().values()] == [True, True]
+    assert _groups() == ["GeoML tiles · seed 3"]
+
+
+@pytest.mark.parametrize("failing_call", [1, 2])  # the first style (no layer yet) or the second (one layer added)
+def test_a_style_that_cannot_be_written_on_click_is_a_message_and_leaves_nothing(
+        panel, qgis_canvas, qgis_iface, tmp_path, monkeypatch, failing_call):
+    from geoml_plugin.core.errors import OutputError
+    from geoml_plugin.core.tile_session import TileSession
+
+    write_style = TileSession.write_style
+    calls = []
+
+    def full_disk(self, style, blend_mode=0):
+        calls.append(style)
+        if len(calls) == failing_call:
+            raise OutputError(f"Cannot write '{style}.qml': the disk is full.")
+        return write_style(self, style, blend_mode)
+
+    monkeypatch.setattr(TileSession, "write_style", full_disk)
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 150, 120)
+    assert "the disk is full" in panel.statusLabel.text() and "Traceback" not in panel.statusLabel.text()
+    assert any("the disk is full" in m for m in _critical(qgis_iface))
+    _assert_nothing_left_and_usable(panel, qgis_canvas, tmp_path, monkeypatch)
+
+
+def test_a_mosaic_qgis_cannot_open_on_click_is_a_message_and_leaves_nothing(
+        panel, qgis_canvas, qgis_iface, tmp_path, monkeypatch):
+    from geoml_plugin.gui import gan_panel
+
+    real_layer = gan_panel.QgsRasterLayer
+
+    def unreadable(path, name, provider):  # as if GDAL could not open the VRT
+        return real_layer(path + ".missing", name, provider)
+
+    monkeypatch.setattr(gan_panel, "QgsRasterLayer", unreadable)
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 150, 120)
+    assert "QGIS cannot open the generated tiles" in panel.statusLabel.text()
+    assert any("QGIS cannot open the generated tiles" in m for m in _critical(qgis_iface))
+    _assert_nothing_left_and_usable(panel, qgis_canvas, tmp_path, monkeypatch)
