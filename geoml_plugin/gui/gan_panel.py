@@ -256,11 +256,23 @@ class GanPanel(QgsDockWidget, FORM):
         self.shown.remove(shown)
 
     def _refresh(self, shown: _Shown) -> None:
-        for layer, qml in self._layers(shown):
-            layer.setDataSource(shown.session.mosaic_path, layer.name(), "gdal", QgsDataProvider.ProviderOptions())
-            layer.loadNamedStyle(qml)
-            layer.triggerRepaint()
-        shown.session.discard_old_mosaics()
+        """Switch the layers to the session's new mosaic. A failure (QGIS cannot open it, an error part way)
+        switches them all back to what they showed and takes back the session's last change, and raises."""
+        session = shown.session
+        layers = self._layers(shown)
+        before = [layer.source() for layer, _ in layers]
+        try:
+            for layer, qml in layers:
+                _set_source(layer, session.mosaic_path, qml)
+                if not layer.isValid():
+                    raise InputError(f"QGIS cannot open the grown tiles '{session.mosaic_path}'.",
+                                     "The tiles on the map were kept; the new ones were deleted.")
+        except BaseException:
+            for (layer, qml), source in zip(layers, before):
+                _set_source(layer, source, qml)
+            session.undo_last_change()
+            raise
+        session.discard_old_mosaics()
 
     # grow ----------------------------------------------------------------
     def grow(self):
@@ -278,6 +290,8 @@ class GanPanel(QgsDockWidget, FORM):
             self.progressBar.setVisible(False)
             self.growButton.setEnabled(True)
             if task.cancelled:  # the user's doing (Cancel, or the panel closed): not an error
+                if task.result is not None:  # cancelled just as the ring was done: it is not shown, so not kept
+                    shown.session.undo_last_change()
                 text = "Grow cancelled: the tiles already on the map were kept; no new tiles were added."
                 self.statusLabel.setText(text)
                 push_to_bar(self.plugin, text, Qgis.MessageLevel.Info, 5)
@@ -285,12 +299,19 @@ class GanPanel(QgsDockWidget, FORM):
             if task.error is not None:
                 self.show_error(task.error_text())
                 return
-            if shown in self.shown:
-                try:
-                    self._refresh(shown)
-                except Exception as exc:  # showing the grown mosaic failed: say so, keep the panel usable
-                    self.show_error(unexpected_failure("Showing the grown tiles", exc))
-                    return
+            if shown not in self.shown or not self._layers(shown):  # replaced (Shift-click) or removed meanwhile
+                shown.session.undo_last_change()
+                self.statusLabel.setText("Grow discarded: its tiles were replaced or removed from the map meanwhile.")
+                return
+            try:
+                self._refresh(shown)
+            except GeoMLError as exc:
+                self.show_error(str(exc))
+                return
+            except Exception as exc:  # showing the grown mosaic failed: say so, keep the panel usable
+                self.show_error(unexpected_failure("Showing the grown tiles", exc)
+                                + " The tiles on the map were kept; the new ones were deleted.")
+                return
             secs = time.perf_counter() - t0
             self.statusLabel.setText(f"Added {n} tiles around seed {shown.session.seed} in {secs:.1f} s "
                                      f"({secs / max(n, 1) * 1000:.0f} ms per tile).")
@@ -315,6 +336,12 @@ class GanPanel(QgsDockWidget, FORM):
         if self.task is not None:
             self.task.cancel()
         super().closeEvent(event)
+
+
+def _set_source(layer, path: str, qml: str) -> None:
+    layer.setDataSource(path, layer.name(), "gdal", QgsDataProvider.ProviderOptions())
+    layer.loadNamedStyle(qml)
+    layer.triggerRepaint()
 
 
 def _setting(key: str, default: str) -> str:

@@ -248,3 +248,116 @@ def test_a_mosaic_qgis_cannot_open_on_click_is_a_message_and_leaves_nothing(
     assert "QGIS cannot open the generated tiles" in panel.statusLabel.text()
     assert any("QGIS cannot open the generated tiles" in m for m in _critical(qgis_iface))
     _assert_nothing_left_and_usable(panel, qgis_canvas, tmp_path, monkeypatch)
+
+
+def _same_files(after, before):
+    """The same files, but for GDAL's statistics (.aux.xml) of a kept tile, written when QGIS closes it."""
+    stats = [n for n in after if n.endswith(".aux.xml")]
+    return ([n for n in after if n not in stats] == [n for n in before if not n.endswith(".aux.xml")]
+            and all(n[:-len(".aux.xml")] in before for n in stats))
+
+
+def _grown_then(panel, qtbot, monkeypatch, after):
+    """Grow, with ``after(session, mosaic)`` run in the task once the ring and its mosaic are written."""
+    from geoml_plugin.core.tile_session import TileSession
+
+    grow = TileSession.grow
+
+    def grow_then(self, feedback=None):
+        mosaic = grow(self, feedback)
+        after(self, mosaic)
+        return mosaic
+
+    monkeypatch.setattr(TileSession, "grow", grow_then)
+    panel.grow()
+    qtbot.waitUntil(lambda: panel.task is None, timeout=60_000)
+
+
+def _assert_first_tile_shown_and_grow_works(panel, qtbot, tmp_path, monkeypatch, before, mosaic):
+    layers = _group_layers(panel)
+    assert [(lyr.isValid(), lyr.source(), lyr.width()) for lyr in layers] == [(True, mosaic, 64)] * 2
+    assert len(panel.shown[-1].session.tiles) == 1
+    assert _same_files(_files(tmp_path), before)  # no tile or mosaic of the failed ring
+    assert panel.growButton.isEnabled()
+    monkeypatch.undo()
+    panel.grow()  # the next Grow works: the same ring, then shown
+    qtbot.waitUntil(lambda: panel.task is None, timeout=60_000)
+    assert [(lyr.isValid(), lyr.width()) for lyr in _group_layers(panel)] == [(True, 192)] * 2
+    assert "Added 8 tiles" in panel.statusLabel.text()
+
+
+def test_a_grown_mosaic_qgis_cannot_open_keeps_the_tiles_on_the_map_and_deletes_the_ring(
+        panel, qgis_canvas, qgis_iface, qtbot, tmp_path, monkeypatch):
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    before, mosaic = _files(tmp_path), panel.shown[-1].session.mosaic_path
+
+    def unreadable(session, new_mosaic):
+        with open(new_mosaic, "w") as fh:
+            fh.write("not a VRT")
+
+    _grown_then(panel, qtbot, monkeypatch, unreadable)
+    assert "QGIS cannot open the grown tiles" in panel.statusLabel.text()
+    assert any("QGIS cannot open the grown tiles" in m for m in _critical(qgis_iface))
+    _assert_first_tile_shown_and_grow_works(panel, qtbot, tmp_path, monkeypatch, before, mosaic)
+
+
+def test_an_error_while_switching_to_the_grown_mosaic_keeps_the_tiles_on_the_map_and_deletes_the_ring(
+        panel, qgis_canvas, qgis_iface, qtbot, tmp_path, monkeypatch):
+    from qgis.core import QgsRasterLayer
+
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    before, mosaic = _files(tmp_path), panel.shown[-1].session.mosaic_path
+    load_style = QgsRasterLayer.loadNamedStyle
+    calls = []
+
+    def fails_on_the_second_layer(self, *args):  # the first layer has switched already
+        calls.append(self.name())
+        if len(calls) == 2:
+            raise RuntimeError("style broke")
+        return load_style(self, *args)
+
+    _grown_then(panel, qtbot, monkeypatch,
+                lambda *_: monkeypatch.setattr(QgsRasterLayer, "loadNamedStyle", fails_on_the_second_layer))
+    assert "Showing the grown tiles failed: style broke" in panel.statusLabel.text()
+    _assert_first_tile_shown_and_grow_works(panel, qtbot, tmp_path, monkeypatch, before, mosaic)
+
+
+def test_a_grow_whose_tiles_were_replaced_meanwhile_deletes_its_ring_and_does_not_claim_tiles(
+        panel, qgis_canvas, qtbot, tmp_path, monkeypatch):
+    import time
+
+    from geoml_plugin.core.tile_session import TileSession
+
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    grown = panel.shown[-1].session
+    before = _files(tmp_path)
+    grow, started = TileSession.grow, []
+
+    def slow_grow(self, feedback=None):  # the Shift-click comes before the ring is done
+        started.append(self)
+        time.sleep(0.3)
+        return grow(self, feedback)
+
+    monkeypatch.setattr(TileSession, "grow", slow_grow)
+    panel.grow()
+    qtbot.waitUntil(lambda: bool(started), timeout=10_000)
+    _click(qgis_canvas, panel.tool, 200, 150, shift=True)  # replaces the tiles being grown
+    qtbot.waitUntil(lambda: panel.task is None, timeout=60_000)
+    assert "Added 8 tiles" not in panel.statusLabel.text()
+    assert "Grow discarded" in panel.statusLabel.text()
+    assert len(grown.tiles) == 1
+    assert _same_files([n for n in _files(tmp_path) if grown.token in n], before)  # no tile or mosaic of the ring
+    assert len(panel.shown) == 1 and panel.shown[-1].session is not grown
+
+
+def test_a_grow_cancelled_after_its_ring_was_written_deletes_the_ring(
+        panel, qgis_canvas, qtbot, tmp_path, monkeypatch):
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    before, mosaic = _files(tmp_path), panel.shown[-1].session.mosaic_path
+    _grown_then(panel, qtbot, monkeypatch, lambda *_: panel.task.cancel())  # Cancel pressed just as it ended
+    assert "Grow cancelled" in panel.statusLabel.text()
+    _assert_first_tile_shown_and_grow_works(panel, qtbot, tmp_path, monkeypatch, before, mosaic)
