@@ -169,24 +169,24 @@ class GanPanel(QgsDockWidget, FORM):
         from ..core.tile_session import TileSession
         from ..processing.alg_generate import crs_wkt
 
+        seed = self.seedSpin.value()
         try:
             t0 = time.perf_counter()
             source = self.source()
             if new_seed:
                 self.seedSpin.setValue(random.randrange(1, 2**31 - 1))
             last = self._last_shown()
-            if new_seed and last is not None and last.session.contains(point.x(), point.y()):
-                self.remove(last)
+            replaced = last if new_seed and last is not None and last.session.contains(point.x(), point.y()) else None
             wkt = crs_wkt(self.canvas.mapSettings().destinationCrs())
             tile = int(self.tileSizeCombo.currentText())
             session = TileSession(source, wkt, point.x(), point.y(), self.seedSpin.value(), tile, self._folder())
             session.start()
             self._show(session)
-        except GeoMLError as exc:
-            self.show_error(str(exc))
-            return None
+            if replaced is not None:  # only once its replacement is on the map
+                self.remove(replaced)
         except Exception as exc:  # e.g. CUDA out of memory: a message, not QGIS's Python error dialog
-            self.show_error(unexpected_failure("Tile generation", exc))
+            self.seedSpin.setValue(seed)  # the seed of the tiles still on the map
+            self.show_error(str(exc) if isinstance(exc, GeoMLError) else unexpected_failure("Tile generation", exc))
             return None
         QgsSettings().setValue(SETTINGS + "tile", self.tileSizeCombo.currentText())
         QgsSettings().setValue(SETTINGS + "style", self.styleCombo.currentData())

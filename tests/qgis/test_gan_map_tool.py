@@ -361,3 +361,28 @@ def test_a_grow_cancelled_after_its_ring_was_written_deletes_the_ring(
     _grown_then(panel, qtbot, monkeypatch, lambda *_: panel.task.cancel())  # Cancel pressed just as it ended
     assert "Grow cancelled" in panel.statusLabel.text()
     _assert_first_tile_shown_and_grow_works(panel, qtbot, tmp_path, monkeypatch, before, mosaic)
+
+
+@pytest.mark.parametrize("failing", ["start", "write_style"])
+def test_a_shift_click_that_fails_keeps_the_tile_it_would_have_replaced(
+        panel, qgis_canvas, qgis_iface, tmp_path, monkeypatch, failing):
+    from geoml_plugin.core.errors import OutputError
+    from geoml_plugin.core.tile_session import TileSession
+
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    shown, layers, before = panel.shown[-1], sorted(QgsProject.instance().mapLayers()), _files(tmp_path)
+
+    def full_disk(self, *args):
+        raise OutputError("Cannot write the tile: the disk is full.")
+
+    monkeypatch.setattr(TileSession, failing, full_disk)
+    _click(qgis_canvas, panel.tool, 200, 150, shift=True)
+    assert "the disk is full" in panel.statusLabel.text()
+    assert panel.shown == [shown] and sorted(QgsProject.instance().mapLayers()) == layers
+    assert all(lyr.isValid() for lyr in _group_layers(panel)) and _groups() == ["GeoML tiles · seed 3"]
+    assert panel.seedSpin.value() == 3  # the seed of the tile on the map
+    assert _same_files(_files(tmp_path), before)
+    monkeypatch.undo()
+    _click(qgis_canvas, panel.tool, 200, 150, shift=True)  # works, and replaces it
+    assert len(panel.shown) == 1 and panel.shown[-1] is not shown and panel.seedSpin.value() != 3
