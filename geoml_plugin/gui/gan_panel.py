@@ -317,6 +317,8 @@ class GanPanel(QgsDockWidget, FORM):
                                      f"({secs / max(n, 1) * 1000:.0f} ms per tile).")
 
         self.task = GeoMLTask(f"GeoML: grow {n} tiles", lambda fb: shown.session.grow(fb), done)
+        # the panel is deleted (plugin unload) after the ring was written: no layer will show it
+        self.task.on_detached = lambda task: shown.session.undo_last_change() if task.result is not None else None
         self.task.percent.connect(lambda p: self.progressBar.setValue(int(p)))
         return start_task(self.task)
 

@@ -386,3 +386,46 @@ def test_a_shift_click_that_fails_keeps_the_tile_it_would_have_replaced(
     monkeypatch.undo()
     _click(qgis_canvas, panel.tool, 200, 150, shift=True)  # works, and replaces it
     assert len(panel.shown) == 1 and panel.shown[-1] is not shown and panel.seedSpin.value() != 3
+
+
+@pytest.mark.parametrize("when", ["during the ring", "as the ring is done"])
+def test_unloading_during_grow_leaves_no_ring_and_calls_nothing_on_the_deleted_panel(
+        panel, qgis_canvas, qtbot, tmp_path, monkeypatch, when):
+    """Plugin unload (Plugin Reloader, an update): cancel_all() detaches the task, then the panel is deleted."""
+    import threading
+    import time
+
+    from geoml_plugin import tasks
+    from geoml_plugin.core.generate import TileSource
+    from geoml_plugin.core.tile_session import TileSession
+
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    before = _files(tmp_path)
+    ring_done, unloaded = threading.Event(), threading.Event()
+    write, grow = TileSource.write, TileSession.grow
+
+    def slow_write(self, *args, **kwargs):  # the unload comes before the ring is done
+        time.sleep(0.05)
+        return write(self, *args, **kwargs)
+
+    def grow_then_wait(self, feedback=None):  # the unload comes after the ring, before finished()
+        mosaic = grow(self, feedback)
+        ring_done.set()
+        unloaded.wait(10)
+        return mosaic
+
+    if when == "during the ring":
+        monkeypatch.setattr(TileSource, "write", slow_write)
+    else:
+        monkeypatch.setattr(TileSession, "grow", grow_then_wait)
+    task = panel.grow()
+    if when != "during the ring":
+        qtbot.waitUntil(ring_done.is_set, timeout=60_000)
+    tasks.cancel_all()  # what GeoMLPlugin.unload does, then it closes and deletes the panel
+    panel.close()
+    unloaded.set()
+    qtbot.waitUntil(lambda: task not in tasks._running, timeout=60_000)
+    qtbot.wait(100)  # pytest-qt fails the test on an exception in a callback
+    assert _same_files(_files(tmp_path), before)
+    panel.task = None  # unload deletes the panel; this one lives on to the fixture's teardown (a second close)
