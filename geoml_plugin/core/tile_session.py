@@ -81,7 +81,7 @@ class TileSession:
 
     def _add_all(self, todo: list, feedback=None) -> str:
         """Add the tiles ``todo`` and rebuild the mosaic; on any failure, delete those tiles again."""
-        previous = self.mosaic_path
+        previous, self._last_change = self.mosaic_path, None
         try:
             for k, (i, j) in enumerate(todo):
                 self.add(i, j)
@@ -123,6 +123,7 @@ class TileSession:
     def discard_old_mosaics(self) -> None:
         """Delete earlier mosaics, once no layer shows them any more (main thread, after a refresh). Tidying up
         only: one that cannot be deleted yet (a reader still holds it, on Windows) is tried again next time."""
+        self._last_change = None  # it shows on the map: no longer to be taken back
         kept = []
         for old in self._superseded:
             try:

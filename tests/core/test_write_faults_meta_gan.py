@@ -298,3 +298,23 @@ def test_an_old_mosaic_that_cannot_be_deleted_yet_is_left_for_later_not_an_error
     assert gdal.Open(current).RasterXSize == 5 * 32
     session.discard_old_mosaics()  # tried again next time
     assert not os.path.exists(first) and os.path.exists(current)
+
+
+def test_undo_last_change_takes_back_only_a_grow_that_succeeded_and_is_not_shown_yet(gen_model, out_dir,
+                                                                                     monkeypatch):
+    session = _session(gen_model, out_dir)
+    mosaic = session.start()
+    session.discard_old_mosaics()  # the panel shows the first tile
+    before = snapshot(out_dir)
+    session.grow()
+    session.undo_last_change()  # the layers could not switch to the grown mosaic
+    assert snapshot(out_dir) == before and leftovers(out_dir) == []
+    assert_usable(session, [(0, 0)], mosaic)
+    other = _session(gen_model, out_dir / "other")
+    first = other.start()
+    with monkeypatch.context() as m:  # a grow that fails is rolled back by itself: nothing more to take back
+        m.setattr(gdal.Band, "WriteArray", disk_full)
+        with pytest.raises(OutputError):
+            other.grow()
+    other.undo_last_change()  # not the start before it
+    assert list(other.tiles) == [(0, 0)] and os.path.exists(other.tiles[(0, 0)]) and other.mosaic_path == first
