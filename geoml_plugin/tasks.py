@@ -37,6 +37,8 @@ class GeoMLTask(QgsTask):
         super().__init__(description, QgsTask.Flag.CanCancel)
         self._job = job
         self._on_done = on_done
+        self.on_detached: Optional[Callable[["GeoMLTask"], None]] = None  # see detach()
+        self._detached = False
         self.result: Any = None
         self.error: Optional[BaseException] = None
         self.traceback: str = ""
@@ -80,11 +82,15 @@ class GeoMLTask(QgsTask):
             log(f"{self.description()} failed:\n{self.traceback}", Qgis.MessageLevel.Critical)
         if self._on_done is not None:
             self._on_done(self)
+        elif self._detached and self.on_detached is not None:
+            self.on_detached(self)
 
     def detach(self) -> None:
         """Stop telling anyone: ``on_done`` and the ``percent``/``message`` slots are dropped
-        (their dialog is being deleted, e.g. at plugin unload)."""
+        (their dialog is being deleted, e.g. at plugin unload). ``on_detached(task)``, if set, is called
+        instead of ``on_done`` (main thread, needing no widget): e.g. to delete a result no one will show."""
         self._on_done = None
+        self._detached = True
         for signal in (self.percent, self.message):
             try:
                 signal.disconnect()

@@ -42,6 +42,8 @@ class TileSession:
         self.tiles: dict = {}  # (i, j) lattice index → GeoTIFF path
         self.mosaic_path: Optional[str] = None
         self._superseded: list = []
+        self._styles: set = set()  # .qml files written by write_style
+        self._last_change: Optional[tuple] = None  # (tiles added, mosaic before): what undo_last_change takes back
         self._version = 0
         self.last_seconds: list = []  # seconds per tile of the last change, click to GeoTIFF
 
@@ -79,21 +81,19 @@ class TileSession:
 
     def _add_all(self, todo: list, feedback=None) -> str:
         """Add the tiles ``todo`` and rebuild the mosaic; on any failure, delete those tiles again."""
+        previous, self._last_change = self.mosaic_path, None
         try:
             for k, (i, j) in enumerate(todo):
                 self.add(i, j)
                 if feedback is not None:
                     feedback.progress((k + 1) / len(todo), f"tile {k + 1}/{len(todo)}")
-            return self.rebuild_mosaic()
+            mosaic = self.rebuild_mosaic()
+            self._last_change = (list(todo), previous)
+            return mosaic
         except BaseException:
-            for key in todo:
-                path = self.tiles.pop(key, None)
-                for f in (path, os.path.splitext(path)[0] + ".qml") if path else ():  # the tile, its style
-                    try:
-                        if os.path.exists(f):
-                            os.remove(f)
-                    except OSError:  # tidying up only: the user must read why the tiles failed, not this
-                        pass
+            made = [p for p in (self.tiles.pop(key, None) for key in todo) if p]
+            # tidying up only (best effort): the user must read why the tiles failed, not a refused delete
+            _remove_quietly([f for p in made for f in (p, os.path.splitext(p)[0] + ".qml")])
             raise
 
     def rebuild_mosaic(self) -> str:
@@ -121,6 +121,7 @@ class TileSession:
     def discard_old_mosaics(self) -> None:
         """Delete earlier mosaics, once no layer shows them any more (main thread, after a refresh). Tidying up
         only: one that cannot be deleted yet (a reader still holds it, on Windows) is tried again next time."""
+        self._last_change = None  # it shows on the map: no longer to be taken back
         kept = []
         for old in self._superseded:
             try:
@@ -134,7 +135,36 @@ class TileSession:
         """A ``.qml`` for the mosaic in ``style`` (auto / pseudocolor / hillshade / rgb)."""
         path = os.path.join(self.folder, f"geoml_s{self.seed}_{self.token}_{style}.qml")
         write_text_atomic(path, self.source.style(self.base, style, blend_mode))
+        self._styles.add(path)
         return path
+
+    def undo_last_change(self) -> None:
+        """Take back the last :meth:`grow` (or :meth:`start`) whose mosaic never showed on the map (the layer
+        could not switch to it; the Grow was cancelled or its tiles replaced meanwhile): its tiles and mosaic are
+        deleted and the mosaic before it is current again (main thread, once no layer shows the new mosaic).
+        Best effort, like :meth:`delete_files`."""
+        if self._last_change is None:
+            return
+        added, previous = self._last_change
+        self._last_change = None
+        paths = [self.mosaic_path] if self.mosaic_path else []
+        for key in added:
+            path = self.tiles.pop(key, None)
+            paths += [path, os.path.splitext(path)[0] + ".qml"] if path else []
+        _remove_quietly(paths)
+        self.mosaic_path = previous
+        if previous in self._superseded:
+            self._superseded.remove(previous)
+
+    def delete_files(self) -> None:
+        """Delete every file of this session: tiles with their styles, mosaics, mosaic styles (a session that
+        never showed on the map). Best effort: a file that cannot be deleted is left, not an error."""
+        tiles = list(self.tiles.values())
+        paths = [f for t in tiles for f in (t, os.path.splitext(t)[0] + ".qml")]
+        paths += [self.mosaic_path] if self.mosaic_path else []
+        _remove_quietly(paths + self._superseded + sorted(self._styles))
+        self.tiles, self.mosaic_path, self._superseded, self._styles = {}, None, [], set()
+        self._last_change = None
 
     def contains(self, x: float, y: float) -> bool:
         for i, j in self.tiles:
@@ -151,3 +181,15 @@ class TileSession:
             xs += [gt[0], gt[0] + self.tile * gt[1]]
             ys += [gt[3], gt[3] - self.tile * self.base.py]
         return min(xs), min(ys), max(xs), max(ys)
+
+
+def _remove_quietly(paths: list) -> None:
+    """Delete ``paths`` and their GDAL ``.aux.xml`` sidecars where they exist; one that cannot be deleted
+    (Windows: a reader still holds it) is left."""
+    for path in paths:
+        for f in (path, path + ".aux.xml"):
+            try:
+                if os.path.exists(f):
+                    os.remove(f)
+            except OSError:
+                pass

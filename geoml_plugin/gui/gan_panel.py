@@ -169,24 +169,24 @@ class GanPanel(QgsDockWidget, FORM):
         from ..core.tile_session import TileSession
         from ..processing.alg_generate import crs_wkt
 
+        seed = self.seedSpin.value()
         try:
             t0 = time.perf_counter()
             source = self.source()
             if new_seed:
                 self.seedSpin.setValue(random.randrange(1, 2**31 - 1))
             last = self._last_shown()
-            if new_seed and last is not None and last.session.contains(point.x(), point.y()):
-                self.remove(last)
+            replaced = last if new_seed and last is not None and last.session.contains(point.x(), point.y()) else None
             wkt = crs_wkt(self.canvas.mapSettings().destinationCrs())
             tile = int(self.tileSizeCombo.currentText())
             session = TileSession(source, wkt, point.x(), point.y(), self.seedSpin.value(), tile, self._folder())
             session.start()
             self._show(session)
-        except GeoMLError as exc:
-            self.show_error(str(exc))
-            return None
+            if replaced is not None:  # only once its replacement is on the map
+                self.remove(replaced)
         except Exception as exc:  # e.g. CUDA out of memory: a message, not QGIS's Python error dialog
-            self.show_error(unexpected_failure("Tile generation", exc))
+            self.seedSpin.setValue(seed)  # the seed of the tiles still on the map
+            self.show_error(str(exc) if isinstance(exc, GeoMLError) else unexpected_failure("Tile generation", exc))
             return None
         QgsSettings().setValue(SETTINGS + "tile", self.tileSizeCombo.currentText())
         QgsSettings().setValue(SETTINGS + "style", self.styleCombo.currentData())
@@ -213,18 +213,28 @@ class GanPanel(QgsDockWidget, FORM):
         return {"hillshade": [relief], "pseudocolor": [colour]}.get(style, [relief, colour])
 
     def _show(self, session) -> _Shown:
+        """Add the session's layers in a new group. A failure (a style that cannot be written, a mosaic QGIS
+        cannot open) removes what was added and the session's files, and raises: nothing of it stays."""
         project = QgsProject.instance()
         group = project.layerTreeRoot().insertGroup(0, f"GeoML tiles · seed {session.seed}")
         shown = _Shown(session, [], group)
-        for label, style, blend in self._specs(session):
-            qml = session.write_style(style, blend)
-            layer = QgsRasterLayer(session.mosaic_path, label, "gdal")
-            if not layer.isValid():
-                raise InputError(f"QGIS cannot open the generated tiles '{session.mosaic_path}'.")
-            layer.loadNamedStyle(qml)
-            project.addMapLayer(layer, False)
-            group.addLayer(layer)
-            shown.layers.append((layer.id(), qml))
+        try:
+            for label, style, blend in self._specs(session):
+                qml = session.write_style(style, blend)
+                layer = QgsRasterLayer(session.mosaic_path, label, "gdal")
+                if not layer.isValid():
+                    raise InputError(f"QGIS cannot open the generated tiles '{session.mosaic_path}'.")
+                layer.loadNamedStyle(qml)
+                project.addMapLayer(layer, False)
+                group.addLayer(layer)
+                shown.layers.append((layer.id(), qml))
+        except BaseException:
+            for lid, _ in shown.layers:
+                project.removeMapLayer(lid)
+            if group.parent() is not None:
+                group.parent().removeChildNode(group)
+            session.delete_files()
+            raise
         self.shown.append(shown)
         return shown
 
@@ -246,11 +256,23 @@ class GanPanel(QgsDockWidget, FORM):
         self.shown.remove(shown)
 
     def _refresh(self, shown: _Shown) -> None:
-        for layer, qml in self._layers(shown):
-            layer.setDataSource(shown.session.mosaic_path, layer.name(), "gdal", QgsDataProvider.ProviderOptions())
-            layer.loadNamedStyle(qml)
-            layer.triggerRepaint()
-        shown.session.discard_old_mosaics()
+        """Switch the layers to the session's new mosaic. A failure (QGIS cannot open it, an error part way)
+        switches them all back to what they showed and takes back the session's last change, and raises."""
+        session = shown.session
+        layers = self._layers(shown)
+        before = [layer.source() for layer, _ in layers]
+        try:
+            for layer, qml in layers:
+                _set_source(layer, session.mosaic_path, qml)
+                if not layer.isValid():
+                    raise InputError(f"QGIS cannot open the grown tiles '{session.mosaic_path}'.",
+                                     "The tiles on the map were kept; the new ones were deleted.")
+        except BaseException:
+            for (layer, qml), source in zip(layers, before):
+                _set_source(layer, source, qml)
+            session.undo_last_change()
+            raise
+        session.discard_old_mosaics()
 
     # grow ----------------------------------------------------------------
     def grow(self):
@@ -268,6 +290,8 @@ class GanPanel(QgsDockWidget, FORM):
             self.progressBar.setVisible(False)
             self.growButton.setEnabled(True)
             if task.cancelled:  # the user's doing (Cancel, or the panel closed): not an error
+                if task.result is not None:  # cancelled just as the ring was done: it is not shown, so not kept
+                    shown.session.undo_last_change()
                 text = "Grow cancelled: the tiles already on the map were kept; no new tiles were added."
                 self.statusLabel.setText(text)
                 push_to_bar(self.plugin, text, Qgis.MessageLevel.Info, 5)
@@ -275,17 +299,26 @@ class GanPanel(QgsDockWidget, FORM):
             if task.error is not None:
                 self.show_error(task.error_text())
                 return
-            if shown in self.shown:
-                try:
-                    self._refresh(shown)
-                except Exception as exc:  # showing the grown mosaic failed: say so, keep the panel usable
-                    self.show_error(unexpected_failure("Showing the grown tiles", exc))
-                    return
+            if shown not in self.shown or not self._layers(shown):  # replaced (Shift-click) or removed meanwhile
+                shown.session.undo_last_change()
+                self.statusLabel.setText("Grow discarded: its tiles were replaced or removed from the map meanwhile.")
+                return
+            try:
+                self._refresh(shown)
+            except GeoMLError as exc:
+                self.show_error(str(exc))
+                return
+            except Exception as exc:  # showing the grown mosaic failed: say so, keep the panel usable
+                self.show_error(unexpected_failure("Showing the grown tiles", exc)
+                                + " The tiles on the map were kept; the new ones were deleted.")
+                return
             secs = time.perf_counter() - t0
             self.statusLabel.setText(f"Added {n} tiles around seed {shown.session.seed} in {secs:.1f} s "
                                      f"({secs / max(n, 1) * 1000:.0f} ms per tile).")
 
         self.task = GeoMLTask(f"GeoML: grow {n} tiles", lambda fb: shown.session.grow(fb), done)
+        # the panel is deleted (plugin unload) after the ring was written: no layer will show it
+        self.task.on_detached = lambda task: shown.session.undo_last_change() if task.result is not None else None
         self.task.percent.connect(lambda p: self.progressBar.setValue(int(p)))
         return start_task(self.task)
 
@@ -305,6 +338,12 @@ class GanPanel(QgsDockWidget, FORM):
         if self.task is not None:
             self.task.cancel()
         super().closeEvent(event)
+
+
+def _set_source(layer, path: str, qml: str) -> None:
+    layer.setDataSource(path, layer.name(), "gdal", QgsDataProvider.ProviderOptions())
+    layer.loadNamedStyle(qml)
+    layer.triggerRepaint()
 
 
 def _setting(key: str, default: str) -> str:

@@ -322,3 +322,23 @@ def test_a_tile_that_cannot_be_removed_after_a_failed_grow_does_not_hide_the_fai
     left = sorted(f for f in os.listdir(out_dir) if f.endswith(".tif"))
     assert refused and left == sorted([os.path.basename(session.tiles[(0, 0)]), os.path.basename(refused[0])])
     assert sorted(session.tiles) == [(0, 0)]
+
+
+def test_undo_last_change_takes_back_only_a_grow_that_succeeded_and_is_not_shown_yet(gen_model, out_dir,
+                                                                                     monkeypatch):
+    session = _session(gen_model, out_dir)
+    mosaic = session.start()
+    session.discard_old_mosaics()  # the panel shows the first tile
+    before = snapshot(out_dir)
+    session.grow()
+    session.undo_last_change()  # the layers could not switch to the grown mosaic
+    assert snapshot(out_dir) == before and leftovers(out_dir) == []
+    assert_usable(session, [(0, 0)], mosaic)
+    other = _session(gen_model, out_dir / "other")
+    first = other.start()
+    with monkeypatch.context() as m:  # a grow that fails is rolled back by itself: nothing more to take back
+        m.setattr(gdal.Band, "WriteArray", disk_full)
+        with pytest.raises(OutputError):
+            other.grow()
+    other.undo_last_change()  # not the start before it
+    assert list(other.tiles) == [(0, 0)] and os.path.exists(other.tiles[(0, 0)]) and other.mosaic_path == first

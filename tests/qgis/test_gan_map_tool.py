@@ -1,8 +1,9 @@
-"""Interactive tile generation on a real QGIS canvas: click, Shift-click, grow."""
+"""Interactive tile generation on a real QGIS canvas: click, Shift-click, grow; failures of the main-thread
+steps after the tiles were written (style, layer, switching to the grown mosaic)."""
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
+from qgis.core import Qgis, QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
 from qgis.gui import QgsMapMouseEvent
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 from qgis.PyQt.QtGui import QPainter
@@ -181,3 +182,250 @@ def test_closing_the_panel_during_grow_is_an_info_and_keeps_only_the_tiles_on_th
                for m in bar.get_messages(Qgis.MessageLevel.Info))
     assert sorted(p.name for p in (tmp_path / "tiles").iterdir()) == before
     assert len(panel.shown[-1].session.tiles) == 1 and _group_layers(panel)[1].width() == 64
+
+
+
+def _files(tmp_path):
+    folder = tmp_path / "tiles"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _groups():
+    return [node.name() for node in QgsProject.instance().layerTreeRoot().children()]
+
+
+def _critical(iface):
+    return iface.messageBar().get_messages(Qgis.MessageLevel.Critical)
+
+
+def _assert_nothing_left_and_usable(panel, qgis_canvas, tmp_path, monkeypatch):
+    assert panel.shown == [] and not panel.growButton.isEnabled()
+    assert QgsProject.instance().mapLayers() == {}  # no half-added layer
+    assert _groups() == []  # no empty group
+    assert _files(tmp_path) == []  # the tile, mosaic and styles of a session never shown
+    monkeypatch.undo()
+    _click(qgis_canvas, panel.tool, 150, 120)  # the next click works
+    assert len(panel.shown) == 1 and panel.growButton.isEnabled()
+    assert [lyr.isValid() for lyr in QgsProject.instance().mapLayers().values()] == [True, True]
+    assert _groups() == ["GeoML tiles · seed 3"]
+
+
+@pytest.mark.parametrize("failing_call", [1, 2])  # the first style (no layer yet) or the second (one layer added)
+def test_a_style_that_cannot_be_written_on_click_is_a_message_and_leaves_nothing(
+        panel, qgis_canvas, qgis_iface, tmp_path, monkeypatch, failing_call):
+    from geoml_plugin.core.errors import OutputError
+    from geoml_plugin.core.tile_session import TileSession
+
+    write_style = TileSession.write_style
+    calls = []
+
+    def full_disk(self, style, blend_mode=0):
+        calls.append(style)
+        if len(calls) == failing_call:
+            raise OutputError(f"Cannot write '{style}.qml': the disk is full.")
+        return write_style(self, style, blend_mode)
+
+    monkeypatch.setattr(TileSession, "write_style", full_disk)
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 150, 120)
+    assert "the disk is full" in panel.statusLabel.text() and "Traceback" not in panel.statusLabel.text()
+    assert any("the disk is full" in m for m in _critical(qgis_iface))
+    _assert_nothing_left_and_usable(panel, qgis_canvas, tmp_path, monkeypatch)
+
+
+def test_a_mosaic_qgis_cannot_open_on_click_is_a_message_and_leaves_nothing(
+        panel, qgis_canvas, qgis_iface, tmp_path, monkeypatch):
+    from geoml_plugin.gui import gan_panel
+
+    real_layer = gan_panel.QgsRasterLayer
+
+    def unreadable(path, name, provider):  # as if GDAL could not open the VRT
+        return real_layer(path + ".missing", name, provider)
+
+    monkeypatch.setattr(gan_panel, "QgsRasterLayer", unreadable)
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 150, 120)
+    assert "QGIS cannot open the generated tiles" in panel.statusLabel.text()
+    assert any("QGIS cannot open the generated tiles" in m for m in _critical(qgis_iface))
+    _assert_nothing_left_and_usable(panel, qgis_canvas, tmp_path, monkeypatch)
+
+
+def _same_files(after, before):
+    """The same files, but for GDAL's statistics (.aux.xml) of a kept tile, written when QGIS closes it."""
+    stats = [n for n in after if n.endswith(".aux.xml")]
+    return ([n for n in after if n not in stats] == [n for n in before if not n.endswith(".aux.xml")]
+            and all(n[:-len(".aux.xml")] in before for n in stats))
+
+
+def _grown_then(panel, qtbot, monkeypatch, after):
+    """Grow, with ``after(session, mosaic)`` run in the task once the ring and its mosaic are written."""
+    from geoml_plugin.core.tile_session import TileSession
+
+    grow = TileSession.grow
+
+    def grow_then(self, feedback=None):
+        mosaic = grow(self, feedback)
+        after(self, mosaic)
+        return mosaic
+
+    monkeypatch.setattr(TileSession, "grow", grow_then)
+    panel.grow()
+    qtbot.waitUntil(lambda: panel.task is None, timeout=60_000)
+
+
+def _assert_first_tile_shown_and_grow_works(panel, qtbot, tmp_path, monkeypatch, before, mosaic):
+    layers = _group_layers(panel)
+    assert [(lyr.isValid(), lyr.source(), lyr.width()) for lyr in layers] == [(True, mosaic, 64)] * 2
+    assert len(panel.shown[-1].session.tiles) == 1
+    assert _same_files(_files(tmp_path), before)  # no tile or mosaic of the failed ring
+    assert panel.growButton.isEnabled()
+    monkeypatch.undo()
+    panel.grow()  # the next Grow works: the same ring, then shown
+    qtbot.waitUntil(lambda: panel.task is None, timeout=60_000)
+    assert [(lyr.isValid(), lyr.width()) for lyr in _group_layers(panel)] == [(True, 192)] * 2
+    assert "Added 8 tiles" in panel.statusLabel.text()
+
+
+def test_a_grown_mosaic_qgis_cannot_open_keeps_the_tiles_on_the_map_and_deletes_the_ring(
+        panel, qgis_canvas, qgis_iface, qtbot, tmp_path, monkeypatch):
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    before, mosaic = _files(tmp_path), panel.shown[-1].session.mosaic_path
+
+    def unreadable(session, new_mosaic):
+        with open(new_mosaic, "w") as fh:
+            fh.write("not a VRT")
+
+    _grown_then(panel, qtbot, monkeypatch, unreadable)
+    assert "QGIS cannot open the grown tiles" in panel.statusLabel.text()
+    assert any("QGIS cannot open the grown tiles" in m for m in _critical(qgis_iface))
+    _assert_first_tile_shown_and_grow_works(panel, qtbot, tmp_path, monkeypatch, before, mosaic)
+
+
+def test_an_error_while_switching_to_the_grown_mosaic_keeps_the_tiles_on_the_map_and_deletes_the_ring(
+        panel, qgis_canvas, qgis_iface, qtbot, tmp_path, monkeypatch):
+    from qgis.core import QgsRasterLayer
+
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    before, mosaic = _files(tmp_path), panel.shown[-1].session.mosaic_path
+    load_style = QgsRasterLayer.loadNamedStyle
+    calls = []
+
+    def fails_on_the_second_layer(self, *args):  # the first layer has switched already
+        calls.append(self.name())
+        if len(calls) == 2:
+            raise RuntimeError("style broke")
+        return load_style(self, *args)
+
+    _grown_then(panel, qtbot, monkeypatch,
+                lambda *_: monkeypatch.setattr(QgsRasterLayer, "loadNamedStyle", fails_on_the_second_layer))
+    assert "Showing the grown tiles failed: style broke" in panel.statusLabel.text()
+    _assert_first_tile_shown_and_grow_works(panel, qtbot, tmp_path, monkeypatch, before, mosaic)
+
+
+def test_a_grow_whose_tiles_were_replaced_meanwhile_deletes_its_ring_and_does_not_claim_tiles(
+        panel, qgis_canvas, qtbot, tmp_path, monkeypatch):
+    import time
+
+    from geoml_plugin.core.tile_session import TileSession
+
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    grown = panel.shown[-1].session
+    before = _files(tmp_path)
+    grow, started = TileSession.grow, []
+
+    def slow_grow(self, feedback=None):  # the Shift-click comes before the ring is done
+        started.append(self)
+        time.sleep(0.3)
+        return grow(self, feedback)
+
+    monkeypatch.setattr(TileSession, "grow", slow_grow)
+    panel.grow()
+    qtbot.waitUntil(lambda: bool(started), timeout=10_000)
+    _click(qgis_canvas, panel.tool, 200, 150, shift=True)  # replaces the tiles being grown
+    qtbot.waitUntil(lambda: panel.task is None, timeout=60_000)
+    assert "Added 8 tiles" not in panel.statusLabel.text()
+    assert "Grow discarded" in panel.statusLabel.text()
+    assert len(grown.tiles) == 1
+    assert _same_files([n for n in _files(tmp_path) if grown.token in n], before)  # no tile or mosaic of the ring
+    assert len(panel.shown) == 1 and panel.shown[-1].session is not grown
+
+
+def test_a_grow_cancelled_after_its_ring_was_written_deletes_the_ring(
+        panel, qgis_canvas, qtbot, tmp_path, monkeypatch):
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    before, mosaic = _files(tmp_path), panel.shown[-1].session.mosaic_path
+    _grown_then(panel, qtbot, monkeypatch, lambda *_: panel.task.cancel())  # Cancel pressed just as it ended
+    assert "Grow cancelled" in panel.statusLabel.text()
+    _assert_first_tile_shown_and_grow_works(panel, qtbot, tmp_path, monkeypatch, before, mosaic)
+
+
+@pytest.mark.parametrize("failing", ["start", "write_style"])
+def test_a_shift_click_that_fails_keeps_the_tile_it_would_have_replaced(
+        panel, qgis_canvas, qgis_iface, tmp_path, monkeypatch, failing):
+    from geoml_plugin.core.errors import OutputError
+    from geoml_plugin.core.tile_session import TileSession
+
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    shown, layers, before = panel.shown[-1], sorted(QgsProject.instance().mapLayers()), _files(tmp_path)
+
+    def full_disk(self, *args):
+        raise OutputError("Cannot write the tile: the disk is full.")
+
+    monkeypatch.setattr(TileSession, failing, full_disk)
+    _click(qgis_canvas, panel.tool, 200, 150, shift=True)
+    assert "the disk is full" in panel.statusLabel.text()
+    assert panel.shown == [shown] and sorted(QgsProject.instance().mapLayers()) == layers
+    assert all(lyr.isValid() for lyr in _group_layers(panel)) and _groups() == ["GeoML tiles · seed 3"]
+    assert panel.seedSpin.value() == 3  # the seed of the tile on the map
+    assert _same_files(_files(tmp_path), before)
+    monkeypatch.undo()
+    _click(qgis_canvas, panel.tool, 200, 150, shift=True)  # works, and replaces it
+    assert len(panel.shown) == 1 and panel.shown[-1] is not shown and panel.seedSpin.value() != 3
+
+
+@pytest.mark.parametrize("when", ["during the ring", "as the ring is done"])
+def test_unloading_during_grow_leaves_no_ring_and_calls_nothing_on_the_deleted_panel(
+        panel, qgis_canvas, qtbot, tmp_path, monkeypatch, when):
+    """Plugin unload (Plugin Reloader, an update): cancel_all() detaches the task, then the panel is deleted."""
+    import threading
+    import time
+
+    from geoml_plugin import tasks
+    from geoml_plugin.core.generate import TileSource
+    from geoml_plugin.core.tile_session import TileSession
+
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 200, 150)
+    before = _files(tmp_path)
+    ring_done, unloaded = threading.Event(), threading.Event()
+    write, grow = TileSource.write, TileSession.grow
+
+    def slow_write(self, *args, **kwargs):  # the unload comes before the ring is done
+        time.sleep(0.05)
+        return write(self, *args, **kwargs)
+
+    def grow_then_wait(self, feedback=None):  # the unload comes after the ring, before finished()
+        mosaic = grow(self, feedback)
+        ring_done.set()
+        unloaded.wait(10)
+        return mosaic
+
+    if when == "during the ring":
+        monkeypatch.setattr(TileSource, "write", slow_write)
+    else:
+        monkeypatch.setattr(TileSession, "grow", grow_then_wait)
+    task = panel.grow()
+    if when != "during the ring":
+        qtbot.waitUntil(ring_done.is_set, timeout=60_000)
+    tasks.cancel_all()  # what GeoMLPlugin.unload does, then it closes and deletes the panel
+    panel.close()
+    unloaded.set()
+    qtbot.waitUntil(lambda: task not in tasks._running, timeout=60_000)
+    qtbot.wait(100)  # pytest-qt fails the test on an exception in a callback
+    assert _same_files(_files(tmp_path), before)
+    panel.task = None  # unload deletes the panel; this one lives on to the fixture's teardown (a second close)
