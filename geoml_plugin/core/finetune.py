@@ -235,7 +235,7 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
     from .device import describe_device, resolve_device, seed_everything
     from .raster_io import RasterReader
     from .trainer import Trainer, TrainSpec
-    from .trainset import build_training_data, stratified_split
+    from .trainset import build_training_data, hold_out_pixels, stratified_split
 
     fb = ensure_feedback(feedback)
     t0 = time.perf_counter()
@@ -262,6 +262,7 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
     fb.log(_describe_labels(data))
     _check_labels(data, cfg)
     train_idx, val_idx = stratified_split(data, cfg.validation_fraction, cfg.seed)
+    hold_out_pixels(data, train_idx, val_idx)
     epochs = cfg.epochs or auto_epochs(len(train_idx))
     lr = auto_learning_rate(cfg)
     spec = TrainSpec(epochs=epochs, batch_size=cfg.batch_size, learning_rate=lr, augment=cfg.augment,

@@ -286,6 +286,36 @@ def rasterize_window(source: str, label_field: str, raster: RasterInfo, window, 
     return arr
 
 
+def rasterize_feature_ids(source: str, raster: RasterInfo, windows: list, layer_name: Optional[str] = None) -> list:
+    """Burn each feature's id (FID, as in ``LabelSet.feature_ids``) into a (h, w) int64 array per pixel window
+    of ``raster`` (-1 outside every feature): which labelled feature each pixel of a mask belongs to."""
+    ds, lay = open_layer(source, layer_name)
+    ids = ogr.GetDriverByName("Memory").CreateDataSource("")
+    ids_lay = ids.CreateLayer("ids", lay.GetSpatialRef(), ogr.wkbUnknown)
+    ids_lay.CreateField(ogr.FieldDefn("gid", ogr.OFTInteger64))
+    lay.ResetReading()
+    for feat in lay:
+        g = feat.GetGeometryRef()
+        if g is None or g.IsEmpty():
+            continue
+        f = ogr.Feature(ids_lay.GetLayerDefn())
+        f.SetField("gid", feat.GetFID())
+        f.SetGeometry(g.Clone())
+        ids_lay.CreateFeature(f)
+    out = []
+    for x, y, w, h in windows:
+        gt = list(raster.geotransform)
+        gt[0], gt[3] = gdal.ApplyGeoTransform(raster.geotransform, x, y)
+        mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Float64)
+        mem.SetGeoTransform(gt)
+        mem.SetProjection(raster.crs_wkt)
+        mem.GetRasterBand(1).Fill(-1)
+        gdal.RasterizeLayer(mem, [1], ids_lay, options=["ATTRIBUTE=gid"])
+        out.append(mem.GetRasterBand(1).ReadAsArray().astype(np.int64))
+        mem = None
+    return out
+
+
 def extract_patches(reader: RasterReader, cols: np.ndarray, rows: np.ndarray, size: int,
                     feedback=None) -> tuple[np.ndarray, np.ndarray]:
     """Read ``size``×``size`` patches centred on pixel positions.

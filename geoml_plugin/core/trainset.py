@@ -31,6 +31,7 @@ from .labels import (
     LabelSet,
     extract_patches,
     is_raster_source,
+    rasterize_feature_ids,
     rasterize_window,
     read_raster_labels,
     read_vector_labels,
@@ -57,6 +58,7 @@ class TrainingData:
     mean: np.ndarray = None
     std: np.ndarray = None
     labels: Optional[LabelSet] = None
+    pixel_groups: Optional[np.ndarray] = None  # dense: (N, S, S) feature / area of each labelled pixel, -1 = none
 
     @property
     def dense(self) -> bool:
@@ -129,17 +131,19 @@ def build_training_data(source: str, label_field: str, reader: RasterReader, tas
         target: dict = {}
         colors = label_raster.class_colors() if label_raster is not None and kind.endswith("class") else []
         strata = labels.values if kind != "patch_value" and kind != "dense_value" else None
+        pixel_groups = None
         if kind == "patch_class":
             y = labels.values.astype(np.int64)
         elif kind == "patch_value":
             y = labels.values.astype(np.float32)
         elif kind == "dense_class":
-            y = _dense_classes(source, label_field, reader, labels, label_raster, size)
+            y, pixel_groups = _dense_classes(source, label_field, reader, labels, label_raster, size, patch)
             y[~valid] = -1
         else:
             y = np.stack([label_raster.read_target(int(c) - size // 2, int(r) - size // 2, size, size)
                           for c, r in zip(labels.cols, labels.rows)])
             y[~valid] = np.nan
+            pixel_groups = _cell_groups(labels, size, reader.info.width, patch)
         if kind.endswith("value"):
             vals = y[np.isfinite(y)]
             t_mean, t_std = float(vals.mean()), float(vals.std()) or 1.0
@@ -154,28 +158,83 @@ def build_training_data(source: str, label_field: str, reader: RasterReader, tas
     return TrainingData(x=x, y=y, groups=np.asarray(groups, np.int64), strata=np.asarray(strata, np.int64), kind=kind,
                         patch=patch, margin=margin,
                         class_names=list(labels.class_names), class_colors=colors, target=target, mean=np.asarray(mean, np.float64),
-                        std=np.asarray(std, np.float64), labels=labels)
+                        std=np.asarray(std, np.float64), labels=labels, pixel_groups=pixel_groups)
 
 
-def _dense_classes(source, label_field, reader, labels: LabelSet, label_raster, patch: int) -> np.ndarray:
+def _origins(labels: LabelSet, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raster column and row of the top-left pixel of each sample's ``size``×``size`` array."""
+    return np.floor(labels.cols).astype(int) - size // 2, np.floor(labels.rows).astype(int) - size // 2
+
+
+def _cell_groups(labels: LabelSet, size: int, width: int, cell: int) -> np.ndarray:
+    """(N, size, size) area of each pixel of each sample: the ``cell``-pixel cell that ``read_raster_labels``
+    groups label-raster positions by (``feature_ids``)."""
+    xs, ys = _origins(labels, size)
+    cells_x = width // max(1, cell) + 1
+    off = np.arange(size)
+    rows = (ys[:, None] + off[None]) // max(1, cell)
+    cols = (xs[:, None] + off[None]) // max(1, cell)
+    return rows[:, :, None] * cells_x + cols[:, None, :]
+
+
+def _dense_classes(source, label_field, reader, labels: LabelSet, label_raster, patch: int, cell: int):
+    """(N, P, P) class indices (-1 = unlabelled) and the feature / area each labelled pixel belongs to
+    (a label raster's positions are grouped by ``cell``-pixel cells)."""
     half = patch // 2
-    xs = np.floor(labels.cols).astype(int) - half
-    ys = np.floor(labels.rows).astype(int) - half
+    xs, ys = _origins(labels, patch)
     n = len(labels)
     if label_raster is not None:
-        return np.stack([label_raster.read_classes(int(x), int(y), patch, patch) for x, y in zip(xs, ys)])
+        y = np.stack([label_raster.read_classes(int(x), int(y), patch, patch) for x, y in zip(xs, ys)])
+        return y, _cell_groups(labels, patch, reader.info.width, cell)
     if labels.geometry == "point":  # sparse: only the labelled pixel of each patch
         y = np.full((n, patch, patch), -1, np.int64)
         y[:, half, half] = labels.values
-        return y
+        groups = np.full((n, patch, patch), -1, np.int64)
+        groups[:, half, half] = labels.feature_ids if len(labels.feature_ids) == n else np.arange(n)
+        return y, groups
     # polygons: burn once over the area all patches cover (or per patch when that is huge)
     x0, y0 = int(xs.min()), int(ys.min())
     w, h = int(xs.max()) + patch - x0, int(ys.max()) + patch - y0
     if w * h <= _RASTERIZE_ONCE_MAX_PIXELS:
         burnt = rasterize_window(source, label_field, reader.info, (x0, y0, w, h), classes=labels.class_names)
-        return np.stack([burnt[y - y0 : y - y0 + patch, x - x0 : x - x0 + patch] for x, y in zip(xs, ys)]).astype(np.int64)
-    return np.stack([rasterize_window(source, label_field, reader.info, (int(x), int(y), patch, patch),
-                                      classes=labels.class_names) for x, y in zip(xs, ys)]).astype(np.int64)
+        ids = rasterize_feature_ids(source, reader.info, [(x0, y0, w, h)])[0]
+        cut = [(slice(y - y0, y - y0 + patch), slice(x - x0, x - x0 + patch)) for x, y in zip(xs, ys)]
+        return np.stack([burnt[c] for c in cut]).astype(np.int64), np.stack([ids[c] for c in cut])
+    windows = [(int(x), int(y), patch, patch) for x, y in zip(xs, ys)]
+    y = np.stack([rasterize_window(source, label_field, reader.info, win, classes=labels.class_names)
+                  for win in windows]).astype(np.int64)
+    return y, np.stack(rasterize_feature_ids(source, reader.info, windows))
+
+
+def hold_out_pixels(data: TrainingData, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
+    """Dense labels: keep the held-out features / areas apart pixel by pixel (in place).
+
+    A patch reaches past the feature or area it was drawn from, so its mask holds labelled pixels of
+    neighbours that may be on the other side of the split. Training patches lose the labels of held-out
+    pixels, and validation patches keep only held-out pixels, each counted once (the first validation
+    patch whose centre holds it): the metrics are on held-out pixels, as many as there are.
+    """
+    groups, data.pixel_groups = data.pixel_groups, None
+    if not data.dense or groups is None or not len(val_idx):
+        return
+    ignore = -1 if data.is_classifier else np.nan
+    held_out = np.unique(data.groups[val_idx])
+    for i in train_idx:
+        data.y[i][np.isin(groups[i], held_out)] = ignore
+    size, m, p = data.y.shape[-1], data.margin, data.patch
+    centre = np.zeros((size, size), bool)
+    centre[m:m + p, m:m + p] = True  # what validation scores (the margin is only for training shifts)
+    labelled = ~np.isnan(data.y[val_idx]) if not data.is_classifier else data.y[val_idx] >= 0
+    keep = labelled & centre[None] & np.isin(groups[val_idx], held_out)
+    xs, ys = _origins(data.labels, size)
+    k, rr, cc = np.nonzero(keep)
+    key = (ys[val_idx][k] + rr).astype(np.int64) * (1 << 32) + (xs[val_idx][k] + cc + size)
+    first = np.zeros(len(key), bool)
+    first[np.unique(key, return_index=True)[1]] = True  # np.nonzero is in sample order: the first patch wins
+    keep[k[~first], rr[~first], cc[~first]] = False
+    yv = data.y[val_idx]
+    yv[~keep] = ignore
+    data.y[val_idx] = yv
 
 
 def stratified_split(data: TrainingData, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

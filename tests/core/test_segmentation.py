@@ -1,0 +1,161 @@
+"""Pixel segmentation (task 'segmentation'): held-out metrics, labels and maps an analyst relies on."""
+import numpy as np
+import pytest
+from osgeo import ogr, osr
+
+from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
+from tests.conftest import write_raster
+from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
+
+GT = (500000.0, 10.0, 0.0, 5100000.0, 0.0, -10.0)
+
+
+def write_squares(path, squares, field="label", ftype=ogr.OFTString, gt=GT):
+    """A GeoPackage of axis-aligned polygons given as (row0, col0, rows, cols, value) in pixels of ``gt``."""
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32632)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    lay = ds.CreateLayer("labels", srs, ogr.wkbPolygon)
+    lay.CreateField(ogr.FieldDefn(field, ftype))
+    for r0, c0, h, w, v in squares:
+        x0, y0 = gt[0] + c0 * gt[1], gt[3] + r0 * gt[5]
+        x1, y1 = x0 + w * gt[1], y0 + h * gt[5]
+        ring = ogr.Geometry(ogr.wkbLinearRing)
+        for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):
+            ring.AddPoint_2D(x, y)
+        poly = ogr.Geometry(ogr.wkbPolygon)
+        poly.AddGeometry(ring)
+        f = ogr.Feature(lay.GetLayerDefn())
+        f.SetField(field, v)
+        f.SetGeometry(poly)
+        lay.CreateFeature(f)
+    ds = None
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def checkerboard(tmp_path_factory):
+    """A 48×48 raster with a 2×2 checkerboard of touching 8×8-pixel polygons (two 'bright', two 'dark')
+    in its middle: a 16-pixel patch around any polygon reaches into its neighbours."""
+    d = tmp_path_factory.mktemp("checker")
+    rng = np.random.default_rng(0)
+    img = rng.normal(100, 5, (1, 48, 48)).astype(np.float32)
+    squares = [(16, 16, 8, 8, "bright"), (16, 24, 8, 8, "dark"), (24, 16, 8, 8, "dark"), (24, 24, 8, 8, "bright")]
+    fid_map = np.zeros((48, 48), np.int64)  # which polygon (GeoPackage FID, from 1) each pixel is in
+    for fid, (r0, c0, h, w, v) in enumerate(squares, start=1):
+        img[0, r0:r0 + h, c0:c0 + w] += 80 if v == "bright" else -40
+        fid_map[r0:r0 + h, c0:c0 + w] = fid
+    return write_raster(d / "img.tif", img), write_squares(d / "squares.gpkg", squares), fid_map
+
+
+def test_validation_metrics_count_each_held_out_pixel_once_and_training_never_sees_their_labels(
+        checkerboard, out_dir, monkeypatch):
+    from geoml_plugin.core import trainer as trainer_mod
+
+    raster, polygons, fid_map = checkerboard
+    seen = {}
+    original = trainer_mod.Trainer.__init__
+
+    def spy(self, model, data, train_idx, val_idx, *args, **kwargs):
+        seen.update(data=data, train_idx=train_idx, val_idx=val_idx, y=data.y.copy())
+        original(self, model, data, train_idx, val_idx, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "__init__", spy)
+    res = run_finetune(FinetuneConfig(raster, polygons, "label", str(out_dir / "seg.safetensors"), task="segmentation",
+                                      patch_size=16, epochs=1, batch_size=4, validation_fraction=0.5, device="cpu"))
+    data, y = seen["data"], seen["y"]
+    val_fids = set(data.groups[seen["val_idx"]].tolist())
+    assert len(val_fids) == 2  # one polygon of each class held out
+    # every labelled pixel of a patch, in raster coordinates: is it in a held-out polygon?
+    size = data.patch + 2 * data.margin
+    x0 = np.floor(data.labels.cols).astype(int) - size // 2
+    y0 = np.floor(data.labels.rows).astype(int) - size // 2
+
+    def fids_of_labelled(i):
+        rr, cc = np.nonzero(y[i] >= 0)
+        return set(fid_map[rr + y0[i], cc + x0[i]].tolist())
+
+    for i in seen["train_idx"]:
+        assert not fids_of_labelled(i) & val_fids, "a training patch carries labels of a held-out polygon"
+    for i in seen["val_idx"]:
+        assert fids_of_labelled(i) <= val_fids, "a validation patch scores pixels of a training polygon"
+    # the metrics: each of the 2 held-out 8×8 polygons' 64 pixels once, nothing else
+    assert res.metrics["evaluated_on"] == "validation"
+    assert res.metrics["samples"] == 128
+    assert {k: v["support"] for k, v in res.metrics["per_class"].items()} == {"bright": 64, "dark": 64}
+
+
+def test_a_label_raster_keeps_held_out_areas_apart_and_its_classes_name_and_colour_the_map(tmp_path, out_dir,
+                                                                                            monkeypatch):
+    """Label raster (nodata 0 = unlabelled, categories and colours) → segmentation model → styled class map on the
+    input's grid, nodata kept; validation pixels are those of held-out 16-pixel areas only, once each."""
+    from osgeo import gdal
+
+    from geoml_plugin.core import trainer as trainer_mod
+    from geoml_plugin.core.predict import PredictConfig, run_predict
+    from geoml_plugin.core.raster_io import RasterWriter, srs_from_wkt
+
+    rng = np.random.default_rng(1)
+    h, w = 48, 41  # odd width: not a multiple of the patch
+    truth = np.zeros((h, w), np.uint8)
+    truth[4:44, 2:20], truth[4:44, 22:39] = 3, 7  # two classes with raw values 3 and 7; 0 unlabelled
+    img = rng.normal(100, 5, (2, h, w)).astype(np.float32)
+    img[:, truth == 7] += 60
+    img[:, 0, :5] = -9999.0  # input nodata
+    raster = write_raster(tmp_path / "img.tif", img, nodata=-9999.0)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32632)
+    names = [""] * 8
+    names[3], names[7] = "Meadow", "Roof"
+    with RasterWriter(str(tmp_path / "lab.tif"), w, h, 1, np.uint8, GT, srs.ExportToWkt(), nodata=0,
+                      category_names=names, color_table={3: (0, 255, 0, 255), 7: (255, 0, 0, 255)}) as wr:
+        wr.write(truth[None], 0, 0)
+    seen = {}
+    original = trainer_mod.Trainer.__init__
+
+    def spy(self, model, data, train_idx, val_idx, *args, **kwargs):
+        seen.update(data=data, train_idx=train_idx, val_idx=val_idx, y=data.y.copy())
+        original(self, model, data, train_idx, val_idx, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "__init__", spy)
+    res = run_finetune(FinetuneConfig(raster, str(tmp_path / "lab.tif"), "", str(out_dir / "lr.safetensors"),
+                                      task="segmentation", patch_size=16, epochs=1, batch_size=8,
+                                      max_raster_samples=60, device="cpu"))
+    assert res.class_names == ["Meadow", "Roof"]
+    data, y = seen["data"], seen["y"]
+    cells_x = w // 16 + 1
+    area = (np.arange(h)[:, None] // 16) * cells_x + np.arange(w)[None] // 16
+    held_out = set(data.groups[seen["val_idx"]].tolist())
+    size = data.patch + 2 * data.margin
+    x0 = np.floor(data.labels.cols).astype(int) - size // 2
+    y0 = np.floor(data.labels.rows).astype(int) - size // 2
+    scored = []
+    for i in range(len(y)):
+        rr, cc = np.nonzero(y[i] >= 0)
+        areas = set(area[rr + y0[i], cc + x0[i]].tolist())
+        if i in set(seen["val_idx"].tolist()):
+            assert areas <= held_out
+            scored += list(zip(rr + y0[i], cc + x0[i]))
+        else:
+            assert not areas & held_out
+        assert (truth[rr + y0[i], cc + x0[i]] > 0).all()  # 0 is unlabelled, never a class
+    assert len(scored) == len(set(scored)) == res.metrics["samples"]
+
+    out, conf = out_dir / "map.tif", out_dir / "map_conf.tif"
+    run_predict(PredictConfig(raster, res.model_path, str(out), str(conf), device="cpu"))
+    src, o, c = gdal.Open(raster), gdal.Open(str(out)), gdal.Open(str(conf))
+    for d in (o, c):
+        assert (d.RasterXSize, d.RasterYSize, d.GetGeoTransform()) == (w, h, src.GetGeoTransform())
+        assert srs_from_wkt(d.GetProjection()).IsSame(srs_from_wkt(src.GetProjection()))
+    band = o.GetRasterBand(1)
+    assert band.GetNoDataValue() == 0 and band.GetCategoryNames()[1:3] == ["Meadow", "Roof"]
+    ct = band.GetColorTable()
+    assert ct.GetColorEntry(1)[:3] == (0, 255, 0) and ct.GetColorEntry(2)[:3] == (255, 0, 0)
+    qml_text = open(str(out)[:-4] + ".qml").read()
+    assert "paletted" in qml_text and 'label="Meadow"' in qml_text and 'label="Roof"' in qml_text
+    classes, confidence = o.ReadAsArray(), c.ReadAsArray()
+    nodata = np.zeros((h, w), bool)
+    nodata[0, :5] = True
+    assert (classes[nodata] == 0).all() and set(np.unique(classes[~nodata])) <= {1, 2}
+    assert c.GetRasterBand(1).GetNoDataValue() == -1 and (confidence[nodata] == -1).all()
+    assert (confidence[~nodata] >= 0.5).all() and (confidence[~nodata] <= 1).all()
