@@ -45,6 +45,26 @@ def test_finetune_then_predict_gives_named_styled_classes(geoml_provider, scene,
     assert gdal.Open(pred["OUTPUT"]).ReadAsArray().max() <= 4
 
 
+def test_segmentation_from_polygons_then_predict_keeps_the_grid_names_and_nodata(geoml_provider, scene, out_dir):
+    model = str(out_dir / "seg.safetensors")
+    res = _run("geoml:finetune", {"INPUT": scene.image, "LABELS": scene.polygons, "LABEL_FIELD": "class_name",
+                                  "TASK": 1, "OUTPUT_MODEL": model, **TINY, "EPOCHS": 2})
+    metrics = json.loads(res["METRICS"])
+    assert metrics["evaluated_on"] == "validation" and 0.0 <= res["OVERALL_ACCURACY"] <= 1.0
+    pred = _run("geoml:predict", {"INPUT": scene.image, "MODEL": model, "OUTPUT": str(out_dir / "seg.tif"),
+                                  "OUTPUT_CONFIDENCE": str(out_dir / "seg_conf.tif")})
+    src, out, conf = (gdal.Open(p) for p in (scene.image, pred["OUTPUT"], pred["OUTPUT_CONFIDENCE"]))
+    for d in (out, conf):
+        assert (d.RasterXSize, d.RasterYSize, d.GetGeoTransform()) == (src.RasterXSize, src.RasterYSize,
+                                                                       src.GetGeoTransform())
+    assert sorted(n for n in category_names_of(pred["OUTPUT"]) if n) == ["Cropland", "Forest", "Urban", "Water"]
+    assert QgsRasterLayer(pred["OUTPUT"], "seg", "gdal").renderer().type() == "paletted"
+    nodata = (src.ReadAsArray() == 0).any(axis=0)
+    classes, confidence = out.ReadAsArray(), conf.ReadAsArray()
+    assert nodata.any() and (classes[nodata] == 0).all() and (confidence[nodata] == -1).all()
+    assert (classes[~nodata] >= 1).all() and (confidence[~nodata] >= 0.25).all() and confidence.max() <= 1
+
+
 def test_memory_layer_labels_are_exported_and_band_subset_is_used(geoml_provider, scene, out_dir):
     src = QgsVectorLayer(scene.points, "pts", "ogr")
     mem = QgsVectorLayer(f"Point?crs={src.crs().authid()}&field=kind:string", "clicked", "memory")
