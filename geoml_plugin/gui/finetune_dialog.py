@@ -40,7 +40,7 @@ HELP = """<h3>Fine-tune a model</h3>
 <ul>
 <li><b>Input raster</b> and <b>bands</b>: any band count (an alpha band that holds transparency starts unchecked: it is a nodata mask, not image data, and its 0 pixels still mark nodata; a band GDAL merely labels alpha, e.g. near-infrared, stays checked); per-band statistics are saved with the model.</li>
 <li><b>Labels</b>: points (a patch around each), polygons (patches inside them; masks for
-segmentation), or a label raster. Labels outside the raster or on nodata are skipped and counted.</li>
+segmentation, where pixels outside every polygon are ignored, not background), or a label raster. Labels outside the raster or on nodata are skipped and counted.</li>
 <li><b>Label field</b>: the class (name or number), or a number for regression. Preselected: a field
 named like a class (class, label, landcover, type…) or, for regression, a numeric one; never an id
 when another field will do. Your last choice is remembered.</li>
