@@ -25,7 +25,7 @@ STYLES = ["auto", "pseudocolor", "hillshade", "rgb"]
 HELP = """Makes a georeferenced raster with a GAN model trained by <i>Train GAN</i>.
 
 <b>Tile generator models</b> — give <b>Center</b> (a point in any CRS; tiles are centred on it) or <b>Extent</b> (covered completely). <b>Tiles</b> = columns × rows of <b>Tile size</b> pixels (256 by default) around the centre, e.g. 3x2 (3 alone = 3x3). The result is in the model's CRS (or <b>Output CRS</b>) at the model's ground pixel size (or <b>Pixel size</b>: generated at the model's scale, then resampled, so relief keeps its real size), in the training raster's units (e.g. metres). The same <b>Seed</b> gives the same terrain at the same place, and outputs made separately join without seams.
-<b>Translation models</b> (trained with a TARGET) — give <b>Input raster</b>: the whole raster is translated, tile by tile with overlap (no seams). <i>Scene normalisation</i> uses the input's own band statistics, which helps when the input comes from another sensor or season.
+<b>Translation models</b> (trained with a TARGET) — give <b>Input raster</b>: the whole raster is translated, tile by tile with overlap (each tile's edges are cropped, so tile borders barely show). <i>Scene normalisation</i> uses the input's own band statistics, which helps when the input comes from another sensor or season.
 
 The output is a Float32 GeoTIFF (nodata -9999; a name such as x.png is refused). The model, seed and grid are written into its metadata; a style is saved beside it (terrain colours or hillshade for elevation, RGB for imagery). Points outside the area where a CRS is valid are refused.
 """
