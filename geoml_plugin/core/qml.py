@@ -126,5 +126,6 @@ def style_for_target(target: dict, value_range=None, style: str = "auto", zfacto
     if style == "hillshade":
         return hillshade_qml(zfactor=zfactor, blend_mode=blend_mode)
     lo, hi = ranges[0] if ranges else (value_range or (0.0, 1.0))
-    terrain = target.get("kind") == "elevation" or target.get("units") == "m"
+    # metres mean elevation only for a model that does not say what it outputs (a canopy height in m is a value)
+    terrain = target.get("kind") == "elevation" or (not target.get("kind") and target.get("units") == "m")
     return pseudocolor_qml(lo, hi, TERRAIN if terrain else VIRIDIS)

@@ -8,6 +8,7 @@ from osgeo import gdal, ogr, osr
 
 from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
 from geoml_plugin.core.metrics import regression_metrics
+from geoml_plugin.core.modelfile import read_meta
 from geoml_plugin.core.predict import PredictConfig, run_predict
 from tests.conftest import leftovers, write_raster
 from tests.core.test_finetune import write_points
@@ -67,3 +68,22 @@ def test_point_regression_map_is_in_target_units_georeferenced_styled_and_its_me
     assert 800 < lo < hi < 3200
     labels = re.findall(r'<item [^>]*label="([^"]*)"', qml)
     assert len(labels) >= 5 and all(re.fullmatch(r"-?\d+(\.\d+)?", s) for s in labels), labels
+
+
+def test_target_raster_keeps_its_name_and_units(tmp_path, out_dir):
+    rng = np.random.default_rng(2)
+    img = rng.normal(100, 10, (2, 48, 48)).astype(np.float32)
+    raster = write_raster(tmp_path / "x.tif", img)
+    height = (0.2 * img[0] - 5).astype(np.float32)
+    target = write_raster(tmp_path / "chm.tif", height, nodata=-9999.0)
+    ds = gdal.Open(target, gdal.GA_Update)
+    ds.GetRasterBand(1).SetDescription("canopy height (m)")
+    ds = None
+    res = run_finetune(FinetuneConfig(raster, target, "", str(out_dir / "chm.safetensors"), epochs=1,
+                                      max_raster_samples=30, **TINY))
+    meta = read_meta(res.model_path)
+    assert meta.target["name"] == "canopy height (m)" and meta.target["units"] == "m"
+    out = out_dir / "chm_values.tif"
+    run_predict(PredictConfig(raster, res.model_path, str(out), device="cpu"))
+    assert gdal.Open(str(out)).GetRasterBand(1).GetDescription() == "canopy height (m)"
+    assert "#440154" in (out_dir / "chm_values.qml").read_text()  # a value ramp (viridis), not terrain colours
