@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
+from geoml_plugin.core.errors import InputError
 from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
 from geoml_plugin.core.metrics import regression_metrics
 from geoml_plugin.core.modelfile import read_meta
@@ -87,3 +88,23 @@ def test_target_raster_keeps_its_name_and_units(tmp_path, out_dir):
     run_predict(PredictConfig(raster, res.model_path, str(out), device="cpu"))
     assert gdal.Open(str(out)).GetRasterBand(1).GetDescription() == "canopy height (m)"
     assert "#440154" in (out_dir / "chm_values.qml").read_text()  # a value ramp (viridis), not terrain colours
+
+
+def _bad(raster, labels, field, match, out_dir):
+    with pytest.raises(InputError, match=match):
+        run_finetune(FinetuneConfig(raster, labels, field, str(out_dir / "m.safetensors"), epochs=1, **TINY))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_unusable_value_fields_get_clear_messages(tmp_path, out_dir):
+    raster = write_raster(tmp_path / "x.tif", np.random.default_rng(0).normal(100, 10, (1, 64, 64)).astype(np.float32))
+    cells = [(8 + 16 * i, 8 + 16 * j) for i in range(4) for j in range(4)]
+    text = write_points(tmp_path / "t.gpkg", [(r, c, f"{k}.5") for k, (r, c) in enumerate(cells)], field="h")
+    _bad(raster, text, "h", r"'h' is a text field.*to_real\(\"h\"\)", out_dir)
+    dates = write_points(tmp_path / "d.gpkg", [(r, c, "2020-01-01") for r, c in cells], field="day", ftype=ogr.OFTDate)
+    _bad(raster, dates, "day", "'day' is a date field", out_dir)
+    const = write_points(tmp_path / "c.gpkg", [(r, c, 7.5) for r, c in cells], field="h", ftype=ogr.OFTReal)
+    _bad(raster, const, "h", r"All 16 labels have the same value \(7\.5\) in field 'h'", out_dir)
+    nulls = write_points(tmp_path / "n.gpkg", [(r, c, None if k == 3 else float(k)) for k, (r, c) in enumerate(cells)],
+                         field="h", ftype=ogr.OFTReal)
+    _bad(raster, nulls, "h", "1 label.* no value in field 'h'", out_dir)
