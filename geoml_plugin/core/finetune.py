@@ -196,7 +196,12 @@ def _check_labels(data, cfg: FinetuneConfig) -> None:
             raise InputError(f"The labels have only one class ('{name}'); a classifier needs at least two.",
                              "Add labels of the other classes (e.g. background).")
     elif len(labels) < 2 or float(labels.values.max() - labels.values.min()) == 0.0:
-        raise InputError("The regression target has a single value; there is nothing to learn.")
+        where = f"in field '{cfg.label_field}'" if cfg.label_field else "in the target raster"
+        noun = "sampled pixels" if labels.geometry == "raster" else "labels"
+        what = (f"All {len(labels)} {noun} have the same value ({float(labels.values[0]):g}) {where}" if len(labels) > 1
+                else f"There is only one usable label ({float(labels.values[0]):g} {where})")
+        raise InputError(f"{what}: a regression needs different values to learn from.",
+                         "Check the field (or the target raster's nodata value), or add labels with other values.")
 
 
 def _build_model(cfg: FinetuneConfig, data, in_bands: int, fb: Feedback):

@@ -28,7 +28,7 @@ from .gan_trainers import CONDITIONAL, UNCONDITIONAL, Pix2PixTrainer, TileGanTra
 from .georef import ground_metres_per_unit
 from .modelfile import ModelMeta, new_provenance, save_model
 from .progress import Feedback, ensure_feedback
-from .raster_io import RasterReader, check_not_an_input, check_writable, open_raster
+from .raster_io import RasterReader, band_units, check_not_an_input, check_writable
 
 ARCHITECTURES = ("auto",) + UNCONDITIONAL + CONDITIONAL
 MIN_TILE, MAX_TILE, TILE_MULTIPLE = 32, 512, 16
@@ -118,28 +118,6 @@ def _validate(cfg: GanTrainConfig) -> str:
             (cfg.target_bands or None) == (cfg.bands or None):
         raise InputError("TARGET is the same raster and bands as INPUT; there is nothing to translate.")
     return arch
-
-
-def band_units(path: str, bands: list) -> tuple[list, str]:
-    """Band descriptions and the unit of the first band ('' if unknown).
-
-    The unit comes from GDAL's unit type, else from a description ending in
-    '(m)' or similar, as GeoML's own rasters are labelled.
-    """
-    ds = open_raster(path)
-    names, units = [], ""
-    for i, b in enumerate(bands):
-        band = ds.GetRasterBand(b)
-        desc = band.GetDescription() or f"band {b}"
-        names.append(desc)
-        if i == 0:
-            units = (band.GetUnitType() or "").strip()
-            m = re.search(r"\(([^()]{1,12})\)\s*$", desc)
-            if not units and m:
-                units = m.group(1).strip()
-    if units.lower() in ("metre", "metres", "meter", "meters"):
-        units = "m"
-    return names, units
 
 
 _ELEVATION_HINTS = re.compile(r"(elev|height|altitude|\bdem\b|dem_|_dem|dtm|dsm|terrain|bathy)", re.IGNORECASE)

@@ -138,7 +138,16 @@ def read_vector_labels(
         raise InputError(f"The labels layer has no field '{label_field}'.", f"Fields: {', '.join(names) or 'none'}.")
     ftype = defn.GetFieldDefn(names.index(label_field)).GetType()
     if task == "regression" and ftype not in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal):
-        raise InputError(f"Regression needs a numeric field; '{label_field}' is text.")
+        kind = {ogr.OFTString: "text", ogr.OFTDate: "date", ogr.OFTDateTime: "date and time", ogr.OFTTime: "time"}.get(
+            ftype, ogr.GetFieldTypeName(ftype).lower())
+        numeric = [n for n in names if defn.GetFieldDefn(names.index(n)).GetType()
+                   in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal)]
+        raise InputError(
+            f"Regression needs a numeric field; '{label_field}' is a {kind} field.",
+            (f"If it holds numbers as text, add a decimal field with the Field Calculator, e.g. to_real(\"{label_field}\"). "
+             if ftype == ogr.OFTString else "")
+            + (f"Numeric fields of this layer: {', '.join(numeric)}." if numeric else "The layer has no numeric field."),
+        )
     ct = _transform(lay.GetSpatialRef(), raster.crs_wkt)
     gt = raster.geotransform
     inv = gdal.InvGeoTransform(gt)

@@ -8,6 +8,8 @@ can write it together with the raster.
 """
 from __future__ import annotations
 
+import math
+from typing import Optional
 from xml.sax.saxutils import quoteattr
 
 from .classes import ClassInfo
@@ -39,11 +41,20 @@ def paletted_qml(classes: list[ClassInfo], band: int = 1) -> str:
     return _HEAD + body + _TAIL
 
 
-def pseudocolor_qml(vmin: float, vmax: float, ramp=None, band: int = 1, label_fmt: str = "{:.3g}") -> str:
+def legend_format(vmin: float, vmax: float, steps: int) -> str:
+    """A format for legend values from ``vmin`` to ``vmax`` in ``steps`` steps: plain decimals, as many as tell the
+    steps apart (1730, 1798 … for biomass in g/m², 0.12, 0.25 … for a fraction), never 1.73e+03."""
+    step = abs(vmax - vmin) / max(1, steps)
+    decimals = 0 if not math.isfinite(step) or step <= 0 else max(0, min(6, 1 - math.floor(math.log10(step))))
+    return "{:.%df}" % decimals
+
+
+def pseudocolor_qml(vmin: float, vmax: float, ramp=None, band: int = 1, label_fmt: Optional[str] = None) -> str:
     ramp = ramp or VIRIDIS
     if not vmax > vmin:
         vmax = vmin + 1.0
     n = len(ramp)
+    label_fmt = label_fmt or legend_format(vmin, vmax, n - 1)
     items = "\n".join(
         f'          <item value="{vmin + (vmax - vmin) * i / (n - 1):.6g}" color="{col}" alpha="255" '
         f'label="{label_fmt.format(vmin + (vmax - vmin) * i / (n - 1))}"/>'
@@ -115,5 +126,6 @@ def style_for_target(target: dict, value_range=None, style: str = "auto", zfacto
     if style == "hillshade":
         return hillshade_qml(zfactor=zfactor, blend_mode=blend_mode)
     lo, hi = ranges[0] if ranges else (value_range or (0.0, 1.0))
-    terrain = target.get("kind") == "elevation" or target.get("units") == "m"
+    # metres mean elevation only for a model that does not say what it outputs (a canopy height in m is a value)
+    terrain = target.get("kind") == "elevation" or (not target.get("kind") and target.get("units") == "m")
     return pseudocolor_qml(lo, hi, TERRAIN if terrain else VIRIDIS)

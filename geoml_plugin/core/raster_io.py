@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -145,6 +146,28 @@ def open_raster(path: str, update: bool = False) -> gdal.Dataset:
     if ds is None or ds.RasterCount == 0:
         raise RasterError(f"'{path}' is not a raster GDAL can read.")
     return ds
+
+
+def band_units(path: str, bands: list) -> tuple[list, str]:
+    """Band descriptions and the unit of the first band ('' if unknown).
+
+    The unit comes from GDAL's unit type, else from a description ending in
+    '(m)' or similar, as GeoML's own rasters are labelled.
+    """
+    ds = open_raster(path)
+    names, units = [], ""
+    for i, b in enumerate(bands):
+        band = ds.GetRasterBand(b)
+        desc = band.GetDescription() or f"band {b}"
+        names.append(desc)
+        if i == 0:
+            units = (band.GetUnitType() or "").strip()
+            m = re.search(r"\(([^()]{1,12})\)\s*$", desc)
+            if not units and m:
+                units = m.group(1).strip()
+    if units.lower() in ("metre", "metres", "meter", "meters"):
+        units = "m"
+    return names, units
 
 
 def raster_info(path_or_ds) -> RasterInfo:

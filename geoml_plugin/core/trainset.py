@@ -21,6 +21,7 @@ become 0, the band mean, as at prediction time.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -36,7 +37,7 @@ from .labels import (
     read_raster_labels,
     read_vector_labels,
 )
-from .raster_io import RasterReader
+from .raster_io import RasterReader, band_units
 
 PATCH_KINDS = ("patch_class", "patch_value")
 _FLOAT16_ABOVE_BYTES = 2 * 2**30  # keep large sets in half precision to halve memory
@@ -148,7 +149,8 @@ def build_training_data(source: str, label_field: str, reader: RasterReader, tas
             vals = y[np.isfinite(y)]
             t_mean, t_std = float(vals.mean()), float(vals.std()) or 1.0
             y = ((y - t_mean) / t_std).astype(np.float32)
-            target = {"name": label_field or "value", "mean": t_mean, "std": t_std, "bands": 1,
+            name, units = _target_name(source) if label_raster is not None else (label_field or "value", "")
+            target = {"name": name, "units": units, "kind": "continuous", "mean": t_mean, "std": t_std, "bands": 1,
                       "min": float(vals.min()), "max": float(vals.max())}
             strata = np.digitize(labels.values, np.quantile(labels.values, [0.25, 0.5, 0.75]))
     finally:
@@ -159,6 +161,14 @@ def build_training_data(source: str, label_field: str, reader: RasterReader, tas
                         patch=patch, margin=margin,
                         class_names=list(labels.class_names), class_colors=colors, target=target, mean=np.asarray(mean, np.float64),
                         std=np.asarray(std, np.float64), labels=labels, pixel_groups=pixel_groups)
+
+
+def _target_name(source: str) -> tuple[str, str]:
+    """(name, units) of a target raster: its band description ("canopy height (m)"), else its file name; the
+    units from GDAL's unit type or the description's "(m)"."""
+    names, units = band_units(source, [1])  # the GDAL name the label raster was opened with
+    stem = os.path.splitext(os.path.basename(source.rstrip("/").split(":")[-1]))[0]
+    return (names[0] if names[0] != "band 1" else stem or "value"), units
 
 
 def _origins(labels: LabelSet, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -171,3 +171,27 @@ def test_an_alpha_band_is_unchecked_by_default_and_used_when_checked(dialog, sce
     # a raster without an alpha band: all bands checked, and all of them is the default as before
     dialog.inputLayer.setLayer(_layers()["sample image"])
     assert dialog.selected_bands() == [1, 2, 3, 4] and dialog._train_job()[1](None).input_bands is None
+
+
+def test_dialog_regression_adds_a_value_map_and_no_confidence_raster(qtbot, dialog, scene, out_dir):
+    target = QgsRasterLayer(scene.canopy_height, "canopy height", "gdal")
+    QgsProject.instance().addMapLayer(target)
+    dialog.labelsLayer.setLayer(target)
+    assert not dialog.labelField.isEnabled()
+    dialog.taskCombo.setCurrentIndex(dialog.taskCombo.findData("regression"))
+    dialog.epochsSpin.setValue(1)
+    dialog.maxSamplesSpin.setValue(30)
+    dialog.classifyCheck.setChecked(True)
+    model = out_dir / "chm.safetensors"
+    dialog.outputFile.setFilePath(str(model))
+    qtbot.mouseClick(dialog.runButton, Qt.MouseButton.LeftButton)
+    wait_for_task(qtbot, dialog)
+    log = dialog.logView.toPlainText()
+    assert "target 'canopy height (m)'" in log and "Classified in" in log, log
+    assert dialog.statusLabel.text().startswith("Trained: RMSE"), dialog.statusLabel.text()
+    layers = _layers()
+    values = layers["chm_values"]
+    assert values.renderer().type() == "singlebandpseudocolor"
+    assert "chm_confidence" not in layers and not (out_dir / "chm_confidence.tif").exists()
+    assert sorted(os.listdir(out_dir)) == ["chm.safetensors", "chm_report.html", "chm_report.json", "chm_values.qml",
+                                           "chm_values.tif"]

@@ -121,3 +121,23 @@ def test_label_field_is_text_so_a_raster_labels_layer_cannot_crash_the_dialog(ge
     alg = QgsApplication.processingRegistry().algorithmById("geoml:finetune")
     param = alg.parameterDefinition("LABEL_FIELD")
     assert isinstance(param, QgsProcessingParameterString) and not isinstance(param, QgsProcessingParameterField)
+
+
+def test_regression_from_a_target_raster_returns_its_metrics_and_a_value_map(geoml_provider, scene, out_dir):
+    model = str(out_dir / "chm.safetensors")
+    res = _run("geoml:finetune", {"INPUT": scene.image, "LABELS": scene.canopy_height, "TASK": 2, "MAX_SAMPLES": 30,
+                                  "OUTPUT_MODEL": model, **{**TINY, "EPOCHS": 1}})
+    assert res["OVERALL_ACCURACY"] is None and res["KAPPA"] is None
+    metrics = json.loads(res["METRICS"])
+    assert res["RMSE"] == metrics["rmse"] > 0 and res["MAE"] == metrics["mae"] and res["R2"] == metrics["r2"]
+    assert metrics["evaluated_on"] == "validation" and "per_class" not in metrics
+    pred = _run("geoml:predict", {"INPUT": scene.image, "MODEL": model, "OUTPUT": str(out_dir / "chm.tif")})
+    ds = gdal.Open(pred["OUTPUT"])
+    band = ds.GetRasterBand(1)
+    assert band.DataType == gdal.GDT_Float32 and band.GetNoDataValue() == -9999.0
+    assert band.GetDescription() == "canopy height (m)"
+    assert ds.GetGeoTransform() == gdal.Open(scene.image).GetGeoTransform()
+    assert pred["OUTPUT_CONFIDENCE"] is None
+    layer = QgsRasterLayer(pred["OUTPUT"], "chm", "gdal")
+    assert layer.renderer().type() == "singlebandpseudocolor"
+    assert -1 < layer.renderer().classificationMin() < layer.renderer().classificationMax() < 40  # metres of canopy
