@@ -83,11 +83,13 @@ class FinetuneResult:
     meta: Any = field(default=None, repr=False)  # its ModelMeta, as saved in the file
 
     def summary(self) -> str:
+        from .metrics import format_r2
+
         m = self.metrics
         if "overall_accuracy" in m:
             s = f"overall accuracy {m['overall_accuracy']:.1%}, kappa {m['kappa']:.3f}"
         elif "rmse" in m:
-            s = f"RMSE {m['rmse']:.4g}, MAE {m['mae']:.4g}, R² {m['r2']:.3f}"
+            s = f"RMSE {m['rmse']:.4g}, MAE {m['mae']:.4g}, R² {format_r2(m.get('r2'))}"
         else:
             s = "no metrics"
         return f"{s} ({m.get('evaluated_on', '')}, {m.get('samples', 0)} samples)"

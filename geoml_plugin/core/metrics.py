@@ -2,7 +2,8 @@
 
 Classification (patches or pixels): overall accuracy, Cohen's kappa, per-class
 precision / recall / F1 and the confusion matrix (rows = truth, columns =
-prediction). Regression: RMSE, MAE, R² and bias, in the target's units.
+prediction). Regression: RMSE, MAE, R² and bias, in the target's units. R² is None
+(null in JSON) when every evaluated value is the same: it is then undefined, not 0.
 """
 from __future__ import annotations
 
@@ -55,11 +56,19 @@ def regression_metrics(truth, pred) -> dict:
         return {"samples": 0}
     err = pred - truth
     ss_tot = float(((truth - truth.mean()) ** 2).sum())
-    r2 = 1.0 - float((err**2).sum()) / ss_tot if ss_tot > 0 else 0.0
+    r2 = round(1.0 - float((err**2).sum()) / ss_tot, 4) if ss_tot > 0 else None  # undefined: all values equal
     return {
         "samples": int(truth.size),
         "rmse": round(float(np.sqrt((err**2).mean())), 6),
         "mae": round(float(np.abs(err).mean()), 6),
-        "r2": round(r2, 4),
+        "r2": r2,
         "bias": round(float(err.mean()), 6),
     }
+
+
+R2_UNDEFINED = "undefined (all held-out values equal)"
+
+
+def format_r2(r2) -> str:
+    """R² for people: three decimals, or why there is none (:data:`R2_UNDEFINED`)."""
+    return R2_UNDEFINED if r2 is None else f"{r2:.3f}"

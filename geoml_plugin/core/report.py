@@ -13,6 +13,7 @@ import html
 import json
 import os
 
+from .metrics import format_r2
 from .raster_io import write_text_atomic
 
 _W, _H, _PAD = 520, 240, 56
@@ -93,7 +94,7 @@ def _metrics_table(m: dict) -> str:
         return head + ("<table><tr><th>Class</th><th>Precision</th><th>Recall</th><th>F1</th><th>Support</th></tr>"
                        f"{rows}</table>")
     if "rmse" in m:
-        return (f"<p><b>RMSE</b> {m['rmse']:.4g} · <b>MAE</b> {m['mae']:.4g} · <b>R²</b> {m['r2']:.3f} · "
+        return (f"<p><b>RMSE</b> {m['rmse']:.4g} · <b>MAE</b> {m['mae']:.4g} · <b>R²</b> {format_r2(m.get('r2'))} · "
                 f"<b>bias</b> {m['bias']:.4g} · {m['samples']} samples ({html.escape(m.get('evaluated_on', ''))})</p>")
     return "<p>No metrics.</p>"
 

@@ -1,5 +1,6 @@
 """Regression fine-tuning as an analyst uses it: values in the target's units, nodata, georeference, styling,
 metrics that match a hand computation, and clear messages for unusable value fields."""
+import json
 import re
 
 import numpy as np
@@ -11,6 +12,7 @@ from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
 from geoml_plugin.core.metrics import regression_metrics
 from geoml_plugin.core.modelfile import read_meta
 from geoml_plugin.core.predict import PredictConfig, run_predict
+from geoml_plugin.core.progress import Feedback
 from tests.conftest import leftovers, write_raster
 from tests.core.test_finetune import write_points
 from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
@@ -23,6 +25,27 @@ def test_regression_metrics_match_a_hand_computation():
     # errors 0, 1, −1, 2: squared sum 6, mean |e| 1, mean e 0.5; ss_tot = 5
     assert m == {"samples": 4, "rmse": round(np.sqrt(1.5), 6), "mae": 1.0, "r2": -0.2, "bias": 0.5}
 
+
+
+def test_r2_is_undefined_not_zero_when_every_held_out_value_is_the_same(tmp_path, out_dir):
+    m = regression_metrics([5.0, 5.0, 5.0], [4.0, 5.0, 8.0])  # errors −1, 0, 3
+    assert m == {"samples": 3, "rmse": round(np.sqrt(10 / 3), 6), "mae": round(4 / 3, 6), "r2": None,
+                 "bias": round(2 / 3, 6)}
+    # values 0, 5, 5, 10: 0 and 10 are alone in their value bins, so the split keeps one of the two 5s apart
+    raster = write_raster(tmp_path / "x.tif", np.random.default_rng(0).normal(100, 10, (1, 64, 64)).astype(np.float32))
+    points = write_points(tmp_path / "h.gpkg", [(8, 8, 0.0), (8, 40, 5.0), (40, 8, 5.0), (40, 40, 10.0)], field="h",
+                          ftype=ogr.OFTReal)
+    log = []
+    res = run_finetune(FinetuneConfig(raster, points, "h", str(out_dir / "h.safetensors"), epochs=1,
+                                      output_report=str(out_dir / "h.html"), **TINY), Feedback(on_log=log.append))
+    assert res.n_val == 1 and res.metrics["evaluated_on"] == "validation"
+    assert res.metrics["r2"] is None and res.metrics["rmse"] >= 0
+    assert read_meta(res.model_path).metrics["r2"] is None
+    assert json.loads((out_dir / "h.json").read_text())["metrics"]["r2"] is None  # null, not 0
+    assert "R² undefined (all held-out values equal)" in res.summary()
+    assert any("R² undefined (all held-out values equal)" in line for line in log)
+    html = (out_dir / "h.html").read_text()
+    assert "<b>R²</b> undefined (all held-out values equal)" in html
 
 @pytest.fixture(scope="module")
 def biomass(tmp_path_factory):

@@ -141,3 +141,21 @@ def test_regression_from_a_target_raster_returns_its_metrics_and_a_value_map(geo
     layer = QgsRasterLayer(pred["OUTPUT"], "chm", "gdal")
     assert layer.renderer().type() == "singlebandpseudocolor"
     assert -1 < layer.renderer().classificationMin() < layer.renderer().classificationMax() < 40  # metres of canopy
+
+
+def test_r2_output_is_empty_not_zero_when_every_held_out_value_is_the_same(geoml_provider, tmp_path, out_dir):
+    import numpy as np
+    from osgeo import ogr
+
+    from tests.conftest import write_raster
+    from tests.core.test_finetune import write_points
+
+    raster = write_raster(tmp_path / "x.tif", np.random.default_rng(0).normal(100, 10, (1, 64, 64)).astype(np.float32))
+    # values 0, 5, 5, 10: 0 and 10 are alone in their value bins, so the split keeps one of the two 5s apart
+    points = write_points(tmp_path / "h.gpkg", [(8, 8, 0.0), (8, 40, 5.0), (40, 8, 5.0), (40, 40, 10.0)], field="h",
+                          ftype=ogr.OFTReal)
+    res = _run("geoml:finetune", {"INPUT": raster, "LABELS": points, "LABEL_FIELD": "h", "TASK": 2,
+                                  "OUTPUT_MODEL": str(out_dir / "h.safetensors"),
+                                  **{**TINY, "PATCH_SIZE": 8, "EPOCHS": 1, "BATCH_SIZE": 8}})
+    assert res["R2"] is None and res["RMSE"] is not None and res["MAE"] is not None
+    assert json.loads(res["METRICS"])["r2"] is None
