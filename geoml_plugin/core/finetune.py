@@ -89,7 +89,9 @@ class FinetuneResult:
         if "overall_accuracy" in m:
             s = f"overall accuracy {m['overall_accuracy']:.1%}, kappa {m['kappa']:.3f}"
         elif "rmse" in m:
-            s = f"RMSE {m['rmse']:.4g}, MAE {m['mae']:.4g}, R² {format_r2(m.get('r2'))}"
+            units = (getattr(self.meta, "target", None) or {}).get("units", "")
+            u = f" {units}" if units else ""
+            s = f"RMSE {m['rmse']:.4g}{u}, MAE {m['mae']:.4g}{u}, R² {format_r2(m.get('r2'))}"
         else:
             s = "no metrics"
         return f"{s} ({m.get('evaluated_on', '')}, {m.get('samples', 0)} samples)"

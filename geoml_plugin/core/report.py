@@ -4,7 +4,8 @@ The HTML needs nothing to view — no scripts, no images beside it, no
 matplotlib — so it opens in any browser or QGIS's help viewer and can be
 mailed as is. It shows the learning curves (loss; validation accuracy or
 RMSE), the confusion matrix as a heat map, per-class precision/recall/F1 and
-what was trained on what. The JSON beside it (same name, ``.json``) holds the
+what was trained on what (for regression the target's name and units, the
+errors in those units). The JSON beside it (same name, ``.json``) holds the
 same numbers for scripts.
 """
 from __future__ import annotations
@@ -84,7 +85,7 @@ def confusion_svg(cm: list, names: list) -> str:
     return "".join(parts)
 
 
-def _metrics_table(m: dict) -> str:
+def _metrics_table(m: dict, units: str = "") -> str:
     if "per_class" in m:
         rows = "".join(
             f"<tr><td>{html.escape(n)}</td><td>{v['precision']:.3f}</td><td>{v['recall']:.3f}</td>"
@@ -94,26 +95,40 @@ def _metrics_table(m: dict) -> str:
         return head + ("<table><tr><th>Class</th><th>Precision</th><th>Recall</th><th>F1</th><th>Support</th></tr>"
                        f"{rows}</table>")
     if "rmse" in m:
-        return (f"<p><b>RMSE</b> {m['rmse']:.4g} · <b>MAE</b> {m['mae']:.4g} · <b>R²</b> {format_r2(m.get('r2'))} · "
-                f"<b>bias</b> {m['bias']:.4g} · {m['samples']} samples ({html.escape(m.get('evaluated_on', ''))})</p>")
+        u = f" {html.escape(units)}" if units else ""
+        return (f"<p><b>RMSE</b> {m['rmse']:.4g}{u} · <b>MAE</b> {m['mae']:.4g}{u} · <b>R²</b> {format_r2(m.get('r2'))} · "
+                f"<b>bias</b> {m['bias']:.4g}{u} · {m['samples']} samples ({html.escape(m.get('evaluated_on', ''))})</p>")
     return "<p>No metrics.</p>"
 
 
+def labels_description(meta) -> str:
+    """The labels a model was trained on, for people: "points.gpkg, field “class”" for a layer, "chm.tif (target
+    raster)" or "lc.tif (label raster)" for a raster (which has no field)."""
+    labels, field = meta.provenance.get("labels", ""), meta.provenance.get("label_field", "")
+    if field:
+        return f"{labels}, field “{field}”"
+    return f"{labels} ({'target' if meta.task == 'regression' else 'label'} raster)"
+
+
 def render_html(result, meta) -> str:
+    target = (meta.target or {}) if meta.task == "regression" else {}
+    units = target.get("units", "")
     hist = result.history
     xs = [h["epoch"] for h in hist]
     loss = line_chart("Loss", xs, [("training", [h["train_loss"] for h in hist], "#1f77b4"),
                                    ("validation", [h["val_loss"] for h in hist], "#ff7f0e")], "loss")
     is_cls = "overall_accuracy" in result.metrics
     score = line_chart("Validation accuracy" if is_cls else "Validation RMSE", xs,
-                       [("validation", [h["val_score"] for h in hist], "#2ca02c")], "accuracy" if is_cls else "RMSE")
+                       [("validation", [h["val_score"] for h in hist], "#2ca02c")],
+                       "accuracy" if is_cls else "RMSE" + (f" ({units})" if units else ""))
     cm = confusion_svg(result.metrics.get("confusion_matrix", []), result.metrics.get("class_names", [])) if is_cls else ""
     training = meta.extra.get("training", {})
+    target_facts = {"Target": target.get("name", ""), "Target units": units or "not given"} if target else {}
     facts = {
         "Model file": result.model_path, "Task": meta.task, "Architecture": meta.architecture,
         "Backbone": meta.provenance.get("backbone", ""), "Starting weights": meta.provenance.get("weights", ""),
         "Input raster": meta.provenance.get("source", ""), "Bands": ", ".join(meta.band_names),
-        "Labels": f"{meta.provenance.get('labels', '')} ({meta.provenance.get('label_field', '')})",
+        "Labels": labels_description(meta), **target_facts,
         "Patch size": f"{meta.patch_size} px", "Training / validation patches": f"{result.n_train} / {result.n_val}",
         "Epochs · batch · learning rate": f"{result.epochs} · {result.batch_size} · {result.learning_rate:g}",
         "Augmentation": "flips and 90° rotations" if training.get("augment") else "none",
@@ -124,7 +139,7 @@ def render_html(result, meta) -> str:
     style = ("body{font-family:sans-serif;max-width:1100px;margin:1em auto;color:#222}table{border-collapse:collapse}"
              "td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}svg{margin:6px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>GeoML training report</title><style>{style}</style>"
-            f"</head><body><h1>GeoML fine-tuning report</h1><h2>Validation metrics</h2>{_metrics_table(result.metrics)}"
+            f"</head><body><h1>GeoML fine-tuning report</h1><h2>Validation metrics</h2>{_metrics_table(result.metrics, units)}"
             f"<h2>Learning curves</h2><div>{loss}{score}</div>"
             + (f"<h2>Confusion matrix</h2>{cm}" if cm else "")
             + f"<h2>Run</h2><table>{rows}</table></body></html>")
@@ -142,6 +157,8 @@ def write_report(path: str, result, meta) -> tuple[str, str]:
     json_path = metrics_path(html_path)
     payload = {"model": result.model_path, "task": result.task, "metrics": result.metrics, "history": result.history,
                "training": meta.extra.get("training", {}), "provenance": meta.provenance}
+    if meta.task == "regression" and meta.target:
+        payload["target"] = meta.target  # name, units and the value range the model was trained on
     from .raster_io import restore_files, snapshot_files
 
     saved = snapshot_files([json_path])

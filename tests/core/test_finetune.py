@@ -72,6 +72,8 @@ def test_separable_classes_train_far_above_chance_and_write_report(blocks, out_d
     assert len(meta.norm_mean) == 5 and 120 < meta.norm_mean[0] < 140
     html = report.read_text()
     assert "<svg" in html and "Confusion matrix" in html and "bright" in html
+    assert "<tr><th>Labels</th><td>blocks.gpkg, field “label”</td></tr>" in html
+    assert "Target" not in html  # classes: no regression target
     payload = json.loads((out_dir / "report.json").read_text())
     assert payload["metrics"]["confusion_matrix"] and len(payload["history"]) == 6
     assert leftovers(out_dir) == []

@@ -104,9 +104,20 @@ def test_target_raster_keeps_its_name_and_units(tmp_path, out_dir):
     ds.GetRasterBand(1).SetDescription("canopy height (m)")
     ds = None
     res = run_finetune(FinetuneConfig(raster, target, "", str(out_dir / "chm.safetensors"), epochs=1,
-                                      max_raster_samples=30, **TINY))
+                                      max_raster_samples=30, output_report=str(out_dir / "chm.html"), **TINY))
     meta = read_meta(res.model_path)
     assert meta.target["name"] == "canopy height (m)" and meta.target["units"] == "m"
+    # the report says what was predicted, in which units, and the errors in those units
+    html = (out_dir / "chm.html").read_text()
+    assert "<tr><th>Labels</th><td>chm.tif (target raster)</td></tr>" in html and "()" not in html
+    assert "<tr><th>Target</th><td>canopy height (m)</td></tr><tr><th>Target units</th><td>m</td></tr>" in html
+    num = r"-?[\d.]+(e[+-]\d+)?"
+    assert re.search(rf"<b>RMSE</b> {num} m · <b>MAE</b> {num} m · <b>R²</b> [^·]+ · <b>bias</b> {num} m · ", html)
+    assert re.search(rf"RMSE {num} m, MAE {num} m, R²", res.summary())
+    payload = json.loads((out_dir / "chm.json").read_text())
+    assert payload["target"]["name"] == "canopy height (m)" and payload["target"]["units"] == "m"
+    for p in ("chm.html", "chm.json"):
+        (out_dir / p).unlink()
     out = out_dir / "chm_values.tif"
     run_predict(PredictConfig(raster, res.model_path, str(out), device="cpu"))
     assert gdal.Open(str(out)).GetRasterBand(1).GetDescription() == "canopy height (m)"
