@@ -88,6 +88,8 @@ class FinetuneResult:
         m = self.metrics
         if "overall_accuracy" in m:
             s = f"overall accuracy {m['overall_accuracy']:.1%}, kappa {m['kappa']:.3f}"
+            if m.get("mean_iou") is not None:
+                s += f", mean IoU {m['mean_iou']:.3f}"
         elif "rmse" in m:
             units = (getattr(self.meta, "target", None) or {}).get("units", "")
             u = f" {units}" if units else ""
@@ -298,6 +300,10 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
     result.seconds = round(time.perf_counter() - t0, 2)
     fb.done()
     fb.log(f"Saved {cfg.output_model}: {result.summary()} in {result.seconds:.0f} s.")
+    if "mean_iou" in result.metrics:
+        fb.log("IoU per class: " + ", ".join(f"{name} " + ("not in the evaluated pixels" if v["iou"] is None
+                                                          else f"{v['iou']:.3f}")
+                                             for name, v in result.metrics["per_class"].items()) + ".")
     return result
 
 

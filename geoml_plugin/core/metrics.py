@@ -2,7 +2,7 @@
 
 Classification (patches or pixels): overall accuracy, Cohen's kappa, per-class
 precision / recall / F1 and the confusion matrix (rows = truth, columns =
-prediction). Regression: RMSE, MAE, R² and bias, in the target's units. R² is None
+prediction); for segmentation also per-class IoU and mean IoU. Regression: RMSE, MAE, R² and bias, in the target's units. R² is None
 (null in JSON) when every evaluated value is the same: it is then undefined, not 0.
 """
 from __future__ import annotations
@@ -17,7 +17,9 @@ def confusion_matrix(truth: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(truth[ok] * k + pred[ok], minlength=k * k).reshape(k, k)
 
 
-def classification_metrics(truth, pred, class_names: list) -> dict:
+def classification_metrics(truth, pred, class_names: list, iou: bool = False) -> dict:
+    """``iou`` (segmentation): also each class's intersection over union of its true and predicted pixels,
+    TP / (TP + FP + FN), None for a class in neither, and their mean over the classes that occur (mIoU)."""
     k = len(class_names)
     cm = confusion_matrix(truth, pred, k)
     n = int(cm.sum())
@@ -31,12 +33,14 @@ def classification_metrics(truth, pred, class_names: list) -> dict:
         precision = np.where(cm.sum(axis=0) > 0, diag / cm.sum(axis=0), 0.0)
         recall = np.where(cm.sum(axis=1) > 0, diag / cm.sum(axis=1), 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        union = cm.sum(axis=0) + cm.sum(axis=1) - diag
+        ious = np.where(union > 0, diag / union, np.nan)
     per_class = {
         name: {"precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
                "f1": round(float(f1[i]), 4), "support": int(cm[i].sum())}
         for i, name in enumerate(class_names)
     }
-    return {
+    out = {
         "samples": n,
         "overall_accuracy": round(float(oa), 4),
         "kappa": round(float(kappa), 4),
@@ -45,6 +49,11 @@ def classification_metrics(truth, pred, class_names: list) -> dict:
         "confusion_matrix": cm.tolist(),
         "class_names": list(class_names),
     }
+    if iou:
+        for i, name in enumerate(class_names):
+            per_class[name]["iou"] = None if np.isnan(ious[i]) else round(float(ious[i]), 4)
+        out["mean_iou"] = round(float(np.nanmean(ious)), 4)  # n > 0: some class occurs
+    return out
 
 
 def regression_metrics(truth, pred) -> dict:

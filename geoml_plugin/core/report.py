@@ -87,13 +87,23 @@ def confusion_svg(cm: list, names: list) -> str:
 
 def _metrics_table(m: dict, units: str = "") -> str:
     if "per_class" in m:
+        seg = "mean_iou" in m  # segmentation: IoU per class and mean IoU
+
+        def iou(v):
+            return "" if not seg else "<td>–</td>" if v.get("iou") is None else f"<td>{v['iou']:.3f}</td>"
+
         rows = "".join(
             f"<tr><td>{html.escape(n)}</td><td>{v['precision']:.3f}</td><td>{v['recall']:.3f}</td>"
-            f"<td>{v['f1']:.3f}</td><td>{v['support']}</td></tr>" for n, v in m["per_class"].items())
+            f"<td>{v['f1']:.3f}</td>{iou(v)}<td>{v['support']}</td></tr>" for n, v in m["per_class"].items())
+        miou = f"<b>mean IoU</b> {m['mean_iou']:.3f} · " if seg and m["mean_iou"] is not None else ""
         head = (f"<p><b>Overall accuracy</b> {m['overall_accuracy']:.2%} · <b>kappa</b> {m['kappa']:.3f} · "
-                f"<b>macro F1</b> {m['macro_f1']:.3f} · {m['samples']} samples ({html.escape(m.get('evaluated_on', ''))})</p>")
-        return head + ("<table><tr><th>Class</th><th>Precision</th><th>Recall</th><th>F1</th><th>Support</th></tr>"
-                       f"{rows}</table>")
+                f"<b>macro F1</b> {m['macro_f1']:.3f} · {miou}{m['samples']} {'pixels' if seg else 'samples'} "
+                f"({html.escape(m.get('evaluated_on', ''))})</p>")
+        note = ("<p>IoU: intersection over union of the pixels predicted and labelled as the class, "
+                "TP / (TP + FP + FN); – for a class in neither. Mean IoU is over the classes that occur.</p>"
+                if seg else "")
+        return head + ("<table><tr><th>Class</th><th>Precision</th><th>Recall</th><th>F1</th>"
+                       + ("<th>IoU</th>" if seg else "") + f"<th>Support</th></tr>{rows}</table>" + note)
     if "rmse" in m:
         u = f" {html.escape(units)}" if units else ""
         return (f"<p><b>RMSE</b> {m['rmse']:.4g}{u} · <b>MAE</b> {m['mae']:.4g}{u} · <b>R²</b> {format_r2(m.get('r2'))} · "

@@ -313,7 +313,7 @@ class Trainer:
         if d.is_classifier:
             pred = out.argmax(1).numpy()
             truth = yb.numpy()
-            m = classification_metrics(truth, pred, d.class_names)
+            m = classification_metrics(truth, pred, d.class_names, iou=d.dense)
             return loss, m.get("overall_accuracy", 0.0), m
         mean, std = d.target["mean"], d.target["std"]
         pred = out[:, 0].numpy() * std + mean

@@ -32,15 +32,15 @@ HELP = """Trains a convolutional network on a raster and your labels and saves a
 <b>Weights</b>: <i>none</i> (from scratch), <i>imagenet</i> (torchvision's weights from the local torch cache; GeoML never downloads during a job), or the path of an earlier GeoML model file with the same backbone and bands (transfer: its backbone, a new head).
 <b>Epochs</b> 0 and <b>learning rate</b> 0 choose automatically. <b>Validation fraction</b>: share of the labelled features kept apart, per class, for the metrics (0 = none).
 <b>Augment</b>: random shifts, flips and 90° rotations; for classes also a mild contrast/brightness jitter. <b>Freeze backbone</b>: train only the head (fast, for pretrained weights).
-<b>Outputs</b>: the model file (.safetensors); optionally an HTML report with learning curves and confusion matrix (metrics also as JSON beside it, report.html → report.json). Neither may be the input raster or the labels file. The validation metrics are returned as outputs (OVERALL_ACCURACY, KAPPA, MACRO_F1 or RMSE, MAE, R2; METRICS as JSON); those that do not apply are empty, and so is R2 when every held-out value is the same (R² is then undefined). Cancel stops within one batch and writes nothing.
+<b>Outputs</b>: the model file (.safetensors); optionally an HTML report with learning curves, confusion matrix and per-class metrics (IoU for segmentation) (metrics also as JSON beside it, report.html → report.json). Neither may be the input raster or the labels file. The validation metrics are returned as outputs (OVERALL_ACCURACY, KAPPA, MACRO_F1, for segmentation also MEAN_IOU, the mean over the classes of the intersection over union of predicted and labelled pixels; or RMSE, MAE, R2; METRICS as JSON, with per-class IoU for segmentation); those that do not apply are empty, and so is R2 when every held-out value is the same (R² is then undefined). Cancel stops within one batch and writes nothing.
 """
 
 METRIC_OUTPUTS = {
-    "OVERALL_ACCURACY": "overall_accuracy", "KAPPA": "kappa", "MACRO_F1": "macro_f1",
+    "OVERALL_ACCURACY": "overall_accuracy", "KAPPA": "kappa", "MACRO_F1": "macro_f1", "MEAN_IOU": "mean_iou",
     "RMSE": "rmse", "MAE": "mae", "R2": "r2",
 }
-METRIC_LABELS = {"OVERALL_ACCURACY": "Overall accuracy", "KAPPA": "Kappa", "MACRO_F1": "Macro F1", "RMSE": "RMSE",
-                 "MAE": "MAE", "R2": "R²"}
+METRIC_LABELS = {"OVERALL_ACCURACY": "Overall accuracy", "KAPPA": "Kappa", "MACRO_F1": "Macro F1",
+                 "MEAN_IOU": "Mean IoU", "RMSE": "RMSE", "MAE": "MAE", "R2": "R²"}
 
 
 class FinetuneAlgorithm(GeoMLAlgorithm):

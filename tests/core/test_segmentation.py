@@ -1,9 +1,13 @@
 """Pixel segmentation (task 'segmentation'): held-out metrics, labels and maps an analyst relies on."""
+import json
+
 import numpy as np
 import pytest
 from osgeo import ogr, osr
 
 from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
+from geoml_plugin.core.metrics import classification_metrics
+from geoml_plugin.core.progress import Feedback
 from tests.conftest import write_raster
 from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
 
@@ -83,6 +87,42 @@ def test_validation_metrics_count_each_held_out_pixel_once_and_training_never_se
     assert res.metrics["evaluated_on"] == "validation"
     assert res.metrics["samples"] == 128
     assert {k: v["support"] for k, v in res.metrics["per_class"].items()} == {"bright": 64, "dark": 64}
+
+
+def test_iou_per_class_and_mean_iou_match_a_hand_computation():
+    # truth → prediction: water 3 right, 1 as forest; forest 2 as water, 4 right; no urban pixel at all
+    truth = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, -1]
+    pred = [0, 0, 0, 1, 0, 0, 1, 1, 1, 1, 2]  # the unlabelled pixel (−1) is not counted
+    m = classification_metrics(truth, pred, ["water", "forest", "urban"], iou=True)
+    assert m["confusion_matrix"] == [[3, 1, 0], [2, 4, 0], [0, 0, 0]]
+    # IoU = TP / (TP + FP + FN): water 3 / (3 + 2 + 1), forest 4 / (4 + 1 + 2); urban is in neither: undefined
+    assert [m["per_class"][c]["iou"] for c in ("water", "forest", "urban")] == [0.5, round(4 / 7, 4), None]
+    assert m["mean_iou"] == round((0.5 + 4 / 7) / 2, 4)  # over the classes that occur
+    assert "mean_iou" not in classification_metrics(truth, pred, ["water", "forest", "urban"])  # patch classes
+
+
+def test_segmentation_report_json_and_log_give_iou_per_class_and_mean_iou_of_the_held_out_pixels(checkerboard,
+                                                                                                  out_dir):
+    raster, polygons, _ = checkerboard
+    log = []
+    res = run_finetune(FinetuneConfig(raster, polygons, "label", str(out_dir / "seg.safetensors"), task="segmentation",
+                                      patch_size=16, epochs=1, batch_size=4, validation_fraction=0.5, device="cpu",
+                                      output_report=str(out_dir / "seg.html")), Feedback(on_log=log.append))
+    m = json.loads((out_dir / "seg.json").read_text())["metrics"]
+    assert m["samples"] == 128  # the held-out pixels: two 8×8 polygons
+    cm = np.array(m["confusion_matrix"])
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    hand = {c: round(float(tp[i] / union[i]), 4) for i, c in enumerate(m["class_names"])}
+    assert {c: v["iou"] for c, v in m["per_class"].items()} == hand
+    assert m["mean_iou"] == pytest.approx(np.mean(list(hand.values())), abs=1e-4)
+    html = (out_dir / "seg.html").read_text()
+    assert f"<b>mean IoU</b> {m['mean_iou']:.3f}" in html and "<th>IoU</th>" in html
+    for c, v in hand.items():
+        assert f"<td>{c}</td>" in html and f"<td>{v:.3f}</td>" in html
+    assert f"mean IoU {m['mean_iou']:.3f}" in res.summary()
+    assert any(f"mean IoU {m['mean_iou']:.3f}" in line for line in log)
+    assert any("IoU per class: " + ", ".join(f"{c} {v:.3f}" for c, v in hand.items()) in line for line in log)
 
 
 def test_a_label_raster_keeps_held_out_areas_apart_and_its_classes_name_and_colour_the_map(tmp_path, out_dir,

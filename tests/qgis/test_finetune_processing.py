@@ -33,6 +33,7 @@ def test_finetune_then_predict_gives_named_styled_classes(geoml_provider, scene,
     assert res["OUTPUT_MODEL"] == model and os.path.exists(model)
     assert res["OUTPUT_REPORT"] == report and os.path.exists(report)
     assert 0.0 <= res["OVERALL_ACCURACY"] <= 1.0 and res["KAPPA"] is not None and res["RMSE"] is None
+    assert res["MEAN_IOU"] is None  # patch classes: no IoU
     metrics = json.loads(res["METRICS"])
     assert set(metrics["per_class"]) == {"Water", "Forest", "Cropland", "Urban"}
     assert metrics["overall_accuracy"] == res["OVERALL_ACCURACY"]
@@ -51,6 +52,9 @@ def test_segmentation_from_polygons_then_predict_keeps_the_grid_names_and_nodata
                                   "TASK": 1, "OUTPUT_MODEL": model, **TINY, "EPOCHS": 2})
     metrics = json.loads(res["METRICS"])
     assert metrics["evaluated_on"] == "validation" and 0.0 <= res["OVERALL_ACCURACY"] <= 1.0
+    assert 0.0 <= res["MEAN_IOU"] == metrics["mean_iou"] <= 1.0
+    assert {c: v["iou"] is not None for c, v in metrics["per_class"].items()} == dict.fromkeys(
+        ["Water", "Forest", "Cropland", "Urban"], True)
     pred = _run("geoml:predict", {"INPUT": scene.image, "MODEL": model, "OUTPUT": str(out_dir / "seg.tif"),
                                   "OUTPUT_CONFIDENCE": str(out_dir / "seg_conf.tif")})
     src, out, conf = (gdal.Open(p) for p in (scene.image, pred["OUTPUT"], pred["OUTPUT_CONFIDENCE"]))
@@ -127,7 +131,7 @@ def test_regression_from_a_target_raster_returns_its_metrics_and_a_value_map(geo
     model = str(out_dir / "chm.safetensors")
     res = _run("geoml:finetune", {"INPUT": scene.image, "LABELS": scene.canopy_height, "TASK": 2, "MAX_SAMPLES": 30,
                                   "OUTPUT_MODEL": model, **{**TINY, "EPOCHS": 1}})
-    assert res["OVERALL_ACCURACY"] is None and res["KAPPA"] is None
+    assert res["OVERALL_ACCURACY"] is None and res["KAPPA"] is None and res["MEAN_IOU"] is None
     metrics = json.loads(res["METRICS"])
     assert res["RMSE"] == metrics["rmse"] > 0 and res["MAE"] == metrics["mae"] and res["R2"] == metrics["r2"]
     assert metrics["evaluated_on"] == "validation" and "per_class" not in metrics

@@ -97,8 +97,10 @@ def test_metric_outputs_are_named_as_written_in_the_help(geoml_provider):
 
     alg = QgsApplication.processingRegistry().algorithmById("geoml:finetune")
     names = {o.name(): o.description() for o in alg.outputDefinitions()}
-    assert [names[k] for k in ("OVERALL_ACCURACY", "KAPPA", "MACRO_F1", "RMSE", "MAE", "R2")] == [
-        "Overall accuracy", "Kappa", "Macro F1", "RMSE", "MAE", "R²"]
+    assert [names[k] for k in ("OVERALL_ACCURACY", "KAPPA", "MACRO_F1", "MEAN_IOU", "RMSE", "MAE", "R2")] == [
+        "Overall accuracy", "Kappa", "Macro F1", "Mean IoU", "RMSE", "MAE", "R²"]
+    for name in ("OVERALL_ACCURACY", "KAPPA", "MACRO_F1", "MEAN_IOU", "RMSE", "MAE", "R2"):
+        assert name in alg.shortHelpString(), name
 
 
 def test_a_graphical_model_chains_metatrain_into_fewshot_and_loads_styled_classes(geoml_provider, scene, out_dir,
