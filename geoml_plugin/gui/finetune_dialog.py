@@ -383,7 +383,8 @@ class FinetuneDialog(JobDialogBase, FORM):
         from .predict_dialog import add_prediction_layers
 
         layer = add_prediction_layers(result)
-        self.logView.appendPlainText(f"Classified in {result.seconds:.1f} s → {result.output_path}")
+        done = "Mapped values" if self.last_result is not None and self.last_result.task == "regression" else "Classified"
+        self.logView.appendPlainText(f"{done} in {result.seconds:.1f} s → {result.output_path}")
         self.push_message(f"Added '{layer.name()}'.", Qgis.MessageLevel.Success)
 
 

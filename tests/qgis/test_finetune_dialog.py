@@ -187,8 +187,9 @@ def test_dialog_regression_adds_a_value_map_and_no_confidence_raster(qtbot, dial
     qtbot.mouseClick(dialog.runButton, Qt.MouseButton.LeftButton)
     wait_for_task(qtbot, dialog)
     log = dialog.logView.toPlainText()
-    assert "target 'canopy height (m)'" in log and "Classified in" in log, log
+    assert "target 'canopy height (m)'" in log and "Mapped values in" in log and "Classified" not in log, log
     assert dialog.statusLabel.text().startswith("Trained: RMSE"), dialog.statusLabel.text()
+    assert " m, MAE " in dialog.statusLabel.text()  # the errors in the target's units
     layers = _layers()
     values = layers["chm_values"]
     assert values.renderer().type() == "singlebandpseudocolor"
