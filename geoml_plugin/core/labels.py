@@ -261,6 +261,25 @@ def _sample_polygon(g, inv, gt, n, min_spacing, rng) -> list:
     return out
 
 
+def _burn_copy(lay, ftype, value_of):
+    """An in-memory copy of ``lay``'s features with geometry, in the layer's reading order, each with a field
+    ``burn`` = ``value_of(feature)``. GDAL burns features in that order, the last on top, so rasterizing copies
+    made by this function puts the same feature on top everywhere. Returns (data source, layer): keep both."""
+    mem_ds = ogr.GetDriverByName("Memory").CreateDataSource("")
+    out = mem_ds.CreateLayer("burn", lay.GetSpatialRef(), ogr.wkbUnknown)
+    out.CreateField(ogr.FieldDefn("burn", ftype))
+    lay.ResetReading()
+    for feat in lay:
+        g = feat.GetGeometryRef()
+        if g is None or g.IsEmpty():
+            continue
+        f = ogr.Feature(out.GetLayerDefn())
+        f.SetField("burn", value_of(feat))
+        f.SetGeometry(g.Clone())
+        out.CreateFeature(f)
+    return mem_ds, out
+
+
 def rasterize_window(source: str, label_field: str, raster: RasterInfo, window, classes: Optional[list] = None,
                      layer_name: Optional[str] = None, nodata: float = -1) -> np.ndarray:
     """Burn polygon labels into a (h, w) array for a pixel window of ``raster``.
@@ -279,15 +298,13 @@ def rasterize_window(source: str, label_field: str, raster: RasterInfo, window, 
     band.Fill(nodata)
     ds, lay = open_layer(source, layer_name)
     if classes is not None:
-        # burn one class at a time so the class order is ours, not the field's
-        for i, name in enumerate(classes):
-            lay.SetAttributeFilter(None)
-            sel = [f.GetFID() for f in lay if str(f.GetField(label_field)) == str(name)]
-            if not sel:
-                continue
-            lay.SetAttributeFilter(f"FID IN ({','.join(map(str, sel))})")
-            gdal.RasterizeLayer(mem, [1], lay, burn_values=[i])
-        lay.SetAttributeFilter(None)
+        # each feature's class index, burnt in the layer's order (the last feature is on top) exactly as
+        # rasterize_feature_ids burns its id: where polygons overlap, class and id come from the same one;
+        # a class not in ``classes`` burns ``nodata`` (unlabelled)
+        index = {str(name): i for i, name in enumerate(classes)}
+        burn_ds, burn = _burn_copy(lay, ogr.OFTInteger,
+                                   lambda f: index.get(str(f.GetField(label_field)), int(nodata)))
+        gdal.RasterizeLayer(mem, [1], burn, options=["ATTRIBUTE=burn"])
     else:
         gdal.RasterizeLayer(mem, [1], lay, options=[f"ATTRIBUTE={label_field}"])
     arr = band.ReadAsArray()
@@ -299,18 +316,7 @@ def rasterize_feature_ids(source: str, raster: RasterInfo, windows: list, layer_
     """Burn each feature's id (FID, as in ``LabelSet.feature_ids``) into a (h, w) int64 array per pixel window
     of ``raster`` (-1 outside every feature): which labelled feature each pixel of a mask belongs to."""
     ds, lay = open_layer(source, layer_name)
-    ids = ogr.GetDriverByName("Memory").CreateDataSource("")
-    ids_lay = ids.CreateLayer("ids", lay.GetSpatialRef(), ogr.wkbUnknown)
-    ids_lay.CreateField(ogr.FieldDefn("gid", ogr.OFTInteger64))
-    lay.ResetReading()
-    for feat in lay:
-        g = feat.GetGeometryRef()
-        if g is None or g.IsEmpty():
-            continue
-        f = ogr.Feature(ids_lay.GetLayerDefn())
-        f.SetField("gid", feat.GetFID())
-        f.SetGeometry(g.Clone())
-        ids_lay.CreateFeature(f)
+    ids, ids_lay = _burn_copy(lay, ogr.OFTInteger64, lambda f: f.GetFID())
     out = []
     for x, y, w, h in windows:
         gt = list(raster.geotransform)
@@ -319,7 +325,7 @@ def rasterize_feature_ids(source: str, raster: RasterInfo, windows: list, layer_
         mem.SetGeoTransform(gt)
         mem.SetProjection(raster.crs_wkt)
         mem.GetRasterBand(1).Fill(-1)
-        gdal.RasterizeLayer(mem, [1], ids_lay, options=["ATTRIBUTE=gid"])
+        gdal.RasterizeLayer(mem, [1], ids_lay, options=["ATTRIBUTE=burn"])
         out.append(mem.GetRasterBand(1).ReadAsArray().astype(np.int64))
         mem = None
     return out

@@ -89,6 +89,25 @@ def test_validation_metrics_count_each_held_out_pixel_once_and_training_never_se
     assert {k: v["support"] for k, v in res.metrics["per_class"].items()} == {"bright": 64, "dark": 64}
 
 
+def test_overlapping_polygons_burn_the_class_and_the_feature_id_of_the_same_polygon(tmp_path):
+    """Which polygon a mask pixel belongs to decides which side of the split it is on: its class must come from
+    that same polygon, or a held-out pixel is scored (and a training pixel learnt) with a neighbour's class."""
+    from geoml_plugin.core.labels import rasterize_feature_ids, rasterize_window
+    from geoml_plugin.core.raster_io import raster_info
+
+    info = raster_info(write_raster(tmp_path / "img.tif", np.zeros((1, 32, 32), np.float32)))
+    # FID 1 'water' (class 1) at columns 4–19, FID 2 'forest' (class 0) over columns 12–27, FID 3 'water' on 20–27
+    polygons = write_squares(tmp_path / "p.gpkg", [(4, 4, 16, 16, "water"), (4, 12, 16, 16, "forest"),
+                                                   (4, 20, 16, 8, "water")])
+    window = (0, 0, 32, 32)
+    cls = rasterize_window(polygons, "label", info, window, classes=["forest", "water"])
+    ids = rasterize_feature_ids(polygons, info, [window])[0]
+    class_of_fid = np.array([-1, 1, 0, 1])  # FID → class; FID −1 (outside every polygon) → −1 (unlabelled)
+    np.testing.assert_array_equal(cls, class_of_fid[np.maximum(ids, 0)])
+    # the polygon drawn last is on top, as on the QGIS canvas
+    assert (cls[10, 8], ids[10, 8]) == (1, 1) and (cls[10, 16], ids[10, 16]) == (0, 2)
+    assert (cls[10, 24], ids[10, 24]) == (1, 3)
+
 def test_iou_per_class_and_mean_iou_match_a_hand_computation():
     # truth → prediction: water 3 right, 1 as forest; forest 2 as water, 4 right; no urban pixel at all
     truth = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, -1]
