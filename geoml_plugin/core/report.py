@@ -142,7 +142,8 @@ def render_html(result, meta) -> str:
         "Patch size": f"{meta.patch_size} px", "Training / validation patches": f"{result.n_train} / {result.n_val}",
         "Epochs · batch · learning rate": f"{result.epochs} · {result.batch_size} · {result.learning_rate:g}",
         "Augmentation": "flips and 90° rotations" if training.get("augment") else "none",
-        "Class balance": training.get("balance", ""), "Device": result.device,
+        **({"Class balance": training.get("balance", "")} if training.get("balance") else {}),
+        "Device": result.device,
         "Training time": f"{result.train_seconds:.0f} s ({result.samples_per_second:.0f} patches/s)",
     }
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())

@@ -353,7 +353,8 @@ class FinetuneDialog(JobDialogBase, FORM):
     def cancelled_messages(self, task):
         if task is self._classify_task and self.last_result is not None:
             # the model file was written when training ended: only the map is missing
-            text = (f"The model was saved to {self.last_result.model_path}; the classification was cancelled "
+            what = "mapping of values" if self.last_result.task == "regression" else "classification"
+            text = (f"The model was saved to {self.last_result.model_path}; the {what} was cancelled "
                     "and no map was written.")
             return text, text
         return super().cancelled_messages(task)

@@ -110,6 +110,7 @@ def test_target_raster_keeps_its_name_and_units(tmp_path, out_dir):
     # the report says what was predicted, in which units, and the errors in those units
     html = (out_dir / "chm.html").read_text()
     assert "<tr><th>Labels</th><td>chm.tif (target raster)</td></tr>" in html and "()" not in html
+    assert "Class balance" not in html  # classes only: no empty row for a regression
     assert "<tr><th>Target</th><td>canopy height (m)</td></tr><tr><th>Target units</th><td>m</td></tr>" in html
     num = r"-?[\d.]+(e[+-]\d+)?"
     assert re.search(rf"<b>RMSE</b> {num} m · <b>MAE</b> {num} m · <b>R²</b> [^·]+ · <b>bias</b> {num} m · ", html)

@@ -105,6 +105,16 @@ def test_cancel_during_the_classification_says_the_model_was_saved(qtbot, dialog
     assert sorted(_layers()) == ["label points", "sample image"]
 
 
+def test_a_cancelled_value_map_is_not_called_a_classification(dialog):
+    import types
+
+    dialog.last_result = types.SimpleNamespace(model_path="/data/height.safetensors", task="regression")
+    dialog._classify_task = task = object()
+    text, _ = dialog.cancelled_messages(task)
+    assert text == ("The model was saved to /data/height.safetensors; the mapping of values was cancelled and no map "
+                    "was written.")
+
+
 def test_classify_current_map_view_maps_the_canvas_extent_to_a_pixel_window(dialog, qgis_iface, scene):
     from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
 
