@@ -55,3 +55,15 @@ def test_prefetch_stops_producer_when_consumer_stops():
         if i == 3:
             break
     assert len(produced) < 20
+
+
+@pytest.mark.parametrize("w,h,tile,ov,align", [(100, 70, 40, 4, 16), (300, 200, 256, 16, 16), (128, 128, 128, 8, 16),
+                                               (257, 33, 64, 8, 32), (5, 5, 64, 16, 16)])
+def test_aligned_tiles_start_on_the_pooling_grid_and_still_partition_the_raster(w, h, tile, ov, align):
+    cover = np.zeros((h, w), int)
+    for t in dense_tiles(w, h, tile, ov, align):
+        assert t.read.x % align == 0 and t.read.y % align == 0  # pooled like one pass over the raster
+        dx, dy = t.core_offset
+        assert min(dx, dy) >= ov and tile - dx - t.core.w >= ov and tile - dy - t.core.h >= ov
+        cover[t.core.y : t.core.y + t.core.h, t.core.x : t.core.x + t.core.w] += 1
+    assert (cover == 1).all()
