@@ -78,6 +78,7 @@ class PredictResult:
     tile_size: int = 0  # dense models: the tiles' edge, overlap and tiles per forward pass used
     overlap: int = 0
     tile_batch: int = 0
+    model_pixels: int = 0  # dense models: pixels the model computed (tiles read past their cores)
 
 
 def _numbers(values) -> str:
@@ -463,7 +464,7 @@ def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, inf
     tile, overlap, per_batch = dense_geometry(meta.patch_size, cfg.tile_size, cfg.overlap, cfg.batch_size)
     align = model_multiple(runner.model, meta)
     wx, wy, ww, wh = win
-    tiles = dense_tiles(ww, wh, tile, overlap, align)
+    tiles = dense_tiles(ww, wh, tile, overlap, align, trim=True)
     if info is not None:
         info.update(tile_size=tile, overlap=overlap, tile_batch=per_batch)
     grid = f", origins on its {align}-px pooling grid" if align > 1 else ""
@@ -491,6 +492,8 @@ def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, inf
             c = conf[j][sl] if conf is not None else None
             _write(out_w, conf_w, v, c, valid[sl], t.core.x, t.core.y, stats)
         done += len(batch)
+        if info is not None:
+            info["model_pixels"] = info.get("model_pixels", 0) + int(arr.shape[0] * arr.shape[-1] * arr.shape[-2])
         batch.clear()
         fb.progress(done / len(tiles), f"tile {done}/{len(tiles)}")
 
@@ -499,6 +502,8 @@ def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, inf
         if not valid[dy : dy + t.core.h, dx : dx + t.core.w].any():
             done += 1
             continue
+        if batch and data.shape != batch[0][1].shape:  # a narrower tile at the far edge: a batch of its own
+            flush()
         batch.append((t, data, valid))
         if len(batch) >= per_batch:
             flush()

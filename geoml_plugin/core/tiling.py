@@ -43,7 +43,7 @@ class Tile:
         return self.core.x - self.read.x, self.core.y - self.read.y
 
 
-def dense_tiles(width: int, height: int, tile: int, overlap: int, align: int = 1) -> list[Tile]:
+def dense_tiles(width: int, height: int, tile: int, overlap: int, align: int = 1, trim: bool = False) -> list[Tile]:
     """Cover ``width`` × ``height`` with tiles of ``tile`` px whose cores abut.
 
     The core step is ``tile - 2 * overlap``; the last row/column of cores is
@@ -57,6 +57,10 @@ def dense_tiles(width: int, height: int, tile: int, overlap: int, align: int = 1
     and its output matches it wherever the tile's context suffices. The step
     is rounded down to a multiple of ``align`` (the overlap grows by at most
     ``align // 2``) and the grid starts a little before the raster.
+
+    ``trim``: tiles of the last column/row end at the first multiple of
+    ``align`` at or past the raster's edge (no model work on fill beyond it),
+    so they can be narrower than ``tile`` (for fully convolutional models).
     """
     if tile <= 2 * overlap:
         raise ValueError(f"tile ({tile}) must be larger than twice the overlap ({overlap})")
@@ -75,7 +79,12 @@ def dense_tiles(width: int, height: int, tile: int, overlap: int, align: int = 1
         for cx0 in xs:
             cx, cy = max(0, cx0), max(0, cy0)
             cw, ch = min(cx0 + step, width) - cx, min(cy0 + step, height) - cy
-            tiles.append(Tile(Window(cx0 - margin, cy0 - margin, tile, tile), Window(cx, cy, cw, ch)))
+            rx, ry = cx0 - margin, cy0 - margin
+            tw, th = tile, tile
+            if trim:
+                tw = min(tile, -(-(width - rx) // align) * align)
+                th = min(tile, -(-(height - ry) // align) * align)
+            tiles.append(Tile(Window(rx, ry, tw, th), Window(cx, cy, cw, ch)))
     return tiles
 
 
