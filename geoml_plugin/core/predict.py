@@ -464,7 +464,9 @@ def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, inf
     tile, overlap, per_batch = dense_geometry(meta.patch_size, cfg.tile_size, cfg.overlap, cfg.batch_size)
     align = model_multiple(runner.model, meta)
     wx, wy, ww, wh = win
-    tiles = dense_tiles(ww, wh, tile, overlap, align, trim=True)
+    # tiles are cut at the raster's edge (no work on fill), except on a mirrored small raster, whose
+    # mirror image is context the model should see
+    tiles = dense_tiles(ww, wh, tile, overlap, align, trim=not isinstance(reader, _MirroredReader))
     if info is not None:
         info.update(tile_size=tile, overlap=overlap, tile_batch=per_batch)
     grid = f", origins on its {align}-px pooling grid" if align > 1 else ""
