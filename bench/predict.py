@@ -9,9 +9,10 @@ at a stride):
   ``model(x)`` over the same number of tiles/windows with the same batch size
   on tensors already in memory. 1.0 means the pipeline costs nothing beyond
   the model. Target ≥ 0.85 on CPU.
-* ``overlap_compute_factor``: model pixels computed per output pixel (dense
-  tiles read past their core to avoid seams; the ratio above already counts
-  those as the same work for both sides).
+* ``overlap_compute_factor``: model pixels computed per output pixel on a
+  large raster (dense tiles read past their core to avoid seams; the ratio
+  above already counts those as the same work for both sides);
+  ``model_px_per_output_px``: the same on this raster, edges included.
 * peak RSS of a prediction over a raster and over one 16× larger (each in a
   fresh process); target: growth ≤ 10 %.
 """
@@ -97,7 +98,8 @@ def run_one(args) -> dict:
         t0 = time.perf_counter()
         res = predict_raster(model, meta, cfg)
         secs = time.perf_counter() - t0
-    return {"seconds": secs, "tiles": res.tiles, "pixels": res.width * res.height,
+    return {"seconds": secs, "tiles": res.tiles, "pixels": res.width * res.height, "tile": res.tile_size,
+            "overlap": res.overlap, "tile_batch": res.tile_batch, "model_pixels": res.model_pixels,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -130,16 +132,18 @@ def main() -> int:
                   "big_raster_px": args.size * 4}
         from geoml_plugin.core.modelfile import read_meta
 
-        # dense model: tiles of 4×patch with patch/4 overlap (the predict defaults)
-        meta = read_meta(paths["dense"])
-        tile, overlap = min(512, 4 * meta.patch_size), meta.patch_size // 4
+        # dense model: the predict defaults (tile, overlap and tiles per forward pass as predict reports them)
         small = child(paths["dense"], paths["small"], args.batch)
-        bare = bare_forward(paths["dense"], small["tiles"], args.batch, tile)
+        tile, overlap = small["tile"], small["overlap"]
+        # the same model work as full tiles (tiles at the far edges are cut at the raster's edge)
+        n_full = int(np.ceil(small["model_pixels"] / tile**2))
+        bare = bare_forward(paths["dense"], n_full, small["tile_batch"], tile)
         report["dense"] = {
-            "model": "small_fcn (segmentation)", "tile": tile, "overlap": overlap,
+            "model": "small_fcn (segmentation)", "tile": tile, "overlap": overlap, "tile_batch": small["tile_batch"],
             "predict_s": round(small["seconds"], 3), "bare_forward_s": round(bare, 3),
             "ratio": round(bare / small["seconds"], 3),
             "overlap_compute_factor": round(tile**2 / (tile - 2 * overlap) ** 2, 3),
+            "model_px_per_output_px": round(small["model_pixels"] / small["pixels"], 3),
             "mpix_per_s": round(small["pixels"] / small["seconds"] / 1e6, 3),
         }
         big = child(paths["dense"], paths["big"], args.batch)

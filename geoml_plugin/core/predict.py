@@ -4,7 +4,8 @@
   dense map on a grid of window centres ``stride`` pixels apart; each output
   pixel takes the prediction of the nearest centre (see ``tiling.patch_grid``).
 * Dense models (segmentation, pixel regression, translation) run on
-  overlapping tiles and keep each tile's centre (``tiling.dense_tiles``).
+  overlapping tiles and keep each tile's centre (``tiling.dense_tiles``), with
+  tile origins on the network's pooling grid (``dense_geometry``).
 
 Classes are written as values 1..K (0 = nodata) with category names and a
 colour table; the optional confidence raster holds the winning class's
@@ -53,8 +54,8 @@ class PredictConfig:
     device: str = "auto"
     batch_size: int = 16
     stride: Optional[int] = None  # patch models: output pixels per window step (default patch // 4)
-    tile_size: Optional[int] = None  # dense models: tile edge (default 4 × patch, ≤ 512)
-    overlap: Optional[int] = None  # dense models: pixels cropped at each tile side (default patch // 4)
+    tile_size: Optional[int] = None  # dense models: tile edge (default 8 × patch, ≤ 512)
+    overlap: Optional[int] = None  # dense models: pixels cropped at each tile side (default: see dense_geometry)
     bands: Optional[list] = None  # 1-based input bands; default from the model
     window: Optional[tuple] = None  # (x, y, w, h) pixel window to predict; default whole raster
     half_precision: bool = True  # autocast on CUDA
@@ -74,6 +75,10 @@ class PredictResult:
     class_counts: dict = field(default_factory=dict)  # class name → pixels
     value_range: tuple = ()
     tiles: int = 0
+    tile_size: int = 0  # dense models: the tiles' edge, overlap and tiles per forward pass used
+    overlap: int = 0
+    tile_batch: int = 0
+    model_pixels: int = 0  # dense models: pixels the model computed (tiles read past their cores)
 
 
 def _numbers(values) -> str:
@@ -271,11 +276,12 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
                                   band_descriptions=["confidence"], metadata=prov,
                                   qml=qml.pseudocolor_qml(0.0, 1.0, qml.VIRIDIS), **common)
         stats = _Stats(meta)
+        dense_info: dict = {}
         if meta.output == "patch":
             n_tiles = _predict_patches(reader, runner, meta, cfg, (wx, wy, ww, wh), out_w, conf_w, stats, fb)
         else:
             src = _MirroredReader(reader) if small else reader  # fully convolutional: a small raster is mirrored
-            n_tiles = _predict_dense(src, runner, meta, cfg, (wx, wy, ww, wh), out_w, conf_w, stats, fb)
+            n_tiles = _predict_dense(src, runner, meta, cfg, (wx, wy, ww, wh), out_w, conf_w, stats, fb, dense_info)
         if stats.valid == 0:
             raise InputError(f"The raster has no valid pixels (everything is nodata) in {area}.")
         if not meta.is_classifier:
@@ -305,7 +311,7 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
         confidence_path=os.path.abspath(cfg.confidence_path) if conf_w is not None else None,
         task=meta.task, width=ww, height=wh, valid_pixels=stats.valid, seconds=secs, device=str(device),
         class_counts=stats.class_counts(), value_range=stats.value_range() if not meta.is_classifier else (),
-        tiles=n_tiles,
+        tiles=n_tiles, **dense_info,
     )
 
 
@@ -415,15 +421,56 @@ def _reflect(i: np.ndarray, n: int) -> np.ndarray:
     return np.where(m < n, m, 2 * (n - 1) - m)
 
 
-def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb) -> int:
-    P = meta.patch_size
-    tile = int(cfg.tile_size or min(512, max(P, 4 * P)))
-    overlap = int(cfg.overlap if cfg.overlap is not None else max(0, P // 4))
+def model_multiple(model, meta: ModelMeta) -> int:
+    """The network's total downsampling (input sides it pads to a multiple of), 1 if unknown."""
+    m = getattr(model, "multiple", None)
+    if m is None:
+        m = meta.extra.get("multiple", 1)
+    try:
+        return max(1, int(m))
+    except (TypeError, ValueError):
+        return 1
+
+
+def dense_geometry(patch: int, tile_size: Optional[int] = None, overlap: Optional[int] = None,
+                   batch_size: int = 16) -> tuple[int, int, int]:
+    """(tile, overlap, tiles per forward pass) for a dense model trained on ``patch``-px patches.
+
+    Default tile: 8 patches (at most 512 px); default overlap: half a patch where the tile is at least 16
+    overlaps wide (a quarter of a patch at least), so every kept pixel sees as much context on each side
+    as the centre of a training patch, for about 1.31 model pixels per output pixel (a 4-patch tile with
+    a quarter-patch overlap cost as much). ``batch_size`` counts tiles of 4 patches (≤ 512 px), the
+    tiles of earlier versions: default tiles are batched so that a forward pass holds as many pixels, and
+    memory stays where it was. An explicit ``tile_size`` is batched ``batch_size`` at a time.
+    """
+    P = int(patch)
+    tile = int(tile_size or min(512, max(P, 8 * P)))
+    if overlap is None:
+        overlap = max(P // 4, min(P // 2, tile // 16))
+    overlap = int(overlap)
+    if overlap < 0:
+        raise InputError("The overlap must be 0 or more pixels.")
     if tile <= 2 * overlap:
-        raise InputError(f"Tile size {tile} must be larger than twice the overlap ({overlap}).")
+        raise InputError(f"Tile size {tile} must be larger than twice the overlap ({overlap}).",
+                         f"Use an overlap below {(tile + 1) // 2} pixels.")
+    per_batch = max(1, int(batch_size))
+    if not tile_size:
+        ref = min(512, max(P, 4 * P))
+        per_batch = max(1, round(per_batch * ref * ref / (tile * tile)))
+    return tile, overlap, per_batch
+
+
+def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, info: Optional[dict] = None) -> int:
+    tile, overlap, per_batch = dense_geometry(meta.patch_size, cfg.tile_size, cfg.overlap, cfg.batch_size)
+    align = model_multiple(runner.model, meta)
     wx, wy, ww, wh = win
-    tiles = dense_tiles(ww, wh, tile, overlap)
-    fb.log(f"Dense model: {len(tiles)} tiles of {tile} px, {overlap} px overlap cropped")
+    # tiles are cut at the raster's edge (no work on fill), except on a mirrored small raster, whose
+    # mirror image is context the model should see
+    tiles = dense_tiles(ww, wh, tile, overlap, align, trim=not isinstance(reader, _MirroredReader))
+    if info is not None:
+        info.update(tile_size=tile, overlap=overlap, tile_batch=per_batch)
+    grid = f", origins on its {align}-px pooling grid" if align > 1 else ""
+    fb.log(f"Dense model: {len(tiles)} tiles of {tile} px, at least {overlap} px cropped at each side{grid}")
 
     def load(t):
         data, valid = reader.read(wx + t.read.x, wy + t.read.y, t.read.w, t.read.h)
@@ -447,6 +494,8 @@ def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb) -> 
             c = conf[j][sl] if conf is not None else None
             _write(out_w, conf_w, v, c, valid[sl], t.core.x, t.core.y, stats)
         done += len(batch)
+        if info is not None:
+            info["model_pixels"] = info.get("model_pixels", 0) + int(arr.shape[0] * arr.shape[-1] * arr.shape[-2])
         batch.clear()
         fb.progress(done / len(tiles), f"tile {done}/{len(tiles)}")
 
@@ -455,8 +504,10 @@ def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb) -> 
         if not valid[dy : dy + t.core.h, dx : dx + t.core.w].any():
             done += 1
             continue
+        if batch and data.shape != batch[0][1].shape:  # a narrower tile at the far edge: a batch of its own
+            flush()
         batch.append((t, data, valid))
-        if len(batch) >= cfg.batch_size:
+        if len(batch) >= per_batch:
             flush()
     flush()
     return len(tiles)

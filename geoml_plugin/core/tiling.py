@@ -4,8 +4,10 @@ Dense models (segmentation, pixel regression, image translation) see a tile
 of ``tile`` pixels that reaches ``overlap`` pixels past the part of the output
 it is responsible for (its *core*). Only the core is written, so every output
 pixel comes from a tile in which it lies at least ``overlap`` pixels from the
-edge: no seams from zero padding at tile borders (crop-to-centre stitching).
-Tiles at the raster edge read past it; the reader fills and masks that part.
+edge (crop-to-centre stitching). Tile origins can be aligned on the
+network's pooling grid (``align``), so a tile pools the same pixels as one
+pass over the whole raster would. Tiles at the raster edge read past it; the
+reader fills and masks that part.
 
 Patch classifiers give one value per window; :func:`patch_grid` lays window
 centres on a regular grid of spacing ``stride`` and assigns every output pixel
@@ -41,20 +43,48 @@ class Tile:
         return self.core.x - self.read.x, self.core.y - self.read.y
 
 
-def dense_tiles(width: int, height: int, tile: int, overlap: int) -> list[Tile]:
+def dense_tiles(width: int, height: int, tile: int, overlap: int, align: int = 1, trim: bool = False) -> list[Tile]:
     """Cover ``width`` × ``height`` with tiles of ``tile`` px whose cores abut.
 
     The core step is ``tile - 2 * overlap``; the last row/column of cores is
-    clipped to the raster. Every output pixel belongs to exactly one core.
+    clipped to the raster. Every output pixel belongs to exactly one core, at
+    least ``overlap`` px from its tile's edges.
+
+    ``align`` > 1 (a network's total downsampling, e.g. 16 for a U-Net on a
+    ResNet) puts every tile's origin on a multiple of ``align`` px from the
+    raster's (or window's) origin, where one pass over the whole raster has its
+    pooling grid: the tile then pools the same pixels together as that pass,
+    and its output matches it wherever the tile's context suffices. The step
+    is rounded down to a multiple of ``align`` (the overlap grows by at most
+    ``align // 2``) and the grid starts a little before the raster.
+
+    ``trim``: tiles of the last column/row end at the first multiple of
+    ``align`` at or past the raster's edge (no model work on fill beyond it),
+    so they can be narrower than ``tile`` (for fully convolutional models).
     """
     if tile <= 2 * overlap:
         raise ValueError(f"tile ({tile}) must be larger than twice the overlap ({overlap})")
     step = tile - 2 * overlap
+    align = max(1, int(align))
+    if align > 1 and step >= align:
+        step -= step % align
+    else:
+        align = 1
+    margin = (tile - step) // 2  # core offset inside the tile: ≥ overlap
+    start = -(-margin // align) * align  # first tile origin: -start, a multiple of align, core from ≤ 0
+    xs = range(margin - start, width, step)
+    ys = range(margin - start, height, step)
     tiles = []
-    for cy in range(0, height, step):
-        for cx in range(0, width, step):
-            cw, ch = min(step, width - cx), min(step, height - cy)
-            tiles.append(Tile(Window(cx - overlap, cy - overlap, tile, tile), Window(cx, cy, cw, ch)))
+    for cy0 in ys:
+        for cx0 in xs:
+            cx, cy = max(0, cx0), max(0, cy0)
+            cw, ch = min(cx0 + step, width) - cx, min(cy0 + step, height) - cy
+            rx, ry = cx0 - margin, cy0 - margin
+            tw, th = tile, tile
+            if trim:
+                tw = min(tile, -(-(width - rx) // align) * align)
+                th = min(tile, -(-(height - ry) // align) * align)
+            tiles.append(Tile(Window(rx, ry, tw, th), Window(cx, cy, cw, ch)))
     return tiles
 
 

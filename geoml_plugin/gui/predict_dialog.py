@@ -33,6 +33,9 @@ class's probability (0–1): low values show where more training labels would he
 <li><b>Device</b>: <i>auto</i> uses a CUDA GPU when available.</li>
 <li><b>Stride</b> (Advanced, patch models): pixels between classified windows; 0 = a quarter of the
 patch. Smaller is finer and slower.</li>
+<li><b>Overlap</b> (Advanced, dense models): pixels cropped at each side of a tile, at least; -1 =
+automatic (half a patch, on tiles of 8 patches up to 512 px). Larger is closer to one pass over the
+whole raster and slower.</li>
 <li><b>Test-time views</b> (Advanced): average the prediction over 2, 4 or 8 flips/rotations of
 each window, as many times slower. It helps models trained without flips/rotations most; a
 model fine-tuned with GeoML's default augmentation gains little (under a point of accuracy on the EuroSAT benchmark).</li>
@@ -95,6 +98,7 @@ class PredictDialog(JobDialogBase, FORM):
             device=self.deviceCombo.currentText(), batch_size=self.batchSpin.value(),
             stride=self.strideSpin.value() or None, window=self.view_window(layer),
             views=int(self.viewsCombo.currentText()),
+            overlap=self.overlapSpin.value() if self.overlapSpin.value() >= 0 else None,
         )
         if not self.confirm_replace([out, conf if self._writes_confidence(model) else None], self.outputFile):
             return None

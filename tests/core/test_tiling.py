@@ -55,3 +55,18 @@ def test_prefetch_stops_producer_when_consumer_stops():
         if i == 3:
             break
     assert len(produced) < 20
+
+
+@pytest.mark.parametrize("w,h,tile,ov,align", [(100, 70, 40, 4, 16), (300, 200, 256, 16, 16), (128, 128, 128, 8, 16),
+                                               (257, 33, 64, 8, 32), (5, 5, 64, 16, 16)])
+def test_aligned_tiles_start_on_the_pooling_grid_and_still_partition_the_raster(w, h, tile, ov, align):
+    cover = np.zeros((h, w), int)
+    for t in dense_tiles(w, h, tile, ov, align, trim=True):
+        assert t.read.x % align == 0 and t.read.y % align == 0  # pooled like one pass over the raster
+        dx, dy = t.core_offset
+        assert min(dx, dy) >= ov
+        assert all(n == tile or n % align == 0 for n in (t.read.w, t.read.h)) and max(t.read.w, t.read.h) <= tile
+        for lo, core, rw, n in ((t.read.x, t.core.x + t.core.w, t.read.w, w), (t.read.y, t.core.y + t.core.h, t.read.h, h)):
+            assert lo + rw - core >= ov or lo + rw >= n  # context past the core, or the tile reaches the raster edge
+        cover[t.core.y : t.core.y + t.core.h, t.core.x : t.core.x + t.core.w] += 1
+    assert (cover == 1).all()

@@ -151,3 +151,13 @@ def test_extent_in_another_crs_limits_the_output(geoml_provider, scene, sample_m
     with pytest.raises(QgsProcessingException, match="does not overlap"):
         _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": str(out_dir / "none.tif"),
               "EXTENT": "0,1,0,1 [EPSG:4326]"})
+
+
+def test_processing_overlap_reaches_dense_tiling(geoml_provider, scene, sample_model, out_dir):
+    out = str(out_dir / "ov.tif")
+    res = _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": out, "DEVICE": 1, "OVERLAP": 2})
+    assert os.path.exists(res["OUTPUT"])
+    with pytest.raises(QgsProcessingException, match="twice the overlap"):
+        _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": str(out_dir / "ov2.tif"), "DEVICE": 1,
+              "OVERLAP": 4096})
+    assert not os.path.exists(out_dir / "ov2.tif")
