@@ -33,8 +33,8 @@ class's probability (0–1): low values show where more training labels would he
 <li><b>Device</b>: <i>auto</i> uses a CUDA GPU when available.</li>
 <li><b>Stride</b> (Advanced, patch models): pixels between classified windows; 0 = a quarter of the
 patch. Smaller is finer and slower.</li>
-<li><b>Overlap</b> (Advanced, dense models): pixels cropped at each side of a tile, at least; -1 =
-automatic (half a patch, on tiles of 8 patches up to 512 px). Larger is closer to one pass over the
+<li><b>Overlap</b> (Advanced, dense models): pixels cropped at each side of a tile, at least;
+<i>Automatic</i> (the lowest value): half a patch, on tiles of 8 patches up to 512 px. Larger is closer to one pass over the
 whole raster and slower.</li>
 <li><b>Test-time views</b> (Advanced): average the prediction over 2, 4 or 8 flips/rotations of
 each window, as many times slower. It helps models trained without flips/rotations most; a

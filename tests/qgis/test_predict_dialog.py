@@ -38,6 +38,23 @@ def test_dialog_runs_job_in_background_and_adds_styled_layer(qtbot, qgis_iface, 
     assert dlg.runButton.isEnabled() and not dlg.cancelButton.isEnabled()
 
 
+def test_overlap_is_automatic_by_default_and_passed_on_when_set(qtbot, qgis_iface, qgis_new_project, scene,
+                                                                 sample_model, out_dir, monkeypatch):
+    import geoml_plugin.core.predict as core_predict
+
+    dlg = _dialog(qtbot, qgis_iface, scene)
+    dlg.modelFile.setFilePath(sample_model)
+    dlg.outputFile.setFilePath(str(out_dir / "o.tif"))
+    assert dlg.overlapSpin.value() == -1 and dlg.overlapSpin.text() == "Automatic"
+    seen = []
+    monkeypatch.setattr(core_predict, "run_predict", lambda cfg, fb: seen.append(cfg.overlap))
+    for value in (-1, 24):
+        dlg.overlapSpin.setValue(value)
+        _, job = dlg.make_job()
+        job(None)
+    assert seen == [None, 24]
+
+
 def test_dialog_reports_bad_input_without_running(qtbot, qgis_iface, qgis_new_project, scene, tmp_path):
     dlg = _dialog(qtbot, qgis_iface, scene)
     junk = tmp_path / "junk.safetensors"
