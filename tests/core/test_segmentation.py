@@ -52,11 +52,10 @@ def checkerboard(tmp_path_factory):
     return write_raster(d / "img.tif", img), write_squares(d / "squares.gpkg", squares), fid_map
 
 
-def test_validation_metrics_count_each_held_out_pixel_once_and_training_never_sees_their_labels(
-        checkerboard, out_dir, monkeypatch):
+def spy_on_trainer(monkeypatch) -> dict:
+    """What fine-tuning hands its Trainer: filled with data, train_idx, val_idx and a copy of the labels y."""
     from geoml_plugin.core import trainer as trainer_mod
 
-    raster, polygons, fid_map = checkerboard
     seen = {}
     original = trainer_mod.Trainer.__init__
 
@@ -65,6 +64,13 @@ def test_validation_metrics_count_each_held_out_pixel_once_and_training_never_se
         original(self, model, data, train_idx, val_idx, *args, **kwargs)
 
     monkeypatch.setattr(trainer_mod.Trainer, "__init__", spy)
+    return seen
+
+
+def test_validation_metrics_count_each_held_out_pixel_once_and_training_never_sees_their_labels(
+        checkerboard, out_dir, monkeypatch):
+    raster, polygons, fid_map = checkerboard
+    seen = spy_on_trainer(monkeypatch)
     res = run_finetune(FinetuneConfig(raster, polygons, "label", str(out_dir / "seg.safetensors"), task="segmentation",
                                       patch_size=16, epochs=1, batch_size=4, validation_fraction=0.5, device="cpu"))
     data, y = seen["data"], seen["y"]
@@ -150,7 +156,6 @@ def test_a_label_raster_keeps_held_out_areas_apart_and_its_classes_name_and_colo
     input's grid, nodata kept; validation pixels are those of held-out 16-pixel areas only, once each."""
     from osgeo import gdal
 
-    from geoml_plugin.core import trainer as trainer_mod
     from geoml_plugin.core.predict import PredictConfig, run_predict
     from geoml_plugin.core.raster_io import RasterWriter, srs_from_wkt
 
@@ -169,14 +174,7 @@ def test_a_label_raster_keeps_held_out_areas_apart_and_its_classes_name_and_colo
     with RasterWriter(str(tmp_path / "lab.tif"), w, h, 1, np.uint8, GT, srs.ExportToWkt(), nodata=0,
                       category_names=names, color_table={3: (0, 255, 0, 255), 7: (255, 0, 0, 255)}) as wr:
         wr.write(truth[None], 0, 0)
-    seen = {}
-    original = trainer_mod.Trainer.__init__
-
-    def spy(self, model, data, train_idx, val_idx, *args, **kwargs):
-        seen.update(data=data, train_idx=train_idx, val_idx=val_idx, y=data.y.copy())
-        original(self, model, data, train_idx, val_idx, *args, **kwargs)
-
-    monkeypatch.setattr(trainer_mod.Trainer, "__init__", spy)
+    seen = spy_on_trainer(monkeypatch)
     res = run_finetune(FinetuneConfig(raster, str(tmp_path / "lab.tif"), "", str(out_dir / "lr.safetensors"),
                                       task="segmentation", patch_size=16, epochs=1, batch_size=8,
                                       max_raster_samples=60, device="cpu"))
