@@ -96,7 +96,8 @@ class FinetuneResult:
             s = f"RMSE {m['rmse']:.4g}{u}, MAE {m['mae']:.4g}{u}, R² {format_r2(m.get('r2'))}"
         else:
             s = "no metrics"
-        return f"{s} ({m.get('evaluated_on', '')}, {m.get('samples', 0)} samples)"
+        counted = "pixels" if getattr(self.meta, "output", "") == "dense" else "samples"  # dense: held-out pixels
+        return f"{s} ({m.get('evaluated_on', '')}, {m.get('samples', 0)} {counted})"
 
 
 def shift_margin(patch: int) -> int:

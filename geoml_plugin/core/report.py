@@ -85,7 +85,9 @@ def confusion_svg(cm: list, names: list) -> str:
     return "".join(parts)
 
 
-def _metrics_table(m: dict, units: str = "") -> str:
+def _metrics_table(m: dict, units: str = "", dense: bool = False) -> str:
+    """``dense`` (segmentation, pixel regression): ``samples`` counts held-out pixels."""
+    counted = "pixels" if dense else "samples"
     if "per_class" in m:
         seg = "mean_iou" in m  # segmentation: IoU per class and mean IoU
 
@@ -97,7 +99,7 @@ def _metrics_table(m: dict, units: str = "") -> str:
             f"<td>{v['f1']:.3f}</td>{iou(v)}<td>{v['support']}</td></tr>" for n, v in m["per_class"].items())
         miou = f"<b>mean IoU</b> {m['mean_iou']:.3f} · " if seg and m["mean_iou"] is not None else ""
         head = (f"<p><b>Overall accuracy</b> {m['overall_accuracy']:.2%} · <b>kappa</b> {m['kappa']:.3f} · "
-                f"<b>macro F1</b> {m['macro_f1']:.3f} · {miou}{m['samples']} {'pixels' if seg else 'samples'} "
+                f"<b>macro F1</b> {m['macro_f1']:.3f} · {miou}{m['samples']} {'pixels' if seg else counted} "
                 f"({html.escape(m.get('evaluated_on', ''))})</p>")
         note = ("<p>IoU: intersection over union of the pixels predicted and labelled as the class, "
                 "TP / (TP + FP + FN); – for a class in neither. Mean IoU is over the classes that occur.</p>"
@@ -107,7 +109,7 @@ def _metrics_table(m: dict, units: str = "") -> str:
     if "rmse" in m:
         u = f" {html.escape(units)}" if units else ""
         return (f"<p><b>RMSE</b> {m['rmse']:.4g}{u} · <b>MAE</b> {m['mae']:.4g}{u} · <b>R²</b> {format_r2(m.get('r2'))} · "
-                f"<b>bias</b> {m['bias']:.4g}{u} · {m['samples']} samples ({html.escape(m.get('evaluated_on', ''))})</p>")
+                f"<b>bias</b> {m['bias']:.4g}{u} · {m['samples']} {counted} ({html.escape(m.get('evaluated_on', ''))})</p>")
     return "<p>No metrics.</p>"
 
 
@@ -150,7 +152,7 @@ def render_html(result, meta) -> str:
     style = ("body{font-family:sans-serif;max-width:1100px;margin:1em auto;color:#222}table{border-collapse:collapse}"
              "td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}svg{margin:6px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>GeoML training report</title><style>{style}</style>"
-            f"</head><body><h1>GeoML fine-tuning report</h1><h2>Validation metrics</h2>{_metrics_table(result.metrics, units)}"
+            f"</head><body><h1>GeoML fine-tuning report</h1><h2>Validation metrics</h2>{_metrics_table(result.metrics, units, meta.output == 'dense')}"
             f"<h2>Learning curves</h2><div>{loss}{score}</div>"
             + (f"<h2>Confusion matrix</h2>{cm}" if cm else "")
             + f"<h2>Run</h2><table>{rows}</table></body></html>")

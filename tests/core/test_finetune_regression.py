@@ -116,6 +116,8 @@ def test_target_raster_keeps_its_name_and_units(tmp_path, out_dir):
     assert re.search(rf"<b>RMSE</b> {num} m · <b>MAE</b> {num} m · <b>R²</b> [^·]+ · <b>bias</b> {num} m · ", html)
     assert re.search(rf"RMSE {num} m, MAE {num} m, R²", res.summary())
     payload = json.loads((out_dir / "chm.json").read_text())
+    n = payload["metrics"]["samples"]  # per-pixel regression: held-out pixels, and said so
+    assert f"{n} pixels (validation)" in html and res.summary().endswith(f"(validation, {n} pixels)")
     assert payload["target"]["name"] == "canopy height (m)" and payload["target"]["units"] == "m"
     for p in ("chm.html", "chm.json"):
         (out_dir / p).unlink()

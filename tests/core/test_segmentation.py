@@ -146,6 +146,7 @@ def test_segmentation_report_json_and_log_give_iou_per_class_and_mean_iou_of_the
     for c, v in hand.items():
         assert f"<td>{c}</td>" in html and f"<td>{v:.3f}</td>" in html
     assert f"mean IoU {m['mean_iou']:.3f}" in res.summary()
+    assert res.summary().endswith(f"(validation, {m['samples']} pixels)")  # pixels are counted, not patches
     assert any(f"mean IoU {m['mean_iou']:.3f}" in line for line in log)
     assert any("IoU per class: " + ", ".join(f"{c} {v:.3f}" for c, v in hand.items()) in line for line in log)
 
