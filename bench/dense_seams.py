@@ -4,9 +4,11 @@
 A seeded synthetic scene (``sampledata.make_sample_scene``) and two small
 U-Nets (``unet`` on ``small_resnet``, 32-px patches) fine-tuned on it for a few
 seeded epochs: a segmentation model (land cover) and a pixel-regression model
-(canopy height). Each stitching option tiles the scene as ``geoml:predict``
-does (tiles of 4 × patch read past the raster edge as nodata, normalised to
-0) and is compared with one forward pass over the whole raster:
+(canopy height). Each stitching option tiles the scene in memory (tiles read
+past the raster edge as nodata, normalised to 0; ``geoml:predict`` cuts its
+last tiles at the edge instead), with tiles
+of 4 patches (the former default) or 8 (today's), and is compared with one
+forward pass over the whole raster:
 
 * ``changed_pct``: percent of valid pixels whose class differs, overall,
   ``inside`` tiles and ``near_seams`` (within 4 px of a line where one tile's

@@ -10,7 +10,7 @@ at a stride):
   on tensors already in memory. 1.0 means the pipeline costs nothing beyond
   the model. Target ≥ 0.85 on CPU.
 * ``overlap_compute_factor``: model pixels computed per output pixel on a
-  large raster (dense tiles read past their core to avoid seams; the ratio
+  large raster (dense tiles read past their core, which makes seams rare; the ratio
   above already counts those as the same work for both sides);
   ``model_px_per_output_px``: the same on this raster, edges included.
 * peak RSS of a dense prediction over a raster of ``--rss-size`` px and over

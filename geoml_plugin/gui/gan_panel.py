@@ -42,7 +42,9 @@ in the map's CRS and the model's ground pixel size, in the training raster's uni
 shows in <i>Seed</i>).</li>
 <li><b>Grow</b>: add the neighbouring tiles, in the background; they join the existing ones without
 seams (all tiles of a seed come from one endless field). Cancelling keeps the tiles already on the map;
-closing the panel cancels a running Grow.</li></ul>
+closing the panel cancels a running Grow.</li>
+<li>A click, Shift-click or Grow that fails (e.g. a full disk) says why and keeps the tiles the map showed
+(a failed Shift-click keeps the tile it would have replaced, and its seed); the files it made are deleted.</li></ul>
 <p>A translation model (trained with a target raster) maps a whole raster instead: the panel then offers
 <i>Translate a layer…</i>, which opens <i>Apply model to raster</i>.</p>
 <p>The tiles are GeoTIFFs in the tiles folder (a temporary folder when empty); the seed and model are

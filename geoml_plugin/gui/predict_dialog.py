@@ -24,8 +24,10 @@ Pickled PyTorch files are refused: they can run code.</li>
 <li><b>Output raster</b>: a classified GeoTIFF styled with the class colours and names
 (or a continuous raster for regression and translation models); <code>.tif</code> is added to a name
 without it. Left empty, it goes to a new temporary folder (<code>geoml_…</code>), which the system may
-clear. An existing file is replaced only after you confirm; the input raster and the model file are
-never overwritten.</li>
+clear. When the output or its confidence raster exists, <b>Run</b> asks once, naming each, before
+replacing them (a regression or translation model writes no confidence raster, so an existing one is
+neither asked about nor replaced; an output just chosen with the file browser, which asked already, is
+not asked about again); the input raster and the model file are never overwritten.</li>
 <li><b>Only the area shown in the map view</b>: a quick look at one area before
 running the whole raster.</li>
 <li><b>Also write a confidence raster</b>: <code>&lt;output&gt;_confidence.tif</code>, the winning
@@ -34,8 +36,9 @@ class's probability (0–1): low values show where more training labels would he
 <li><b>Stride</b> (Advanced, patch models): pixels between classified windows; 0 = a quarter of the
 patch. Smaller is finer and slower.</li>
 <li><b>Overlap</b> (Advanced, dense models): pixels cropped at each side of a tile, at least;
-<i>Automatic</i> (the lowest value): half a patch, on tiles of 8 patches up to 512 px. Larger is closer to one pass over the
-whole raster and slower.</li>
+<i>Automatic</i> (the lowest value): half a patch (for patches over 64 px: 32 px, or a quarter patch
+if more), on tiles of 8 patches up to 512 px placed on the network's pooling grid. Larger is closer to one
+pass over the whole raster and slower; it must stay under half the tile.</li>
 <li><b>Test-time views</b> (Advanced): average the prediction over 2, 4 or 8 flips/rotations of
 each window, as many times slower. It helps models trained without flips/rotations most; a
 model fine-tuned with GeoML's default augmentation gains little (under a point of accuracy on the EuroSAT benchmark).</li>
