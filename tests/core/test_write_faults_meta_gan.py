@@ -4,6 +4,7 @@ partial file, keeps the earlier outputs as they were, and (tile session) leaves 
 import os
 import shutil
 import types
+from functools import partial
 
 import numpy as np
 import pytest
@@ -104,16 +105,6 @@ def _generate(gen_model, out_dir, feedback=None, **kw):
     return run_generate(GenerateConfig(gen_model, str(out_dir / "o.tif"), **cfg), feedback)
 
 
-@pytest.mark.parametrize("where", RASTER_STEPS)
-def test_generate_on_a_full_disk_keeps_the_earlier_raster_and_its_sidecars(gen_model, out_dir, monkeypatch, where):
-    before = earlier_files(out_dir, ["o.tif", "o.qml", "o.tif.aux.xml"])
-    inject(monkeypatch, where)
-    with pytest.raises(OutputError, match=r"Cannot write '.*o\.tif': the disk is full"):
-        _generate(gen_model, out_dir)
-    assert leftovers(out_dir) == []
-    assert snapshot(out_dir) == before
-
-
 @pytest.mark.parametrize("pixel_size", [None, 20.0])  # at the model's scale; generated finer and resampled
 def test_generate_cancelled_at_every_progress_report_keeps_the_earlier_outputs(gen_model, out_dir, pixel_size):
     before = earlier_files(out_dir, ["o.tif", "o.qml", "o.tif.aux.xml"])
@@ -136,12 +127,16 @@ def _translate(translation, out_dir, feedback=None):
     return run_generate(GenerateConfig(model, str(out_dir / "o.tif"), input_path=src, device="cpu"), feedback)
 
 
+@pytest.mark.parametrize("job", ["generate", "translate"])
 @pytest.mark.parametrize("where", RASTER_STEPS)
-def test_translate_on_a_full_disk_keeps_the_earlier_raster_and_its_sidecars(translation, out_dir, monkeypatch, where):
+def test_generate_or_translate_on_a_full_disk_keeps_the_earlier_raster_and_its_sidecars(request, out_dir, monkeypatch,
+                                                                                         where, job):
+    run = (partial(_generate, request.getfixturevalue("gen_model")) if job == "generate"
+           else partial(_translate, request.getfixturevalue("translation")))
     before = earlier_files(out_dir, ["o.tif", "o.qml", "o.tif.aux.xml"])
     inject(monkeypatch, where)
     with pytest.raises(OutputError, match=r"Cannot write '.*o\.tif': the disk is full"):
-        _translate(translation, out_dir)
+        run(out_dir)
     assert leftovers(out_dir) == []
     assert snapshot(out_dir) == before
 

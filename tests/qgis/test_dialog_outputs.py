@@ -12,6 +12,7 @@ from qgis.PyQt.QtWidgets import (
     QToolButton,
 )
 
+from tests.conftest import tiny_regression_model
 from tests.qgis.conftest import FakePlugin
 
 DIALOGS = [("predict_dialog", "PredictDialog", "out.tif"), ("finetune_dialog", "FinetuneDialog", "model.safetensors"),
@@ -89,14 +90,7 @@ def test_apply_model_asks_once_about_both_outputs(open_dialog, tmp_path, monkeyp
 
 def test_apply_regression_model_does_not_ask_about_a_confidence_raster_it_does_not_write(open_dialog, tmp_path,
                                                                                           monkeypatch):
-    from geoml_plugin.core.modelfile import ModelMeta, save_model
-    from geoml_plugin.core.models import build_model
-
-    meta = ModelMeta(architecture="pixel_linear", arch_args={"in_bands": 4, "out_channels": 1}, task="regression",
-                     output="dense", in_bands=4, patch_size=16, norm_mean=[1000] * 4, norm_std=[500] * 4,
-                     target={"name": "height"})
-    model = save_model(str(tmp_path / "reg.safetensors"), build_model("pixel_linear", in_bands=4, out_channels=1),
-                       meta)
+    model = tiny_regression_model(tmp_path / "reg.safetensors")
     dlg, started, asked = open_dialog("predict_dialog", "PredictDialog")
     dlg.modelFile.setFilePath(model)
     dlg.confidenceCheck.setChecked(True)

@@ -159,14 +159,9 @@ def test_a_confidence_output_a_regression_model_does_not_write_is_not_loaded(geo
     import processing
     from qgis.core import QgsProcessingContext, QgsProcessingOutputLayerDefinition
 
-    from geoml_plugin.core.modelfile import ModelMeta, save_model
-    from geoml_plugin.core.models import build_model
+    from tests.conftest import tiny_regression_model
 
-    meta = ModelMeta(architecture="pixel_linear", arch_args={"in_bands": 4, "out_channels": 1}, task="regression",
-                     output="dense", in_bands=4, patch_size=16, norm_mean=[1000] * 4, norm_std=[500] * 4,
-                     target={"name": "height"})
-    model = save_model(str(tmp_path / "reg.safetensors"), build_model("pixel_linear", in_bands=4, out_channels=1),
-                       meta)
+    model = tiny_regression_model(tmp_path / "reg.safetensors")
     out, conf = str(tmp_path / "height.tif"), str(tmp_path / "conf.tif")
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
