@@ -436,7 +436,7 @@ def dense_geometry(patch: int, tile_size: Optional[int] = None, overlap: Optiona
                    batch_size: int = 16) -> tuple[int, int, int]:
     """(tile, overlap, tiles per forward pass) for a dense model trained on ``patch``-px patches.
 
-    Default tile: 8 patches (at most 512 px); default overlap: half a patch where the tile is at least 16
+    Default tile: 8 patches (at most 512 px; 2 patches for patches over 256 px); default overlap: half a patch where the tile is at least 16
     overlaps wide (a quarter of a patch at least), so every kept pixel sees as much context on each side
     as the centre of a training patch, for about 1.31 model pixels per output pixel (a 4-patch tile with
     a quarter-patch overlap cost as much). ``batch_size`` counts tiles of 4 patches (≤ 512 px), the
@@ -444,7 +444,7 @@ def dense_geometry(patch: int, tile_size: Optional[int] = None, overlap: Optiona
     memory stays where it was. An explicit ``tile_size`` is batched ``batch_size`` at a time.
     """
     P = int(patch)
-    tile = int(tile_size or min(512, max(P, 8 * P)))
+    tile = int(tile_size or max(min(512, 8 * P), 2 * P))  # patches over 256 px: 2 patches (room for the crop)
     if overlap is None:
         overlap = max(P // 4, min(P // 2, tile // 16))
     overlap = int(overlap)

@@ -37,7 +37,7 @@ class's probability (0–1): low values show where more training labels would he
 patch. Smaller is finer and slower.</li>
 <li><b>Overlap</b> (Advanced, dense models): pixels cropped at each side of a tile, at least;
 <i>Automatic</i> (the lowest value): half a patch (for patches over 64 px: 32 px, or a quarter patch
-if more), on tiles of 8 patches up to 512 px placed on the network's pooling grid. Larger is closer to one
+if more), on tiles of 8 patches up to 512 px (2 patches for patches over 256 px) placed on the network's pooling grid. Larger is closer to one
 pass over the whole raster and slower; it must stay under half the tile.</li>
 <li><b>Test-time views</b> (Advanced): average the prediction over 2, 4 or 8 flips/rotations of
 each window, as many times slower. It helps models trained without flips/rotations most; a

@@ -317,3 +317,19 @@ def test_overlap_must_leave_a_core():
         dense_geometry(32, tile_size=64, overlap=32)
     with pytest.raises(InputError):
         dense_geometry(32, overlap=-1)
+
+
+@pytest.mark.parametrize("patch", [300, 512, 1024])
+def test_dense_models_trained_on_large_patches_predict_with_the_defaults(patch):
+    """Fine-tuning accepts patches up to 1024 px; before, a 512 px default tile could not hold a 1024 px model's
+    quarter-patch crop on both sides (an error asking for a smaller overlap) and was smaller than the patch."""
+    from geoml_plugin.core.predict import dense_geometry
+    from geoml_plugin.core.tiling import dense_tiles
+
+    tile, overlap, per_batch = dense_geometry(patch)
+    assert tile >= 2 * patch and overlap == patch // 4 and per_batch >= 1
+    tiles = dense_tiles(3 * patch, 2 * patch, tile, overlap, align=32)
+    covered = np.zeros((2 * patch, 3 * patch), int)
+    for t in tiles:
+        covered[t.core.y:t.core.y + t.core.h, t.core.x:t.core.x + t.core.w] += 1
+    assert (covered == 1).all()
