@@ -217,3 +217,20 @@ def test_a_label_raster_keeps_held_out_areas_apart_and_its_classes_name_and_colo
     assert (classes[nodata] == 0).all() and set(np.unique(classes[~nodata])) <= {1, 2}
     assert c.GetRasterBand(1).GetNoDataValue() == -1 and (confidence[nodata] == -1).all()
     assert (confidence[~nodata] >= 0.5).all() and (confidence[~nodata] <= 1).all()
+
+
+def test_masks_burnt_per_patch_equal_masks_cut_from_one_burn(checkerboard, out_dir, monkeypatch):
+    """Over a huge area the masks are burnt patch by patch: same classes and polygon ids as one burn."""
+    from geoml_plugin.core import trainset
+
+    raster, polygons, _ = checkerboard
+    runs = []
+    for limit in (trainset._RASTERIZE_ONCE_MAX_PIXELS, 0):
+        monkeypatch.setattr(trainset, "_RASTERIZE_ONCE_MAX_PIXELS", limit)
+        seen = spy_on_trainer(monkeypatch)
+        run_finetune(FinetuneConfig(raster, polygons, "label", str(out_dir / f"s{limit}.safetensors"),
+                                    task="segmentation", patch_size=16, epochs=1, batch_size=4,
+                                    validation_fraction=0.5, device="cpu"))
+        runs.append(seen["y"])
+    assert runs[0].shape == runs[1].shape and (runs[0] >= 0).any()
+    assert np.array_equal(runs[0], runs[1])
