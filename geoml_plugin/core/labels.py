@@ -280,36 +280,46 @@ def _burn_copy(lay, ftype, value_of):
     return mem_ds, out
 
 
-def rasterize_window(source: str, label_field: str, raster: RasterInfo, window, classes: Optional[list] = None,
-                     layer_name: Optional[str] = None, nodata: float = -1) -> np.ndarray:
-    """Burn polygon labels into a (h, w) array for a pixel window of ``raster``.
+def _burn(layer, raster: RasterInfo, windows: list, fill: float, options: list,
+          gdal_type=gdal.GDT_Float32) -> list:
+    """Rasterize ``layer`` with ``options`` into a (h, w) array per pixel window ``(x, y, w, h)`` of ``raster``
+    (``fill`` where nothing burns). Reprojection is done by GDAL on the fly; memory is one window at a time."""
+    out = []
+    for x, y, w, h in windows:
+        gt = list(raster.geotransform)
+        gt[0], gt[3] = gdal.ApplyGeoTransform(raster.geotransform, x, y)
+        mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal_type)
+        mem.SetGeoTransform(gt)
+        mem.SetProjection(raster.crs_wkt)
+        mem.GetRasterBand(1).Fill(fill)
+        gdal.RasterizeLayer(mem, [1], layer, options=options)
+        out.append(mem.GetRasterBand(1).ReadAsArray())
+        mem = None
+    return out
+
+
+def rasterize_windows(source: str, label_field: str, raster: RasterInfo, windows: list,
+                      classes: Optional[list] = None, layer_name: Optional[str] = None, nodata: float = -1) -> list:
+    """Burn polygon labels into a (h, w) array per pixel window of ``raster`` (the layer is read once).
 
     Classes burn as their index (0..K-1, ``nodata`` elsewhere); with
     ``classes=None`` the field's numeric value is burnt (regression).
-    Reprojection is done by GDAL on the fly; memory is only the window.
     """
-    x, y, w, h = window
-    gt = list(raster.geotransform)
-    gt[0], gt[3] = gdal.ApplyGeoTransform(raster.geotransform, x, y)
-    mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Float32)
-    mem.SetGeoTransform(gt)
-    mem.SetProjection(raster.crs_wkt)
-    band = mem.GetRasterBand(1)
-    band.Fill(nodata)
     ds, lay = open_layer(source, layer_name)
-    if classes is not None:
-        # each feature's class index, burnt in the layer's order (the last feature is on top) exactly as
-        # rasterize_feature_ids burns its id: where polygons overlap, class and id come from the same one;
-        # a class not in ``classes`` burns ``nodata`` (unlabelled)
-        index = {str(name): i for i, name in enumerate(classes)}
-        burn_ds, burn = _burn_copy(lay, ogr.OFTInteger,
-                                   lambda f: index.get(str(f.GetField(label_field)), int(nodata)))
-        gdal.RasterizeLayer(mem, [1], burn, options=["ATTRIBUTE=burn"])
-    else:
-        gdal.RasterizeLayer(mem, [1], lay, options=[f"ATTRIBUTE={label_field}"])
-    arr = band.ReadAsArray()
-    mem = None
-    return arr
+    if classes is None:
+        return _burn(lay, raster, windows, nodata, [f"ATTRIBUTE={label_field}"])
+    # each feature's class index, burnt in the layer's order (the last feature is on top) exactly as
+    # rasterize_feature_ids burns its id: where polygons overlap, class and id come from the same one;
+    # a class not in ``classes`` burns ``nodata`` (unlabelled)
+    index = {str(name): i for i, name in enumerate(classes)}
+    burn_ds, burn = _burn_copy(lay, ogr.OFTInteger, lambda f: index.get(str(f.GetField(label_field)), int(nodata)))
+    return _burn(burn, raster, windows, nodata, ["ATTRIBUTE=burn"])
+
+
+def rasterize_window(source: str, label_field: str, raster: RasterInfo, window, classes: Optional[list] = None,
+                     layer_name: Optional[str] = None, nodata: float = -1) -> np.ndarray:
+    """Burn polygon labels into a (h, w) array for one pixel window of ``raster`` (see :func:`rasterize_windows`)."""
+    return rasterize_windows(source, label_field, raster, [window], classes, layer_name, nodata)[0]
 
 
 def rasterize_feature_ids(source: str, raster: RasterInfo, windows: list, layer_name: Optional[str] = None) -> list:
@@ -317,18 +327,7 @@ def rasterize_feature_ids(source: str, raster: RasterInfo, windows: list, layer_
     of ``raster`` (-1 outside every feature): which labelled feature each pixel of a mask belongs to."""
     ds, lay = open_layer(source, layer_name)
     ids, ids_lay = _burn_copy(lay, ogr.OFTInteger64, lambda f: f.GetFID())
-    out = []
-    for x, y, w, h in windows:
-        gt = list(raster.geotransform)
-        gt[0], gt[3] = gdal.ApplyGeoTransform(raster.geotransform, x, y)
-        mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Float64)
-        mem.SetGeoTransform(gt)
-        mem.SetProjection(raster.crs_wkt)
-        mem.GetRasterBand(1).Fill(-1)
-        gdal.RasterizeLayer(mem, [1], ids_lay, options=["ATTRIBUTE=burn"])
-        out.append(mem.GetRasterBand(1).ReadAsArray().astype(np.int64))
-        mem = None
-    return out
+    return [a.astype(np.int64) for a in _burn(ids_lay, raster, windows, -1, ["ATTRIBUTE=burn"], gdal.GDT_Float64)]
 
 
 def extract_patches(reader: RasterReader, cols: np.ndarray, rows: np.ndarray, size: int,

@@ -34,6 +34,7 @@ from .labels import (
     is_raster_source,
     rasterize_feature_ids,
     rasterize_window,
+    rasterize_windows,
     read_raster_labels,
     read_vector_labels,
 )
@@ -211,8 +212,7 @@ def _dense_classes(source, label_field, reader, labels: LabelSet, label_raster, 
         cut = [(slice(y - y0, y - y0 + patch), slice(x - x0, x - x0 + patch)) for x, y in zip(xs, ys)]
         return np.stack([burnt[c] for c in cut]).astype(np.int64), np.stack([ids[c] for c in cut])
     windows = [(int(x), int(y), patch, patch) for x, y in zip(xs, ys)]
-    y = np.stack([rasterize_window(source, label_field, reader.info, win, classes=labels.class_names)
-                  for win in windows]).astype(np.int64)
+    y = np.stack(rasterize_windows(source, label_field, reader.info, windows, classes=labels.class_names)).astype(np.int64)
     return y, np.stack(rasterize_feature_ids(source, reader.info, windows))
 
 
