@@ -9,9 +9,10 @@ network's pooling grid (``align``), so a tile pools the same pixels as one
 pass over the whole raster would. Tiles at the raster edge read past it; the
 reader fills and masks that part.
 
-Patch classifiers give one value per window; :func:`patch_grid` lays window
-centres on a regular grid of spacing ``stride`` and assigns every output pixel
-to the nearest centre, so a class map is made at a stride's cost.
+Patch models give one value per window; :func:`window_tiles` lays window
+centres on a lattice ``step`` px apart, anchored at the raster's origin, and
+gives each block of output pixels the windows around it (each pixel is then
+interpolated between its four nearest centres: ``window_scores.interpolate``).
 
 Both are generators over small windows: memory does not depend on raster size.
 """
@@ -89,36 +90,47 @@ def dense_tiles(width: int, height: int, tile: int, overlap: int, align: int = 1
 
 
 @dataclass(frozen=True)
-class PatchBlock:
-    """A rectangle of output pixels filled from a grid of patch windows."""
+class WindowTile:
+    """A rectangle of output pixels and the lattice of windows that maps it.
 
-    read: Window  # input window holding all patches of the block
-    out: Window  # output pixels (inside the raster)
-    nx: int  # patch centres across
-    ny: int  # patch centres down
-
-
-def patch_grid(width: int, height: int, patch: int, stride: int, block: int = 512) -> list[PatchBlock]:
-    """Blocks of output pixels and the input windows their patches need.
-
-    Output pixel ``(r, c)`` takes the prediction of the patch centred on grid
-    point ``(r // stride, c // stride)``, whose centre pixel is
-    ``stride * j + stride // 2``; that patch covers
-    ``[centre - patch // 2, centre - patch // 2 + patch)``.
+    Windows are ``patch`` px wide; their top-left corners are ``step`` px apart, the first at ``read``'s
+    origin, so ``read`` is ``(nx - 1) * step + patch`` px wide. A window *stands for* the pixel
+    ``patch // 2`` px right of and below its top-left corner, as a training patch stands for its labelled
+    pixel; ``first`` is that pixel of the first window, relative to ``out``'s origin.
     """
-    stride = max(1, int(stride))
-    per = max(1, block // stride)  # centres per block side
-    half = patch // 2
+
+    read: Window  # input pixels under all windows (may extend past the raster edge)
+    out: Window  # output pixels (inside the raster)
+    nx: int  # windows across
+    ny: int  # windows down
+    first: tuple  # (x, y)
+
+
+def window_lattice(patch: int, step: int) -> tuple[int, int]:
+    """(top-left corner of window 0, the pixel it stands for): window ``j`` starts at ``corner + step * j``
+    and stands for pixel ``step * j + step // 2``, so no pixel is more than ``step / 2`` from one in x or y."""
+    return step // 2 - patch // 2, step // 2
+
+
+def window_tiles(width: int, height: int, patch: int, step: int, core: int = 512) -> list[WindowTile]:
+    """Tiles of about ``core`` output pixels covering ``width`` × ``height``, each with the windows that stand
+    for pixels around it (every output pixel lies between two such pixels, in x and in y, or on one). All
+    tiles share one lattice anchored at the raster's (or window's) origin: pixel values do not depend on the
+    tiling."""
+    step = max(1, int(step))
+    core = max(step, int(core) // step * step)
+    corner, anchor = window_lattice(patch, step)
     out = []
-    gy_total, gx_total = math.ceil(height / stride), math.ceil(width / stride)
-    for gy in range(0, gy_total, per):
-        for gx in range(0, gx_total, per):
-            ny, nx = min(per, gy_total - gy), min(per, gx_total - gx)
-            ox, oy = gx * stride, gy * stride
-            ow, oh = min(nx * stride, width - ox), min(ny * stride, height - oy)
-            rx, ry = ox + stride // 2 - half, oy + stride // 2 - half
-            rw, rh = (nx - 1) * stride + patch, (ny - 1) * stride + patch
-            out.append(PatchBlock(Window(rx, ry, rw, rh), Window(ox, oy, ow, oh), nx, ny))
+    for oy in range(0, height, core):
+        for ox in range(0, width, core):
+            ow, oh = min(core, width - ox), min(core, height - oy)
+            jx0, jy0 = (ox - anchor) // step, (oy - anchor) // step
+            nx = (ox + ow - 1 - anchor) // step + 2 - jx0
+            ny = (oy + oh - 1 - anchor) // step + 2 - jy0
+            rx, ry = corner + step * jx0, corner + step * jy0
+            read = Window(rx, ry, (nx - 1) * step + patch, (ny - 1) * step + patch)
+            first = (anchor + step * jx0 - ox, anchor + step * jy0 - oy)
+            out.append(WindowTile(read, Window(ox, oy, ow, oh), nx, ny, first))
     return out
 
 

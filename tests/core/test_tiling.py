@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from geoml_plugin.core.tiling import dense_tiles, patch_grid, prefetch
+from geoml_plugin.core.tiling import dense_tiles, prefetch, window_lattice, window_tiles
 
 
 @pytest.mark.parametrize("w,h,tile,ov", [(100, 70, 32, 4), (256, 256, 64, 16), (31, 200, 40, 0), (5, 5, 64, 16)])
@@ -20,15 +20,20 @@ def test_dense_tiles_reject_overlap_too_large():
         dense_tiles(10, 10, 8, 4)
 
 
-@pytest.mark.parametrize("w,h,patch,stride", [(100, 70, 16, 4), (64, 64, 64, 16), (50, 33, 8, 8)])
-def test_patch_grid_assigns_each_pixel_to_the_nearest_window_centre(w, h, patch, stride):
+@pytest.mark.parametrize("w,h,patch,step,core", [(100, 70, 16, 4, 32), (64, 64, 64, 16, 512), (50, 33, 8, 8, 16),
+                                                 (5, 7, 64, 8, 512), (130, 90, 33, 3, 40)])
+def test_window_tiles_partition_the_raster_on_one_lattice(w, h, patch, step, core):
+    corner, anchor = window_lattice(patch, step)
     cover = np.zeros((h, w), int)
-    for b in patch_grid(w, h, patch, stride, block=32):
-        cover[b.out.y : b.out.y + b.out.h, b.out.x : b.out.x + b.out.w] += 1
-        # the first window's centre pixel lies in the middle of the first output cell
-        cx = b.read.x + patch // 2
-        assert cx == b.out.x + stride // 2
-        assert b.read.w == (b.nx - 1) * stride + patch
+    for t in window_tiles(w, h, patch, step, core=core):
+        cover[t.out.y : t.out.y + t.out.h, t.out.x : t.out.x + t.out.w] += 1
+        assert t.read.w == (t.nx - 1) * step + patch and t.read.h == (t.ny - 1) * step + patch
+        assert (t.read.x - corner) % step == 0 and (t.read.y - corner) % step == 0  # one lattice for all tiles
+        fx, fy = t.first  # the pixel the first window stands for: patch // 2 from its corner
+        assert fx == t.read.x + patch // 2 - t.out.x and fy == t.read.y + patch // 2 - t.out.y
+        # every output pixel lies between the first and the last window's pixel, in x and in y
+        assert fx <= 0 and fx + (t.nx - 1) * step >= t.out.w - 1
+        assert fy <= 0 and fy + (t.ny - 1) * step >= t.out.h - 1
     assert (cover == 1).all()
 
 
