@@ -100,9 +100,24 @@ class FinetuneResult:
         return f"{s} ({m.get('evaluated_on', '')}, {m.get('samples', 0)} {counted})"
 
 
-def shift_margin(patch: int) -> int:
-    """Pixels a patch may be shifted by in augmentation (1/16 of the patch, at least 1)."""
-    return max(1, int(patch) // 16)
+def shift_margin(patch: int, dense: bool = False) -> int:
+    """Pixels a patch may be shifted by in augmentation, in x and in y.
+
+    Patch models (one label per window) are shifted by up to the default spacing of the windows that make
+    their map (``window_scores.default_step``: 1/8 of the patch), with the real neighbouring pixels coming
+    into view: a window is then labelled by what lies at its centre wherever the window lattice falls, which
+    is how ``geoml:predict`` uses it. Dense models keep 1/16 of the patch (their labels move with the
+    pixels)."""
+    from .window_scores import default_step
+
+    return max(1, int(patch) // 16) if dense else max(1, default_step(patch))
+
+
+def _dense_task(cfg: "FinetuneConfig") -> bool:
+    """Whether the task trains a dense model (segmentation, or regression on a target raster)."""
+    from .labels import is_raster_source
+
+    return cfg.task == "segmentation" or (cfg.task == "regression" and is_raster_source(cfg.labels))
 
 
 def auto_epochs(n_train: int) -> int:
@@ -268,7 +283,7 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
         fb.progress(0.0, "reading labels and patches")
         data = build_training_data(cfg.labels, cfg.label_field, reader, cfg.task, cfg.patch_size,
                                    cfg.max_raster_samples, cfg.seed, fb.sub(0.0, 0.08),
-                                   margin=shift_margin(cfg.patch_size) if cfg.augment else 0)
+                                   margin=shift_margin(cfg.patch_size, _dense_task(cfg)) if cfg.augment else 0)
         bands = list(reader.bands)
         band_names = [info.band_names[b - 1] for b in bands]
     fb.log(_describe_labels(data))
