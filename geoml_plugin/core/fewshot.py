@@ -38,6 +38,7 @@ from .models.view_sets import check_views
 from .predict import PredictConfig, PredictResult, choose_bands, predict_raster
 from .progress import Feedback, ensure_feedback
 from .raster_io import RasterInfo, RasterReader, check_not_an_input, check_writable, output_error, temp_sibling
+from .window_scores import default_step
 
 SUPPORT_VIEWS = 8  # every support patch in its 8 rotations/reflections
 PROTONET_STEPS = 50  # default fine-tuning steps from a prototypical meta-model
@@ -60,7 +61,7 @@ class FewShotConfig:
     device: str = "auto"
     seed: int = 0
     window: Optional[tuple] = None  # (x, y, w, h) pixels to classify; default the whole raster
-    stride: Optional[int] = None  # pixels between classified windows (default patch / 4)
+    stride: Optional[int] = None  # pixels between classified windows (default patch / 8)
     batch_size: int = 64
     views: int = 1  # test-time views per window (1, 2, 4 or 8; costs as many forward passes)
 
@@ -197,8 +198,9 @@ def model_kind(meta: ModelMeta) -> str:
 
 
 def _support_tensor(reader, ls: LabelSet, meta: ModelMeta, mean, std, device):
+    """Normalised support patches read with ``default_step`` px of real context on each side (for shifts)."""
     torch = torch_module()
-    data, valid = extract_patches(reader, ls.cols, ls.rows, meta.patch_size)
+    data, valid = extract_patches(reader, ls.cols, ls.rows, meta.patch_size + 2 * default_step(meta.patch_size))
     return torch.from_numpy(normalise_patches(data, valid, mean, std)).to(device)
 
 
@@ -221,7 +223,10 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
         else:
             mean, std = np.asarray(meta.norm_mean), np.asarray(meta.norm_std)
         fb.progress(0.2, "reading support patches")
-        xs = _support_tensor(reader, ls, meta, mean, std, device)
+        xs_context = _support_tensor(reader, ls, meta, mean, std, device)
+    from .meta.augment import crop
+
+    xs = crop(xs_context, meta.patch_size)
     ys = torch.from_numpy(ls.values).to(device)
     n_classes = len(ls.class_names)
     model, _ = load_model(cfg.model_path, device, meta)
@@ -232,11 +237,12 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
     if kind in ("maml", "fomaml"):
         steps = int(fs.get("inner_steps", 5)) if steps < 0 else steps
         lr = cfg.adapt_lr or float(fs.get("inner_lr", 0.1))
-        model, method = _adapt_maml(model, xs, ys, n_classes, steps, lr), f"MAML, {steps} steps"
+        model = _adapt_maml(model, xs_context, ys, n_classes, steps, lr, meta.patch_size, cfg.seed)
+        method = f"MAML, {steps} steps"
     else:
         steps = (PROTONET_STEPS if kind == "protonet" else 0) if steps < 0 else steps
-        model, method = _adapt_prototypes(model, kind, xs, ys, n_classes, steps, cfg.adapt_lr or FINE_TUNE_LR,
-                                          cfg.seed, fb)
+        model, method = _adapt_prototypes(model, kind, xs_context, ys, n_classes, steps,
+                                          cfg.adapt_lr or FINE_TUNE_LR, cfg.seed, fb, meta.patch_size)
     model.eval()
     if kind != "classifier" and cfg.views > 1:
         model.views = cfg.views
@@ -247,18 +253,23 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
     return Adapted(model, new_meta, method, ls.counts, support_acc, dict(ls.skipped))
 
 
-def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: float, seed: int, fb: Feedback):
+def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: float, seed: int, fb: Feedback,
+                      patch: int):
     """Nearest-prototype head on the embedding, then ``steps`` of fine-tuning the
-    whole network on augmented support patches, starting from that head."""
-    from .meta.augment import all_views
+    whole network on augmented support patches, starting from that head.
+
+    ``xs`` are the support patches read with context around them: a prototype averages each patch's 8
+    views at its centre and shifted by the context margin (map windows are rarely centred on a point)."""
+    from .meta.augment import all_views, shifted
     from .meta.protonet import prototype_head, prototypes
 
     torch = torch_module()
     model.eval()
     embed = _embed_fn(model, kind)
     with torch.no_grad():
-        z = embed(all_views(xs, SUPPORT_VIEWS))
-        w, b = prototype_head(prototypes(z, ys.repeat(SUPPORT_VIEWS), n_classes))
+        around = shifted(xs, patch)
+        z = embed(all_views(around, SUPPORT_VIEWS))
+        w, b = prototype_head(prototypes(z, ys.repeat(SUPPORT_VIEWS * (len(around) // len(xs))), n_classes))
     if kind == "classifier":
         parent, attr = _embedding_split(model)
         setattr(parent, attr, torch.nn.Linear(w.shape[1], n_classes).to(w.device))
@@ -271,12 +282,14 @@ def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: 
         head.bias.copy_(b)
     if steps <= 0:
         return model, "nearest prototype"
-    fine_tune(model, xs, ys, steps, lr, seed, fb.sub(0.3, 0.95))
+    fine_tune(model, xs, ys, steps, lr, seed, fb.sub(0.3, 0.95), patch=patch)
     return model, f"nearest prototype + {steps} fine-tuning steps"
 
 
-def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, batch: int = FINE_TUNE_BATCH) -> None:
-    """Fine-tune all weights on randomly turned, mirrored and jittered copies of the support patches.
+def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, batch: int = FINE_TUNE_BATCH,
+              patch: Optional[int] = None) -> None:
+    """Fine-tune all weights on randomly shifted, turned, mirrored and jittered copies of the support patches
+    (with ``patch``, ``xs`` were read with context around them: see ``meta.augment.crop``).
 
     The network stays in eval mode: GroupNorm does not care, and a normal
     classifier's BatchNorm keeps its training statistics instead of
@@ -294,7 +307,7 @@ def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, bat
         else:
             idx = torch.arange(len(xs)).repeat(reps)
         idx = idx.to(xs.device)
-        loss = torch.nn.functional.cross_entropy(model(augment(xs[idx].cpu(), gen).to(xs.device)), ys[idx])
+        loss = torch.nn.functional.cross_entropy(model(augment(xs[idx].cpu(), gen, patch=patch).to(xs.device)), ys[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -302,14 +315,15 @@ def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, bat
     model.eval()
 
 
-def _adapt_maml(model, xs, ys, n_classes: int, steps: int, lr: float):
-    """Inner loop of MAML from the meta-learnt initialisation, on all views of the support."""
-    from .meta.augment import all_views
+def _adapt_maml(model, xs, ys, n_classes: int, steps: int, lr: float, patch: int, seed: int = 0):
+    """Inner loop of MAML from the meta-learnt initialisation, on all views of the support, each view
+    shifted at random within the context ``xs`` was read with."""
+    from .meta.augment import all_views, crop
     from .meta.maml import MAML
 
     torch = torch_module()
     maml = MAML(model, lr, steps)
-    views = all_views(xs, SUPPORT_VIEWS)
+    views = crop(all_views(xs, SUPPORT_VIEWS), patch, torch.Generator().manual_seed(seed))
     params = maml.adapt(maml.params(), views, ys.repeat(SUPPORT_VIEWS), n_classes)
     model.head = torch.nn.Linear(model.head.in_features, n_classes).to(xs.device)
     with torch.no_grad():

@@ -33,12 +33,14 @@ from .meta.episodes import EpisodeSampler, PatchBank, holdout_split
 from .modelfile import ModelMeta, new_provenance, save_model
 from .progress import Feedback, ensure_feedback
 from .raster_io import check_not_an_input, check_writable, raster_info
+from .window_scores import default_step
 
 ALGORITHMS = ("protonet", "maml", "fomaml")
 ALGORITHM_NAMES = {"protonet": "prototypical networks", "maml": "MAML (second order)",
                    "fomaml": "first-order MAML"}
 DEFAULT_WIDTHS = (64, 64, 128, 256)
-EMBEDDING_OPTIONS = {"stem_stride": 2, "pool_blocks": 4}  # small_cnn only: pooled features of every block
+# small_cnn only: pooled features of every block; per-pixel normalisation (maps in one pass per tile)
+EMBEDDING_OPTIONS = {"stem_stride": 2, "pool_blocks": 4, "norm": "pixel"}
 
 
 @dataclass
@@ -120,11 +122,15 @@ class _Learner:
 
     def tensors(self, batch, augment: bool):
         from .meta.augment import augment as aug
+        from .meta.augment import crop
 
         torch = self.torch
+        P = self.cfg.patch_size
         xs, ys, xq, yq = (torch.from_numpy(np.ascontiguousarray(a)) for a in batch)
         if augment:
-            xs, xq = aug(xs, self.gen), aug(xq, self.gen)
+            xs, xq = aug(xs, self.gen, patch=P), aug(xq, self.gen, patch=P)
+        else:
+            xs, xq = crop(xs, P), crop(xq, P)
         return [t.to(self.device) for t in (xs, ys, xq, yq)]
 
     def _proto(self, xs, ys, xq, yq, ways):
@@ -208,7 +214,8 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
            f"{cfg.ways}-way {cfg.shots}-shot, {cfg.query} queries per class")
 
     bank, stats = load_patch_bank(list(cfg.rasters), cfg.labels, cfg.label_field, cfg.patch_size, cfg.bands,
-                                  cfg.max_per_class, cfg.seed, fb.sub(0.0, 0.05))
+                                  cfg.max_per_class, cfg.seed, fb.sub(0.0, 0.05),
+                                  margin=default_step(cfg.patch_size) if cfg.augment else 0)
     if len(bank.class_names) < cfg.ways:
         raise InputError(
             f"WAYS is {cfg.ways} but the labels have only {len(bank.class_names)} class(es): "
@@ -269,12 +276,14 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
 
 def set_class_prototypes(model, bank: PatchBank, device, batch: int = 256) -> None:
     """Turn the head into the nearest-prototype classifier of the bank's classes."""
+    from .meta.augment import crop
     from .meta.protonet import prototype_head, prototypes
 
     torch = torch_module()
     model.eval()
+    P = bank.x.shape[-1] - 2 * bank.margin
     with torch.no_grad():
-        z = torch.cat([model.embed(torch.from_numpy(bank.x[i:i + batch]).to(device))
+        z = torch.cat([model.embed(crop(torch.from_numpy(bank.x[i:i + batch]), P).to(device))
                        for i in range(0, len(bank), batch)])
         w, b = prototype_head(prototypes(z, torch.from_numpy(bank.y).to(device), len(bank.class_names)))
         model.head.weight.copy_(w)

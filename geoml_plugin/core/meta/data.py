@@ -36,13 +36,14 @@ def normalise_patches(data: np.ndarray, valid: np.ndarray, mean, std) -> np.ndar
 
 
 def load_patch_bank(rasters: list[str], labels: str, label_field: str, patch_size: int, bands=None,
-                    max_per_class: int = 1000, seed: int = 0, feedback: Feedback | None = None
-                    ) -> tuple[PatchBank, list[RegionStats]]:
+                    max_per_class: int = 1000, seed: int = 0, feedback: Feedback | None = None,
+                    margin: int = 0) -> tuple[PatchBank, list[RegionStats]]:
     """Read the labelled patches of every raster into one :class:`PatchBank`.
 
     Labels are one layer for all rasters: each raster takes the labels that
     fall inside it. At most ``max_per_class`` patches per class and raster
     are kept (a random subset), so polygons with many samples stay cheap.
+    Patches are read ``margin`` px wider on each side (real context for random shifts).
     """
     if not rasters:
         raise InputError("No training raster was given.")
@@ -78,7 +79,7 @@ def load_patch_bank(rasters: list[str], labels: str, label_field: str, patch_siz
             if n_valid == 0:
                 raise InputError(f"The raster '{os.path.basename(path)}' has no valid pixels.")
             sub = feedback.sub(i / len(rasters), (i + 1) / len(rasters)) if feedback else None
-            data, valid = extract_patches(reader, ls.cols, ls.rows, patch_size, sub)
+            data, valid = extract_patches(reader, ls.cols, ls.rows, patch_size + 2 * margin, sub)
             x = normalise_patches(data, valid, mean, std)
             names = [ls.class_names[v] for v in ls.values]
             per_raster.append((x, names, os.path.basename(path)))
@@ -93,7 +94,7 @@ def load_patch_bank(rasters: list[str], labels: str, label_field: str, patch_siz
         ys.append(np.array([lookup[n] for n in names], np.int64))
         rs.append(np.full(len(names), r, np.int64))
     bank = PatchBank(np.concatenate(xs), np.concatenate(ys), class_names, np.concatenate(rs),
-                     [name for _, _, name in per_raster])
+                     [name for _, _, name in per_raster], margin)
     return bank, stats
 
 

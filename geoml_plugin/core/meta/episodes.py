@@ -25,11 +25,12 @@ from ..errors import InputError
 class PatchBank:
     """Normalised patches with their class and region."""
 
-    x: np.ndarray  # (N, C, P, P) float32
+    x: np.ndarray  # (N, C, P + 2·margin, P + 2·margin) float32
     y: np.ndarray  # (N,) class index into class_names
     class_names: list
     region: np.ndarray = None  # (N,) region index; default all 0
     region_names: list = field(default_factory=list)
+    margin: int = 0  # context read around each patch, for random shifts (meta.augment.crop)
 
     def __post_init__(self):
         if self.region is None:
@@ -41,7 +42,8 @@ class PatchBank:
         return len(self.y)
 
     def subset(self, idx) -> "PatchBank":
-        return PatchBank(self.x[idx], self.y[idx], list(self.class_names), self.region[idx], list(self.region_names))
+        return PatchBank(self.x[idx], self.y[idx], list(self.class_names), self.region[idx], list(self.region_names),
+                         self.margin)
 
     def groups(self) -> dict:
         """region → class → indices of its patches."""

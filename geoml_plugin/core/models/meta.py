@@ -4,11 +4,15 @@ The same architecture (``meta_classifier``) stores a meta-model and the
 classifier adapted from it, so an adapted model is an ordinary GeoML patch
 classifier that ``geoml:predict`` applies like any other.
 
-Normalisation is GroupNorm, not BatchNorm: MAML runs the network functionally
-on a batch of tasks at once (``torch.func.vmap``), where BatchNorm's running
-statistics would mix tasks and let query patches leak into the support
-statistics. GroupNorm normalises each patch on its own, so a patch's features
-do not depend on what else is in the batch.
+Normalisation is not BatchNorm: MAML runs the network functionally on a batch
+of tasks at once (``torch.func.vmap``), where BatchNorm's running statistics
+would mix tasks and let query patches leak into the support statistics.
+``norm="pixel"`` (the default of new meta-models) normalises each pixel's
+channels on their own (a LayerNorm over channels, as in ConvNeXt): a patch's
+features depend neither on the batch nor on the rest of the window, so the
+network can score every window of a tile in one pass
+(``window_scores.DenseEmbedding``). ``norm="group"`` (GroupNorm over the whole
+patch, models made before version 0.9) needs each window cut out.
 """
 from __future__ import annotations
 
@@ -28,6 +32,32 @@ def _groups(channels: int) -> int:
     return 1
 
 
+class PixelNorm(nn.Module):
+    """LayerNorm over the channels of each pixel, with a learnt scale and offset per channel."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = x.mean(1, keepdim=True)
+        var = (x - mu).pow(2).mean(1, keepdim=True)
+        return (x - mu) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+NORMS = ("group", "pixel")
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "pixel":
+        return PixelNorm(channels)
+    if kind == "group":
+        return nn.GroupNorm(_groups(channels), channels)
+    raise ValueError(f"unknown normalisation {kind!r}; choose one of {NORMS}")
+
+
 class ConvEmbedding(nn.Module):
     """A small, fast CNN: conv blocks that halve the resolution, then global
     average pooling (so any patch size works).
@@ -41,14 +71,16 @@ class ConvEmbedding(nn.Module):
     """
 
     def __init__(self, in_bands: int, widths=(32, 64, 128, 256), stem_stride: int = 2, pool_blocks: int = 1,
-                 max_pool: bool = False):
+                 max_pool: bool = False, norm: str = "group"):
         super().__init__()
         self.blocks = nn.ModuleList()
+        self.stem_stride = int(stem_stride)
+        self.norm = norm
         c = in_bands
         for i, w in enumerate(widths):
             self.blocks.append(nn.Sequential(
                 nn.Conv2d(c, w, 3, padding=1, stride=stem_stride if i == 0 else 1, bias=False),
-                nn.GroupNorm(_groups(w), w), nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True)))
+                _norm(norm, w), nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True)))
             c = w
         self.pool_blocks = max(1, min(int(pool_blocks), len(widths)))
         self.max_pool = bool(max_pool)
@@ -96,10 +128,10 @@ class MetaClassifier(nn.Module):
 
     def __init__(self, in_bands: int, num_classes: int, backbone: str = "small_cnn", widths=(32, 64, 128, 256),
                  normalize: bool = False, views: int = 1, stem_stride: int = 2, pool_blocks: int = 1,
-                 max_pool: bool = False):
+                 max_pool: bool = False, norm: str = "group"):
         super().__init__()
         if backbone == "small_cnn":
-            self.embedding = ConvEmbedding(in_bands, tuple(widths), stem_stride, pool_blocks, max_pool)
+            self.embedding = ConvEmbedding(in_bands, tuple(widths), stem_stride, pool_blocks, max_pool, norm)
         elif backbone == "resnet18":
             self.embedding = resnet_embedding(in_bands)
         else:
@@ -123,7 +155,7 @@ class MetaClassifier(nn.Module):
 @register("meta_classifier")
 def meta_classifier(in_bands: int, num_classes: int, backbone: str = "small_cnn", widths=(32, 64, 128, 256),
                     normalize: bool = False, views: int = 1, stem_stride: int = 2, pool_blocks: int = 1,
-                    max_pool: bool = False) -> nn.Module:
+                    max_pool: bool = False, norm: str = "group") -> nn.Module:
     return MetaClassifier(in_bands, num_classes, backbone, tuple(widths), normalize, views, stem_stride, pool_blocks,
-                          max_pool)
+                          max_pool, norm)
 
