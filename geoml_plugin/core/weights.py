@@ -1,4 +1,4 @@
-"""Starting weights for fine-tuning: none, ImageNet, or an earlier GeoML model.
+"""Starting weights for fine-tuning: none, ImageNet, a catalogue entry, or an earlier GeoML model.
 
 * ``none`` — random initialisation (training from scratch).
 * ``imagenet`` — torchvision's ImageNet weights for the ResNets, read from the
@@ -10,6 +10,10 @@
   (``resnets.adapt_first_conv``); the classifier is dropped.
   The checkpoint is read with ``torch.load(weights_only=True)``, torch's
   restricted unpickler that only rebuilds tensors and cannot run code.
+* a name from the weights catalogue (``weights_catalog.py``; ``imagenet`` is the
+  ImageNet entry of the chosen backbone): loaded, mapped onto the bands and
+  downloaded only when allowed by ``pretrained.py``. ``load_imagenet_state``
+  and ``apply_imagenet`` below are the older direct path, kept for scripts.
 * a path to a GeoML model file — transfer learning: its *backbone* (the
   ``backbone.*`` tensors) starts the new model, which gets a new head for the
   new classes. The file must have the same backbone and band count.
@@ -23,8 +27,18 @@ from .errors import InputError, ModelFileError
 WEIGHT_CHOICES = ("none", "imagenet")  # or a path to a GeoML model file
 
 
+def catalogue_entry(weights: str, backbone: str):
+    """The catalogue entry ``weights`` names (``imagenet``: that of ``backbone``), else None."""
+    from .weights_catalog import find_entry
+
+    return find_entry(weights, backbone)
+
+
 def is_model_file(weights: str) -> bool:
-    return bool(weights) and weights.strip().lower() not in WEIGHT_CHOICES
+    from .weights_catalog import find_entry
+
+    w = (weights or "").strip()
+    return bool(w) and w.lower() not in WEIGHT_CHOICES and find_entry(w) is None
 
 
 def torchvision_weights_enum(backbone: str):
@@ -94,7 +108,9 @@ def check_transfer_source(path: str, backbone: str, in_bands: int):
     if os.path.isdir(path):
         raise InputError(f"WEIGHTS '{path}' is a folder, not a model file.", "Choose the GeoML model file itself.")
     if not os.path.isfile(path):
-        raise InputError(f"WEIGHTS must be 'none', 'imagenet' or an existing GeoML model file; '{path}' is none of these.")
+        raise InputError(f"WEIGHTS must be 'none', 'imagenet', a catalogue name or an existing GeoML model file; "
+                         f"'{path}' is none of these.", "Catalogue names: geoml_plugin.core.weights_catalog "
+                         "(the Weights… dialog lists them).")
     from .finetune import BACKBONES
 
     meta = read_meta(path)
