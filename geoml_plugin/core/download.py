@@ -22,6 +22,7 @@ it (``DOWNLOAD_WEIGHTS``, or the dialog's question).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -121,7 +122,7 @@ def download_file(url: str, dest: str, sha256: str = "", hash_prefix: str = "",
         except JobCancelled:
             fb.log(f"Download cancelled at {_mb(done)}; the part is kept in {part} and a new download resumes it.")
             raise
-        except OSError as exc:  # connection cut mid-transfer: the .part stays for a resume
+        except (OSError, http.client.HTTPException) as exc:  # connection cut mid-transfer: the .part stays
             raise _offline(url, dest, sha256, hash_prefix,
                            f"the connection broke after {_mb(done)} ({exc}); downloading again resumes") from exc
     if total is not None and done < total:
