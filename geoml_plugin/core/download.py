@@ -128,6 +128,7 @@ def download_file(url: str, dest: str, sha256: str = "", hash_prefix: str = "",
     if total is not None and done < total:
         raise _offline(url, dest, sha256, hash_prefix,
                        f"the connection broke after {_mb(done)} of {_mb(total)}; downloading again resumes")
+    fb.progress(1.0, f"downloaded {name}: {_mb(done)}; checking its SHA-256")
     return _finish(part, dest, sha256, hash_prefix, url)
 
 

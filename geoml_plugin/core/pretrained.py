@@ -42,9 +42,15 @@ CLASSIFIER_PREFIXES = ("fc.", "head.", "classifier.")
 
 
 def cache_dir() -> str:
-    import torch
+    """torch's hub cache folder of checkpoints, found without importing torch (dialogs open torch-free):
+    ``$TORCH_HOME/hub/checkpoints``, else ``$XDG_CACHE_HOME/torch/…``, else ``~/.cache/torch/…``
+    (torch.hub.get_dir's rule); once torch is imported, ``torch.hub.get_dir()`` (honours ``set_dir``)."""
+    import sys
 
-    return os.path.join(torch.hub.get_dir(), "checkpoints")
+    if "torch" in sys.modules:
+        return os.path.join(sys.modules["torch"].hub.get_dir(), "checkpoints")
+    home = os.getenv("TORCH_HOME") or os.path.join(os.getenv("XDG_CACHE_HOME") or "~/.cache", "torch")
+    return os.path.join(os.path.expanduser(home), "hub", "checkpoints")
 
 
 def cached_path(entry: WeightsEntry) -> str:

@@ -30,7 +30,8 @@ def test_download_reports_progress_and_caches_the_verified_file(server, tmp_path
     assert os.listdir(dest.parent) == [dest.name]  # no .part left
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) > 5
-    assert "of 3.0 MB" in seen[-1][1] and any(url in line for line in lines)
+    assert "3.0 MB of 3.0 MB" in seen[-2][1] and "checking its SHA-256" in seen[-1][1]
+    assert any(url in line for line in lines)
 
 
 def test_a_cut_connection_is_resumed_with_a_range_request(server, tmp_path):
