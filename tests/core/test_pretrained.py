@@ -280,3 +280,21 @@ def test_sha256_prefix_of_a_cached_file_is_verified(tmp_path, monkeypatch):
     assert verify_cached(good)[0]
     bad = _entry("resnet18_imagenet", url=f"https://example.invalid/w-{prefix}.pth", hash_prefix="deadbeef")
     assert not verify_cached(bad)[0]
+
+
+def test_the_cache_folder_is_torchs_without_importing_torch(tmp_path, monkeypatch):
+    """Dialogs open without torch: the cache folder is found by torch.hub.get_dir's rule."""
+    import sys
+
+    from geoml_plugin.core.pretrained import cache_dir
+
+    for env in ({"TORCH_HOME": str(tmp_path / "th")}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")}, {}):
+        for var in ("TORCH_HOME", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(var, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        with_torch = cache_dir()
+        assert with_torch == os.path.join(torch.hub.get_dir(), "checkpoints")
+        with monkeypatch.context() as m:
+            m.delitem(sys.modules, "torch")
+            assert cache_dir() == with_torch

@@ -147,3 +147,18 @@ def test_a_job_never_downloads_unasked(server, tmp_path, monkeypatch):
     assert any(m.startswith("downloading") for _, m in fractions) and fractions[-1][0] == 1.0
     assert any("Started from" in s and "test_rgb" in s for s in lines)
     assert res.meta.extra["pretrained"]["name"] == "test_rgb" and res.meta.provenance["weights"] == "test_rgb"
+
+
+def test_command_line_lists_downloads_verifies_and_removes(server, tmp_path, monkeypatch, capsys):
+    from geoml_plugin.core.weights_cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    entry = serve_entry(server, monkeypatch)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in out and "resnet18_sentinel2_all_moco" in out
+    assert main(["download", entry.name]) == 0
+    assert capsys.readouterr().out.strip().endswith(entry.filename)
+    assert main(["verify", entry.name]) == 0 and "OK" in capsys.readouterr().out
+    assert main(["remove", entry.name]) == 0
+    assert main(["verify", entry.name]) == 1 and "not cached" in capsys.readouterr().out
