@@ -229,11 +229,25 @@ class FinetuneDialog(JobDialogBase, FORM):
         box.addWidget(self.weightsManagerButton)
         self.modelForm.insertRow(4, "Weight bands", row)
         self.weightsManagerButton.clicked.connect(self.open_weights_manager)
-        self.backboneCombo.currentIndexChanged.connect(self.fill_weights)
+        self.backboneCombo.currentIndexChanged.connect(lambda *_: self.fill_weights(propose=True))
         self.fill_weights()
 
-    def fill_weights(self, *_args) -> None:
-        """none, ImageNet, the catalogue entries for the chosen backbone, an earlier model; keeps the choice."""
+    def proposed_weights(self):
+        """A cached catalogue entry for the chosen backbone to propose: one with the selected band count
+        (catalogue order), else the ImageNet one; None when nothing suitable is cached (no download)."""
+        from ..core.pretrained import is_cached
+        from ..core.weights_catalog import entries_for
+
+        cached = [e for e in entries_for(self.backboneCombo.currentData()) if is_cached(e)]
+        n = len(self.selected_bands())
+        same = [e for e in cached if len(e.bands) == n]
+        imagenet = [e for e in cached if e.name.endswith("_imagenet")]
+        return (same or imagenet or [None])[0]
+
+    def fill_weights(self, *_args, propose: bool = False) -> None:
+        """none, ImageNet, the catalogue entries for the chosen backbone, an earlier model; keeps the choice.
+        ``propose`` (the backbone was changed): with starting weights 'none', a suitable cached entry
+        (:meth:`proposed_weights`) is selected instead, and the status line says so."""
         from ..core.weights_catalog import entries_for
 
         keep = self.weightsCombo.currentData()
@@ -249,6 +263,13 @@ class FinetuneDialog(JobDialogBase, FORM):
         self.weightsCombo.addItem(WEIGHT_ITEMS[2][1], WEIGHT_ITEMS[2][0])
         i = self.weightsCombo.findData(keep)
         self.weightsCombo.setCurrentIndex(max(0, i))
+        if propose and keep in (None, "none"):
+            entry = self.proposed_weights()
+            key = None if entry is None else "imagenet" if entry.name.endswith("_imagenet") else entry.name
+            if key is not None and self.weightsCombo.findData(key) >= 0:
+                self.weightsCombo.setCurrentIndex(self.weightsCombo.findData(key))
+                self.statusLabel.setText(f"Starting weights: {entry.title} (on this computer); choose None to "
+                                         "train from scratch.")
         self.weightsCombo.blockSignals(False)
         self.weights_changed()
 

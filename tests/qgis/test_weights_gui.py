@@ -109,3 +109,20 @@ def test_finetune_dialog_offers_catalogue_weights_and_asks_before_downloading(di
     cfg = captured["cfg"]
     assert cfg.weights == entry.name and cfg.download_weights and cfg.weight_bands == ["R", "G", "B", "-"]
     assert server.requests == []  # the download is the job's (in its QgsTask), not the dialog's
+
+
+def test_choosing_a_resnet_proposes_cached_weights_only(dialog, tmp_path, monkeypatch):
+    from geoml_plugin.core.pretrained import cached_path
+    from geoml_plugin.core.weights_catalog import find_entry
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    dialog.backboneCombo.setCurrentIndex(dialog.backboneCombo.findData("resnet34"))
+    assert dialog.weightsCombo.currentData() == "none"  # nothing cached: from scratch, nothing downloaded
+    path = cached_path(find_entry("imagenet", "resnet18"))
+    os.makedirs(os.path.dirname(path))
+    open(path, "wb").close()
+    dialog.backboneCombo.setCurrentIndex(dialog.backboneCombo.findData("resnet18"))
+    assert dialog.weightsCombo.currentData() == "imagenet" and "ImageNet" in dialog.statusLabel.text()
+    dialog.weightsCombo.setCurrentIndex(dialog.weightsCombo.findData("none"))
+    dialog.backboneCombo.setCurrentIndex(dialog.backboneCombo.findData("small_resnet"))
+    assert dialog.weightsCombo.currentData() == "none"
