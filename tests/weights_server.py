@@ -18,6 +18,7 @@ class WeightsServer:
         self.files: dict = {}  # path ("/x.pth") → bytes
         self.requests: list = []  # (request line path, Range header or None)
         self.cut_after: dict = {}  # path → bytes sent before the connection is cut (once)
+        self.ignore_range = False  # True: answer every request with the whole file (200), as some servers do
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -33,7 +34,7 @@ class WeightsServer:
                     return
                 start = 0
                 rng = self.headers.get("Range")
-                if rng and rng.startswith("bytes="):
+                if rng and rng.startswith("bytes=") and not server.ignore_range:
                     start = int(rng[6:].split("-")[0])
                     if start >= len(data):
                         self.send_error(416)

@@ -47,6 +47,21 @@ def test_a_cut_connection_is_resumed_with_a_range_request(server, tmp_path):
     assert server.requests[-1] == (path, "bytes=1000000-")
 
 
+def test_a_server_that_ignores_range_gets_the_file_written_from_the_start(server, tmp_path):
+    url, prefix = server.add("w.pth", DATA)
+    server.ignore_range = True
+    (tmp_path / "w.pth.part").write_bytes(b"stale bytes from another file")
+    download_file(url, str(tmp_path / "w.pth"), hash_prefix=prefix)
+    assert (tmp_path / "w.pth").read_bytes() == DATA and server.requests[-1][1] == "bytes=29-"
+
+
+def test_a_complete_part_is_verified_and_renamed_without_downloading_again(server, tmp_path):
+    url, prefix = server.add("w.pth", DATA)
+    (tmp_path / "w.pth.part").write_bytes(DATA)  # cut just before the rename
+    download_file(url, str(tmp_path / "w.pth"), hash_prefix=prefix)  # the server answers 416
+    assert (tmp_path / "w.pth").read_bytes() == DATA and os.listdir(tmp_path) == ["w.pth"]
+
+
 def test_cancel_stops_the_download_and_caches_nothing(server, tmp_path):
     url, prefix = server.add("w.pth", DATA)
     dest = tmp_path / "w.pth"
