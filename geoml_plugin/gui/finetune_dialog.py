@@ -82,6 +82,18 @@ training keeps the model file.</p>"""
 
 
 
+def band_descriptions(layer: QgsRasterLayer, bands: list) -> list:
+    """GDAL's descriptions of ``bands`` (what the core matches against the weights' bands), '' where none."""
+    from ..core.errors import GeoMLError
+    from ..core.raster_io import open_raster
+
+    try:
+        ds = open_raster(layer.source())  # kept referenced while its bands are read
+        return [ds.GetRasterBand(b).GetDescription() or "" for b in bands]
+    except (GeoMLError, AttributeError, RuntimeError):
+        return [""] * len(bands)
+
+
 def default_bands(layer: QgsRasterLayer) -> list:
     """The bands a training job uses when given none: all but alpha bands (core ``RasterReader(skip_alpha)``)."""
     from ..core.errors import GeoMLError
@@ -206,7 +218,16 @@ class FinetuneDialog(JobDialogBase, FORM):
         entry = self.catalogue_entry()
         if hasattr(self, "weightBandsEdit"):
             self.weightBandsEdit.setEnabled(entry is not None)
+            self.mapBandsButton.setEnabled(entry is not None)
         self.weightsCombo.setToolTip(entry.describe() if entry is not None else "")
+        if entry is not None:
+            from ..core.pretrained import is_cached
+            from .weights_dialog import size_text
+
+            if not is_cached(entry):
+                self.statusLabel.setText(f"Not on this computer yet: {entry.name}, {size_text(entry)} from "
+                                         f"{entry.url.split('/')[2]}, licence {entry.licence.split(' ')[0]}. "
+                                         "Run asks before downloading.")
 
     # pretrained weights (catalogue) ---------------------------------------------------------------
     def _add_pretrained_row(self) -> None:
@@ -225,8 +246,14 @@ class FinetuneDialog(JobDialogBase, FORM):
         self.weightsManagerButton.setObjectName("weightsManagerButton")
         self.weightsManagerButton.setToolTip("Pretrained weights: what is cached, where, its size; download, "
                                              "verify, remove")
+        self.mapBandsButton = QPushButton("Map bands…", row)
+        self.mapBandsButton.setObjectName("mapBandsButton")
+        self.mapBandsButton.setToolTip("A table: each band used → the weights' band (preselected from the band "
+                                       "descriptions)")
         box.addWidget(self.weightBandsEdit, 1)
+        box.addWidget(self.mapBandsButton)
         box.addWidget(self.weightsManagerButton)
+        self.mapBandsButton.clicked.connect(self.map_bands)
         self.modelForm.insertRow(4, "Weight bands", row)
         self.weightsManagerButton.clicked.connect(self.open_weights_manager)
         self.backboneCombo.currentIndexChanged.connect(lambda *_: self.fill_weights(propose=True))
@@ -280,6 +307,25 @@ class FinetuneDialog(JobDialogBase, FORM):
         if key in (None, "none", "file"):
             return None
         return find_entry(key, self.backboneCombo.currentData())
+
+    def map_bands(self) -> None:
+        """The band → weights' band table (:class:`weights_dialog.BandMapDialog`); OK fills Weight bands."""
+        from ..core.pretrained import match_bands, parse_weight_bands
+        from .weights_dialog import BandMapDialog
+
+        entry, raster = self.catalogue_entry(), self.inputLayer.currentLayer()
+        if entry is None or raster is None:
+            return
+        bands = self.selected_bands()
+        names = [raster.bandName(b) for b in bands]
+        descriptions = band_descriptions(raster, bands)
+        try:
+            match = match_bands(entry, descriptions, parse_weight_bands(self.weightBandsEdit.text()))
+        except GeoMLError:
+            match = match_bands(entry, descriptions)
+        dlg = BandMapDialog(entry, names, match.names, self)
+        if dlg.exec():
+            self.weightBandsEdit.setText(dlg.value())
 
     def open_weights_manager(self) -> None:
         from .weights_dialog import WeightsDialog

@@ -47,6 +47,49 @@ def ask_download_consent(parent, entry) -> bool:
     return answer == QMessageBox.StandardButton.Yes
 
 
+class BandMapDialog(QDialog):
+    """Each band used (rows) → the weights' band it is, or '(not a band of the weights)': the mean kernel."""
+
+    UNKNOWN = "(not a band of the weights: mean kernel)"
+
+    def __init__(self, entry, band_names: list, preset: list, parent=None):
+        from qgis.PyQt.QtWidgets import QComboBox, QDialogButtonBox
+
+        super().__init__(parent)
+        self.setWindowTitle(f"Bands for {entry.name}")
+        self.table = QTableWidget(len(band_names), 2, self)
+        self.table.setHorizontalHeaderLabels(["Band used", f"Band of the weights ({entry.sensor})"])
+        self.table.verticalHeader().setVisible(False)
+        self.combos = []
+        for row, (name, pre) in enumerate(zip(band_names, preset)):
+            item = QTableWidgetItem(name)
+            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+            self.table.setItem(row, 0, item)
+            combo = QComboBox(self.table)
+            combo.addItem(self.UNKNOWN, "-")
+            for b in entry.bands:
+                combo.addItem(b, b)
+            combo.setCurrentIndex(max(0, combo.findData(pre)) if pre else 0)
+            self.table.setCellWidget(row, 1, combo)
+            self.combos.append(combo)
+        self.table.resizeColumnsToContents()
+        note = QLabel("Mapped bands start from the weights' kernels for that band and are scaled as the weights "
+                      f"expect ({entry.scaling}); the others get the mean kernel and the raster's statistics.", self)
+        note.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table)
+        layout.addWidget(note)
+        layout.addWidget(buttons)
+        self.resize(520, 360)
+
+    def value(self) -> str:
+        """The mapping as WEIGHT_BANDS text, e.g. 'B04,B03,B02,-'."""
+        return ",".join(c.currentData() for c in self.combos)
+
+
 class WeightsDialog(QDialog):
     def __init__(self, plugin=None, parent=None):
         super().__init__(parent)

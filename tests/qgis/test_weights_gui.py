@@ -126,3 +126,26 @@ def test_choosing_a_resnet_proposes_cached_weights_only(dialog, tmp_path, monkey
     dialog.weightsCombo.setCurrentIndex(dialog.weightsCombo.findData("none"))
     dialog.backboneCombo.setCurrentIndex(dialog.backboneCombo.findData("small_resnet"))
     assert dialog.weightsCombo.currentData() == "none"
+
+
+def test_band_map_table_preselects_named_bands_and_fills_weight_bands(dialog, tmp_path, monkeypatch):
+    from geoml_plugin.gui.weights_dialog import BandMapDialog
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    dialog.backboneCombo.setCurrentIndex(dialog.backboneCombo.findData("resnet18"))
+    dialog.weightsCombo.setCurrentIndex(dialog.weightsCombo.findData("resnet18_sentinel2_rgb_moco"))
+    assert dialog.mapBandsButton.isEnabled()
+    assert "Not on this computer yet: resnet18_sentinel2_rgb_moco" in dialog.statusLabel.text()
+    assert "CC-BY-4.0" in dialog.statusLabel.text()
+    shown = {}
+
+    def exec_(self):
+        shown["rows"] = [(self.table.item(r, 0).text(), c.currentData()) for r, c in enumerate(self.combos)]
+        self.combos[3].setCurrentIndex(self.combos[3].findData("B04"))  # the analyst maps band 4 too
+        return 1
+
+    monkeypatch.setattr(BandMapDialog, "exec", exec_)
+    dialog.map_bands()
+    # the sample scene's bands are described red, green, blue, nir: RGB by name, NIR unknown to RGB weights
+    assert [v for _, v in shown["rows"]] == ["B04", "B03", "B02", "-"]
+    assert dialog.weightBandsEdit.text() == "B04,B03,B02,B04"
