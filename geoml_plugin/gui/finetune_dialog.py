@@ -54,8 +54,8 @@ catalogue entry that is not cached is downloaded only after you agree (Run asks,
 licence): in the background, with progress and Cancel, through QGIS's proxy, checked against its published
 checksum before it is kept. <b>Weights…</b> lists what is cached, where and how big, and downloads, verifies or
 removes files. <b>Weight bands</b>: which band of the weights each of your bands is (e.g.
-<code>B04,B03,B02,B08</code>, <code>-</code> for one they do not know); empty reads the band descriptions (B4,
-B04, red…). Named bands start from their pretrained kernels and get the scaling the weights expect (e.g.
+<code>B04,B03,B02,B08</code>, <code>-</code> for one they do not know; <b>Map bands…</b> sets it in a table);
+empty reads the band descriptions (B4, B04, red…). Named bands start from their pretrained kernels and get the scaling the weights expect (e.g.
 Sentinel-2 ÷ 10000, saved in the model and applied when it is used); other bands get the mean kernel. An
 earlier GeoML model with the same backbone and bands transfers its backbone.</li>
 <li><b>Epochs / learning rate</b>: <i>automatic</i> suits most cases.</li>

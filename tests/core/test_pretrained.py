@@ -298,3 +298,29 @@ def test_the_cache_folder_is_torchs_without_importing_torch(tmp_path, monkeypatc
         with monkeypatch.context() as m:
             m.delitem(sys.modules, "torch")
             assert cache_dir() == with_torch
+
+
+def test_a_frozen_pretrained_backbone_stays_as_loaded(tmp_path, monkeypatch):
+    """FREEZE_BACKBONE with catalogue weights: only the head trains; the backbone's weights and batch-norm
+    statistics are those of the file after training."""
+    from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
+    from tests.conftest import write_raster
+    from tests.core.test_finetune import write_points
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    src = torchvision_state("resnet18", seed=5)
+    entry = find_entry("imagenet", "resnet18")
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(src, cache / entry.filename)
+    img = np.random.default_rng(1).normal(100, 20, (3, 64, 64)).astype(np.float32)
+    raster = write_raster(tmp_path / "r.tif", img)
+    labels = write_points(tmp_path / "p.gpkg", [(r, c, "ab"[(r + c) // 16 % 2]) for r in (12, 28, 44)
+                                                for c in (12, 28, 44)])
+    res = run_finetune(FinetuneConfig(raster, labels, "label", str(tmp_path / "m.safetensors"), backbone="resnet18",
+                                      weights="imagenet", freeze_backbone=True, patch_size=16, epochs=2,
+                                      batch_size=4, device="cpu", validation_fraction=0.0))
+    assert res.learning_rate == 3e-3
+    got = res.model.backbone.state_dict()
+    for k in ("conv1.weight", "layer1.0.conv1.weight", "layer4.1.bn2.running_mean", "bn1.running_var"):
+        torch.testing.assert_close(got[k], src[k])
