@@ -8,7 +8,9 @@ Processing algorithm and Python scripts all call. Steps:
    patches around them (``trainset.py``); refuse unusable labels clearly;
 3. split off a stratified validation set (whole features or areas);
 4. build the network (``models/``) and load its starting weights
-   (``weights.py``: none, ImageNet from the local cache, or an earlier model);
+   (``weights.py``: none, catalogue weights such as ImageNet — from the local
+   cache, downloaded first only when ``download_weights`` allows it, mapped onto
+   the bands and scaled as they expect by ``pretrained.py`` — or an earlier model);
 5. train (``trainer.py``) with live progress; Cancel stops within a batch;
 6. write the HTML/JSON report, then the model file — atomically, and only
    when everything succeeded, so a failed or cancelled run leaves no file.

@@ -1,19 +1,18 @@
 """Starting weights for fine-tuning: none, ImageNet, a catalogue entry, or an earlier GeoML model.
 
 * ``none`` — random initialisation (training from scratch).
-* ``imagenet`` — torchvision's ImageNet weights for the ResNets, read from the
-  local torch hub cache (``$TORCH_HOME/hub/checkpoints``, by default
-  ``~/.cache/torch/hub/checkpoints``). GeoML never downloads them during a job:
-  a machine without internet would hang, and a job must not depend on the
-  network. When the file is not there the message names it, its URL and the
-  folder to copy it into. The first convolution is adapted to the band count
-  (``resnets.adapt_first_conv``); the classifier is dropped.
-  The checkpoint is read with ``torch.load(weights_only=True)``, torch's
-  restricted unpickler that only rebuilds tensors and cannot run code.
-* a name from the weights catalogue (``weights_catalog.py``; ``imagenet`` is the
-  ImageNet entry of the chosen backbone): loaded, mapped onto the bands and
-  downloaded only when allowed by ``pretrained.py``. ``load_imagenet_state``
-  and ``apply_imagenet`` below are the older direct path, kept for scripts.
+* ``imagenet`` or a name from the weights catalogue (``weights_catalog.py``;
+  ``imagenet`` is the ImageNet entry of the chosen ResNet): read from the local
+  torch hub cache (``$TORCH_HOME/hub/checkpoints``, by default
+  ``~/.cache/torch/hub/checkpoints``) and downloaded only when the user allowed
+  it (``download_weights``: a machine without internet must not hang and a job
+  never downloads unasked); otherwise the message names the file, its URL, its
+  checksum and the folder to copy it into. Loading, key mapping, the band-aware
+  first layer and the input scaling are ``pretrained.py``'s. ``load_imagenet_state``
+  and ``apply_imagenet`` below are the older direct ImageNet path (RGB kernels
+  spread over the bands by ``resnets.adapt_first_conv``), kept for scripts;
+  both read with ``torch.load(weights_only=True)``, torch's restricted unpickler
+  that only rebuilds tensors and cannot run code.
 * a path to a GeoML model file — transfer learning: its *backbone* (the
   ``backbone.*`` tensors) starts the new model, which gets a new head for the
   new classes. The file must have the same backbone and band count.
