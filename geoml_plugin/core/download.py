@@ -109,7 +109,7 @@ def download_file(url: str, dest: str, sha256: str = "", hash_prefix: str = "",
             with open(part, "ab" if resumed else "wb") as out:
                 while True:
                     fb.check()
-                    block = resp.read(CHUNK)
+                    block = resp.read1(CHUNK)  # what has arrived (≤ CHUNK): Cancel is seen on slow links too
                     if not block:
                         break
                     out.write(block)
