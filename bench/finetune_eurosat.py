@@ -19,6 +19,13 @@ themselves were never trained on.
 Targets (CPU): ≥ 90 % overall accuracy from scratch, training ≤ 15 min,
 loop overhead ≤ 1.15× the bare loop; the map at held-out chip centres within 2 points of the chip
 accuracy at every shift.
+
+``--weights NAME`` starts from any entry of GeoML's weights catalogue
+(``geoml_plugin/core/weights_catalog.py``, e.g. ``resnet50_imagenet``,
+``resnet18_sentinel2_rgb_seco``) on that entry's backbone; ``--download``
+allows fetching it when it is not in the torch cache. Accuracy with real
+pretrained weights has not been measured on GeoML's development machines
+(no internet to the weight hosts): see README, Pretrained weights.
 """
 from __future__ import annotations
 
@@ -165,7 +172,17 @@ def main() -> int:
     ap.add_argument("--keep", default="", help="copy the trained model file here")
     ap.add_argument("--model", default="", help="score this model file instead of training one (maps and chips only)")
     ap.add_argument("--shifts", default="0,2,4", help="crops of the input (px in x and y) for the map scores")
+    from geoml_plugin.core.weights_catalog import entry_names, find_entry
+
+    ap.add_argument("--weights", default="none", choices=["none", *entry_names()],
+                    help="starting weights: none (GeoML's default) or a catalogue entry (its backbone is used)")
+    ap.add_argument("--download", action="store_true", help="download the weights if they are not cached")
+    ap.add_argument("--weight-bands", default="", help="the weights' band of each raster band, e.g. B04,B03,B02")
     args = ap.parse_args()
+    entry = find_entry(args.weights)
+    backbone = entry.arch if entry is not None else "small_resnet"
+    start = dict(backbone=backbone, weights=args.weights, download_weights=args.download,
+                 weight_bands=args.weight_bands or None)
     raster = os.path.join(args.data, "eurosat_rgb_train.tif")
     points = os.path.join(args.data, "eurosat_rgb_train_points.gpkg")
     if not (os.path.exists(raster) and os.path.exists(points)):
@@ -193,12 +210,12 @@ def main() -> int:
         model_path = os.path.join(tmp, "eurosat.safetensors")
         # the bare loop needs the model's architecture and normalisation: a 1-epoch probe model gives them
         probe = run_finetune(FinetuneConfig(raster, train_pts, "class_name", os.path.join(tmp, "probe.safetensors"),
-                                            epochs=1, seed=args.seed))
+                                            epochs=1, seed=args.seed, **start))
         bare_before = bare_loop(probe.model_path, raster, train_pts, probe.batch_size, probe.learning_rate,
                                 args.bare_seconds / 2)
         t0 = time.perf_counter()
         res = run_finetune(FinetuneConfig(raster, train_pts, "class_name", model_path, epochs=args.epochs,
-                                          seed=args.seed), PrintFeedback(prefix="  ", every_s=30))
+                                          seed=args.seed, **start), PrintFeedback(prefix="  ", every_s=30))
         total = time.perf_counter() - t0
         load_train = os.getloadavg()
         test = evaluate(model_path, raster, test_pts)
@@ -214,7 +231,7 @@ def main() -> int:
     val_seconds = sum(h["seconds"] - h["train_seconds"] for h in res.history)
     out = {
         "benchmark": "finetune_eurosat",
-        "defaults": {"backbone": "small_resnet", "weights": "none", "patch_size": 64, "epochs": res.epochs,
+        "defaults": {"backbone": backbone, "weights": args.weights, "patch_size": 64, "epochs": res.epochs,
                      "batch_size": res.batch_size, "learning_rate": res.learning_rate,
                      "validation_fraction": 0.2, "augment": True},
         "train_points": res.n_train + res.n_val, "test_points": test["samples"],

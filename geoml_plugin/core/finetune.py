@@ -8,7 +8,9 @@ Processing algorithm and Python scripts all call. Steps:
    patches around them (``trainset.py``); refuse unusable labels clearly;
 3. split off a stratified validation set (whole features or areas);
 4. build the network (``models/``) and load its starting weights
-   (``weights.py``: none, ImageNet from the local cache, or an earlier model);
+   (``weights.py``: none, catalogue weights such as ImageNet — from the local
+   cache, downloaded first only when ``download_weights`` allows it, mapped onto
+   the bands and scaled as they expect by ``pretrained.py`` — or an earlier model);
 5. train (``trainer.py``) with live progress; Cancel stops within a batch;
 6. write the HTML/JSON report, then the model file — atomically, and only
    when everything succeeded, so a failed or cancelled run leaves no file.
@@ -47,7 +49,10 @@ class FinetuneConfig:
     input_bands: Optional[list] = None  # 1-based; default all bands but alpha bands
     task: str = "classification"
     backbone: str = "small_resnet"
-    weights: str = "none"  # 'none', 'imagenet' or a GeoML model file
+    weights: str = "none"  # 'none', 'imagenet', a catalogue name (weights_catalog.py) or a GeoML model file
+    download_weights: bool = False  # a catalogue entry not cached may be downloaded (the user's consent)
+    weight_bands: Optional[list] = None  # per band used: the weights' band name, '' / '-' = unknown; None = auto
+    proxies: Optional[dict] = None  # download proxies ({'https': url}); None = the standard proxy variables
     patch_size: int = 64
     epochs: int = 0  # 0 = automatic (about 100 000 patches seen, 5–100 epochs)
     batch_size: int = 32
@@ -189,16 +194,26 @@ def check_config(cfg: FinetuneConfig) -> None:
             raise InputError("The report must be a different file from the model.")
 
 
-def _check_weights(cfg: FinetuneConfig, in_bands: int) -> None:
-    from .weights import check_transfer_source, imagenet_checkpoint_path, is_model_file, load_imagenet_state
+def _check_weights(cfg: FinetuneConfig, in_bands: int):
+    """The catalogue entry of ``cfg.weights`` (None for none / a model file), refused early when unusable."""
+    from .pretrained import is_cached, missing_message
+    from .weights import catalogue_entry, check_transfer_source, is_model_file, torchvision_weights_enum
 
     w = cfg.weights.strip()
     if is_model_file(w):
         check_transfer_source(w, cfg.backbone, in_bands)
-    elif w.lower() == "imagenet":
-        path, _ = imagenet_checkpoint_path(cfg.backbone)
-        if not os.path.isfile(path):
-            load_imagenet_state(cfg.backbone)  # raises the "not cached, offline" message
+        return None
+    if w.lower() == "none":
+        return None
+    if w.lower() == "imagenet":
+        torchvision_weights_enum(cfg.backbone)  # "ImageNet weights exist only for the torchvision ResNets"
+    entry = catalogue_entry(w, cfg.backbone)
+    if entry.arch != cfg.backbone:
+        raise InputError(f"The weights '{entry.name}' are for {entry.arch}, but this run uses {cfg.backbone}.",
+                         f"Choose BACKBONE={entry.arch}, or other weights.")
+    if not is_cached(entry) and not cfg.download_weights:
+        raise missing_message(entry)
+    return entry
 
 
 def _check_labels(data, cfg: FinetuneConfig) -> None:
@@ -226,9 +241,9 @@ def _check_labels(data, cfg: FinetuneConfig) -> None:
                          "Check the field (or the target raster's nodata value), or add labels with other values.")
 
 
-def _build_model(cfg: FinetuneConfig, data, in_bands: int, fb: Feedback):
+def _build_model(cfg: FinetuneConfig, data, in_bands: int, fb: Feedback, pretrained=None):
     from .models import build_model
-    from .weights import apply_imagenet, apply_transfer, is_model_file
+    from .weights import apply_transfer, is_model_file
 
     if data.dense:
         arch, args = "unet", {"backbone": cfg.backbone, "in_bands": in_bands, "num_outputs": data.num_outputs}
@@ -238,8 +253,11 @@ def _build_model(cfg: FinetuneConfig, data, in_bands: int, fb: Feedback):
     w = cfg.weights.strip()
     if is_model_file(w):
         fb.log(apply_transfer(model, w))
-    elif w.lower() == "imagenet":
-        fb.log(apply_imagenet(model, cfg.backbone, in_bands))
+    elif pretrained is not None:
+        from .pretrained import apply_entry
+
+        entry, path, match = pretrained
+        fb.log(apply_entry(model, entry, path, match))
     else:
         fb.log(f"Training {arch}{' (' + cfg.backbone + ' encoder)' if data.dense else ''} from scratch.")
     return model, arch, args
@@ -277,13 +295,29 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
             raise InputError(f"The patch size ({cfg.patch_size} px) is larger than the raster "
                              f"({info.width}×{info.height} px).", "Choose a smaller PATCH_SIZE.")
         in_bands = len(reader.bands)
-        _check_weights(cfg, in_bands)
+        entry = _check_weights(cfg, in_bands)
+        pretrained, norm = None, None
+        if entry is not None:
+            from .pretrained import ensure_weights, is_cached, match_bands, parse_weight_bands, scaling
+
+            match = match_bands(entry, [info.band_names[b - 1] for b in reader.bands],
+                                parse_weight_bands(cfg.weight_bands))
+            if not is_cached(entry):  # allowed by the user (checked above): the download is the first 30 %
+                path = ensure_weights(entry, True, fb.sub(0.0, 0.3), cfg.proxies)
+                fb = fb.sub(0.3, 1.0)
+            else:
+                path = ensure_weights(entry)
+            pretrained = (entry, path, match)
+            norm = lambda m, s: scaling(entry, match, m, s)  # noqa: E731
+            if entry.scale_mean is not None and match.index is not None:
+                fb.log(f"Input scaling of {entry.name} for the matched bands: {entry.scaling}.")
         fb.log(f"Input: {os.path.basename(cfg.input_path)}, {info.width}×{info.height} px, bands {reader.bands}; "
                f"device: {describe_device(device)}")
         fb.progress(0.0, "reading labels and patches")
         data = build_training_data(cfg.labels, cfg.label_field, reader, cfg.task, cfg.patch_size,
                                    cfg.max_raster_samples, cfg.seed, fb.sub(0.0, 0.08),
-                                   margin=shift_margin(cfg.patch_size, _dense_task(cfg)) if cfg.augment else 0)
+                                   margin=shift_margin(cfg.patch_size, _dense_task(cfg)) if cfg.augment else 0,
+                                   norm=norm)
         bands = list(reader.bands)
         band_names = [info.band_names[b - 1] for b in bands]
     fb.log(_describe_labels(data))
@@ -298,7 +332,7 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
            f"{cfg.batch_size}, learning rate {lr:g}{', backbone frozen' if cfg.freeze_backbone else ''}"
            f"{', shifts/flips/rotations' if cfg.augment else ''}"
            f"{' and contrast jitter' if cfg.augment and data.is_classifier else ''}.")
-    model, arch, args = _build_model(cfg, data, in_bands, fb)
+    model, arch, args = _build_model(cfg, data, in_bands, fb, pretrained)
     trainer = Trainer(model, data, train_idx, val_idx, spec, device, cfg.seed, fb.log)
     outcome = trainer.fit(fb.sub(0.08, 0.97))
     fb.progress(0.97, "saving")
@@ -311,6 +345,12 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
         samples_per_second=round(outcome.samples_seen / max(outcome.train_seconds, 1e-9), 2),
     )
     meta = _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
+    if pretrained is not None:
+        entry, _, match = pretrained
+        meta.extra["pretrained"] = {"name": entry.name, "url": entry.url, "hash_prefix": entry.hash_prefix,
+                                    "licence": entry.licence, "band_match": match.as_dict(),
+                                    "scaling": entry.scaling if entry.scale_mean is not None and match.index
+                                    is not None else "the raster's per-band statistics"}
     _write_outputs(cfg, model, meta, result)
     result.model, result.meta = model.eval(), meta
     result.seconds = round(time.perf_counter() - t0, 2)
@@ -326,6 +366,7 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
 def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome):
     from .classes import make_styled_classes
     from .modelfile import ModelMeta, new_provenance
+    from .weights import is_model_file
 
     weights = cfg.weights.strip()
     training = {"epochs": result.epochs, "batch_size": outcome.batch_size, "learning_rate": result.learning_rate,
@@ -341,8 +382,8 @@ def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
         provenance=new_provenance(method="geoml:finetune", source=os.path.basename(cfg.input_path),
                                   labels=os.path.basename(cfg.labels.split("|")[0]), label_field=cfg.label_field,
                                   backbone=cfg.backbone,
-                                  weights=os.path.basename(weights) if weights.lower() not in ("none", "imagenet")
-                                  else weights.lower()),
+                                  weights=weights.lower() if weights.lower() in ("none", "imagenet")
+                                  or not is_model_file(weights) else os.path.basename(weights)),
         metrics=result.metrics, extra={"training": training},
     )
 

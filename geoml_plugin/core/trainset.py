@@ -110,12 +110,15 @@ def read_labels(source: str, label_field: str, reader: RasterReader, task: str, 
 
 
 def build_training_data(source: str, label_field: str, reader: RasterReader, task: str, patch: int,
-                        max_raster_samples: int = 2000, seed: int = 0, feedback=None, margin: int = 0) -> TrainingData:
+                        max_raster_samples: int = 2000, seed: int = 0, feedback=None, margin: int = 0,
+                        norm=None) -> TrainingData:
     """Read labels and patches; see the module docstring for what comes out.
 
     With ``margin`` > 0 every patch is read ``margin`` pixels wider on each
     side, so training can shift it randomly (real neighbouring pixels, not
     padding); the centre ``patch``×``patch`` is what validation sees.
+    ``norm(mean, std) -> (mean, std)`` may replace the raster's per-band statistics (the scaling pretrained
+    weights expect, ``pretrained.scaling``); what is used is stored in ``mean`` / ``std``.
     """
     size = patch + 2 * margin
     labels_fb = feedback.sub(0.0, 0.3) if feedback is not None else None
@@ -126,6 +129,8 @@ def build_training_data(source: str, label_field: str, reader: RasterReader, tas
         mean, std, n_valid = reader.band_statistics()
         if n_valid == 0:
             raise InputError("The input raster has no valid pixels (everything is nodata).")
+        if norm is not None:
+            mean, std = norm(mean, std)
         x, valid = extract_patches(reader, labels.cols, labels.rows, size, feedback=patches_fb)
         normalise_patches(x, valid, mean, std)
         if x.nbytes > _FLOAT16_ABOVE_BYTES:

@@ -1,15 +1,18 @@
-"""Starting weights for fine-tuning: none, ImageNet, or an earlier GeoML model.
+"""Starting weights for fine-tuning: none, ImageNet, a catalogue entry, or an earlier GeoML model.
 
 * ``none`` — random initialisation (training from scratch).
-* ``imagenet`` — torchvision's ImageNet weights for the ResNets, read from the
-  local torch hub cache (``$TORCH_HOME/hub/checkpoints``, by default
-  ``~/.cache/torch/hub/checkpoints``). GeoML never downloads them during a job:
-  a machine without internet would hang, and a job must not depend on the
-  network. When the file is not there the message names it, its URL and the
-  folder to copy it into. The first convolution is adapted to the band count
-  (``resnets.adapt_first_conv``); the classifier is dropped.
-  The checkpoint is read with ``torch.load(weights_only=True)``, torch's
-  restricted unpickler that only rebuilds tensors and cannot run code.
+* ``imagenet`` or a name from the weights catalogue (``weights_catalog.py``;
+  ``imagenet`` is the ImageNet entry of the chosen ResNet): read from the local
+  torch hub cache (``$TORCH_HOME/hub/checkpoints``, by default
+  ``~/.cache/torch/hub/checkpoints``) and downloaded only when the user allowed
+  it (``download_weights``: a machine without internet must not hang and a job
+  never downloads unasked); otherwise the message names the file, its URL, its
+  checksum and the folder to copy it into. Loading, key mapping, the band-aware
+  first layer and the input scaling are ``pretrained.py``'s. ``load_imagenet_state``
+  and ``apply_imagenet`` below are the older direct ImageNet path (RGB kernels
+  spread over the bands by ``resnets.adapt_first_conv``), kept for scripts;
+  both read with ``torch.load(weights_only=True)``, torch's restricted unpickler
+  that only rebuilds tensors and cannot run code.
 * a path to a GeoML model file — transfer learning: its *backbone* (the
   ``backbone.*`` tensors) starts the new model, which gets a new head for the
   new classes. The file must have the same backbone and band count.
@@ -23,8 +26,18 @@ from .errors import InputError, ModelFileError
 WEIGHT_CHOICES = ("none", "imagenet")  # or a path to a GeoML model file
 
 
+def catalogue_entry(weights: str, backbone: str):
+    """The catalogue entry ``weights`` names (``imagenet``: that of ``backbone``), else None."""
+    from .weights_catalog import find_entry
+
+    return find_entry(weights, backbone)
+
+
 def is_model_file(weights: str) -> bool:
-    return bool(weights) and weights.strip().lower() not in WEIGHT_CHOICES
+    from .weights_catalog import find_entry
+
+    w = (weights or "").strip()
+    return bool(w) and w.lower() not in WEIGHT_CHOICES and find_entry(w) is None
 
 
 def torchvision_weights_enum(backbone: str):
@@ -94,7 +107,9 @@ def check_transfer_source(path: str, backbone: str, in_bands: int):
     if os.path.isdir(path):
         raise InputError(f"WEIGHTS '{path}' is a folder, not a model file.", "Choose the GeoML model file itself.")
     if not os.path.isfile(path):
-        raise InputError(f"WEIGHTS must be 'none', 'imagenet' or an existing GeoML model file; '{path}' is none of these.")
+        raise InputError(f"WEIGHTS must be 'none', 'imagenet', a catalogue name or an existing GeoML model file; "
+                         f"'{path}' is none of these.", "Catalogue names: geoml_plugin.core.weights_catalog "
+                         "(the Weights… dialog lists them).")
     from .finetune import BACKBONES
 
     meta = read_meta(path)

@@ -48,8 +48,16 @@ when another field will do. Your last choice is remembered.</li>
 <i>segmentation</i> a class per pixel (U-Net); <i>regression</i> a continuous value.</li>
 <li><b>Backbone</b>: the small residual CNN trains in minutes on a CPU; the ResNets are
 stronger with ImageNet weights or on a GPU.</li>
-<li><b>Starting weights</b>: ImageNet weights are read from the torch cache (no download
-during a job); an earlier GeoML model with the same backbone and bands transfers its backbone.</li>
+<li><b>Starting weights</b>: for a ResNet, ImageNet or a remote-sensing backbone from GeoML's
+catalogue (Sentinel-2 SSL4EO-S12 MoCo/DINO and SeCo, Landsat SSL4EO-L), read from the torch cache. A
+catalogue entry that is not cached is downloaded only after you agree (Run asks, naming its size, source and
+licence): in the background, with progress and Cancel, through QGIS's proxy, checked against its published
+checksum before it is kept. <b>Weights…</b> lists what is cached, where and how big, and downloads, verifies or
+removes files. <b>Weight bands</b>: which band of the weights each of your bands is (e.g.
+<code>B04,B03,B02,B08</code>, <code>-</code> for one they do not know; <b>Map bands…</b> sets it in a table);
+empty reads the band descriptions (B4, B04, red…). Named bands start from their pretrained kernels and get the scaling the weights expect (e.g.
+Sentinel-2 ÷ 10000, saved in the model and applied when it is used); other bands get the mean kernel. An
+earlier GeoML model with the same backbone and bands transfers its backbone.</li>
 <li><b>Epochs / learning rate</b>: <i>automatic</i> suits most cases.</li>
 <li><b>Model file</b>: where the model (.safetensors) is saved, with its report and maps beside it
 (<code>x_report.html</code> and <code>x_report.json</code> with the report, <code>x_classes.tif</code> and
@@ -63,7 +71,8 @@ about again, but an existing report or map beside it is. <b>Classify</b> asks th
 maps.</li>
 <li><b>Advanced</b>: validation fraction (kept apart per class for the metrics), augmentation
 (random shifts, flips and quarter turns; for classes also a mild contrast/brightness jitter),
-freezing the backbone, seed.</li>
+freezing the backbone (only the head trains; pretrained weights and their normalisation statistics stay
+as loaded: for very few labels), seed.</li>
 </ul>
 <p>The same tool is in the Processing toolbox as <i>GeoML › Fine-tune a model on your labels</i>
 (batch, modeler, <code>qgis_process run geoml:finetune</code>).</p>
@@ -71,6 +80,18 @@ freezing the backbone, seed.</li>
 result is added to the map when it ends), cancel it, or stay. Cancelling the classification after
 training keeps the model file.</p>"""
 
+
+
+def band_descriptions(layer: QgsRasterLayer, bands: list) -> list:
+    """GDAL's descriptions of ``bands`` (what the core matches against the weights' bands), '' where none."""
+    from ..core.errors import GeoMLError
+    from ..core.raster_io import open_raster
+
+    try:
+        ds = open_raster(layer.source())  # kept referenced while its bands are read
+        return [ds.GetRasterBand(b).GetDescription() or "" for b in bands]
+    except (GeoMLError, AttributeError, RuntimeError):
+        return [""] * len(bands)
 
 
 def default_bands(layer: QgsRasterLayer) -> list:
@@ -150,6 +171,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         self._field_picked = False
         self._maps_asked = False  # the last Run asked about the maps it then writes
         self.classifyButton.clicked.connect(self.classify_clicked)
+        self._add_pretrained_row()
         self.restore_settings()
         self.fill_bands(self.inputLayer.currentLayer())
         self.labels_changed(self.labelsLayer.currentLayer())
@@ -193,6 +215,138 @@ class FinetuneDialog(JobDialogBase, FORM):
 
     def weights_changed(self, *_args) -> None:
         self.weightsFile.setEnabled(self.weightsCombo.currentData() == "file")
+        entry = self.catalogue_entry()
+        if hasattr(self, "weightBandsEdit"):
+            self.weightBandsEdit.setEnabled(entry is not None)
+            self.mapBandsButton.setEnabled(entry is not None)
+        self.weightsCombo.setToolTip(entry.describe() if entry is not None else "")
+        if entry is not None:
+            from ..core.pretrained import is_cached
+            from .weights_dialog import size_text
+
+            if not is_cached(entry):
+                self.statusLabel.setText(f"Not on this computer yet: {entry.name}, {size_text(entry)} from "
+                                         f"{entry.url.split('/')[2]}, licence {entry.licence.split(' ')[0]}. "
+                                         "Run asks before downloading.")
+
+    # pretrained weights (catalogue) ---------------------------------------------------------------
+    def _add_pretrained_row(self) -> None:
+        """Weight bands and the Weights… manager, below the weights (added here, not in the .ui)."""
+        from qgis.PyQt.QtWidgets import QHBoxLayout, QLineEdit, QPushButton, QWidget
+
+        row = QWidget(self)
+        box = QHBoxLayout(row)
+        box.setContentsMargins(0, 0, 0, 0)
+        self.weightBandsEdit = QLineEdit(row)
+        self.weightBandsEdit.setObjectName("weightBandsEdit")
+        self.weightBandsEdit.setPlaceholderText("from the band descriptions")
+        self.weightBandsEdit.setToolTip("The weights' band of each band used, in order, e.g. B04,B03,B02,B08 "
+                                        "('-' = a band the weights do not know); empty: from band descriptions")
+        self.weightsManagerButton = QPushButton("Weights…", row)
+        self.weightsManagerButton.setObjectName("weightsManagerButton")
+        self.weightsManagerButton.setToolTip("Pretrained weights: what is cached, where, its size; download, "
+                                             "verify, remove")
+        self.mapBandsButton = QPushButton("Map bands…", row)
+        self.mapBandsButton.setObjectName("mapBandsButton")
+        self.mapBandsButton.setToolTip("A table: each band used → the weights' band (preselected from the band "
+                                       "descriptions)")
+        box.addWidget(self.weightBandsEdit, 1)
+        box.addWidget(self.mapBandsButton)
+        box.addWidget(self.weightsManagerButton)
+        self.mapBandsButton.clicked.connect(self.map_bands)
+        self.modelForm.insertRow(4, "Weight bands", row)
+        self.weightsManagerButton.clicked.connect(self.open_weights_manager)
+        self.backboneCombo.currentIndexChanged.connect(lambda *_: self.fill_weights(propose=True))
+        self.fill_weights()
+
+    def proposed_weights(self):
+        """A cached catalogue entry for the chosen backbone to propose: one with the selected band count
+        (catalogue order), else the ImageNet one; None when nothing suitable is cached (no download)."""
+        from ..core.pretrained import is_cached
+        from ..core.weights_catalog import entries_for
+
+        cached = [e for e in entries_for(self.backboneCombo.currentData()) if is_cached(e)]
+        n = len(self.selected_bands())
+        same = [e for e in cached if len(e.bands) == n]
+        imagenet = [e for e in cached if e.name.endswith("_imagenet")]
+        return (same or imagenet or [None])[0]
+
+    def fill_weights(self, *_args, propose: bool = False) -> None:
+        """none, ImageNet, the catalogue entries for the chosen backbone, an earlier model; keeps the choice.
+        ``propose`` (the backbone was changed): with starting weights 'none', a suitable cached entry
+        (:meth:`proposed_weights`) is selected instead, and the status line says so."""
+        from ..core.weights_catalog import entries_for
+
+        keep = self.weightsCombo.currentData()
+        backbone = self.backboneCombo.currentData()
+        self.weightsCombo.blockSignals(True)
+        self.weightsCombo.clear()
+        for key, text in WEIGHT_ITEMS[:2]:
+            if key != "imagenet" or backbone != "small_resnet":
+                self.weightsCombo.addItem(text, key)
+        for e in entries_for(backbone):
+            if not e.name.endswith("_imagenet"):  # the ImageNet item above is that entry
+                self.weightsCombo.addItem(f"{e.title} [{e.licence}]", e.name)
+        self.weightsCombo.addItem(WEIGHT_ITEMS[2][1], WEIGHT_ITEMS[2][0])
+        i = self.weightsCombo.findData(keep)
+        self.weightsCombo.setCurrentIndex(max(0, i))
+        if propose and keep in (None, "none"):
+            entry = self.proposed_weights()
+            key = None if entry is None else "imagenet" if entry.name.endswith("_imagenet") else entry.name
+            if key is not None and self.weightsCombo.findData(key) >= 0:
+                self.weightsCombo.setCurrentIndex(self.weightsCombo.findData(key))
+                self.statusLabel.setText(f"Starting weights: {entry.title} (on this computer); choose None to "
+                                         "train from scratch.")
+        self.weightsCombo.blockSignals(False)
+        self.weights_changed()
+
+    def catalogue_entry(self):
+        from ..core.weights_catalog import find_entry
+
+        key = self.weightsCombo.currentData()
+        if key in (None, "none", "file"):
+            return None
+        return find_entry(key, self.backboneCombo.currentData())
+
+    def map_bands(self) -> None:
+        """The band → weights' band table (:class:`weights_dialog.BandMapDialog`); OK fills Weight bands."""
+        from ..core.pretrained import match_bands, parse_weight_bands
+        from .weights_dialog import BandMapDialog
+
+        entry, raster = self.catalogue_entry(), self.inputLayer.currentLayer()
+        if entry is None or raster is None:
+            return
+        bands = self.selected_bands()
+        names = [raster.bandName(b) for b in bands]
+        descriptions = band_descriptions(raster, bands)
+        try:
+            match = match_bands(entry, descriptions, parse_weight_bands(self.weightBandsEdit.text()))
+        except GeoMLError:
+            match = match_bands(entry, descriptions)
+        dlg = BandMapDialog(entry, names, match.names, self)
+        if dlg.exec():
+            self.weightBandsEdit.setText(dlg.value())
+
+    def open_weights_manager(self) -> None:
+        from .weights_dialog import WeightsDialog
+
+        if getattr(self, "_weights_manager", None) is None:
+            self._weights_manager = WeightsDialog(self.plugin, self)
+        self._weights_manager.refresh()
+        self._weights_manager.show()
+
+    def weight_bands(self, entry):
+        from ..core.pretrained import parse_weight_bands
+
+        return parse_weight_bands(self.weightBandsEdit.text()) if entry is not None else None
+
+    @staticmethod
+    def proxies(download: bool):
+        if not download:
+            return None
+        from ..proxy_settings import qgis_proxies
+
+        return qgis_proxies()
 
     def selected_bands(self) -> list:
         return sorted(int(b) for b in self.bandsCombo.checkedItemsData())
@@ -273,6 +427,17 @@ class FinetuneDialog(JobDialogBase, FORM):
         if not out.lower().endswith((".safetensors", ".geoml")):
             out += ".safetensors"
         weights = self.weights_value()
+        entry, download = self.catalogue_entry(), False
+        if entry is not None:
+            from ..core.pretrained import is_cached
+            from .weights_dialog import ask_download_consent
+
+            if not is_cached(entry):
+                if not ask_download_consent(self, entry):
+                    self.statusLabel.setText(f"Not started: the weights '{entry.name}' are not on this computer "
+                                             "(Weights… shows where to copy them).")
+                    return None
+                download = True
         source = labels_source(labels, transform_context=QgsProject.instance().transformContext())
         cfg = FinetuneConfig(
             input_path=raster.source(), labels=source, label_field=field, output_model=out,
@@ -284,6 +449,7 @@ class FinetuneDialog(JobDialogBase, FORM):
             augment=self.augmentCheck.isChecked(), device=self.deviceCombo.currentText(),
             seed=self.seedSpin.value(), max_raster_samples=self.maxSamplesSpin.value(),
             output_report=report_path_for(out) if self.reportCheck.isChecked() else None,
+            download_weights=download, weight_bands=self.weight_bands(entry), proxies=self.proxies(download),
         )
         classify = self.classifyCheck.isChecked()
         # the model (e.g. the remembered path of the last one), its report and the maps written beside it

@@ -29,9 +29,11 @@ HELP = """Trains a convolutional network on a raster and your labels and saves a
 <b>Label field</b>: the name of the field holding the class (name or number), or a numeric value for regression; a wrong name gets a message listing the layer's fields. Not used with a label raster.
 <b>Task</b>: classification (one class per patch), segmentation (a class per pixel, U-Net), regression (a value per patch from points/polygons, per pixel from a target raster).
 <b>Backbone</b>: the small residual CNN trains in minutes on a CPU; ResNet-18/34/50 are torchvision's, adapted to any band count.
-<b>Weights</b>: <i>none</i> (from scratch), <i>imagenet</i> (torchvision's weights from the local torch cache; GeoML never downloads during a job), or the path of an earlier GeoML model file with the same backbone and bands (transfer: its backbone, a new head).
+<b>Weights</b>: <i>none</i> (from scratch), <i>imagenet</i> (torchvision's ImageNet weights of the chosen ResNet), a name from GeoML's weights catalogue (e.g. <i>resnet18_sentinel2_all_moco</i>, <i>resnet50_sentinel2_all_dino</i>, <i>resnet18_sentinel2_rgb_seco</i>, <i>resnet18_landsat_oli_sr_moco</i>; the <i>Weights…</i> manager lists them with bands, size and licence), or the path of an earlier GeoML model file with the same backbone and bands (transfer: its backbone, a new head). Catalogue weights are read from the torch cache (TORCH_HOME/hub/checkpoints).
+<b>Download weights</b> (default no): a job downloads missing catalogue weights only when this is yes; then the file's SHA-256 is checked before it is cached, an interrupted download resumes, and the standard proxy variables (http_proxy, https_proxy, no_proxy) are used. Without it the message names the file, its URL, its checksum and the folder to copy it into.
+<b>Weight bands</b>: which band of the weights each selected band is, comma-separated in band order (e.g. <i>B04,B03,B02,B08</i>; <i>-</i> for a band the weights do not know). Empty: read from the raster's band descriptions (B4, B04, B8A, red…); with no names, a raster with the weights' band count is taken in their order. Named bands take their pretrained first-layer kernels and the scaling the weights expect (e.g. Sentinel-2 reflectance ÷ 10000), which is stored in the model file and applied by prediction; other bands take the mean kernel and the raster's statistics.
 <b>Epochs</b> 0 and <b>learning rate</b> 0 choose automatically. <b>Validation fraction</b>: share of the labelled features kept apart, per class, for the metrics (0 = none).
-<b>Augment</b>: random shifts, flips and 90° rotations; for classes also a mild contrast/brightness jitter. <b>Freeze backbone</b>: train only the head (fast, for pretrained weights).
+<b>Augment</b>: random shifts, flips and 90° rotations; for classes also a mild contrast/brightness jitter. <b>Freeze backbone</b>: train only the head, the backbone's weights and normalisation statistics stay as loaded (fast; for pretrained weights and very few labels).
 <b>Outputs</b>: the model file (.safetensors); optionally an HTML report with learning curves, confusion matrix and per-class metrics (IoU for segmentation) (metrics also as JSON beside it, report.html → report.json). Neither may be the input raster or the labels file. The validation metrics are returned as outputs (OVERALL_ACCURACY, KAPPA, MACRO_F1, for segmentation also MEAN_IOU, the mean over the classes of the intersection over union of predicted and labelled pixels; or RMSE, MAE, R2; METRICS as JSON, with per-class IoU for segmentation); those that do not apply are empty, and so is R2 when every held-out value is the same (R² is then undefined). Cancel stops within one batch and writes nothing.
 """
 
@@ -67,7 +69,11 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
         self.addParameter(QgsProcessingParameterEnum("BACKBONE", "Backbone",
                                                      options=[BACKBONE_LABELS[b] for b in BACKBONES], defaultValue=0))
         self.addParameter(QgsProcessingParameterString(
-            "WEIGHTS", "Starting weights: none, imagenet, or an earlier GeoML model file", defaultValue="none"))
+            "WEIGHTS", "Starting weights: none, imagenet, a catalogue name, or an earlier GeoML model file",
+            defaultValue="none"))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "DOWNLOAD_WEIGHTS", "Download catalogue weights that are not cached (checksum verified)",
+            defaultValue=False))
         self.addParameter(Number("PATCH_SIZE", "Patch size (pixels)", type=Number.Type.Integer, defaultValue=64,
                                  minValue=8, maxValue=1024))
         self.addParameter(Number("EPOCHS", "Epochs (0 = automatic)", type=Number.Type.Integer, defaultValue=0,
@@ -85,6 +91,9 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
             Number("SEED", "Random seed", type=Number.Type.Integer, defaultValue=0, minValue=0),
             Number("MAX_SAMPLES", "Label rasters: patches sampled at most", type=Number.Type.Integer,
                    defaultValue=2000, minValue=10),
+            QgsProcessingParameterString("WEIGHT_BANDS", "Weight bands: the weights' band of each band used "
+                                         "(e.g. B04,B03,B02; '-' = unknown; empty = from band descriptions)",
+                                         optional=True),
         ]
         self.add_advanced_parameters(*advanced)
         self.add_device_parameter()
@@ -99,7 +108,9 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.finetune import FinetuneConfig, run_finetune
+        from ..core.pretrained import parse_weight_bands
         from ..layer_sources import labels_source
+        from ..proxy_settings import qgis_proxies
 
         raster = self.parameterAsRasterLayer(parameters, "INPUT", context)
         if raster is None:
@@ -122,6 +133,9 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
             task=TASKS[self.parameterAsEnum(parameters, "TASK", context)],
             backbone=BACKBONES[self.parameterAsEnum(parameters, "BACKBONE", context)],
             weights=self.parameterAsString(parameters, "WEIGHTS", context) or "none",
+            download_weights=self.parameterAsBoolean(parameters, "DOWNLOAD_WEIGHTS", context),
+            weight_bands=parse_weight_bands(self.parameterAsString(parameters, "WEIGHT_BANDS", context)),
+            proxies=qgis_proxies(),
             patch_size=self.parameterAsInt(parameters, "PATCH_SIZE", context),
             epochs=self.parameterAsInt(parameters, "EPOCHS", context),
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
