@@ -1,32 +1,25 @@
 #!/usr/bin/env python3
-"""Few-shot accuracy on real Sentinel-2 chips (EuroSAT RGB mosaic in ../shared).
+"""Few-shot maps on real Sentinel-2 chips (EuroSAT RGB mosaic in ../shared), across rasters.
 
-Protocol (classes never seen in meta-training):
+Protocol (classes and raster never seen in meta-training):
 
-1. meta-train with ``core.metatrain.run_metatrain`` on the label points of
-   6 classes (AnnualCrop, Forest, HerbaceousVegetation, Highway, Industrial,
-   Pasture: class_id 0–5);
-2. on the other 4 classes (PermanentCrop, Residential, River, SeaLake), draw
-   K support points per class (K = 1, 5), adapt with ``core.fewshot.adapt``
-   — the code path of ``geoml:fewshot`` and the map tool, points given as map
-   coordinates — and score the adapted classifier on every other point of
-   those 4 classes (a 64 px patch centred on a point is exactly its chip);
-   accuracy is averaged over several support draws.
+1. the mosaic is split into two separate GeoTIFFs, west and east (``map_scores.split_raster``);
+2. meta-training (``core.metatrain.run_metatrain``, the plugin's defaults) on the west raster with the
+   label points of 6 classes (AnnualCrop, Forest, HerbaceousVegetation, Highway, Industrial, Pasture);
+3. on the east raster, K support points per class (K = 1, 5) are drawn among the chips of the 4 other
+   classes (PermanentCrop, Residential, River, SeaLake) and given to ``core.fewshot.run_fewshot`` as
+   clicked map coordinates — the code path of ``geoml:fewshot`` and the panel — which adapts the model
+   and maps the whole east raster;
+4. that map is scored (``map_scores.score_map_at``) at the centres of every other chip of those 4
+   classes, and pixel by pixel over those chips against ``eurosat_rgb_train_labels.tif``; the adapted
+   model is also scored on the chips themselves (a 64 px window centred on each).
 
-Compared, on the same support draws:
+Compared on the same support draws, mapped and scored the same way: ``scratch``, the same network trained
+from random weights on the support chips only, with the same augmentation (shifts, turns, mirrors,
+gain/offset), saved as a model file and mapped with ``run_predict``.
 
-* ``scratch``: the same network trained from random weights on the support
-  chips only, with the same augmentation (turns, mirrors, gain/offset);
-* ``scratch_no_augmentation``: the same without augmentation (plain training
-  on the support chips, as the issue's "≈ 71 %" figure for scratch training);
-* ``classifier_prototypes``: a plain 6-class classifier (same network,
-  ordinary supervised training on the same 6 classes and budget) used as a
-  starting point by ``core.fewshot.adapt`` (its features + class prototypes);
-* ``classifier_finetuned``: that classifier with a new head, all weights
-  fine-tuned on the support chips.
-
-Prints JSON. Targets on CPU: 5-shot ≥ 85 %, 1-shot ≥ 65 %, and ≥ 10 points
-above scratch. Skips (JSON with "skipped") when the data are absent.
+Prints JSON. Targets on CPU: 5-shot map ≥ 85 %, 1-shot map ≥ 65 % (mean over ≥ 10 support draws), and
+≥ 10 points above scratch. Skips (JSON with "skipped") when the data are absent.
 """
 from __future__ import annotations
 
@@ -104,8 +97,9 @@ def accuracy(model, x, y, batch=256) -> float:
     return float((pred.numpy() == y).mean())
 
 
-def train_supervised(model, x, y, steps: int, lr: float, batch: int, seed: int, augmented: bool = True):
-    """Plain supervised training, with the meta-training augmentation unless told not (for the baselines)."""
+def train_supervised(model, x, y, steps: int, lr: float, batch: int, seed: int, patch: int):
+    """Plain supervised training on patches read with context (``x`` wider than ``patch``), with the
+    meta-training augmentation: random shifts, turns, mirrors, gain/offset."""
     import torch
 
     from geoml_plugin.core.meta.augment import augment
@@ -117,21 +111,17 @@ def train_supervised(model, x, y, steps: int, lr: float, batch: int, seed: int, 
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     model.train()
     for _ in range(steps):
-        idx = torch.from_numpy(rng.choice(len(x), min(batch, len(x)), replace=False))
-        xb = augment(xt[idx], gen) if augmented else xt[idx]
-        loss = torch.nn.functional.cross_entropy(model(xb), yt[idx])
+        idx = torch.from_numpy(rng.choice(len(x), batch, replace=len(x) < batch))
+        loss = torch.nn.functional.cross_entropy(model(augment(xt[idx], gen, patch=patch)), yt[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-    return model
+    return model.eval()
 
 
-def trained_accuracy(net, x, y, sup, steps: int, lr: float, seed: int, augmented: bool = True) -> float:
-    """Train ``net`` on the support chips ``sup`` and score it on every other chip."""
-    train_supervised(net, x[sup], y[sup], steps, lr, 64, seed, augmented)
-    rest = np.setdiff1d(np.arange(len(y)), sup)
-    return accuracy(net, x[rest], y[rest])
+def mean(v) -> float:
+    return round(100 * float(np.mean(v)), 1) if len(v) else None
 
 
 def main() -> int:
@@ -143,16 +133,13 @@ def main() -> int:
     ap.add_argument("--data", default=str(default_data()))
     ap.add_argument("--algorithm", default=plugin["algorithm"])
     ap.add_argument("--iterations", type=int, default=plugin["iterations"])
-    ap.add_argument("--ways", type=int, default=plugin["ways"], help="classes per meta-training episode")
-    ap.add_argument("--shots", type=int, default=plugin["shots"])
-    ap.add_argument("--query", type=int, default=plugin["query"])
-    ap.add_argument("--meta-batch", type=int, default=plugin["meta_batch"])
-    ap.add_argument("--draws", type=int, default=30, help="support draws per K for the few-shot model")
-    ap.add_argument("--baseline-draws", type=int, default=6, help="support draws per K for scratch / fine-tuning")
-    ap.add_argument("--baseline-steps", type=int, default=150, help="training steps of scratch and fine-tuning")
+    ap.add_argument("--draws", type=int, default=10, help="support draws per K")
+    ap.add_argument("--baseline-draws", type=int, default=4, help="support draws per K for scratch training")
+    ap.add_argument("--baseline-steps", type=int, default=150, help="training steps of scratch")
+    ap.add_argument("--shots", default="1,5")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--keep", default="", help="folder to keep the models in")
+    ap.add_argument("--keep", default="", help="folder to keep the models and maps in")
     args = ap.parse_args()
     data = Path(args.data)
     if not (data / RASTER).exists() or not (data / POINTS).exists():
@@ -160,11 +147,16 @@ def main() -> int:
         return 0
 
     import torch
+    from map_scores import score_map_at, split_raster
 
-    from geoml_plugin.core.fewshot import FewShotConfig, adapt
+    from geoml_plugin.core.classes import make_classes
+    from geoml_plugin.core.fewshot import FewShotConfig, run_fewshot
     from geoml_plugin.core.metatrain import build_meta_network, run_metatrain
-    from geoml_plugin.core.modelfile import ModelMeta, read_meta, save_model
+    from geoml_plugin.core.modelfile import ModelMeta, load_model, save_model
+    from geoml_plugin.core.predict import PredictConfig, run_predict
     from geoml_plugin.core.progress import Feedback
+    from geoml_plugin.core.raster_io import raster_info
+    from geoml_plugin.core.window_scores import default_step
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -172,100 +164,98 @@ def main() -> int:
     load_before = os.getloadavg()
     work = Path(args.keep or tempfile.mkdtemp(prefix="geoml_fewshot_bench_"))
     work.mkdir(parents=True, exist_ok=True)
-    raster = str(data / RASTER)
+    west, east = split_raster(str(data / RASTER), str(work))
+    labels_tif = str(data / "eurosat_rgb_train_labels.tif")
     train_labels = subset_labels(str(data / POINTS), str(work / "train6.gpkg"), TRAIN_IDS)
 
-    # 1. meta-training on 6 classes -------------------------------------------------
+    # 1. meta-training on 6 classes of the west raster -------------------------------
     meta_path = str(work / f"meta_{args.algorithm}.safetensors")
-    cfg = MetaTrainConfig([raster], train_labels, "class_name", meta_path, algorithm=args.algorithm,
-                          iterations=args.iterations, ways=args.ways, shots=args.shots, query=args.query,
-                          meta_batch=args.meta_batch, device="cpu", seed=args.seed)
+    cfg = MetaTrainConfig([west], train_labels, "class_name", meta_path, algorithm=args.algorithm,
+                          iterations=args.iterations, device="cpu", seed=args.seed)
     t0 = time.perf_counter()
     mt = run_metatrain(cfg, progress)
     meta_train_s = time.perf_counter() - t0
-    patch = read_meta(meta_path).patch_size
+    patch = cfg.patch_size
+    margin = default_step(patch)
 
-    # 2. the 4 new classes ---------------------------------------------------------------
+    # 2. the 4 new classes on the east raster ---------------------------------------------
     xy, ids, names = load_points(str(data / POINTS))
-    test = np.flatnonzero(np.isin(ids, TEST_IDS))
-    x_test, _, _ = chips(raster, xy[test], patch)
+    gt = raster_info(east).geotransform
+    in_east = (xy[:, 0] >= gt[0]) & (xy[:, 0] < gt[0] + gt[1] * raster_info(east).width)
+    test = np.flatnonzero(in_east & np.isin(ids, TEST_IDS))
+    xy_t = xy[test]
     y_test = np.searchsorted(TEST_IDS, ids[test])  # 0..3 in TEST_IDS order
     test_names = [names[i] for i in TEST_IDS]
+    x_chips, e_mean, e_std = chips(east, xy_t, patch)
+    x_context, _, _ = chips(east, xy_t, patch + 2 * margin)
 
     def draw(k: int, d: int) -> np.ndarray:
         rng = np.random.default_rng(1000 * k + d)
         return np.concatenate([rng.choice(np.flatnonzero(y_test == c), k, replace=False) for c in range(4)])
 
-    def fewshot_score(model_path: str, sup: np.ndarray, **kw) -> tuple[float, float]:
-        pts = [(xy[test][i, 0], xy[test][i, 1], test_names[y_test[i]]) for i in sup]
+    def scored(map_path: str, rest: np.ndarray) -> dict:
+        return score_map_at(map_path, xy_t[rest], [test_names[y] for y in y_test[rest]], labels_tif, patch)
+
+    def fewshot(sup: np.ndarray, tag: str) -> dict:
+        pts = [(xy_t[i, 0], xy_t[i, 1], test_names[y_test[i]]) for i in sup]
+        out, model_out = str(work / f"map_{tag}.tif"), str(work / f"adapted_{tag}.safetensors")
         t = time.perf_counter()
-        ad = adapt(FewShotConfig(raster, model_path, points=pts, device="cpu", **kw))
+        res = run_fewshot(FewShotConfig(east, meta_path, out, points=pts, output_model=model_out, device="cpu"))
         secs = time.perf_counter() - t
-        assert [c.name for c in ad.meta.classes] == test_names
+        assert res.classes == test_names, res.classes
         rest = np.setdiff1d(np.arange(len(y_test)), sup)
-        return accuracy(ad.model, x_test[rest], y_test[rest]), secs
+        model, _ = load_model(model_out, "cpu")
+        s = scored(out, rest)
+        s.update(chip_accuracy=accuracy(model, x_chips[rest], y_test[rest]), seconds=secs,
+                 adapt_seconds=res.adapt_seconds)
+        return s
 
-    # 3. a plain 6-class classifier, same network and budget (image passes) ----------------
-    train = np.flatnonzero(np.isin(ids, TRAIN_IDS))
-    x_train, mean, std = chips(raster, xy[train], patch)
-    y_train = ids[train]
-    torch.manual_seed(args.seed)
-    clf, clf_args = build_meta_network(cfg, 3, len(TRAIN_IDS))
-    images = args.iterations * cfg.meta_batch * cfg.ways * (cfg.shots + cfg.query)
-    t0 = time.perf_counter()
-    train_supervised(clf, x_train, y_train, steps=max(1, images // 64), lr=1e-3, batch=64, seed=args.seed)
-    clf_train_s = time.perf_counter() - t0
-    clf_path = str(work / "classifier6.safetensors")
-    from geoml_plugin.core.classes import make_classes
-
-    save_model(clf_path, clf, ModelMeta("meta_classifier", "classification", 3, clf_args, "patch", patch,
-                                        [1, 2, 3], norm_mean=list(map(float, mean)), norm_std=list(map(float, std)),
-                                        classes=make_classes([names[i] for i in TRAIN_IDS])))
+    def scratch(sup: np.ndarray, tag: str, seed: int) -> dict:
+        torch.manual_seed(seed)
+        net, net_args = build_meta_network(cfg, 3, 4)
+        train_supervised(net, x_context[sup], y_test[sup], args.baseline_steps, 1e-3, 64, seed, patch)
+        path = str(work / f"scratch_{tag}.safetensors")
+        save_model(path, net, ModelMeta("meta_classifier", "classification", 3, net_args, "patch", patch, [1, 2, 3],
+                                        norm_mean=list(map(float, e_mean)), norm_std=list(map(float, e_std)),
+                                        classes=make_classes(test_names)))
+        out = str(work / f"scratch_map_{tag}.tif")
+        run_predict(PredictConfig(east, path, out, device="cpu"))
+        rest = np.setdiff1d(np.arange(len(y_test)), sup)
+        s = scored(out, rest)
+        s["chip_accuracy"] = accuracy(net, x_chips[rest], y_test[rest])
+        return s
 
     results: dict = {}
-    for k in (1, 5):
+    for k in (int(v) for v in args.shots.split(",")):
         print(f"{k}-shot: {args.draws} support draws", file=sys.stderr, flush=True)
-        ours, times = zip(*(fewshot_score(meta_path, draw(k, d)) for d in range(args.draws)))
-        protos = [fewshot_score(clf_path, draw(k, d))[0] for d in range(args.draws)]
-        scratch, plain, tuned = [], [], []
-        for d in range(args.baseline_draws):
-            sup = draw(k, d)
-            for scores, augmented in ((scratch, True), (plain, False)):
-                torch.manual_seed(args.seed + d)
-                net, _ = build_meta_network(cfg, 3, 4)
-                scores.append(trained_accuracy(net, x_test, y_test, sup, args.baseline_steps, 1e-3, args.seed + d,
-                                               augmented))
-            net, _ = build_meta_network(cfg, 3, len(TRAIN_IDS))
-            net.load_state_dict(clf.state_dict())
-            net.head = torch.nn.Linear(net.head.in_features, 4)
-            tuned.append(trained_accuracy(net, x_test, y_test, sup, args.baseline_steps, 1e-4, args.seed + d))
-        ours_same = float(np.mean(ours[: args.baseline_draws]))
+        ours = [fewshot(draw(k, d), f"{k}shot_{d}") for d in range(args.draws)]
+        base = [scratch(draw(k, d), f"{k}shot_{d}", args.seed + d) for d in range(args.baseline_draws)]
+        pick = lambda rows, key: [r[key] for r in rows]  # noqa: E731
+        m_map = pick(ours, "map_accuracy_at_chip_centres")
+        same = m_map[: args.baseline_draws]
         results[f"{k}_shot"] = {
-            "meta_model": round(100 * float(np.mean(ours)), 1),
-            "meta_model_std": round(100 * float(np.std(ours)), 1),
-            "meta_model_on_baseline_draws": round(100 * ours_same, 1),
-            "classifier_prototypes": round(100 * float(np.mean(protos)), 1),
-            "scratch": round(100 * float(np.mean(scratch)), 1),
-            "scratch_no_augmentation": round(100 * float(np.mean(plain)), 1),
-            "classifier_finetuned": round(100 * float(np.mean(tuned)), 1),
-            "points_above_scratch": round(100 * (ours_same - float(np.mean(scratch))), 1),
-            "points_above_scratch_no_augmentation": round(100 * (ours_same - float(np.mean(plain))), 1),
-            "adapt_seconds_median": round(float(np.median(times)), 2),
+            "map_accuracy": mean(m_map), "map_accuracy_std": round(100 * float(np.std(m_map)), 1),
+            "map_accuracy_per_draw": [round(100 * v, 1) for v in m_map],
+            "map_pixel_accuracy": mean(pick(ours, "map_pixel_accuracy_on_chips")),
+            "chip_accuracy": mean(pick(ours, "chip_accuracy")),
+            "map_accuracy_on_baseline_draws": mean(same),
+            "scratch_map_accuracy": mean(pick(base, "map_accuracy_at_chip_centres")),
+            "scratch_map_pixel_accuracy": mean(pick(base, "map_pixel_accuracy_on_chips")),
+            "scratch_chip_accuracy": mean(pick(base, "chip_accuracy")),
+            "points_above_scratch": round(mean(same) - mean(pick(base, "map_accuracy_at_chip_centres")), 1),
+            "map_seconds_median": round(float(np.median(pick(ours, "seconds"))), 1),
+            "adapt_seconds_median": round(float(np.median(pick(ours, "adapt_seconds"))), 2),
         }
-    r1, r5 = results["1_shot"], results["5_shot"]
     out = {
-        "benchmark": "4-way K-shot on EuroSAT classes unseen in meta-training",
+        "benchmark": "4-way K-shot maps of EuroSAT classes unseen in meta-training, on a raster not used in it",
+        "meta_train_raster": "west half (1280 x 2560 px)", "mapped_raster": "east half (1280 x 2560 px)",
         "meta_train_classes": [names[i] for i in TRAIN_IDS], "test_classes": test_names,
         "algorithm": args.algorithm, "iterations": args.iterations,
         "meta_config": {k: getattr(cfg, k) for k in ("ways", "shots", "query", "meta_batch", "patch_size")},
-        "meta_validation_accuracy": round(100 * mt.val_accuracy, 1),
-        "meta_train_seconds": round(meta_train_s, 1), "classifier_train_seconds": round(clf_train_s, 1),
+        "meta_validation_accuracy": round(100 * mt.val_accuracy, 1), "meta_train_seconds": round(meta_train_s, 1),
         "draws": args.draws, "baseline_draws": args.baseline_draws, "baseline_steps": args.baseline_steps,
-        "query_points_per_draw": {"1_shot": len(y_test) - 4, "5_shot": len(y_test) - 20},
-        **results,
-        "targets": {"5_shot": 85.0, "1_shot": 65.0, "points_above_scratch": 10.0},
-        "meets_targets": r5["meta_model"] >= 85 and r1["meta_model"] >= 65 and r5["points_above_scratch"] >= 10
-        and r1["points_above_scratch"] >= 10,
+        "test_chips": int(len(y_test)), **results,
+        "targets": {"5_shot_map": 85.0, "1_shot_map": 65.0, "points_above_scratch": 10.0},
         "device": "cpu", "threads": args.threads, "cpu_count": os.cpu_count(),
         "load_average_before": round(load_before[0], 2), "load_average_after": round(os.getloadavg()[0], 2),
         "seconds": round(time.perf_counter() - t_start, 1),

@@ -29,6 +29,20 @@ def shifted_input(raster: str, k: int, folder: str) -> str:
     return path
 
 
+def split_raster(raster: str, folder: str) -> tuple[str, str]:
+    """The western and eastern halves of ``raster`` as two separate GeoTIFF files (tiled, DEFLATE)."""
+    from osgeo import gdal
+
+    src = gdal.Open(raster)
+    w, h = src.RasterXSize, src.RasterYSize
+    out = []
+    for name, x0, width in (("west", 0, w // 2), ("east", w // 2, w - w // 2)):
+        path = os.path.join(folder, f"{name}.tif")
+        gdal.Translate(path, src, srcWin=[x0, 0, width, h], creationOptions=["TILED=YES", "COMPRESS=DEFLATE"])
+        out.append(path)
+    return out[0], out[1]
+
+
 def read_points(points: str, class_field: str = "class_name") -> tuple[np.ndarray, list]:
     """(x, y) world coordinates and class names of the points of a GeoPackage layer."""
     from osgeo import ogr
@@ -46,6 +60,12 @@ def read_points(points: str, class_field: str = "class_name") -> tuple[np.ndarra
 def score_map(map_path: str, points: str, labels_raster: str, chip: int = 64, class_field: str = "class_name") -> dict:
     """Accuracy of a class map at the points' pixels, and pixel accuracy over the ``chip``-px squares centred on
     them against the labels raster (class_id + 1 per pixel, category names in the same order as the map's)."""
+    xy, names = read_points(points, class_field)
+    return score_map_at(map_path, xy, names, labels_raster, chip)
+
+
+def score_map_at(map_path: str, xy, names: list, labels_raster: str, chip: int = 64) -> dict:
+    """:func:`score_map` at map coordinates ``xy`` whose classes are ``names``."""
     from osgeo import gdal
 
     m = gdal.Open(map_path)
@@ -63,7 +83,6 @@ def score_map(map_path: str, points: str, labels_raster: str, chip: int = 64, cl
     to_lab = np.zeros(max(len(cats), 1) + 1, np.int64) - 1
     for v, n in name_of_map.items():
         to_lab[v] = lab_value.get(n, -2)
-    xy, names = read_points(points, class_field)
     hit, pix_ok, pix_n = 0, 0, 0
     for (x, y), name in zip(xy, names):
         c = int(np.floor((x - gt[0]) / gt[1]))

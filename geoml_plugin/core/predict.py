@@ -18,7 +18,6 @@ raster completes.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field

@@ -18,7 +18,6 @@ Both are generators over small windows: memory does not depend on raster size.
 """
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from dataclasses import dataclass
