@@ -148,6 +148,16 @@ def open_raster(path: str, update: bool = False) -> gdal.Dataset:
     return ds
 
 
+READ_HINT = "The file may be truncated or damaged: check it (e.g. gdalinfo -checksum) or export it again."
+
+
+def read_error(path: str, what: str, exc: BaseException) -> InputError:
+    """The error a user sees when GDAL fails reading ``what`` of ``path`` (a truncated file, a tile offset past
+    its end, a damaged overview…): an :class:`InputError` naming the file, with GDAL's first line."""
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300].rstrip(".")
+    return InputError(f"Cannot read {what} of '{path}': {detail}.", READ_HINT)
+
+
 def band_units(path: str, bands: list) -> tuple[list, str]:
     """Band descriptions and the unit of the first band ('' if unknown).
 
@@ -194,7 +204,10 @@ def holds_transparency(band: gdal.Band) -> bool:
     imagery written by scripts that band is often near-infrared: image data, not a mask.
     """
     w, h = min(band.XSize, 512), min(band.YSize, 512)
-    arr = band.ReadAsArray(0, 0, band.XSize, band.YSize, buf_xsize=w, buf_ysize=h)
+    try:
+        arr = band.ReadAsArray(0, 0, band.XSize, band.YSize, buf_xsize=w, buf_ysize=h)
+    except RuntimeError as exc:
+        raise read_error(band.GetDataset().GetDescription(), "the alpha band", exc) from exc
     if arr is None or arr.size == 0:
         return False
     return float(((arr == 0) | (arr == arr.max())).mean()) >= 0.95
@@ -303,7 +316,11 @@ class RasterReader:
         x1, y1 = min(xoff + width, self.width), min(yoff + height, self.height)
         if x1 <= x0 or y1 <= y0:
             return data, valid
-        arr = self.ds.ReadAsArray(x0, y0, x1 - x0, y1 - y0, band_list=self.bands)
+        what = f"the pixels ({x0}, {y0})–({x1}, {y1})"
+        try:
+            arr = self.ds.ReadAsArray(x0, y0, x1 - x0, y1 - y0, band_list=self.bands)
+        except RuntimeError as exc:  # a truncated file, a tile offset past its end …
+            raise read_error(self.info.path, what, exc) from exc
         if arr is None:
             raise RasterError(f"GDAL failed to read a window of '{self.info.path}': {gdal.GetLastErrorMsg()}")
         arr = np.asarray(arr).reshape(len(self.bands), y1 - y0, x1 - x0)
@@ -316,7 +333,10 @@ class RasterReader:
             if nd is not None:
                 ok &= arr[i] != nd
         for m in self._masks:
-            ok &= m.ReadAsArray(x0, y0, x1 - x0, y1 - y0) > 0
+            try:
+                ok &= m.ReadAsArray(x0, y0, x1 - x0, y1 - y0) > 0
+            except RuntimeError as exc:
+                raise read_error(self.info.path, f"the mask of {what}", exc) from exc
         sub = arr.astype(np.float32, copy=False)
         if np.issubdtype(arr.dtype, np.floating):
             ok &= np.isfinite(sub).all(axis=0)
@@ -334,14 +354,23 @@ class RasterReader:
         """
         scale = max(1.0, (self.width * self.height / max_pixels) ** 0.5)
         w, h = max(1, int(self.width / scale)), max(1, int(self.height / scale))
-        arr = self.ds.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h, band_list=self.bands)
+        # a decimated read goes through the raster's overviews when it has them: a damaged overview fails here
+        what = "the overview / band statistics"
+        try:
+            arr = self.ds.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h,
+                                      band_list=self.bands)
+        except RuntimeError as exc:
+            raise read_error(self.info.path, what, exc) from exc
         arr = np.asarray(arr, dtype=np.float64).reshape(len(self.bands), h, w)
         ok = np.isfinite(arr).all(axis=0)
         for i, nd in enumerate(self._nodata):
             if nd is not None:
                 ok &= arr[i] != nd
         for m in self._masks:
-            ok &= m.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h) > 0
+            try:
+                ok &= m.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h) > 0
+            except RuntimeError as exc:
+                raise read_error(self.info.path, f"the mask for {what}", exc) from exc
         n = int(ok.sum())
         if n == 0:
             return np.zeros(len(self.bands)), np.ones(len(self.bands)), 0
