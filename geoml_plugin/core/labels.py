@@ -289,14 +289,16 @@ def _sample_polygon(g, inv, gt, n, min_spacing, rng) -> list:
 def _burn_copy(lay, ftype, value_of):
     """An in-memory copy of ``lay``'s features with geometry, in the layer's reading order, each with a field
     ``burn`` = ``value_of(feature)``. GDAL burns features in that order, the last on top, so rasterizing copies
-    made by this function puts the same feature on top everywhere. Returns (data source, layer): keep both."""
+    made by this function puts the same feature on top everywhere. Only polygons are copied, as
+    :func:`read_vector_labels` uses only them from a polygon layer: a stray line or point would otherwise burn a
+    class across the polygons under it. Returns (data source, layer): keep both."""
     mem_ds = ogr.GetDriverByName("Memory").CreateDataSource("")
     out = mem_ds.CreateLayer("burn", lay.GetSpatialRef(), ogr.wkbUnknown)
     out.CreateField(ogr.FieldDefn("burn", ftype))
     lay.ResetReading()
     for feat in lay:
         g = feat.GetGeometryRef()
-        if g is None or g.IsEmpty():
+        if g is None or g.IsEmpty() or ogr.GT_Flatten(g.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
             continue
         f = ogr.Feature(out.GetLayerDefn())
         f.SetField("burn", value_of(feat))
