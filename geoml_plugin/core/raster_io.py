@@ -154,8 +154,8 @@ READ_HINT = "The file may be truncated or damaged: check it (e.g. gdalinfo -chec
 def read_error(path: str, what: str, exc: BaseException) -> InputError:
     """The error a user sees when GDAL fails reading ``what`` of ``path`` (a truncated file, a tile offset past
     its end, a damaged overview…): an :class:`InputError` naming the file, with GDAL's first line."""
-    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300].rstrip(".")
-    return InputError(f"Cannot read {what} of '{path}': {detail}.", READ_HINT)
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(f"{path}, ", "")
+    return InputError(f"Cannot read {what} of '{path}': {detail[:300].rstrip('.')}.", READ_HINT)
 
 
 def band_units(path: str, bands: list) -> tuple[list, str]:
@@ -316,7 +316,7 @@ class RasterReader:
         x1, y1 = min(xoff + width, self.width), min(yoff + height, self.height)
         if x1 <= x0 or y1 <= y0:
             return data, valid
-        what = f"the pixels ({x0}, {y0})–({x1}, {y1})"
+        what = f"the {x1 - x0}×{y1 - y0} px window at column {x0}, row {y0}"
         try:
             arr = self.ds.ReadAsArray(x0, y0, x1 - x0, y1 - y0, band_list=self.bands)
         except RuntimeError as exc:  # a truncated file, a tile offset past its end …
