@@ -182,3 +182,20 @@ def test_the_task_wrapper_shows_geoml_errors_as_they_are(qgis_app, bad):
     assert task.run() is False
     assert "out_channels" in task.error_text() and INTERNAL_ERROR not in task.error_text()
     assert task.traceback == ""
+
+
+def test_the_apply_model_dialog_describes_a_tampered_model_as_text(qtbot, qgis_iface, qgis_new_project, scene,
+                                                                    sample_model, tmp_path):
+    """A tampered file's names reach the dialog's description as text, never as markup."""
+    from geoml_plugin.gui.predict_dialog import PredictDialog
+    from tests.qgis.conftest import FakePlugin
+
+    evil = _tamper(sample_model, tmp_path / "evil.safetensors", lambda m: m["arch_args"].update({"<b>x</b>": 1}))
+    dlg = PredictDialog(FakePlugin(qgis_iface))
+    qtbot.addWidget(dlg)
+    dlg.modelFile.setFilePath(evil)
+    assert "does not know: '&lt;b&gt;x&lt;/b&gt;'" in dlg.modelInfo.text()
+    renamed = _tamper(sample_model, tmp_path / "renamed.safetensors",
+                      lambda m: m["classes"][0].update(name="<img src='x'>"))
+    dlg.modelFile.setFilePath(renamed)
+    assert "&lt;img src='x'&gt;" in dlg.modelInfo.text() and "Forest" in dlg.modelInfo.text()
