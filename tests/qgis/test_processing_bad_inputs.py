@@ -5,7 +5,9 @@ And the last line of defence itself: an unexpected exception becomes a short mes
 the log."""
 import json
 import re
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingExcepti
 
 from geoml_plugin.core.errors import INTERNAL_ERROR
 from tests.conftest import leftovers
+from tests.qgis import test_qgis_process_and_desktop as qgis_process_tests
 
 
 def _tamper(model: str, path: Path, change) -> str:
@@ -199,3 +202,32 @@ def test_the_apply_model_dialog_describes_a_tampered_model_as_text(qtbot, qgis_i
                       lambda m: m["classes"][0].update(name="<img src='x'>"))
     dlg.modelFile.setFilePath(renamed)
     assert "&lt;img src='x'&gt;" in dlg.modelInfo.text() and "Forest" in dlg.modelInfo.text()
+
+
+staged_plugin = qgis_process_tests.staged  # the plugin zip, installed (a module-scoped fixture)
+
+
+@pytest.mark.skipif(shutil.which("qgis_process.bin") is None, reason="qgis_process.bin not installed")
+def test_qgis_process_gives_messages_not_tracebacks_for_the_three_reported_inputs(staged_plugin, tmp_path, scene,
+                                                                                   bad):
+    """The issue's three tracebacks, through the real qgis_process: metadata asking for 50 million outputs, an
+    architecture argument the code does not know, a truncated GeoTIFF."""
+    env = qgis_process_tests._env(staged_plugin, tmp_path / "home")
+    (tmp_path / "home").mkdir()
+
+    def run(*a):
+        return subprocess.run(["qgis_process.bin", *a], env=env, capture_output=True, text=True, timeout=300)
+
+    assert run("plugins", "enable", "geoml_plugin").returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    for model, raster, expected in [(bad["huge"], scene.image, "out_channels' of architecture 'pixel_linear' is 5000"),
+                                    (bad["unknown_arg"], scene.image, "does not know: 'stochastic_depth'"),
+                                    (bad["patch"], bad["truncated_raster"], "Cannot read .* of '.*truncated.tif'")]:
+        res = run("run", "geoml:predict", "--", f"INPUT={raster}", f"MODEL={model}", f"OUTPUT={out / 'p.tif'}",
+                  "DEVICE=1")
+        text = res.stdout + res.stderr
+        assert res.returncode != 0, text
+        assert re.search(expected, text), text
+        assert "Traceback" not in text and INTERNAL_ERROR not in text, text
+        assert list(out.iterdir()) == []
