@@ -279,3 +279,29 @@ def test_loading_a_file_asking_for_a_300_mb_network_allocates_nothing(good, tmp_
     assert res["grew_mb"] < 50, res
     assert os.path.getsize(p) < 64 * 1024
     assert math.isfinite(res["grew_mb"])
+
+
+def test_the_tile_generator_and_transfer_weights_check_the_file_too(tmp_path):
+    """Generate and the tile map tool (TileSource) and Fine-tune's transfer weights load through the same check:
+    a generator whose metadata asks for another latent size, and a transfer source whose head was changed, are
+    model-file messages saying what does not fit."""
+    from geoml_plugin.core.generate import TileSource
+    from geoml_plugin.core.weights import check_transfer_source
+
+    args = {"out_bands": 1, "nz": 4, "widths": [8, 4]}
+    meta = ModelMeta(architecture="tile_generator", arch_args=args, task="generation", output="image", in_bands=0,
+                     patch_size=16, target={"name": "height", "units": "m", "mean": [100.0], "std": [10.0],
+                                            "bands": 1})
+    gen = save_model(str(tmp_path / "gen.safetensors"), build_model("tile_generator", **args), meta)
+    assert TileSource(gen, "cpu").bands == 1
+    bigger = _with_meta(gen, tmp_path / "gen_big.safetensors", lambda m: m["arch_args"].update(nz=4096))
+    with pytest.raises(ModelFileError, match="do not fit architecture 'tile_generator'.*4096"):
+        TileSource(bigger, "cpu")
+
+    args = {"in_bands": 3, "num_outputs": 3}
+    meta = _meta(architecture="small_resnet", arch_args=args)
+    src = save_model(str(tmp_path / "src.safetensors"), build_model("small_resnet", **args), meta)
+    assert check_transfer_source(src, "small_resnet", 3).architecture == "small_resnet"
+    changed = _with_meta(src, tmp_path / "changed.safetensors", lambda m: m["arch_args"].update(num_outputs=9))
+    with pytest.raises(ModelFileError, match="do not fit"):
+        check_transfer_source(changed, "small_resnet", 3)
