@@ -216,6 +216,14 @@ def check_meta_fields(d: dict, where: str = "the model file") -> None:
         raise bad("'in_bands' is 0, but only a tile generator takes no input")
     if type(args.get("in_bands")) is int and args["in_bands"] != n:
         raise bad(f"the network takes {args['in_bands']} band(s) but the model says {n}")
+    target = d.get("target") or {}
+    bands = target.get("bands", 1)
+    if d["task"] in ("generation", "translation") and type(args.get("out_bands")) is int \
+            and args["out_bands"] != bands:
+        raise bad(f"the network makes {args['out_bands']} band(s) but the target says {bands}")
+    for name in ("mean", "std"):
+        if isinstance(target.get(name), list) and len(target[name]) not in (1, bands):
+            raise bad(f"target '{name}' has {len(target[name])} value(s) for {bands} output band(s)")
     check_arch_args(d["architecture"], args, "The model file" + (f" {where}" if where.startswith("'") else ""))
 
 
@@ -389,6 +397,9 @@ def _check_forward(net, meta: ModelMeta, name: str) -> None:
             and out.shape[1] != meta.num_classes:
         raise ModelFileError(f"The model file '{name}' is damaged: its network gives {out.shape[1]} class "
                              f"score(s) but its metadata lists {meta.num_classes} class(es).")
+    if not meta.is_classifier and out.ndim >= 2 and out.shape[1] != meta.target.get("bands", 1):
+        raise ModelFileError(f"The model file '{name}' is damaged: its network gives {out.shape[1]} value(s) "
+                             f"per pixel but its metadata says {meta.target.get('bands', 1)} output band(s).")
 
 
 def save_model(path: str, model_or_state, meta: ModelMeta) -> str:

@@ -145,7 +145,8 @@ def test_every_architecture_passes_the_memory_free_check(arch, args, task, outpu
 
     for patch in (32, 64, 224):
         meta = ModelMeta(architecture=arch, arch_args=args, task=task, output=output, in_bands=args["in_bands"],
-                         patch_size=patch, classes=make_classes(["a", "b", "c"]) if task != "translation" else [])
+                         patch_size=patch, classes=make_classes(["a", "b", "c"]) if task != "translation" else [],
+                         target={"bands": args["out_bands"]} if task == "translation" else {})
         check_meta_fields(meta.to_dict())
         with torch.device("meta"):
             net = build_model(arch, **args)
@@ -153,4 +154,8 @@ def test_every_architecture_passes_the_memory_free_check(arch, args, task, outpu
     meta.classes = make_classes(["a", "b"])
     if task != "translation":
         with pytest.raises(ModelFileError, match="gives 3 class score"):
+            _check_forward(net, meta, "m.safetensors")
+    else:
+        meta.target["bands"] = 3
+        with pytest.raises(ModelFileError, match="gives 2 value"):
             _check_forward(net, meta, "m.safetensors")
