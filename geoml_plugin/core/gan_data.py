@@ -140,7 +140,7 @@ class TileSampler:
             arr = reader.ds.ReadAsArray(0, 0, reader.width, reader.height, buf_xsize=cw, buf_ysize=ch,
                                         band_list=reader.bands)
         except RuntimeError as exc:  # a damaged overview or tile
-            raise read_error(reader.info.path, "an overview", exc) from exc
+            raise read_error(reader.name, "an overview", exc) from exc
         arr = np.asarray(arr).reshape(len(reader.bands), ch, cw)
         ok = np.isfinite(arr).all(axis=0) if np.issubdtype(arr.dtype, np.floating) else np.ones((ch, cw), bool)
         for i, nd in enumerate(reader._nodata):

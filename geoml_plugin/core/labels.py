@@ -423,7 +423,7 @@ class LabelRaster:
             all(abs(a - b) < 1e-9 * max(1.0, abs(b)) for a, b in zip(src.GetGeoTransform(), raster.geotransform)) and \
             (not raster.crs_wkt or not src.GetProjection() or srs_from_wkt(src.GetProjection()).IsSame(srs_from_wkt(raster.crs_wkt)))
         grid_path = path if same else self._onto_grid(src, raster, "near" if categorical else "bilinear")
-        self.reader = RasterReader(grid_path, [1])
+        self.reader = RasterReader(grid_path, [1], name=path)
         cats = src.GetRasterBand(1).GetCategoryNames()
         if not cats:
             gdal.Info(src, format="json")  # loads the PAM sidecar (GDAL 3.6 quirk)

@@ -155,6 +155,7 @@ def read_error(path: str, what: str, exc: BaseException) -> InputError:
     """The error a user sees when GDAL fails reading ``what`` of ``path`` (a truncated file, a tile offset past
     its end, a damaged overview…): an :class:`InputError` naming the file, with GDAL's first line."""
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(f"{path}, ", "")
+    detail = re.sub(r"/vsimem/[^,\s]*,\s*", "", detail)  # GeoML's in-memory VRT of the file, meaningless to a user
     return InputError(f"Cannot read {what} of '{path}': {detail[:300].rstrip('.')}.", READ_HINT)
 
 
@@ -240,10 +241,13 @@ def parse_band_list(bands, band_count: int) -> list[int]:
 class RasterReader:
     """Reads windows of selected bands as float32 with a validity mask."""
 
-    def __init__(self, path: str, bands: Optional[Sequence[int]] = None, skip_alpha: bool = False):
+    def __init__(self, path: str, bands: Optional[Sequence[int]] = None, skip_alpha: bool = False,
+                 name: Optional[str] = None):
         """``skip_alpha``: with no ``bands`` given, leave alpha bands out (training jobs: an alpha band is a
         mask, not an image channel; it still marks its 0 pixels as no data). An explicit band list is used as
-        given. The bands left out are in ``alpha_left_out`` and :meth:`alpha_note` says so."""
+        given. The bands left out are in ``alpha_left_out`` and :meth:`alpha_note` says so.
+        ``name``: the user's file that messages name when ``path`` is GeoML's own in-memory VRT of it."""
+        self.name = name or path
         self.ds = open_raster(path)
         self.info = raster_info(self.ds)
         self.info.path = path
@@ -320,7 +324,7 @@ class RasterReader:
         try:
             arr = self.ds.ReadAsArray(x0, y0, x1 - x0, y1 - y0, band_list=self.bands)
         except RuntimeError as exc:  # a truncated file, a tile offset past its end …
-            raise read_error(self.info.path, what, exc) from exc
+            raise read_error(self.name, what, exc) from exc
         if arr is None:
             raise RasterError(f"GDAL failed to read a window of '{self.info.path}': {gdal.GetLastErrorMsg()}")
         arr = np.asarray(arr).reshape(len(self.bands), y1 - y0, x1 - x0)
@@ -336,7 +340,7 @@ class RasterReader:
             try:
                 ok &= m.ReadAsArray(x0, y0, x1 - x0, y1 - y0) > 0
             except RuntimeError as exc:
-                raise read_error(self.info.path, f"the mask of {what}", exc) from exc
+                raise read_error(self.name, f"the mask of {what}", exc) from exc
         sub = arr.astype(np.float32, copy=False)
         if np.issubdtype(arr.dtype, np.floating):
             ok &= np.isfinite(sub).all(axis=0)
@@ -360,7 +364,7 @@ class RasterReader:
             arr = self.ds.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h,
                                       band_list=self.bands)
         except RuntimeError as exc:
-            raise read_error(self.info.path, what, exc) from exc
+            raise read_error(self.name, what, exc) from exc
         arr = np.asarray(arr, dtype=np.float64).reshape(len(self.bands), h, w)
         ok = np.isfinite(arr).all(axis=0)
         for i, nd in enumerate(self._nodata):
@@ -370,7 +374,7 @@ class RasterReader:
             try:
                 ok &= m.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h) > 0
             except RuntimeError as exc:
-                raise read_error(self.info.path, f"the mask for {what}", exc) from exc
+                raise read_error(self.name, f"the mask for {what}", exc) from exc
         n = int(ok.sum())
         if n == 0:
             return np.zeros(len(self.bands)), np.ones(len(self.bands)), 0

@@ -151,3 +151,24 @@ def test_a_damaged_label_raster_is_named(scene, grid, tmp_path):
     bad.write_bytes(raw[: len(raw) - 200])
     with pytest.raises(InputError, match="classes.tif"):
         read_raster_labels(str(bad), grid)
+
+
+def test_a_damaged_label_raster_on_another_grid_is_named_not_its_warped_copy(grid, tmp_path):
+    """A label raster on another grid is read through an in-memory warped VRT; a read error still names the
+    user's file."""
+    from osgeo import gdal, osr
+
+    path = tmp_path / "coarse_classes.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), 64, 64, 1, gdal.GDT_Byte,
+                                              ["TILED=YES", "BLOCKXSIZE=16", "BLOCKYSIZE=16", "COMPRESS=DEFLATE"])
+    ds.SetGeoTransform((X0, 20.0, 0.0, Y0, 0.0, -20.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32632)
+    ds.SetProjection(srs.ExportToWkt())
+    ds.GetRasterBand(1).WriteArray(np.random.default_rng(0).integers(1, 5, (64, 64)).astype(np.uint8))
+    ds = None
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match=r"Cannot read .* of '.*coarse_classes\.tif'") as info:
+        read_raster_labels(str(path), grid)
+    assert "vsimem" not in str(info.value)
