@@ -184,7 +184,7 @@ def test_every_metadata_field_of_every_wrong_type(good, tmp_path):
 
 def test_every_architecture_argument_of_every_wrong_type(good, tmp_path):
     for key in ("in_bands", "num_outputs", "widths", "dropout", "unknown_argument"):
-        for v in WRONG_VALUES + [[4] * 9, [5000], 60000, 2.0]:
+        for v in WRONG_VALUES + [[4] * 13, [5000], 60000, 2.0]:
             p = _with_meta(good, tmp_path / "a.safetensors", lambda m, k=key, v=v: m["arch_args"].__setitem__(k, v))
             valid = key == "dropout" and type(v) is int and v in (0, 1)  # a dropout of 0 or 1 is one
             assert _outcome(p) == ("ok" if valid else "ModelFileError"), (key, v)

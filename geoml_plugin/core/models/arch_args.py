@@ -22,7 +22,7 @@ from ..errors import ModelFileError
 MAX_BANDS = 4096  # input or output bands
 MAX_OUTPUTS = 65535  # classes (class rasters are uint16) or regression outputs
 MAX_WIDTH = 4096  # channels of one layer
-MAX_LAYERS = 8  # entries of a ``widths`` list
+MAX_LAYERS = 12  # entries of a ``widths`` list
 
 
 class _Rule:
