@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from .core.errors import GeoMLError, JobCancelled
+from .core.errors import GeoMLError, JobCancelled, internal_error_message
 from .core.progress import Feedback
 
 LOG_TAG = "GeoML"
@@ -68,7 +68,7 @@ class GeoMLTask(QgsTask):
         except MemoryError as exc:
             self.error = GeoMLError("The job ran out of memory.", "Use a smaller batch size or area.")
             self.traceback = repr(exc)
-        except Exception as exc:  # a bug: keep the traceback for the log
+        except Exception as exc:  # the last line of defence: a bug; keep the traceback for the log
             self.error = exc
             self.traceback = traceback.format_exc()
         return False
@@ -106,7 +106,7 @@ class GeoMLTask(QgsTask):
             return ""
         if isinstance(self.error, GeoMLError):
             return str(self.error)
-        return f"Unexpected error: {self.error!r}. Details are in the GeoML log panel."
+        return internal_error_message(self.error)
 
 
 def cancel_all() -> None:

@@ -49,3 +49,18 @@ class JobCancelled(GeoMLError):
 
     def __init__(self, message: str = "Cancelled by the user; no output was written."):
         super().__init__(message)
+
+
+INTERNAL_ERROR = "GeoML hit an internal error"
+
+
+def internal_error_message(exc: BaseException) -> str:
+    """What the user sees of an exception that is not a :class:`GeoMLError`: a bug, or a bad input no check
+    caught. The last line of defence (Processing base class, task wrapper) shows this short cause and keeps
+    the traceback in the log for a bug report; known bad inputs never reach it."""
+    if isinstance(exc, MemoryError):
+        return "GeoML ran out of memory. Use a smaller batch size or area, or close other programs."
+    cause = (str(exc).strip().splitlines() or [""])[0]
+    cause = cause if len(cause) <= 200 else cause[:197] + "…"
+    return (f"{INTERNAL_ERROR}: {type(exc).__name__}{': ' + cause if cause else ''}. "
+            "The details are in the GeoML log (View ▸ Panels ▸ Log Messages); please include them in a bug report.")

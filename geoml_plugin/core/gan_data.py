@@ -23,7 +23,7 @@ from osgeo import gdal
 
 from .errors import InputError
 from .georef import crs_name, same_crs, transform_extent
-from .raster_io import RasterInfo, RasterReader, open_raster, raster_info
+from .raster_io import RasterInfo, RasterReader, open_raster, raster_info, read_error
 
 MIN_TARGET_VALID = 0.9
 _IN_MEMORY_VALUES = 48_000_000  # ≈ 190 MB of float32
@@ -136,8 +136,11 @@ class TileSampler:
 
     # -- large rasters: windowed reads ----------------------------------------
     def _coarse_valid(self, reader: RasterReader, cw: int, ch: int) -> np.ndarray:
-        arr = reader.ds.ReadAsArray(0, 0, reader.width, reader.height, buf_xsize=cw, buf_ysize=ch,
-                                    band_list=reader.bands)
+        try:
+            arr = reader.ds.ReadAsArray(0, 0, reader.width, reader.height, buf_xsize=cw, buf_ysize=ch,
+                                        band_list=reader.bands)
+        except RuntimeError as exc:  # a damaged overview or tile
+            raise read_error(reader.name, "an overview", exc) from exc
         arr = np.asarray(arr).reshape(len(reader.bands), ch, cw)
         ok = np.isfinite(arr).all(axis=0) if np.issubdtype(arr.dtype, np.floating) else np.ones((ch, cw), bool)
         for i, nd in enumerate(reader._nodata):

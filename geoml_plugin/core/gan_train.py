@@ -172,7 +172,7 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
         tgt_mean = tgt_std = None
         if cfg.target_path:
             target_src = align_target(reader.info, cfg.target_path)
-            treader = RasterReader(target_src, cfg.target_bands, skip_alpha=True)
+            treader = RasterReader(target_src, cfg.target_bands, skip_alpha=True, name=cfg.target_path)
             tgt_mean, tgt_std, t_valid = treader.band_statistics()
             if t_valid == 0:
                 raise InputError("The TARGET raster has no valid pixels where it overlaps INPUT.")

@@ -11,6 +11,7 @@ behind them (memory layers) are exported to a temporary GeoPackage first.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import Counter
@@ -21,7 +22,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from .errors import InputError
-from .raster_io import RasterInfo, RasterReader, srs_from_wkt
+from .raster_io import RasterInfo, RasterReader, open_raster, srs_from_wkt
 
 ogr.UseExceptions()
 
@@ -34,6 +35,29 @@ def parse_vector_source(source: str) -> tuple[str, Optional[str]]:
         if p.startswith("layername="):
             layer = p.split("=", 1)[1]
     return path, layer
+
+
+LABELS_HINT = ("The file may be damaged: check that QGIS opens it, or save the layer again "
+               "(right-click ▸ Export ▸ Save Features As…).")
+
+
+def labels_error(source: str, exc: BaseException) -> InputError:
+    """The error a user sees when OGR/GDAL fails while reading labels (a damaged GeoPackage or GeoJSON, a label
+    raster that cannot be read or warped): an :class:`InputError` naming the file, with GDAL's first line."""
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300].rstrip(".")
+    return InputError(f"Cannot read the labels '{parse_vector_source(source)[0]}': {detail}.", LABELS_HINT)
+
+
+def _reads_labels(fn):
+    """GDAL/OGR errors (``RuntimeError`` under ``UseExceptions``) raised while ``fn(source, …)`` reads labels
+    become InputErrors naming ``source``."""
+    @functools.wraps(fn)
+    def wrapper(source, *args, **kwargs):
+        try:
+            return fn(source, *args, **kwargs)
+        except RuntimeError as exc:
+            raise labels_error(source, exc) from exc
+    return wrapper
 
 
 def open_layer(source: str, layer_name: Optional[str] = None):
@@ -111,6 +135,7 @@ def _class_index(values: list, classes: Optional[list]) -> tuple[np.ndarray, lis
     return idx, classes
 
 
+@_reads_labels
 def read_vector_labels(
     source: str,
     label_field: str,
@@ -264,14 +289,16 @@ def _sample_polygon(g, inv, gt, n, min_spacing, rng) -> list:
 def _burn_copy(lay, ftype, value_of):
     """An in-memory copy of ``lay``'s features with geometry, in the layer's reading order, each with a field
     ``burn`` = ``value_of(feature)``. GDAL burns features in that order, the last on top, so rasterizing copies
-    made by this function puts the same feature on top everywhere. Returns (data source, layer): keep both."""
+    made by this function puts the same feature on top everywhere. Only polygons are copied, as
+    :func:`read_vector_labels` uses only them from a polygon layer: a stray line or point would otherwise burn a
+    class across the polygons under it. Returns (data source, layer): keep both."""
     mem_ds = ogr.GetDriverByName("Memory").CreateDataSource("")
     out = mem_ds.CreateLayer("burn", lay.GetSpatialRef(), ogr.wkbUnknown)
     out.CreateField(ogr.FieldDefn("burn", ftype))
     lay.ResetReading()
     for feat in lay:
         g = feat.GetGeometryRef()
-        if g is None or g.IsEmpty():
+        if g is None or g.IsEmpty() or ogr.GT_Flatten(g.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
             continue
         f = ogr.Feature(out.GetLayerDefn())
         f.SetField("burn", value_of(feat))
@@ -298,6 +325,7 @@ def _burn(layer, raster: RasterInfo, windows: list, fill: float, options: list,
     return out
 
 
+@_reads_labels
 def rasterize_windows(source: str, label_field: str, raster: RasterInfo, windows: list,
                       classes: Optional[list] = None, layer_name: Optional[str] = None, nodata: float = -1) -> list:
     """Burn polygon labels into a (h, w) array per pixel window of ``raster`` (the layer is read once).
@@ -322,6 +350,7 @@ def rasterize_window(source: str, label_field: str, raster: RasterInfo, window, 
     return rasterize_windows(source, label_field, raster, [window], classes, layer_name, nodata)[0]
 
 
+@_reads_labels
 def rasterize_feature_ids(source: str, raster: RasterInfo, windows: list, layer_name: Optional[str] = None) -> list:
     """Burn each feature's id (FID, as in ``LabelSet.feature_ids``) into a (h, w) int64 array per pixel window
     of ``raster`` (-1 outside every feature): which labelled feature each pixel of a mask belongs to."""
@@ -377,13 +406,24 @@ class LabelRaster:
 
     def __init__(self, path: str, raster: RasterInfo, categorical: bool):
         self.path, self.raster, self.categorical = path, raster, categorical
-        src = gdal.Open(path)
+        self._vsi: list = []
+        try:
+            self._open(path, raster, categorical)
+        except BaseException as exc:
+            self.close()  # the in-memory VRTs made so far
+            if isinstance(exc, RuntimeError):
+                raise labels_error(path, exc) from exc
+            raise
+        self.values: list = []  # raw class values, in class index order
+        self._lut: Optional[dict] = None
+
+    def _open(self, path: str, raster: RasterInfo, categorical: bool) -> None:
+        src = open_raster(path)
         same = (src.RasterXSize, src.RasterYSize) == (raster.width, raster.height) and \
             all(abs(a - b) < 1e-9 * max(1.0, abs(b)) for a, b in zip(src.GetGeoTransform(), raster.geotransform)) and \
             (not raster.crs_wkt or not src.GetProjection() or srs_from_wkt(src.GetProjection()).IsSame(srs_from_wkt(raster.crs_wkt)))
-        self._vsi: list = []
         grid_path = path if same else self._onto_grid(src, raster, "near" if categorical else "bilinear")
-        self.reader = RasterReader(grid_path, [1])
+        self.reader = RasterReader(grid_path, [1], name=path)
         cats = src.GetRasterBand(1).GetCategoryNames()
         if not cats:
             gdal.Info(src, format="json")  # loads the PAM sidecar (GDAL 3.6 quirk)
@@ -393,9 +433,6 @@ class LabelRaster:
         ct = src.GetRasterBand(1).GetColorTable()
         self._colors = {i: "#{:02x}{:02x}{:02x}".format(*ct.GetColorEntry(i)[:3])
                         for i in range(ct.GetCount())} if ct is not None else {}
-        src = None
-        self.values: list = []  # raw class values, in class index order
-        self._lut: Optional[dict] = None
 
     def _temp(self, name: str) -> str:
         self._vsi.append(f"/vsimem/geoml_labels_{id(self)}_{name}.vrt")
@@ -453,12 +490,14 @@ class LabelRaster:
         return np.where(valid, data[0], np.nan).astype(np.float32)
 
     def close(self) -> None:
-        self.reader.close()
+        if getattr(self, "reader", None) is not None:
+            self.reader.close()
         for p in reversed(self._vsi):
             gdal.Unlink(p)
         self._vsi = []
 
 
+@_reads_labels
 def read_raster_labels(path: str, raster: RasterInfo, task: str = "classification", max_samples: int = 2000,
                        group_cell: int = 64, seed: int = 0, reader: Optional[RasterReader] = None,
                        feedback=None) -> tuple[LabelSet, LabelRaster]:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
+import re
 import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
@@ -28,6 +30,10 @@ FORMAT_VERSION = 1
 TASKS = ("classification", "segmentation", "regression", "generation", "translation")
 OUTPUTS = ("patch", "dense", "image")
 _MAX_HEADER = 100 * 2**20
+MAX_PATCH = 8192
+# bytes per element of each safetensors dtype
+DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+               "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
 
 
 @dataclass
@@ -77,13 +83,19 @@ class ModelMeta:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelMeta":
-        if d.get("format") != FORMAT:
+    def from_dict(cls, d: dict, where: str = "the model file") -> "ModelMeta":
+        """Metadata read from a file: every field is checked (type, range, agreement with the others) first,
+        so a damaged or tampered file is a :class:`ModelFileError` naming the field, never a crash later."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ModelFileError("The file is a safetensors file but not a GeoML model (no GeoML metadata).")
-        if int(d.get("format_version", 0)) > FORMAT_VERSION:
+        version = d.get("format_version", 0)
+        if type(version) is not int:
+            raise ModelFileError(f"The GeoML metadata in {where} is damaged: format_version is {version!r}.")
+        if version > FORMAT_VERSION:
             raise ModelFileError(
                 f"The model was saved by a newer GeoML (format {d.get('format_version')}); update the plugin."
             )
+        check_meta_fields(d, where)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -96,6 +108,123 @@ class ModelMeta:
             "translation": "raster-to-raster translation",
         }[self.task]
         return f"{self.architecture}: {what}; {self.in_bands} input band(s), patch {self.patch_size} px"
+
+
+def _finite(v) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _list_of(ok, max_len: int):
+    return lambda v: isinstance(v, list) and len(v) <= max_len and all(ok(x) for x in v)
+
+
+def _is_str(v) -> bool:
+    return isinstance(v, str)
+
+
+def _is_dict(v) -> bool:
+    return isinstance(v, dict)
+
+
+def _int_in(lo: int, hi: int):
+    return lambda v: type(v) is int and lo <= v <= hi
+
+
+_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def _is_class(c) -> bool:
+    return (isinstance(c, dict) and _int_in(1, 65535)(c.get("value")) and _is_str(c.get("name"))
+            and (c.get("color") in (None, "") or (_is_str(c["color"]) and _COLOR.fullmatch(c["color"]) is not None)))
+
+
+def _meta_rules():
+    from .models.arch_args import MAX_BANDS, MAX_OUTPUTS
+
+    numbers = _list_of(_finite, MAX_BANDS)
+    return {  # field: (test, what it must be)
+        "architecture": (lambda v: _is_str(v) and 0 < len(v) <= 100, "a name"),
+        "task": (_is_str, "text"),
+        "output": (_is_str, "text"),
+        "in_bands": (_int_in(0, MAX_BANDS), f"an integer from 0 to {MAX_BANDS}"),
+        "arch_args": (_is_dict, "a JSON object"),
+        "patch_size": (_int_in(1, MAX_PATCH), f"an integer from 1 to {MAX_PATCH}"),
+        "band_indices": (_list_of(_int_in(1, 2**31 - 1), MAX_BANDS), "a list of band numbers"),
+        "band_names": (_list_of(_is_str, MAX_BANDS), "a list of texts"),
+        "norm_mean": (numbers, "a list of numbers"),
+        "norm_std": (numbers, "a list of numbers"),
+        "classes": (_list_of(_is_class, MAX_OUTPUTS),
+                    "a list of classes, each with a value from 1 to 65535, a name and a colour '#rrggbb'"),
+        "target": (_is_dict, "a JSON object"),
+        "pixel_size": (_list_of(_finite, 2), "a list of two numbers"),
+        "crs_wkt": (_is_str, "text"),
+        "provenance": (_is_dict, "a JSON object"),
+        "metrics": (_is_dict, "a JSON object"),
+        "extra": (_is_dict, "a JSON object"),
+    }
+
+
+def _target_rules():
+    from .models.arch_args import MAX_BANDS
+
+    numbers = lambda v: _finite(v) or _list_of(_finite, MAX_BANDS)(v)  # noqa: E731
+    return {
+        "name": (_is_str, "text"), "units": (_is_str, "text"), "kind": (_is_str, "text"),
+        "mean": (numbers, "a number or a list of numbers"), "std": (numbers, "a number or a list of numbers"),
+        "bands": (_int_in(1, MAX_BANDS), f"an integer from 1 to {MAX_BANDS}"),
+        "band_names": (_list_of(_is_str, MAX_BANDS), "a list of texts"),
+        "nodata": (lambda v: v is None or _finite(v), "a number"),
+        "value_range": (_list_of(lambda r: _list_of(_finite, 2)(r) and len(r) == 2, MAX_BANDS),
+                        "a list of [low, high] pairs"),
+    }
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "…"
+
+
+def check_meta_fields(d: dict, where: str = "the model file") -> None:
+    """Raise :class:`ModelFileError` unless the metadata fields have the types, ranges and agreement GeoML needs."""
+    from .models.arch_args import check_arch_args
+
+    def bad(what: str) -> ModelFileError:
+        return ModelFileError(f"The GeoML metadata in {where} is damaged: {what}.")
+
+    for name in ("architecture", "task", "in_bands"):
+        if name not in d:
+            raise bad(f"it has no '{name}'")
+    for name, (ok, text) in _meta_rules().items():
+        if name in d and not ok(d[name]):
+            raise bad(f"'{name}' is {_short(d[name])}; it must be {text}")
+    for name, (ok, text) in _target_rules().items():
+        t = d.get("target") or {}
+        if name in t and not ok(t[name]):
+            raise bad(f"target '{name}' is {_short(t[name])}; it must be {text}")
+    fewshot = (d.get("extra") or {}).get("fewshot")
+    if fewshot is not None and not _is_dict(fewshot):
+        raise bad("extra 'fewshot' is not a JSON object")
+    n = d["in_bands"]
+    for name in ("norm_mean", "norm_std"):
+        if n and d.get(name) and len(d[name]) != n:
+            raise bad(f"'{name}' has {len(d[name])} value(s) for {n} input band(s)")
+    values = [c["value"] for c in d.get("classes") or []]
+    if len(set(values)) != len(values):
+        raise bad("two classes have the same value")
+    args = d.get("arch_args") or {}
+    if n == 0 and d["task"] != "generation":
+        raise bad("'in_bands' is 0, but only a tile generator takes no input")
+    if type(args.get("in_bands")) is int and args["in_bands"] != n:
+        raise bad(f"the network takes {args['in_bands']} band(s) but the model says {n}")
+    target = d.get("target") or {}
+    bands = target.get("bands", 1)
+    if d["task"] in ("generation", "translation") and type(args.get("out_bands")) is int \
+            and args["out_bands"] != bands:
+        raise bad(f"the network makes {args['out_bands']} band(s) but the target says {bands}")
+    for name in ("mean", "std"):
+        if isinstance(target.get(name), list) and len(target[name]) not in (1, bands):
+            raise bad(f"target '{name}' has {len(target[name])} value(s) for {bands} output band(s)")
+    check_arch_args(d["architecture"], args, "The model file" + (f" {where}" if where.startswith("'") else ""))
 
 
 def new_provenance(**extra) -> dict:
@@ -141,7 +270,7 @@ def _read_header(path: str) -> dict:
         raise InputError(f"Cannot read the model file '{path}': {exc.strerror}.") from exc
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also a 5000-digit number
         raise ModelFileError(f"'{os.path.basename(path)}' is not a GeoML model file.") from exc
     if not isinstance(header, dict):
         raise ModelFileError(f"'{os.path.basename(path)}' is not a GeoML model file.")
@@ -151,15 +280,126 @@ def _read_header(path: str) -> dict:
 def read_meta(path: str) -> ModelMeta:
     """Read a model file's metadata (no torch needed)."""
     header = _read_header(path)
-    md = header.get("__metadata__") or {}
-    if "geoml" not in md:
+    md = header.get("__metadata__")
+    if not isinstance(md, dict) or "geoml" not in md:
         raise ModelFileError(
             f"'{os.path.basename(path)}' is a safetensors file but not a GeoML model (no GeoML metadata)."
         )
+    where = f"'{os.path.basename(path)}'"
     try:
-        return ModelMeta.from_dict(json.loads(md["geoml"]))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ModelFileError(f"The GeoML metadata in '{os.path.basename(path)}' is damaged: {exc}") from exc
+        d = json.loads(md["geoml"])
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ModelFileError(f"The GeoML metadata in {where} is damaged: it is not valid JSON.") from exc
+    return ModelMeta.from_dict(d, where)
+
+
+def tensor_list(path: str, header: Optional[dict] = None) -> dict:
+    """``{name: (dtype, shape)}`` of the tensors in a model file's header, after checking that the entries are
+    well formed and that their byte ranges tile the data part of the file exactly (as safetensors requires):
+    the tensors then hold at most as many bytes as the file."""
+    header = _read_header(path) if header is None else header
+    name = os.path.basename(path)
+    with open(path, "rb") as fh:
+        n = struct.unpack("<Q", fh.read(8))[0]
+    data_len = os.path.getsize(path) - 8 - n
+    out, spans = {}, []
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        ok = (isinstance(entry, dict) and entry.get("dtype") in DTYPE_SIZES
+              and isinstance(entry.get("shape"), list) and len(entry["shape"]) <= 8
+              and all(type(s) is int and s >= 0 for s in entry["shape"])
+              and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
+              and all(type(o) is int for o in entry["data_offsets"]))
+        if not ok:
+            raise ModelFileError(f"'{name}' is damaged: the entry of tensor '{_short(key)[1:-1]}' is malformed.")
+        begin, end = entry["data_offsets"]
+        if end - begin != math.prod(entry["shape"]) * DTYPE_SIZES[entry["dtype"]]:
+            raise ModelFileError(f"'{name}' is damaged: tensor '{key}' has shape {entry['shape']} but "
+                                 f"{end - begin} bytes of data.")
+        out[key] = (entry["dtype"], tuple(entry["shape"]))
+        spans.append((begin, end))
+    at, contiguous = 0, True
+    for begin, end in sorted(spans):
+        contiguous = contiguous and begin == at
+        at = end
+    if not contiguous or at != data_len:
+        raise ModelFileError(f"'{name}' is damaged or truncated: its tensors do not fill its {max(data_len, 0)} "
+                             "bytes of data exactly.")
+    return out
+
+
+def _describe_shape(shape) -> str:
+    return "×".join(str(s) for s in shape) if shape else "a scalar"
+
+
+def check_model_file(path: str, meta: Optional[ModelMeta] = None) -> ModelMeta:
+    """Check that the network the metadata describes is the network whose weights the file holds, allocating
+    nothing: the network is built on PyTorch's ``meta`` device (shapes only) and every parameter and buffer is
+    compared by name and shape with the file's tensor list. A mismatch is a :class:`ModelFileError` saying what
+    does not fit. Afterwards building the network costs about the file's size, whatever the metadata says."""
+    import torch
+
+    from .models import build_model
+
+    header = _read_header(path)
+    meta = meta or read_meta(path)
+    name = os.path.basename(path)
+    tensors = tensor_list(path, header)
+    try:
+        with torch.device("meta"):
+            net = build_model(meta.architecture, **meta.arch_args)
+    except ModelFileError:
+        raise
+    except Exception as exc:  # a builder refusing its arguments (TypeError, ValueError …)
+        raise ModelFileError(f"The network described in '{name}' cannot be built: {type(exc).__name__}: "
+                             f"{str(exc)[:200]}", "The file was changed, or was saved by another GeoML version.") from exc
+    wanted = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    missing = [k for k in wanted if k not in tensors]
+    extra = [k for k in tensors if k not in wanted]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"it lacks {len(missing)} tensor(s) the network needs (e.g. '{missing[0]}')")
+        if extra:
+            parts.append(f"it has {len(extra)} tensor(s) the network does not have (e.g. '{_short(extra[0])[1:-1]}')")
+        raise ModelFileError(f"The weights in '{name}' do not fit architecture '{meta.architecture}': "
+                             + "; ".join(parts) + ".")
+    for k, shape in wanted.items():
+        if tensors[k][1] != shape:
+            raise ModelFileError(
+                f"The weights in '{name}' do not fit architecture '{meta.architecture}': tensor '{k}' is "
+                f"{_describe_shape(tensors[k][1])} in the file, but the architecture arguments in its metadata "
+                f"({_short(meta.arch_args)}) make it {_describe_shape(shape)}.")
+    _check_forward(net.eval(), meta, name)
+    return meta
+
+
+def _check_forward(net, meta: ModelMeta, name: str) -> None:
+    """Run the network on one patch of the model's size on the ``meta`` device (shapes only, no memory): a
+    patch size the network cannot take, or a classifier with more outputs than classes, is refused here
+    rather than failing in the middle of a job."""
+    import torch
+
+    if meta.task == "generation" or not meta.in_bands:
+        return
+    x = torch.empty(1, meta.in_bands, meta.patch_size, meta.patch_size, device="meta")
+    try:
+        with torch.no_grad():
+            out = net(x)
+    except NotImplementedError:  # an operation without a meta kernel: nothing can be said
+        return
+    except Exception as exc:
+        raise ModelFileError(f"The network in '{name}' cannot take the {meta.patch_size} px patches its metadata "
+                             f"gives: {str(exc)[:200]}") from exc
+    fs = meta.extra.get("fewshot") or {}
+    if meta.is_classifier and meta.classes and not fs.get("algorithm") and out.ndim >= 2 \
+            and out.shape[1] != meta.num_classes:
+        raise ModelFileError(f"The model file '{name}' is damaged: its network gives {out.shape[1]} class "
+                             f"score(s) but its metadata lists {meta.num_classes} class(es).")
+    if not meta.is_classifier and out.ndim >= 2 and out.shape[1] != meta.target.get("bands", 1):
+        raise ModelFileError(f"The model file '{name}' is damaged: its network gives {out.shape[1]} value(s) "
+                             f"per pixel but its metadata says {meta.target.get('bands', 1)} output band(s).")
 
 
 def save_model(path: str, model_or_state, meta: ModelMeta) -> str:
@@ -189,7 +429,7 @@ def save_model(path: str, model_or_state, meta: ModelMeta) -> str:
 def load_state(path: str, device="cpu") -> dict:
     from safetensors.torch import load_file
 
-    _read_header(path)
+    tensor_list(path)  # well-formed entries that tile the file: nothing bigger than the file is allocated
     try:
         return load_file(path, device=str(device))
     except Exception as exc:
@@ -197,10 +437,13 @@ def load_state(path: str, device="cpu") -> dict:
 
 
 def load_model(path: str, device="cpu", meta: Optional[ModelMeta] = None) -> tuple[Any, ModelMeta]:
-    """Rebuild the network described by the file and load its weights."""
+    """Rebuild the network described by the file and load its weights.
+
+    The network is first checked against the file's tensors without memory (:func:`check_model_file`) and
+    only then built for real: a file cannot make GeoML allocate more than about its own size."""
     from .models import build_model
 
-    meta = meta or read_meta(path)
+    meta = check_model_file(path, meta)
     model = build_model(meta.architecture, **meta.arch_args)
     state = load_state(path, "cpu")
     try:

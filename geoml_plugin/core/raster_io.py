@@ -148,6 +148,17 @@ def open_raster(path: str, update: bool = False) -> gdal.Dataset:
     return ds
 
 
+READ_HINT = "The file may be truncated or damaged: check it (e.g. gdalinfo -checksum) or export it again."
+
+
+def read_error(path: str, what: str, exc: BaseException) -> InputError:
+    """The error a user sees when GDAL fails reading ``what`` of ``path`` (a truncated file, a tile offset past
+    its end, a damaged overview…): an :class:`InputError` naming the file, with GDAL's first line."""
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(f"{path}, ", "")
+    detail = re.sub(r"/vsimem/[^,\s]*,\s*", "", detail)  # GeoML's in-memory VRT of the file, meaningless to a user
+    return InputError(f"Cannot read {what} of '{path}': {detail[:300].rstrip('.')}.", READ_HINT)
+
+
 def band_units(path: str, bands: list) -> tuple[list, str]:
     """Band descriptions and the unit of the first band ('' if unknown).
 
@@ -194,7 +205,10 @@ def holds_transparency(band: gdal.Band) -> bool:
     imagery written by scripts that band is often near-infrared: image data, not a mask.
     """
     w, h = min(band.XSize, 512), min(band.YSize, 512)
-    arr = band.ReadAsArray(0, 0, band.XSize, band.YSize, buf_xsize=w, buf_ysize=h)
+    try:
+        arr = band.ReadAsArray(0, 0, band.XSize, band.YSize, buf_xsize=w, buf_ysize=h)
+    except RuntimeError as exc:
+        raise read_error(band.GetDataset().GetDescription(), "the alpha band", exc) from exc
     if arr is None or arr.size == 0:
         return False
     return float(((arr == 0) | (arr == arr.max())).mean()) >= 0.95
@@ -227,10 +241,13 @@ def parse_band_list(bands, band_count: int) -> list[int]:
 class RasterReader:
     """Reads windows of selected bands as float32 with a validity mask."""
 
-    def __init__(self, path: str, bands: Optional[Sequence[int]] = None, skip_alpha: bool = False):
+    def __init__(self, path: str, bands: Optional[Sequence[int]] = None, skip_alpha: bool = False,
+                 name: Optional[str] = None):
         """``skip_alpha``: with no ``bands`` given, leave alpha bands out (training jobs: an alpha band is a
         mask, not an image channel; it still marks its 0 pixels as no data). An explicit band list is used as
-        given. The bands left out are in ``alpha_left_out`` and :meth:`alpha_note` says so."""
+        given. The bands left out are in ``alpha_left_out`` and :meth:`alpha_note` says so.
+        ``name``: the user's file that messages name when ``path`` is GeoML's own in-memory VRT of it."""
+        self.name = name or path
         self.ds = open_raster(path)
         self.info = raster_info(self.ds)
         self.info.path = path
@@ -303,7 +320,11 @@ class RasterReader:
         x1, y1 = min(xoff + width, self.width), min(yoff + height, self.height)
         if x1 <= x0 or y1 <= y0:
             return data, valid
-        arr = self.ds.ReadAsArray(x0, y0, x1 - x0, y1 - y0, band_list=self.bands)
+        what = f"the {x1 - x0}×{y1 - y0} px window at column {x0}, row {y0}"
+        try:
+            arr = self.ds.ReadAsArray(x0, y0, x1 - x0, y1 - y0, band_list=self.bands)
+        except RuntimeError as exc:  # a truncated file, a tile offset past its end …
+            raise read_error(self.name, what, exc) from exc
         if arr is None:
             raise RasterError(f"GDAL failed to read a window of '{self.info.path}': {gdal.GetLastErrorMsg()}")
         arr = np.asarray(arr).reshape(len(self.bands), y1 - y0, x1 - x0)
@@ -316,7 +337,10 @@ class RasterReader:
             if nd is not None:
                 ok &= arr[i] != nd
         for m in self._masks:
-            ok &= m.ReadAsArray(x0, y0, x1 - x0, y1 - y0) > 0
+            try:
+                ok &= m.ReadAsArray(x0, y0, x1 - x0, y1 - y0) > 0
+            except RuntimeError as exc:
+                raise read_error(self.name, f"the mask of {what}", exc) from exc
         sub = arr.astype(np.float32, copy=False)
         if np.issubdtype(arr.dtype, np.floating):
             ok &= np.isfinite(sub).all(axis=0)
@@ -334,14 +358,23 @@ class RasterReader:
         """
         scale = max(1.0, (self.width * self.height / max_pixels) ** 0.5)
         w, h = max(1, int(self.width / scale)), max(1, int(self.height / scale))
-        arr = self.ds.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h, band_list=self.bands)
+        # a decimated read goes through the raster's overviews when it has them: a damaged overview fails here
+        what = "the overview / band statistics"
+        try:
+            arr = self.ds.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h,
+                                      band_list=self.bands)
+        except RuntimeError as exc:
+            raise read_error(self.name, what, exc) from exc
         arr = np.asarray(arr, dtype=np.float64).reshape(len(self.bands), h, w)
         ok = np.isfinite(arr).all(axis=0)
         for i, nd in enumerate(self._nodata):
             if nd is not None:
                 ok &= arr[i] != nd
         for m in self._masks:
-            ok &= m.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h) > 0
+            try:
+                ok &= m.ReadAsArray(0, 0, self.width, self.height, buf_xsize=w, buf_ysize=h) > 0
+            except RuntimeError as exc:
+                raise read_error(self.name, f"the mask for {what}", exc) from exc
         n = int(ok.sum())
         if n == 0:
             return np.zeros(len(self.bands)), np.ones(len(self.bands)), 0

@@ -101,8 +101,11 @@ def backbone_of(meta) -> str:
 
 
 def check_transfer_source(path: str, backbone: str, in_bands: int):
-    """Metadata of an earlier GeoML model if its backbone can start this run, else a clear error."""
-    from .modelfile import read_meta
+    """Metadata of an earlier GeoML model if its backbone can start this run, else a clear error.
+
+    The file is checked like any model that is loaded (:func:`modelfile.check_model_file`): its metadata
+    must describe the tensors it holds, so a damaged or tampered file is refused before anything is built."""
+    from .modelfile import check_model_file, read_meta
 
     if os.path.isdir(path):
         raise InputError(f"WEIGHTS '{path}' is a folder, not a model file.", "Choose the GeoML model file itself.")
@@ -130,6 +133,7 @@ def check_transfer_source(path: str, backbone: str, in_bands: int):
             f"this run uses {in_bands}.",
             "Select the same bands as for that model, or WEIGHTS=none / imagenet.",
         )
+    check_model_file(path, meta)
     return meta
 
 

@@ -9,6 +9,7 @@ Clicking more points and pressing the button again re-adapts from scratch.
 """
 from __future__ import annotations
 
+import html
 import math
 import os
 import tempfile
@@ -179,9 +180,9 @@ class FewShotPanel(QWidget, FORM):
             acc = meta.metrics.get("meta_validation_accuracy")
             if acc is not None:
                 text += f"; meta-validation accuracy {acc:.0%}"
-            self.modelInfo.setText(text)
+            self.modelInfo.setText(f"<span>{html.escape(text, quote=False)}</span>")  # rich text: names from the file escaped
         except GeoMLError as exc:
-            self.modelInfo.setText(f"<span style='color:#b00'>{exc}</span>")
+            self.modelInfo.setText(f"<span style='color:#b00'>{html.escape(str(exc), quote=False)}</span>")  # names from the file
 
     # -- classes and points -------------------------------------------------
     def current_class(self) -> str:

@@ -13,6 +13,7 @@ background task with progress.
 """
 from __future__ import annotations
 
+import html
 import os
 import random
 import tempfile
@@ -107,7 +108,7 @@ class GanPanel(QgsDockWidget, FORM):
             meta = read_meta(path)
             require_generator(meta, path)
         except GeoMLError as exc:
-            self.modelInfo.setText(f"<span style='color:#b00'>{exc}</span>")
+            self.modelInfo.setText(f"<span style='color:#b00'>{html.escape(str(exc), quote=False)}</span>")  # names from the file
             self.set_tool_active(False)
             return
         QgsSettings().setValue(SETTINGS + "model", path)

@@ -1,6 +1,7 @@
 """'Apply model to raster' dialog: runs core.predict in the background."""
 from __future__ import annotations
 
+import html
 import os
 import tempfile
 
@@ -74,12 +75,12 @@ class PredictDialog(JobDialogBase, FORM):
             return
         try:
             meta = read_meta(path)
-            text = meta.describe()
+            text = html.escape(meta.describe(), quote=False)
             if meta.classes:
-                text += "<br>Classes: " + ", ".join(c.name for c in meta.classes)
+                text += "<br>Classes: " + html.escape(", ".join(c.name for c in meta.classes), quote=False)
             self.modelInfo.setText(text)
         except GeoMLError as exc:
-            self.modelInfo.setText(f"<span style='color:#b00'>{exc}</span>")
+            self.modelInfo.setText(f"<span style='color:#b00'>{html.escape(str(exc), quote=False)}</span>")  # names from the file
 
     def make_job(self):
         from ..core.predict import PredictConfig, run_predict

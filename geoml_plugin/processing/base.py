@@ -1,10 +1,14 @@
 """Shared plumbing for GeoML algorithms: feedback bridge, errors, common params."""
 from __future__ import annotations
 
+import functools
 import os
+import traceback
 from typing import Any, Callable
 
 from qgis.core import (
+    Qgis,
+    QgsMessageLog,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -16,7 +20,7 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.device import DEVICE_CHOICES
-from ..core.errors import DependencyError, GeoMLError
+from ..core.errors import DependencyError, GeoMLError, internal_error_message
 from ..core.progress import Feedback
 from ..paths import icon_path
 
@@ -68,9 +72,41 @@ def prepare_loading(context, *paths) -> None:
             context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
 
 
+def last_line_of_defence(process: Callable) -> Callable:
+    """Wrap an algorithm's ``processAlgorithm``: a GeoML error is shown as its message; any other exception
+    (a bug, or a bad input no check caught) as "GeoML hit an internal error: <short cause>", with the traceback
+    in the GeoML log and the algorithm's log, never as a bare Python traceback."""
+    if getattr(process, "_geoml_guarded", False):
+        return process
+
+    @functools.wraps(process)
+    def guarded(self, parameters, context, feedback):
+        try:
+            return process(self, parameters, context, feedback)
+        except QgsProcessingException:
+            raise
+        except GeoMLError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - the point of a last line of defence
+            details = traceback.format_exc()
+            QgsMessageLog.logMessage(f"geoml:{self.name()} failed:\n{details}", "GeoML", Qgis.MessageLevel.Critical)
+            if feedback is not None:
+                feedback.pushDebugInfo(details)
+            raise QgsProcessingException(internal_error_message(exc)) from exc
+
+    guarded._geoml_guarded = True
+    return guarded
+
+
 class GeoMLAlgorithm(QgsProcessingAlgorithm):
     """Base class: subclasses set NAME, DISPLAY, GROUP, HELP and implement
-    ``initAlgorithm`` and ``run_core(parameters, context, feedback)``."""
+    ``initAlgorithm`` and ``processAlgorithm``; the latter is wrapped by :func:`last_line_of_defence`
+    when the subclass is defined."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "processAlgorithm" in cls.__dict__:
+            cls.processAlgorithm = last_line_of_defence(cls.__dict__["processAlgorithm"])
 
     NAME = ""
     DISPLAY = ""

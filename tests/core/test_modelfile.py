@@ -120,3 +120,42 @@ def test_saved_model_is_readable_by_others_like_other_outputs(tmp_path):
     meta = _meta()
     p = save_model(str(tmp_path / "m.safetensors"), build_model("small_cnn", **meta.arch_args), meta)
     assert os.stat(p).st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("arch, args, task, output", [
+    ("pixel_linear", {"in_bands": 4, "out_channels": 3}, "segmentation", "dense"),
+    ("small_cnn", {"in_bands": 4, "num_outputs": 3}, "classification", "patch"),
+    ("small_fcn", {"in_bands": 4, "num_classes": 3}, "segmentation", "dense"),
+    ("small_resnet", {"in_bands": 4, "num_outputs": 3}, "classification", "patch"),
+    ("resnet18", {"in_bands": 4, "num_outputs": 3}, "classification", "patch"),
+    ("resnet34", {"in_bands": 1, "num_outputs": 3}, "classification", "patch"),
+    ("resnet50", {"in_bands": 13, "num_outputs": 3}, "classification", "patch"),
+    ("unet", {"backbone": "small_resnet", "in_bands": 4, "num_outputs": 3}, "segmentation", "dense"),
+    ("unet", {"backbone": "resnet50", "in_bands": 4, "num_outputs": 3}, "segmentation", "dense"),
+    ("meta_classifier", {"in_bands": 4, "num_classes": 3, "views": 8, "pool_blocks": 2, "max_pool": True},
+     "classification", "patch"),
+    ("meta_classifier", {"in_bands": 4, "num_classes": 3, "backbone": "resnet18", "normalize": True},
+     "classification", "patch"),
+    ("unet_translator", {"in_bands": 4, "out_bands": 2}, "translation", "dense"),
+])
+def test_every_architecture_passes_the_memory_free_check(arch, args, task, output):
+    """The check run before every load (network built and one patch run on the meta device) accepts a valid
+    model of every architecture, for the patch sizes GeoML trains (a missing meta kernel would refuse it)."""
+    from geoml_plugin.core.modelfile import _check_forward, check_meta_fields
+
+    for patch in (32, 64, 224):
+        meta = ModelMeta(architecture=arch, arch_args=args, task=task, output=output, in_bands=args["in_bands"],
+                         patch_size=patch, classes=make_classes(["a", "b", "c"]) if task != "translation" else [],
+                         target={"bands": args["out_bands"]} if task == "translation" else {})
+        check_meta_fields(meta.to_dict())
+        with torch.device("meta"):
+            net = build_model(arch, **args)
+        _check_forward(net.eval(), meta, "m.safetensors")
+    meta.classes = make_classes(["a", "b"])
+    if task != "translation":
+        with pytest.raises(ModelFileError, match="gives 3 class score"):
+            _check_forward(net, meta, "m.safetensors")
+    else:
+        meta.target["bands"] = 3
+        with pytest.raises(ModelFileError, match="gives 2 value"):
+            _check_forward(net, meta, "m.safetensors")
