@@ -385,7 +385,7 @@ def _predict_patches(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, i
         scorer.to(runner.device)
         step = scorer.step
     wx, wy, ww, wh = win
-    tiles = window_tiles(ww, wh, P, step, core=_PATCH_TILE)
+    tiles = window_tiles(ww, wh, P, step, core=_PATCH_TILE, shift=scorer.shift if scorer is not None else 0)
     how = "scored fully convolutionally" if scorer is not None else "scored window by window"
     asked = f" (asked: {stride} px, the nearest the network's feature grid allows)" if step != stride else ""
     fb.log(f"Patch model: {P} px windows every {step} px{asked}, {how}; each pixel interpolated between the "

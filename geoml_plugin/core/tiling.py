@@ -95,7 +95,8 @@ class WindowTile:
     Windows are ``patch`` px wide; their top-left corners are ``step`` px apart, the first at ``read``'s
     origin, so ``read`` is ``(nx - 1) * step + patch`` px wide. A window *stands for* the pixel
     ``patch // 2`` px right of and below its top-left corner, as a training patch stands for its labelled
-    pixel; ``first`` is that pixel of the first window, relative to ``out``'s origin.
+    pixel (plus the scorer's ``shift``); ``first`` is that pixel of the first window, relative to ``out``'s
+    origin.
     """
 
     read: Window  # input pixels under all windows (may extend past the raster edge)
@@ -105,20 +106,22 @@ class WindowTile:
     first: tuple  # (x, y)
 
 
-def window_lattice(patch: int, step: int) -> tuple[int, int]:
+def window_lattice(patch: int, step: int, shift: int = 0) -> tuple[int, int]:
     """(top-left corner of window 0, the pixel it stands for): window ``j`` starts at ``corner + step * j``
-    and stands for pixel ``step * j + step // 2``, so no pixel is more than ``step / 2`` from one in x or y."""
-    return step // 2 - patch // 2, step // 2
+    and stands for pixel ``step * j + step // 2``, so no pixel is more than ``step / 2`` from one in x or y.
+    A window stands for the pixel ``patch // 2 + shift`` from its corner (``shift``: where the scorer's
+    features are centred, see ``window_scores.DenseWindows.shift``)."""
+    return step // 2 - patch // 2 - shift, step // 2
 
 
-def window_tiles(width: int, height: int, patch: int, step: int, core: int = 512) -> list[WindowTile]:
+def window_tiles(width: int, height: int, patch: int, step: int, core: int = 512, shift: int = 0) -> list[WindowTile]:
     """Tiles of about ``core`` output pixels covering ``width`` × ``height``, each with the windows that stand
     for pixels around it (every output pixel lies between two such pixels, in x and in y, or on one). All
     tiles share one lattice anchored at the raster's (or window's) origin: pixel values do not depend on the
     tiling."""
     step = max(1, int(step))
     core = max(step, int(core) // step * step)
-    corner, anchor = window_lattice(patch, step)
+    corner, anchor = window_lattice(patch, step, shift)
     out = []
     for oy in range(0, height, core):
         for ox in range(0, width, core):
@@ -128,7 +131,7 @@ def window_tiles(width: int, height: int, patch: int, step: int, core: int = 512
             ny = (oy + oh - 1 - anchor) // step + 2 - jy0
             rx, ry = corner + step * jx0, corner + step * jy0
             read = Window(rx, ry, (nx - 1) * step + patch, (ny - 1) * step + patch)
-            first = (anchor + step * jx0 - ox, anchor + step * jy0 - oy)
+            first = (anchor + step * jx0 - ox, anchor + step * jy0 - oy)  # = read origin + patch // 2 + shift
             out.append(WindowTile(read, Window(ox, oy, ow, oh), nx, ny, first))
     return out
 

@@ -75,12 +75,43 @@ def _dilate(stages: list, levels: int) -> None:
                     conv.dilation, conv.padding = (d, d), (d * (k // 2),) * 2
 
 
+def feature_centre_shift(net) -> int:
+    """Pixels from a window's centre to the centre of what its pooled features see in a fully
+    convolutional pass (negative: to the left and up).
+
+    A stride-2 convolution centres output ``i`` on input ``2i``, not on the middle of the pair it pools,
+    so each halving moves the feature lattice half a step towards the origin: the last cells of
+    small_resnet are centred 7 px left of and above the 16-px squares they stand for, those of torchvision's
+    ResNets 15.5 px. A window cut out is confined to itself by zero padding; in one pass over a tile its
+    features reach past it by this much on one side, so a map made without this correction is shifted by
+    it (a boundary lands 7 px off). Walks the convolutions and poolings of the main path (not the residual
+    shortcuts) in order: ``start += ((k - 1) * dilation / 2 - padding) * jump``, ``jump *= stride``.
+    """
+    torch = torch_module()
+    nn = torch.nn
+    skip = set()
+    for name, mod in net.named_modules():
+        if name.rsplit(".", 1)[-1] in ("shortcut", "downsample"):
+            skip.update(id(m) for m in mod.modules())
+    start, jump = 0.5, 1.0
+    for mod in net.modules():
+        if id(mod) in skip or not isinstance(mod, (nn.Conv2d, nn.MaxPool2d)):
+            continue
+        k, s, p, d = (v if isinstance(v, int) else v[0] for v in (mod.kernel_size, mod.stride, mod.padding,
+                                                                   mod.dilation))
+        start += ((k - 1) * d / 2 - p) * jump
+        jump *= s
+    return int(round(start - jump / 2))
+
+
 class DenseWindows:
     """Scores of all ``patch``-px windows of a tile whose top-left corners are ``step`` px apart, computed
-    fully convolutionally from a ``PatchNet`` (see the module docstring)."""
+    fully convolutionally from a ``PatchNet`` (see the module docstring). ``shift``: see
+    :func:`feature_centre_shift`."""
 
     def __init__(self, model, patch: int, step: int):
         torch = torch_module()
+        self.shift = feature_centre_shift(model.backbone)
         stages, reduction = _strided_stages(model.backbone)
         levels = int(np.log2(reduction // step))
         self.backbone = copy.deepcopy(model.backbone)
@@ -118,6 +149,7 @@ class DenseEmbedding:
 
     def __init__(self, model, patch: int, step: int):
         emb = model.embedding
+        self.shift = feature_centre_shift(emb)
         self.blocks = copy.deepcopy(emb.blocks)
         self.pools: list = []  # per block: (stride, dilation) of its max-pooling
         self.cells: list = []  # per block: (cells of a window per side, their spacing, map positions per step)

@@ -36,7 +36,8 @@ EXTENT_ITEMS = [("raster", "the whole raster"), ("view", "the current map view")
 
 HELP = """<h3>Fine-tune a model</h3>
 <p>Trains a CNN on your raster and labels in the background, then classifies the raster with it
-(patch classifiers: a window every 1/8 of the patch; <i>Apply model to raster</i> offers other strides).</p>
+(patch classifiers: windows every 1/8 of the patch, each pixel weighted between the windows around it, as
+<i>Apply model to raster</i> does by default).</p>
 <ul>
 <li><b>Input raster</b> and <b>bands</b>: any band count (an alpha band that holds transparency starts unchecked: it is a nodata mask, not image data, and its 0 pixels still mark nodata; a band GDAL merely labels alpha, e.g. near-infrared, stays checked); per-band statistics are saved with the model.</li>
 <li><b>Labels</b>: points (a patch around each), polygons (patches inside them; masks for
@@ -534,8 +535,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         model = self.last_result.model_path
         out, conf = (self.map_paths() + [None])[:2]  # a regression model: no confidence raster
         cfg = PredictConfig(input_path=raster.source(), model_path=model, output_path=out, confidence_path=conf,
-                            device=self.deviceCombo.currentText(), window=self.view_window(raster),
-                            stride=max(1, self.last_result.meta.patch_size // 8) if self.last_result.meta else None)
+                            device=self.deviceCombo.currentText(), window=self.view_window(raster))
         return f"GeoML: apply {os.path.basename(model)} to {raster.name()}", lambda fb: run_predict(cfg, fb)
 
     def view_window(self, raster):

@@ -34,8 +34,9 @@ running the whole raster.</li>
 <li><b>Also write a confidence raster</b>: <code>&lt;output&gt;_confidence.tif</code>, the winning
 class's probability (0–1): low values show where more training labels would help. Classifiers only.</li>
 <li><b>Device</b>: <i>auto</i> uses a CUDA GPU when available.</li>
-<li><b>Stride</b> (Advanced, patch models): pixels between classified windows; 0 = a quarter of the
-patch. Smaller is finer and slower.</li>
+<li><b>Stride</b> (Advanced, patch models): pixels between classified windows; 0 = automatic, an
+eighth of the patch. Each pixel takes the classes of the windows around it, weighted toward the
+nearer ones, so the map does not depend on where the windows fall.</li>
 <li><b>Overlap</b> (Advanced, dense models): pixels cropped at each side of a tile, at least;
 <i>Automatic</i> (the lowest value): half a patch (for patches over 64 px: 32 px, or a quarter patch
 if more), on tiles of 8 patches up to 512 px (2 patches for patches over 256 px) placed on the network's pooling grid. Larger is closer to one

@@ -28,6 +28,7 @@ HELP = """Maps a raster from a handful of labelled points: adapts a model to you
 <b>Output</b>: class raster (values 1..K, class names from the support points, styled). <b>Confidence</b>: probability of the winning class — low values show where more points would help.
 <b>Adapted model</b> (optional): a normal GeoML classifier for <i>Apply model to raster</i>; written before the map to a hidden temporary file and put in place after it, so a cancelled or failed run leaves none and a full disk replaces no map.
 Outputs are GeoTIFF (x.png is refused) and may not be the input raster, the model or the support layer.
+<b>Stride</b> (advanced): pixels between classified windows; 0 = automatic, an eighth of the patch. Each pixel takes the classes of the windows around it, weighted toward the nearer ones; meta-models made by GeoML 0.9 or later score every window of a tile in one pass.
 <b>Test-time views</b> (advanced): average each window over 2, 4 or 8 rotations/reflections: a little more accurate, as many times slower.
 """
 
