@@ -120,9 +120,27 @@ def shift_margin(patch: int, dense: bool = False) -> int:
 
 def _dense_task(cfg: "FinetuneConfig") -> bool:
     """Whether the task trains a dense model (segmentation, or regression on a target raster)."""
-    from .labels import is_raster_source
+    from .trainset import kind_is_dense
 
-    return cfg.task == "segmentation" or (cfg.task == "regression" and is_raster_source(cfg.labels))
+    return kind_is_dense(cfg.task, cfg.labels)
+
+
+REDUCTIONS = {"small_resnet": 16, "resnet18": 32, "resnet34": 32, "resnet50": 32}
+
+
+def window_context(cfg: "FinetuneConfig") -> int:
+    """Pixels of real neighbourhood a patch model is trained with around its window: one cell of its
+    backbone (16 px for small_resnet) when the patch is a whole number of cells, else 0.
+
+    ``geoml:predict`` scores such models fully convolutionally, where the features near a window's edge
+    see past it (``window_scores.DenseWindows``); trained on isolated patches (zero padding at the edge),
+    a small_resnet scored 85 % on EuroSAT chips through that pass when centred on a chip but 58–78 % a
+    few pixels off, against 84–90 % for the same windows cut out. Trained with the context, the window
+    sees in training what it sees on the map."""
+    if _dense_task(cfg):
+        return 0
+    r = REDUCTIONS.get(cfg.backbone)
+    return r if r and cfg.patch_size % r == 0 else 0
 
 
 def auto_epochs(n_train: int) -> int:
@@ -317,7 +335,7 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
         data = build_training_data(cfg.labels, cfg.label_field, reader, cfg.task, cfg.patch_size,
                                    cfg.max_raster_samples, cfg.seed, fb.sub(0.0, 0.08),
                                    margin=shift_margin(cfg.patch_size, _dense_task(cfg)) if cfg.augment else 0,
-                                   norm=norm)
+                                   norm=norm, context=window_context(cfg))
         bands = list(reader.bands)
         band_names = [info.band_names[b - 1] for b in bands]
     fb.log(_describe_labels(data))
@@ -384,7 +402,7 @@ def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
                                   backbone=cfg.backbone,
                                   weights=weights.lower() if weights.lower() in ("none", "imagenet")
                                   or not is_model_file(weights) else os.path.basename(weights)),
-        metrics=result.metrics, extra={"training": training},
+        metrics=result.metrics, extra={"training": training, "window_context": int(data.context)},
     )
 
 

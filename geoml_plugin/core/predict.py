@@ -385,7 +385,10 @@ def _predict_patches(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, i
         scorer.to(runner.device)
         step = scorer.step
     wx, wy, ww, wh = win
-    tiles = window_tiles(ww, wh, P, step, core=_PATCH_TILE, shift=scorer.shift if scorer is not None else 0)
+    # a fully convolutional scorer reads 2 cells of its network more around each tile: the windows at a tile's
+    # edge then see their neighbours as on the rest of the map (no seams)
+    tiles = window_tiles(ww, wh, P, step, core=_PATCH_TILE, shift=scorer.shift if scorer is not None else 0,
+                         context=2 * scorer.reduction if scorer is not None else 0)
     how = "scored fully convolutionally" if scorer is not None else "scored window by window"
     asked = f" (asked: {stride} px, the nearest the network's feature grid allows)" if step != stride else ""
     fb.log(f"Patch model: {P} px windows every {step} px{asked}, {how}; each pixel interpolated between the "
@@ -394,16 +397,18 @@ def _predict_patches(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, i
         info.update(window_step=step, fully_convolutional=scorer is not None)
 
     def load(t):
-        data, valid = reader.read(wx + t.read.x, wy + t.read.y, t.read.w, t.read.h)
+        r = t.padded
+        data, valid = reader.read(wx + r.x, wy + r.y, r.w, r.h)
         return t, data, valid
 
     for i, (t, data, valid) in enumerate(prefetch(load(t) for t in tiles)):
-        dx, dy = t.out.x - t.read.x, t.out.y - t.read.y
+        dx, dy = t.out.x - t.padded.x, t.out.y - t.padded.y
         ov = valid[dy : dy + t.out.h, dx : dx + t.out.w]
         if ov.any():
             x = runner.normalise(data, valid)
             if scorer is not None:
-                scores = runner.forward(x[None], scorer)[0]
+                k = t.pad // step
+                scores = runner.forward(x[None], scorer)[0][:, k:k + t.ny, k:k + t.nx]
             else:
                 scores = _window_by_window(runner, torch.from_numpy(x), P, step, cfg.batch_size, t.nx, t.ny)
             if meta.is_classifier:

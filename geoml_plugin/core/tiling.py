@@ -104,6 +104,14 @@ class WindowTile:
     nx: int  # windows across
     ny: int  # windows down
     first: tuple  # (x, y)
+    pad: int = 0  # pixels read around ``read`` (a multiple of the step): context for the outer windows
+
+    @property
+    def padded(self) -> Window:
+        """``read`` with ``pad`` more pixels on each side: what a fully convolutional scorer is given, so the
+        windows at a tile's edge see their real neighbours as those inside do (no seams between tiles)."""
+        return Window(self.read.x - self.pad, self.read.y - self.pad, self.read.w + 2 * self.pad,
+                      self.read.h + 2 * self.pad)
 
 
 def window_lattice(patch: int, step: int, shift: int = 0) -> tuple[int, int]:
@@ -114,13 +122,15 @@ def window_lattice(patch: int, step: int, shift: int = 0) -> tuple[int, int]:
     return step // 2 - patch // 2 - shift, step // 2
 
 
-def window_tiles(width: int, height: int, patch: int, step: int, core: int = 512, shift: int = 0) -> list[WindowTile]:
+def window_tiles(width: int, height: int, patch: int, step: int, core: int = 512, shift: int = 0,
+                 context: int = 0) -> list[WindowTile]:
     """Tiles of about ``core`` output pixels covering ``width`` × ``height``, each with the windows that stand
     for pixels around it (every output pixel lies between two such pixels, in x and in y, or on one). All
     tiles share one lattice anchored at the raster's (or window's) origin: pixel values do not depend on the
-    tiling."""
+    tiling. ``context``: pixels to read around each tile (rounded up to whole steps, ``WindowTile.pad``)."""
     step = max(1, int(step))
     core = max(step, int(core) // step * step)
+    pad = -(-max(0, int(context)) // step) * step
     corner, anchor = window_lattice(patch, step, shift)
     out = []
     for oy in range(0, height, core):
@@ -132,7 +142,7 @@ def window_tiles(width: int, height: int, patch: int, step: int, core: int = 512
             rx, ry = corner + step * jx0, corner + step * jy0
             read = Window(rx, ry, (nx - 1) * step + patch, (ny - 1) * step + patch)
             first = (anchor + step * jx0 - ox, anchor + step * jy0 - oy)  # = read origin + patch // 2 + shift
-            out.append(WindowTile(read, Window(ox, oy, ow, oh), nx, ny, first))
+            out.append(WindowTile(read, Window(ox, oy, ow, oh), nx, ny, first, pad))
     return out
 
 

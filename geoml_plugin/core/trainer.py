@@ -193,11 +193,12 @@ class Trainer:
         return self.rng.permutation(self.train_idx)
 
     def _batch(self, idx: np.ndarray, shift: bool = False):
-        """Inputs and targets of samples ``idx``: the centre patch, or randomly shifted ones."""
+        """Inputs and targets of samples ``idx``: the centre patch, or randomly shifted ones (with their
+        ``context`` pixels around them, for patch models trained as they map)."""
         torch = self.torch
         it = torch.from_numpy(idx).to(self.x.device)
         xb, yb = self.x.index_select(0, it), self.y.index_select(0, it)
-        m, p = self.data.margin, self.data.patch
+        m, p = self.data.margin - self.data.context, self.data.patch + 2 * self.data.context
         if m:
             if shift:
                 off = torch.randint(0, 2 * m + 1, (len(idx), 2), generator=self.gen).tolist()
@@ -211,6 +212,17 @@ class Trainer:
         if self.device.type == "cuda" and not self.on_device:  # through pinned memory, asynchronously
             xb, yb = xb.pin_memory().to(self.device, non_blocking=True), yb.pin_memory().to(self.device, non_blocking=True)
         return xb.float(), yb
+
+    def forward(self, xb):
+        """The model's output; a patch model trained with ``context`` pools only its window's cells of the
+        features computed over window + context, exactly what ``window_scores.DenseWindows`` computes for
+        each window of a map (the features near the window's edge see the real neighbouring pixels)."""
+        c = self.data.context
+        if not c:
+            return self.model(xb)
+        f = self.model.backbone(xb)
+        k = c // (xb.shape[-1] // f.shape[-1])
+        return self.model.head(f[:, :, k:f.shape[-2] - k, k:f.shape[-1] - k])
 
     # -- loss ----------------------------------------------------------------
     def loss(self, out, yb):
@@ -270,7 +282,7 @@ class Trainer:
                 perm = torch.randperm(len(idx), generator=self.gen).to(xb.device)
                 xb = lam * xb + (1 - lam) * xb[perm]
             with self._autocast():
-                out = self.model(xb.contiguous(memory_format=torch.channels_last))
+                out = self.forward(xb.contiguous(memory_format=torch.channels_last))
             loss = self.loss(out, yb)
             if perm is not None:
                 loss = lam * loss + (1 - lam) * self.loss(out, yb[perm])
@@ -296,7 +308,7 @@ class Trainer:
             for s in range(0, len(idx), max(1, bs)):
                 xb, _ = self._batch(idx[s : s + bs])
                 with self._autocast():
-                    outs.append(self.model(xb.contiguous(memory_format=torch.channels_last)).float().cpu())
+                    outs.append(self.forward(xb.contiguous(memory_format=torch.channels_last)).float().cpu())
         return torch.cat(outs) if outs else torch.zeros(0)
 
     def evaluate(self, idx: np.ndarray, bs: int) -> tuple[float, float, dict]:

@@ -54,6 +54,7 @@ class TrainingData:
     kind: str
     patch: int = 0  # patch size the model sees
     margin: int = 0  # extra context kept around each patch for random shifts (x and y are patch + 2·margin)
+    context: int = 0  # patch models trained as they map: pixels the network sees around its window (in x, not y)
     class_names: list = field(default_factory=list)
     class_colors: list = field(default_factory=list)  # from a label raster's colour table, else empty
     target: dict = field(default_factory=dict)  # regression: name, mean, std of the target
@@ -76,6 +77,11 @@ class TrainingData:
 
     def __len__(self) -> int:
         return len(self.y)
+
+
+def kind_is_dense(task: str, source: str) -> bool:
+    """Whether ``task`` with labels ``source`` trains a dense model (segmentation, or values from a raster)."""
+    return task == "segmentation" or (task == "regression" and is_raster_source(source))
 
 
 def data_kind(task: str, labels_are_raster: bool) -> str:
@@ -111,15 +117,20 @@ def read_labels(source: str, label_field: str, reader: RasterReader, task: str, 
 
 def build_training_data(source: str, label_field: str, reader: RasterReader, task: str, patch: int,
                         max_raster_samples: int = 2000, seed: int = 0, feedback=None, margin: int = 0,
-                        norm=None) -> TrainingData:
+                        norm=None, context: int = 0) -> TrainingData:
     """Read labels and patches; see the module docstring for what comes out.
 
     With ``margin`` > 0 every patch is read ``margin`` pixels wider on each
     side, so training can shift it randomly (real neighbouring pixels, not
     padding); the centre ``patch``×``patch`` is what validation sees.
+    ``context`` > 0 (patch models) reads that many more pixels on each side, which the network sees around
+    its window (the trainer pools only the window's features; see ``Trainer.forward``).
     ``norm(mean, std) -> (mean, std)`` may replace the raster's per-band statistics (the scaling pretrained
     weights expect, ``pretrained.scaling``); what is used is stored in ``mean`` / ``std``.
     """
+    if context and kind_is_dense(task, source):
+        context = 0
+    margin += context
     size = patch + 2 * margin
     labels_fb = feedback.sub(0.0, 0.3) if feedback is not None else None
     patches_fb = feedback.sub(0.3, 1.0) if feedback is not None else None
@@ -164,7 +175,7 @@ def build_training_data(source: str, label_field: str, reader: RasterReader, tas
             label_raster.close()
     groups = labels.feature_ids if len(labels.feature_ids) == len(labels) else np.arange(len(labels))
     return TrainingData(x=x, y=y, groups=np.asarray(groups, np.int64), strata=np.asarray(strata, np.int64), kind=kind,
-                        patch=patch, margin=margin,
+                        patch=patch, margin=margin, context=context,
                         class_names=list(labels.class_names), class_colors=colors, target=target, mean=np.asarray(mean, np.float64),
                         std=np.asarray(std, np.float64), labels=labels, pixel_groups=pixel_groups)
 

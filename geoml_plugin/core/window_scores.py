@@ -120,6 +120,7 @@ class DenseWindows:
         self.weight = linear.weight.detach()[:, :, None, None]
         self.bias = linear.bias.detach()
         self.cells = patch // reduction  # the window's cells per side in the plain network
+        self.reduction = reduction
         self.spacing = 2 ** levels  # cells of the plain network lie this many dilated positions apart
         k = self.weight.shape[0]
         self.pool = torch.full((k, 1, self.cells, self.cells), 1.0 / self.cells ** 2, dtype=self.weight.dtype)
@@ -172,6 +173,7 @@ class DenseEmbedding:
                 self.pools.append((2, 1))
             self.cells.append((patch // red, d, step // min(red, step)))
         self.first = len(self.blocks) - emb.pool_blocks
+        self.reduction = red
         self.normalize, self.views = model.normalize, int(model.views)
         self.weight = model.head.weight.detach()[:, :, None, None]
         self.bias = model.head.bias.detach()
