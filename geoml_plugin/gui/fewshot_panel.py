@@ -39,8 +39,9 @@ from ..torch_preload import preload_torch
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
 from .job_dialog import load_ui, refresh_badge, set_badge
+from .layer_defaults import ComboDefaults, mark_output, pick_input_raster, pick_labels, remember
 from .map_window import pixel_window
-from .messages import push_to_bar, unexpected_failure
+from .messages import error_level, push_to_bar, unexpected_failure
 
 FORM = load_ui("fewshot_panel.ui")
 PREVIEW_WINDOWS = 3000  # at most this many classified windows in the preview
@@ -132,6 +133,7 @@ class FewShotPanel(QWidget, FORM):
         self.result_layers: list = []
 
         self.rasterLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self._raster_defaults = ComboDefaults(self.rasterLayer, lambda: pick_input_raster("input"), self)
         self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
         self.modelFile.fileChanged.connect(self.describe_model)
         self.deviceCombo.addItems(list(DEVICE_CHOICES))
@@ -196,7 +198,7 @@ class FewShotPanel(QWidget, FORM):
     def add_point(self, point) -> None:
         name = self.current_class()
         if not name:
-            self.show_error("Type a class name first, then click its points.")
+            self.show_error("Type a class name first, then click its points.", Qgis.MessageLevel.Warning)
             return
         self.points.add(point, self.canvas.mapSettings().destinationCrs(), name)
         self.refresh()
@@ -302,6 +304,7 @@ class FewShotPanel(QWidget, FORM):
         if len([c for c, n in counts.items() if n]) < 2:
             raise InputError("Click points of at least two classes.")
         self.run_count += 1
+        remember("input", layer)
         base = os.path.join(self.out_dir, f"fewshot_{self.run_count}")
         window = None
         if self.extentCombo.currentIndex() == 1:
@@ -321,7 +324,7 @@ class FewShotPanel(QWidget, FORM):
         try:
             cfg, base = self.make_config()
         except GeoMLError as exc:
-            self.show_error(str(exc))
+            self.show_error(str(exc), error_level(exc))
             return None
         if self.task is not None:  # re-adapt: the running job is superseded
             self.task.cancel()
@@ -373,7 +376,7 @@ class FewShotPanel(QWidget, FORM):
             self.progressBar.setValue(0)
             self.logView.appendPlainText("Cancelled; nothing was written.")
         else:
-            self.show_error(task.error_text())
+            self.show_error(task.error_text(), error_level(task.error))
         return True
 
     def _preview_done(self, task: GeoMLTask, full) -> None:
@@ -419,6 +422,7 @@ class FewShotPanel(QWidget, FORM):
         self.preview_layers = []
         conf = QgsRasterLayer(res.confidence_path, "Few-shot low confidence", "gdal")
         style_low_confidence(conf, self.thresholdSpin.value())
+        mark_output(conf)
         QgsProject.instance().addMapLayer(conf)
         classes = add_raster_layer(res.output_path, "Few-shot classes")
         self.result_layers = [conf.id(), classes.id()]
@@ -454,9 +458,10 @@ class FewShotPanel(QWidget, FORM):
     def push_message(self, text: str, level=Qgis.MessageLevel.Info) -> None:
         push_to_bar(self.plugin, text, level, 8)
 
-    def show_error(self, text: str) -> None:
+    def show_error(self, text: str, level=Qgis.MessageLevel.Critical) -> None:
+        """``text`` in the log and the message bar; ``level`` Warning for a user's slip (:func:`error_level`)."""
         self.logView.appendPlainText(text)
-        push_to_bar(self.plugin, text, Qgis.MessageLevel.Critical, 0)
+        push_to_bar(self.plugin, text, level, 0)
 
     def cleanup(self) -> None:
         """Cancel work and remove canvas items (on close / plugin unload)."""
@@ -498,4 +503,17 @@ def open_metatrain_dialog(plugin):
     """The Processing dialog of geoml:metatrain (runs in the background with progress and Cancel)."""
     from processing import execAlgorithmDialog
 
-    return execAlgorithmDialog("geoml:metatrain", {})
+    return execAlgorithmDialog("geoml:metatrain", metatrain_defaults())
+
+
+def metatrain_defaults() -> dict:
+    """Meta-train's first values: the last used (else plausible) imagery and point/polygon labels, not the
+    active layer (often a confidence raster GeoML wrote)."""
+    params = {}
+    raster = pick_input_raster("input")
+    if raster is not None:
+        params["INPUT"] = raster
+    labels = pick_labels("labels", input_layer=raster, allow_raster=False)
+    if labels is not None:
+        params["LABELS"] = labels
+    return params

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 
 from qgis.core import (
     Qgis,
@@ -24,6 +25,7 @@ from qgis.PyQt.QtCore import Qt
 from ..core.errors import GeoMLError, InputError
 from ..core.finetune import BACKBONE_LABELS, BACKBONES, TASKS, map_paths_for, output_paths, report_path_for
 from .job_dialog import JobDialogBase, load_ui
+from .layer_defaults import ComboDefaults, pick_input_raster, pick_labels, remember
 
 FORM = load_ui("finetune_dialog.ui")
 
@@ -71,6 +73,28 @@ freezing the backbone, seed.</li>
 result is added to the map when it ends), cancel it, or stay. Cancelling the classification after
 training keeps the model file.</p>"""
 
+
+
+def duration_text(seconds: float) -> str:
+    """'40 s', '3 min', '1 h 5 min': a rounded duration for an estimate."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 10:
+        return f"{max(1, int(round(seconds)))} s"
+    if seconds < 90:
+        return f"{int(round(seconds / 5.0)) * 5} s"
+    minutes = int(round(seconds / 60.0))
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def map_progress_text(what: str, fraction: float, elapsed: float) -> str:
+    """The status line of the map step: 'Classifying x: 9 %, about 12 min left'. The estimate comes from the
+    rate so far; it shows once there is one to make (after 1 % and 2 s)."""
+    text = f"{what}: {fraction * 100:.0f} %"
+    if 0.01 <= fraction < 1.0 and elapsed >= 2.0:
+        text += f", about {duration_text(elapsed * (1.0 - fraction) / fraction)} left"
+    return text
 
 
 def default_bands(layer: QgsRasterLayer) -> list:
@@ -151,6 +175,11 @@ class FinetuneDialog(JobDialogBase, FORM):
         self._maps_asked = False  # the last Run asked about the maps it then writes
         self.classifyButton.clicked.connect(self.classify_clicked)
         self.restore_settings()
+        # the last used layers, else imagery and point/polygon labels; never GeoML's outputs or the input itself
+        self.labelsLayer.setAllowEmptyLayer(True)
+        self._input_defaults = ComboDefaults(self.inputLayer, lambda: pick_input_raster("input"), self)
+        self._labels_defaults = ComboDefaults(
+            self.labelsLayer, lambda: pick_labels("labels", input_layer=self.inputLayer.currentLayer()), self)
         self.fill_bands(self.inputLayer.currentLayer())
         self.labels_changed(self.labelsLayer.currentLayer())
         self.weights_changed()
@@ -291,6 +320,8 @@ class FinetuneDialog(JobDialogBase, FORM):
             return None
         self._maps_asked = classify
         self.save_settings()
+        remember("input", raster)
+        remember("labels", labels)
         self.classifyButton.setEnabled(False)
         self.statusLabel.setText("")
         self._train_raster = raster
@@ -348,7 +379,30 @@ class FinetuneDialog(JobDialogBase, FORM):
         except GeoMLError as exc:
             self.show_error(str(exc))
             return
-        self._classify_task = self.start_job(description, job, clear_log=False)
+        self._classify_task = task = self.start_job(description, job, clear_log=False)
+        self._map_started = time.monotonic()
+        self._map_what = self.map_step_name()
+        self.statusLabel.setText(f"{self._map_what}: starting…")
+        task.percent.connect(lambda p, t=task: self.show_map_progress(t, p))
+
+    def map_step_name(self) -> str:
+        raster = getattr(self, "_train_raster", None) or self.inputLayer.currentLayer()
+        verb = "Mapping values of" if self.last_result.task == "regression" else "Classifying"
+        where = " (map view)" if self.extentCombo.currentData() == "view" else ""
+        return f"{verb} {raster.name() if raster is not None else 'the raster'}{where}"
+
+    def show_map_progress(self, task, percent: float) -> None:
+        """The map step's own status line, with an estimate of the time left (training said 'Trained: …')."""
+        if task is not self.task:
+            return
+        self.statusLabel.setText(map_progress_text(self._map_what, percent / 100.0,
+                                                   time.monotonic() - self._map_started))
+
+    def _cancelled(self, task):
+        super()._cancelled(task)
+        if task is self._classify_task and self.last_result is not None:
+            what = "mapping of values" if self.last_result.task == "regression" else "classification"
+            self.statusLabel.setText(f"Trained: {self.last_result.summary()}. The {what} was cancelled.")
 
     def cancelled_messages(self, task):
         if task is self._classify_task and self.last_result is not None:
@@ -386,6 +440,9 @@ class FinetuneDialog(JobDialogBase, FORM):
         layer = add_prediction_layers(result)
         done = "Mapped values" if self.last_result is not None and self.last_result.task == "regression" else "Classified"
         self.logView.appendPlainText(f"{done} in {result.seconds:.1f} s → {result.output_path}")
+        if self.last_result is not None:
+            self.statusLabel.setText(f"Trained: {self.last_result.summary()}. {done} in "
+                                     f"{duration_text(result.seconds)}.")
         self.push_message(f"Added '{layer.name()}'.", Qgis.MessageLevel.Success)
 
 

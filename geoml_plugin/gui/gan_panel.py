@@ -27,7 +27,8 @@ from ..core.errors import GeoMLError, InputError
 from ..tasks import GeoMLTask, start_task
 from .gan_tool import GanMapTool
 from .job_dialog import load_ui
-from .messages import push_to_bar, unexpected_failure
+from .layer_defaults import mark_output
+from .messages import error_level, push_to_bar, unexpected_failure
 
 FORM = load_ui("gan_panel.ui")
 SETTINGS = "geoml/gan_panel/"
@@ -188,7 +189,10 @@ class GanPanel(QgsDockWidget, FORM):
                 self.remove(replaced)
         except Exception as exc:  # e.g. CUDA out of memory: a message, not QGIS's Python error dialog
             self.seedSpin.setValue(seed)  # the seed of the tiles still on the map
-            self.show_error(str(exc) if isinstance(exc, GeoMLError) else unexpected_failure("Tile generation", exc))
+            if isinstance(exc, GeoMLError):
+                self.show_error(str(exc), error_level(exc))
+            else:
+                self.show_error(unexpected_failure("Tile generation", exc))
             return None
         QgsSettings().setValue(SETTINGS + "tile", self.tileSizeCombo.currentText())
         QgsSettings().setValue(SETTINGS + "style", self.styleCombo.currentData())
@@ -225,8 +229,9 @@ class GanPanel(QgsDockWidget, FORM):
                 qml = session.write_style(style, blend)
                 layer = QgsRasterLayer(session.mosaic_path, label, "gdal")
                 if not layer.isValid():
-                    raise InputError(f"QGIS cannot open the generated tiles '{session.mosaic_path}'.")
+                    raise GeoMLError(f"QGIS cannot open the generated tiles '{session.mosaic_path}'.")
                 layer.loadNamedStyle(qml)
+                mark_output(layer)
                 project.addMapLayer(layer, False)
                 group.addLayer(layer)
                 shown.layers.append((layer.id(), qml))
@@ -267,7 +272,7 @@ class GanPanel(QgsDockWidget, FORM):
             for layer, qml in layers:
                 _set_source(layer, session.mosaic_path, qml)
                 if not layer.isValid():
-                    raise InputError(f"QGIS cannot open the grown tiles '{session.mosaic_path}'.",
+                    raise GeoMLError(f"QGIS cannot open the grown tiles '{session.mosaic_path}'.",
                                      "The tiles on the map were kept; the new ones were deleted.")
         except BaseException:
             for (layer, qml), source in zip(layers, before):
@@ -331,9 +336,9 @@ class GanPanel(QgsDockWidget, FORM):
         dlg = self.plugin.open_tool("gui.predict_dialog:open_dialog")
         dlg.modelFile.setFilePath(self.modelFile.filePath())
 
-    def show_error(self, text: str) -> None:
+    def show_error(self, text: str, level=Qgis.MessageLevel.Critical) -> None:
         self.statusLabel.setText(f"<span style='color:#b00'>{text}</span>")
-        push_to_bar(self.plugin, text, Qgis.MessageLevel.Critical, 10)
+        push_to_bar(self.plugin, text, level, 10)
 
     def closeEvent(self, event):  # noqa: N802
         self.set_tool_active(False)

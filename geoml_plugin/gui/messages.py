@@ -13,6 +13,16 @@ def push_to_bar(plugin, text: str, level, duration: int) -> bool:
     return True
 
 
+def error_level(error):
+    """The message level for ``error``: Warning for :class:`InputError` (the user's slip: too few points, no
+    layer chosen), Critical for anything else. QGIS logs every message bar text at its level."""
+    from qgis.core import Qgis
+
+    from ..core.errors import InputError
+
+    return Qgis.MessageLevel.Warning if isinstance(error, InputError) else Qgis.MessageLevel.Critical
+
+
 def unexpected_failure(what: str, exc: BaseException) -> str:
     """Log an exception that is not a GeoMLError (a bug, torch out of memory…) with its traceback
     to the GeoML tab of the message log; return ``'<what> failed: <message>'`` for the user."""

@@ -10,6 +10,7 @@ from qgis.gui import QgsFileWidget
 from ..core.errors import GeoMLError, InputError
 from ..styling import add_raster_layer
 from .job_dialog import JobDialogBase, load_ui
+from .layer_defaults import ComboDefaults, pick_input_raster, remember
 
 FORM = load_ui("predict_dialog.ui")
 
@@ -65,6 +66,7 @@ class PredictDialog(JobDialogBase, FORM):
         self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))
         self.batchSpin.setValue(self.settings_value("batch", 16, int))
         self.viewsCombo.setCurrentText(str(self.settings_value("views", 1, int)))
+        self._input_defaults = ComboDefaults(self.inputLayer, lambda: pick_input_raster("input"), self)
 
     def describe_model(self, path: str) -> None:
         from ..core.modelfile import read_meta
@@ -106,6 +108,7 @@ class PredictDialog(JobDialogBase, FORM):
         if not self.confirm_replace([out, conf if self._writes_confidence(model) else None], self.outputFile):
             return None
         self.set_settings_value("model", model)
+        remember("input", layer)
         self.set_settings_value("device", cfg.device)
         self.set_settings_value("batch", cfg.batch_size)
         self.set_settings_value("views", cfg.views)

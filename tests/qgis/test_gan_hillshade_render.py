@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from qgis.core import (
     QgsCoordinateReferenceSystem,
+    QgsSettings,
     QgsMapRendererSequentialJob,
     QgsMapSettings,
     QgsPointXY,
@@ -18,6 +19,18 @@ from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor
 
 from tests.gan_helpers import FakePlugin, one_torch_thread, tiny_generator_model  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def _panel_settings():
+    """The panel remembers its style and model in QGIS's settings: leave them as they were for other tests."""
+    keep = {k: QgsSettings().value("geoml/gan_panel/" + k) for k in ("style", "tile", "model")}
+    yield
+    for k, v in keep.items():
+        if v is None:
+            QgsSettings().remove("geoml/gan_panel/" + k)
+        else:
+            QgsSettings().setValue("geoml/gan_panel/" + k, v)
 
 
 def _render(layer, size=160) -> np.ndarray:
