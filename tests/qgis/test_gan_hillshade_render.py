@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from qgis.core import (
     QgsCoordinateReferenceSystem,
-    QgsSettings,
     QgsMapRendererSequentialJob,
     QgsMapSettings,
     QgsPointXY,
     QgsProject,
     QgsRectangle,
+    QgsSettings,
 )
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor
