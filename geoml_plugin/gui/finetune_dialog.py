@@ -280,7 +280,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         return self._train_job()
 
     def _train_job(self):
-        from ..core.finetune import FinetuneConfig, run_finetune
+        from ..core.finetune import FinetuneConfig, check_config, run_finetune
         from ..layer_sources import labels_source
 
         raster = self.inputLayer.currentLayer()
@@ -315,6 +315,7 @@ class FinetuneDialog(JobDialogBase, FORM):
             output_report=report_path_for(out) if self.reportCheck.isChecked() else None,
         )
         classify = self.classifyCheck.isChecked()
+        check_config(cfg)  # a slip in the form (e.g. heights as classes) is said before any question about files
         # the model (e.g. the remembered path of the last one), its report and the maps written beside it
         if not self.confirm_replace(output_paths(cfg, classify), self.outputFile):
             return None
@@ -383,7 +384,8 @@ class FinetuneDialog(JobDialogBase, FORM):
         self._map_started = time.monotonic()
         self._map_what = self.map_step_name()
         self.statusLabel.setText(f"{self._map_what}: starting…")
-        task.percent.connect(lambda p, t=task: self.show_map_progress(t, p))
+        if task is not None:
+            task.percent.connect(lambda p, t=task: self.show_map_progress(t, p))
 
     def map_step_name(self) -> str:
         raster = getattr(self, "_train_raster", None) or self.inputLayer.currentLayer()

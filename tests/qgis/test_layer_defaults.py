@@ -98,3 +98,34 @@ def test_a_hand_picked_layer_is_kept_when_layers_are_added(qtbot, qgis_iface, pr
     dlg.labelsLayer.activated.emit(dlg.labelsLayer.currentIndex())  # as when the user picks it
     QgsProject.instance().addMapLayer(QgsVectorLayer(scene.points, "more points", "ogr"))
     assert dlg.labelsLayer.currentLayer().name() == "b_dtm"
+
+
+def test_a_float_raster_as_classes_is_refused_before_asking_about_files(qtbot, qgis_iface, project, tmp_path,
+                                                                         monkeypatch):
+    """Issue 21 point 4: heights as class labels are refused with a pointer to regression, before the dialog asks
+    about replacing files (before: 'Replace?' first, then classes '9 400, 10 400…' and 'Class 9 has only 1…')."""
+    from qgis.core import Qgis
+    from qgis.PyQt.QtCore import Qt
+
+    dlg = _finetune(qtbot, qgis_iface)
+    dlg.inputLayer.setLayer(project["image"])
+    dlg.labelsLayer.setLayer(project["b_dtm"])
+    assert dlg.taskCombo.currentData() == "classification"
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"earlier model")  # an existing file: the dialog would ask to replace it
+    dlg.outputFile.setFilePath(str(model))
+    asked = []
+    monkeypatch.setattr(dlg, "ask_replace", lambda existing: asked.append(existing) or True)
+    qgis_iface.messageBar().clearWidgets()
+    qtbot.mouseClick(dlg.runButton, Qt.MouseButton.LeftButton)
+    assert dlg.task is None and asked == []
+    log = dlg.logView.toPlainText()
+    assert "The label raster 'b_dtm.tif' holds continuous values (fractional values" in log, log
+    assert "Task = regression" in log
+    assert any("continuous values" in m for m in qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Warning))
+    assert model.read_bytes() == b"earlier model"
+    # as regression the same raster is fine: the question about the file comes
+    dlg.taskCombo.setCurrentIndex(dlg.taskCombo.findData("regression"))
+    monkeypatch.setattr(dlg, "ask_replace", lambda existing: asked.append(existing) or False)  # No: back to form
+    qtbot.mouseClick(dlg.runButton, Qt.MouseButton.LeftButton)
+    assert asked and dlg.task is None
