@@ -140,10 +140,24 @@ class PredictDialog(JobDialogBase, FORM):
 
 
 def add_prediction_layers(result):
-    """Add a prediction's raster (and its confidence raster) to the project, styled; returns the first."""
+    """Add a prediction's raster (and its confidence raster) to the project, styled; returns the first.
+
+    The confidence raster goes below the map and hidden (tick it to see it): the first thing shown is the
+    classes, not a viridis ramp over them."""
+    from qgis.core import QgsProject
+
+    conf = add_raster_layer(result.confidence_path) if result.confidence_path else None
     layer = add_raster_layer(result.output_path)
-    if result.confidence_path:
-        add_raster_layer(result.confidence_path)
+    if conf is not None:
+        root = QgsProject.instance().layerTreeRoot()
+        node, above = root.findLayer(conf.id()), root.findLayer(layer.id())
+        if node is not None and above is not None:
+            parent = above.parent()
+            index = parent.children().index(above)
+            clone = node.clone()
+            clone.setItemVisibilityChecked(False)
+            parent.insertChildNode(index + 1, clone)
+            node.parent().removeChildNode(node)
     return layer
 
 
