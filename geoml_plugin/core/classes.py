@@ -74,6 +74,11 @@ NAMED_COLORS = [
 ]
 
 
+# The few-shot panel's low-confidence overlay: a colour no class gets (not the oranges and reds of crops and
+# built-up land), so it cannot be mistaken for a class.
+LOW_CONFIDENCE_COLOR = "#ff00ff"
+
+
 def _rgb(color: str) -> tuple:
     c = color.lstrip("#")
     return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
@@ -97,5 +102,6 @@ def make_styled_classes(names, colors=None) -> list[ClassInfo]:
     palette = (default_color(i) for i in range(10_000))
     for i in range(len(names)):
         if chosen[i] is None:
-            chosen[i] = next(p for p in palette if not any(t and _close(p, t) for t in chosen))
+            chosen[i] = next(p for p in palette if not any(t and _close(p, t) for t in chosen)
+                             and not _close(p, LOW_CONFIDENCE_COLOR, 100))
     return [ClassInfo(i + 1, n, c) for i, (n, c) in enumerate(zip(names, chosen))]

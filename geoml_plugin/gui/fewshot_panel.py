@@ -97,11 +97,16 @@ def preview_then_full_jobs(cfg, preview_window, preview_stride, preview_paths):
 
 
 def style_low_confidence(layer: QgsRasterLayer, threshold: float) -> None:
-    """Show only pixels whose confidence is below ``threshold`` (orange-red); the rest transparent."""
+    """Show only pixels whose confidence is below ``threshold``, in magenta (a colour no class gets, see
+    ``core.classes.LOW_CONFIDENCE_COLOR``); the rest transparent."""
+    from ..core.classes import LOW_CONFIDENCE_COLOR
+
+    overlay = QColor(LOW_CONFIDENCE_COLOR)
+    overlay.setAlpha(170)
     shader_fn = QgsColorRampShader(0.0, 1.0)
     shader_fn.setColorRampType(QgsColorRampShader.Type.Discrete)
     shader_fn.setColorRampItemList([
-        QgsColorRampShader.ColorRampItem(threshold, QColor(230, 60, 20, 200), f"below {threshold:.0%}: add points here"),
+        QgsColorRampShader.ColorRampItem(threshold, overlay, f"below {threshold:.0%}: add points here"),
         QgsColorRampShader.ColorRampItem(1.0001, QColor(0, 0, 0, 0), "confident"),
     ])
     shader = QgsRasterShader()

@@ -1,0 +1,79 @@
+"""Issue 21 on the few-shot panel's real widgets: colours that suit the class names and an overlay unlike any
+class (point 6)."""
+import numpy as np
+import pytest
+from qgis.core import QgsCoordinateTransform, QgsPointXY, QgsProject
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QColor
+
+from geoml_plugin.core.sampledata import CLASS_NAMES, read_label_points
+from tests.qgis import test_fewshot_panel as _fewshot
+from tests.qgis.test_fewshot_panel import WEB_MERCATOR, choose_class, click
+
+# the few-shot panel's fixtures: a shown canvas in Web Mercator over the sample scene, the panel, a meta-model
+qgis_canvas, panel, meta_model = _fewshot.qgis_canvas, _fewshot.panel, _fewshot.meta_model
+
+
+def _rgb(color) -> tuple:
+    c = QColor(color)
+    return c.red(), c.green(), c.blue()
+
+
+def _bluish(color) -> bool:
+    r, g, b = _rgb(color)
+    return b > r + 40 and b > g
+
+
+def _greenish(color) -> bool:
+    r, g, b = _rgb(color)
+    return g > r + 20 and g > b + 20
+
+
+def _distance(a, b) -> float:
+    return float(np.linalg.norm(np.subtract(_rgb(a), _rgb(b))))
+
+
+def test_class_colours_follow_the_names_not_the_click_order(panel, qgis_canvas):
+    panel.pickButton.setChecked(True)
+    choose_class(panel, "Forest")  # clicked first: before, it got the palette's first colour, blue
+    click(panel.tool, qgis_canvas, 100, 80)
+    choose_class(panel, "SeaLake")
+    click(panel.tool, qgis_canvas, 200, 150)
+    choose_class(panel, "Thing")  # no usual colour: a palette colour unlike the others
+    click(panel.tool, qgis_canvas, 250, 150)
+    colours = {panel.classTable.item(r, 0).text(): panel.classTable.item(r, 0).data(Qt.ItemDataRole.DecorationRole)
+               for r in range(panel.classTable.rowCount())}
+    assert _greenish(colours["Forest"]) and _bluish(colours["SeaLake"]), {k: _rgb(v) for k, v in colours.items()}
+    assert _distance(colours["Thing"], colours["Forest"]) > 60 and _distance(colours["Thing"], colours["SeaLake"]) > 60
+    marker_colours = {m.color().name() for m in panel.markers.markers}
+    assert QColor(colours["Forest"]).name() in marker_colours and QColor(colours["SeaLake"]).name() in marker_colours
+
+
+def test_the_map_uses_those_colours_and_the_overlay_is_unlike_every_class(panel, qtbot, meta_model):
+    layer = panel.rasterLayer.currentLayer()
+    panel.modelFile.setFilePath(meta_model)
+    to_canvas = QgsCoordinateTransform(layer.crs(), WEB_MERCATOR, QgsProject.instance())
+    xy, ids = read_label_points(layer.source().replace("image.tif", "labels_points.gpkg"))
+    order = ["Urban", "Cropland", "Forest", "Water"]  # click order unlike the names' usual colours
+    for name in order:
+        choose_class(panel, name)
+        for i in np.flatnonzero(ids == CLASS_NAMES.index(name) + 1)[:4]:
+            panel.add_point(to_canvas.transform(QgsPointXY(*xy[i])))
+    assert panel.run() is not None
+    qtbot.waitUntil(lambda: panel.task is None, timeout=120_000)
+    names = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+    palette = {c.label: c.color for c in names["Few-shot classes"].renderer().classes()}
+    assert _bluish(palette["Water"]) and _greenish(palette["Forest"]), {k: _rgb(v) for k, v in palette.items()}
+    for row in range(panel.classTable.rowCount()):  # the panel's table shows the map's colours
+        name = panel.classTable.item(row, 0).text()
+        assert QColor(panel.classTable.item(row, 0).data(Qt.ItemDataRole.DecorationRole)).name() == \
+            palette[name].name()
+    items = names["Few-shot low confidence"].renderer().shader().rasterShaderFunction().colorRampItemList()
+    overlay = items[0].color
+    assert overlay.alpha() > 0
+    assert min(_distance(overlay, c) for c in palette.values()) > 100, (_rgb(overlay), palette)
+
+
+@pytest.fixture(autouse=True)
+def _clear(qgis_iface):
+    qgis_iface.messageBar().clearWidgets()
