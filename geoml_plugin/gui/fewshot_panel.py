@@ -23,10 +23,11 @@ from qgis.core import (
     QgsRasterLayer,
     QgsRasterShader,
     QgsRectangle,
+    QgsSettings,
     QgsSingleBandPseudoColorRenderer,
     QgsWkbTypes,
 )
-from qgis.gui import QgsMapToolExtent, QgsRubberBand
+from qgis.gui import QgsFileWidget, QgsMapToolExtent, QgsRubberBand
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QFrame, QHeaderView, QScrollArea, QTableWidgetItem, QWidget
@@ -44,6 +45,7 @@ from .map_window import pixel_window
 from .messages import error_level, push_to_bar, unexpected_failure
 
 FORM = load_ui("fewshot_panel.ui")
+SETTINGS = "geoml/fewshot/"
 PREVIEW_WINDOWS = 3000  # at most this many classified windows in the preview
 
 HELP = """<h3>Few-shot mapping</h3>
@@ -60,8 +62,11 @@ raster (or a drawn extent) is classified in the background and added to the map.
 </ol>
 <p><b>Save as layer</b> keeps the points as a point layer (field <code>class_name</code>) for
 <i>geoml:fewshot</i> in the Processing toolbox, batch mode or <code>qgis_process</code>.</p>
-<p>The maps are GeoTIFFs in a temporary folder (<code>geoml_fewshot_…</code>): export a layer
-(Export ‣ Save As…) to keep it. Closing the panel cancels a running classification.</p>"""
+<p>The maps are GeoTIFFs (<code>fewshot_N.tif</code> with its confidence raster and preview) in the
+<b>Output folder</b>, which is remembered; left empty, a temporary folder (<code>geoml_fewshot_…</code>) that the
+system may clear. The log says where each run writes. <b>Save as layer</b> asks for a GeoPackage to keep the points
+in. A new or opened project clears the points, the drawn extent and the log. Closing the panel cancels a running
+classification.</p>"""
 
 
 def preview_then_full_jobs(cfg, preview_window, preview_stride, preview_paths):
@@ -133,11 +138,16 @@ class FewShotPanel(QWidget, FORM):
         self.task: Optional[GeoMLTask] = None
         self.adapted = None
         self.run_count = 0
-        self.out_dir = tempfile.mkdtemp(prefix="geoml_fewshot_")
+        self._tmp_dir: Optional[str] = None  # made on first use, when no output folder is chosen
         self.preview_layers: list = []
         self.result_layers: list = []
 
         self.rasterLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.folderWidget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.folderWidget.lineEdit().setPlaceholderText("a temporary folder")
+        folder = QgsSettings().value(SETTINGS + "folder", "")
+        self.folderWidget.setFilePath(folder if isinstance(folder, str) else "")
+        self.folderWidget.fileChanged.connect(lambda path: QgsSettings().setValue(SETTINGS + "folder", path))
         self._raster_defaults = ComboDefaults(self.rasterLayer, lambda: pick_input_raster("input"), self)
         self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
         self.modelFile.fileChanged.connect(self.describe_model)
@@ -158,10 +168,42 @@ class FewShotPanel(QWidget, FORM):
         self.drawExtentButton.toggled.connect(self.set_drawing_extent)
         self.undoButton.clicked.connect(self.undo)
         self.removeClassButton.clicked.connect(self.remove_selected_class)
-        self.saveButton.clicked.connect(self.save_layer)
+        self.saveButton.clicked.connect(self.save_points_clicked)
         self.runButton.clicked.connect(self.run)
         self.cancelButton.clicked.connect(self.cancel)
         self.canvas.mapToolSet.connect(self._tool_changed)
+        QgsProject.instance().cleared.connect(self.reset)  # New Project / Open: nothing of the last one stays
+        self.destroyed.connect(lambda *_: _disconnect(QgsProject.instance().cleared, self.reset))
+        self.refresh()
+
+    @property
+    def out_dir(self) -> str:
+        """Where maps are written: the chosen output folder, else a temporary folder (made once)."""
+        folder = self.folderWidget.filePath()
+        if folder:
+            return folder
+        if self._tmp_dir is None:
+            self._tmp_dir = tempfile.mkdtemp(prefix="geoml_fewshot_")
+        return self._tmp_dir
+
+    def reset(self) -> None:
+        """Forget the last project's points, extent, layers, progress and log (its CRS may not be the next one's);
+        a running classification is cancelled."""
+        if self.task is not None:
+            task, self.task = self.task, None
+            task.cancel()
+        self.cancelButton.setEnabled(False)
+        self.points = SupportPointSet()
+        self.drawn_extent = None
+        if self.extent_band is not None:
+            self.extent_band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.extentCombo.setCurrentIndex(0)
+        self.preview_layers, self.result_layers = [], []
+        self.adapted = None
+        self.progressBar.setValue(0)
+        self.progressBar.setFormat("%p%")
+        self.logView.clear()
+        self.classCombo.setCurrentText("")
         self.refresh()
 
     # -- model --------------------------------------------------------------
@@ -249,12 +291,30 @@ class FewShotPanel(QWidget, FORM):
         self.undoButton.setEnabled(bool(self.points.points))
         self.saveButton.setEnabled(bool(self.points.points))
 
-    def save_layer(self):
+    def save_points_clicked(self):
+        """Save as layer: asks for a GeoPackage (in the output folder by default); Cancel saves nothing."""
+        from qgis.PyQt.QtWidgets import QFileDialog
+
+        start = os.path.join(self.folderWidget.filePath() or os.path.expanduser("~"), "fewshot_points.gpkg")
+        path, _ = QFileDialog.getSaveFileName(self, "Save the support points", start, "GeoPackage (*.gpkg)")
+        if not path:
+            return None
+        if not path.lower().endswith(".gpkg"):
+            path += ".gpkg"
+        try:
+            return self.save_layer(path)
+        except GeoMLError as exc:
+            self.show_error(str(exc), error_level(exc))
+            return None
+
+    def save_layer(self, path: Optional[str] = None):
+        """The points as a layer in the project: written to the GeoPackage ``path``, or a memory layer."""
         layer = self.rasterLayer.currentLayer()
         crs = layer.crs() if layer is not None else self.canvas.mapSettings().destinationCrs()
-        vl = self.points.to_layer(crs)
+        vl = self.points.save(path, crs) if path else self.points.to_layer(crs)
         QgsProject.instance().addMapLayer(vl)
-        self.push_message(f"Added '{vl.name()}' ({vl.featureCount()} points, field class_name).")
+        where = f" in {path}" if path else " (a memory layer: Save as layer to a file to keep it)"
+        self.push_message(f"Added '{vl.name()}' ({vl.featureCount()} points, field class_name){where}.")
         return vl
 
     # -- map tools ------------------------------------------------------------
@@ -311,6 +371,9 @@ class FewShotPanel(QWidget, FORM):
         self.run_count += 1
         remember("input", layer)
         base = os.path.join(self.out_dir, f"fewshot_{self.run_count}")
+        while os.path.exists(base + ".tif"):  # an output folder used before: never overwrite an earlier map
+            self.run_count += 1
+            base = os.path.join(self.out_dir, f"fewshot_{self.run_count}")
         window = None
         if self.extentCombo.currentIndex() == 1:
             if self.drawn_extent is None:
@@ -351,7 +414,8 @@ class FewShotPanel(QWidget, FORM):
             stride = max(patch // 4, int(math.ceil(math.sqrt(visible[2] * visible[3] / PREVIEW_WINDOWS))))
         preview, full = preview_then_full_jobs(cfg, visible, stride, (base + "_preview.tif",))
         self.logView.appendPlainText(f"Adapting to {len(cfg.points)} points of "
-                                     f"{len(self.points.classes)} classes…")
+                                     f"{len(self.points.classes)} classes; maps go to {os.path.dirname(base)}"
+                                     f"{'' if self.folderWidget.filePath() else ' (temporary: choose an output folder to keep them)'}.")
         task = GeoMLTask("GeoML: few-shot adapt and preview", preview, lambda t: self._preview_done(t, full))
         return self._start(task)
 
@@ -478,6 +542,13 @@ class FewShotPanel(QWidget, FORM):
         if self.extent_band is not None:
             self.canvas.scene().removeItem(self.extent_band)
             self.extent_band = None
+
+
+def _disconnect(signal, slot) -> None:
+    try:
+        signal.disconnect(slot)
+    except (TypeError, RuntimeError):
+        pass
 
 
 def open_panel(plugin):

@@ -119,6 +119,23 @@ class SupportPointSet:
         layer.updateExtents()
         return layer
 
+    def save(self, path: str, crs: QgsCoordinateReferenceSystem, name: str = "few-shot points") -> QgsVectorLayer:
+        """Write the points to the GeoPackage ``path`` (replacing it) and return it opened as a layer."""
+        from qgis.core import QgsVectorFileWriter
+
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        options.layerName = "points"
+        err = QgsVectorFileWriter.writeAsVectorFormatV3(self.to_layer(crs, name), path,
+                                                        QgsProject.instance().transformContext(), options)
+        if err[0] != QgsVectorFileWriter.WriterError.NoError:
+            raise InputError(f"The points could not be saved to '{path}': {err[1] or err[0]}.",
+                             "Choose another file or folder.")
+        layer = QgsVectorLayer(f"{path}|layername=points", name, "ogr")
+        if not layer.isValid():
+            raise InputError(f"QGIS cannot open the saved points '{path}'.")
+        return layer
+
 
 class MarkerSet:
     """Canvas markers of the support points (two per point: a white halo and the class colour)."""

@@ -387,6 +387,10 @@ class FinetuneDialog(JobDialogBase, FORM):
         if task is not None:
             task.percent.connect(lambda p, t=task: self.show_map_progress(t, p))
 
+    def _project_cleared(self) -> None:
+        super()._project_cleared()
+        self._train_raster = None  # its layer is gone with the project; Classify maps the chosen input
+
     def map_step_name(self) -> str:
         raster = getattr(self, "_train_raster", None) or self.inputLayer.currentLayer()
         verb = "Mapping values of" if self.last_result.task == "regression" else "Classifying"

@@ -82,6 +82,9 @@ class GanPanel(QgsDockWidget, FORM):
             self.styleCombo.addItem(label, key)
         self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
         self.folderWidget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.folderWidget.lineEdit().setPlaceholderText("a temporary folder")
+        self.folderWidget.setFilePath(_setting("folder", ""))  # remembered
+        self.folderWidget.fileChanged.connect(lambda path: QgsSettings().setValue(SETTINGS + "folder", path))
         self.helpBrowser.setHtml(HELP)
         self.tileSizeCombo.setCurrentText(_setting("tile", "256"))
         self.styleCombo.setCurrentIndex(max(0, self.styleCombo.findData(_setting("style", STYLES[0][0]))))
@@ -90,8 +93,19 @@ class GanPanel(QgsDockWidget, FORM):
         self.growButton.clicked.connect(self.grow)
         self.translateButton.clicked.connect(self.open_translate)
         self.canvas.mapToolSet.connect(self._tool_changed)
+        QgsProject.instance().cleared.connect(self.reset)  # New Project / Open: forget the last one's tiles
+        self.destroyed.connect(lambda *_: _disconnect(QgsProject.instance().cleared, self.reset))
         self.modelFile.setFilePath(_setting("model", ""))
         self.describe_model(self.modelFile.filePath())
+
+    def reset(self) -> None:
+        """A new or opened project: its layers are gone, so are the sessions shown; a running Grow is cancelled."""
+        if self.task is not None:
+            self.task.cancel()
+        self.shown = []
+        self.statusLabel.setText("")
+        self.progressBar.setVisible(False)
+        self.growButton.setEnabled(False)
 
     # model -------------------------------------------------------------
     def describe_model(self, path: str) -> None:
@@ -196,9 +210,10 @@ class GanPanel(QgsDockWidget, FORM):
             return None
         QgsSettings().setValue(SETTINGS + "tile", self.tileSizeCombo.currentText())
         QgsSettings().setValue(SETTINGS + "style", self.styleCombo.currentData())
+        where = self.folderWidget.filePath() or f"{self._folder()} (temporary: choose a tiles folder to keep them)"
         self.statusLabel.setText(
             f"{tile}×{tile} px tile, seed {session.seed}: GeoTIFF in {session.last_seconds[0] * 1000:.0f} ms, "
-            f"on the map in {(time.perf_counter() - t0) * 1000:.0f} ms.")
+            f"on the map in {(time.perf_counter() - t0) * 1000:.0f} ms. Files in {where}.")
         self.growButton.setEnabled(self.task is None)
         return session
 
@@ -222,7 +237,7 @@ class GanPanel(QgsDockWidget, FORM):
         """Add the session's layers in a new group. A failure (a style that cannot be written, a mosaic QGIS
         cannot open) removes what was added and the session's files, and raises: nothing of it stays."""
         project = QgsProject.instance()
-        group = project.layerTreeRoot().insertGroup(0, f"GeoML tiles · seed {session.seed}")
+        group = project.layerTreeRoot().insertGroup(0, _unique_group_name(f"GeoML tiles · seed {session.seed}"))
         shown = _Shown(session, [], group)
         try:
             for label, style, blend in self._specs(session):
@@ -345,6 +360,27 @@ class GanPanel(QgsDockWidget, FORM):
         if self.task is not None:
             self.task.cancel()
         super().closeEvent(event)
+
+
+def _unique_group_name(name: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)``… when the layer tree has a group of that name (two clicks with one
+    seed made two groups that read the same)."""
+    root = QgsProject.instance().layerTreeRoot()
+    taken = {g.name() for g in root.findGroups()} if hasattr(root, "findGroups") else set()
+    taken |= {n.name() for n in root.children()}
+    if name not in taken:
+        return name
+    k = 2
+    while f"{name} ({k})" in taken:
+        k += 1
+    return f"{name} ({k})"
+
+
+def _disconnect(signal, slot) -> None:
+    try:
+        signal.disconnect(slot)
+    except (TypeError, RuntimeError):
+        pass
 
 
 def _set_source(layer, path: str, qml: str) -> None:

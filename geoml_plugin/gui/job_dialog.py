@@ -31,6 +31,13 @@ SETTINGS_PREFIX = "geoml/"
 CANCEL_RELEASE_MS = 1000  # Cancel gives the dialog back within about a second, whatever the job's step length
 
 
+def _disconnect(signal, slot) -> None:
+    try:
+        signal.disconnect(slot)
+    except (TypeError, RuntimeError):
+        pass
+
+
 def _log_late_end(task: GeoMLTask) -> None:
     """A job let go of at Cancel that still ended with a result (it was past its last step): say where."""
     from ..tasks import log
@@ -128,6 +135,10 @@ class JobDialogBase(QDialog):
         self.runButton.clicked.connect(self.run)
         self.cancelButton.clicked.connect(self.cancel)
         self.closeButton.clicked.connect(self.close)
+        from qgis.core import QgsProject
+
+        QgsProject.instance().cleared.connect(self._project_cleared)
+        self.destroyed.connect(lambda *_: _disconnect(QgsProject.instance().cleared, self._project_cleared))
 
     # settings ----------------------------------------------------------
     def settings_value(self, key: str, default: Any = None, type_=str):
@@ -307,8 +318,28 @@ class JobDialogBase(QDialog):
         if not push_to_bar(self.plugin, text, level, 0) and self.isVisible():
             QMessageBox.warning(self, "GeoML", text)
 
+    def clear_feedback(self) -> None:
+        """Progress, log and status of the last run, gone (a reopened dialog or a new project starts clean)."""
+        self.progressBar.setValue(0)
+        self.logView.clear()
+        status = getattr(self, "statusLabel", None)
+        if status is not None:
+            status.setText("")
+
+    def _project_cleared(self) -> None:
+        if self.task is None:
+            self.clear_feedback()
+
+    def hideEvent(self, event):  # noqa: N802
+        super().hideEvent(event)
+        if not event.spontaneous():  # closed, not minimised: reopened idle, it starts clean
+            self._stale = self.task is None
+
     def showEvent(self, event):  # noqa: N802
         super().showEvent(event)
+        if getattr(self, "_stale", False) and self.task is None and not event.spontaneous():
+            self.clear_feedback()
+        self._stale = False
         if not getattr(self, "_fitted", False):
             self._fitted = True
             screen = self.screen() if hasattr(self, "screen") else None

@@ -77,3 +77,56 @@ def test_the_map_uses_those_colours_and_the_overlay_is_unlike_every_class(panel,
 @pytest.fixture(autouse=True)
 def _clear(qgis_iface):
     qgis_iface.messageBar().clearWidgets()
+
+
+def test_maps_go_to_the_remembered_output_folder_and_points_to_a_file(panel, qtbot, meta_model, tmp_path,
+                                                                      monkeypatch, qgis_iface, qgis_canvas):
+    """Point 7: an output folder (remembered), the log says where; Save as layer writes a GeoPackage."""
+    from qgis.core import QgsSettings
+    from qgis.PyQt.QtWidgets import QFileDialog
+
+    from geoml_plugin.gui.fewshot_panel import FewShotPanel
+    from tests.qgis.conftest import FakePlugin
+
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (folder / "fewshot_1.tif").write_bytes(b"a map of an earlier session")
+    panel.folderWidget.setFilePath(str(folder))
+    layer = panel.rasterLayer.currentLayer()
+    panel.modelFile.setFilePath(meta_model)
+    to_canvas = QgsCoordinateTransform(layer.crs(), WEB_MERCATOR, QgsProject.instance())
+    xy, ids = read_label_points(layer.source().replace("image.tif", "labels_points.gpkg"))
+    for k, name in enumerate(CLASS_NAMES[:2], start=1):
+        choose_class(panel, name)
+        for i in np.flatnonzero(ids == k)[:3]:
+            panel.add_point(to_canvas.transform(QgsPointXY(*xy[i])))
+    assert panel.run() is not None
+    qtbot.waitUntil(lambda: panel.task is None, timeout=120_000)
+    assert f"maps go to {folder}." in panel.logView.toPlainText()
+    names = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+    assert names["Few-shot classes"].source() == str(folder / "fewshot_2.tif")  # the earlier map is kept
+    assert (folder / "fewshot_1.tif").read_bytes() == b"a map of an earlier session"
+    assert QgsSettings().value("geoml/fewshot/folder") == str(folder)
+    other = FewShotPanel(FakePlugin(qgis_iface), qgis_canvas)
+    qtbot.addWidget(other)
+    assert other.folderWidget.filePath() == str(folder)  # remembered
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(folder / "my_points"), ""))
+    qtbot.mouseClick(panel.saveButton, Qt.MouseButton.LeftButton)
+    saved = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.name() == "few-shot points"]
+    assert (folder / "my_points.gpkg").exists() and saved and saved[0].providerType() == "ogr"
+    assert saved[0].featureCount() == 6 and {f["class_name"] for f in saved[0].getFeatures()} == set(CLASS_NAMES[:2])
+    QgsSettings().remove("geoml/fewshot/folder")
+
+
+def test_a_new_project_clears_the_points_extent_and_log(panel, qgis_canvas):
+    """Point 8: support points of one project are not applied to a raster of the next (in another CRS)."""
+    panel.pickButton.setChecked(True)
+    choose_class(panel, "Water")
+    click(panel.tool, qgis_canvas, 100, 80)
+    panel.logView.appendPlainText("Click points of at least two classes.")
+    panel.progressBar.setValue(40)
+    QgsProject.instance().clear()
+    assert panel.points.points == [] and panel.points.classes == [] and panel.markers.markers == []
+    assert panel.classTable.rowCount() == 0 and panel.logView.toPlainText() == "" and panel.progressBar.value() == 0
+    assert panel.drawn_extent is None and not panel.saveButton.isEnabled()
