@@ -28,7 +28,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.gui import QgsFileWidget, QgsMapToolExtent, QgsRubberBand
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QFrame, QHeaderView, QScrollArea, QTableWidgetItem, QWidget
 
@@ -39,7 +39,7 @@ from ..tasks import GeoMLTask, start_task
 from ..torch_preload import preload_torch
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
-from .job_dialog import load_ui, refresh_badge, set_badge
+from .job_dialog import CANCEL_RELEASE_MS, load_ui, refresh_badge, set_badge
 from .layer_defaults import ComboDefaults, mark_output, pick_input_raster, pick_labels, remember
 from .map_window import pixel_window
 from .messages import error_level, push_to_bar, unexpected_failure
@@ -519,9 +519,26 @@ class FewShotPanel(QWidget, FORM):
                 QgsProject.instance().removeMapLayer(lid)
 
     def cancel(self) -> None:
-        if self.task is not None:
-            self.logView.appendPlainText("Cancelling…")
-            self.task.cancel()
+        """Ask the job to stop; one still running after about a second (a long block of the classification) is
+        let go: the panel says it was cancelled and is usable again, the job ends in the background unheard."""
+        task = self.task
+        if task is None:
+            return
+        self.logView.appendPlainText("Cancelling…")
+        self.cancelButton.setEnabled(False)
+        task.cancel()
+        QTimer.singleShot(CANCEL_RELEASE_MS, lambda: self._release_cancelled(task))
+
+    def _release_cancelled(self, task: GeoMLTask) -> None:
+        if self.task is not task or task.error is not None:
+            return  # it ended: _failed said so
+        task.detach()
+        self.task = None
+        self._remove_layers(self.preview_layers)
+        self.preview_layers = []
+        self.progressBar.setFormat("%p%")
+        self.progressBar.setValue(0)
+        self.logView.appendPlainText("Cancelled; nothing was written.")
 
     # -- messages / lifecycle -------------------------------------------------
     def push_message(self, text: str, level=Qgis.MessageLevel.Info) -> None:

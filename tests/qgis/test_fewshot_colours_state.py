@@ -130,3 +130,47 @@ def test_a_new_project_clears_the_points_extent_and_log(panel, qgis_canvas):
     assert panel.points.points == [] and panel.points.classes == [] and panel.markers.markers == []
     assert panel.classTable.rowCount() == 0 and panel.logView.toPlainText() == "" and panel.progressBar.value() == 0
     assert panel.drawn_extent is None and not panel.saveButton.isEnabled()
+
+
+def test_cancel_gives_the_panel_back_within_a_second(panel, qtbot):
+    """Point 9: a classification block of many seconds no longer keeps 'Cancelling…' for 10–25 s."""
+    import time
+
+    from geoml_plugin.tasks import GeoMLTask
+
+    started = []
+
+    def long_block(fb):
+        started.append(True)
+        fb.progress(0.1, "block 1/2")
+        time.sleep(4.0)
+        fb.progress(0.6, "block 2/2")
+
+    task = panel._start(GeoMLTask("GeoML: few-shot classification", long_block, panel._full_done))
+    ends = []
+    task.taskCompleted.connect(lambda: ends.append("complete"))
+    task.taskTerminated.connect(lambda: ends.append("terminated"))
+    qtbot.waitUntil(lambda: bool(started), timeout=10_000)
+    t0 = time.monotonic()
+    qtbot.mouseClick(panel.cancelButton, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.task is None, timeout=3_000)
+    assert time.monotonic() - t0 < 1.8 and not panel.cancelButton.isEnabled()
+    assert panel.logView.toPlainText().endswith("Cancelled; nothing was written.")
+    qtbot.waitUntil(lambda: bool(ends), timeout=15_000)
+    assert ends == ["complete"]  # not "Task failed" in QGIS
+    assert panel.logView.toPlainText().count("Cancelled") == 1
+
+
+def test_too_few_classes_is_a_warning_not_critical(panel, qgis_iface, qgis_canvas, meta_model):
+    """Point 9: a user's slip is a warning in the message bar (and so in QGIS's log), not CRITICAL."""
+    from qgis.core import Qgis
+
+    panel.modelFile.setFilePath(meta_model)
+    panel.pickButton.setChecked(True)
+    choose_class(panel, "Water")
+    click(panel.tool, qgis_canvas, 100, 80)
+    qtbot_click = panel.runButton.click
+    qtbot_click()
+    bar = qgis_iface.messageBar()
+    assert any("Click points of at least two classes." in m for m in bar.get_messages(Qgis.MessageLevel.Warning))
+    assert not bar.get_messages(Qgis.MessageLevel.Critical)
