@@ -75,6 +75,21 @@ training keeps the model file.</p>"""
 
 
 
+class SavedModel:
+    """A model file on disk standing in for a training result (Classify now without a training in this session)."""
+
+    def __init__(self, path: str, meta):
+        self.model_path, self.meta, self.task = path, meta, meta.task
+
+    def summary(self) -> str:
+        return f"saved model {os.path.basename(self.model_path)}"
+
+
+def _trained(result) -> str:
+    """'Trained: overall accuracy …' after a training; 'Model: saved model x.safetensors' for a file."""
+    return f"Model: {result.summary()}" if isinstance(result, SavedModel) else f"Trained: {result.summary()}"
+
+
 def duration_text(seconds: float) -> str:
     """'40 s', '3 min', '1 h 5 min': a rounded duration for an estimate."""
     seconds = max(0.0, float(seconds))
@@ -174,6 +189,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         self._field_picked = False
         self._maps_asked = False  # the last Run asked about the maps it then writes
         self.classifyButton.clicked.connect(self.classify_clicked)
+        self.outputFile.fileChanged.connect(lambda *_: self.update_classify_button())
         self.restore_settings()
         # the last used layers, else imagery and point/polygon labels; never GeoML's outputs or the input itself
         self.labelsLayer.setAllowEmptyLayer(True)
@@ -183,6 +199,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         self.fill_bands(self.inputLayer.currentLayer())
         self.labels_changed(self.labelsLayer.currentLayer())
         self.weights_changed()
+        self.update_classify_button()
 
     # form ----------------------------------------------------------------
     def fill_bands(self, layer) -> None:
@@ -323,7 +340,6 @@ class FinetuneDialog(JobDialogBase, FORM):
         self.save_settings()
         remember("input", raster)
         remember("labels", labels)
-        self.classifyButton.setEnabled(False)
         self.statusLabel.setText("")
         self._train_raster = raster
         return f"GeoML: fine-tune {cfg.backbone} on {raster.name()}", lambda fb: run_finetune(cfg, fb)
@@ -354,7 +370,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         if result.report_path:
             self.logView.appendPlainText(f"Report: {result.report_path}")
         self.push_message(f"Model trained — {result.summary()}", Qgis.MessageLevel.Success)
-        self.classifyButton.setEnabled(True)
+        self.update_classify_button()
         if self.classifyCheck.isChecked():
             if not self._maps_asked and not self.confirm_replace(self.map_paths()):  # checked while training
                 self.logView.appendPlainText("No map was made: the earlier maps are kept (Classify makes one).")
@@ -365,9 +381,40 @@ class FinetuneDialog(JobDialogBase, FORM):
         """The rasters :meth:`classify` writes beside the model just trained."""
         return map_paths_for(self.last_result.model_path, self.last_result.task)
 
+    def set_running(self, running: bool) -> None:
+        super().set_running(running)
+        self.update_classify_button()
+
+    def model_to_classify(self):
+        """The model Classify now applies: the one trained last while its file exists, else the saved model named in
+        Model file (e.g. after a training that failed or a restart); None when there is none."""
+        if self.last_result is not None and os.path.isfile(self.last_result.model_path):
+            return self.last_result
+        path = self.outputFile.filePath()
+        if path and os.path.isfile(path):
+            from ..core.modelfile import read_meta
+
+            try:
+                meta = read_meta(path)
+            except GeoMLError:
+                return None
+            if meta.task in TASKS:
+                return SavedModel(os.path.abspath(path), meta)
+        return None
+
+    def update_classify_button(self) -> None:
+        """Classify now: enabled only when it can act (no job running, a model file to apply)."""
+        self.classifyButton.setEnabled(self.task is None and self.model_to_classify() is not None)
+
     def classify_clicked(self) -> None:
         """The Classify button: asks before replacing maps that exist (e.g. those made after training)."""
-        if self.last_result is None or self.task is not None or not self.confirm_replace(self.map_paths()):
+        if self.task is not None:
+            return
+        model = self.model_to_classify()
+        if model is None:
+            return
+        self.last_result = model
+        if not self.confirm_replace(self.map_paths()):
             return
         self.classify()
 
@@ -408,7 +455,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         super()._cancelled(task)
         if task is self._classify_task and self.last_result is not None:
             what = "mapping of values" if self.last_result.task == "regression" else "classification"
-            self.statusLabel.setText(f"Trained: {self.last_result.summary()}. The {what} was cancelled.")
+            self.statusLabel.setText(f"{_trained(self.last_result)}. The {what} was cancelled.")
 
     def cancelled_messages(self, task):
         if task is self._classify_task and self.last_result is not None:
@@ -447,7 +494,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         done = "Mapped values" if self.last_result is not None and self.last_result.task == "regression" else "Classified"
         self.logView.appendPlainText(f"{done} in {result.seconds:.1f} s → {result.output_path}")
         if self.last_result is not None:
-            self.statusLabel.setText(f"Trained: {self.last_result.summary()}. {done} in "
+            self.statusLabel.setText(f"{_trained(self.last_result)}. {done} in "
                                      f"{duration_text(result.seconds)}.")
         self.push_message(f"Added '{layer.name()}'.", Qgis.MessageLevel.Success)
 

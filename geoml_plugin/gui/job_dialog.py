@@ -276,8 +276,12 @@ class JobDialogBase(QDialog):
         return "Cancelled; nothing was written.", "Job cancelled; nothing was written."
 
     def set_running(self, running: bool) -> None:
+        """Run/Cancel, and the form: read-only while a job runs (a change would not reach the running job)."""
         self.runButton.setEnabled(not running)
         self.cancelButton.setEnabled(running)
+        scroll = getattr(self, "formScroll", None)
+        if scroll is not None and scroll.widget() is not None:
+            scroll.widget().setEnabled(not running)
 
     def _done(self, task: GeoMLTask) -> None:
         self.task = None
