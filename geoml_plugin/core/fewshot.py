@@ -63,6 +63,7 @@ class FewShotConfig:
     stride: Optional[int] = None  # pixels between classified windows (default patch / 4)
     batch_size: int = 64
     views: int = 1  # test-time views per window (1, 2, 4 or 8; costs as many forward passes)
+    bands: Optional[list] = None  # 1-based raster bands to use; default as geoml:predict chooses them
 
 
 @dataclass
@@ -212,7 +213,7 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
     device = resolve_device(cfg.device)
     check_views(cfg.views)
     with RasterReader(cfg.input_path) as probe:
-        bands = choose_bands(meta, probe.info.band_count, feedback=fb)
+        bands = choose_bands(meta, probe.info.band_count, bands=cfg.bands, feedback=fb)
     with RasterReader(cfg.input_path, bands) as reader:
         ls = read_support(cfg, reader, fb)
         fs = meta.extra.get("fewshot") or {}

@@ -148,7 +148,9 @@ class FewShotPanel(QWidget, FORM):
         folder = QgsSettings().value(SETTINGS + "folder", "")
         self.folderWidget.setFilePath(folder if isinstance(folder, str) else "")
         self.folderWidget.fileChanged.connect(lambda path: QgsSettings().setValue(SETTINGS + "folder", path))
+        self.rasterLayer.layerChanged.connect(self.fill_bands)
         self._raster_defaults = ComboDefaults(self.rasterLayer, lambda: pick_input_raster("input"), self)
+        self.fill_bands(self.rasterLayer.currentLayer())
         self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
         self.modelFile.fileChanged.connect(self.describe_model)
         self.deviceCombo.addItems(list(DEVICE_CHOICES))
@@ -205,6 +207,20 @@ class FewShotPanel(QWidget, FORM):
         self.logView.clear()
         self.classCombo.setCurrentText("")
         self.refresh()
+
+    def fill_bands(self, layer) -> None:
+        """The raster's bands, all checked (the model then reads them as Apply model would choose)."""
+        self.bandsCombo.clear()
+        if isinstance(layer, QgsRasterLayer):
+            for b in range(1, layer.bandCount() + 1):
+                self.bandsCombo.addItemWithCheckState(layer.bandName(b), Qt.CheckState.Checked, b)
+
+    def selected_bands(self) -> Optional[list]:
+        """The checked bands; None when all are (the core chooses, e.g. the model's bands of a larger raster)."""
+        checked = sorted(int(b) for b in self.bandsCombo.checkedItemsData())
+        if not checked:
+            raise InputError("Check the raster bands the model should read.")
+        return None if len(checked) == self.bandsCombo.count() else checked
 
     # -- model --------------------------------------------------------------
     def set_device_badge(self, text: str) -> None:
@@ -386,7 +402,8 @@ class FewShotPanel(QWidget, FORM):
         pts = sorted(self.points.in_crs(layer.crs()), key=lambda p: order[p[2]])
         return FewShotConfig(input_path=layer.source(), model_path=model, output_path=base + ".tif",
                              confidence_path=base + "_confidence.tif", points=pts,
-                             device=self.deviceCombo.currentText(), window=window), base
+                             device=self.deviceCombo.currentText(), window=window,
+                             bands=self.selected_bands()), base
 
     def run(self) -> Optional[GeoMLTask]:
         try:

@@ -386,9 +386,9 @@ class FinetuneDialog(JobDialogBase, FORM):
         self.update_classify_button()
 
     def model_to_classify(self):
-        """The model Classify now applies: the one trained last while its file exists, else the saved model named in
-        Model file (e.g. after a training that failed or a restart); None when there is none."""
-        if self.last_result is not None and os.path.isfile(self.last_result.model_path):
+        """The model Classify now applies: the one trained last (its file was written as training ended), else the
+        saved model named in Model file (e.g. after a training that failed, or a restart); None when there is none."""
+        if self.last_result is not None:
             return self.last_result
         path = self.outputFile.filePath()
         if path and os.path.isfile(path):

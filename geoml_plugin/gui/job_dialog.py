@@ -128,6 +128,7 @@ class JobDialogBase(QDialog):
             button.setAutoDefault(False)
             button.setDefault(False)
         self.task: Optional[GeoMLTask] = None
+        self.released: set = set()  # tasks let go of at Cancel that have not ended yet (see cancel())
         self._browsed: dict = {}  # output file widget's name → the path its Browse dialog confirmed
         self.deviceCombo.addItems(list(DEVICE_CHOICES))
         self.refresh_device_badge()
@@ -266,7 +267,13 @@ class JobDialogBase(QDialog):
         if self.task is not task or task.error is not None:
             return  # it ended (its callback ran or is queued)
         task.detach()
-        task.on_detached = _log_late_end
+        self.released.add(task)
+
+        def ended(t, released=self.released):
+            released.discard(t)
+            _log_late_end(t)
+
+        task.on_detached = ended
         self.task = None
         self.set_running(False)
         self._cancelled(task)

@@ -174,3 +174,20 @@ def test_too_few_classes_is_a_warning_not_critical(panel, qgis_iface, qgis_canva
     bar = qgis_iface.messageBar()
     assert any("Click points of at least two classes." in m for m in bar.get_messages(Qgis.MessageLevel.Warning))
     assert not bar.get_messages(Qgis.MessageLevel.Critical)
+
+
+def test_the_panel_has_a_band_selector_that_reaches_the_job(panel, qtbot, meta_model, qgis_canvas):
+    """Point 10: the band-count message says 'select the bands'; the panel now has them to select."""
+    panel.modelFile.setFilePath(meta_model)
+    assert panel.bandsCombo.count() == 4 and panel.selected_bands() is None  # all checked: the core chooses
+    panel.bandsCombo.setItemCheckState(1, Qt.CheckState.Unchecked)
+    assert panel.selected_bands() == [1, 3, 4]
+    panel.pickButton.setChecked(True)
+    for name, (x, y) in (("Water", (100, 80)), ("Forest", (300, 200))):
+        choose_class(panel, name)
+        click(panel.tool, qgis_canvas, x, y)
+    cfg, _ = panel.make_config()
+    assert cfg.bands == [1, 3, 4]
+    assert panel.run() is not None
+    qtbot.waitUntil(lambda: panel.task is None, timeout=60_000)
+    assert "The model expects 4 band(s); 3 were selected." in panel.logView.toPlainText()
