@@ -135,7 +135,7 @@ class GanPanel(QgsDockWidget, FORM):
             self.translateButton.setVisible(True)
             self.set_tool_active(False)
             return
-        self.modelInfo.setText(f"Tile generator of {_what(t)}{units}, trained at {px} units per pixel. "
+        self.modelInfo.setText(f"Tile generator of {_what(t)}{units}, trained at {px} {_crs_unit(meta.crs_wkt)} per pixel. "
                                "Click on the map to place a tile.")
         self.pickButton.setEnabled(True)
 
@@ -393,6 +393,23 @@ def _setting(key: str, default: str) -> str:
     """A remembered text value; ``default`` for anything else (e.g. a list from a hand-edited QGIS3.ini)."""
     value = QgsSettings().value(SETTINGS + key, default)
     return value if isinstance(value, str) else default
+
+
+def _crs_unit(wkt: str) -> str:
+    """The training CRS's unit, short: 'm', 'ft', '°'; 'units' when unknown (a local CRS)."""
+    from ..core.georef import is_local, srs_from_wkt
+
+    if not wkt or is_local(wkt):
+        return "units"
+    srs = srs_from_wkt(wkt)
+    if srs.IsGeographic():
+        return "°"
+    name = (srs.GetLinearUnitsName() or "").lower()
+    if name in ("metre", "meter", "metres", "meters", "m"):
+        return "m"
+    if "foot" in name or "feet" in name:
+        return "ft"
+    return name or "units"
 
 
 def _what(target: dict) -> str:

@@ -467,3 +467,16 @@ def test_a_continuous_label_raster_is_refused_for_classes_with_a_pointer_to_regr
     cfg.task = "regression"
     check_config(cfg)
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_confusion_matrix_shows_whole_class_names():
+    """Issue 21: 'HerbaceousVegetation' was cut to 18 characters in the report's confusion matrix."""
+    import re
+
+    from geoml_plugin.core.report import confusion_svg
+
+    names = ["AnnualCrop", "HerbaceousVegetation", "SeaLake"]
+    svg = confusion_svg([[5, 1, 0], [0, 6, 0], [0, 0, 7]], names)
+    assert svg.count(">HerbaceousVegetation</text>") == 2  # row and column label
+    left = min(float(x) for x in re.findall(r'<rect x="([\d.]+)"', svg))
+    assert left - 6 >= len("HerbaceousVegetation") * 6.5  # room for the row label at 11 px

@@ -89,3 +89,33 @@ def test_train_gan_offers_pix2pix_settings_only_with_a_target(qtbot, qgis_iface,
     monkeypatch.setattr(messages, "ask_about_running", lambda parent, text, info, *a: asked.append(info) or "stay")
     dlg.ask_about_running_job()
     assert "model file" in asked[0] and "added to the map" not in asked[0]
+
+
+def test_a_long_error_shows_its_first_sentence_and_all_of_it_under_show_more(qtbot, qgis_app):
+    """Issue 21: long errors were cut off at the message bar's edge."""
+    from qgis.core import Qgis
+    from qgis.gui import QgsMessageBar
+    from qgis.PyQt.QtWidgets import QToolButton
+
+    from geoml_plugin.gui.messages import push_to_bar
+
+    bar = QgsMessageBar()
+    qtbot.addWidget(bar)
+    bar.resize(600, 40)
+    bar.show()
+
+    class Plugin:
+        def message_bar(self):
+            return bar
+
+    text = ("The label raster 'opengeos_dtm_2m.tif' holds continuous values (fractional values, from 6.906 to 22.12), "
+            "not classes. To learn these values choose Task = regression; for classes use a raster of class numbers "
+            "(or points/polygons with a class field).")
+    assert push_to_bar(Plugin(), text, Qgis.MessageLevel.Warning, 0)
+    item = bar.currentItem()
+    assert item.text().startswith("The label raster 'opengeos_dtm_2m.tif' holds continuous values")
+    assert item.text().endswith("not classes. …") and len(item.text()) < len(text)
+    more = [b for b in item.findChildren(QToolButton) if "more" in b.text().lower()]
+    assert more, [b.text() for b in item.findChildren(QToolButton)]
+    push_to_bar(Plugin(), "Short.", Qgis.MessageLevel.Info, 0)
+    assert bar.currentItem().text() == "Short."

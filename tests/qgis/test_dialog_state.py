@@ -45,6 +45,7 @@ def test_two_tile_groups_of_one_seed_have_different_names_and_a_new_project_forg
     panel = GanPanel(FakePlugin(qgis_iface), qgis_canvas)
     qtbot.addWidget(panel)
     panel.modelFile.setFilePath(tiny_generator_model(tmp_path / "gen.safetensors"))
+    assert "trained at 10 m per pixel" in panel.modelInfo.text()  # the unit named (was '10 units per pixel')
     panel.folderWidget.setFilePath(str(tmp_path / "tiles"))
     panel.tileSizeCombo.setCurrentText("64")
     panel.seedSpin.setValue(0)

@@ -103,6 +103,9 @@ def test_maps_go_to_the_remembered_output_folder_and_points_to_a_file(panel, qtb
     assert panel.run() is not None
     qtbot.waitUntil(lambda: panel.task is None, timeout=120_000)
     assert f"maps go to {folder}." in panel.logView.toPlainText()
+    # the log names the meta-model as one (it said 'patch classifier, 3 classes')
+    assert "few-shot meta-model (prototypical networks), meta-trained on" in panel.logView.toPlainText()
+    assert "patch classifier" not in panel.logView.toPlainText()
     names = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
     assert names["Few-shot classes"].source() == str(folder / "fewshot_2.tif")  # the earlier map is kept
     assert (folder / "fewshot_1.tif").read_bytes() == b"a map of an earlier session"
