@@ -610,10 +610,53 @@ def open_panel(plugin):
 
 
 def open_metatrain_dialog(plugin):
-    """The Processing dialog of geoml:metatrain (runs in the background with progress and Cancel)."""
-    from processing import execAlgorithmDialog
+    """The Processing dialog of geoml:metatrain (runs in the background with progress and Cancel), with the last
+    used (or plausible) layers and the MAML settings offered only for MAML."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    from qgis.core import QgsApplication
 
-    return execAlgorithmDialog("geoml:metatrain", metatrain_defaults())
+    alg = QgsApplication.processingRegistry().createAlgorithmById("geoml:metatrain")
+    parent = plugin.iface.mainWindow() if plugin is not None and plugin.iface is not None else None
+    dlg = AlgorithmDialog(alg, False, parent)
+    dlg.setParameters(metatrain_defaults())
+    link_maml_settings(dlg)
+    dlg.show()
+    if plugin is not None and hasattr(plugin, "dialogs"):
+        plugin.dialogs["metatrain"] = dlg  # kept alive while shown
+    return dlg
+
+
+MAML_ONLY = ("INNER_STEPS", "INNER_LR")
+
+
+def link_maml_settings(dlg) -> None:
+    """Enable MAML's inner steps and learning rate only when the Algorithm is a MAML variant (prototypical networks
+    use neither)."""
+    from ..processing.alg_metatrain import ALGORITHM_CHOICES
+
+    panel = dlg.mainWidget()
+    wrappers = getattr(panel, "wrappers", {}) or {}
+    algo = wrappers.get("ALGORITHM")
+    if algo is None:
+        return
+
+    def update(*_args):
+        try:
+            index = int(algo.parameterValue() or 0)
+        except (TypeError, ValueError):
+            index = 0
+        is_maml = ALGORITHM_CHOICES[index][0] in ("maml", "fomaml") if 0 <= index < len(ALGORITHM_CHOICES) else True
+        for name in MAML_ONLY:
+            w = wrappers.get(name)
+            if w is None:
+                continue
+            for widget in (w.wrappedWidget(), w.wrappedLabel()):
+                if widget is not None:
+                    widget.setEnabled(is_maml)
+                    widget.setToolTip("" if is_maml else "Only for MAML (prototypical networks do not use it).")
+
+    algo.widgetValueHasChanged.connect(update)
+    update()
 
 
 def metatrain_defaults() -> dict:

@@ -129,3 +129,35 @@ def test_a_float_raster_as_classes_is_refused_before_asking_about_files(qtbot, q
     monkeypatch.setattr(dlg, "ask_replace", lambda existing: asked.append(existing) or False)  # No: back to form
     qtbot.mouseClick(dlg.runButton, Qt.MouseButton.LeftButton)
     assert asked and dlg.task is None
+
+
+def test_metatrain_dialog_offers_maml_settings_only_for_maml(qtbot, qgis_iface, project, geoml_provider,
+                                                              monkeypatch):
+    """Issue 21 point 10: MAML's inner steps and rate stayed enabled under prototypical networks."""
+    from qgis.gui import QgsBrowserGuiModel
+
+    from geoml_plugin.gui.fewshot_panel import open_metatrain_dialog
+
+    browser = QgsBrowserGuiModel()
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser, raising=False)  # the mock iface has none
+    qgis_iface.setActiveLayer(project["a_confidence"])
+    plugin = FakePlugin(qgis_iface)
+    plugin.dialogs = {}
+    dlg = open_metatrain_dialog(plugin)
+    qtbot.addWidget(dlg)
+    wrappers = dlg.mainWidget().wrappers
+    steps, rate = wrappers["INNER_STEPS"].wrappedWidget(), wrappers["INNER_LR"].wrappedWidget()
+    assert wrappers["ALGORITHM"].parameterValue() == 0  # prototypical networks
+    assert not steps.isEnabled() and not rate.isEnabled()
+    combo = wrappers["ALGORITHM"].wrappedWidget()  # as the user picks the algorithm
+    combo.setCurrentIndex(combo.findText("MAML (second order)"))
+    assert steps.isEnabled() and rate.isEnabled()
+    combo.setCurrentIndex(combo.findText("First-order MAML"))
+    assert steps.isEnabled()
+    combo.setCurrentIndex(combo.findText("Prototypical networks (fast, recommended)"))
+    assert not steps.isEnabled() and not rate.isEnabled()
+    # the layers: imagery and points, not the active confidence raster
+    image, points = project["image"], project["points"]
+    assert wrappers["INPUT"].parameterValue() in (image, image.id(), image.source())
+    assert wrappers["LABELS"].parameterValue() in (points, points.id(), points.source())
+    dlg.close()
