@@ -124,18 +124,21 @@ def s02_finetune():
     shot(dlg, "02_finetune_defaults")
     dlg.epochsSpin.setValue(EPOCHS)
     dlg.patchSpin.setValue(16)
+    dlg.batchSpin.setValue(16)
     model = os.path.join(OUT, "walk_model.safetensors")
     dlg.outputFile.setFilePath(model)
     dlg.ask_replace = lambda existing: True
     dlg.run()
-    wait(lambda: dlg.statusLabel.text().startswith("epoch "), lambda: s02b_training(dlg))
+    wait(lambda: dlg.statusLabel.text().startswith(("epoch ", "Classifying")), lambda: s02b_training(dlg))
 
 
 def s02b_training(dlg):
     shot(dlg, "03_finetune_training")
     log("status: " + dlg.statusLabel.text())
-    wait(lambda: dlg.statusLabel.text().startswith("Classifying") and "%" in dlg.statusLabel.text(),
-         lambda: s02c_mapping(dlg))
+    # the map step: its own status line (a percentage once the first block is done)
+    wait(lambda: (dlg.statusLabel.text().startswith("Classifying") and "%" in dlg.statusLabel.text())
+         or (dlg.task is not None and dlg.statusLabel.text().startswith("Classifying") and state["ticks"] > 20)
+         or dlg.task is None, lambda: s02c_mapping(dlg))
 
 
 def s02c_mapping(dlg):

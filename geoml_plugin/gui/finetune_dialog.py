@@ -42,7 +42,9 @@ HELP = """<h3>Fine-tune a model</h3>
 <ul>
 <li><b>Input raster</b> and <b>bands</b>: any band count (an alpha band that holds transparency starts unchecked: it is a nodata mask, not image data, and its 0 pixels still mark nodata; a band GDAL merely labels alpha, e.g. near-infrared, stays checked); per-band statistics are saved with the model.</li>
 <li><b>Labels</b>: points (a patch around each), polygons (patches inside them; masks for
-segmentation, where pixels outside every polygon are ignored, not background), or a label raster. Labels outside the raster or on nodata are skipped and counted.</li>
+segmentation, where pixels outside every polygon are ignored, not background), or a label raster. Labels outside the raster or on nodata are skipped and counted.
+A label raster of continuous values (fractions, or more than 255 different values: a DTM) is refused for classes; use
+<i>regression</i> for it. Preselected: the labels used last, else a point or polygon layer (never the input raster).</li>
 <li><b>Label field</b>: the class (name or number), or a number for regression. Preselected: a field
 named like a class (class, label, landcover, type…) or, for regression, a numeric one; never an id
 when another field will do. Your last choice is remembered.</li>
@@ -71,7 +73,9 @@ freezing the backbone, seed.</li>
 (batch, modeler, <code>qgis_process run geoml:finetune</code>).</p>
 <p>Closing the dialog while it runs asks whether to keep the job running in the background (the
 result is added to the map when it ends), cancel it, or stay. Cancelling the classification after
-training keeps the model file.</p>"""
+training keeps the model file. The classification shows its own progress and an estimate of the time left
+in the status line; <b>Classify now</b> applies the last trained model (or the saved model in <i>Model file</i>)
+and is off while a job runs. The form is read-only while a job runs.</p>"""
 
 
 
