@@ -179,7 +179,11 @@ def s05_fewshot():
     img = layers()["sample image"]
     dock = plugin.open_tool("gui.fewshot_panel:open_panel")
     panel = dock.panel
-    panel.modelFile.setFilePath(MODEL)
+    # the patch classifier Fine-tune just made (the sample model is a per-pixel one, which few-shot refuses)
+    panel.modelFile.setFilePath(os.path.join(OUT, "walk_model.safetensors"))
+    for name in ("walk_model_classes", "walk_model_confidence"):
+        if name in layers():
+            QgsProject.instance().removeMapLayer(layers()[name].id())
     to_canvas = QgsCoordinateTransform(img.crs(), iface.mapCanvas().mapSettings().destinationCrs(),
                                        QgsProject.instance())
     from geoml_plugin.core.sampledata import CLASS_NAMES, read_label_points
@@ -214,43 +218,51 @@ def s06_metatrain():
     QTimer.singleShot(800, lambda: (shot(dlg, "11_metatrain"), dlg.close(), next_step()))
 
 
-def s07_gan_tiles_geographic():
+def gan_tile_in(epsg, x, y, name, then, twice=False):
+    # a new project in epsg, the Generate tiles panel, a tile at (x, y) (twice: two groups of one seed)
     dock = plugin.dialogs.get("fewshot")
     if dock is not None:
         dock.hide()
     QgsProject.instance().clear()
-    crs = QgsCoordinateReferenceSystem("EPSG:4326")
+    crs = QgsCoordinateReferenceSystem(epsg)
     QgsProject.instance().setCrs(crs)
     canvas = iface.mapCanvas()
     canvas.setDestinationCrs(crs)
     from qgis.core import QgsRectangle
-    canvas.setExtent(QgsRectangle(8.99, 45.995, 9.01, 46.005))
+    canvas.setExtent(QgsRectangle(x - 1, y - 1, x + 1, y + 1))
     panel = plugin.open_tool("gui.gan_panel:open_panel")
     panel.modelFile.setFilePath(GAN)
     panel.folderWidget.setFilePath(os.path.join(OUT, "tiles"))
-    panel.tileSizeCombo.setCurrentText("256")
+    panel.tileSizeCombo.setCurrentText("128")
+    panel.seedSpin.setValue(0)
     log("model info: " + panel.modelInfo.text())
-    panel.generate_at(QgsPointXY(9.0, 46.0))
-    panel.generate_at(QgsPointXY(9.0, 46.0), new_seed=False)
+    for _ in range(2 if twice else 1):
+        panel.generate_at(QgsPointXY(x, y))
     log("status: " + panel.statusLabel.text())
     log("groups: " + ", ".join(n.name() for n in QgsProject.instance().layerTreeRoot().children()))
     session = panel.shown[-1].session
     xmin, ymin, xmax, ymax = session.extent
     canvas.setExtent(QgsRectangle(xmin, ymin, xmax, ymax))
     canvas.refresh()
-    QTimer.singleShot(2500, lambda: (shot(iface.mainWindow(), "12_gan_tiles_epsg4326"), panel.hide(), next_step()))
+    QTimer.singleShot(2500, lambda: (shot(iface.mainWindow(), name), then()))
+
+
+def s07_gan_tiles_geographic():
+    # the same seed and place in the model's metric CRS and in degrees: the shaded relief must look alike
+    gan_tile_in("EPSG:32632", 500000.0, 5094000.0, "12_gan_tiles_epsg32632",
+                lambda: gan_tile_in("EPSG:4326", 9.0, 46.0, "13_gan_tiles_epsg4326", next_step, twice=True))
 
 
 def s08_installer():
     dlg = plugin.open_tool("gui.installer_dialog:open_dialog")
     dlg.resize(1000, 800)
     wait(lambda: "Now: Working" in dlg.detectionLabel.text() or "Not working" in dlg.detectionLabel.text(),
-         lambda: (shot(dlg, "13_installer"), log(dlg.detectionLabel.text()), dlg.hide(), next_step()), 240)
+         lambda: (shot(dlg, "14_installer"), log(dlg.detectionLabel.text()), dlg.hide(), next_step()), 240)
 
 
 def s09_diagnostics():
     dlg = plugin.open_tool("gui.diagnostics_dialog:open_dialog")
-    QTimer.singleShot(3000, lambda: (shot(dlg, "14_diagnostics"), dlg.hide(), next_step()))
+    QTimer.singleShot(3000, lambda: (shot(dlg, "15_diagnostics"), dlg.hide(), next_step()))
 
 
 STEPS += [s01_desktop, s02_finetune, s03_predict, s04_traingan, s05_fewshot, s06_metatrain,
@@ -262,7 +274,8 @@ QTimer.singleShot(3000, next_step)
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "test_artifacts" / "walkthrough"))
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--gan-iterations", type=int, default=150, help="Train GAN steps for the tile generator")
     ap.add_argument("--timeout", type=int, default=1500, help="seconds for the whole walk-through")
     args = ap.parse_args()
     import package
@@ -279,7 +292,7 @@ def main() -> int:
     model = make_sample_model(scene, str(work / "sample_model.safetensors"))
     # a tile generator of the sample DEM, trained for a few steps: enough to place tiles and see their styles
     gan = str(work / "sample_dem_gan.safetensors")
-    run_traingan(GanTrainConfig(scene.dem, gan, iterations=4, batch_size=2, device="cpu"))
+    run_traingan(GanTrainConfig(scene.dem, gan, iterations=args.gan_iterations, batch_size=4, device="cpu"))
     staged = work / "plugins"
     package.stage(staged)
     profiles = work / "profiles"

@@ -668,5 +668,10 @@ def metatrain_defaults() -> dict:
         params["INPUT"] = raster
     labels = pick_labels("labels", input_layer=raster, allow_raster=False)
     if labels is not None:
+        from .finetune_dialog import default_label_field
+
         params["LABELS"] = labels
+        field = default_label_field(labels.fields())  # a class field, not fid
+        if field:
+            params["LABEL_FIELD"] = field
     return params

@@ -68,6 +68,7 @@ def test_metatrain_opens_with_imagery_and_labels_not_the_active_layer(project, q
     qgis_iface.setActiveLayer(project["a_confidence"])
     params = metatrain_defaults()
     assert params["INPUT"].name() == "image" and params["LABELS"].name() == "points"
+    assert params["LABEL_FIELD"] == "class_name"
 
 
 def test_the_last_used_layers_come_first(qtbot, qgis_iface, project):
@@ -160,4 +161,5 @@ def test_metatrain_dialog_offers_maml_settings_only_for_maml(qtbot, qgis_iface, 
     image, points = project["image"], project["points"]
     assert wrappers["INPUT"].parameterValue() in (image, image.id(), image.source())
     assert wrappers["LABELS"].parameterValue() in (points, points.id(), points.source())
+    assert wrappers["LABEL_FIELD"].parameterValue() == "class_name"  # before: fid, one class per point
     dlg.close()
