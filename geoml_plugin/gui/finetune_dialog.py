@@ -20,7 +20,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 from qgis.gui import QgsFileWidget
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer
 
 from ..core.errors import GeoMLError, InputError
 from ..core.finetune import BACKBONE_LABELS, BACKBONES, TASKS, map_paths_for, output_paths, report_path_for
@@ -194,6 +194,9 @@ class FinetuneDialog(JobDialogBase, FORM):
         self._maps_asked = False  # the last Run asked about the maps it then writes
         self.classifyButton.clicked.connect(self.classify_clicked)
         self.outputFile.fileChanged.connect(lambda *_: self.update_classify_button())
+        self._map_timer = QTimer(self)
+        self._map_timer.setInterval(1000)
+        self._map_timer.timeout.connect(self._tick_map_status)
         self.restore_settings()
         # the last used layers, else imagery and point/polygon labels; never GeoML's outputs or the input itself
         self.labelsLayer.setAllowEmptyLayer(True)
@@ -434,9 +437,12 @@ class FinetuneDialog(JobDialogBase, FORM):
         self._classify_task = task = self.start_job(description, job, clear_log=False)
         self._map_started = time.monotonic()
         self._map_what = self.map_step_name()
+        self._map_fraction = 0.0
         self.statusLabel.setText(f"{self._map_what}: starting…")
         if task is not None:
             task.percent.connect(lambda p, t=task: self.show_map_progress(t, p))
+            # between progress reports (a block can take a while) the line keeps counting
+            self._map_timer.start()
 
     def _project_cleared(self) -> None:
         super()._project_cleared()
@@ -452,8 +458,19 @@ class FinetuneDialog(JobDialogBase, FORM):
         """The map step's own status line, with an estimate of the time left (training said 'Trained: …')."""
         if task is not self.task:
             return
-        self.statusLabel.setText(map_progress_text(self._map_what, percent / 100.0,
-                                                   time.monotonic() - self._map_started))
+        self._map_fraction = percent / 100.0
+        self._tick_map_status()
+
+    def _tick_map_status(self) -> None:
+        task = self.task
+        if task is None or task is not self._classify_task:
+            self._map_timer.stop()
+            return
+        elapsed = time.monotonic() - self._map_started
+        text = map_progress_text(self._map_what, self._map_fraction, elapsed)
+        if ", about " not in text:
+            text += f" ({duration_text(elapsed)} so far)"
+        self.statusLabel.setText(text)
 
     def _cancelled(self, task):
         super()._cancelled(task)
