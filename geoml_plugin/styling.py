@@ -35,6 +35,7 @@ def add_raster_layer(path: str, name: Optional[str] = None, project: Optional[Qg
     if stale:
         project.removeMapLayers(stale)
     apply_style(layer, path)
+    layer.setCustomProperty("geoml/output", True)  # gui.layer_defaults: never preselected as an input
     project.addMapLayer(layer)
     layer.triggerRepaint()
     return layer

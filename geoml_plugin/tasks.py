@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from .core.errors import GeoMLError, JobCancelled, internal_error_message
+from .core.errors import GeoMLError, InputError, JobCancelled, internal_error_message
 from .core.progress import Feedback
 
 LOG_TAG = "GeoML"
@@ -62,7 +62,9 @@ class GeoMLTask(QgsTask):
             self.result = self._job(fb)
             return True
         except JobCancelled as exc:
+            # the user's doing, not a failure: returning False would make QGIS announce "Task failed"
             self.error = exc
+            return True
         except GeoMLError as exc:
             self.error = exc
         except MemoryError as exc:
@@ -96,6 +98,11 @@ class GeoMLTask(QgsTask):
                 signal.disconnect()
             except TypeError:  # nothing connected
                 pass
+
+    @property
+    def failed_on_input(self) -> bool:
+        """The job refused its input (a user's slip, e.g. too few labels): a warning, not a failure."""
+        return isinstance(self.error, InputError)
 
     @property
     def cancelled(self) -> bool:

@@ -66,12 +66,18 @@ NAMED_COLORS = [
     (("forest", "tree", "wood"), ("#1b7837", "#4d9221", "#00441b")),
     (("grass", "pasture", "meadow", "herbaceous", "shrub"), ("#a6d96a", "#d9ef8b", "#66bd63")),
     (("crop", "agri", "field", "farm"), ("#fdae61", "#fee08b", "#f46d43")),
-    (("urban", "built", "residential", "building", "city", "settlement"), ("#d7191c", "#f4a582", "#b2182b")),
+    (("urban", "built", "residential", "building", "city", "settlement", "village", "town"),
+     ("#d7191c", "#f4a582", "#b2182b")),
     (("industrial", "commercial"), ("#984ea3", "#c2a5cf")),
     (("road", "highway", "street"), ("#636363", "#969696")),
     (("bare", "sand", "soil", "rock"), ("#bf9b6f", "#dfc27d")),
     (("snow", "ice", "cloud"), ("#e0f3f8", "#f7f7f7")),
 ]
+
+
+# The few-shot panel's low-confidence overlay: a colour no class gets (not the oranges and reds of crops and
+# built-up land), so it cannot be mistaken for a class.
+LOW_CONFIDENCE_COLOR = "#ff00ff"
 
 
 def _rgb(color: str) -> tuple:
@@ -97,5 +103,6 @@ def make_styled_classes(names, colors=None) -> list[ClassInfo]:
     palette = (default_color(i) for i in range(10_000))
     for i in range(len(names)):
         if chosen[i] is None:
-            chosen[i] = next(p for p in palette if not any(t and _close(p, t) for t in chosen))
+            chosen[i] = next(p for p in palette if not any(t and _close(p, t) for t in chosen)
+                             and not _close(p, LOW_CONFIDENCE_COLOR, 100))
     return [ClassInfo(i + 1, n, c) for i, (n, c) in enumerate(zip(names, chosen))]

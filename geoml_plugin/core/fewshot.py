@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from .classes import make_classes
+from .classes import make_styled_classes
 from .device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
 from .errors import InputError, ModelFileError
 from .labels import NULL_REASON, LabelSet, extract_patches, is_missing_label, read_vector_labels
@@ -64,6 +64,7 @@ class FewShotConfig:
     stride: Optional[int] = None  # pixels between classified windows (default patch / 8)
     batch_size: int = 64
     views: int = 1  # test-time views per window (1, 2, 4 or 8; costs as many forward passes)
+    bands: Optional[list] = None  # 1-based raster bands to use; default as geoml:predict chooses them
 
 
 @dataclass
@@ -214,7 +215,7 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
     device = resolve_device(cfg.device)
     check_views(cfg.views)
     with RasterReader(cfg.input_path) as probe:
-        bands = choose_bands(meta, probe.info.band_count, feedback=fb)
+        bands = choose_bands(meta, probe.info.band_count, bands=cfg.bands, feedback=fb)
     with RasterReader(cfg.input_path, bands) as reader:
         ls = read_support(cfg, reader, fb)
         fs = meta.extra.get("fewshot") or {}
@@ -346,7 +347,7 @@ def _adapted_meta(meta: ModelMeta, cfg: FewShotConfig, ls: LabelSet, mean, std, 
     return ModelMeta(
         architecture=meta.architecture, arch_args=arch_args, task="classification", output="patch",
         in_bands=meta.in_bands, patch_size=meta.patch_size, band_indices=list(bands), band_names=meta.band_names,
-        norm_mean=[float(v) for v in mean], norm_std=[float(v) for v in std], classes=make_classes(ls.class_names),
+        norm_mean=[float(v) for v in mean], norm_std=[float(v) for v in std], classes=make_styled_classes(ls.class_names),
         pixel_size=meta.pixel_size, crs_wkt=meta.crs_wkt,
         provenance=new_provenance(method=f"few-shot adaptation ({method})", base_model=os.path.basename(cfg.model_path),
                                   source=os.path.basename(cfg.input_path),

@@ -201,6 +201,11 @@ def check_config(cfg: FinetuneConfig) -> None:
         raise InputError("VALIDATION_FRACTION must be at least 0 and below 1 (0.2 keeps a fifth of the labels apart).")
     if not cfg.labels:
         raise InputError("No labels were given.", "Choose a points or polygons layer, or a label raster.")
+    if cfg.task != "regression":
+        from .labels import check_class_raster, is_raster_source
+
+        if is_raster_source(cfg.labels):
+            check_class_raster(cfg.labels)
     check_writable(cfg.output_model)
     inputs = {"input raster": cfg.input_path, "labels": cfg.labels}
     check_not_an_input(cfg.output_model, inputs)

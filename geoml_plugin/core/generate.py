@@ -172,6 +172,36 @@ def plan_grid(meta: ModelMeta, cfg: GenerateConfig) -> GridPlan:
     return GridPlan(crs, px, py, int(col0), int(row0), int(width), int(height))
 
 
+_LENGTH_UNITS = {"m": 1.0, "metre": 1.0, "metres": 1.0, "meter": 1.0, "meters": 1.0, "ft": 0.3048,
+                 "feet": 0.3048, "foot": 0.3048, "us-ft": 1200 / 3937, "us survey foot": 1200 / 3937}
+
+
+def value_metres(meta: ModelMeta) -> float:
+    """Metres per output value of an elevation model. A unit the model names (m, ft) says it; an unnamed one
+    (many DTMs name none) is taken to be the training CRS's linear unit, which is what a hillshade of the training
+    raster in its own CRS assumed."""
+    named = _LENGTH_UNITS.get(str(meta.target.get("units", "")).strip().lower())
+    if named is not None:
+        return named
+    if meta.crs_wkt and not is_local(meta.crs_wkt):
+        from .georef import srs_from_wkt
+
+        srs = srs_from_wkt(meta.crs_wkt)
+        if srs.IsProjected():
+            return float(srs.GetLinearUnits()) or 1.0
+    return 1.0
+
+
+def hillshade_zfactor(meta: ModelMeta, plan: GridPlan) -> float:
+    """The hillshade z-factor that turns output values into ``plan``'s horizontal CRS units. In a geographic CRS
+    a pixel is ~0.00002° while heights are metres: without it every slope is near vertical and the relief renders
+    black (issue 21)."""
+    if not plan.crs_wkt or is_local(plan.crs_wkt):
+        return 1.0
+    cx, cy = plan.center
+    return value_metres(meta) / ground_metres_per_unit(plan.crs_wkt, cx, cy)
+
+
 class TileSource:
     """A loaded tile generator: decodes grid windows in the model's units."""
 
@@ -212,10 +242,7 @@ class TileSource:
                 "GEOML_TRAINING_PIXEL_SIZE": m.pixel_size[0] if m.pixel_size else ""}
 
     def style(self, plan: GridPlan, style: str = "auto", blend_mode: int = 0) -> str:
-        zf = 1.0
-        if style == "hillshade" and plan.crs_wkt and not is_local(plan.crs_wkt):
-            cx, cy = plan.center
-            zf = 1.0 / ground_metres_per_unit(plan.crs_wkt, cx, cy) if self.meta.target.get("units") == "m" else 1.0
+        zf = hillshade_zfactor(self.meta, plan) if style == "hillshade" else 1.0
         return qml.style_for_target(self.meta.target, style=style, zfactor=zf, blend_mode=blend_mode)
 
     def write(self, plan: GridPlan, seed: int, path: str, style: str = "auto", feedback: Optional[Feedback] = None,

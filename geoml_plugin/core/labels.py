@@ -395,6 +395,43 @@ def is_raster_source(source: str) -> bool:
     return ds is not None and ds.RasterCount > 0
 
 
+MAX_RASTER_CLASSES = 255  # more distinct values than this in a label raster are a measurement, not classes
+
+
+def check_class_raster(path: str, sample_px: int = 1_000_000) -> None:
+    """Refuse a label raster that holds continuous values (a DTM, a reflectance) as classes: fractional values,
+    or more than :data:`MAX_RASTER_CLASSES` distinct ones, in a sample of about ``sample_px`` pixels. Without
+    this, every height became a class and training failed later with a misleading 'only 1 labelled feature'."""
+    ds = gdal.Open(path)
+    if ds is None:
+        return  # reading the labels says why
+    band = ds.GetRasterBand(1)
+    step = max(1, int(np.ceil(np.sqrt(ds.RasterXSize * ds.RasterYSize / max(1, sample_px)))))
+    w, h = max(1, ds.RasterXSize // step), max(1, ds.RasterYSize // step)
+    vals = band.ReadAsArray(0, 0, ds.RasterXSize, ds.RasterYSize, buf_xsize=w, buf_ysize=h,
+                            resample_alg=gdal.GRIORA_NearestNeighbour)
+    if vals is None:
+        return
+    vals = np.asarray(vals).ravel()
+    nodata = band.GetNoDataValue()
+    keep = np.isfinite(vals) if vals.dtype.kind == "f" else np.ones(vals.shape, bool)
+    if nodata is not None:
+        keep &= vals != nodata
+    vals = vals[keep]
+    if vals.size == 0:
+        return
+    name = os.path.basename(path)
+    fractional = vals.dtype.kind == "f" and bool(np.any(vals != np.round(vals)))
+    distinct = np.unique(vals)
+    if fractional or len(distinct) > MAX_RASTER_CLASSES:
+        lo, hi = float(vals.min()), float(vals.max())
+        why = "fractional values" if fractional else f"{len(distinct)} different values"
+        raise InputError(f"The label raster '{name}' holds continuous values ({why}, from {lo:.4g} to {hi:.4g}), "
+                         "not classes.",
+                         "To learn these values choose Task = regression; for classes use a raster of class numbers "
+                         "(or points/polygons with a class field).")
+
+
 class LabelRaster:
     """A label or target raster, resampled on the fly onto the training raster's grid.
 

@@ -100,6 +100,12 @@ class ModelMeta:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def describe(self) -> str:
+        fs = (self.extra or {}).get("fewshot") or {}
+        if fs.get("algorithm"):
+            algo = {"protonet": "prototypical networks", "maml": "MAML", "fomaml": "first-order MAML"}.get(
+                fs["algorithm"], fs["algorithm"])
+            return (f"{self.architecture}: few-shot meta-model ({algo}), meta-trained on {self.num_classes} classes; "
+                    f"{self.in_bands} input band(s), patch {self.patch_size} px")
         what = {
             "classification": f"patch classifier, {self.num_classes} classes",
             "segmentation": f"pixel classifier, {self.num_classes} classes",

@@ -63,7 +63,11 @@ def confusion_svg(cm: list, names: list) -> str:
     if k == 0:
         return ""
     cell = max(22, min(48, 420 // k))
-    left, top = 130, 120
+    shown = [n if len(n) <= 40 else n[:39] + "…" for n in names]  # whole names (EuroSAT's HerbaceousVegetation)
+    longest = max(len(n) for n in shown)
+    char_w = 6.8  # 11 px sans-serif, generous
+    left = max(130, int(longest * char_w) + 12)
+    top = max(120, int(longest * char_w * 0.77) + 24)  # labels rotated by 50°
     size_w, size_h = max(left + cell * k + 10, 360), top + cell * k + 10
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size_w}" height="{size_h}" font-family="sans-serif" font-size="11">',
              '<text x="4" y="14" font-weight="bold">Rows: true class · columns: predicted class</text>']
@@ -76,8 +80,8 @@ def confusion_svg(cm: list, names: list) -> str:
             parts.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="rgb({r},{g},{b})" stroke="#fff"/>')
             col = "#fff" if f > 0.6 else "#222"
             parts.append(f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle" fill="{col}">{v}</text>')
-    for i, n in enumerate(names):
-        label = html.escape(n[:18])
+    for i, n in enumerate(shown):
+        label = html.escape(n)
         parts.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" text-anchor="end">{label}</text>')
         x = left + i * cell + cell / 2
         parts.append(f'<text x="{x}" y="{top - 6}" transform="rotate(-50 {x} {top - 6})">{label}</text>')

@@ -24,11 +24,12 @@ from qgis.core import (
     QgsRasterLayer,
     QgsRasterShader,
     QgsRectangle,
+    QgsSettings,
     QgsSingleBandPseudoColorRenderer,
     QgsWkbTypes,
 )
-from qgis.gui import QgsMapToolExtent, QgsRubberBand
-from qgis.PyQt.QtCore import Qt
+from qgis.gui import QgsFileWidget, QgsMapToolExtent, QgsRubberBand
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QFrame, QHeaderView, QScrollArea, QTableWidgetItem, QWidget
 
@@ -39,11 +40,13 @@ from ..tasks import GeoMLTask, start_task
 from ..torch_preload import preload_torch
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
-from .job_dialog import load_ui, refresh_badge, set_badge
+from .job_dialog import CANCEL_RELEASE_MS, load_ui, refresh_badge, set_badge
+from .layer_defaults import ComboDefaults, mark_output, pick_input_raster, pick_labels, remember
 from .map_window import pixel_window
-from .messages import push_to_bar, unexpected_failure
+from .messages import error_level, push_to_bar, unexpected_failure
 
 FORM = load_ui("fewshot_panel.ui")
+SETTINGS = "geoml/fewshot/"
 PREVIEW_WINDOWS = 3000  # at most this many classified windows in the preview
 
 HELP = """<h3>Few-shot mapping</h3>
@@ -60,8 +63,11 @@ raster (or a drawn extent) is classified in the background and added to the map.
 </ol>
 <p><b>Save as layer</b> keeps the points as a point layer (field <code>class_name</code>) for
 <i>geoml:fewshot</i> in the Processing toolbox, batch mode or <code>qgis_process</code>.</p>
-<p>The maps are GeoTIFFs in a temporary folder (<code>geoml_fewshot_…</code>): export a layer
-(Export ‣ Save As…) to keep it. Closing the panel cancels a running classification.</p>"""
+<p>The maps are GeoTIFFs (<code>fewshot_N.tif</code> with its confidence raster and preview) in the
+<b>Output folder</b>, which is remembered; left empty, a temporary folder (<code>geoml_fewshot_…</code>) that the
+system may clear. The log says where each run writes. <b>Save as layer</b> asks for a GeoPackage to keep the points
+in. A new or opened project clears the points, the drawn extent and the log. Closing the panel cancels a running
+classification.</p>"""
 
 
 def preview_then_full_jobs(cfg, preview_window, preview_stride, preview_paths):
@@ -97,11 +103,16 @@ def preview_then_full_jobs(cfg, preview_window, preview_stride, preview_paths):
 
 
 def style_low_confidence(layer: QgsRasterLayer, threshold: float) -> None:
-    """Show only pixels whose confidence is below ``threshold`` (orange-red); the rest transparent."""
+    """Show only pixels whose confidence is below ``threshold``, in magenta (a colour no class gets, see
+    ``core.classes.LOW_CONFIDENCE_COLOR``); the rest transparent."""
+    from ..core.classes import LOW_CONFIDENCE_COLOR
+
+    overlay = QColor(LOW_CONFIDENCE_COLOR)
+    overlay.setAlpha(170)
     shader_fn = QgsColorRampShader(0.0, 1.0)
     shader_fn.setColorRampType(QgsColorRampShader.Type.Discrete)
     shader_fn.setColorRampItemList([
-        QgsColorRampShader.ColorRampItem(threshold, QColor(230, 60, 20, 200), f"below {threshold:.0%}: add points here"),
+        QgsColorRampShader.ColorRampItem(threshold, overlay, f"below {threshold:.0%}: add points here"),
         QgsColorRampShader.ColorRampItem(1.0001, QColor(0, 0, 0, 0), "confident"),
     ])
     shader = QgsRasterShader()
@@ -128,11 +139,19 @@ class FewShotPanel(QWidget, FORM):
         self.task: Optional[GeoMLTask] = None
         self.adapted = None
         self.run_count = 0
-        self.out_dir = tempfile.mkdtemp(prefix="geoml_fewshot_")
+        self._tmp_dir: Optional[str] = None  # made on first use, when no output folder is chosen
         self.preview_layers: list = []
         self.result_layers: list = []
 
         self.rasterLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.folderWidget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.folderWidget.lineEdit().setPlaceholderText("a temporary folder")
+        folder = QgsSettings().value(SETTINGS + "folder", "")
+        self.folderWidget.setFilePath(folder if isinstance(folder, str) else "")
+        self.folderWidget.fileChanged.connect(lambda path: QgsSettings().setValue(SETTINGS + "folder", path))
+        self.rasterLayer.layerChanged.connect(self.fill_bands)
+        self._raster_defaults = ComboDefaults(self.rasterLayer, lambda: pick_input_raster("input"), self)
+        self.fill_bands(self.rasterLayer.currentLayer())
         self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
         self.modelFile.fileChanged.connect(self.describe_model)
         self.deviceCombo.addItems(list(DEVICE_CHOICES))
@@ -152,11 +171,57 @@ class FewShotPanel(QWidget, FORM):
         self.drawExtentButton.toggled.connect(self.set_drawing_extent)
         self.undoButton.clicked.connect(self.undo)
         self.removeClassButton.clicked.connect(self.remove_selected_class)
-        self.saveButton.clicked.connect(self.save_layer)
+        self.saveButton.clicked.connect(self.save_points_clicked)
         self.runButton.clicked.connect(self.run)
         self.cancelButton.clicked.connect(self.cancel)
         self.canvas.mapToolSet.connect(self._tool_changed)
+        QgsProject.instance().cleared.connect(self.reset)  # New Project / Open: nothing of the last one stays
+        self.destroyed.connect(lambda *_: _disconnect(QgsProject.instance().cleared, self.reset))
         self.refresh()
+
+    @property
+    def out_dir(self) -> str:
+        """Where maps are written: the chosen output folder, else a temporary folder (made once)."""
+        folder = self.folderWidget.filePath()
+        if folder:
+            return folder
+        if self._tmp_dir is None:
+            self._tmp_dir = tempfile.mkdtemp(prefix="geoml_fewshot_")
+        return self._tmp_dir
+
+    def reset(self) -> None:
+        """Forget the last project's points, extent, layers, progress and log (its CRS may not be the next one's);
+        a running classification is cancelled."""
+        if self.task is not None:
+            task, self.task = self.task, None
+            task.cancel()
+        self.cancelButton.setEnabled(False)
+        self.points = SupportPointSet()
+        self.drawn_extent = None
+        if self.extent_band is not None:
+            self.extent_band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.extentCombo.setCurrentIndex(0)
+        self.preview_layers, self.result_layers = [], []
+        self.adapted = None
+        self.progressBar.setValue(0)
+        self.progressBar.setFormat("%p%")
+        self.logView.clear()
+        self.classCombo.setCurrentText("")
+        self.refresh()
+
+    def fill_bands(self, layer) -> None:
+        """The raster's bands, all checked (the model then reads them as Apply model would choose)."""
+        self.bandsCombo.clear()
+        if isinstance(layer, QgsRasterLayer):
+            for b in range(1, layer.bandCount() + 1):
+                self.bandsCombo.addItemWithCheckState(layer.bandName(b), Qt.CheckState.Checked, b)
+
+    def selected_bands(self) -> Optional[list]:
+        """The checked bands; None when all are (the core chooses, e.g. the model's bands of a larger raster)."""
+        checked = sorted(int(b) for b in self.bandsCombo.checkedItemsData())
+        if not checked:
+            raise InputError("Check the raster bands the model should read.")
+        return None if len(checked) == self.bandsCombo.count() else checked
 
     # -- model --------------------------------------------------------------
     def set_device_badge(self, text: str) -> None:
@@ -197,7 +262,7 @@ class FewShotPanel(QWidget, FORM):
     def add_point(self, point) -> None:
         name = self.current_class()
         if not name:
-            self.show_error("Type a class name first, then click its points.")
+            self.show_error("Type a class name first, then click its points.", Qgis.MessageLevel.Warning)
             return
         self.points.add(point, self.canvas.mapSettings().destinationCrs(), name)
         self.refresh()
@@ -243,12 +308,30 @@ class FewShotPanel(QWidget, FORM):
         self.undoButton.setEnabled(bool(self.points.points))
         self.saveButton.setEnabled(bool(self.points.points))
 
-    def save_layer(self):
+    def save_points_clicked(self):
+        """Save as layer: asks for a GeoPackage (in the output folder by default); Cancel saves nothing."""
+        from qgis.PyQt.QtWidgets import QFileDialog
+
+        start = os.path.join(self.folderWidget.filePath() or os.path.expanduser("~"), "fewshot_points.gpkg")
+        path, _ = QFileDialog.getSaveFileName(self, "Save the support points", start, "GeoPackage (*.gpkg)")
+        if not path:
+            return None
+        if not path.lower().endswith(".gpkg"):
+            path += ".gpkg"
+        try:
+            return self.save_layer(path)
+        except GeoMLError as exc:
+            self.show_error(str(exc), error_level(exc))
+            return None
+
+    def save_layer(self, path: Optional[str] = None):
+        """The points as a layer in the project: written to the GeoPackage ``path``, or a memory layer."""
         layer = self.rasterLayer.currentLayer()
         crs = layer.crs() if layer is not None else self.canvas.mapSettings().destinationCrs()
-        vl = self.points.to_layer(crs)
+        vl = self.points.save(path, crs) if path else self.points.to_layer(crs)
         QgsProject.instance().addMapLayer(vl)
-        self.push_message(f"Added '{vl.name()}' ({vl.featureCount()} points, field class_name).")
+        where = f" in {path}" if path else " (a memory layer: Save as layer to a file to keep it)"
+        self.push_message(f"Added '{vl.name()}' ({vl.featureCount()} points, field class_name){where}.")
         return vl
 
     # -- map tools ------------------------------------------------------------
@@ -303,7 +386,11 @@ class FewShotPanel(QWidget, FORM):
         if len([c for c, n in counts.items() if n]) < 2:
             raise InputError("Click points of at least two classes.")
         self.run_count += 1
+        remember("input", layer)
         base = os.path.join(self.out_dir, f"fewshot_{self.run_count}")
+        while os.path.exists(base + ".tif"):  # an output folder used before: never overwrite an earlier map
+            self.run_count += 1
+            base = os.path.join(self.out_dir, f"fewshot_{self.run_count}")
         window = None
         if self.extentCombo.currentIndex() == 1:
             if self.drawn_extent is None:
@@ -316,13 +403,14 @@ class FewShotPanel(QWidget, FORM):
         pts = sorted(self.points.in_crs(layer.crs()), key=lambda p: order[p[2]])
         return FewShotConfig(input_path=layer.source(), model_path=model, output_path=base + ".tif",
                              confidence_path=base + "_confidence.tif", points=pts,
-                             device=self.deviceCombo.currentText(), window=window), base
+                             device=self.deviceCombo.currentText(), window=window,
+                             bands=self.selected_bands()), base
 
     def run(self) -> Optional[GeoMLTask]:
         try:
             cfg, base = self.make_config()
         except GeoMLError as exc:
-            self.show_error(str(exc))
+            self.show_error(str(exc), error_level(exc))
             return None
         if self.task is not None:  # re-adapt: the running job is superseded
             self.task.cancel()
@@ -344,7 +432,8 @@ class FewShotPanel(QWidget, FORM):
             stride = max(patch // 4, int(math.ceil(math.sqrt(visible[2] * visible[3] / PREVIEW_WINDOWS))))
         preview, full = preview_then_full_jobs(cfg, visible, stride, (base + "_preview.tif",))
         self.logView.appendPlainText(f"Adapting to {len(cfg.points)} points of "
-                                     f"{len(self.points.classes)} classes…")
+                                     f"{len(self.points.classes)} classes; maps go to {os.path.dirname(base)}"
+                                     f"{'' if self.folderWidget.filePath() else ' (temporary: choose an output folder to keep them)'}.")
         task = GeoMLTask("GeoML: few-shot adapt and preview", preview, lambda t: self._preview_done(t, full))
         return self._start(task)
 
@@ -374,7 +463,7 @@ class FewShotPanel(QWidget, FORM):
             self.progressBar.setValue(0)
             self.logView.appendPlainText("Cancelled; nothing was written.")
         else:
-            self.show_error(task.error_text())
+            self.show_error(task.error_text(), error_level(task.error))
         return True
 
     def _preview_done(self, task: GeoMLTask, full) -> None:
@@ -420,6 +509,7 @@ class FewShotPanel(QWidget, FORM):
         self.preview_layers = []
         conf = QgsRasterLayer(res.confidence_path, "Few-shot low confidence", "gdal")
         style_low_confidence(conf, self.thresholdSpin.value())
+        mark_output(conf)
         QgsProject.instance().addMapLayer(conf)
         classes = add_raster_layer(res.output_path, "Few-shot classes")
         self.result_layers = [conf.id(), classes.id()]
@@ -447,17 +537,35 @@ class FewShotPanel(QWidget, FORM):
                 QgsProject.instance().removeMapLayer(lid)
 
     def cancel(self) -> None:
-        if self.task is not None:
-            self.logView.appendPlainText("Cancelling…")
-            self.task.cancel()
+        """Ask the job to stop; one still running after about a second (a long block of the classification) is
+        let go: the panel says it was cancelled and is usable again, the job ends in the background unheard."""
+        task = self.task
+        if task is None:
+            return
+        self.logView.appendPlainText("Cancelling…")
+        self.cancelButton.setEnabled(False)
+        task.cancel()
+        QTimer.singleShot(CANCEL_RELEASE_MS, lambda: self._release_cancelled(task))
+
+    def _release_cancelled(self, task: GeoMLTask) -> None:
+        if self.task is not task or task.error is not None:
+            return  # it ended: _failed said so
+        task.detach()
+        self.task = None
+        self._remove_layers(self.preview_layers)
+        self.preview_layers = []
+        self.progressBar.setFormat("%p%")
+        self.progressBar.setValue(0)
+        self.logView.appendPlainText("Cancelled; nothing was written.")
 
     # -- messages / lifecycle -------------------------------------------------
     def push_message(self, text: str, level=Qgis.MessageLevel.Info) -> None:
         push_to_bar(self.plugin, text, level, 8)
 
-    def show_error(self, text: str) -> None:
+    def show_error(self, text: str, level=Qgis.MessageLevel.Critical) -> None:
+        """``text`` in the log and the message bar; ``level`` Warning for a user's slip (:func:`error_level`)."""
         self.logView.appendPlainText(text)
-        push_to_bar(self.plugin, text, Qgis.MessageLevel.Critical, 0)
+        push_to_bar(self.plugin, text, level, 0)
 
     def cleanup(self) -> None:
         """Cancel work and remove canvas items (on close / plugin unload)."""
@@ -469,6 +577,13 @@ class FewShotPanel(QWidget, FORM):
         if self.extent_band is not None:
             self.canvas.scene().removeItem(self.extent_band)
             self.extent_band = None
+
+
+def _disconnect(signal, slot) -> None:
+    try:
+        signal.disconnect(slot)
+    except (TypeError, RuntimeError):
+        pass
 
 
 def open_panel(plugin):
@@ -496,7 +611,68 @@ def open_panel(plugin):
 
 
 def open_metatrain_dialog(plugin):
-    """The Processing dialog of geoml:metatrain (runs in the background with progress and Cancel)."""
-    from processing import execAlgorithmDialog
+    """The Processing dialog of geoml:metatrain (runs in the background with progress and Cancel), with the last
+    used (or plausible) layers and the MAML settings offered only for MAML."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    from qgis.core import QgsApplication
 
-    return execAlgorithmDialog("geoml:metatrain", {})
+    alg = QgsApplication.processingRegistry().createAlgorithmById("geoml:metatrain")
+    parent = plugin.iface.mainWindow() if plugin is not None and plugin.iface is not None else None
+    dlg = AlgorithmDialog(alg, False, parent)
+    dlg.setParameters(metatrain_defaults())
+    link_maml_settings(dlg)
+    dlg.show()
+    if plugin is not None and hasattr(plugin, "dialogs"):
+        plugin.dialogs["metatrain"] = dlg  # kept alive while shown
+    return dlg
+
+
+MAML_ONLY = ("INNER_STEPS", "INNER_LR")
+
+
+def link_maml_settings(dlg) -> None:
+    """Enable MAML's inner steps and learning rate only when the Algorithm is a MAML variant (prototypical networks
+    use neither)."""
+    from ..processing.alg_metatrain import ALGORITHM_CHOICES
+
+    panel = dlg.mainWidget()
+    wrappers = getattr(panel, "wrappers", {}) or {}
+    algo = wrappers.get("ALGORITHM")
+    if algo is None:
+        return
+
+    def update(*_args):
+        try:
+            index = int(algo.parameterValue() or 0)
+        except (TypeError, ValueError):
+            index = 0
+        is_maml = ALGORITHM_CHOICES[index][0] in ("maml", "fomaml") if 0 <= index < len(ALGORITHM_CHOICES) else True
+        for name in MAML_ONLY:
+            w = wrappers.get(name)
+            if w is None:
+                continue
+            for widget in (w.wrappedWidget(), w.wrappedLabel()):
+                if widget is not None:
+                    widget.setEnabled(is_maml)
+                    widget.setToolTip("" if is_maml else "Only for MAML (prototypical networks do not use it).")
+
+    algo.widgetValueHasChanged.connect(update)
+    update()
+
+
+def metatrain_defaults() -> dict:
+    """Meta-train's first values: the last used (else plausible) imagery and point/polygon labels, not the
+    active layer (often a confidence raster GeoML wrote)."""
+    params = {}
+    raster = pick_input_raster("input")
+    if raster is not None:
+        params["INPUT"] = raster
+    labels = pick_labels("labels", input_layer=raster, allow_raster=False)
+    if labels is not None:
+        from .finetune_dialog import default_label_field
+
+        params["LABELS"] = labels
+        field = default_label_field(labels.fields())  # a class field, not fid
+        if field:
+            params["LABEL_FIELD"] = field
+    return params

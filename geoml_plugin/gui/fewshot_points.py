@@ -23,7 +23,7 @@ from qgis.gui import QgsVertexMarker
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
-from ..core.classes import default_color
+from ..core.classes import make_styled_classes
 from ..core.errors import InputError
 
 
@@ -52,7 +52,11 @@ class SupportPointSet:
         self.points = [p for p in self.points if p.class_name != name]
 
     def color(self, name: str) -> str:
-        return default_color(self.classes.index(name)) if name in self.classes else "#000000"
+        """The class's colour on the map (as the few-shot job styles it): by its name where it has a usual one
+        (water blue, forest green…), else a palette colour unlike the others and the low-confidence overlay."""
+        if name not in self.classes:
+            return "#000000"
+        return make_styled_classes(self.classes)[self.classes.index(name)].color
 
     def add(self, point: QgsPointXY, crs: QgsCoordinateReferenceSystem, class_name: str) -> SupportPoint:
         self.add_class(class_name)
@@ -113,6 +117,23 @@ class SupportPointSet:
             feats.append(f)
         prov.addFeatures(feats)
         layer.updateExtents()
+        return layer
+
+    def save(self, path: str, crs: QgsCoordinateReferenceSystem, name: str = "few-shot points") -> QgsVectorLayer:
+        """Write the points to the GeoPackage ``path`` (replacing it) and return it opened as a layer."""
+        from qgis.core import QgsVectorFileWriter
+
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        options.layerName = "points"
+        err = QgsVectorFileWriter.writeAsVectorFormatV3(self.to_layer(crs, name), path,
+                                                        QgsProject.instance().transformContext(), options)
+        if err[0] != QgsVectorFileWriter.WriterError.NoError:
+            raise InputError(f"The points could not be saved to '{path}': {err[1] or err[0]}.",
+                             "Choose another file or folder.")
+        layer = QgsVectorLayer(f"{path}|layername=points", name, "ogr")
+        if not layer.isValid():
+            raise InputError(f"QGIS cannot open the saved points '{path}'.")
         return layer
 
 

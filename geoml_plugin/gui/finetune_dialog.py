@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 
 from qgis.core import (
     Qgis,
@@ -19,11 +20,12 @@ from qgis.core import (
     QgsRasterLayer,
 )
 from qgis.gui import QgsFileWidget
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer
 
 from ..core.errors import GeoMLError, InputError
 from ..core.finetune import BACKBONE_LABELS, BACKBONES, TASKS, map_paths_for, output_paths, report_path_for
 from .job_dialog import JobDialogBase, load_ui
+from .layer_defaults import ComboDefaults, pick_input_raster, pick_labels, remember
 
 FORM = load_ui("finetune_dialog.ui")
 
@@ -41,7 +43,9 @@ HELP = """<h3>Fine-tune a model</h3>
 <ul>
 <li><b>Input raster</b> and <b>bands</b>: any band count (an alpha band that holds transparency starts unchecked: it is a nodata mask, not image data, and its 0 pixels still mark nodata; a band GDAL merely labels alpha, e.g. near-infrared, stays checked); per-band statistics are saved with the model.</li>
 <li><b>Labels</b>: points (a patch around each), polygons (patches inside them; masks for
-segmentation, where pixels outside every polygon are ignored, not background), or a label raster. Labels outside the raster or on nodata are skipped and counted.</li>
+segmentation, where pixels outside every polygon are ignored, not background), or a label raster. Labels outside the raster or on nodata are skipped and counted.
+A label raster of continuous values (fractions, or more than 255 different values: a DTM) is refused for classes; use
+<i>regression</i> for it. Preselected: the labels used last, else a point or polygon layer (never the input raster).</li>
 <li><b>Label field</b>: the class (name or number), or a number for regression. Preselected: a field
 named like a class (class, label, landcover, type…) or, for regression, a numeric one; never an id
 when another field will do. Your last choice is remembered.</li>
@@ -79,8 +83,9 @@ as loaded: for very few labels), seed.</li>
 (batch, modeler, <code>qgis_process run geoml:finetune</code>).</p>
 <p>Closing the dialog while it runs asks whether to keep the job running in the background (the
 result is added to the map when it ends), cancel it, or stay. Cancelling the classification after
-training keeps the model file.</p>"""
-
+training keeps the model file. The classification shows its own progress and an estimate of the time left
+in the status line; <b>Classify now</b> applies the last trained model (or the saved model in <i>Model file</i>)
+and is off while a job runs. The form is read-only while a job runs.</p>"""
 
 
 def band_descriptions(layer: QgsRasterLayer, bands: list) -> list:
@@ -93,6 +98,43 @@ def band_descriptions(layer: QgsRasterLayer, bands: list) -> list:
         return [ds.GetRasterBand(b).GetDescription() or "" for b in bands]
     except (GeoMLError, AttributeError, RuntimeError):
         return [""] * len(bands)
+
+
+class SavedModel:
+    """A model file on disk standing in for a training result (Classify now without a training in this session)."""
+
+    def __init__(self, path: str, meta):
+        self.model_path, self.meta, self.task = path, meta, meta.task
+
+    def summary(self) -> str:
+        return f"saved model {os.path.basename(self.model_path)}"
+
+
+def _trained(result) -> str:
+    """'Trained: overall accuracy …' after a training; 'Model: saved model x.safetensors' for a file."""
+    return f"Model: {result.summary()}" if isinstance(result, SavedModel) else f"Trained: {result.summary()}"
+
+
+def duration_text(seconds: float) -> str:
+    """'40 s', '3 min', '1 h 5 min': a rounded duration for an estimate."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 10:
+        return f"{max(1, int(round(seconds)))} s"
+    if seconds < 90:
+        return f"{int(round(seconds / 5.0)) * 5} s"
+    minutes = int(round(seconds / 60.0))
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def map_progress_text(what: str, fraction: float, elapsed: float) -> str:
+    """The status line of the map step: 'Classifying x: 9 %, about 12 min left'. The estimate comes from the
+    rate so far; it shows once there is one to make (after 1 % and 2 s)."""
+    text = f"{what}: {fraction * 100:.0f} %"
+    if 0.01 <= fraction < 1.0 and elapsed >= 2.0:
+        text += f", about {duration_text(elapsed * (1.0 - fraction) / fraction)} left"
+    return text
 
 
 def default_bands(layer: QgsRasterLayer) -> list:
@@ -173,10 +215,20 @@ class FinetuneDialog(JobDialogBase, FORM):
         self._maps_asked = False  # the last Run asked about the maps it then writes
         self.classifyButton.clicked.connect(self.classify_clicked)
         self._add_pretrained_row()
+        self.outputFile.fileChanged.connect(lambda *_: self.update_classify_button())
+        self._map_timer = QTimer(self)
+        self._map_timer.setInterval(1000)
+        self._map_timer.timeout.connect(self._tick_map_status)
         self.restore_settings()
+        # the last used layers, else imagery and point/polygon labels; never GeoML's outputs or the input itself
+        self.labelsLayer.setAllowEmptyLayer(True)
+        self._input_defaults = ComboDefaults(self.inputLayer, lambda: pick_input_raster("input"), self)
+        self._labels_defaults = ComboDefaults(
+            self.labelsLayer, lambda: pick_labels("labels", input_layer=self.inputLayer.currentLayer()), self)
         self.fill_bands(self.inputLayer.currentLayer())
         self.labels_changed(self.labelsLayer.currentLayer())
         self.weights_changed()
+        self.update_classify_button()
 
     # form ----------------------------------------------------------------
     def fill_bands(self, layer) -> None:
@@ -406,7 +458,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         return self._train_job()
 
     def _train_job(self):
-        from ..core.finetune import FinetuneConfig, run_finetune
+        from ..core.finetune import FinetuneConfig, check_config, run_finetune
         from ..layer_sources import labels_source
 
         raster = self.inputLayer.currentLayer()
@@ -453,12 +505,14 @@ class FinetuneDialog(JobDialogBase, FORM):
             download_weights=download, weight_bands=self.weight_bands(entry), proxies=self.proxies(download),
         )
         classify = self.classifyCheck.isChecked()
+        check_config(cfg)  # a slip in the form (e.g. heights as classes) is said before any question about files
         # the model (e.g. the remembered path of the last one), its report and the maps written beside it
         if not self.confirm_replace(output_paths(cfg, classify), self.outputFile):
             return None
         self._maps_asked = classify
         self.save_settings()
-        self.classifyButton.setEnabled(False)
+        remember("input", raster)
+        remember("labels", labels)
         self.statusLabel.setText("")
         self._train_raster = raster
         return f"GeoML: fine-tune {cfg.backbone} on {raster.name()}", lambda fb: run_finetune(cfg, fb)
@@ -489,7 +543,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         if result.report_path:
             self.logView.appendPlainText(f"Report: {result.report_path}")
         self.push_message(f"Model trained — {result.summary()}", Qgis.MessageLevel.Success)
-        self.classifyButton.setEnabled(True)
+        self.update_classify_button()
         if self.classifyCheck.isChecked():
             if not self._maps_asked and not self.confirm_replace(self.map_paths()):  # checked while training
                 self.logView.appendPlainText("No map was made: the earlier maps are kept (Classify makes one).")
@@ -500,9 +554,40 @@ class FinetuneDialog(JobDialogBase, FORM):
         """The rasters :meth:`classify` writes beside the model just trained."""
         return map_paths_for(self.last_result.model_path, self.last_result.task)
 
+    def set_running(self, running: bool) -> None:
+        super().set_running(running)
+        self.update_classify_button()
+
+    def model_to_classify(self):
+        """The model Classify now applies: the one trained last (its file was written as training ended), else the
+        saved model named in Model file (e.g. after a training that failed, or a restart); None when there is none."""
+        if self.last_result is not None:
+            return self.last_result
+        path = self.outputFile.filePath()
+        if path and os.path.isfile(path):
+            from ..core.modelfile import read_meta
+
+            try:
+                meta = read_meta(path)
+            except GeoMLError:
+                return None
+            if meta.task in TASKS:
+                return SavedModel(os.path.abspath(path), meta)
+        return None
+
+    def update_classify_button(self) -> None:
+        """Classify now: enabled only when it can act (no job running, a model file to apply)."""
+        self.classifyButton.setEnabled(self.task is None and self.model_to_classify() is not None)
+
     def classify_clicked(self) -> None:
         """The Classify button: asks before replacing maps that exist (e.g. those made after training)."""
-        if self.last_result is None or self.task is not None or not self.confirm_replace(self.map_paths()):
+        if self.task is not None:
+            return
+        model = self.model_to_classify()
+        if model is None:
+            return
+        self.last_result = model
+        if not self.confirm_replace(self.map_paths()):
             return
         self.classify()
 
@@ -515,7 +600,49 @@ class FinetuneDialog(JobDialogBase, FORM):
         except GeoMLError as exc:
             self.show_error(str(exc))
             return
-        self._classify_task = self.start_job(description, job, clear_log=False)
+        self._classify_task = task = self.start_job(description, job, clear_log=False)
+        self._map_started = time.monotonic()
+        self._map_what = self.map_step_name()
+        self._map_fraction = 0.0
+        self.statusLabel.setText(f"{self._map_what}: starting…")
+        if task is not None:
+            task.percent.connect(lambda p, t=task: self.show_map_progress(t, p))
+            # between progress reports (a block can take a while) the line keeps counting
+            self._map_timer.start()
+
+    def _project_cleared(self) -> None:
+        super()._project_cleared()
+        self._train_raster = None  # its layer is gone with the project; Classify maps the chosen input
+
+    def map_step_name(self) -> str:
+        raster = getattr(self, "_train_raster", None) or self.inputLayer.currentLayer()
+        verb = "Mapping values of" if self.last_result.task == "regression" else "Classifying"
+        where = " (map view)" if self.extentCombo.currentData() == "view" else ""
+        return f"{verb} {raster.name() if raster is not None else 'the raster'}{where}"
+
+    def show_map_progress(self, task, percent: float) -> None:
+        """The map step's own status line, with an estimate of the time left (training said 'Trained: …')."""
+        if task is not self.task:
+            return
+        self._map_fraction = percent / 100.0
+        self._tick_map_status()
+
+    def _tick_map_status(self) -> None:
+        task = self.task
+        if task is None or task is not self._classify_task:
+            self._map_timer.stop()
+            return
+        elapsed = time.monotonic() - self._map_started
+        text = map_progress_text(self._map_what, self._map_fraction, elapsed)
+        if ", about " not in text:
+            text += f" ({duration_text(elapsed)} so far)"
+        self.statusLabel.setText(text)
+
+    def _cancelled(self, task):
+        super()._cancelled(task)
+        if task is self._classify_task and self.last_result is not None:
+            what = "mapping of values" if self.last_result.task == "regression" else "classification"
+            self.statusLabel.setText(f"{_trained(self.last_result)}. The {what} was cancelled.")
 
     def cancelled_messages(self, task):
         if task is self._classify_task and self.last_result is not None:
@@ -552,6 +679,9 @@ class FinetuneDialog(JobDialogBase, FORM):
         layer = add_prediction_layers(result)
         done = "Mapped values" if self.last_result is not None and self.last_result.task == "regression" else "Classified"
         self.logView.appendPlainText(f"{done} in {result.seconds:.1f} s → {result.output_path}")
+        if self.last_result is not None:
+            self.statusLabel.setText(f"{_trained(self.last_result)}. {done} in "
+                                     f"{duration_text(result.seconds)}.")
         self.push_message(f"Added '{layer.name()}'.", Qgis.MessageLevel.Success)
 
 

@@ -28,7 +28,8 @@ from ..core.errors import GeoMLError, InputError
 from ..tasks import GeoMLTask, start_task
 from .gan_tool import GanMapTool
 from .job_dialog import load_ui
-from .messages import push_to_bar, unexpected_failure
+from .layer_defaults import mark_output
+from .messages import error_level, push_to_bar, unexpected_failure
 
 FORM = load_ui("gan_panel.ui")
 SETTINGS = "geoml/gan_panel/"
@@ -82,6 +83,9 @@ class GanPanel(QgsDockWidget, FORM):
             self.styleCombo.addItem(label, key)
         self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
         self.folderWidget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.folderWidget.lineEdit().setPlaceholderText("a temporary folder")
+        self.folderWidget.setFilePath(_setting("folder", ""))  # remembered
+        self.folderWidget.fileChanged.connect(lambda path: QgsSettings().setValue(SETTINGS + "folder", path))
         self.helpBrowser.setHtml(HELP)
         self.tileSizeCombo.setCurrentText(_setting("tile", "256"))
         self.styleCombo.setCurrentIndex(max(0, self.styleCombo.findData(_setting("style", STYLES[0][0]))))
@@ -90,8 +94,19 @@ class GanPanel(QgsDockWidget, FORM):
         self.growButton.clicked.connect(self.grow)
         self.translateButton.clicked.connect(self.open_translate)
         self.canvas.mapToolSet.connect(self._tool_changed)
+        QgsProject.instance().cleared.connect(self.reset)  # New Project / Open: forget the last one's tiles
+        self.destroyed.connect(lambda *_: _disconnect(QgsProject.instance().cleared, self.reset))
         self.modelFile.setFilePath(_setting("model", ""))
         self.describe_model(self.modelFile.filePath())
+
+    def reset(self) -> None:
+        """A new or opened project: its layers are gone, so are the sessions shown; a running Grow is cancelled."""
+        if self.task is not None:
+            self.task.cancel()
+        self.shown = []
+        self.statusLabel.setText("")
+        self.progressBar.setVisible(False)
+        self.growButton.setEnabled(False)
 
     # model -------------------------------------------------------------
     def describe_model(self, path: str) -> None:
@@ -121,7 +136,7 @@ class GanPanel(QgsDockWidget, FORM):
             self.translateButton.setVisible(True)
             self.set_tool_active(False)
             return
-        self.modelInfo.setText(f"Tile generator of {_what(t)}{units}, trained at {px} units per pixel. "
+        self.modelInfo.setText(f"Tile generator of {_what(t)}{units}, trained at {px} {_crs_unit(meta.crs_wkt)} per pixel. "
                                "Click on the map to place a tile.")
         self.pickButton.setEnabled(True)
 
@@ -189,13 +204,17 @@ class GanPanel(QgsDockWidget, FORM):
                 self.remove(replaced)
         except Exception as exc:  # e.g. CUDA out of memory: a message, not QGIS's Python error dialog
             self.seedSpin.setValue(seed)  # the seed of the tiles still on the map
-            self.show_error(str(exc) if isinstance(exc, GeoMLError) else unexpected_failure("Tile generation", exc))
+            if isinstance(exc, GeoMLError):
+                self.show_error(str(exc), error_level(exc))
+            else:
+                self.show_error(unexpected_failure("Tile generation", exc))
             return None
         QgsSettings().setValue(SETTINGS + "tile", self.tileSizeCombo.currentText())
         QgsSettings().setValue(SETTINGS + "style", self.styleCombo.currentData())
+        where = self.folderWidget.filePath() or f"{self._folder()} (temporary: choose a tiles folder to keep them)"
         self.statusLabel.setText(
             f"{tile}×{tile} px tile, seed {session.seed}: GeoTIFF in {session.last_seconds[0] * 1000:.0f} ms, "
-            f"on the map in {(time.perf_counter() - t0) * 1000:.0f} ms.")
+            f"on the map in {(time.perf_counter() - t0) * 1000:.0f} ms. Files in {where}.")
         self.growButton.setEnabled(self.task is None)
         return session
 
@@ -219,15 +238,16 @@ class GanPanel(QgsDockWidget, FORM):
         """Add the session's layers in a new group. A failure (a style that cannot be written, a mosaic QGIS
         cannot open) removes what was added and the session's files, and raises: nothing of it stays."""
         project = QgsProject.instance()
-        group = project.layerTreeRoot().insertGroup(0, f"GeoML tiles · seed {session.seed}")
+        group = project.layerTreeRoot().insertGroup(0, _unique_group_name(f"GeoML tiles · seed {session.seed}"))
         shown = _Shown(session, [], group)
         try:
             for label, style, blend in self._specs(session):
                 qml = session.write_style(style, blend)
                 layer = QgsRasterLayer(session.mosaic_path, label, "gdal")
                 if not layer.isValid():
-                    raise InputError(f"QGIS cannot open the generated tiles '{session.mosaic_path}'.")
+                    raise GeoMLError(f"QGIS cannot open the generated tiles '{session.mosaic_path}'.")
                 layer.loadNamedStyle(qml)
+                mark_output(layer)
                 project.addMapLayer(layer, False)
                 group.addLayer(layer)
                 shown.layers.append((layer.id(), qml))
@@ -268,7 +288,7 @@ class GanPanel(QgsDockWidget, FORM):
             for layer, qml in layers:
                 _set_source(layer, session.mosaic_path, qml)
                 if not layer.isValid():
-                    raise InputError(f"QGIS cannot open the grown tiles '{session.mosaic_path}'.",
+                    raise GeoMLError(f"QGIS cannot open the grown tiles '{session.mosaic_path}'.",
                                      "The tiles on the map were kept; the new ones were deleted.")
         except BaseException:
             for (layer, qml), source in zip(layers, before):
@@ -332,15 +352,36 @@ class GanPanel(QgsDockWidget, FORM):
         dlg = self.plugin.open_tool("gui.predict_dialog:open_dialog")
         dlg.modelFile.setFilePath(self.modelFile.filePath())
 
-    def show_error(self, text: str) -> None:
+    def show_error(self, text: str, level=Qgis.MessageLevel.Critical) -> None:
         self.statusLabel.setText(f"<span style='color:#b00'>{text}</span>")
-        push_to_bar(self.plugin, text, Qgis.MessageLevel.Critical, 10)
+        push_to_bar(self.plugin, text, level, 10)
 
     def closeEvent(self, event):  # noqa: N802
         self.set_tool_active(False)
         if self.task is not None:
             self.task.cancel()
         super().closeEvent(event)
+
+
+def _unique_group_name(name: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)``… when the layer tree has a group of that name (two clicks with one
+    seed made two groups that read the same)."""
+    root = QgsProject.instance().layerTreeRoot()
+    taken = {g.name() for g in root.findGroups()} if hasattr(root, "findGroups") else set()
+    taken |= {n.name() for n in root.children()}
+    if name not in taken:
+        return name
+    k = 2
+    while f"{name} ({k})" in taken:
+        k += 1
+    return f"{name} ({k})"
+
+
+def _disconnect(signal, slot) -> None:
+    try:
+        signal.disconnect(slot)
+    except (TypeError, RuntimeError):
+        pass
 
 
 def _set_source(layer, path: str, qml: str) -> None:
@@ -353,6 +394,23 @@ def _setting(key: str, default: str) -> str:
     """A remembered text value; ``default`` for anything else (e.g. a list from a hand-edited QGIS3.ini)."""
     value = QgsSettings().value(SETTINGS + key, default)
     return value if isinstance(value, str) else default
+
+
+def _crs_unit(wkt: str) -> str:
+    """The training CRS's unit, short: 'm', 'ft', '°'; 'units' when unknown (a local CRS)."""
+    from ..core.georef import is_local, srs_from_wkt
+
+    if not wkt or is_local(wkt):
+        return "units"
+    srs = srs_from_wkt(wkt)
+    if srs.IsGeographic():
+        return "°"
+    name = (srs.GetLinearUnitsName() or "").lower()
+    if name in ("metre", "meter", "metres", "meters", "m"):
+        return "m"
+    if "foot" in name or "feet" in name:
+        return "ft"
+    return name or "units"
 
 
 def _what(target: dict) -> str:

@@ -114,7 +114,16 @@ class InstallerDialog(QDialog, FORM):
             now = "PyTorch is installed; checking whether it works…"
         else:
             found = deps.problems(st)
-            now = ("Working: " + deps.summary_of(st)) if not found else "Not working: " + " ".join(found)
+            torch_version = st.packages["torch"].shown_version if "torch" in st.packages else ""
+            where = deps.summary_of(st)
+            where = (f"runs on the {where}" if where.startswith("GPU:") else
+                     "runs on the CPU only" + where[len(deps.CPU_BADGE):] if where.startswith(deps.CPU_BADGE) else where)
+            now = (f"Working: PyTorch {torch_version} {where}.".replace("  ", " ") if not found
+                   else "Not working: " + " ".join(found))
+            self._torch_works = not found
+            self.installButton.setText("Reinstall" if not found else "Install")
+            self.installButton.setToolTip("PyTorch works already: install again only to change the build (e.g. the "
+                                          "CUDA build for a GPU)." if not found else "")
         import platform
 
         bits = sys.maxsize.bit_length() + 1

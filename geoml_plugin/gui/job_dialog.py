@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 from qgis.core import Qgis, QgsSettings
 from qgis.PyQt import uic
+from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QDialog, QMessageBox, QPushButton, QToolButton
 
 from ..core.device import DEVICE_CHOICES
@@ -24,9 +25,25 @@ from ..core.errors import DependencyError, GeoMLError
 from ..core.progress import Feedback
 from ..paths import ui_path
 from ..tasks import GeoMLTask, start_task
-from .messages import ask_about_running, push_to_bar, unexpected_failure
+from .messages import ask_about_running, error_level, push_to_bar, unexpected_failure
 
 SETTINGS_PREFIX = "geoml/"
+CANCEL_RELEASE_MS = 1000  # Cancel gives the dialog back within about a second, whatever the job's step length
+
+
+def _disconnect(signal, slot) -> None:
+    try:
+        signal.disconnect(slot)
+    except (TypeError, RuntimeError):
+        pass
+
+
+def _log_late_end(task: GeoMLTask) -> None:
+    """A job let go of at Cancel that still ended with a result (it was past its last step): say where."""
+    from ..tasks import log
+
+    if task.error is None and task.result is not None:
+        log(f"{task.description()}: it had already finished when it was cancelled; its output was kept.")
 
 
 def load_ui(name: str):
@@ -111,6 +128,7 @@ class JobDialogBase(QDialog):
             button.setAutoDefault(False)
             button.setDefault(False)
         self.task: Optional[GeoMLTask] = None
+        self.released: set = set()  # tasks let go of at Cancel that have not ended yet (see cancel())
         self._browsed: dict = {}  # output file widget's name → the path its Browse dialog confirmed
         self.deviceCombo.addItems(list(DEVICE_CHOICES))
         self.refresh_device_badge()
@@ -118,6 +136,10 @@ class JobDialogBase(QDialog):
         self.runButton.clicked.connect(self.run)
         self.cancelButton.clicked.connect(self.cancel)
         self.closeButton.clicked.connect(self.close)
+        from qgis.core import QgsProject
+
+        QgsProject.instance().cleared.connect(self._project_cleared)
+        self.destroyed.connect(lambda *_: _disconnect(QgsProject.instance().cleared, self._project_cleared))
 
     # settings ----------------------------------------------------------
     def settings_value(self, key: str, default: Any = None, type_=str):
@@ -210,7 +232,7 @@ class JobDialogBase(QDialog):
         try:
             made = self.make_job()
         except GeoMLError as exc:
-            self.show_error(str(exc))
+            self.show_error(str(exc), error_level(exc))
             return None
         if made is None:  # e.g. the user would rather not replace an existing output
             return None
@@ -230,17 +252,43 @@ class JobDialogBase(QDialog):
         return start_task(self.task)
 
     def cancel(self) -> None:
-        if self.task is not None:
-            self.logView.appendPlainText("Cancelling…")
-            self.task.cancel()
+        """Ask the job to stop. A job stops at its next progress step; one still running after
+        :data:`CANCEL_RELEASE_MS` (a long step, e.g. a large block of a classification) is let go: the dialog
+        reports it cancelled and is usable again, and the job ends in the background without calling back."""
+        task = self.task
+        if task is None:
+            return
+        self.logView.appendPlainText("Cancelling…")
+        self.cancelButton.setEnabled(False)
+        task.cancel()
+        QTimer.singleShot(CANCEL_RELEASE_MS, lambda: self._release_cancelled(task))
+
+    def _release_cancelled(self, task: GeoMLTask) -> None:
+        if self.task is not task or task.error is not None:
+            return  # it ended (its callback ran or is queued)
+        task.detach()
+        self.released.add(task)
+
+        def ended(t, released=self.released):
+            released.discard(t)
+            _log_late_end(t)
+
+        task.on_detached = ended
+        self.task = None
+        self.set_running(False)
+        self._cancelled(task)
 
     def cancelled_messages(self, task: GeoMLTask) -> tuple[str, str]:
         """(log line, message bar text) once ``task`` was cancelled: jobs write their outputs only at the end."""
         return "Cancelled; nothing was written.", "Job cancelled; nothing was written."
 
     def set_running(self, running: bool) -> None:
+        """Run/Cancel, and the form: read-only while a job runs (a change would not reach the running job)."""
         self.runButton.setEnabled(not running)
         self.cancelButton.setEnabled(running)
+        scroll = getattr(self, "formScroll", None)
+        if scroll is not None and scroll.widget() is not None:
+            scroll.widget().setEnabled(not running)
 
     def _done(self, task: GeoMLTask) -> None:
         self.task = None
@@ -254,10 +302,7 @@ class JobDialogBase(QDialog):
             except Exception as exc:  # e.g. adding the layers failed: a message, not QGIS's Python error dialog
                 self.show_error(unexpected_failure("Showing the result", exc))
         elif task.cancelled:
-            self.progressBar.setValue(0)
-            line, bar = self.cancelled_messages(task)
-            self.logView.appendPlainText(line)
-            self.push_message(bar, Qgis.MessageLevel.Warning)
+            self._cancelled(task)
         elif isinstance(task.error, DependencyError):
             from .. import deps
 
@@ -266,19 +311,46 @@ class JobDialogBase(QDialog):
             self.show_dependency_problem(task.error_text())
         else:
             self.logView.appendPlainText("Failed: " + task.error_text())
-            self.show_error(task.error_text())
+            self.show_error(task.error_text(), error_level(task.error))
+
+    def _cancelled(self, task: GeoMLTask) -> None:
+        self.progressBar.setValue(0)
+        line, bar = self.cancelled_messages(task)
+        self.logView.appendPlainText(line)
+        self.push_message(bar, Qgis.MessageLevel.Info)  # the user's doing: neither a warning nor a failure
 
     # messages ----------------------------------------------------------
     def push_message(self, text: str, level=Qgis.MessageLevel.Info) -> None:
         push_to_bar(self.plugin, text, level, 8)
 
-    def show_error(self, text: str) -> None:
+    def show_error(self, text: str, level=Qgis.MessageLevel.Critical) -> None:
+        """``text`` in the log and the message bar; ``level`` Warning for a user's slip (:func:`error_level`)."""
         self.logView.appendPlainText(text)
-        if not push_to_bar(self.plugin, text, Qgis.MessageLevel.Critical, 0) and self.isVisible():
+        if not push_to_bar(self.plugin, text, level, 0) and self.isVisible():
             QMessageBox.warning(self, "GeoML", text)
+
+    def clear_feedback(self) -> None:
+        """Progress, log and status of the last run, gone (a reopened dialog or a new project starts clean)."""
+        self.progressBar.setValue(0)
+        self.logView.clear()
+        status = getattr(self, "statusLabel", None)
+        if status is not None:
+            status.setText("")
+
+    def _project_cleared(self) -> None:
+        if self.task is None:
+            self.clear_feedback()
+
+    def hideEvent(self, event):  # noqa: N802
+        super().hideEvent(event)
+        if not event.spontaneous():  # closed, not minimised: reopened idle, it starts clean
+            self._stale = self.task is None
 
     def showEvent(self, event):  # noqa: N802
         super().showEvent(event)
+        if getattr(self, "_stale", False) and self.task is None and not event.spontaneous():
+            self.clear_feedback()
+        self._stale = False
         if not getattr(self, "_fitted", False):
             self._fitted = True
             screen = self.screen() if hasattr(self, "screen") else None

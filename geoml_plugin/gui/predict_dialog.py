@@ -11,6 +11,7 @@ from qgis.gui import QgsFileWidget
 from ..core.errors import GeoMLError, InputError
 from ..styling import add_raster_layer
 from .job_dialog import JobDialogBase, load_ui
+from .layer_defaults import ComboDefaults, pick_input_raster, remember
 
 FORM = load_ui("predict_dialog.ui")
 
@@ -67,6 +68,7 @@ class PredictDialog(JobDialogBase, FORM):
         self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))
         self.batchSpin.setValue(self.settings_value("batch", 16, int))
         self.viewsCombo.setCurrentText(str(self.settings_value("views", 1, int)))
+        self._input_defaults = ComboDefaults(self.inputLayer, lambda: pick_input_raster("input"), self)
 
     def describe_model(self, path: str) -> None:
         from ..core.modelfile import read_meta
@@ -108,6 +110,7 @@ class PredictDialog(JobDialogBase, FORM):
         if not self.confirm_replace([out, conf if self._writes_confidence(model) else None], self.outputFile):
             return None
         self.set_settings_value("model", model)
+        remember("input", layer)
         self.set_settings_value("device", cfg.device)
         self.set_settings_value("batch", cfg.batch_size)
         self.set_settings_value("views", cfg.views)
@@ -139,10 +142,24 @@ class PredictDialog(JobDialogBase, FORM):
 
 
 def add_prediction_layers(result):
-    """Add a prediction's raster (and its confidence raster) to the project, styled; returns the first."""
+    """Add a prediction's raster (and its confidence raster) to the project, styled; returns the first.
+
+    The confidence raster goes below the map and hidden (tick it to see it): the first thing shown is the
+    classes, not a viridis ramp over them."""
+    from qgis.core import QgsProject
+
+    conf = add_raster_layer(result.confidence_path) if result.confidence_path else None
     layer = add_raster_layer(result.output_path)
-    if result.confidence_path:
-        add_raster_layer(result.confidence_path)
+    if conf is not None:
+        root = QgsProject.instance().layerTreeRoot()
+        node, above = root.findLayer(conf.id()), root.findLayer(layer.id())
+        if node is not None and above is not None:
+            parent = above.parent()
+            index = parent.children().index(above)
+            clone = node.clone()
+            clone.setItemVisibilityChecked(False)
+            parent.insertChildNode(index + 1, clone)
+            node.parent().removeChildNode(node)
     return layer
 
 

@@ -68,10 +68,25 @@ class TrainGanDialog(JobDialogBase, FORM):
         self.update_mode()
 
     def update_mode(self, *_):
-        if self.targetLayer.currentLayer() is None:
+        has_target = self.targetLayer.currentLayer() is not None
+        if not has_target:
             self.modeInfo.setText("No target: trains a tile generator (new tiles that look like the input).")
         else:
             self.modeInfo.setText("Target given: trains a translator input → target (pix2pix).")
+        # the L1 weight and the target's bands are pix2pix settings: offered only with a target raster
+        why = "" if has_target else "Only with a target raster (pix2pix)."
+        for widget in (self.l1Spin, self.targetBandsEdit):
+            widget.setEnabled(has_target)
+            widget.setToolTip(why)
+
+    def ask_about_running_job(self) -> str:
+        """Closing while training: the job makes a model file, not a layer, so the question says so."""
+        from .messages import ask_about_running
+
+        return ask_about_running(self, "A GAN is still training.",
+                                 "Keep it training in the background (progress in QGIS's task bar; the model file is "
+                                 "saved when it ends and a tile generator opens in Generate tiles), or cancel it?",
+                                 "Keep running", "Cancel job")
 
     def make_job(self):
         from ..core.gan_train import GanTrainConfig, output_paths, report_path_for, run_traingan

@@ -447,3 +447,36 @@ def test_training_keeps_triton_out_because_it_crashes_the_qgis_desktop():
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["True", "False", "False"]
+
+
+def test_a_continuous_label_raster_is_refused_for_classes_with_a_pointer_to_regression(tmp_path, scene):
+    """Issue 21 point 4: heights are not classes (core check, so Processing and scripts say it too)."""
+    from geoml_plugin.core.finetune import check_config
+    from geoml_plugin.core.labels import check_class_raster
+
+    rng = np.random.default_rng(1)
+    dtm = write_raster(tmp_path / "dtm.tif", rng.normal(15, 3, (1, 30, 30)).astype(np.float32), nodata=-9999.0)
+    cfg = FinetuneConfig(input_path=scene.image, labels=dtm, output_model=str(tmp_path / "m.safetensors"))
+    with pytest.raises(InputError, match=r"holds continuous values \(fractional values.*Task = regression"):
+        check_config(cfg)
+    many = write_raster(tmp_path / "int_heights.tif", rng.integers(0, 2000, (1, 40, 40)).astype(np.int16))
+    with pytest.raises(InputError, match=r"holds continuous values \(\d+ different values"):
+        check_class_raster(many)
+    classes = write_raster(tmp_path / "classes.tif", rng.integers(1, 5, (1, 30, 30)).astype(np.float32))
+    check_class_raster(classes)  # whole numbers in a float raster are classes
+    cfg.task = "regression"
+    check_config(cfg)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_confusion_matrix_shows_whole_class_names():
+    """Issue 21: 'HerbaceousVegetation' was cut to 18 characters in the report's confusion matrix."""
+    import re
+
+    from geoml_plugin.core.report import confusion_svg
+
+    names = ["AnnualCrop", "HerbaceousVegetation", "SeaLake"]
+    svg = confusion_svg([[5, 1, 0], [0, 6, 0], [0, 0, 7]], names)
+    assert svg.count(">HerbaceousVegetation</text>") == 2  # row and column label
+    left = min(float(x) for x in re.findall(r'<rect x="([\d.]+)"', svg))
+    assert left - 6 >= len("HerbaceousVegetation") * 6.5  # room for the row label at 11 px

@@ -265,3 +265,17 @@ def test_installer_dialog_defaults_show_choice_and_place(qtbot, qgis_iface, tmp_
     if not detect_nvidia().present:
         assert "No NVIDIA GPU was found" in dlg.reasonLabel.text()
     qtbot.waitUntil(lambda: "Now: Working: " in dlg.detectionLabel.text(), timeout=60_000)
+
+
+def test_installer_says_pytorch_works_in_words_and_offers_a_reinstall(qtbot, qgis_iface, tmp_path, monkeypatch):
+    """Issue 21: 'Now: Working: CPU only' read oddly, and Install looked like the next step though PyTorch works."""
+    from geoml_plugin.gui.installer_dialog import InstallerDialog
+
+    monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "geoml_packages" / "py3x"))
+    dlg = InstallerDialog(FakePlugin(qgis_iface))
+    qtbot.addWidget(dlg)
+    qtbot.waitUntil(lambda: "Now: Working: " in dlg.detectionLabel.text(), timeout=60_000)
+    now = dlg.detectionLabel.text().split("Now: ", 1)[1]
+    assert now.startswith("Working: PyTorch ") and (" runs on the CPU only" in now or " runs on the GPU: " in now), now
+    assert "Working: CPU only" not in now
+    assert dlg.installButton.text() == "Reinstall" and "works already" in dlg.installButton.toolTip()

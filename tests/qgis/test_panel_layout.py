@@ -96,3 +96,27 @@ def test_gan_panel_keeps_its_wrapped_texts_whole_in_a_short_narrow_dock(qtbot, q
     # the status sits under the buttons, not centred in the free space
     assert panel.statusLabel.alignment() & Qt.AlignmentFlag.AlignTop
     panel.set_tool_active(False)
+
+
+def test_gan_style_box_shows_its_whole_choice_in_a_narrow_dock(qtbot, qgis_iface, qgis_canvas, qgis_new_project,
+                                                               tmp_path):
+    """Issue 21: the Style box ('Terrain colours + hillshade') was cut off in the dock."""
+    from qgis.PyQt.QtWidgets import QComboBox
+
+    from geoml_plugin.gui.gan_panel import GanPanel
+
+    panel = GanPanel(FakePlugin(qgis_iface), qgis_canvas)
+    qtbot.addWidget(panel)
+    panel.modelFile.setFilePath(tiny_generator_model(tmp_path / "gen.safetensors"))
+    _show(qtbot, panel, 300, 500)
+    viewport = panel.widget().viewport()
+    for combo in (panel.styleCombo, panel.tileSizeCombo):
+        for i in range(combo.count()):
+            combo.setCurrentIndex(i)
+            qtbot.wait(10)
+            need = combo.fontMetrics().horizontalAdvance(combo.currentText()) + 30  # text + arrow
+            assert combo.width() >= need, (combo.currentText(), combo.width(), need)
+            right = combo.mapTo(viewport, combo.rect().topRight()).x()
+            assert right <= viewport.width(), (combo.currentText(), right, viewport.width())
+    assert isinstance(panel.styleCombo, QComboBox)
+    panel.set_tool_active(False)

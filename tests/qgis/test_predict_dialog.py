@@ -157,3 +157,24 @@ def test_an_unexpected_error_when_showing_the_result_is_a_message(qtbot, qgis_if
     assert text in dlg.logView.toPlainText()
     assert any(text in m for m in qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical))
     assert dlg.task is None and dlg.runButton.isEnabled()
+
+
+def test_the_confidence_raster_is_added_below_the_classes_and_hidden(qtbot, qgis_iface, qgis_new_project, scene,
+                                                                     sample_model, out_dir):
+    """Issue 21 point 5: the class map is what shows first, not the confidence ramp above it."""
+    dlg = _dialog(qtbot, qgis_iface, scene)
+    dlg.modelFile.setFilePath(sample_model)
+    dlg.outputFile.setFilePath(str(out_dir / "order.tif"))
+    dlg.deviceCombo.setCurrentText("cpu")
+    for _ in range(2):  # a second run replaces both layers and keeps the order
+        qtbot.mouseClick(dlg.runButton, Qt.MouseButton.LeftButton)
+        if dlg.task is None:  # asked about replacing the first run's files: the test's answer is below
+            break
+        wait_for_task(qtbot, dlg)
+        dlg.ask_replace = lambda existing: True
+    root = QgsProject.instance().layerTreeRoot()
+    order = [node.name() for node in root.findLayers()]
+    assert order.index("order") < order.index("order_confidence"), order
+    assert [n for n in order if n.startswith("order")] == ["order", "order_confidence"]
+    visible = {node.name(): node.isVisible() for node in root.findLayers()}
+    assert visible["order"] and not visible["order_confidence"]
