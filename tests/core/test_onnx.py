@@ -204,12 +204,11 @@ def test_round_trip_onnx_map_equals_pytorch_map(tmp_path, kind):
         assert (vb[~valid] == 0).all() and (vb[valid] > 0).all()
         assert category_names_of(str(b)) == category_names_of(str(a))
         conf_a = gdal.Open(str(ca)).ReadAsArray()
-        differ = (va != vb) & inner
-        # where they differ, the PyTorch map's winner was a tie
-        assert differ.mean() < 0.01, differ.mean()
-        assert (conf_a[differ] < 0.51).all() if KINDS[kind][1].get("num_outputs", 0) == 2 else True
         conf_b = gdal.Open(str(cb)).ReadAsArray()
-        assert np.abs(conf_a - conf_b)[inner & ~differ].max() < 1e-3
+        differ = (va != vb) & inner
+        # a class may differ only where two classes tie: the winners' probabilities then agree
+        assert differ.mean() < 0.001, differ.mean()
+        assert np.abs(conf_a - conf_b)[inner].max() < 1e-3
     assert (tmp_path / "onnx.qml").exists()
     assert rb.valid_pixels == ra.valid_pixels
 
@@ -327,3 +326,25 @@ def test_onnx_predict_works_where_torch_cannot_be_imported(tmp_path, kind):
         assert (b[~valid] == 0).all() and conf.exists()
         assert category_names_of(str(out)) == ["", "class 0", "class 1", "class 2"]
         assert sum(res["counts"].values()) == res["valid"]
+
+
+def test_onnx_tiles_of_a_patch_model_match_one_pass_of_geoml(tmp_path, monkeypatch):
+    """Over many ONNX tiles (128 px, cropped by the exported overlap) a patch regressor's map equals GeoML's map
+    made in one tile (no seams) within 1e-3 of the value range, away from the raster's edge: the exported
+    tiles_overlap is enough context for every kept pixel."""
+    import geoml_plugin.core.predict as core_predict
+
+    img_path, img = _scene_raster(tmp_path, size=300)
+    path = _model_file(tmp_path, "small_resnet_patch_regression")
+    onnx_path = str(tmp_path / "m.onnx")
+    res = export_onnx(path, onnx_path)
+    monkeypatch.setattr(core_predict, "_PATCH_TILE", 4096)
+    run_predict(PredictConfig(img_path, path, str(tmp_path / "one.tif"), device="cpu"))
+    rb = run_predict(PredictConfig(img_path, onnx_path, str(tmp_path / "tiles.tif"), device="cpu", tile_size=160))
+    assert rb.tiles >= 9 and rb.overlap == res.overlap
+    a, b = gdal.Open(str(tmp_path / "one.tif")).ReadAsArray(), gdal.Open(str(tmp_path / "tiles.tif")).ReadAsArray()
+    valid = (img != 0).all(0)
+    inner = np.zeros_like(valid)
+    inner[32:-32, 32:-32] = True
+    inner &= valid
+    assert np.abs(a - b)[inner].max() <= 1e-3 * (a[valid].max() - a[valid].min())
