@@ -145,8 +145,21 @@ def run_one(args) -> dict:
     return {"seconds": secs, "tiles": res.tiles, "pixels": res.width * res.height, "tile": res.tile_size,
             "overlap": res.overlap, "tile_batch": res.tile_batch, "model_pixels": res.model_pixels,
             "window_step": res.window_step, "fully_convolutional": res.fully_convolutional,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "torch_imported": "torch" in sys.modules}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Linux: VmHWM, which starts afresh at exec; ``ru_maxrss`` is preserved across
+    exec, so a child started by a large parent would report at least the parent's peak at the fork."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(model, raster, batch, stride=0, threads=None) -> dict:

@@ -372,3 +372,26 @@ def test_translator_export_equals_pytorch_and_round_trips_through_predict(tmp_pa
     a, b = gdal.Open(str(tmp_path / "a.tif")).ReadAsArray(), gdal.Open(str(tmp_path / "b.tif")).ReadAsArray()
     assert a.shape == b.shape
     assert np.abs(a - b).max() <= 1e-3 * (a.max() - a.min())
+
+
+def test_a_graph_needing_a_custom_operator_library_is_refused_not_loaded(tmp_path):
+    """An ONNX file is data: an operator from a custom domain is never looked up in a library; the file is
+    refused with onnxruntime's reason."""
+    from onnx import TensorProto, helper
+
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3, "h", "w"])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Boom", ["x"], ["y"], domain="com.example.custom")], "custom",
+                              [inp], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.example.custom", 1)])
+    model.ir_version = 8
+    for k, v in DEEPNESS_MD.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+    path = tmp_path / "custom.onnx"
+    onnx.save(model, str(path))
+    src = write_raster(tmp_path / "rgb.tif", np.ones((3, 40, 40), np.uint8))
+    with pytest.raises(ModelFileError, match="onnxruntime cannot load 'custom.onnx'") as e:
+        run_predict(PredictConfig(src, str(path), str(tmp_path / "o.tif"), device="cpu"))
+    assert "custom operator libraries are never loaded" in e.value.hint
