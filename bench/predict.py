@@ -28,6 +28,12 @@ on a lattice, scored fully convolutionally):
   nothing to do with raster size (its tiles at the far edges are cut at the
   edge, and a 1024 px raster holds no full batch): hence 2048 px by default,
   while the ratios above are measured on the ``--size`` raster (1024 px).
+* ``onnxruntime`` (unless ``--no-onnx``): both models exported with ``geoml:export`` and applied to the
+  ``--size`` raster through ``geoml:predict`` with onnxruntime (CPU execution provider, ``--threads``
+  intra-op threads, in a fresh process that never imports torch): ``throughput_vs_torch`` = PyTorch's
+  predict seconds ÷ onnxruntime's on the same model and raster, and the peak RSS of each process. The patch
+  model runs as the exported dense graph (windows every 8 px inside the graph, onnxruntime's default
+  512 px tiles with the exported overlap). CPU only: no GPU column where none is lent.
 """
 from __future__ import annotations
 
@@ -123,24 +129,65 @@ def run_one(args) -> dict:
     from geoml_plugin.core.modelfile import load_model
     from geoml_plugin.core.predict import PredictConfig, predict_raster
 
-    model, meta = load_model(args.model)
     with tempfile.TemporaryDirectory() as d:
         cfg = PredictConfig(args.raster, args.model, os.path.join(d, "o.tif"), device="cpu",
                             batch_size=args.batch, stride=args.stride or None)
-        t0 = time.perf_counter()
-        res = predict_raster(model, meta, cfg)
+        if args.model.endswith(".onnx"):  # onnxruntime, no torch in this process
+            from geoml_plugin.core.predict import run_predict
+
+            t0 = time.perf_counter()
+            res = run_predict(cfg)
+        else:
+            model, meta = load_model(args.model)
+            t0 = time.perf_counter()
+            res = predict_raster(model, meta, cfg)
         secs = time.perf_counter() - t0
     return {"seconds": secs, "tiles": res.tiles, "pixels": res.width * res.height, "tile": res.tile_size,
             "overlap": res.overlap, "tile_batch": res.tile_batch, "model_pixels": res.model_pixels,
             "window_step": res.window_step, "fully_convolutional": res.fully_convolutional,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb(),
+            "torch_imported": "torch" in sys.modules}
 
 
-def child(model, raster, batch, stride=0) -> dict:
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Linux: VmHWM, which starts afresh at exec; ``ru_maxrss`` is preserved across
+    exec, so a child started by a large parent would report at least the parent's peak at the fork."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(model, raster, batch, stride=0, threads=None) -> dict:
     cmd = [sys.executable, __file__, "--child", "--model", model, "--raster", raster, "--batch", str(batch),
            "--stride", str(stride)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None  # onnxruntime's intra-op threads
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def onnx_column(paths: dict, folder: str, args, torch_runs: dict) -> dict:
+    """onnxruntime against PyTorch on the same models and the ``--size`` raster (see the module docstring)."""
+    import onnxruntime
+
+    from geoml_plugin.core.onnx_export import export_onnx
+
+    out = {"onnxruntime": onnxruntime.__version__, "provider": "CPUExecutionProvider", "threads": args.threads}
+    for name in ("dense", "patch"):
+        onnx_path = os.path.join(folder, f"{name}.onnx")
+        exp = export_onnx(paths[name], onnx_path)
+        run = child(onnx_path, paths["small"], args.batch, threads=args.threads)
+        ref = torch_runs[name]
+        out[name] = {"predict_s": round(run["seconds"], 3), "torch_predict_s": round(ref["seconds"], 3),
+                     "throughput_vs_torch": round(ref["seconds"] / run["seconds"], 3),
+                     "peak_rss_mb": round(run["peak_rss_mb"], 1), "torch_peak_rss_mb": round(ref["peak_rss_mb"], 1),
+                     "torch_imported": run["torch_imported"], "tile": run["tile"], "overlap": run["overlap"],
+                     "export_max_difference": exp.max_difference, "file_mb": round(os.path.getsize(onnx_path) / 2**20, 2)}
+    return out
 
 
 def main() -> int:
@@ -156,7 +203,11 @@ def main() -> int:
     ap.add_argument("--model")
     ap.add_argument("--raster")
     ap.add_argument("--stride", type=int, default=0)
+    ap.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime column")
     args = ap.parse_args()
+    if args.child and args.model.endswith(".onnx"):
+        print(json.dumps(run_one(args)))
+        return 0
     import torch
 
     torch.set_num_threads(args.threads)
@@ -168,7 +219,7 @@ def main() -> int:
         report = {"device": "cpu", "threads": args.threads, "batch": args.batch, "raster_px": args.size}
 
         # dense model: the predict defaults (tile, overlap and tiles per forward pass as predict reports them)
-        small = child(paths["dense"], paths["small"], args.batch)
+        small = small_torch = child(paths["dense"], paths["small"], args.batch)
         tile, overlap = small["tile"], small["overlap"]
         # the same model work as full tiles (tiles at the far edges are cut at the raster's edge)
         n_full = int(np.ceil(small["model_pixels"] / tile**2))
@@ -224,6 +275,8 @@ def main() -> int:
                                       "peak_rss_mb_16x": round(p_big["peak_rss_mb"], 1),
                                       "rss_growth": round(p_big["peak_rss_mb"] / p_small["peak_rss_mb"] - 1, 3),
                                       "big_predict_s": round(p_big["seconds"], 2)}}
+        if not args.no_onnx:
+            report["onnxruntime"] = onnx_column(paths, d, args, {"dense": small_torch, "patch": p})
         report["targets"] = {"ratio": ">= 0.85", "rss_growth": "<= 0.10", "patch.ratio_to_one_fcn_pass": "<= 2"}
     print(json.dumps(report, indent=2))
     return 0

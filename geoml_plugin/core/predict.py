@@ -223,8 +223,12 @@ def _output_bands(meta: ModelMeta) -> int:
     return int(meta.target.get("bands", 1))
 
 
-def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optional[Feedback] = None) -> PredictResult:
-    """Run ``model`` (already built, any device) over ``cfg.input_path``."""
+def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optional[Feedback] = None,
+                   runner=None) -> PredictResult:
+    """Run ``model`` (already built, any device) over ``cfg.input_path``.
+
+    ``runner``: an object providing ``_Runner``'s normalise/forward/decode for a model that is not a torch
+    module (``onnx_runtime.OnnxRunner``, a dense model); ``model`` is then None and torch is not used."""
     fb = ensure_feedback(feedback)
     t0 = time.perf_counter()
     if meta.task == "generation":
@@ -245,10 +249,13 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
     if cfg.batch_size < 1:
         raise InputError("Batch size must be at least 1.")
     check_views(cfg.views)
-    device = resolve_device(cfg.device)
-    model = model.to(device).eval()
-    runner = _Runner(model, meta, device, cfg.half_precision, cfg.views)
-    log_device(fb, device)
+    if runner is None:
+        device = resolve_device(cfg.device)
+        model = model.to(device).eval()
+        runner = _Runner(model, meta, device, cfg.half_precision, cfg.views)
+        log_device(fb, device)
+    else:
+        device = runner.device  # ONNX models (onnx_runtime): no torch
 
     with RasterReader(cfg.input_path, None) as probe:
         bands = choose_bands(meta, probe.info.band_count, cfg.bands, fb)
@@ -546,7 +553,13 @@ def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, inf
 
 
 def run_predict(cfg: PredictConfig, feedback: Optional[Feedback] = None) -> PredictResult:
-    """Load ``cfg.model_path`` and run :func:`predict_raster`."""
+    """Load ``cfg.model_path`` and run :func:`predict_raster`; an ``.onnx`` file runs on onnxruntime."""
+    from .onnx_runtime import is_onnx
+
+    if is_onnx(cfg.model_path):
+        from .onnx_runtime import run_predict_onnx
+
+        return run_predict_onnx(cfg, feedback)
     meta = read_meta(cfg.model_path)
     if meta.task == "generation":
         raise ModelFileError("This is a GAN tile generator, not a model that maps a raster.", "Use GeoML → Generate tiles.")

@@ -220,12 +220,16 @@ class JobDialogBase(QDialog):
     def on_success(self, result: Any) -> None:
         raise NotImplementedError
 
+    def needs_torch(self) -> bool:
+        """Whether the job needs PyTorch (checked before it starts); False e.g. for an ONNX model."""
+        return True
+
     def run(self) -> Optional[GeoMLTask]:
         if self.task is not None:
             return self.task
         from .. import deps
 
-        problem = deps.quick_problem()  # nothing imported: find_spec, or the cached check
+        problem = deps.quick_problem() if self.needs_torch() else None  # nothing imported: find_spec, or the cache
         if problem:
             self.show_dependency_problem(problem)
             return None

@@ -7,6 +7,7 @@ import tempfile
 
 from qgis.core import Qgis, QgsMapLayerProxyModel
 from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 
 from ..core.errors import GeoMLError, InputError
 from ..styling import add_raster_layer
@@ -20,7 +21,9 @@ HELP = """<h3>Apply model to raster</h3>
 <ul>
 <li><b>Input raster</b>: needs the bands the model was trained on (from a raster with more bands,
 the model's own bands are used).</li>
-<li><b>Model file</b>: a GeoML model (.safetensors) made by Fine-tune, Few-shot mapping, Meta-train
+<li><b>Model file</b>: a GeoML model (.safetensors), or an ONNX model (.onnx: a GeoML export or a Deepness
+Segmentor/Regressor, run with onnxruntime, no PyTorch needed). <b>Export…</b> writes the chosen GeoML model as
+ONNX (as <code>geoml:export</code>). A GeoML model is one made by Fine-tune, Few-shot mapping, Meta-train
 (prototypical networks) or Train GAN with a target raster (translation).
 Pickled PyTorch files are refused: they can run code.</li>
 <li><b>Output raster</b>: a classified GeoTIFF styled with the class colours and names
@@ -59,8 +62,21 @@ class PredictDialog(JobDialogBase, FORM):
     def __init__(self, plugin=None, parent=None):
         super().__init__(plugin, parent)
         self.inputLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
-        self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
+        from ..processing.base import APPLY_MODEL_FILTER
+
+        self.modelFile.setFilter(APPLY_MODEL_FILTER)
         self.modelFile.fileChanged.connect(self.describe_model)
+        self.exportButton = QPushButton("Export…", self)
+        self.exportButton.setObjectName("exportButton")
+        self.exportButton.setToolTip("Write the model as ONNX, for Deepness, GeoML without PyTorch or any ONNX "
+                                     "runtime (geoml:export)")
+        self.exportButton.clicked.connect(lambda: self.export_model())
+        row = QWidget(self)  # the model file widget and the button side by side in the form's field
+        box = QHBoxLayout(row)
+        box.setContentsMargins(0, 0, 0, 0)
+        self.form.replaceWidget(self.modelFile, row)
+        box.addWidget(self.modelFile, 1)
+        box.addWidget(self.exportButton)
         self.outputFile.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.outputFile.setFilter("GeoTIFF (*.tif *.tiff)")
         self.watch_browse(self.outputFile)
@@ -70,13 +86,59 @@ class PredictDialog(JobDialogBase, FORM):
         self.viewsCombo.setCurrentText(str(self.settings_value("views", 1, int)))
         self._input_defaults = ComboDefaults(self.inputLayer, lambda: pick_input_raster("input"), self)
 
+    def needs_torch(self) -> bool:
+        from ..core.onnx_runtime import is_onnx
+
+        return not is_onnx(self.modelFile.filePath())
+
+    def export_model(self, output: str | None = None):
+        """Export the chosen GeoML model to ONNX in the background (asks for the file when ``output`` is None)."""
+        from ..core.onnx_export import export_onnx
+        from ..core.onnx_runtime import is_onnx
+
+        model = self.modelFile.filePath()
+        if self.task is not None:
+            return None
+        if not model or is_onnx(model):
+            self.show_error("Choose a GeoML model file (.safetensors) to export.")
+            return None
+        if output is None:
+            output, _ = QFileDialog.getSaveFileName(self, "Export model to ONNX", os.path.splitext(model)[0] + ".onnx",
+                                                    "ONNX model (*.onnx)")
+            if not output:
+                return None
+        if not output.lower().endswith(".onnx"):
+            output += ".onnx"
+        from .. import deps
+
+        problem = deps.quick_problem()
+        if problem:
+            self.show_dependency_problem(problem)
+            return None
+        return self.start_job(f"GeoML: export {os.path.basename(model)} to ONNX",
+                              lambda fb: export_onnx(model, output, fb))
+
     def describe_model(self, path: str) -> None:
         from ..core.modelfile import read_meta
+        from ..core.onnx_runtime import is_onnx
 
         if not path:
-            self.modelInfo.setText("Choose a GeoML model (.safetensors).")
+            self.modelInfo.setText("Choose a GeoML model (.safetensors) or an ONNX model (.onnx).")
             return
+        self.exportButton.setEnabled(not is_onnx(path))
         try:
+            if is_onnx(path):
+                from ..core.onnx_runtime import read_onnx
+
+                info = read_onnx(path)
+                meta = info.meta
+                kind = "GeoML export" if info.kind == "geoml" else "Deepness model"
+                text = html.escape(f"ONNX {kind} (onnxruntime, no PyTorch needed): {meta.task}, "
+                                   f"{meta.in_bands} input band(s)", quote=False)
+                if meta.classes:
+                    text += "<br>Classes: " + html.escape(", ".join(c.name for c in meta.classes), quote=False)
+                self.modelInfo.setText(text)
+                return
             meta = read_meta(path)
             text = html.escape(meta.describe(), quote=False)
             if meta.classes:
@@ -136,6 +198,13 @@ class PredictDialog(JobDialogBase, FORM):
         return canvas_window(self.plugin.iface.mapCanvas(), layer)
 
     def on_success(self, result) -> None:
+        from ..core.onnx_export import ExportResult
+
+        if isinstance(result, ExportResult):
+            self.logView.appendPlainText(f"Exported → {result.output_path} ({result.model_type}; onnxruntime "
+                                         f"equals PyTorch within {result.max_difference:.1e})")
+            self.push_message(f"Exported {os.path.basename(result.output_path)}.", Qgis.MessageLevel.Success)
+            return
         layer = add_prediction_layers(result)
         self.logView.appendPlainText(f"Done in {result.seconds:.1f} s → {result.output_path}")
         self.push_message(f"Added '{layer.name()}' ({result.width}×{result.height} px).", Qgis.MessageLevel.Success)

@@ -13,12 +13,13 @@ from qgis.core import (
 )
 
 from ..core.models.view_sets import VIEW_COUNTS
-from .base import MODEL_FILTER, GeoMLAlgorithm, prepare_loading
+from .base import APPLY_MODEL_FILTER, GeoMLAlgorithm, prepare_loading
 
 HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot mapping, Meta-train with prototypical networks, or Train GAN with a target raster) to a raster, tile by tile.
 
 <b>Input raster</b>: must have the bands the model was trained on (same count and order). From a raster with more bands the model's own training bands are used (the log names the bands left out); <b>Input bands</b> (advanced, e.g. 1,2,3) chooses others.
 <b>Model</b>: a GeoML model file (.safetensors). Pickled PyTorch files are refused for safety; so are GAN tile generators (use Generate tiles) and MAML meta-models (adapt them with Few-shot mapping first).
+An <b>ONNX model</b> (.onnx) runs with onnxruntime and needs no PyTorch: a GeoML export (Export model) or a Deepness Segmentor/Regressor with its metadata (model_type, class_names, standardization_mean/std, tiles_size, tiles_overlap). ONNX models are dense: Stride and test-time views do not apply; tiles and overlap come from the file's metadata unless set. Custom operator libraries are never loaded.
 <b>Output</b>: classified GeoTIFF (values 1..K, 0 = nodata, class names as categories, styled with the class colours), or a Float32 raster in the target's units for regression and translation models (nodata -9999). Outputs are GeoTIFF only (a name such as x.png is refused) and may not be the input raster or the model file.
 <b>Confidence</b> (optional): probability of the winning class, 0–1 (nodata -1). Classifiers only: with a regression or translation model none is written (the log says so).
 <b>Stride</b> (patch classifiers): distance in pixels between classified windows. 0 = automatic: an eighth of the patch (8 px for 64-px patches). Each pixel's class comes from the windows around it, weighted toward the nearer ones, so the map does not depend on where the windows fall; ResNet classifiers and few-shot models score all windows of a tile in about two network passes, so the default costs little more than a larger stride (the network's feature grid sets the possible strides: the log says which was used).
@@ -41,7 +42,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
         self.addParameter(
             QgsProcessingParameterFile(
                 "MODEL", "GeoML model file", behavior=QgsProcessingParameterFile.Behavior.File,
-                fileFilter=MODEL_FILTER,
+                fileFilter=APPLY_MODEL_FILTER,
             )
         )
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent (empty = whole raster)", optional=True))
@@ -89,7 +90,9 @@ class PredictAlgorithm(GeoMLAlgorithm):
             views=VIEW_COUNTS[self.parameterAsEnum(parameters, "VIEWS", context)],
             overlap=overlap if (overlap := self.parameterAsInt(parameters, "OVERLAP", context)) >= 0 else None,
         )
-        result = self.run_job(feedback, lambda fb: run_predict(cfg, fb))
+        from ..core.onnx_runtime import is_onnx
+
+        result = self.run_job(feedback, lambda fb: run_predict(cfg, fb), needs_torch=not is_onnx(cfg.model_path))
         prepare_loading(context, cfg.output_path, cfg.confidence_path)
         if result.class_counts:
             feedback.pushInfo("Pixels per class: " + ", ".join(f"{k}: {v}" for k, v in result.class_counts.items()))

@@ -25,6 +25,9 @@ from ..core.progress import Feedback
 from ..paths import icon_path
 
 MODEL_FILTER = "GeoML model (*.safetensors *.geoml);;All files (*.*)"
+# models that can be applied: GeoML files and ONNX models (GeoML exports, Deepness Segmentor/Regressor)
+APPLY_MODEL_FILTER = "Models (*.safetensors *.geoml *.onnx);;GeoML model (*.safetensors *.geoml);;" \
+                     "ONNX model (*.onnx);;All files (*.*)"
 
 
 def qgis_feedback(feedback: QgsProcessingFeedback) -> Feedback:
@@ -160,16 +163,17 @@ class GeoMLAlgorithm(QgsProcessingAlgorithm):
     def device(self, parameters, context) -> str:
         return DEVICE_CHOICES[self.parameterAsEnum(parameters, "DEVICE", context)]
 
-    def run_job(self, feedback: QgsProcessingFeedback, job: Callable[[Feedback], Any]) -> Any:
+    def run_job(self, feedback: QgsProcessingFeedback, job: Callable[[Feedback], Any], needs_torch: bool = True) -> Any:
         """Run a core job; GeoML errors become clean Processing errors.
 
         Missing or broken torch/torchvision/safetensors is reported before the
         job starts (when it can be known without importing them) with the
-        menu entry that installs them.
+        menu entry that installs them. ``needs_torch`` False (applying an ONNX
+        model with onnxruntime) skips that check: the job says itself what it lacks.
         """
         from .. import deps
 
-        problem = deps.quick_problem()
+        problem = deps.quick_problem() if needs_torch else None
         if problem:
             raise QgsProcessingException(dependency_message(problem))
         try:

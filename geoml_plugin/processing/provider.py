@@ -11,6 +11,7 @@ from ..paths import icon_path
 # module:class of every algorithm; modules import no torch at load time.
 ALGORITHMS = [
     "alg_predict:PredictAlgorithm",
+    "alg_export:ExportAlgorithm",
     "alg_traingan:TrainGanAlgorithm",
     "alg_generate:GenerateAlgorithm",
     "alg_finetune:FinetuneAlgorithm",

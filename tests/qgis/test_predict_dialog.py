@@ -178,3 +178,35 @@ def test_the_confidence_raster_is_added_below_the_classes_and_hidden(qtbot, qgis
     assert [n for n in order if n.startswith("order")] == ["order", "order_confidence"]
     visible = {node.name(): node.isVisible() for node in root.findLayers()}
     assert visible["order"] and not visible["order_confidence"]
+
+
+def test_export_button_writes_onnx_which_the_dialog_then_applies_without_the_torch_check(
+        qtbot, qgis_iface, qgis_new_project, scene, sample_model, out_dir, monkeypatch):
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    from osgeo import gdal
+
+    from geoml_plugin import deps
+
+    dlg = _dialog(qtbot, qgis_iface, scene)
+    dlg.modelFile.setFilePath(sample_model)
+    assert dlg.exportButton.isEnabled() and dlg.exportButton.text() == "Export…"
+    onnx_path = str(out_dir / "model.onnx")
+    assert dlg.export_model(onnx_path) is not None
+    wait_for_task(qtbot, dlg)
+    assert os.path.exists(onnx_path) and "Exported" in dlg.logView.toPlainText()
+    dlg.modelFile.setFilePath(onnx_path)
+    assert "ONNX GeoML export" in dlg.modelInfo.text() and "Water" in dlg.modelInfo.text()
+    assert not dlg.exportButton.isEnabled()
+    # PyTorch reported missing: an ONNX model is still applied
+    monkeypatch.setattr(deps, "quick_problem", lambda: "PyTorch is not installed.")
+    out = str(out_dir / "onnx_pred.tif")
+    dlg.outputFile.setFilePath(out)
+    dlg.deviceCombo.setCurrentText("cpu")
+    qtbot.mouseClick(dlg.runButton, Qt.MouseButton.LeftButton)
+    assert dlg.task is not None
+    wait_for_task(qtbot, dlg)
+    truth = gdal.Open(scene.landcover).ReadAsArray()
+    pred = gdal.Open(out).ReadAsArray()
+    assert (pred == truth)[truth > 0].mean() > 0.95
