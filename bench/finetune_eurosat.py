@@ -76,8 +76,9 @@ def split_points(src: str, folder: str, seed: int, fraction: float = 0.2) -> tup
     return out[0], out[1]
 
 
-def load_patches(raster: str, points: str, meta):
-    """Normalised patches and class indices (in the model's class order) at ``points``."""
+def load_patches(raster: str, points: str, meta, context: int = 0):
+    """Normalised patches (with ``context`` px around them) and class indices (in the model's class order)
+    at ``points``."""
     import numpy as np
 
     from geoml_plugin.core.labels import extract_patches, read_vector_labels
@@ -86,37 +87,45 @@ def load_patches(raster: str, points: str, meta):
 
     with RasterReader(raster, meta.band_indices) as r:
         labels = read_vector_labels(points, "class_name", r.info, classes=[c.name for c in meta.classes], reader=r)
-        x, valid = extract_patches(r, labels.cols, labels.rows, meta.patch_size)
+        x, valid = extract_patches(r, labels.cols, labels.rows, meta.patch_size + 2 * context)
     normalise_patches(x, valid, meta.norm_mean, meta.norm_std)
     return x, labels.values.astype(np.int64)
 
 
-def evaluate(model_path: str, raster: str, points: str, views: int = 1) -> dict:
-    """Metrics of the saved model on ``points``; ``views`` > 1 averages the class probabilities
-    over that many flips/rotations of each chip (test-time augmentation, as ``geoml:predict``'s VIEWS)."""
+def evaluate(model_path: str, raster: str, points: str, views: int = 1, isolated: bool = False) -> dict:
+    """Metrics of the saved model on the 64 px window centred on each of ``points`` (a model trained with
+    context around its window sees that context too, as it does on the map and in training; ``isolated``
+    gives it the window alone); ``views`` > 1 averages the class probabilities over that many
+    flips/rotations of each chip (test-time augmentation, as ``geoml:predict``'s VIEWS)."""
     import torch
 
     from geoml_plugin.core.metrics import classification_metrics
     from geoml_plugin.core.modelfile import load_model
     from geoml_plugin.core.predict import predict_views
+    from geoml_plugin.core.window_scores import window_output
 
     model, meta = load_model(model_path, "cpu")
-    x, y = load_patches(raster, points, meta)
+    context = 0 if isolated else int(meta.extra.get("window_context", 0))
+    x, y = load_patches(raster, points, meta, context)
+    fn = (lambda t: window_output(model, t, context)) if context else model  # noqa: E731
     with torch.inference_mode():
-        pred = torch.cat([predict_views(model, torch.from_numpy(x[i:i + 128]), views).argmax(1)
+        pred = torch.cat([predict_views(fn, torch.from_numpy(x[i:i + 128]), views).argmax(1)
                           for i in range(0, len(x), 128)]).numpy()
     return classification_metrics(y, pred, [c.name for c in meta.classes])
 
 
 def bare_loop(model_path: str, raster: str, points: str, batch: int, lr: float, seconds: float) -> float:
-    """Chips/s of a plain PyTorch loop: same network, batch and optimiser; nothing else."""
+    """Chips/s of a plain PyTorch loop: same network, batch, optimiser and input size (a window with the
+    context it is trained with); nothing else."""
     import torch
 
     from geoml_plugin.core.modelfile import read_meta
     from geoml_plugin.core.models import build_model
+    from geoml_plugin.core.window_scores import window_output
 
     meta = read_meta(model_path)
-    x, y = load_patches(raster, points, meta)
+    context = int(meta.extra.get("window_context", 0))
+    x, y = load_patches(raster, points, meta, context)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     torch.manual_seed(0)
     model = build_model(meta.architecture, **meta.arch_args).train()
@@ -129,7 +138,7 @@ def bare_loop(model_path: str, raster: str, points: str, batch: int, lr: float, 
         i = (step * batch) % (len(x) - batch)
         idx = perm[i:i + batch]
         opt.zero_grad()
-        loss_fn(model(x[idx].contiguous(memory_format=torch.channels_last)), y[idx]).backward()
+        loss_fn(window_output(model, x[idx].contiguous(memory_format=torch.channels_last), context), y[idx]).backward()
         opt.step()
         step += 1
         if step == 3:  # warm-up steps excluded
@@ -200,9 +209,11 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="geoml_bench_") as tmp:
             _, test_pts = split_points(points, tmp, args.seed)
             test = evaluate(args.model, raster, test_pts)
+            alone = evaluate(args.model, raster, test_pts, isolated=True)["overall_accuracy"]
             maps = map_figures(args.model, raster, labels_tif, test_pts, shifts, tmp, test["overall_accuracy"])
         print(json.dumps({"benchmark": "finetune_eurosat", "model": args.model, "seed": args.seed,
-                          "test_overall_accuracy": test["overall_accuracy"], "map": maps}, indent=2))
+                          "test_overall_accuracy": test["overall_accuracy"],
+                          "test_overall_accuracy_window_alone": alone, "map": maps}, indent=2))
         return 0
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="geoml_bench_") as tmp:
@@ -220,6 +231,7 @@ def main() -> int:
         load_train = os.getloadavg()
         test = evaluate(model_path, raster, test_pts)
         test8 = evaluate(model_path, raster, test_pts, views=8)
+        test_isolated = evaluate(model_path, raster, test_pts, isolated=True)
         if args.keep:
             import shutil
 
@@ -239,6 +251,7 @@ def main() -> int:
         "test_overall_accuracy": test["overall_accuracy"], "test_kappa": test["kappa"],
         "test_macro_f1": test["macro_f1"], "validation_overall_accuracy": res.metrics.get("overall_accuracy"),
         "test_overall_accuracy_8_views": test8["overall_accuracy"], "test_kappa_8_views": test8["kappa"],
+        "test_overall_accuracy_window_alone": test_isolated["overall_accuracy"],
         "map": maps,
         "seconds_total": round(total, 1), "seconds_training_steps": round(res.train_seconds, 1),
         "seconds_validation": round(val_seconds, 1),

@@ -217,12 +217,9 @@ class Trainer:
         """The model's output; a patch model trained with ``context`` pools only its window's cells of the
         features computed over window + context, exactly what ``window_scores.DenseWindows`` computes for
         each window of a map (the features near the window's edge see the real neighbouring pixels)."""
-        c = self.data.context
-        if not c:
-            return self.model(xb)
-        f = self.model.backbone(xb)
-        k = c // (xb.shape[-1] // f.shape[-1])
-        return self.model.head(f[:, :, k:f.shape[-2] - k, k:f.shape[-1] - k])
+        from .window_scores import window_output
+
+        return window_output(self.model, xb, self.data.context)
 
     # -- loss ----------------------------------------------------------------
     def loss(self, out, yb):

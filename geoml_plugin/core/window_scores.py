@@ -42,6 +42,18 @@ def default_step(patch: int) -> int:
     return max(1, int(patch) // 8)
 
 
+def window_output(model, x, context: int = 0):
+    """A patch model's output for windows given with ``context`` pixels around them (``x``: windows of
+    ``patch + 2 * context`` px): the features are computed over window and context, and only the window's
+    cells are pooled — what :class:`DenseWindows` computes for every window of a map. ``context`` 0 is a
+    plain call (the window alone, zero padding at its edge)."""
+    if not context:
+        return model(x)
+    f = model.backbone(x)
+    k = context // (x.shape[-1] // f.shape[-1])
+    return model.head(f[:, :, k:f.shape[-2] - k, k:f.shape[-1] - k])
+
+
 # -- fully convolutional scoring of PatchNet ------------------------------------
 
 def _strided_stages(backbone) -> Optional[tuple[list, int]]:
