@@ -115,7 +115,7 @@ def test_moving_the_input_by_k_pixels_moves_the_map_by_k_pixels(trained):
         core = (slice(CHIP, -CHIP), slice(CHIP, -CHIP))  # away from the edges, where fill differs
         differ = (m[core] != ref[k:, k:][core]).mean()
         unmoved = (m[core] != ref[: m.shape[0], : m.shape[1]][core]).mean()  # as if the map had not moved
-        assert differ <= 0.08, (k, differ)
+        assert differ <= 0.1, (k, differ)
         if k > CHIP // 8:  # moved by more than the window spacing: clearly better than not moving the map
             assert differ < unmoved / 2, (k, differ, unmoved)
 
