@@ -8,7 +8,9 @@ counts (the benchmark compares it with a bare PyTorch loop):
   memory, else each batch is copied from pinned memory asynchronously; network and batches are channels-last (NHWC), which
   oneDNN on CPUs and tensor cores on GPUs run fastest (≈1.5× here on a CPU);
 * augmentation is a random shift of each patch by up to ``margin`` pixels
-  (patches are read with real context around them) and the eight
+  (patches are read with real context around them; patch models also keep
+  ``context`` pixels around their window, which the network sees but does not
+  pool, as on the map: ``window_scores.window_output``) and the eight
   flips/rotations of the square (the dihedral group), drawn per sample; masks
   and target rasters move with their patch; classifiers also get a mild
   per-patch contrast and per-band level jitter (``jitter_intensity``);
