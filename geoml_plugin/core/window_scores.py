@@ -16,16 +16,17 @@ Two ways to score all windows of a tile, chosen by :func:`window_scorer`:
   trous", as DeepLab does) so that features come every ``step`` px instead of
   every 16 or 32; the head, being linear, is applied at every feature position
   and the average over each window's cells is taken at every window position.
-  This gives the windows' scores for the cost of about 1.7 passes of the plain
+  This gives the windows' scores for the cost of about 1.5 passes of the plain
   network over the tile (small_resnet, 64 px windows every 8 px), where cutting
   the windows out costs (patch / step)² = 64 passes. The numbers equal windows
   cut out and classified one by one except near each window's edge, where the
-  features see the real neighbouring pixels instead of zero padding (the
-  fine-tuning shifts train the network with real neighbours around its
-  window's centre, see ``finetune.shift_margin``).
-* **window by window** (any other patch model, e.g. few-shot models, whose
-  GroupNorm normalises each window as a whole): windows are cut out of the
-  tile and classified in batches.
+  features see the real neighbouring pixels instead of zero padding: fine-tuning
+  trains with that context (``finetune.window_context``, ``window_output``), and
+  each window is credited to the pixel its features centre on
+  (``feature_centre_shift``).
+* **window by window** (any other patch model, e.g. few-shot models made before
+  0.9, whose GroupNorm normalises each window as a whole): windows are cut out
+  of the tile and classified in batches.
 """
 from __future__ import annotations
 
