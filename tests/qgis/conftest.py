@@ -49,3 +49,26 @@ def wait_for_task(qtbot, dialog, timeout=120_000):
     """Wait until the dialog's background task has finished (main thread callbacks ran), including a task the
     dialog let go of at Cancel (it gives the dialog back within a second; the job ends at its next step)."""
     qtbot.waitUntil(lambda: dialog.task is None and not getattr(dialog, "released", None), timeout=timeout)
+
+
+def open_finetune_dialog(qtbot, iface, scene, small: bool = True):
+    """A Fine-tune dialog on the sample image and its label points (class_name), settings forgotten;
+    ``small``: CPU, 16-px patches, batch 16 (quick jobs)."""
+    from qgis.core import QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
+
+    from geoml_plugin.gui.finetune_dialog import FinetuneDialog
+
+    QgsSettings().remove("geoml/finetune")
+    image = QgsRasterLayer(scene.image, "sample image", "gdal")
+    points = QgsVectorLayer(scene.points, "label points", "ogr")
+    QgsProject.instance().addMapLayers([image, points])
+    dlg = FinetuneDialog(FakePlugin(iface))
+    qtbot.addWidget(dlg)
+    dlg.inputLayer.setLayer(image)
+    dlg.labelsLayer.setLayer(points)
+    dlg.labelField.setField("class_name")
+    if small:
+        dlg.deviceCombo.setCurrentText("cpu")
+        dlg.patchSpin.setValue(16)
+        dlg.batchSpin.setValue(16)
+    return dlg

@@ -5,32 +5,18 @@ import re
 import time
 
 import pytest
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
+from qgis.core import Qgis, QgsApplication, QgsSettings
 from qgis.PyQt.QtCore import Qt
 
 from geoml_plugin.core.errors import JobCancelled
-from tests.qgis.conftest import FakePlugin, wait_for_task
+from tests.qgis.conftest import open_finetune_dialog, wait_for_task
 from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture()
 def dialog(qtbot, qgis_iface, qgis_new_project, scene):
-    from geoml_plugin.gui.finetune_dialog import FinetuneDialog
-
-    QgsSettings().remove("geoml/finetune")
-    image = QgsRasterLayer(scene.image, "sample image", "gdal")
-    points = QgsVectorLayer(scene.points, "label points", "ogr")
-    QgsProject.instance().addMapLayers([image, points])
     qgis_iface.messageBar().clearWidgets()
-    dlg = FinetuneDialog(FakePlugin(qgis_iface))
-    qtbot.addWidget(dlg)
-    dlg.inputLayer.setLayer(image)
-    dlg.labelsLayer.setLayer(points)
-    dlg.labelField.setField("class_name")
-    dlg.deviceCombo.setCurrentText("cpu")
-    dlg.patchSpin.setValue(16)
-    dlg.batchSpin.setValue(16)
-    yield dlg
+    yield open_finetune_dialog(qtbot, qgis_iface, scene)
     QgsSettings().remove("geoml/finetune")
 
 

@@ -3,11 +3,10 @@ and the Fine-tune dialog (catalogue entries per backbone, consent before a downl
 import os
 
 import pytest
-from qgis.core import QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
 from qgis.PyQt.QtWidgets import QMessageBox
 
 from tests.core.test_weights_download import serve_entry
-from tests.qgis.conftest import FakePlugin
+from tests.qgis.conftest import FakePlugin, open_finetune_dialog
 from tests.weights_server import WeightsServer
 
 YES, NO = QMessageBox.StandardButton.Yes, QMessageBox.StandardButton.No
@@ -68,17 +67,7 @@ def test_manager_downloads_with_consent_then_verifies_and_removes(qtbot, qgis_if
 
 @pytest.fixture()
 def dialog(qtbot, qgis_iface, qgis_new_project, scene):
-    from geoml_plugin.gui.finetune_dialog import FinetuneDialog
-
-    QgsSettings().remove("geoml/finetune")
-    image = QgsRasterLayer(scene.image, "sample image", "gdal")
-    points = QgsVectorLayer(scene.points, "label points", "ogr")
-    QgsProject.instance().addMapLayers([image, points])
-    dlg = FinetuneDialog(FakePlugin(qgis_iface))
-    qtbot.addWidget(dlg)
-    dlg.inputLayer.setLayer(image)
-    dlg.labelsLayer.setLayer(points)
-    dlg.labelField.setField("class_name")
+    dlg = open_finetune_dialog(qtbot, qgis_iface, scene, small=False)
     dlg.outputFile.setFilePath(str(scene.image).replace("image.tif", "ft_weights.safetensors"))
     return dlg
 
