@@ -41,7 +41,7 @@ from .raster_io import (
     parse_band_list,
 )
 from .tiling import dense_tiles, prefetch, window_tiles
-from .window_scores import default_step, fully_convolutional, interpolate
+from .window_scores import default_step, fully_convolutional, interpolate, undo_dihedral
 
 REGRESSION_NODATA = -9999.0
 CONFIDENCE_NODATA = -1.0
@@ -118,14 +118,6 @@ def choose_bands(meta: ModelMeta, band_count: int, bands=None, feedback: Optiona
     return chosen
 
 
-def _undo_dihedral(y, k: int):
-    """Inverse of ``models.meta.dihedral(y, k)`` (turn an output map back)."""
-    torch = torch_module()
-    if k % 4:
-        y = torch.rot90(y, -(k % 4), (-2, -1))
-    return y.flip(-1) if k >= 4 else y
-
-
 def _call(model, x):
     """``model(x)``; torchvision's segmentation models return a dict with the map under "out"."""
     out = model(x)
@@ -154,7 +146,7 @@ def predict_views(model, x, views: int = 1, classifier: bool = True):
     for k in VIEW_SETS[views]:
         out = _call(model, dihedral(x, k)).float()
         if out.ndim == 4:
-            out = _undo_dihedral(out, k)
+            out = undo_dihedral(out, k)
         if classifier:
             out = torch.softmax(out, dim=1)
         acc = out if acc is None else acc + out

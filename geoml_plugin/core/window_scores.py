@@ -228,7 +228,7 @@ class DenseEmbedding:
             from .models.view_sets import VIEW_SETS
 
             ks = VIEW_SETS[self.views]
-            z = sum(_undo_dihedral(self._embedding(dihedral(x, k), *((nx, ny) if k % 2 else (ny, nx))), k)
+            z = sum(undo_dihedral(self._embedding(dihedral(x, k), *((nx, ny) if k % 2 else (ny, nx))), k)
                     for k in ks) / len(ks)
         else:
             z = self._embedding(x, ny, nx)
@@ -237,7 +237,7 @@ class DenseEmbedding:
         return torch.nn.functional.conv2d(z, self.weight.to(z.dtype), self.bias.to(z.dtype))
 
 
-def _undo_dihedral(y, k: int):
+def undo_dihedral(y, k: int):
     """Inverse of ``models.meta.dihedral(y, k)`` (turn an output map back)."""
     torch = torch_module()
     if k % 4:
