@@ -114,7 +114,6 @@ def _patch_wrapper(model, meta: ModelMeta, stride: Optional[int]):
         raise InputError("Stride must be at least 1 pixel.")
     scorer = fully_convolutional(model, P, stride)
     if scorer is not None:
-        scorer = _traceable(scorer)
         scorer.to("cpu")
         step, shift = int(scorer.step), int(scorer.shift)
     else:
@@ -174,42 +173,6 @@ def _patch_wrapper(model, meta: ModelMeta, stride: Optional[int]):
             return up[:, :, crop : crop + h, crop : crop + w]
 
     return PatchAsDense(), step, shift
-
-
-def _traceable(scorer):
-    """The scorer, with ``DenseEmbedding``'s averaging kernels sized by constants: traced as is, their
-    channel count would be read from the tensor's shape and ONNX refuses a convolution kernel of unknown
-    shape."""
-    from .window_scores import DenseEmbedding
-
-    if not isinstance(scorer, DenseEmbedding):
-        return scorer
-    torch = torch_module()
-    F = torch.nn.functional
-
-    class _Embedding(DenseEmbedding):
-        def _embedding(self, x, ny: int, nx: int):
-            pooled = []
-            for i, (blk, (stride, dil)) in enumerate(zip(self.blocks, self.pools)):
-                x = blk[2](blk[1](blk[0](x)))
-                if stride == 2:
-                    x = F.max_pool2d(x, 2, ceil_mode=True)
-                else:
-                    x = F.max_pool2d(F.pad(x, (0, dil, 0, dil), value=float("-inf")), 2, stride=1, dilation=dil)
-                if i >= self.first:
-                    n, spacing, q = self.cells[i]
-                    if spacing == 1:
-                        m = F.avg_pool2d(x, n, stride=q)
-                    else:
-                        c = int(blk[0].out_channels)  # a constant in the graph (see the docstring)
-                        kernel = torch.full((c, 1, n, n), 1.0 / (n * n), dtype=x.dtype, device=x.device)
-                        m = F.conv2d(x, kernel, dilation=spacing, groups=c)[:, :, ::q, ::q]
-                    pooled.append(m[:, :, :ny, :nx])
-            return torch.cat(pooled, 1) if len(pooled) > 1 else pooled[0]
-
-    out = _Embedding.__new__(_Embedding)
-    out.__dict__.update(scorer.__dict__)
-    return out
 
 
 def exportable(model, meta: ModelMeta, stride: Optional[int] = None):

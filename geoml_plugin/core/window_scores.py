@@ -211,8 +211,8 @@ class DenseEmbedding:
                 n, spacing, q = self.cells[i]
                 if spacing == 1:
                     m = F.avg_pool2d(x, n, stride=q)
-                else:
-                    c = x.shape[1]
+                else:  # the channel count from the layer, not the tensor: a constant when exported to ONNX
+                    c = int(blk[0].out_channels)
                     kernel = torch.full((c, 1, n, n), 1.0 / (n * n), dtype=x.dtype, device=x.device)
                     m = F.conv2d(x, kernel, dilation=spacing, groups=c)[:, :, ::q, ::q]
                 pooled.append(m[:, :, :ny, :nx])
