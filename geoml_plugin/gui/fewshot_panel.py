@@ -29,7 +29,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.gui import QgsFileWidget, QgsMapToolExtent, QgsRubberBand
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QFrame, QHeaderView, QScrollArea, QTableWidgetItem, QWidget
 
@@ -40,7 +40,7 @@ from ..tasks import GeoMLTask, start_task
 from ..torch_preload import preload_torch
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
-from .job_dialog import CANCEL_RELEASE_MS, load_ui, refresh_badge, set_badge
+from .job_dialog import load_ui, refresh_badge, request_cancel, set_badge
 from .layer_defaults import ComboDefaults, mark_output, pick_input_raster, pick_labels, remember
 from .map_window import pixel_window
 from .messages import error_level, push_to_bar, unexpected_failure
@@ -539,13 +539,7 @@ class FewShotPanel(QWidget, FORM):
     def cancel(self) -> None:
         """Ask the job to stop; one still running after about a second (a long block of the classification) is
         let go: the panel says it was cancelled and is usable again, the job ends in the background unheard."""
-        task = self.task
-        if task is None:
-            return
-        self.logView.appendPlainText("Cancelling…")
-        self.cancelButton.setEnabled(False)
-        task.cancel()
-        QTimer.singleShot(CANCEL_RELEASE_MS, lambda: self._release_cancelled(task))
+        request_cancel(self)
 
     def _release_cancelled(self, task: GeoMLTask) -> None:
         if self.task is not task or task.error is not None:

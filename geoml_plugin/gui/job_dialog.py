@@ -31,6 +31,18 @@ SETTINGS_PREFIX = "geoml/"
 CANCEL_RELEASE_MS = 1000  # Cancel gives the dialog back within about a second, whatever the job's step length
 
 
+def request_cancel(owner) -> None:
+    """Cancel ``owner.task`` (a job dialog or panel with ``logView`` and ``cancelButton``): say so, ask the job
+    to stop, and after :data:`CANCEL_RELEASE_MS` hand a job still running to ``owner._release_cancelled``."""
+    task = owner.task
+    if task is None:
+        return
+    owner.logView.appendPlainText("Cancelling…")
+    owner.cancelButton.setEnabled(False)
+    task.cancel()
+    QTimer.singleShot(CANCEL_RELEASE_MS, lambda: owner._release_cancelled(task))
+
+
 def _disconnect(signal, slot) -> None:
     try:
         signal.disconnect(slot)
@@ -259,13 +271,7 @@ class JobDialogBase(QDialog):
         """Ask the job to stop. A job stops at its next progress step; one still running after
         :data:`CANCEL_RELEASE_MS` (a long step, e.g. a large block of a classification) is let go: the dialog
         reports it cancelled and is usable again, and the job ends in the background without calling back."""
-        task = self.task
-        if task is None:
-            return
-        self.logView.appendPlainText("Cancelling…")
-        self.cancelButton.setEnabled(False)
-        task.cancel()
-        QTimer.singleShot(CANCEL_RELEASE_MS, lambda: self._release_cancelled(task))
+        request_cancel(self)
 
     def _release_cancelled(self, task: GeoMLTask) -> None:
         if self.task is not task or task.error is not None:
