@@ -47,7 +47,7 @@ EDGE = 16  # px from the raster edge: reported apart (one pass and tiles pad the
 
 
 def train(scene, folder: str, task: str, epochs: int):
-    from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
+    from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
 
     labels = scene.landcover if task == "segmentation" else scene.canopy_height
     cfg = FinetuneConfig(scene.image, labels, "", os.path.join(folder, f"{task}.safetensors"), task=task,
@@ -58,7 +58,7 @@ def train(scene, folder: str, task: str, epochs: int):
 
 
 def full_input(scene, meta):
-    from geoml_plugin.core.raster_io import RasterReader
+    from geoml_plugin.core.raster.io import RasterReader
 
     with RasterReader(scene.image) as r:
         data, valid = r.read(0, 0, r.info.width, r.info.height)

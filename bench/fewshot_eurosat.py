@@ -4,10 +4,10 @@
 Protocol (classes and raster never seen in meta-training):
 
 1. the mosaic is split into two separate GeoTIFFs, west and east (``map_scores.split_raster``);
-2. meta-training (``core.metatrain.run_metatrain``, the plugin's defaults) on the west raster with the
+2. meta-training (``core.fewshot.metatrain.run_metatrain``, the plugin's defaults) on the west raster with the
    label points of 6 classes (AnnualCrop, Forest, HerbaceousVegetation, Highway, Industrial, Pasture);
 3. on the east raster, K support points per class (K = 1, 5) are drawn among the chips of the 4 other
-   classes (PermanentCrop, Residential, River, SeaLake) and given to ``core.fewshot.run_fewshot`` as
+   classes (PermanentCrop, Residential, River, SeaLake) and given to ``core.fewshot.job.run_fewshot`` as
    clicked map coordinates — the code path of ``geoml:fewshot`` and the panel — which adapts the model
    and maps the whole east raster;
 4. that map is scored (``map_scores.score_map_at``) at the centres of every other chip of those 4
@@ -77,9 +77,9 @@ def load_points(path: str):
 
 def chips(raster: str, xy: np.ndarray, patch: int):
     """Normalised patches at map coordinates (per-raster statistics, as geoml:fewshot)."""
-    from geoml_plugin.core.labels import extract_patches
-    from geoml_plugin.core.meta.data import normalise_patches
-    from geoml_plugin.core.raster_io import RasterReader
+    from geoml_plugin.core.fewshot.data import normalise_patches
+    from geoml_plugin.core.raster.io import RasterReader
+    from geoml_plugin.core.raster.labels import extract_patches
 
     with RasterReader(raster) as r:
         mean, std, _ = r.band_statistics()
@@ -102,7 +102,7 @@ def train_supervised(model, x, y, steps: int, lr: float, batch: int, seed: int, 
     meta-training augmentation: random shifts, turns, mirrors, gain/offset."""
     import torch
 
-    from geoml_plugin.core.meta.augment import augment
+    from geoml_plugin.core.fewshot.augment import augment
 
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -125,7 +125,7 @@ def mean(v) -> float:
 
 
 def main() -> int:
-    from geoml_plugin.core.metatrain import MetaTrainConfig
+    from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig
 
     # meta-training settings default to the plugin's own defaults, so the figures describe what a user gets
     plugin = {f.name: f.default for f in dataclasses.fields(MetaTrainConfig)}
@@ -149,13 +149,13 @@ def main() -> int:
     import torch
     from map_scores import score_map_at, split_raster
 
-    from geoml_plugin.core.classes import make_classes
-    from geoml_plugin.core.fewshot import FewShotConfig, run_fewshot
-    from geoml_plugin.core.metatrain import build_meta_network, run_metatrain
+    from geoml_plugin.core.fewshot.job import FewShotConfig, run_fewshot
+    from geoml_plugin.core.fewshot.metatrain import build_meta_network, run_metatrain
     from geoml_plugin.core.modelfile import ModelMeta, load_model, save_model
     from geoml_plugin.core.predict import PredictConfig, run_predict
     from geoml_plugin.core.progress import Feedback
-    from geoml_plugin.core.raster_io import raster_info
+    from geoml_plugin.core.raster.classes import make_classes
+    from geoml_plugin.core.raster.io import raster_info
     from geoml_plugin.core.window_scores import default_step
 
     torch.set_num_threads(args.threads)

@@ -21,7 +21,7 @@ loop overhead ≤ 1.15× the bare loop; the map at held-out chip centres within 
 accuracy at every shift.
 
 ``--weights NAME`` starts from any entry of GeoML's weights catalogue
-(``geoml_plugin/core/weights_catalog.py``, e.g. ``resnet50_imagenet``,
+(``geoml_plugin/core/finetune/weights_catalog.py``, e.g. ``resnet50_imagenet``,
 ``resnet18_sentinel2_rgb_seco``) on that entry's backbone; ``--download``
 allows fetching it when it is not in the torch cache. Accuracy with real
 pretrained weights has not been measured on GeoML's development machines
@@ -81,9 +81,9 @@ def load_patches(raster: str, points: str, meta, context: int = 0):
     at ``points``."""
     import numpy as np
 
-    from geoml_plugin.core.labels import extract_patches, read_vector_labels
-    from geoml_plugin.core.raster_io import RasterReader
-    from geoml_plugin.core.trainset import normalise_patches
+    from geoml_plugin.core.finetune.trainset import normalise_patches
+    from geoml_plugin.core.raster.io import RasterReader
+    from geoml_plugin.core.raster.labels import extract_patches, read_vector_labels
 
     with RasterReader(raster, meta.band_indices) as r:
         labels = read_vector_labels(points, "class_name", r.info, classes=[c.name for c in meta.classes], reader=r)
@@ -99,7 +99,7 @@ def evaluate(model_path: str, raster: str, points: str, views: int = 1, isolated
     flips/rotations of each chip (test-time augmentation, as ``geoml:predict``'s VIEWS)."""
     import torch
 
-    from geoml_plugin.core.metrics import classification_metrics
+    from geoml_plugin.core.finetune.metrics import classification_metrics
     from geoml_plugin.core.modelfile import load_model
     from geoml_plugin.core.predict import predict_views
     from geoml_plugin.core.window_scores import window_output
@@ -181,7 +181,7 @@ def main() -> int:
     ap.add_argument("--keep", default="", help="copy the trained model file here")
     ap.add_argument("--model", default="", help="score this model file instead of training one (maps and chips only)")
     ap.add_argument("--shifts", default="0,2,4", help="crops of the input (px in x and y) for the map scores")
-    from geoml_plugin.core.weights_catalog import entry_names, find_entry
+    from geoml_plugin.core.finetune.weights_catalog import entry_names, find_entry
 
     ap.add_argument("--weights", default="none", choices=["none", *entry_names()],
                     help="starting weights: none (GeoML's default) or a catalogue entry (its backbone is used)")
@@ -199,7 +199,7 @@ def main() -> int:
         return 0
     import torch
 
-    from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
+    from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
     from geoml_plugin.core.progress import PrintFeedback
 
     torch.set_num_threads(args.threads)

@@ -64,8 +64,8 @@ def main() -> int:
 
     import torch
 
-    from geoml_plugin.core.generate import TileSource
-    from geoml_plugin.core.tile_session import TileSession
+    from geoml_plugin.core.gan.generate import TileSource
+    from geoml_plugin.core.gan.tile_session import TileSession
 
     torch.set_num_threads(args.threads)
     tmp = tempfile.mkdtemp(prefix="geoml_bench_tiles_")

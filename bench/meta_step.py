@@ -4,7 +4,7 @@ straightforward per-task clone-and-adapt loop (the learn2learn approach).
 
 Both compute the same meta-gradient of the same model on the same tasks:
 
-* ours (``core/meta/maml.py``): parameters as a dict, ``functional_call`` +
+* ours (``core/fewshot/maml.py``): parameters as a dict, ``functional_call`` +
   ``torch.func.grad`` for the inner loop, all tasks at once under ``vmap``;
 * reference (written here, as learn2learn does it): for every task, clone the
   module with its parameters still attached to the graph, take inner steps
@@ -68,7 +68,7 @@ def loop_meta_step(model, xs, ys, xq, yq, ways, lr, steps, first_order):
     total = 0.0
     for t in range(xs.shape[0]):
         learner = clone_module(model)
-        # shared head row expanded to one row per class, as in core/meta/maml.py
+        # shared head row expanded to one row per class, as in core/fewshot/maml.py
         for k in ("head.weight", "head.bias"):
             p = dict(learner.named_parameters())[k]
             set_tensor(learner, k, p.expand(ways, *p.shape[1:]))
@@ -101,7 +101,7 @@ def main() -> int:
     import torch
 
     from geoml_plugin.core.device import describe_device, resolve_device
-    from geoml_plugin.core.meta.maml import MAML
+    from geoml_plugin.core.fewshot.maml import MAML
     from geoml_plugin.core.models import build_model
 
     torch.set_num_threads(args.threads)

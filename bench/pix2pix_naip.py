@@ -80,7 +80,7 @@ def _sharpness(pred, truth, valid):
 def _predict(model, src, out, scene_norm, device):
     from osgeo import gdal
 
-    from geoml_plugin.core.generate import GenerateConfig, run_generate
+    from geoml_plugin.core.gan.generate import GenerateConfig, run_generate
 
     run_generate(GenerateConfig(model, out, input_path=src, bands=[1, 2, 3], scene_normalisation=scene_norm,
                                 device=device))
@@ -112,7 +112,7 @@ def main() -> int:
     import torch
     from osgeo import gdal
 
-    from geoml_plugin.core.gan_train import GanTrainConfig, run_traingan
+    from geoml_plugin.core.gan.train import GanTrainConfig, run_traingan
     from geoml_plugin.core.progress import PrintFeedback
 
     torch.set_num_threads(args.threads)

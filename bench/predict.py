@@ -56,10 +56,10 @@ import numpy as np  # noqa: E402
 def make_inputs(folder: Path, size: int) -> dict:
     import torch
 
-    from geoml_plugin.core.classes import make_classes
     from geoml_plugin.core.modelfile import ModelMeta, save_model
     from geoml_plugin.core.models import build_model
-    from geoml_plugin.core.raster_io import RasterReader, RasterWriter
+    from geoml_plugin.core.raster.classes import make_classes
+    from geoml_plugin.core.raster.io import RasterReader, RasterWriter
     from geoml_plugin.core.sampledata import make_sample_scene
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -245,7 +245,7 @@ def main() -> int:
                             "big_predict_s": round(big["seconds"], 2)}
         # patch classifier: the predict defaults (64-px windows every 8 px, fully convolutional)
         from geoml_plugin.core.modelfile import load_model
-        from geoml_plugin.core.tiling import window_tiles
+        from geoml_plugin.core.raster.tiling import window_tiles
         from geoml_plugin.core.window_scores import fully_convolutional
 
         p = child(paths["patch"], paths["small"], args.batch)

@@ -44,9 +44,9 @@ def _real(path):
 def bench_dem(path: Path, args, tmp: str) -> dict:
     from osgeo import gdal
 
-    from geoml_plugin.core.gan_metrics import slope_degrees, wasserstein_1d
-    from geoml_plugin.core.gan_train import GanTrainConfig, run_traingan
-    from geoml_plugin.core.generate import GenerateConfig, run_generate
+    from geoml_plugin.core.gan.generate import GenerateConfig, run_generate
+    from geoml_plugin.core.gan.metrics import slope_degrees, wasserstein_1d
+    from geoml_plugin.core.gan.train import GanTrainConfig, run_traingan
     from geoml_plugin.core.progress import PrintFeedback
 
     z, valid, px = _real(path)
@@ -99,7 +99,7 @@ def compare_figure(dem: Path, generated: list, png: str) -> str:
     """Real DEM beside generated areas, hillshade × terrain colours on one elevation scale."""
     from osgeo import gdal
 
-    from geoml_plugin.core.gan_report import _save_png_gdal, sample_grid, tile_to_rgb
+    from geoml_plugin.core.gan.report import _save_png_gdal, sample_grid, tile_to_rgb
 
     z, valid, _ = _real(dem)
     lo, hi = np.percentile(z[valid], 2), np.percentile(z[valid], 98)
@@ -112,7 +112,7 @@ def compare_figure(dem: Path, generated: list, png: str) -> str:
 
 def _extent_near(path: Path, size_px: int, seed: int) -> tuple:
     """An area of size_px × size_px model pixels at the DEM's place, shifted per seed."""
-    from geoml_plugin.core.raster_io import raster_info
+    from geoml_plugin.core.raster.io import raster_info
 
     info = raster_info(str(path))
     px = info.pixel_size[0]

@@ -95,7 +95,7 @@ def main() -> int:
     import package
 
     from geoml_plugin.core.modelfile import read_meta
-    from geoml_plugin.core.qml import MULTIPLY, TERRAIN, hillshade_qml, pseudocolor_qml
+    from geoml_plugin.core.raster.styles import MULTIPLY, TERRAIN, hillshade_qml, pseudocolor_qml
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

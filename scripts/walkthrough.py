@@ -280,7 +280,7 @@ def main() -> int:
     args = ap.parse_args()
     import package
 
-    from geoml_plugin.core.gan_train import GanTrainConfig, run_traingan
+    from geoml_plugin.core.gan.train import GanTrainConfig, run_traingan
     from geoml_plugin.core.sampledata import make_sample_model, make_sample_scene
 
     out = Path(args.out).resolve()

@@ -71,7 +71,7 @@ def shared_path(*parts) -> Path:
 def write_raster(path, array, gt=(500000.0, 10.0, 0.0, 5100000.0, 0.0, -10.0), epsg=32632, nodata=None):
     from osgeo import osr
 
-    from geoml_plugin.core.raster_io import RasterWriter
+    from geoml_plugin.core.raster.io import RasterWriter
 
     arr = np.asarray(array)
     if arr.ndim == 2:

@@ -22,8 +22,8 @@ import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from .classes import ClassInfo, classes_from_dicts
 from .errors import InputError, ModelFileError
+from .raster.classes import ClassInfo, classes_from_dicts
 
 FORMAT = "geoml-model"
 FORMAT_VERSION = 1
@@ -412,7 +412,7 @@ def save_model(path: str, model_or_state, meta: ModelMeta) -> str:
     """Write weights + metadata atomically (temporary file, then rename)."""
     from safetensors.torch import save_file
 
-    from .raster_io import check_writable, output_error
+    from .raster.io import check_writable, output_error
 
     check_writable(path)
     state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else dict(model_or_state)

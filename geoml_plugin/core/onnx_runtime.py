@@ -23,10 +23,10 @@ from typing import Optional
 
 import numpy as np
 
-from .classes import make_classes
 from .errors import DependencyError, DeviceError, InputError, ModelFileError
 from .modelfile import ModelMeta
 from .progress import Feedback, ensure_feedback
+from .raster.classes import make_classes
 
 DEEPNESS_TYPES = ("Segmentor", "Regressor")
 
@@ -303,7 +303,7 @@ class OnnxRunner:
 def run_predict_onnx(cfg, feedback: Optional[Feedback] = None):
     """``run_predict`` for an ``.onnx`` model file (see the module docstring)."""
     from .predict import choose_bands, predict_raster
-    from .raster_io import RasterReader, check_writable
+    from .raster.io import RasterReader, check_writable
 
     fb = ensure_feedback(feedback)
     if int(cfg.views) != 1:

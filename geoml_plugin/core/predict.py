@@ -25,14 +25,14 @@ from typing import Optional
 
 import numpy as np
 
-from . import qml
-from .classes import category_names, color_table
 from .device import log_device, resolve_device, torch_module
 from .errors import InputError, JobCancelled, ModelFileError
 from .modelfile import ModelMeta, load_model, read_meta
 from .models.view_sets import VIEW_SETS, check_views
 from .progress import Feedback, ensure_feedback
-from .raster_io import (
+from .raster import styles as qml
+from .raster.classes import category_names, color_table
+from .raster.io import (
     RasterReader,
     RasterWriter,
     check_geotiff_name,
@@ -40,7 +40,7 @@ from .raster_io import (
     check_writable,
     parse_band_list,
 )
-from .tiling import dense_tiles, prefetch, window_tiles
+from .raster.tiling import dense_tiles, prefetch, window_tiles
 from .window_scores import default_step, fully_convolutional, interpolate, undo_dihedral
 
 REGRESSION_NODATA = -9999.0
@@ -141,7 +141,7 @@ def predict_views(model, x, views: int = 1, classifier: bool = True):
     check_views(views)
     if views == 1:
         return _call(model, x)
-    from .models.meta import dihedral
+    from .models.fewshot import dihedral
     acc = None
     for k in VIEW_SETS[views]:
         out = _call(model, dihedral(x, k)).float()

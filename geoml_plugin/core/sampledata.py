@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from osgeo import ogr
 
-from .classes import category_names, color_table, make_classes
-from .qml import TERRAIN, paletted_qml, pseudocolor_qml
-from .raster_io import RasterWriter, srs_from_wkt
+from .raster.classes import category_names, color_table, make_classes
+from .raster.io import RasterWriter, srs_from_wkt
+from .raster.styles import TERRAIN, paletted_qml, pseudocolor_qml
 
 CLASS_NAMES = ["Water", "Forest", "Cropland", "Urban"]
 EPSG = 32632
@@ -212,7 +212,7 @@ def make_sample_model(scene: SampleScene, path: str) -> str:
     it as a GeoML model: a real, if simple, model for the demo and tests."""
     from .modelfile import ModelMeta, new_provenance, save_model
     from .models import build_model
-    from .raster_io import RasterReader
+    from .raster.io import RasterReader
 
     torch = __import__("torch")
     xy, ids = read_label_points(scene.points)

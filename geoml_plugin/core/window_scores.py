@@ -220,7 +220,7 @@ class DenseEmbedding:
 
     def __call__(self, x):
         torch = torch_module()
-        from .models.meta import dihedral
+        from .models.fewshot import dihedral
 
         ny = (x.shape[-2] - self.patch) // self.step + 1
         nx = (x.shape[-1] - self.patch) // self.step + 1
@@ -248,7 +248,7 @@ def undo_dihedral(y, k: int):
 def _fcn_steps(model, patch: int) -> tuple[list, object]:
     """(the lattice spacings at which ``model`` can score windows fully convolutionally, largest first;
     the scorer class), or ([], None)."""
-    from .models.meta import ConvEmbedding, MetaClassifier
+    from .models.fewshot import ConvEmbedding, MetaClassifier
     from .models.resnets import PatchNet
 
     if isinstance(model, PatchNet):

@@ -74,7 +74,7 @@ def preview_then_full_jobs(cfg, preview_window, preview_stride, preview_paths):
     """Core work of one run, split so the preview shows before the full map."""
 
     def preview(fb):
-        from ..core.fewshot import adapt
+        from ..core.fewshot.job import adapt
         from ..core.predict import PredictConfig, predict_raster
 
         adapted = adapt(cfg, fb.sub(0.0, 0.4))
@@ -86,7 +86,7 @@ def preview_then_full_jobs(cfg, preview_window, preview_stride, preview_paths):
         return adapted, pred
 
     def full(adapted):
-        from ..core.fewshot import clone_adapted
+        from ..core.fewshot.job import clone_adapted
         from ..core.predict import PredictConfig, predict_raster
 
         mine = clone_adapted(adapted)
@@ -104,8 +104,8 @@ def preview_then_full_jobs(cfg, preview_window, preview_stride, preview_paths):
 
 def style_low_confidence(layer: QgsRasterLayer, threshold: float) -> None:
     """Show only pixels whose confidence is below ``threshold``, in magenta (a colour no class gets, see
-    ``core.classes.LOW_CONFIDENCE_COLOR``); the rest transparent."""
-    from ..core.classes import LOW_CONFIDENCE_COLOR
+    ``core.raster.classes.LOW_CONFIDENCE_COLOR``); the rest transparent."""
+    from ..core.raster.classes import LOW_CONFIDENCE_COLOR
 
     overlay = QColor(LOW_CONFIDENCE_COLOR)
     overlay.setAlpha(170)
@@ -228,7 +228,7 @@ class FewShotPanel(QWidget, FORM):
         set_badge(self.deviceBadge, self.deviceCombo, text)
 
     def describe_model(self, path: str) -> None:
-        from ..core.fewshot import model_kind
+        from ..core.fewshot.job import model_kind
         from ..core.modelfile import read_meta
 
         if not path:
@@ -371,7 +371,7 @@ class FewShotPanel(QWidget, FORM):
         return pixel_window(layer, rect, rect_crs)
 
     def make_config(self):
-        from ..core.fewshot import FewShotConfig
+        from ..core.fewshot.job import FewShotConfig
 
         layer = self.rasterLayer.currentLayer()
         if layer is None:

@@ -23,8 +23,8 @@ from qgis.gui import QgsVertexMarker
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
-from ..core.classes import make_styled_classes
 from ..core.errors import InputError
+from ..core.raster.classes import make_styled_classes
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """'Fine-tune a model' dialog: trains in the background, then classifies the raster.
 
-Runs core.finetune as a background task with live progress (epoch, loss,
+Runs core.finetune.job as a background task with live progress (epoch, loss,
 validation accuracy) and Cancel. When training succeeds it applies the new
 model to the raster (the whole raster or the current map view) with
 core.predict, as a second background task, and adds the styled result.
@@ -23,7 +23,7 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt, QTimer
 
 from ..core.errors import GeoMLError, InputError
-from ..core.finetune import BACKBONE_LABELS, BACKBONES, TASKS, map_paths_for, output_paths, report_path_for
+from ..core.finetune.job import BACKBONE_LABELS, BACKBONES, TASKS, map_paths_for, output_paths, report_path_for
 from .job_dialog import JobDialogBase, load_ui
 from .layer_defaults import ComboDefaults, pick_input_raster, pick_labels, remember
 
@@ -91,7 +91,7 @@ and is off while a job runs. The form is read-only while a job runs.</p>"""
 def band_descriptions(layer: QgsRasterLayer, bands: list) -> list:
     """GDAL's descriptions of ``bands`` (what the core matches against the weights' bands), '' where none."""
     from ..core.errors import GeoMLError
-    from ..core.raster_io import open_raster
+    from ..core.raster.io import open_raster
 
     try:
         ds = open_raster(layer.source())  # kept referenced while its bands are read
@@ -140,7 +140,7 @@ def map_progress_text(what: str, fraction: float, elapsed: float) -> str:
 def default_bands(layer: QgsRasterLayer) -> list:
     """The bands a training job uses when given none: all but alpha bands (core ``RasterReader(skip_alpha)``)."""
     from ..core.errors import GeoMLError
-    from ..core.raster_io import alpha_bands, open_raster
+    from ..core.raster.io import alpha_bands, open_raster
 
     every = list(range(1, layer.bandCount() + 1))
     try:
@@ -274,7 +274,7 @@ class FinetuneDialog(JobDialogBase, FORM):
             self.mapBandsButton.setEnabled(entry is not None)
         self.weightsCombo.setToolTip(entry.describe() if entry is not None else "")
         if entry is not None:
-            from ..core.pretrained import is_cached
+            from ..core.finetune.pretrained import is_cached
             from .weights_dialog import size_text
 
             if not is_cached(entry):
@@ -315,8 +315,8 @@ class FinetuneDialog(JobDialogBase, FORM):
     def proposed_weights(self):
         """A cached catalogue entry for the chosen backbone to propose: one with the selected band count
         (catalogue order), else the ImageNet one; None when nothing suitable is cached (no download)."""
-        from ..core.pretrained import is_cached
-        from ..core.weights_catalog import entries_for
+        from ..core.finetune.pretrained import is_cached
+        from ..core.finetune.weights_catalog import entries_for
 
         cached = [e for e in entries_for(self.backboneCombo.currentData()) if is_cached(e)]
         n = len(self.selected_bands())
@@ -328,7 +328,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         """none, ImageNet, the catalogue entries for the chosen backbone, an earlier model; keeps the choice.
         ``propose`` (the backbone was changed): with starting weights 'none', a suitable cached entry
         (:meth:`proposed_weights`) is selected instead, and the status line says so."""
-        from ..core.weights_catalog import entries_for
+        from ..core.finetune.weights_catalog import entries_for
 
         keep = self.weightsCombo.currentData()
         backbone = self.backboneCombo.currentData()
@@ -354,7 +354,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         self.weights_changed()
 
     def catalogue_entry(self):
-        from ..core.weights_catalog import find_entry
+        from ..core.finetune.weights_catalog import find_entry
 
         key = self.weightsCombo.currentData()
         if key in (None, "none", "file"):
@@ -363,7 +363,7 @@ class FinetuneDialog(JobDialogBase, FORM):
 
     def map_bands(self) -> None:
         """The band → weights' band table (:class:`weights_dialog.BandMapDialog`); OK fills Weight bands."""
-        from ..core.pretrained import match_bands, parse_weight_bands
+        from ..core.finetune.pretrained import match_bands, parse_weight_bands
         from .weights_dialog import BandMapDialog
 
         entry, raster = self.catalogue_entry(), self.inputLayer.currentLayer()
@@ -389,7 +389,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         self._weights_manager.show()
 
     def weight_bands(self, entry):
-        from ..core.pretrained import parse_weight_bands
+        from ..core.finetune.pretrained import parse_weight_bands
 
         return parse_weight_bands(self.weightBandsEdit.text()) if entry is not None else None
 
@@ -458,7 +458,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         return self._train_job()
 
     def _train_job(self):
-        from ..core.finetune import FinetuneConfig, check_config, run_finetune
+        from ..core.finetune.job import FinetuneConfig, check_config, run_finetune
         from ..layer_sources import labels_source
 
         raster = self.inputLayer.currentLayer()
@@ -482,7 +482,7 @@ class FinetuneDialog(JobDialogBase, FORM):
         weights = self.weights_value()
         entry, download = self.catalogue_entry(), False
         if entry is not None:
-            from ..core.pretrained import is_cached
+            from ..core.finetune.pretrained import is_cached
             from .weights_dialog import ask_download_consent
 
             if not is_cached(entry):
@@ -532,7 +532,7 @@ class FinetuneDialog(JobDialogBase, FORM):
             self.logView.appendPlainText(text)
 
     def on_success(self, result) -> None:
-        from ..core.finetune import FinetuneResult
+        from ..core.finetune.job import FinetuneResult
 
         if not isinstance(result, FinetuneResult):
             return self._predict_done(result)

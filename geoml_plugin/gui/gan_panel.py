@@ -5,7 +5,7 @@ the model's ground pixel size, styled (terrain colours + hillshade for
 elevation, RGB for imagery). Shift-click → the same with a new seed (it
 replaces the tile under the click). *Grow* → the ring of neighbouring tiles,
 seamless with what is there. Tiles of one click form a session
-(``core/tile_session.py``) shown as one mosaic in a layer group.
+(``core/gan/tile_session.py``) shown as one mosaic in a layer group.
 
 A 256 px tile takes well under a second on a CPU, so a click is generated on
 the main thread (the map answers at once); *Grow* (8 or more tiles) runs as a
@@ -55,7 +55,7 @@ in their metadata. For an exact area or a batch, use Processing ‣ GeoML ‣ <i
 
 @dataclass
 class _Shown:
-    session: object  # core.tile_session.TileSession
+    session: object  # core.gan.tile_session.TileSession
     layers: list = field(default_factory=list)  # (layer id, qml path)
     group: object = None
 
@@ -110,7 +110,7 @@ class GanPanel(QgsDockWidget, FORM):
 
     # model -------------------------------------------------------------
     def describe_model(self, path: str) -> None:
-        from ..core.generate import require_generator
+        from ..core.gan.generate import require_generator
         from ..core.modelfile import read_meta
 
         self._source = None
@@ -142,7 +142,7 @@ class GanPanel(QgsDockWidget, FORM):
 
     def source(self):
         """The loaded generator (cached per file version)."""
-        from ..core.generate import TileSource
+        from ..core.gan.generate import TileSource
 
         path = self.modelFile.filePath()
         if not path:
@@ -184,7 +184,7 @@ class GanPanel(QgsDockWidget, FORM):
 
     def generate_at(self, point, new_seed: bool = False):
         """Generate a tile centred on ``point`` (map CRS); returns the session or None."""
-        from ..core.tile_session import TileSession
+        from ..core.gan.tile_session import TileSession
         from ..processing.alg_generate import crs_wkt
 
         seed = self.seedSpin.value()
@@ -220,7 +220,7 @@ class GanPanel(QgsDockWidget, FORM):
 
     # layers ------------------------------------------------------------
     def _specs(self, session) -> list:
-        from ..core.qml import MULTIPLY
+        from ..core.raster.styles import MULTIPLY
 
         target = session.source.meta.target
         units = f" ({target['units']})" if target.get("units") else ""
@@ -398,7 +398,7 @@ def _setting(key: str, default: str) -> str:
 
 def _crs_unit(wkt: str) -> str:
     """The training CRS's unit, short: 'm', 'ft', '°'; 'units' when unknown (a local CRS)."""
-    from ..core.georef import is_local, srs_from_wkt
+    from ..core.raster.georef import is_local, srs_from_wkt
 
     if not wkt or is_local(wkt):
         return "units"

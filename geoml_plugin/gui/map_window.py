@@ -14,7 +14,7 @@ def pixel_window(layer: QgsRasterLayer, rect: QgsRectangle, rect_crs) -> Optiona
     Through the raster's own geotransform (core ``window_from_extent``), so south-up and rotated rasters
     get the window of the pixels the job reads, not of QGIS's north-up view of them.
     """
-    from ..core.raster_io import raster_info, window_from_extent
+    from ..core.raster.io import raster_info, window_from_extent
 
     if rect_crs != layer.crs():
         try:

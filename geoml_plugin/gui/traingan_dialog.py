@@ -1,4 +1,4 @@
-"""'Train GAN' dialog: runs core.gan_train in the background, then offers the result."""
+"""'Train GAN' dialog: runs core.gan.train in the background, then offers the result."""
 from __future__ import annotations
 
 import os
@@ -89,7 +89,7 @@ class TrainGanDialog(JobDialogBase, FORM):
                                  "Keep running", "Cancel job")
 
     def make_job(self):
-        from ..core.gan_train import GanTrainConfig, output_paths, report_path_for, run_traingan
+        from ..core.gan.train import GanTrainConfig, output_paths, report_path_for, run_traingan
 
         layer = self.inputLayer.currentLayer()
         if layer is None:

@@ -146,12 +146,12 @@ class WeightsDialog(QDialog):
 
     # table -----------------------------------------------------------------------
     def entries(self) -> list:
-        from ..core import weights_catalog
+        from ..core.finetune import weights_catalog
 
         return list(weights_catalog.CATALOGUE)
 
     def refresh(self) -> None:
-        from ..core.pretrained import cache_dir, cached_path
+        from ..core.finetune.pretrained import cache_dir, cached_path
 
         keep = self.current_name()
         entries = self.entries()
@@ -189,7 +189,7 @@ class WeightsDialog(QDialog):
         return next((e for e in self.entries() if e.name == name), None)
 
     def show_details(self) -> None:
-        from ..core.pretrained import cached_path
+        from ..core.finetune.pretrained import cached_path
 
         e = self.current()
         busy = self.task is not None
@@ -208,7 +208,7 @@ class WeightsDialog(QDialog):
 
     # actions ---------------------------------------------------------------------
     def download(self) -> None:
-        from ..core.pretrained import ensure_weights
+        from ..core.finetune.pretrained import ensure_weights
         from ..proxy_settings import qgis_proxies
         from ..tasks import GeoMLTask, start_task
 
@@ -243,7 +243,7 @@ class WeightsDialog(QDialog):
             self.task.cancel()
 
     def verify(self) -> None:
-        from ..core.pretrained import verify_cached
+        from ..core.finetune.pretrained import verify_cached
 
         e = self.current()
         if e is None:
@@ -255,7 +255,7 @@ class WeightsDialog(QDialog):
                                     "again."))
 
     def remove(self) -> None:
-        from ..core.pretrained import cached_path
+        from ..core.finetune.pretrained import cached_path
 
         e = self.current()
         if e is None:
@@ -273,7 +273,7 @@ class WeightsDialog(QDialog):
         self.refresh()
 
     def open_folder(self) -> None:
-        from ..core.pretrained import cache_dir
+        from ..core.finetune.pretrained import cache_dir
 
         os.makedirs(cache_dir(), exist_ok=True)
         QDesktopServices.openUrl(QUrl.fromLocalFile(cache_dir()))

@@ -67,7 +67,7 @@ class FewShotAlgorithm(GeoMLAlgorithm):
         self.addOutput(QgsProcessingOutputString("METHOD", "Adaptation method"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.fewshot import FewShotConfig, run_fewshot
+        from ..core.fewshot.job import FewShotConfig, run_fewshot
 
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         if layer is None:

@@ -19,7 +19,7 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from ..core.finetune import BACKBONE_LABELS, BACKBONES, TASKS
+from ..core.finetune.job import BACKBONE_LABELS, BACKBONES, TASKS
 from .base import GeoMLAlgorithm
 
 HELP = """Trains a convolutional network on a raster and your labels and saves a GeoML model file (apply it with <i>Apply model to raster</i>).
@@ -107,8 +107,8 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
         self.addOutput(QgsProcessingOutputString("METRICS", "Validation metrics (JSON)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.finetune import FinetuneConfig, run_finetune
-        from ..core.pretrained import parse_weight_bands
+        from ..core.finetune.job import FinetuneConfig, run_finetune
+        from ..core.finetune.pretrained import parse_weight_bands
         from ..layer_sources import labels_source
         from ..proxy_settings import qgis_proxies
 

@@ -84,7 +84,7 @@ class GenerateAlgorithm(GeoMLAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Generated raster"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.generate import GenerateConfig, run_generate
+        from ..core.gan.generate import GenerateConfig, run_generate
 
         center = center_wkt = extent = extent_wkt = None
         if parameters.get("CENTER") not in (None, ""):

@@ -73,7 +73,7 @@ class MetaTrainAlgorithm(GeoMLAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("VAL_ACCURACY_CI95", "Meta-validation accuracy ± (95 %)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.metatrain import MetaTrainConfig, run_metatrain
+        from ..core.fewshot.metatrain import MetaTrainConfig, run_metatrain
 
         main = self.parameterAsRasterLayer(parameters, "INPUT", context)
         if main is None:

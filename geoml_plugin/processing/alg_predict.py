@@ -72,7 +72,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
         conf = self.parameterAsOutputLayer(parameters, "OUTPUT_CONFIDENCE", context) or None
         window = None
         if parameters.get("EXTENT"):
-            from ..core.raster_io import raster_info, window_from_extent
+            from ..core.raster.io import raster_info, window_from_extent
 
             ext = self.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
             window = self.run_job(feedback, lambda fb: window_from_extent(

@@ -70,7 +70,7 @@ class TrainGanAlgorithm(GeoMLAlgorithm):
             "OUTPUT_REPORT", "Training report", fileFilter="PNG image (*.png)", optional=True, createByDefault=False))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.gan_train import GanTrainConfig, run_traingan
+        from ..core.gan.train import GanTrainConfig, run_traingan
 
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         if layer is None:

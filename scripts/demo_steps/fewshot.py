@@ -15,7 +15,7 @@ POINTS_PER_CLASS = 3
 
 def _support_layer(scene, path: str, seed: int = 0) -> str:
     """A few label points per class of ``scene``, renamed, as an analyst would click them."""
-    from geoml_plugin.core.raster_io import srs_from_wkt
+    from geoml_plugin.core.raster.io import srs_from_wkt
     from geoml_plugin.core.sampledata import read_label_points
 
     xy, ids = read_label_points(scene.points)
@@ -35,7 +35,7 @@ def _support_layer(scene, path: str, seed: int = 0) -> str:
 
 
 def run(ctx) -> None:
-    from geoml_plugin.core.raster_io import category_names_of
+    from geoml_plugin.core.raster.io import category_names_of
     from geoml_plugin.core.sampledata import make_sample_scene
 
     meta = ctx.out / "fewshot_meta.safetensors"

@@ -6,8 +6,8 @@ from osgeo import gdal
 
 
 def run(ctx) -> None:
-    from geoml_plugin.core.gan_metrics import slope_degrees, wasserstein_1d
-    from geoml_plugin.core.raster_io import raster_info
+    from geoml_plugin.core.gan.metrics import slope_degrees, wasserstein_1d
+    from geoml_plugin.core.raster.io import raster_info
 
     model = ctx.out / "terrain_gan.safetensors"
     report = ctx.out / "terrain_gan_report.png"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from geoml_plugin.core.errors import InputError
-from geoml_plugin.core.meta.episodes import EpisodeSampler, PatchBank, holdout_split
+from geoml_plugin.core.fewshot.episodes import EpisodeSampler, PatchBank, holdout_split
 
 
 def _bank(per_class=(10, 10, 10, 4), regions=1):

@@ -7,13 +7,13 @@ import torch
 from osgeo import gdal
 
 from geoml_plugin.core.errors import InputError, JobCancelled, ModelFileError
-from geoml_plugin.core.fewshot import FewShotConfig, adapt, run_fewshot
-from geoml_plugin.core.metatrain import MetaTrainConfig, run_metatrain
+from geoml_plugin.core.fewshot.job import FewShotConfig, adapt, run_fewshot
+from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig, run_metatrain
 from geoml_plugin.core.modelfile import load_state, read_meta, save_model
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.predict import PredictConfig, run_predict
 from geoml_plugin.core.progress import Feedback
-from geoml_plugin.core.raster_io import category_names_of
+from geoml_plugin.core.raster.io import category_names_of
 from geoml_plugin.core.sampledata import CLASS_NAMES, EPSG, read_label_points
 from tests.conftest import leftovers, write_raster
 
@@ -125,9 +125,9 @@ def test_maml_meta_model_adapts_and_is_refused_by_predict(scene, tmp_path, out_d
 
 
 def test_a_normal_classifier_works_as_a_starting_point(scene, tmp_path, out_dir):
-    from geoml_plugin.core.classes import make_classes
     from geoml_plugin.core.modelfile import ModelMeta, save_model
     from geoml_plugin.core.models import build_model
+    from geoml_plugin.core.raster.classes import make_classes
 
     torch.manual_seed(0)
     meta = ModelMeta(architecture="small_cnn", arch_args={"in_bands": 4, "num_outputs": 2, "widths": [8, 8, 8, 8]},
@@ -293,7 +293,7 @@ def test_cancel_leaves_nothing(scene, meta_model, out_dir):
 
 def test_a_model_that_cannot_be_saved_replaces_no_map(scene, meta_model, out_dir, monkeypatch):
     """The adapted model is written before the maps are published: a full disk there changes nothing."""
-    from geoml_plugin.core import fewshot
+    from geoml_plugin.core.fewshot.job import job as fewshot
 
     (out_dir / "o.tif").write_bytes(b"earlier map")
 

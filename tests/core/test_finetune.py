@@ -8,7 +8,7 @@ import torch
 from osgeo import gdal, ogr, osr
 
 from geoml_plugin.core.errors import InputError, JobCancelled, ModelFileError
-from geoml_plugin.core.finetune import FinetuneConfig, map_paths_for, output_paths, report_path_for, run_finetune
+from geoml_plugin.core.finetune.job import FinetuneConfig, map_paths_for, output_paths, report_path_for, run_finetune
 from geoml_plugin.core.modelfile import load_model, read_meta
 from geoml_plugin.core.predict import PredictConfig, predict_raster, run_predict
 from geoml_plugin.core.progress import Feedback
@@ -139,7 +139,7 @@ def test_pixel_regression_recovers_a_known_mapping(linear_target, out_dir):
 
 
 def test_intensity_jitter_is_a_mild_affine_change_and_only_for_classes(blocks, linear_target, out_dir, monkeypatch):
-    from geoml_plugin.core import trainer
+    from geoml_plugin.core.finetune.job import trainer
 
     x = torch.randn(16, 3, 8, 8)
     y = trainer.jitter_intensity(x, 0.1, torch.Generator().manual_seed(0))
@@ -202,16 +202,16 @@ def test_label_raster_gives_named_classes(scene, out_dir):
                                       max_raster_samples=80, **FAST))
     assert res.class_names == ["Water", "Forest", "Cropland", "Urban"]
     assert res.n_train + res.n_val == 80
-    from geoml_plugin.core.classes import make_classes
+    from geoml_plugin.core.raster.classes import make_classes
 
     # the label raster's colour table styles the classes
     assert [c.color for c in read_meta(res.model_path).classes] == [c.color for c in make_classes(res.class_names)]
 
 
 def test_a_label_raster_without_nodata_makes_0_a_class_and_the_log_says_so(tmp_path):
-    from geoml_plugin.core.labels import read_raster_labels
     from geoml_plugin.core.progress import Feedback
-    from geoml_plugin.core.raster_io import raster_info
+    from geoml_plugin.core.raster.io import raster_info
+    from geoml_plugin.core.raster.labels import read_raster_labels
 
     lab = np.zeros((32, 32), np.uint8)
     lab[:8], lab[-8:] = 1, 2
@@ -227,7 +227,7 @@ def test_a_label_raster_without_nodata_makes_0_a_class_and_the_log_says_so(tmp_p
 
 
 def test_class_colours_follow_common_names():
-    from geoml_plugin.core.classes import make_styled_classes
+    from geoml_plugin.core.raster.classes import make_styled_classes
 
     water, forest, other, lake = make_styled_classes(["Water", "Forest", "Parking", "Lake"])
     assert water.color == "#1f78b4" and forest.color == "#1b7837"
@@ -235,8 +235,8 @@ def test_class_colours_follow_common_names():
 
 
 def test_labels_in_another_crs_or_grid_are_reprojected(blocks, tmp_path):
-    from geoml_plugin.core.raster_io import RasterReader
-    from geoml_plugin.core.trainset import build_training_data
+    from geoml_plugin.core.finetune.trainset import build_training_data
+    from geoml_plugin.core.raster.io import RasterReader
 
     raster, labels, cls = blocks
     # the same points in WGS 84
@@ -276,8 +276,8 @@ def test_n_band_imagenet_weights_from_the_local_cache(blocks, out_dir, tmp_path,
     """5 bands from RGB ImageNet kernels: repeated R,G,B,R,G and scaled by 3/5."""
     import torchvision
 
+    from geoml_plugin.core.finetune.weights import apply_imagenet, imagenet_checkpoint_path
     from geoml_plugin.core.models import build_model
-    from geoml_plugin.core.weights import apply_imagenet, imagenet_checkpoint_path
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     path, url = imagenet_checkpoint_path("resnet18")
@@ -451,8 +451,8 @@ def test_training_keeps_triton_out_because_it_crashes_the_qgis_desktop():
 
 def test_a_continuous_label_raster_is_refused_for_classes_with_a_pointer_to_regression(tmp_path, scene):
     """Issue 21 point 4: heights are not classes (core check, so Processing and scripts say it too)."""
-    from geoml_plugin.core.finetune import check_config
-    from geoml_plugin.core.labels import check_class_raster
+    from geoml_plugin.core.finetune.job import check_config
+    from geoml_plugin.core.raster.labels import check_class_raster
 
     rng = np.random.default_rng(1)
     dtm = write_raster(tmp_path / "dtm.tif", rng.normal(15, 3, (1, 30, 30)).astype(np.float32), nodata=-9999.0)
@@ -473,7 +473,7 @@ def test_confusion_matrix_shows_whole_class_names():
     """Issue 21: 'HerbaceousVegetation' was cut to 18 characters in the report's confusion matrix."""
     import re
 
-    from geoml_plugin.core.report import confusion_svg
+    from geoml_plugin.core.finetune.report import confusion_svg
 
     names = ["AnnualCrop", "HerbaceousVegetation", "SeaLake"]
     svg = confusion_svg([[5, 1, 0], [0, 6, 0], [0, 0, 7]], names)

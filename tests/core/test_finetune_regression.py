@@ -8,8 +8,8 @@ import pytest
 from osgeo import gdal, ogr, osr
 
 from geoml_plugin.core.errors import InputError
-from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
-from geoml_plugin.core.metrics import regression_metrics
+from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
+from geoml_plugin.core.finetune.metrics import regression_metrics
 from geoml_plugin.core.modelfile import read_meta
 from geoml_plugin.core.predict import PredictConfig, run_predict
 from geoml_plugin.core.progress import Feedback

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from geoml_plugin.core.errors import GeoMLError, InputError
-from geoml_plugin.core.labels import rasterize_windows, read_raster_labels, read_vector_labels
-from geoml_plugin.core.raster_io import RasterReader
+from geoml_plugin.core.raster.io import RasterReader
+from geoml_plugin.core.raster.labels import rasterize_windows, read_raster_labels, read_vector_labels
 from geoml_plugin.core.sampledata import CLASS_NAMES
 
 WINDOW = [(0, 0, 128, 128)]

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from geoml_plugin.core.classes import make_classes
 from geoml_plugin.core.errors import GeoMLError, ModelFileError
 from geoml_plugin.core.modelfile import ModelMeta, load_model, read_meta, save_model
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.models.arch_args import ARCH_ARGS
 from geoml_plugin.core.models.registry import _BUILDERS, available_architectures
+from geoml_plugin.core.raster.classes import make_classes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -285,8 +285,8 @@ def test_the_tile_generator_and_transfer_weights_check_the_file_too(tmp_path):
     """Generate and the tile map tool (TileSource) and Fine-tune's transfer weights load through the same check:
     a generator whose metadata asks for another latent size, and a transfer source whose head was changed, are
     model-file messages saying what does not fit."""
-    from geoml_plugin.core.generate import TileSource
-    from geoml_plugin.core.weights import check_transfer_source
+    from geoml_plugin.core.finetune.weights import check_transfer_source
+    from geoml_plugin.core.gan.generate import TileSource
 
     args = {"out_bands": 1, "nz": 4, "widths": [8, 4]}
     meta = ModelMeta(architecture="tile_generator", arch_args=args, task="generation", output="image", in_bands=0,

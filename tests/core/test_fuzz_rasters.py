@@ -10,8 +10,8 @@ from osgeo import gdal
 
 from geoml_plugin.core.errors import GeoMLError, InputError
 from geoml_plugin.core.predict import PredictConfig, run_predict
-from geoml_plugin.core.raster_io import RasterReader
-from geoml_plugin.core.tiling import prefetch
+from geoml_plugin.core.raster.io import RasterReader
+from geoml_plugin.core.raster.tiling import prefetch
 from tests.conftest import leftovers
 
 gdal.UseExceptions()

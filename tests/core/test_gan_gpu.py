@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from geoml_plugin.core.gan_train import GanTrainConfig, run_traingan
-from geoml_plugin.core.generate import GenerateConfig, run_generate
+from geoml_plugin.core.gan.generate import GenerateConfig, run_generate
+from geoml_plugin.core.gan.train import GanTrainConfig, run_traingan
 from tests.gan_helpers import TINY_GEN, tiny_generator_model
 
 pytestmark = pytest.mark.gpu

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoml_plugin.core.latent_field import FieldDecoder, latent_noise
+from geoml_plugin.core.gan.latent_field import FieldDecoder, latent_noise
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.models.gan import TileGenerator
 from tests.gan_helpers import one_torch_thread  # noqa: F401

@@ -7,8 +7,8 @@ import torch
 from osgeo import gdal
 
 from geoml_plugin.core.errors import InputError, JobCancelled
-from geoml_plugin.core.gan_train import GanTrainConfig, output_paths, report_path_for, run_traingan
-from geoml_plugin.core.latent_field import FieldDecoder
+from geoml_plugin.core.gan.latent_field import FieldDecoder
+from geoml_plugin.core.gan.train import GanTrainConfig, output_paths, report_path_for, run_traingan
 from geoml_plugin.core.modelfile import load_model, read_meta
 from geoml_plugin.core.progress import Feedback
 from tests.conftest import leftovers, write_raster
@@ -57,7 +57,7 @@ def test_output_paths_name_the_model_report_and_loss_table():
 
 
 def test_report_without_matplotlib_is_still_a_png(tmp_path):
-    from geoml_plugin.core.gan_report import tile_to_rgb, write_report
+    from geoml_plugin.core.gan.report import tile_to_rgb, write_report
 
     rng = np.random.default_rng(0)
     rows = [[tile_to_rgb(rng.normal(size=(1, 16, 16))) for _ in range(3)], [tile_to_rgb(rng.normal(size=(3, 16, 16)))]]
@@ -164,8 +164,8 @@ def test_cancel_writes_nothing(tmp_path, scene):
 def test_large_raster_sampler_finds_tiles_in_a_small_valid_area(tmp_path):
     """Rasters too big for memory are read window by window: a small valid island in a sea of nodata
     (a DEM clipped to a coastline) must not make a training batch fail at random."""
-    from geoml_plugin.core.gan_data import TileSampler
-    from geoml_plugin.core.raster_io import RasterReader
+    from geoml_plugin.core.gan.data import TileSampler
+    from geoml_plugin.core.raster.io import RasterReader
 
     arr = np.full((400, 400), -9999.0, np.float32)
     arr[200:260, 120:180] = np.random.default_rng(0).uniform(1, 2, (60, 60))  # 0.6 % of tile positions valid
@@ -179,7 +179,7 @@ def test_large_raster_sampler_finds_tiles_in_a_small_valid_area(tmp_path):
 
 
 def test_a_model_that_cannot_be_saved_leaves_no_report(tmp_path, scene, monkeypatch):
-    from geoml_plugin.core import gan_train
+    from geoml_plugin.core.gan import train as gan_train
 
     (tmp_path / "m.safetensors").write_bytes(b"earlier")  # the model of an earlier run, not replaced
 

@@ -7,12 +7,12 @@ import torch
 from osgeo import gdal
 
 from geoml_plugin.core.errors import InputError, ModelFileError
-from geoml_plugin.core.generate import GenerateConfig, TileSource, run_generate
-from geoml_plugin.core.georef import ground_metres_per_unit, transform_point
-from geoml_plugin.core.latent_field import FieldDecoder
+from geoml_plugin.core.gan.generate import GenerateConfig, TileSource, run_generate
+from geoml_plugin.core.gan.latent_field import FieldDecoder
+from geoml_plugin.core.gan.tile_session import TileSession
 from geoml_plugin.core.modelfile import load_model
-from geoml_plugin.core.raster_io import raster_info
-from geoml_plugin.core.tile_session import TileSession
+from geoml_plugin.core.raster.georef import ground_metres_per_unit, transform_point
+from geoml_plugin.core.raster.io import raster_info
 from tests.conftest import leftovers, write_raster
 from tests.gan_helpers import one_torch_thread, tiny_generator_model, tiny_translator_model, wkt  # noqa: F401
 
@@ -155,8 +155,8 @@ def test_an_all_nodata_input_to_translate_is_refused_in_translation_words(tmp_pa
 
 def test_translation_of_a_raster_smaller_than_the_patch_mirrors_it_and_keeps_georeference_and_nodata(tmp_path):
     """A U-Net is fully convolutional: a raster under the 32 px patch is translated (before: refused)."""
-    from geoml_plugin.core.generate import TRANSLATE_OVERLAP as O
-    from geoml_plugin.core.generate import TRANSLATE_TILE as T
+    from geoml_plugin.core.gan.generate import TRANSLATE_OVERLAP as O
+    from geoml_plugin.core.gan.generate import TRANSLATE_TILE as T
 
     model_path, net = tiny_translator_model(tmp_path / "tr.safetensors")
     x = (100 + 20 * np.random.default_rng(2).standard_normal((2, 20, 27))).astype(np.float32)

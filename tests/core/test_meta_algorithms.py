@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from geoml_plugin.core.meta.maml import MAML
-from geoml_plugin.core.meta.protonet import proto_logits, prototype_head, prototypes
+from geoml_plugin.core.fewshot.maml import MAML
+from geoml_plugin.core.fewshot.protonet import proto_logits, prototype_head, prototypes
 
 
 class Toy(nn.Module):

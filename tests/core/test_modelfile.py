@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from geoml_plugin.core.classes import make_classes
 from geoml_plugin.core.errors import InputError, ModelFileError
 from geoml_plugin.core.modelfile import ModelMeta, load_model, read_meta, save_model
 from geoml_plugin.core.models import build_model
+from geoml_plugin.core.raster.classes import make_classes
 
 
 def _meta(**kw):

@@ -23,21 +23,21 @@ print("OK")
 
 JOBS = {
     "tile GAN": """
-from geoml_plugin.core.gan_trainers import TileGanTrainer
+from geoml_plugin.core.gan.trainers import TileGanTrainer
 TileGanTrainer(1, 32, "dcgan_sn", dev, {})
 """,
     "pix2pix": """
-from geoml_plugin.core.gan_trainers import Pix2PixTrainer
+from geoml_plugin.core.gan.trainers import Pix2PixTrainer
 Pix2PixTrainer(1, 1, dev, {})
 """,
     "few-shot fine-tuning": """
-from geoml_plugin.core.fewshot import fine_tune
+from geoml_plugin.core.fewshot.job import fine_tune
 from geoml_plugin.core.progress import Feedback
 model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
 fine_tune(model, torch.zeros(4, 3, 8, 8), torch.tensor([0, 1, 0, 1]), 1, 1e-3, 0, Feedback())
 """,
     "meta-training": """
-from geoml_plugin.core.metatrain import MetaTrainConfig, _Learner
+from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig, _Learner
 cfg = MetaTrainConfig(["x.tif"], "l.gpkg", "c", "m.safetensors", device="cpu")
 _Learner(cfg, torch.nn.Linear(2, 2), dev)
 """,

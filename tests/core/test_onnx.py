@@ -12,14 +12,14 @@ import pytest
 import torch
 from osgeo import gdal
 
-from geoml_plugin.core.classes import make_classes
 from geoml_plugin.core.errors import InputError, ModelFileError
 from geoml_plugin.core.modelfile import ModelMeta, load_model, save_model
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.onnx_export import DEEPNESS_STD, export_onnx
 from geoml_plugin.core.predict import PredictConfig, run_predict
-from geoml_plugin.core.raster_io import category_names_of
-from geoml_plugin.core.tiling import window_tiles
+from geoml_plugin.core.raster.classes import make_classes
+from geoml_plugin.core.raster.io import category_names_of
+from geoml_plugin.core.raster.tiling import window_tiles
 from geoml_plugin.core.window_scores import fully_convolutional, interpolate
 from tests.conftest import ROOT, write_raster
 

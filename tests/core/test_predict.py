@@ -3,13 +3,13 @@ import pytest
 import torch
 from osgeo import gdal
 
-from geoml_plugin.core.classes import make_classes
 from geoml_plugin.core.errors import InputError, JobCancelled, ModelFileError
 from geoml_plugin.core.modelfile import ModelMeta, save_model
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.predict import PredictConfig, predict_raster, run_predict
 from geoml_plugin.core.progress import Feedback
-from geoml_plugin.core.raster_io import category_names_of, raster_info
+from geoml_plugin.core.raster.classes import make_classes
+from geoml_plugin.core.raster.io import category_names_of, raster_info
 from tests.conftest import leftovers, write_raster
 
 
@@ -324,7 +324,7 @@ def test_dense_models_trained_on_large_patches_predict_with_the_defaults(patch):
     """Fine-tuning accepts patches up to 1024 px; before, a 512 px default tile could not hold a 1024 px model's
     quarter-patch crop on both sides (an error asking for a smaller overlap) and was smaller than the patch."""
     from geoml_plugin.core.predict import dense_geometry
-    from geoml_plugin.core.tiling import dense_tiles
+    from geoml_plugin.core.raster.tiling import dense_tiles
 
     tile, overlap, per_batch = dense_geometry(patch)
     assert tile >= 2 * patch and overlap == patch // 4 and per_batch >= 1

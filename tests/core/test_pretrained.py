@@ -9,18 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from geoml_plugin.core import weights_catalog
 from geoml_plugin.core.errors import InputError, ModelFileError
-from geoml_plugin.core.finetune import BACKBONES
-from geoml_plugin.core.models import build_model
-from geoml_plugin.core.pretrained import (
+from geoml_plugin.core.finetune.job import BACKBONES, weights_catalog
+from geoml_plugin.core.finetune.pretrained import (
     apply_entry,
     band_key,
     first_layer,
     match_bands,
     safe_load,
 )
-from geoml_plugin.core.weights_catalog import CATALOGUE, find_entry
+from geoml_plugin.core.finetune.weights_catalog import CATALOGUE, find_entry
+from geoml_plugin.core.models import build_model
 from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
 from tests.weights_server import torchgeo_state, torchvision_state
 
@@ -213,12 +212,12 @@ def test_prediction_reproduces_the_training_scaling(tmp_path, monkeypatch):
     both the raw values ÷ 10000 for the named bands (an unknown band keeps the raster's statistics)."""
     from osgeo import gdal
 
-    from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
+    from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
+    from geoml_plugin.core.finetune.trainset import build_training_data
     from geoml_plugin.core.modelfile import load_model
     from geoml_plugin.core.predict import _Runner
     from geoml_plugin.core.progress import Feedback
-    from geoml_plugin.core.raster_io import RasterReader
-    from geoml_plugin.core.trainset import build_training_data
+    from geoml_plugin.core.raster.io import RasterReader
     from tests.conftest import write_raster
     from tests.core.test_finetune import write_points
 
@@ -253,8 +252,8 @@ def test_prediction_reproduces_the_training_scaling(tmp_path, monkeypatch):
     assert any("÷ 10000" in s for s in lines)
     # training patches: raw ÷ 10000
     with RasterReader(raster) as reader:
-        from geoml_plugin.core.pretrained import match_bands as mb
-        from geoml_plugin.core.pretrained import scaling
+        from geoml_plugin.core.finetune.pretrained import match_bands as mb
+        from geoml_plugin.core.finetune.pretrained import scaling
 
         match = mb(entry, ["B04", "B08", "cloud probability"])
         data = build_training_data(labels, "label", reader, "classification", 16,
@@ -269,7 +268,7 @@ def test_prediction_reproduces_the_training_scaling(tmp_path, monkeypatch):
 
 
 def test_sha256_prefix_of_a_cached_file_is_verified(tmp_path, monkeypatch):
-    from geoml_plugin.core.pretrained import cached_path, verify_cached
+    from geoml_plugin.core.finetune.pretrained import cached_path, verify_cached
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     data = b"weights"
@@ -286,7 +285,7 @@ def test_the_cache_folder_is_torchs_without_importing_torch(tmp_path, monkeypatc
     """Dialogs open without torch: the cache folder is found by torch.hub.get_dir's rule."""
     import sys
 
-    from geoml_plugin.core.pretrained import cache_dir
+    from geoml_plugin.core.finetune.pretrained import cache_dir
 
     for env in ({"TORCH_HOME": str(tmp_path / "th")}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")}, {}):
         for var in ("TORCH_HOME", "XDG_CACHE_HOME"):
@@ -303,7 +302,7 @@ def test_the_cache_folder_is_torchs_without_importing_torch(tmp_path, monkeypatc
 def test_a_frozen_pretrained_backbone_stays_as_loaded(tmp_path, monkeypatch):
     """FREEZE_BACKBONE with catalogue weights: only the head trains; the backbone's weights and batch-norm
     statistics are those of the file after training."""
-    from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
+    from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
     from tests.conftest import write_raster
     from tests.core.test_finetune import write_points
 

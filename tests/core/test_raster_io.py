@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from geoml_plugin.core.classes import category_names, color_table, make_classes
 from geoml_plugin.core.errors import InputError
-from geoml_plugin.core.raster_io import RasterReader, RasterWriter, category_names_of, parse_band_list, raster_info
+from geoml_plugin.core.raster.classes import category_names, color_table, make_classes
+from geoml_plugin.core.raster.io import RasterReader, RasterWriter, category_names_of, parse_band_list, raster_info
 from tests.conftest import leftovers, write_raster
 
 
@@ -85,7 +85,7 @@ def test_writer_replaces_existing_file_only_when_complete(tmp_path):
 def test_class_raster_carries_category_names_colours_and_style(tmp_path):
     classes = make_classes(["Water", "Forest", "Urban"])
     target = tmp_path / "cls.tif"
-    from geoml_plugin.core.qml import paletted_qml
+    from geoml_plugin.core.raster.styles import paletted_qml
 
     with RasterWriter(str(target), 8, 8, 1, np.uint8, (0, 1, 0, 0, 0, -1), "", nodata=0,
                       category_names=category_names(classes), color_table=color_table(classes),
@@ -121,7 +121,7 @@ def test_unwritten_areas_are_nodata_also_in_overviews(tmp_path):
 
 def test_many_window_writes_keep_gdal_cache_bounded(tmp_path, monkeypatch):
     """Dirty tiles are flushed as writing goes, not held until the file is closed."""
-    import geoml_plugin.core.raster_io as rio
+    import geoml_plugin.core.raster.io as rio
 
     monkeypatch.setattr(rio, "FLUSH_BYTES", 1 << 20)
     gdal.SetCacheMax(512 << 20)
@@ -182,7 +182,7 @@ def gpkg_raster(tif, gpkg, table="image"):
 
 
 def test_a_geopackage_raster_is_read_through_its_gdal_source_string(tmp_path):
-    from geoml_plugin.core.labels import is_raster_source
+    from geoml_plugin.core.raster.labels import is_raster_source
 
     arr = np.random.default_rng(0).integers(1, 255, (3, 40, 50)).astype(np.uint8)
     tif = write_raster(tmp_path / "rgb.tif", arr)

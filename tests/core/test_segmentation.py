@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from osgeo import ogr, osr
 
-from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
-from geoml_plugin.core.metrics import classification_metrics
+from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
+from geoml_plugin.core.finetune.metrics import classification_metrics
 from geoml_plugin.core.progress import Feedback
 from tests.conftest import write_raster
 from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
@@ -54,7 +54,7 @@ def checkerboard(tmp_path_factory):
 
 def spy_on_trainer(monkeypatch) -> dict:
     """What fine-tuning hands its Trainer: filled with data, train_idx, val_idx and a copy of the labels y."""
-    from geoml_plugin.core import trainer as trainer_mod
+    from geoml_plugin.core.finetune.job import trainer as trainer_mod
 
     seen = {}
     original = trainer_mod.Trainer.__init__
@@ -98,8 +98,8 @@ def test_validation_metrics_count_each_held_out_pixel_once_and_training_never_se
 def test_overlapping_polygons_burn_the_class_and_the_feature_id_of_the_same_polygon(tmp_path):
     """Which polygon a mask pixel belongs to decides which side of the split it is on: its class must come from
     that same polygon, or a held-out pixel is scored (and a training pixel learnt) with a neighbour's class."""
-    from geoml_plugin.core.labels import rasterize_feature_ids, rasterize_window
-    from geoml_plugin.core.raster_io import raster_info
+    from geoml_plugin.core.raster.io import raster_info
+    from geoml_plugin.core.raster.labels import rasterize_feature_ids, rasterize_window
 
     info = raster_info(write_raster(tmp_path / "img.tif", np.zeros((1, 32, 32), np.float32)))
     # FID 1 'water' (class 1) at columns 4–19, FID 2 'forest' (class 0) over columns 12–27, FID 3 'water' on 20–27
@@ -158,7 +158,7 @@ def test_a_label_raster_keeps_held_out_areas_apart_and_its_classes_name_and_colo
     from osgeo import gdal
 
     from geoml_plugin.core.predict import PredictConfig, run_predict
-    from geoml_plugin.core.raster_io import RasterWriter, srs_from_wkt
+    from geoml_plugin.core.raster.io import RasterWriter, srs_from_wkt
 
     rng = np.random.default_rng(1)
     h, w = 48, 41  # odd width: not a multiple of the patch
@@ -221,7 +221,7 @@ def test_a_label_raster_keeps_held_out_areas_apart_and_its_classes_name_and_colo
 
 def test_masks_burnt_per_patch_equal_masks_cut_from_one_burn(checkerboard, out_dir, monkeypatch):
     """Over a huge area the masks are burnt patch by patch: same classes and polygon ids as one burn."""
-    from geoml_plugin.core import trainset
+    from geoml_plugin.core.finetune.job import trainset
 
     raster, polygons, _ = checkerboard
     runs = []

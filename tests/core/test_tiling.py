@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from geoml_plugin.core.tiling import dense_tiles, prefetch, window_lattice, window_tiles
+from geoml_plugin.core.raster.tiling import dense_tiles, prefetch, window_lattice, window_tiles
 
 
 @pytest.mark.parametrize("w,h,tile,ov", [(100, 70, 32, 4), (256, 256, 64, 16), (31, 200, 40, 0), (5, 5, 64, 16)])

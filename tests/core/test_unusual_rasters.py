@@ -6,11 +6,11 @@ import pytest
 import torch
 from osgeo import gdal, osr
 
-from geoml_plugin.core.fewshot import _points_labelset
-from geoml_plugin.core.labels import LabelRaster
+from geoml_plugin.core.fewshot.job import _points_labelset
 from geoml_plugin.core.modelfile import ModelMeta
 from geoml_plugin.core.predict import PredictConfig, predict_raster
-from geoml_plugin.core.raster_io import RasterReader, raster_info, window_from_extent
+from geoml_plugin.core.raster.io import RasterReader, raster_info, window_from_extent
+from geoml_plugin.core.raster.labels import LabelRaster
 
 UTM_GT = (500000.0, 10.0, 0.0, 5100000.0, 0.0, -10.0)
 _T = math.radians(30)
@@ -159,7 +159,7 @@ def rgba(scene, tmp_path):
 
 
 def test_training_leaves_an_alpha_band_out_by_default_and_prediction_uses_the_same_bands(scene, rgba, tmp_path):
-    from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
+    from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
     from geoml_plugin.core.predict import choose_bands
     from geoml_plugin.core.progress import Feedback
 
@@ -186,9 +186,9 @@ def test_rasters_without_an_alpha_band_keep_every_band_by_default(scene):
 
 def test_meta_training_and_gan_training_leave_the_alpha_band_out_and_few_shot_picks_the_same_bands(scene, rgba,
                                                                                                    tmp_path):
-    from geoml_plugin.core.fewshot import FewShotConfig, adapt
-    from geoml_plugin.core.gan_train import GanTrainConfig, run_traingan
-    from geoml_plugin.core.metatrain import MetaTrainConfig, run_metatrain
+    from geoml_plugin.core.fewshot.job import FewShotConfig, adapt
+    from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig, run_metatrain
+    from geoml_plugin.core.gan.train import GanTrainConfig, run_traingan
     from geoml_plugin.core.modelfile import read_meta
     from geoml_plugin.core.progress import Feedback
     from tests.core.test_fewshot_jobs import TINY, support_points
@@ -215,7 +215,7 @@ def test_polygons_on_a_rotated_raster_get_as_many_samples_spread_as_evenly_as_on
     """Samples per polygon follow its area in pixels (the geotransform's determinant) and cover all of it."""
     from osgeo import ogr
 
-    from geoml_plugin.core.labels import read_vector_labels
+    from geoml_plugin.core.raster.labels import read_vector_labels
 
     gt = UTM_GT if grid == "north-up" else ROTATED_GT
     gtiff(tmp_path / "img.tif", np.ones((60, 60), np.uint8), gt=gt)

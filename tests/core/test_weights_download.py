@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from geoml_plugin.core import weights_catalog
-from geoml_plugin.core.download import ChecksumError, download_file
 from geoml_plugin.core.errors import InputError, JobCancelled
+from geoml_plugin.core.finetune.download import ChecksumError, download_file
+from geoml_plugin.core.finetune.job import weights_catalog
 from geoml_plugin.core.progress import Feedback
 from tests.weights_server import WeightsServer, state_bytes, torchvision_state
 
@@ -139,7 +139,7 @@ def serve_entry(server, monkeypatch, base="resnet18_imagenet", name="test_rgb", 
 
 
 def test_a_job_never_downloads_unasked(server, tmp_path, monkeypatch):
-    from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
+    from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
     from tests.conftest import write_raster
     from tests.core.test_finetune import write_points
 
@@ -165,7 +165,7 @@ def test_a_job_never_downloads_unasked(server, tmp_path, monkeypatch):
 
 
 def test_command_line_lists_downloads_verifies_and_removes(server, tmp_path, monkeypatch, capsys):
-    from geoml_plugin.core.weights_cli import main
+    from geoml_plugin.core.finetune.weights_cli import main
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     entry = serve_entry(server, monkeypatch)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from osgeo import gdal
 
-from geoml_plugin.core.finetune import FinetuneConfig, run_finetune
+from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
 from geoml_plugin.core.modelfile import load_model
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.predict import PredictConfig, run_predict

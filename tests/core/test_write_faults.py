@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from geoml_plugin.core import raster_io
 from geoml_plugin.core.errors import GeoMLError, JobCancelled, OutputError
 from geoml_plugin.core.predict import PredictConfig, run_predict
 from geoml_plugin.core.progress import Feedback
-from geoml_plugin.core.raster_io import RasterWriter
+from geoml_plugin.core.raster import io as raster_io
+from geoml_plugin.core.raster.io import RasterWriter
 from tests.conftest import leftovers, write_raster
 
 
@@ -141,8 +141,8 @@ def test_finetune_that_fails_saving_keeps_the_earlier_report(out_dir, monkeypatc
     import safetensors.torch
     import torch
 
-    from geoml_plugin.core import finetune, report
-    from geoml_plugin.core.finetune import FinetuneConfig
+    from geoml_plugin.core.finetune.job import FinetuneConfig, report
+    from geoml_plugin.core.finetune.job import job as finetune
     from geoml_plugin.core.modelfile import ModelMeta
 
     before = earlier_files(out_dir, ["r.html", "r.json", "m.safetensors"])

@@ -11,11 +11,11 @@ import pytest
 from osgeo import gdal
 
 from geoml_plugin.core.errors import GeoMLError, JobCancelled, OutputError
-from geoml_plugin.core.generate import GenerateConfig, TileSource, run_generate
-from geoml_plugin.core.metatrain import MetaTrainConfig, run_metatrain
+from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig, run_metatrain
+from geoml_plugin.core.gan.generate import GenerateConfig, TileSource, run_generate
+from geoml_plugin.core.gan.tile_session import TileSession
 from geoml_plugin.core.progress import Feedback
-from geoml_plugin.core.raster_io import RasterWriter
-from geoml_plugin.core.tile_session import TileSession
+from geoml_plugin.core.raster.io import RasterWriter
 from tests.conftest import leftovers, write_raster
 from tests.core.test_write_faults import disk_full, earlier_files, nth_call_fails, snapshot
 from tests.gan_helpers import one_torch_thread, tiny_generator_model, tiny_translator_model, wkt  # noqa: F401

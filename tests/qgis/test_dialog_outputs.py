@@ -258,7 +258,7 @@ def test_browse_confirms_the_model_but_not_the_report_beside_it(open_dialog, tmp
 
 
 def test_classify_button_asks_before_replacing_the_maps(open_dialog, tmp_path, monkeypatch):
-    from geoml_plugin.core.finetune import FinetuneResult
+    from geoml_plugin.core.finetune.job import FinetuneResult
 
     dlg, started, asked = open_dialog("finetune_dialog", "FinetuneDialog")
     model = tmp_path / "model.safetensors"
@@ -278,7 +278,7 @@ def test_classify_button_asks_before_replacing_the_maps(open_dialog, tmp_path, m
 
 
 def test_the_classification_after_training_is_not_asked_about_again(open_dialog, tmp_path, monkeypatch):
-    from geoml_plugin.core.finetune import FinetuneResult
+    from geoml_plugin.core.finetune.job import FinetuneResult
 
     dlg, started, asked = open_dialog("finetune_dialog", "FinetuneDialog")
     dlg.classifyCheck.setChecked(True)

@@ -21,7 +21,7 @@ def test_panel_adapts_and_classifies_in_qgis_desktop(scene, tmp_path):
         from demo_steps.fewshot import _support_layer
     finally:
         sys.path.pop(0)
-    from geoml_plugin.core.metatrain import MetaTrainConfig, run_metatrain
+    from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig, run_metatrain
 
     demo = tmp_path / "demo"
     (demo / "fewshot_new_region").mkdir(parents=True)

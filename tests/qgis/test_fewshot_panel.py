@@ -13,7 +13,7 @@ from qgis.core import (
 from qgis.gui import QgsMapMouseEvent
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 
-from geoml_plugin.core.raster_io import category_names_of
+from geoml_plugin.core.raster.io import category_names_of
 from geoml_plugin.core.sampledata import CLASS_NAMES, read_label_points
 from tests.qgis.conftest import FakePlugin
 
@@ -22,7 +22,7 @@ WEB_MERCATOR = QgsCoordinateReferenceSystem("EPSG:3857")
 
 @pytest.fixture(scope="module")
 def meta_model(scene, tmp_path_factory):
-    from geoml_plugin.core.metatrain import MetaTrainConfig, run_metatrain
+    from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig, run_metatrain
 
     path = str(tmp_path_factory.mktemp("panelmeta") / "meta.safetensors")
     run_metatrain(MetaTrainConfig([scene.image], scene.points, "class_name", path, ways=3, shots=2, query=3,
@@ -231,7 +231,7 @@ def test_the_pixel_window_of_an_extent_follows_a_south_up_or_rotated_raster_grid
     """The window the job reads is in the file's own pixel grid, not in QGIS's north-up view of the raster."""
     import math
 
-    from geoml_plugin.core.raster_io import raster_info, window_from_extent
+    from geoml_plugin.core.raster.io import raster_info, window_from_extent
 
     t = math.radians(30)
     gt = ((500000.0, 10.0, 0.0, 5099800.0, 0.0, 10.0) if grid == "south-up" else

@@ -143,7 +143,7 @@ def test_an_alpha_band_is_unchecked_by_default_and_used_when_checked(dialog, sce
     import numpy as np
     from osgeo import gdal
 
-    import geoml_plugin.core.finetune as finetune
+    import geoml_plugin.core.finetune.job as finetune
 
     img = gdal.Open(scene.image).ReadAsArray()[:3]
     ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "rgba.tif"), img.shape[2], img.shape[1], 4,

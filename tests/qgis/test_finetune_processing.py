@@ -8,7 +8,7 @@ import pytest
 from osgeo import gdal
 from qgis.core import QgsFeature, QgsProcessingException, QgsRasterLayer, QgsVectorLayer
 
-from geoml_plugin.core.raster_io import category_names_of
+from geoml_plugin.core.raster.io import category_names_of
 from tests.conftest import leftovers
 from tests.qgis.test_qgis_process_and_desktop import _env, staged  # noqa: F401 (fixture)
 from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)

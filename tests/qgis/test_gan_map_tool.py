@@ -128,7 +128,7 @@ def test_an_unexpected_error_on_click_is_a_message_and_a_logged_traceback(panel,
                                                                          monkeypatch):
     from qgis.core import Qgis, QgsApplication
 
-    from geoml_plugin.core.tile_session import TileSession
+    from geoml_plugin.core.gan.tile_session import TileSession
 
     logged = []
 
@@ -161,7 +161,7 @@ def test_closing_the_panel_during_grow_is_an_info_and_keeps_only_the_tiles_on_th
 
     from qgis.core import Qgis
 
-    from geoml_plugin.core.generate import TileSource
+    from geoml_plugin.core.gan.generate import TileSource
 
     panel.set_tool_active(True)
     _click(qgis_canvas, panel.tool, 200, 150)
@@ -214,7 +214,7 @@ def _assert_nothing_left_and_usable(panel, qgis_canvas, tmp_path, monkeypatch):
 def test_a_style_that_cannot_be_written_on_click_is_a_message_and_leaves_nothing(
         panel, qgis_canvas, qgis_iface, tmp_path, monkeypatch, failing_call):
     from geoml_plugin.core.errors import OutputError
-    from geoml_plugin.core.tile_session import TileSession
+    from geoml_plugin.core.gan.tile_session import TileSession
 
     write_style = TileSession.write_style
     calls = []
@@ -259,7 +259,7 @@ def _same_files(after, before):
 
 def _grown_then(panel, qtbot, monkeypatch, after):
     """Grow, with ``after(session, mosaic)`` run in the task once the ring and its mosaic are written."""
-    from geoml_plugin.core.tile_session import TileSession
+    from geoml_plugin.core.gan.tile_session import TileSession
 
     grow = TileSession.grow
 
@@ -328,7 +328,7 @@ def test_a_grow_whose_tiles_were_replaced_meanwhile_deletes_its_ring_and_does_no
         panel, qgis_canvas, qtbot, tmp_path, monkeypatch):
     import time
 
-    from geoml_plugin.core.tile_session import TileSession
+    from geoml_plugin.core.gan.tile_session import TileSession
 
     panel.set_tool_active(True)
     _click(qgis_canvas, panel.tool, 200, 150)
@@ -367,7 +367,7 @@ def test_a_grow_cancelled_after_its_ring_was_written_deletes_the_ring(
 def test_a_shift_click_that_fails_keeps_the_tile_it_would_have_replaced(
         panel, qgis_canvas, qgis_iface, tmp_path, monkeypatch, failing):
     from geoml_plugin.core.errors import OutputError
-    from geoml_plugin.core.tile_session import TileSession
+    from geoml_plugin.core.gan.tile_session import TileSession
 
     panel.set_tool_active(True)
     _click(qgis_canvas, panel.tool, 200, 150)
@@ -396,8 +396,8 @@ def test_unloading_during_grow_leaves_no_ring_and_calls_nothing_on_the_deleted_p
     import time
 
     from geoml_plugin import tasks
-    from geoml_plugin.core.generate import TileSource
-    from geoml_plugin.core.tile_session import TileSession
+    from geoml_plugin.core.gan.generate import TileSource
+    from geoml_plugin.core.gan.tile_session import TileSession
 
     panel.set_tool_active(True)
     _click(qgis_canvas, panel.tool, 200, 150)

@@ -93,7 +93,7 @@ def test_cancel_leaves_no_layer_and_no_file(qtbot, qgis_iface, qgis_new_project,
 def test_dialog_can_limit_to_the_map_view(qtbot, qgis_iface, qgis_new_project, scene, sample_model, out_dir):
     from qgis.core import QgsRectangle
 
-    from geoml_plugin.core.raster_io import raster_info
+    from geoml_plugin.core.raster.io import raster_info
 
     dlg = _dialog(qtbot, qgis_iface, scene)
     canvas = qgis_iface.mapCanvas()

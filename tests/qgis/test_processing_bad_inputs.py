@@ -36,9 +36,9 @@ def bad(scene, sample_model, tmp_path_factory):
     """Paths of the hostile inputs, made once."""
     import torch
 
-    from geoml_plugin.core.classes import make_classes
     from geoml_plugin.core.modelfile import ModelMeta, save_model
     from geoml_plugin.core.models import build_model
+    from geoml_plugin.core.raster.classes import make_classes
 
     d = tmp_path_factory.mktemp("bad")
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ from qgis.core import (
 )
 
 from geoml_plugin.core.modelfile import read_meta
-from geoml_plugin.core.raster_io import category_names_of
+from geoml_plugin.core.raster.io import category_names_of
 from tests.conftest import leftovers
 
 

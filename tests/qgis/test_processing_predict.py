@@ -134,7 +134,7 @@ def test_extent_in_another_crs_limits_the_output(geoml_provider, scene, sample_m
     """EXTENT given in WGS 84 is transformed to the raster CRS and clipped."""
     from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle
 
-    from geoml_plugin.core.raster_io import raster_info
+    from geoml_plugin.core.raster.io import raster_info
 
     src = raster_info(scene.image)
     x0, y0 = src.pixel_to_world(20, 30)

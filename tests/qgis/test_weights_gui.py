@@ -27,14 +27,14 @@ def _answer(monkeypatch, button, asked):
 
 
 def test_manager_downloads_with_consent_then_verifies_and_removes(qtbot, qgis_iface, server, tmp_path, monkeypatch):
-    from geoml_plugin.core.pretrained import cached_path
+    from geoml_plugin.core.finetune.pretrained import cached_path
     from geoml_plugin.gui.weights_dialog import WeightsDialog
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     entry = serve_entry(server, monkeypatch)
     dlg = WeightsDialog(FakePlugin(qgis_iface))
     qtbot.addWidget(dlg)
-    from geoml_plugin.core import weights_catalog
+    from geoml_plugin.core.finetune.job import weights_catalog
 
     assert dlg.table.rowCount() == len(weights_catalog.CATALOGUE)
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in dlg.folderLabel.text()
@@ -90,7 +90,7 @@ def test_finetune_dialog_offers_catalogue_weights_and_asks_before_downloading(di
     _answer(monkeypatch, YES, asked)
     dialog.weightBandsEdit.setText("R,G,B,-")
     captured = {}
-    import geoml_plugin.core.finetune as finetune
+    import geoml_plugin.core.finetune.job as finetune
 
     monkeypatch.setattr(finetune, "run_finetune", lambda cfg, fb=None: captured.setdefault("cfg", cfg))
     description, job = dialog.make_job()
@@ -101,8 +101,8 @@ def test_finetune_dialog_offers_catalogue_weights_and_asks_before_downloading(di
 
 
 def test_choosing_a_resnet_proposes_cached_weights_only(dialog, tmp_path, monkeypatch):
-    from geoml_plugin.core.pretrained import cached_path
-    from geoml_plugin.core.weights_catalog import find_entry
+    from geoml_plugin.core.finetune.pretrained import cached_path
+    from geoml_plugin.core.finetune.weights_catalog import find_entry
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     dialog.backboneCombo.setCurrentIndex(dialog.backboneCombo.findData("resnet34"))

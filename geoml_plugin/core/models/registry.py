@@ -12,7 +12,7 @@ FAMILIES = [
     "gan",
     "resnets",
     "segmentation",
-    "meta",
+    "fewshot",
 ]
 
 _BUILDERS: dict[str, Callable] = {}

@@ -18,7 +18,7 @@ Backbones:
   the RGB image it was trained on (timm's ``adapt_input_conv``).
 
 Architecture arguments are plain JSON values so a model file rebuilds the
-network; weights are never downloaded here (see ``core/weights.py``).
+network; weights are never downloaded here (see ``core/finetune/weights.py``).
 """
 from __future__ import annotations
 

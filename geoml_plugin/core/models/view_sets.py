@@ -1,7 +1,7 @@
 """Which dihedral views a 1-, 2-, 4- or 8-view average uses (indices k of ``meta.dihedral``).
 
 2 = the patch and its mirror image, 4 = the four quarter turns, 8 = all. Shared by
-``core.predict`` (VIEWS), ``core.fewshot``, the Processing algorithms and
+``core.predict`` (VIEWS), ``core.fewshot.job``, the Processing algorithms and
 ``MetaClassifier.views``, so "2 views" means one thing and is checked in one place.
 Torch-free, so ``core.predict`` and the Processing provider can import it at load time.
 """

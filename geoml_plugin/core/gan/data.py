@@ -21,9 +21,9 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal
 
-from .errors import InputError
-from .georef import crs_name, same_crs, transform_extent
-from .raster_io import RasterInfo, RasterReader, open_raster, raster_info, read_error
+from ..errors import InputError
+from ..raster.georef import crs_name, same_crs, transform_extent
+from ..raster.io import RasterInfo, RasterReader, open_raster, raster_info, read_error
 
 MIN_TARGET_VALID = 0.9
 _IN_MEMORY_VALUES = 48_000_000  # ≈ 190 MB of float32

@@ -19,16 +19,16 @@ from typing import Optional
 
 import numpy as np
 
-from . import gan_metrics
-from .device import describe_device, resolve_device, seed_everything
-from .errors import InputError
-from .gan_data import TileSampler, align_target, release
-from .gan_report import losses_path, tile_to_rgb, write_report
-from .gan_trainers import CONDITIONAL, UNCONDITIONAL, Pix2PixTrainer, TileGanTrainer
-from .georef import ground_metres_per_unit
-from .modelfile import ModelMeta, new_provenance, save_model
-from .progress import Feedback, ensure_feedback
-from .raster_io import RasterReader, band_units, check_not_an_input, check_writable
+from ..device import describe_device, resolve_device, seed_everything
+from ..errors import InputError
+from ..modelfile import ModelMeta, new_provenance, save_model
+from ..progress import Feedback, ensure_feedback
+from ..raster.georef import ground_metres_per_unit
+from ..raster.io import RasterReader, band_units, check_not_an_input, check_writable
+from . import metrics as gan_metrics
+from .data import TileSampler, align_target, release
+from .report import losses_path, tile_to_rgb, write_report
+from .trainers import CONDITIONAL, UNCONDITIONAL, Pix2PixTrainer, TileGanTrainer
 
 ARCHITECTURES = ("auto",) + UNCONDITIONAL + CONDITIONAL
 MIN_TILE, MAX_TILE, TILE_MULTIPLE = 32, 512, 16
@@ -209,7 +209,7 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
 def _write_outputs(cfg, arch, trainer, meta, rows, titles, losses, fb) -> None:
     """Report first, model last; if either fails, the report files are as before this run (an earlier
     run's report comes back; none where there was none). The model is replaced only when complete."""
-    from .raster_io import restore_files, snapshot_files
+    from ..raster.io import restore_files, snapshot_files
 
     reports = output_paths(cfg)[1:]  # the report and its loss table, when asked for
     saved = snapshot_files(reports)

@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 import numpy as np
 from osgeo import gdal, osr
 
-from .errors import InputError, OutputError, RasterError
+from ..errors import InputError, OutputError, RasterError
 
 # Bytes read or written through one dataset between two flushes of its GDAL block cache.
 FLUSH_BYTES = 16 * 1024 * 1024

@@ -28,17 +28,17 @@ from typing import Optional
 
 import numpy as np
 
-from .classes import make_styled_classes
-from .device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
-from .errors import InputError, ModelFileError
-from .labels import NULL_REASON, LabelSet, extract_patches, is_missing_label, read_vector_labels
-from .meta.data import normalise_patches
-from .modelfile import ModelMeta, load_model, new_provenance, read_meta, save_model
-from .models.view_sets import check_views
-from .predict import PredictConfig, PredictResult, choose_bands, predict_raster
-from .progress import Feedback, ensure_feedback
-from .raster_io import RasterInfo, RasterReader, check_not_an_input, check_writable, output_error, temp_sibling
-from .window_scores import default_step
+from ..device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
+from ..errors import InputError, ModelFileError
+from ..modelfile import ModelMeta, load_model, new_provenance, read_meta, save_model
+from ..models.view_sets import check_views
+from ..predict import PredictConfig, PredictResult, choose_bands, predict_raster
+from ..progress import Feedback, ensure_feedback
+from ..raster.classes import make_styled_classes
+from ..raster.io import RasterInfo, RasterReader, check_not_an_input, check_writable, output_error, temp_sibling
+from ..raster.labels import NULL_REASON, LabelSet, extract_patches, is_missing_label, read_vector_labels
+from ..window_scores import default_step
+from .data import normalise_patches
 
 SUPPORT_VIEWS = 8  # every support patch in its 8 rotations/reflections
 PROTONET_STEPS = 50  # default fine-tuning steps from a prototypical meta-model
@@ -225,7 +225,7 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
             mean, std = np.asarray(meta.norm_mean), np.asarray(meta.norm_std)
         fb.progress(0.2, "reading support patches")
         xs_context = _support_tensor(reader, ls, meta, mean, std, device)
-    from .meta.augment import crop
+    from .augment import crop
 
     xs = crop(xs_context, meta.patch_size)
     ys = torch.from_numpy(ls.values).to(device)
@@ -261,8 +261,8 @@ def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: 
 
     ``xs`` are the support patches read with context around them: a prototype averages each patch's 8
     views at its centre and shifted by the context margin (map windows are rarely centred on a point)."""
-    from .meta.augment import all_views, shifted
-    from .meta.protonet import prototype_head, prototypes
+    from .augment import all_views, shifted
+    from .protonet import prototype_head, prototypes
 
     torch = torch_module()
     model.eval()
@@ -295,7 +295,7 @@ def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, bat
     The network stays in eval mode: GroupNorm does not care, and a normal
     classifier's BatchNorm keeps its training statistics instead of
     re-estimating them from a handful of patches."""
-    from .meta.augment import augment
+    from .augment import augment
 
     torch = torch_for_training()
     gen = torch.Generator().manual_seed(seed)
@@ -319,8 +319,8 @@ def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, bat
 def _adapt_maml(model, xs, ys, n_classes: int, steps: int, lr: float, patch: int, seed: int = 0):
     """Inner loop of MAML from the meta-learnt initialisation, on all views of the support, each view
     shifted at random within the context ``xs`` was read with."""
-    from .meta.augment import all_views, crop
-    from .meta.maml import MAML
+    from .augment import all_views, crop
+    from .maml import MAML
 
     torch = torch_module()
     maml = MAML(model, lr, steps)

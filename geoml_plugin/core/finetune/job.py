@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .errors import InputError
-from .progress import Feedback, ensure_feedback
+from ..errors import InputError
+from ..progress import Feedback, ensure_feedback
 
 TASKS = ("classification", "segmentation", "regression")
 BACKBONES = ("small_resnet", "resnet18", "resnet34", "resnet50")
@@ -113,7 +113,7 @@ def shift_margin(patch: int, dense: bool = False) -> int:
     into view: a window is then labelled by what lies at its centre wherever the window lattice falls, which
     is how ``geoml:predict`` uses it. Dense models keep 1/16 of the patch (their labels move with the
     pixels)."""
-    from .window_scores import default_step
+    from ..window_scores import default_step
 
     return max(1, int(patch) // 16) if dense else max(1, default_step(patch))
 
@@ -186,7 +186,7 @@ def output_paths(cfg: FinetuneConfig, classify: bool = False) -> list:
 
 def check_config(cfg: FinetuneConfig) -> None:
     """Refuse bad parameters before any heavy work, with what to do about them."""
-    from .raster_io import check_not_an_input, check_writable
+    from ..raster.io import check_not_an_input, check_writable
     from .report import metrics_path
 
     if cfg.task not in TASKS:
@@ -202,7 +202,7 @@ def check_config(cfg: FinetuneConfig) -> None:
     if not cfg.labels:
         raise InputError("No labels were given.", "Choose a points or polygons layer, or a label raster.")
     if cfg.task != "regression":
-        from .labels import check_class_raster, is_raster_source
+        from ..raster.labels import check_class_raster, is_raster_source
 
         if is_raster_source(cfg.labels):
             check_class_raster(cfg.labels)
@@ -240,7 +240,7 @@ def _check_weights(cfg: FinetuneConfig, in_bands: int):
 
 
 def _check_labels(data, cfg: FinetuneConfig) -> None:
-    from .labels import NULL_REASON
+    from ..raster.labels import NULL_REASON
 
     labels = data.labels
     n_null = labels.skipped.get(NULL_REASON, 0)
@@ -265,7 +265,7 @@ def _check_labels(data, cfg: FinetuneConfig) -> None:
 
 
 def _build_model(cfg: FinetuneConfig, data, in_bands: int, fb: Feedback, pretrained=None):
-    from .models import build_model
+    from ..models import build_model
     from .weights import apply_transfer, is_model_file
 
     if data.dense:
@@ -300,8 +300,8 @@ def _describe_labels(data) -> str:
 
 def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> FinetuneResult:
     """Train a model on ``cfg.input_path`` + ``cfg.labels`` and save it to ``cfg.output_model``."""
-    from .device import describe_device, resolve_device, seed_everything
-    from .raster_io import RasterReader
+    from ..device import describe_device, resolve_device, seed_everything
+    from ..raster.io import RasterReader
     from .trainer import Trainer, TrainSpec
     from .trainset import build_training_data, hold_out_pixels, stratified_split
 
@@ -387,8 +387,8 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
 
 
 def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome):
-    from .classes import make_styled_classes
-    from .modelfile import ModelMeta, new_provenance
+    from ..modelfile import ModelMeta, new_provenance
+    from ..raster.classes import make_styled_classes
     from .weights import is_model_file
 
     weights = cfg.weights.strip()
@@ -413,8 +413,8 @@ def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
 
 def _write_outputs(cfg: FinetuneConfig, model, meta, result: FinetuneResult) -> None:
     """Report first, model last; on any failure the report files are as before this run."""
-    from .modelfile import save_model
-    from .raster_io import restore_files, snapshot_files
+    from ..modelfile import save_model
+    from ..raster.io import restore_files, snapshot_files
     from .report import write_report
 
     reports = output_paths(cfg)[1:]  # the report and its metrics JSON, when asked for

@@ -27,8 +27,9 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InputError
-from .labels import (
+from ..errors import InputError
+from ..raster.io import RasterReader, band_units
+from ..raster.labels import (
     LabelSet,
     extract_patches,
     is_raster_source,
@@ -38,7 +39,6 @@ from .labels import (
     read_raster_labels,
     read_vector_labels,
 )
-from .raster_io import RasterReader, band_units
 
 PATCH_KINDS = ("patch_class", "patch_value")
 _FLOAT16_ABOVE_BYTES = 2 * 2**30  # keep large sets in half precision to halve memory

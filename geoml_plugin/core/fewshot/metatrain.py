@@ -25,15 +25,15 @@ from typing import Optional
 
 import numpy as np
 
-from .classes import make_classes
-from .device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
-from .errors import InputError
-from .meta.data import load_patch_bank
-from .meta.episodes import EpisodeSampler, PatchBank, holdout_split
-from .modelfile import ModelMeta, new_provenance, save_model
-from .progress import Feedback, ensure_feedback
-from .raster_io import check_not_an_input, check_writable, raster_info
-from .window_scores import default_step
+from ..device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
+from ..errors import InputError
+from ..modelfile import ModelMeta, new_provenance, save_model
+from ..progress import Feedback, ensure_feedback
+from ..raster.classes import make_classes
+from ..raster.io import check_not_an_input, check_writable, raster_info
+from ..window_scores import default_step
+from .data import load_patch_bank
+from .episodes import EpisodeSampler, PatchBank, holdout_split
 
 ALGORITHMS = ("protonet", "maml", "fomaml")
 ALGORITHM_NAMES = {"protonet": "prototypical networks", "maml": "MAML (second order)",
@@ -110,7 +110,7 @@ class _Learner:
     """One meta-update and one evaluation per algorithm, on torch tensors."""
 
     def __init__(self, cfg: MetaTrainConfig, model, device):
-        from .meta.maml import MAML
+        from .maml import MAML
 
         self.torch = torch_for_training()
         self.cfg, self.model, self.device = cfg, model, device
@@ -121,8 +121,8 @@ class _Learner:
             self.maml = MAML(model, cfg.inner_lr, cfg.inner_steps, first_order=cfg.algorithm == "fomaml")
 
     def tensors(self, batch, augment: bool):
-        from .meta.augment import augment as aug
-        from .meta.augment import crop
+        from .augment import augment as aug
+        from .augment import crop
 
         torch = self.torch
         P = self.cfg.patch_size
@@ -134,7 +134,7 @@ class _Learner:
         return [t.to(self.device) for t in (xs, ys, xq, yq)]
 
     def _proto(self, xs, ys, xq, yq, ways):
-        from .meta.protonet import proto_loss
+        from .protonet import proto_loss
 
         t, ns = xs.shape[:2]
         z = self.model.embed(self.torch.cat([xs.flatten(0, 1), xq.flatten(0, 1)]))
@@ -195,7 +195,7 @@ def _validation_batches(val: PatchBank, cfg: MetaTrainConfig, log) -> tuple[list
 
 
 def build_meta_network(cfg: MetaTrainConfig, in_bands: int, num_classes: int):
-    from .models import build_model
+    from ..models import build_model
 
     args = dict(in_bands=in_bands, num_classes=num_classes, backbone=cfg.backbone, widths=list(DEFAULT_WIDTHS))
     if cfg.backbone == "small_cnn":
@@ -276,8 +276,8 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
 
 def set_class_prototypes(model, bank: PatchBank, device, batch: int = 256) -> None:
     """Turn the head into the nearest-prototype classifier of the bank's classes."""
-    from .meta.augment import crop
-    from .meta.protonet import prototype_head, prototypes
+    from .augment import crop
+    from .protonet import prototype_head, prototypes
 
     torch = torch_module()
     model.eval()

@@ -28,8 +28,8 @@ import urllib.error
 import urllib.request
 from typing import Optional
 
-from .errors import InputError, JobCancelled
-from .progress import Feedback, ensure_feedback
+from ..errors import InputError, JobCancelled
+from ..progress import Feedback, ensure_feedback
 
 CHUNK = 256 * 1024
 USER_AGENT = "GeoML-QGIS-plugin"

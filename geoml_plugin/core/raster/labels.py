@@ -21,8 +21,8 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from .errors import InputError
-from .raster_io import RasterInfo, RasterReader, open_raster, srs_from_wkt
+from ..errors import InputError
+from .io import RasterInfo, RasterReader, open_raster, srs_from_wkt
 
 ogr.UseExceptions()
 

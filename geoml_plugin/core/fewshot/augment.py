@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.meta import dihedral
+from ..models.fewshot import dihedral
 
 
 def crop(x: torch.Tensor, patch: int, generator: torch.Generator | None = None) -> torch.Tensor:

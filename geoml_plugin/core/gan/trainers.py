@@ -21,8 +21,8 @@ import copy
 
 import numpy as np
 
-from .device import torch_for_training
-from .gan_data import Batch
+from ..device import torch_for_training
+from .data import Batch
 
 UNCONDITIONAL = ("dcgan_sn", "wgan_gp")
 CONDITIONAL = ("pix2pix", "unet_l1")
@@ -49,7 +49,7 @@ class _EmaMixin:
 class TileGanTrainer(_EmaMixin):
     def __init__(self, bands: int, tile: int, loss: str, device, gen_args: dict, critic_widths=(32, 64, 128),
                  lr: float = 2e-4):
-        from .models.gan import PatchCritic, TileGenerator
+        from ..models.gan import PatchCritic, TileGenerator
 
         self.torch = torch = torch_for_training()
         self.loss, self.tile, self.device = loss, int(tile), device
@@ -139,7 +139,7 @@ class TileGanTrainer(_EmaMixin):
 class Pix2PixTrainer(_EmaMixin):
     def __init__(self, in_bands: int, out_bands: int, device, gen_args: dict, adversarial: bool = True,
                  l1_weight: float = 100.0, critic_widths=(32, 64, 128), lr: float = 2e-4):
-        from .models.gan import PatchCritic, UNetTranslator
+        from ..models.gan import PatchCritic, UNetTranslator
 
         self.torch = torch = torch_for_training()
         self.device, self.l1_weight, self.adversarial = device, float(l1_weight), adversarial

@@ -19,10 +19,10 @@ from typing import Optional
 
 from osgeo import gdal
 
-from .errors import InputError
+from ..errors import InputError
+from ..raster.georef import check_point_valid
+from ..raster.io import output_error, temp_sibling, write_text_atomic
 from .generate import GridPlan, TileSource
-from .georef import check_point_valid
-from .raster_io import output_error, temp_sibling, write_text_atomic
 
 
 class TileSession:

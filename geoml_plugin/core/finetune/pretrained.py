@@ -34,7 +34,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InputError, ModelFileError
+from ..errors import InputError, ModelFileError
 from .weights_catalog import ALIASES, WeightsEntry
 
 PREFIXES = ("module.", "encoder_q.", "encoder.", "backbone.", "model.", "net.")
@@ -275,7 +275,7 @@ def scaling(entry: WeightsEntry, match: BandMatch, raster_mean, raster_std) -> t
 
 def apply_entry(model, entry: WeightsEntry, path: str, match: BandMatch) -> str:
     """Load the weights file ``path`` of ``entry`` into ``model.backbone``; returns a log line."""
-    from .models.resnets import adapt_first_conv
+    from ..models.resnets import adapt_first_conv
 
     backbone = model.backbone
     state = backbone_state(safe_load(path), backbone)

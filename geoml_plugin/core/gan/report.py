@@ -15,8 +15,8 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal
 
-from .qml import TERRAIN
-from .raster_io import write_text_atomic
+from ..raster.io import write_text_atomic
+from ..raster.styles import TERRAIN
 
 
 def hillshade(z: np.ndarray, pixel: float = 1.0, azimuth: float = 315.0, altitude: float = 45.0) -> np.ndarray:

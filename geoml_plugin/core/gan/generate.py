@@ -26,10 +26,12 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal
 
-from . import qml
-from .device import describe_device, resolve_device
-from .errors import InputError, ModelFileError
-from .georef import (
+from ..device import describe_device, resolve_device
+from ..errors import InputError, ModelFileError
+from ..modelfile import ModelMeta, load_model, read_meta
+from ..progress import Feedback, ensure_feedback
+from ..raster import styles as qml
+from ..raster.georef import (
     check_point_valid,
     crs_name,
     ground_metres_per_unit,
@@ -38,10 +40,8 @@ from .georef import (
     transform_extent,
     transform_point,
 )
+from ..raster.io import RasterReader, RasterWriter, check_not_an_input, check_writable
 from .latent_field import FieldDecoder
-from .modelfile import ModelMeta, load_model, read_meta
-from .progress import Feedback, ensure_feedback
-from .raster_io import RasterReader, RasterWriter, check_not_an_input, check_writable
 
 MAX_PIXELS = 200_000_000
 TRANSLATE_TILE, TRANSLATE_OVERLAP = 512, 64
@@ -184,7 +184,7 @@ def value_metres(meta: ModelMeta) -> float:
     if named is not None:
         return named
     if meta.crs_wkt and not is_local(meta.crs_wkt):
-        from .georef import srs_from_wkt
+        from ..raster.georef import srs_from_wkt
 
         srs = srs_from_wkt(meta.crs_wkt)
         if srs.IsProjected():
@@ -340,7 +340,7 @@ def run_generate(cfg: GenerateConfig, feedback: Optional[Feedback] = None) -> Ge
 
 
 def _translate(cfg: GenerateConfig, meta: ModelMeta, fb: Feedback, t0: float) -> GenerateResult:
-    from .predict import PredictConfig, choose_bands, predict_raster
+    from ..predict import PredictConfig, choose_bands, predict_raster
 
     if not cfg.input_path:
         raise InputError("This model translates a raster into another: give the INPUT raster to translate.")

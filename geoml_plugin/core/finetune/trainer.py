@@ -33,7 +33,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import GeoMLError
+from ..errors import GeoMLError
 from .metrics import classification_metrics, regression_metrics
 from .trainset import TrainingData
 
@@ -143,7 +143,7 @@ def param_groups(model, weight_decay: float) -> list:
 class Trainer:
     def __init__(self, model, data: TrainingData, train_idx: np.ndarray, val_idx: np.ndarray, spec: TrainSpec,
                  device, seed: int = 0, log=print):
-        from .device import torch_for_training
+        from ..device import torch_for_training
 
         self.torch = torch = torch_for_training()  # before the optimizer: a triton import crashes the QGIS desktop
         # channels-last: oneDNN (CPU) and tensor cores (CUDA) run convolutions faster in NHWC
@@ -219,7 +219,7 @@ class Trainer:
         """The model's output; a patch model trained with ``context`` pools only its window's cells of the
         features computed over window + context, exactly what ``window_scores.DenseWindows`` computes for
         each window of a map (the features near the window's edge see the real neighbouring pixels)."""
-        from .window_scores import window_output
+        from ..window_scores import window_output
 
         return window_output(self.model, xb, self.data.context)
 

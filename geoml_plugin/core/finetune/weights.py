@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import InputError, ModelFileError
+from ..errors import InputError, ModelFileError
 
 WEIGHT_CHOICES = ("none", "imagenet")  # or a path to a GeoML model file
 
@@ -41,7 +41,7 @@ def is_model_file(weights: str) -> bool:
 
 
 def torchvision_weights_enum(backbone: str):
-    from .deps_check import require_torchvision
+    from ..deps_check import require_torchvision
 
     tv = require_torchvision()
     names = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights"}
@@ -81,7 +81,7 @@ def load_imagenet_state(backbone: str) -> dict:
 
 def apply_imagenet(model, backbone: str, in_bands: int) -> str:
     """Load ImageNet weights into ``model.backbone``; returns a log line."""
-    from .models.resnets import adapt_first_conv
+    from ..models.resnets import adapt_first_conv
 
     state = {k: v for k, v in load_imagenet_state(backbone).items() if not k.startswith("fc.")}
     if "conv1.weight" in state:
@@ -105,15 +105,15 @@ def check_transfer_source(path: str, backbone: str, in_bands: int):
 
     The file is checked like any model that is loaded (:func:`modelfile.check_model_file`): its metadata
     must describe the tensors it holds, so a damaged or tampered file is refused before anything is built."""
-    from .modelfile import check_model_file, read_meta
+    from ..modelfile import check_model_file, read_meta
 
     if os.path.isdir(path):
         raise InputError(f"WEIGHTS '{path}' is a folder, not a model file.", "Choose the GeoML model file itself.")
     if not os.path.isfile(path):
         raise InputError(f"WEIGHTS must be 'none', 'imagenet', a catalogue name or an existing GeoML model file; "
-                         f"'{path}' is none of these.", "Catalogue names: geoml_plugin.core.weights_catalog "
+                         f"'{path}' is none of these.", "Catalogue names: geoml_plugin.core.finetune.weights_catalog "
                          "(the Weights… dialog lists them).")
-    from .finetune import BACKBONES
+    from .job import BACKBONES
 
     meta = read_meta(path)
     src = backbone_of(meta)
@@ -139,7 +139,7 @@ def check_transfer_source(path: str, backbone: str, in_bands: int):
 
 def apply_transfer(model, path: str) -> str:
     """Copy the backbone of an earlier GeoML model file into ``model.backbone``."""
-    from .modelfile import load_state
+    from ..modelfile import load_state
 
     state = {k[len("backbone."):]: v for k, v in load_state(path).items() if k.startswith("backbone.")}
     try:

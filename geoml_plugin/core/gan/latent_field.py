@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .device import torch_module
+from ..device import torch_module
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from ..labels import extract_patches, read_vector_labels
 from ..progress import Feedback
-from ..raster_io import RasterReader
+from ..raster.io import RasterReader
+from ..raster.labels import extract_patches, read_vector_labels
 from .episodes import PatchBank
 
 

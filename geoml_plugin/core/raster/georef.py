@@ -15,8 +15,8 @@ from typing import Optional
 
 from osgeo import osr
 
-from .errors import InputError
-from .raster_io import srs_from_wkt
+from ..errors import InputError
+from .io import srs_from_wkt
 
 _WGS84 = None
 

@@ -1,4 +1,4 @@
-"""``python -m geoml_plugin.core.weights_cli list | download NAME… | verify [NAME…] | remove NAME…``
+"""``python -m geoml_plugin.core.finetune.weights_cli list | download NAME… | verify [NAME…] | remove NAME…``
 
 The terminal side of the *Weights…* manager: which catalogue weights are cached, where and how big;
 download (this command is the consent; progress bar, Ctrl+C cancels and a later download resumes),
@@ -11,8 +11,8 @@ import argparse
 import os
 import sys
 
-from .errors import GeoMLError
-from .progress import Feedback
+from ..errors import GeoMLError
+from ..progress import Feedback
 from .weights_catalog import CATALOGUE, find_entry
 
 
