@@ -412,7 +412,7 @@ def save_model(path: str, model_or_state, meta: ModelMeta) -> str:
     """Write weights + metadata atomically (temporary file, then rename)."""
     from safetensors.torch import save_file
 
-    from .raster.io import check_writable, output_error
+    from .outputs import check_writable, output_error
 
     check_writable(path)
     state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else dict(model_or_state)

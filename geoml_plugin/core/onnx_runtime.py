@@ -302,8 +302,9 @@ class OnnxRunner:
 
 def run_predict_onnx(cfg, feedback: Optional[Feedback] = None):
     """``run_predict`` for an ``.onnx`` model file (see the module docstring)."""
+    from .outputs import check_writable
     from .predict import choose_bands, predict_raster
-    from .raster.io import RasterReader, check_writable
+    from .raster.io import RasterReader
 
     fb = ensure_feedback(feedback)
     if int(cfg.views) != 1:

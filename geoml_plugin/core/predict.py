@@ -29,6 +29,7 @@ from .device import log_device, resolve_device, torch_module
 from .errors import InputError, JobCancelled, ModelFileError
 from .modelfile import ModelMeta, load_model, read_meta
 from .models.view_sets import VIEW_SETS, check_views
+from .outputs import check_not_an_input, check_writable
 from .progress import Feedback, ensure_feedback
 from .raster import styles as qml
 from .raster.classes import category_names, color_table
@@ -36,8 +37,6 @@ from .raster.io import (
     RasterReader,
     RasterWriter,
     check_geotiff_name,
-    check_not_an_input,
-    check_writable,
     parse_band_list,
 )
 from .raster.tiling import dense_tiles, prefetch, window_tiles

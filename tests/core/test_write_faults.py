@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
+from geoml_plugin.core import outputs
 from geoml_plugin.core.errors import GeoMLError, JobCancelled, OutputError
 from geoml_plugin.core.predict import PredictConfig, run_predict
 from geoml_plugin.core.progress import Feedback
-from geoml_plugin.core.raster import io as raster_io
 from geoml_plugin.core.raster.io import RasterWriter
 from tests.conftest import leftovers, write_raster
 
@@ -71,7 +71,7 @@ def test_text_outputs_fail_with_a_clear_error_and_keep_the_earlier_file(out_dir,
     (out_dir / "r.json").write_text("earlier")
     monkeypatch.setattr(os, "replace", disk_full)
     with pytest.raises(OutputError, match=r"Cannot write '.*r\.json': the disk is full"):
-        raster_io.write_text_atomic(str(out_dir / "r.json"), "new")
+        outputs.write_text_atomic(str(out_dir / "r.json"), "new")
     assert os.listdir(out_dir) == ["r.json"] and (out_dir / "r.json").read_text() == "earlier"
 
 
@@ -81,7 +81,7 @@ def test_permission_denied_is_said_as_such(out_dir, monkeypatch):
 
     monkeypatch.setattr(os, "replace", denied)
     with pytest.raises(OutputError, match="permission denied"):
-        raster_io.write_text_atomic(str(out_dir / "r.json"), "new")
+        outputs.write_text_atomic(str(out_dir / "r.json"), "new")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])

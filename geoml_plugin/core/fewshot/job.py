@@ -32,10 +32,11 @@ from ..device import describe_device, resolve_device, seed_everything, torch_for
 from ..errors import InputError, ModelFileError
 from ..modelfile import ModelMeta, load_model, new_provenance, read_meta, save_model
 from ..models.view_sets import check_views
+from ..outputs import check_not_an_input, check_writable, output_error, temp_sibling
 from ..predict import PredictConfig, PredictResult, choose_bands, predict_raster
 from ..progress import Feedback, ensure_feedback
 from ..raster.classes import make_styled_classes
-from ..raster.io import RasterInfo, RasterReader, check_not_an_input, check_writable, output_error, temp_sibling
+from ..raster.io import RasterInfo, RasterReader
 from ..raster.labels import NULL_REASON, LabelSet, extract_patches, is_missing_label, read_vector_labels
 from ..window_scores import default_step
 from .data import normalise_patches

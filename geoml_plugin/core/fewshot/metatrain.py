@@ -28,9 +28,10 @@ import numpy as np
 from ..device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
 from ..errors import InputError
 from ..modelfile import ModelMeta, new_provenance, save_model
+from ..outputs import check_not_an_input, check_writable
 from ..progress import Feedback, ensure_feedback
 from ..raster.classes import make_classes
-from ..raster.io import check_not_an_input, check_writable, raster_info
+from ..raster.io import raster_info
 from ..window_scores import default_step
 from .data import load_patch_bank
 from .episodes import EpisodeSampler, PatchBank, holdout_split

@@ -186,7 +186,7 @@ def output_paths(cfg: FinetuneConfig, classify: bool = False) -> list:
 
 def check_config(cfg: FinetuneConfig) -> None:
     """Refuse bad parameters before any heavy work, with what to do about them."""
-    from ..raster.io import check_not_an_input, check_writable
+    from ..outputs import check_not_an_input, check_writable
     from .report import metrics_path
 
     if cfg.task not in TASKS:
@@ -414,7 +414,7 @@ def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
 def _write_outputs(cfg: FinetuneConfig, model, meta, result: FinetuneResult) -> None:
     """Report first, model last; on any failure the report files are as before this run."""
     from ..modelfile import save_model
-    from ..raster.io import restore_files, snapshot_files
+    from ..outputs import restore_files, snapshot_files
     from .report import write_report
 
     reports = output_paths(cfg)[1:]  # the report and its metrics JSON, when asked for

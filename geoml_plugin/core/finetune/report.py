@@ -14,7 +14,7 @@ import html
 import json
 import os
 
-from ..raster.io import write_text_atomic
+from ..outputs import write_text_atomic
 from .metrics import format_r2
 
 _W, _H, _PAD = 520, 240, 56
@@ -176,7 +176,7 @@ def write_report(path: str, result, meta) -> tuple[str, str]:
                "training": meta.extra.get("training", {}), "provenance": meta.provenance}
     if meta.task == "regression" and meta.target:
         payload["target"] = meta.target  # name, units and the value range the model was trained on
-    from ..raster.io import restore_files, snapshot_files
+    from ..outputs import restore_files, snapshot_files
 
     saved = snapshot_files([json_path])
     write_text_atomic(json_path, json.dumps(payload, indent=2))

@@ -29,6 +29,7 @@ from osgeo import gdal
 from ..device import describe_device, resolve_device
 from ..errors import InputError, ModelFileError
 from ..modelfile import ModelMeta, load_model, read_meta
+from ..outputs import check_not_an_input, check_writable
 from ..progress import Feedback, ensure_feedback
 from ..raster import styles as qml
 from ..raster.georef import (
@@ -40,7 +41,7 @@ from ..raster.georef import (
     transform_extent,
     transform_point,
 )
-from ..raster.io import RasterReader, RasterWriter, check_not_an_input, check_writable
+from ..raster.io import RasterReader, RasterWriter
 from .latent_field import FieldDecoder
 
 MAX_PIXELS = 200_000_000

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal
 
-from ..raster.io import write_text_atomic
+from ..outputs import write_text_atomic
 from ..raster.styles import TERRAIN
 
 

@@ -20,8 +20,8 @@ from typing import Optional
 from osgeo import gdal
 
 from ..errors import InputError
+from ..outputs import output_error, temp_sibling, write_text_atomic
 from ..raster.georef import check_point_valid
-from ..raster.io import output_error, temp_sibling, write_text_atomic
 from .generate import GridPlan, TileSource
 
 

@@ -22,9 +22,10 @@ import numpy as np
 from ..device import describe_device, resolve_device, seed_everything
 from ..errors import InputError
 from ..modelfile import ModelMeta, new_provenance, save_model
+from ..outputs import check_not_an_input, check_writable
 from ..progress import Feedback, ensure_feedback
 from ..raster.georef import ground_metres_per_unit
-from ..raster.io import RasterReader, band_units, check_not_an_input, check_writable
+from ..raster.io import RasterReader, band_units
 from . import metrics as gan_metrics
 from .data import TileSampler, align_target, release
 from .report import losses_path, tile_to_rgb, write_report
@@ -209,7 +210,7 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
 def _write_outputs(cfg, arch, trainer, meta, rows, titles, losses, fb) -> None:
     """Report first, model last; if either fails, the report files are as before this run (an earlier
     run's report comes back; none where there was none). The model is replaced only when complete."""
-    from ..raster.io import restore_files, snapshot_files
+    from ..outputs import restore_files, snapshot_files
 
     reports = output_paths(cfg)[1:]  # the report and its loss table, when asked for
     saved = snapshot_files(reports)
