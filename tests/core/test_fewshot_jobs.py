@@ -293,7 +293,7 @@ def test_cancel_leaves_nothing(scene, meta_model, out_dir):
 
 def test_a_model_that_cannot_be_saved_replaces_no_map(scene, meta_model, out_dir, monkeypatch):
     """The adapted model is written before the maps are published: a full disk there changes nothing."""
-    from geoml_plugin.core.fewshot.job import job as fewshot
+    from geoml_plugin.core.fewshot import job as fewshot
 
     (out_dir / "o.tif").write_bytes(b"earlier map")
 

@@ -139,7 +139,7 @@ def test_pixel_regression_recovers_a_known_mapping(linear_target, out_dir):
 
 
 def test_intensity_jitter_is_a_mild_affine_change_and_only_for_classes(blocks, linear_target, out_dir, monkeypatch):
-    from geoml_plugin.core.finetune.job import trainer
+    from geoml_plugin.core.finetune import trainer
 
     x = torch.randn(16, 3, 8, 8)
     y = trainer.jitter_intensity(x, 0.1, torch.Generator().manual_seed(0))

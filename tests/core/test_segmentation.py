@@ -54,7 +54,7 @@ def checkerboard(tmp_path_factory):
 
 def spy_on_trainer(monkeypatch) -> dict:
     """What fine-tuning hands its Trainer: filled with data, train_idx, val_idx and a copy of the labels y."""
-    from geoml_plugin.core.finetune.job import trainer as trainer_mod
+    from geoml_plugin.core.finetune import trainer as trainer_mod
 
     seen = {}
     original = trainer_mod.Trainer.__init__
@@ -221,7 +221,7 @@ def test_a_label_raster_keeps_held_out_areas_apart_and_its_classes_name_and_colo
 
 def test_masks_burnt_per_patch_equal_masks_cut_from_one_burn(checkerboard, out_dir, monkeypatch):
     """Over a huge area the masks are burnt patch by patch: same classes and polygon ids as one burn."""
-    from geoml_plugin.core.finetune.job import trainset
+    from geoml_plugin.core.finetune import trainset
 
     raster, polygons, _ = checkerboard
     runs = []

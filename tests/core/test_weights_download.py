@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from geoml_plugin.core.errors import InputError, JobCancelled
+from geoml_plugin.core.finetune import weights_catalog
 from geoml_plugin.core.finetune.download import ChecksumError, download_file
-from geoml_plugin.core.finetune.job import weights_catalog
 from geoml_plugin.core.progress import Feedback
 from tests.weights_server import WeightsServer, state_bytes, torchvision_state
 

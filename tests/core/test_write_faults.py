@@ -141,8 +141,9 @@ def test_finetune_that_fails_saving_keeps_the_earlier_report(out_dir, monkeypatc
     import safetensors.torch
     import torch
 
-    from geoml_plugin.core.finetune.job import FinetuneConfig, report
-    from geoml_plugin.core.finetune.job import job as finetune
+    from geoml_plugin.core.finetune import job as finetune
+    from geoml_plugin.core.finetune import report
+    from geoml_plugin.core.finetune.job import FinetuneConfig
     from geoml_plugin.core.modelfile import ModelMeta
 
     before = earlier_files(out_dir, ["r.html", "r.json", "m.safetensors"])

@@ -34,7 +34,7 @@ def test_manager_downloads_with_consent_then_verifies_and_removes(qtbot, qgis_if
     entry = serve_entry(server, monkeypatch)
     dlg = WeightsDialog(FakePlugin(qgis_iface))
     qtbot.addWidget(dlg)
-    from geoml_plugin.core.finetune.job import weights_catalog
+    from geoml_plugin.core.finetune import weights_catalog
 
     assert dlg.table.rowCount() == len(weights_catalog.CATALOGUE)
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in dlg.folderLabel.text()
