@@ -32,7 +32,7 @@ from ..device import describe_device, resolve_device, seed_everything, torch_for
 from ..errors import InputError, ModelFileError
 from ..modelfile import ModelMeta, load_model, new_provenance, read_meta, save_model
 from ..models.view_sets import check_views
-from ..outputs import check_not_an_input, check_writable, output_error, temp_sibling
+from ..outputs import check_outputs, output_error, temp_sibling
 from ..predict import PredictConfig, PredictResult, choose_bands, predict_raster
 from ..progress import Feedback, ensure_feedback
 from ..raster.classes import make_styled_classes
@@ -365,10 +365,7 @@ def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewS
     if not cfg.output_path and not cfg.output_model:
         raise InputError("Nothing to do: give an output raster, an output model, or both.")
     inputs = {"input raster": cfg.input_path, "model file": cfg.model_path, "support layer": cfg.support}
-    for path in (cfg.output_path, cfg.confidence_path, cfg.output_model):
-        if path:
-            check_writable(path)
-            check_not_an_input(path, inputs)
+    check_outputs((cfg.output_path, cfg.confidence_path, cfg.output_model), inputs)
     adapted = adapt(cfg, fb.sub(0.0, 0.15))
     t_adapt = time.perf_counter() - t0
     pred = None

@@ -28,7 +28,7 @@ import numpy as np
 from ..device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
 from ..errors import InputError
 from ..modelfile import ModelMeta, new_provenance, save_model
-from ..outputs import check_not_an_input, check_writable
+from ..outputs import check_outputs
 from ..progress import Feedback, ensure_feedback
 from ..raster.classes import make_classes
 from ..raster.io import raster_info
@@ -101,10 +101,9 @@ def validate_config(cfg: MetaTrainConfig) -> None:
         raise InputError("PATCH_SIZE must be at least 8 pixels.")
     if not isinstance(cfg.rasters, (list, tuple)) or not cfg.rasters:
         raise InputError("No training raster was given.")
-    check_writable(cfg.output_model)
     inputs = {f"training raster {i + 1}" if len(cfg.rasters) > 1 else "training raster": r
               for i, r in enumerate(cfg.rasters)}
-    check_not_an_input(cfg.output_model, {**inputs, "labels": cfg.labels})
+    check_outputs([cfg.output_model], {**inputs, "labels": cfg.labels})
 
 
 class _Learner:

@@ -186,7 +186,7 @@ def output_paths(cfg: FinetuneConfig, classify: bool = False) -> list:
 
 def check_config(cfg: FinetuneConfig) -> None:
     """Refuse bad parameters before any heavy work, with what to do about them."""
-    from ..outputs import check_not_an_input, check_writable
+    from ..outputs import check_not_an_input, check_outputs
     from .report import metrics_path
 
     if cfg.task not in TASKS:
@@ -206,12 +206,9 @@ def check_config(cfg: FinetuneConfig) -> None:
 
         if is_raster_source(cfg.labels):
             check_class_raster(cfg.labels)
-    check_writable(cfg.output_model)
     inputs = {"input raster": cfg.input_path, "labels": cfg.labels}
-    check_not_an_input(cfg.output_model, inputs)
+    check_outputs([cfg.output_model, cfg.output_report], inputs)
     if cfg.output_report:
-        check_writable(cfg.output_report)
-        check_not_an_input(cfg.output_report, inputs)
         check_not_an_input(metrics_path(cfg.output_report), inputs)  # metrics beside the report
         if os.path.abspath(cfg.output_report) == os.path.abspath(cfg.output_model):
             raise InputError("The report must be a different file from the model.")

@@ -29,7 +29,7 @@ from osgeo import gdal
 from ..device import describe_device, resolve_device
 from ..errors import InputError, ModelFileError
 from ..modelfile import ModelMeta, load_model, read_meta
-from ..outputs import check_not_an_input, check_writable
+from ..outputs import check_outputs
 from ..progress import Feedback, ensure_feedback
 from ..raster import styles as qml
 from ..raster.georef import (
@@ -314,8 +314,7 @@ def run_generate(cfg: GenerateConfig, feedback: Optional[Feedback] = None) -> Ge
     require_generator(meta, cfg.model_path)
     if cfg.style not in STYLES:
         raise InputError(f"Unknown style '{cfg.style}'.", f"Choose one of {', '.join(STYLES)}.")
-    check_writable(cfg.output_path)
-    check_not_an_input(cfg.output_path, {"model file": cfg.model_path, "input raster": cfg.input_path})
+    check_outputs([cfg.output_path], {"model file": cfg.model_path, "input raster": cfg.input_path})
     if meta.task == "translation":
         return _translate(cfg, meta, fb, t0)
     if cfg.input_path and cfg.center is None and cfg.extent is None:

@@ -22,7 +22,7 @@ import numpy as np
 from ..device import describe_device, resolve_device, seed_everything
 from ..errors import InputError
 from ..modelfile import ModelMeta, new_provenance, save_model
-from ..outputs import check_not_an_input, check_writable
+from ..outputs import check_not_an_input, check_outputs, check_writable
 from ..progress import Feedback, ensure_feedback
 from ..raster.georef import ground_metres_per_unit
 from ..raster.io import RasterReader, band_units
@@ -105,9 +105,8 @@ def _validate(cfg: GanTrainConfig) -> str:
         raise InputError("ITERATIONS must be at least 1.")
     if cfg.batch_size < 1:
         raise InputError("BATCH_SIZE must be at least 1.")
-    check_writable(cfg.output_model)
     inputs = {"input raster": cfg.input_path, "target raster": cfg.target_path}
-    check_not_an_input(cfg.output_model, inputs)
+    check_outputs([cfg.output_model], inputs)
     if cfg.report_path:
         check_not_an_input(cfg.report_path, inputs)
         check_not_an_input(losses_path(cfg.report_path), inputs)  # the loss table beside the report
