@@ -13,7 +13,13 @@ import tempfile
 import uuid
 from typing import Optional
 
-from qgis.core import QgsCoordinateTransformContext, QgsMapLayer, QgsVectorFileWriter, QgsVectorLayer
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransformContext,
+    QgsMapLayer,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+)
 
 from .core.errors import InputError
 
@@ -53,3 +59,8 @@ def labels_source(layer: QgsMapLayer, folder: Optional[str] = None,
             raise InputError(f"The label raster '{layer.name()}' is not a file GDAL can read.")
         return layer.source()
     raise InputError(f"'{layer.name()}' cannot be used as labels: use points, polygons or a raster.")
+
+
+def crs_wkt(crs: QgsCoordinateReferenceSystem) -> str:
+    """A QGIS CRS as the WKT the core's jobs take (GDAL's preferred variant); "" for an invalid CRS."""
+    return crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL) if crs.isValid() else ""

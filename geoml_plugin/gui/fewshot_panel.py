@@ -627,7 +627,7 @@ MAML_ONLY = ("INNER_STEPS", "INNER_LR")
 def link_maml_settings(dlg) -> None:
     """Enable MAML's inner steps and learning rate only when the Algorithm is a MAML variant (prototypical networks
     use neither)."""
-    from ..processing.alg_metatrain import ALGORITHM_CHOICES
+    from ..core.fewshot.choices import ALGORITHM_CHOICES
 
     panel = dlg.mainWidget()
     wrappers = getattr(panel, "wrappers", {}) or {}

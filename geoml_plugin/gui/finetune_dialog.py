@@ -23,7 +23,8 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt, QTimer
 
 from ..core.errors import GeoMLError, InputError
-from ..core.finetune.job import BACKBONE_LABELS, BACKBONES, TASKS, map_paths_for, output_paths, report_path_for
+from ..core.finetune.backbones import BACKBONE_LABELS, BACKBONES
+from ..core.finetune.job import TASKS, map_paths_for, output_paths, report_path_for
 from .job_dialog import JobDialogBase, load_ui
 from .layer_defaults import ComboDefaults, pick_input_raster, pick_labels, remember
 

@@ -185,7 +185,7 @@ class GanPanel(QgsDockWidget, FORM):
     def generate_at(self, point, new_seed: bool = False):
         """Generate a tile centred on ``point`` (map CRS); returns the session or None."""
         from ..core.gan.tile_session import TileSession
-        from ..processing.alg_generate import crs_wkt
+        from ..layer_sources import crs_wkt
 
         seed = self.seedSpin.value()
         try:

@@ -10,7 +10,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QPixmap
 
 from ..core.errors import InputError
-from ..processing.alg_traingan import ARCH_LABELS
+from ..core.gan.architectures import ARCH_LABELS
 from .job_dialog import JobDialogBase, load_ui
 
 FORM = load_ui("traingan_dialog.ui")

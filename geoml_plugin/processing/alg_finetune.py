@@ -19,7 +19,8 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from ..core.finetune.job import BACKBONE_LABELS, BACKBONES, TASKS
+from ..core.finetune.backbones import BACKBONE_LABELS, BACKBONES
+from ..core.finetune.job import TASKS
 from .base import GeoMLAlgorithm
 
 HELP = """Trains a convolutional network on a raster and your labels and saves a GeoML model file (apply it with <i>Apply model to raster</i>).

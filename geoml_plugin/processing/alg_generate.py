@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
@@ -18,6 +17,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..layer_sources import crs_wkt
 from .base import MODEL_FILTER, GeoMLAlgorithm, prepare_loading
 
 STYLES = ["auto", "pseudocolor", "hillshade", "rgb"]
@@ -44,10 +44,6 @@ def parse_tiles(text: str) -> tuple[int, int]:
     if len(nums) != 2 or min(nums) < 1:
         raise QgsProcessingException(f"TILES '{text}' must be two positive numbers, columns × rows, e.g. 3x2.")
     return nums[0], nums[1]
-
-
-def crs_wkt(crs: QgsCoordinateReferenceSystem) -> str:
-    return crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL) if crs.isValid() else ""
 
 
 class GenerateAlgorithm(GeoMLAlgorithm):

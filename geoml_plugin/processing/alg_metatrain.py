@@ -14,11 +14,8 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..core.fewshot.choices import ALGORITHM_CHOICES, BACKBONE_CHOICES
 from .base import MODEL_FILTER, GeoMLAlgorithm
-
-ALGORITHM_CHOICES = [("protonet", "Prototypical networks (fast, recommended)"), ("maml", "MAML (second order)"),
-                     ("fomaml", "First-order MAML")]
-BACKBONE_CHOICES = [("small_cnn", "Small CNN (fast on a CPU)"), ("resnet18", "ResNet-18 (GroupNorm, slower)")]
 
 HELP = """Meta-trains a model that learns new land-cover classes from a handful of points: the starting point of <i>Few-shot mapping</i>.
 

@@ -11,7 +11,7 @@ import torch
 
 from geoml_plugin.core.errors import InputError, ModelFileError
 from geoml_plugin.core.finetune import weights_catalog
-from geoml_plugin.core.finetune.job import BACKBONES
+from geoml_plugin.core.finetune.backbones import BACKBONES
 from geoml_plugin.core.finetune.pretrained import (
     apply_entry,
     band_key,

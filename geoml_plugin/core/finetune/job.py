@@ -27,15 +27,9 @@ from typing import Any, Optional
 
 from ..errors import InputError
 from ..progress import Feedback, ensure_feedback
+from .backbones import BACKBONES
 
 TASKS = ("classification", "segmentation", "regression")
-BACKBONES = ("small_resnet", "resnet18", "resnet34", "resnet50")
-BACKBONE_LABELS = {
-    "small_resnet": "Small residual CNN (fast on a CPU)",
-    "resnet18": "ResNet-18 (torchvision)",
-    "resnet34": "ResNet-34 (torchvision)",
-    "resnet50": "ResNet-50 (torchvision)",
-}
 AUTO_EPOCH_SAMPLES = 100_000  # automatic epochs: about this many patches seen in all
 MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 100
 

@@ -113,7 +113,7 @@ def check_transfer_source(path: str, backbone: str, in_bands: int):
         raise InputError(f"WEIGHTS must be 'none', 'imagenet', a catalogue name or an existing GeoML model file; "
                          f"'{path}' is none of these.", "Catalogue names: geoml_plugin.core.finetune.weights_catalog "
                          "(the Weights… dialog lists them).")
-    from .job import BACKBONES
+    from .backbones import BACKBONES
 
     meta = read_meta(path)
     src = backbone_of(meta)

@@ -1,0 +1,12 @@
+"""The backbones Fine-tune trains, and their labels in the dialog and Processing.
+
+Its own module so that the job (``job``) and the weights checks (``weights``) both
+import it, and neither imports the other.
+"""
+BACKBONES = ("small_resnet", "resnet18", "resnet34", "resnet50")
+BACKBONE_LABELS = {
+    "small_resnet": "Small residual CNN (fast on a CPU)",
+    "resnet18": "ResNet-18 (torchvision)",
+    "resnet34": "ResNet-34 (torchvision)",
+    "resnet50": "ResNet-50 (torchvision)",
+}
