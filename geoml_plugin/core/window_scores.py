@@ -238,7 +238,7 @@ class DenseEmbedding:
 
 
 def undo_dihedral(y, k: int):
-    """Inverse of ``models.meta.dihedral(y, k)`` (turn an output map back)."""
+    """Inverse of ``models.fewshot.dihedral(y, k)`` (turn an output map back)."""
     torch = torch_module()
     if k % 4:
         y = torch.rot90(y, -(k % 4), (-2, -1))

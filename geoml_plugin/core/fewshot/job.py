@@ -291,7 +291,7 @@ def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: 
 def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, batch: int = FINE_TUNE_BATCH,
               patch: Optional[int] = None) -> None:
     """Fine-tune all weights on randomly shifted, turned, mirrored and jittered copies of the support patches
-    (with ``patch``, ``xs`` were read with context around them: see ``meta.augment.crop``).
+    (with ``patch``, ``xs`` were read with context around them: see ``augment.crop``).
 
     The network stays in eval mode: GroupNorm does not care, and a normal
     classifier's BatchNorm keeps its training statistics instead of

@@ -2,7 +2,7 @@
 
 Without TARGET the model learns to generate tiles that look like INPUT
 (terrain from a DEM, texture from imagery): a seamless tile generator
-(``dcgan_sn`` or ``wgan_gp``, see ``gan_trainers``). With TARGET it learns to
+(``dcgan_sn`` or ``wgan_gp``, see ``trainers``). With TARGET it learns to
 translate INPUT into TARGET pixel by pixel (``pix2pix``, or ``unet_l1``
 without the adversary). The saved model holds only the generator, the band
 statistics that bring outputs back to the raster's units (e.g. metres), the
@@ -78,7 +78,7 @@ def report_path_for(model_path: str) -> str:
 
 def output_paths(cfg: GanTrainConfig) -> list:
     """Every file a run with ``cfg`` writes, replacing any file of that name: the model, then the PNG report
-    and its loss table (:func:`gan_report.losses_path`) when ``cfg.report_path`` is set."""
+    and its loss table (:func:`report.losses_path`) when ``cfg.report_path`` is set."""
     return [cfg.output_model] + ([cfg.report_path, losses_path(cfg.report_path)] if cfg.report_path else [])
 
 
