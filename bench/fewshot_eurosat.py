@@ -102,7 +102,7 @@ def train_supervised(model, x, y, steps: int, lr: float, batch: int, seed: int, 
     meta-training augmentation: random shifts, turns, mirrors, gain/offset."""
     import torch
 
-    from geoml_plugin.core.fewshot.augment import augment
+    from geoml_plugin.core.augment import augment
 
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -40,7 +40,7 @@ from .raster.io import (
     parse_band_list,
 )
 from .raster.tiling import dense_tiles, prefetch, window_tiles
-from .window_scores import default_step, fully_convolutional, interpolate, undo_dihedral
+from .window_scores import default_step, fully_convolutional, interpolate
 
 REGRESSION_NODATA = -9999.0
 CONFIDENCE_NODATA = -1.0
@@ -140,7 +140,8 @@ def predict_views(model, x, views: int = 1, classifier: bool = True):
     check_views(views)
     if views == 1:
         return _call(model, x)
-    from .models.fewshot import dihedral
+    from .augment import dihedral, undo_dihedral
+
     acc = None
     for k in VIEW_SETS[views]:
         out = _call(model, dihedral(x, k)).float()

@@ -220,7 +220,7 @@ class DenseEmbedding:
 
     def __call__(self, x):
         torch = torch_module()
-        from .models.fewshot import dihedral
+        from .augment import dihedral, undo_dihedral
 
         ny = (x.shape[-2] - self.patch) // self.step + 1
         nx = (x.shape[-1] - self.patch) // self.step + 1
@@ -235,14 +235,6 @@ class DenseEmbedding:
         if self.normalize:
             z = torch.nn.functional.normalize(z, dim=1)
         return torch.nn.functional.conv2d(z, self.weight.to(z.dtype), self.bias.to(z.dtype))
-
-
-def undo_dihedral(y, k: int):
-    """Inverse of ``models.fewshot.dihedral(y, k)`` (turn an output map back)."""
-    torch = torch_module()
-    if k % 4:
-        y = torch.rot90(y, -(k % 4), (-2, -1))
-    return y.flip(-1) if k >= 4 else y
 
 
 def _fcn_steps(model, patch: int) -> tuple[list, object]:

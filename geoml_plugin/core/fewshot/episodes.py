@@ -30,7 +30,7 @@ class PatchBank:
     class_names: list
     region: np.ndarray = None  # (N,) region index; default all 0
     region_names: list = field(default_factory=list)
-    margin: int = 0  # context read around each patch, for random shifts (fewshot.augment.crop)
+    margin: int = 0  # context read around each patch, for random shifts (augment.crop)
 
     def __post_init__(self):
         if self.region is None:

@@ -226,7 +226,7 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
             mean, std = np.asarray(meta.norm_mean), np.asarray(meta.norm_std)
         fb.progress(0.2, "reading support patches")
         xs_context = _support_tensor(reader, ls, meta, mean, std, device)
-    from .augment import crop
+    from ..augment import crop
 
     xs = crop(xs_context, meta.patch_size)
     ys = torch.from_numpy(ls.values).to(device)
@@ -262,7 +262,7 @@ def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: 
 
     ``xs`` are the support patches read with context around them: a prototype averages each patch's 8
     views at its centre and shifted by the context margin (map windows are rarely centred on a point)."""
-    from .augment import all_views, shifted
+    from ..augment import all_views, shifted
     from .protonet import prototype_head, prototypes
 
     torch = torch_module()
@@ -296,7 +296,7 @@ def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, bat
     The network stays in eval mode: GroupNorm does not care, and a normal
     classifier's BatchNorm keeps its training statistics instead of
     re-estimating them from a handful of patches."""
-    from .augment import augment
+    from ..augment import augment
 
     torch = torch_for_training()
     gen = torch.Generator().manual_seed(seed)
@@ -320,7 +320,7 @@ def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, bat
 def _adapt_maml(model, xs, ys, n_classes: int, steps: int, lr: float, patch: int, seed: int = 0):
     """Inner loop of MAML from the meta-learnt initialisation, on all views of the support, each view
     shifted at random within the context ``xs`` was read with."""
-    from .augment import all_views, crop
+    from ..augment import all_views, crop
     from .maml import MAML
 
     torch = torch_module()

@@ -32,6 +32,7 @@ from ..outputs import check_outputs
 from ..progress import Feedback, ensure_feedback
 from ..raster.classes import make_classes
 from ..raster.io import raster_info
+from ..schedule import warmup_cosine
 from ..window_scores import default_step
 from .data import load_patch_bank
 from .episodes import EpisodeSampler, PatchBank, holdout_split
@@ -121,8 +122,8 @@ class _Learner:
             self.maml = MAML(model, cfg.inner_lr, cfg.inner_steps, first_order=cfg.algorithm == "fomaml")
 
     def tensors(self, batch, augment: bool):
-        from .augment import augment as aug
-        from .augment import crop
+        from ..augment import augment as aug
+        from ..augment import crop
 
         torch = self.torch
         P = self.cfg.patch_size
@@ -241,7 +242,7 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
     history, run_loss, run_acc = [], [], []
     train_fb = fb.sub(0.05, 0.95)
     for it in range(1, cfg.iterations + 1):
-        lr = cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * (it - 1) / cfg.iterations))
+        lr = warmup_cosine(cfg.learning_rate, it - 1, cfg.iterations)  # cosine decay towards 0, no warm-up
         loss, acc = learner.step(sampler.batch(cfg.meta_batch), lr, cfg.ways)
         if not math.isfinite(loss):
             raise InputError("Meta-training diverged (the loss is not a number).",
@@ -276,7 +277,7 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
 
 def set_class_prototypes(model, bank: PatchBank, device, batch: int = 256) -> None:
     """Turn the head into the nearest-prototype classifier of the bank's classes."""
-    from .augment import crop
+    from ..augment import crop
     from .protonet import prototype_head, prototypes
 
     torch = torch_module()

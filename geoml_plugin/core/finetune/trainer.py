@@ -13,9 +13,9 @@ counts (the benchmark compares it with a bare PyTorch loop):
   pool, as on the map: ``window_scores.window_output``) and the eight
   flips/rotations of the square (the dihedral group), drawn per sample; masks
   and target rasters move with their patch; classifiers also get a mild
-  per-patch contrast and per-band level jitter (``jitter_intensity``);
+  per-patch contrast and per-band level jitter (all from ``augment``);
 * AdamW (no decay on norms and biases) with a one-cycle schedule (warm-up,
-  then cosine decay), label smoothing for classes;
+  then cosine decay: ``schedule.warmup_cosine``), label smoothing for classes;
 * class balance: class-balanced sampling for patch classes, loss weights for
   pixel classes, when the largest class has over 1.5× the smallest;
 * CUDA: autocast in bf16 where supported, else fp16 with gradient scaling;
@@ -26,14 +26,15 @@ within one batch.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
 
+from ..augment import crop_with, jitter_intensity, random_dihedral
 from ..errors import GeoMLError
+from ..schedule import warmup_cosine
 from .metrics import classification_metrics, regression_metrics
 from .trainset import TrainingData
 
@@ -76,54 +77,6 @@ class TrainOutcome:
 
     def history_dicts(self) -> list:
         return [asdict(h) for h in self.history]
-
-
-def one_cycle_lr(base: float, t: float, warmup: float) -> float:
-    """OneCycle-style: cosine rise from base/25 to base over ``warmup``, cosine fall to base/1e4."""
-    t = min(max(t, 0.0), 1.0)
-    if warmup > 0 and t < warmup:
-        lo, u = base / 25, t / warmup
-        return lo + (base - lo) * (1 - math.cos(math.pi * u)) / 2
-    end, u = base / 1e4, (t - warmup) / max(1e-9, 1 - warmup)
-    return end + (base - end) * (1 + math.cos(math.pi * u)) / 2
-
-
-def dihedral(x, y=None, generator=None):
-    """Each sample flipped and/or rotated by a random multiple of 90° (8 variants).
-
-    ``y`` of shape (B, H, W) (masks, target rasters) gets the same transform.
-    Works in place: pass fresh batch tensors.
-    """
-    import torch
-
-    k = torch.randint(0, 8, (x.shape[0],), generator=generator).to(x.device)
-    flip = k >= 4
-    if flip.any():
-        x[flip] = x[flip].flip(-1)
-        if y is not None:
-            y[flip] = y[flip].flip(-1)
-    for r in (1, 2, 3):
-        sel = (k % 4) == r
-        if sel.any():
-            x[sel] = torch.rot90(x[sel], r, (-2, -1))
-            if y is not None:
-                y[sel] = torch.rot90(y[sel], r, (-2, -1))
-    return x, y
-
-
-def jitter_intensity(x, strength: float, generator=None):
-    """Randomly vary each patch's contrast (×1 ± ``strength``) and each band's level
-    (+N(0, ``strength``/2)), in normalised units (band std = 1).
-
-    Mimics the sun angle, haze and sensor differences between scenes and dates, so a
-    classifier leans on texture and relative colour rather than exact brightness.
-    Classes only: for regression the band values may be the very thing predicted."""
-    import torch
-
-    b, c = x.shape[:2]
-    gain = 1 + strength * (2 * torch.rand((b, 1, 1, 1), generator=generator) - 1)
-    offset = 0.5 * strength * torch.randn((b, c, 1, 1), generator=generator)
-    return x * gain.to(x.device) + offset.to(x.device)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -200,17 +153,11 @@ class Trainer:
         torch = self.torch
         it = torch.from_numpy(idx).to(self.x.device)
         xb, yb = self.x.index_select(0, it), self.y.index_select(0, it)
-        m, p = self.data.margin - self.data.context, self.data.patch + 2 * self.data.context
-        if m:
-            if shift:
-                off = torch.randint(0, 2 * m + 1, (len(idx), 2), generator=self.gen).tolist()
-                xb = torch.stack([xb[i, :, a:a + p, b:b + p] for i, (a, b) in enumerate(off)])
-                if self.data.dense:
-                    yb = torch.stack([yb[i, a:a + p, b:b + p] for i, (a, b) in enumerate(off)])
-            else:
-                xb = xb[:, :, m:m + p, m:m + p]
-                if self.data.dense:
-                    yb = yb[:, m:m + p, m:m + p]
+        if self.data.margin > self.data.context:
+            dense = self.data.dense
+            xb, yc = crop_with(xb, yb if dense else None, self.data.patch + 2 * self.data.context,
+                               self.gen if shift else None)
+            yb = yc if dense else yb
         if self.device.type == "cuda" and not self.on_device:  # through pinned memory, asynchronously
             xb, yb = xb.pin_memory().to(self.device, non_blocking=True), yb.pin_memory().to(self.device, non_blocking=True)
         return xb.float(), yb
@@ -267,11 +214,11 @@ class Trainer:
                 continue
             xb, yb = self._batch(idx, shift=spec.augment)
             if spec.augment:
-                xb, yb2 = dihedral(xb, yb if self.data.dense else None, self.gen)
+                xb, yb2 = random_dihedral(xb, self.gen, yb if self.data.dense else None)
                 yb = yb2 if self.data.dense else yb
                 if spec.intensity_jitter > 0 and self.data.is_classifier:
                     xb = jitter_intensity(xb, spec.intensity_jitter, self.gen)
-            lr = one_cycle_lr(spec.learning_rate, (epoch * steps + s) / total, spec.warmup)
+            lr = warmup_cosine(spec.learning_rate, epoch * steps + s, total, spec.warmup, 25, 1e4)
             for g in self.opt.param_groups:
                 g["lr"] = lr
             lam, perm = 1.0, None
@@ -366,7 +313,7 @@ class Trainer:
                             else f" · val RMSE {val_score:.4g}")
             rec = EpochRecord(epoch + 1, round(train_loss, 5), None if val_loss is None else round(val_loss, 5),
                               None if val_score is None else round(val_score, 5),
-                              one_cycle_lr(spec.learning_rate, (epoch + 1) / spec.epochs, spec.warmup),
+                              warmup_cosine(spec.learning_rate, epoch + 1, spec.epochs, spec.warmup, 25, 1e4),
                               round(time.perf_counter() - t0, 3), round(t_train, 3))
             outcome.history.append(rec)
             outcome.train_seconds += t_train

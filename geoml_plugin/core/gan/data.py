@@ -6,7 +6,7 @@
 * :class:`TileSampler` draws random ``tile``×``tile`` crops whose input pixels
   are all valid (and, with a target, ≥ 90 % of the target pixels valid; the
   rest is masked out of the loss), rotated by a random multiple of 90° and
-  randomly flipped, normalised to z-scores with the band statistics. Small
+  randomly flipped (``augment.random_view``), normalised to z-scores with the band statistics. Small
   rasters are held in memory and every valid position is enumerated once
   (integral image of the nodata mask); large ones are read window by window.
 """
@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal
 
+from ..augment import random_view
 from ..errors import InputError
 from ..raster.georef import crs_name, same_crs, transform_extent
 from ..raster.io import RasterInfo, RasterReader, open_raster, raster_info, read_error
@@ -85,15 +86,6 @@ def _window_sums(bad: np.ndarray, tile: int) -> np.ndarray:
     ii = np.zeros((bad.shape[0] + 1, bad.shape[1] + 1), dtype=np.int64)
     ii[1:, 1:] = bad.astype(np.int64).cumsum(0).cumsum(1)
     return ii[tile:, tile:] - ii[:-tile, tile:] - ii[tile:, :-tile] + ii[:-tile, :-tile]
-
-
-def _augment(arrs: list, rng: np.random.Generator) -> list:
-    k, flip = int(rng.integers(4)), bool(rng.integers(2))
-    out = []
-    for a in arrs:
-        a = np.rot90(a, k, axes=(-2, -1))
-        out.append(np.ascontiguousarray(a[..., ::-1] if flip else a))
-    return out
 
 
 class TileSampler:
@@ -214,7 +206,7 @@ class TileSampler:
             if y is not None:
                 y = np.where(m[None], (y - self.tgt_mean) / self.tgt_std, 0.0).astype(np.float32)
             if self.augment:
-                x, y, m = _augment([x, y, m], rng) if y is not None else (*_augment([x], rng), None, None)
+                x, y, m = random_view([x, y, m], rng) if y is not None else (*random_view([x], rng), None, None)
             xs.append(x)
             ys.append(y)
             ms.append(m)

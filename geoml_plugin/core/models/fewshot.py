@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..augment import dihedral
 from .registry import register
 from .view_sets import VIEW_SETS
 
@@ -108,15 +109,6 @@ def resnet_embedding(in_bands: int) -> nn.Module:
     net.out_dim = net.fc.in_features
     net.fc = nn.Identity()
     return net
-
-
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th of the 8 rotations/reflections of a patch (k = 0 is the identity).
-
-    Overhead imagery has no 'up': a field is the same field turned or mirrored."""
-    if k >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, k % 4, (-2, -1))
 
 
 class MetaClassifier(nn.Module):

@@ -1,4 +1,4 @@
-"""Which dihedral views a 1-, 2-, 4- or 8-view average uses (indices k of ``models.fewshot.dihedral``).
+"""Which dihedral views a 1-, 2-, 4- or 8-view average uses (indices k of ``core.augment.dihedral``).
 
 2 = the patch and its mirror image, 4 = the four quarter turns, 8 = all. Shared by
 ``core.predict`` (VIEWS), ``core.fewshot.job``, the Processing algorithms and
