@@ -69,9 +69,7 @@ class FewShotAlgorithm(GeoMLAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.fewshot import FewShotConfig, run_fewshot
 
-        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        if layer is None:
-            raise QgsProcessingException("The input raster could not be loaded.")
+        layer = self.input_raster(parameters, context)
         support = self.parameterAsCompatibleSourceLayerPath(parameters, "SUPPORT", context, ["gpkg", "shp"], "gpkg",
                                                             feedback)
         fields = self.parameterAsFields(parameters, "LABEL_FIELD", context)

@@ -112,12 +112,8 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
         from ..layer_sources import labels_source
         from ..proxy_settings import qgis_proxies
 
-        raster = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        if raster is None:
-            raise QgsProcessingException("The input raster could not be loaded.")
-        labels = self.parameterAsLayer(parameters, "LABELS", context)
-        if labels is None:
-            raise QgsProcessingException("The labels layer could not be loaded.")
+        raster = self.input_raster(parameters, context)
+        labels = self.input_layer(parameters, context, "LABELS", "labels layer")
         try:
             source = labels_source(labels, QgsProcessingUtils.tempFolder(), context.transformContext())
         except Exception as exc:  # InputError from the export

@@ -75,9 +75,7 @@ class MetaTrainAlgorithm(GeoMLAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.metatrain import MetaTrainConfig, run_metatrain
 
-        main = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        if main is None:
-            raise QgsProcessingException("The training raster could not be loaded.")
+        main = self.input_raster(parameters, context, what="training raster")
         rasters = [main.source()]
         for lyr in self.parameterAsLayerList(parameters, "EXTRA_INPUTS", context) or []:
             if lyr.source() not in rasters:

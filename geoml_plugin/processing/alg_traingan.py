@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessingException,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
@@ -72,9 +71,7 @@ class TrainGanAlgorithm(GeoMLAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.gan_train import GanTrainConfig, run_traingan
 
-        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        if layer is None:
-            raise QgsProcessingException("The input raster could not be loaded.")
+        layer = self.input_raster(parameters, context)
         target = self.parameterAsRasterLayer(parameters, "TARGET", context)
         model = self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context)
         if not model.lower().endswith((".safetensors", ".geoml")):

@@ -147,6 +147,15 @@ class GeoMLAlgorithm(QgsProcessingAlgorithm):
             preload_torch()
         return True
 
+    def input_raster(self, parameters, context, name: str = "INPUT", what: str = "input raster"):
+        """The raster layer of parameter ``name``; a Processing error "The <what> could not be loaded." when
+        there is none (a source QGIS cannot open, a layer id no longer in the project)."""
+        return _loaded(self.parameterAsRasterLayer(parameters, name, context), what)
+
+    def input_layer(self, parameters, context, name: str, what: str):
+        """The map layer of parameter ``name``, as :meth:`input_raster` for any layer type."""
+        return _loaded(self.parameterAsLayer(parameters, name, context), what)
+
     def add_advanced_parameters(self, *params) -> None:
         """Add parameters folded under "Advanced parameters" in the algorithm dialog."""
         for p in params:
@@ -183,6 +192,12 @@ class GeoMLAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(dependency_message(exc.message)) from exc
         except GeoMLError as exc:
             raise QgsProcessingException(str(exc)) from exc
+
+
+def _loaded(layer, what: str):
+    if layer is None:
+        raise QgsProcessingException(f"The {what} could not be loaded.")
+    return layer
 
 
 def dependency_message(problem: str) -> str:
