@@ -17,7 +17,8 @@ from qgis.core import (
 )
 
 from ..core.models.view_sets import VIEW_COUNTS
-from .base import MODEL_FILTER, GeoMLAlgorithm, prepare_loading
+from ..file_filters import MODEL_FILTER
+from .base import GeoMLAlgorithm, prepare_loading
 
 HELP = """Maps a raster from a handful of labelled points: adapts a model to your classes — even classes it never saw — then classifies the whole raster.
 

@@ -20,6 +20,7 @@ from qgis.core import (
 )
 
 from ..core.finetune import BACKBONE_LABELS, BACKBONES, TASKS
+from ..file_filters import NEW_GEOML_MODEL
 from .base import GeoMLAlgorithm
 
 HELP = """Trains a convolutional network on a raster and your labels and saves a GeoML model file (apply it with <i>Apply model to raster</i>).
@@ -98,7 +99,7 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
         self.add_advanced_parameters(*advanced)
         self.add_device_parameter()
         self.addParameter(QgsProcessingParameterFileDestination(
-            "OUTPUT_MODEL", "Model file", fileFilter="GeoML model (*.safetensors)"))
+            "OUTPUT_MODEL", "Model file", fileFilter=NEW_GEOML_MODEL))
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_REPORT", "Training report (HTML)", fileFilter="HTML (*.html)", optional=True,
             createByDefault=False))

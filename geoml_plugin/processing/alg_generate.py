@@ -18,7 +18,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import MODEL_FILTER, GeoMLAlgorithm, prepare_loading
+from ..file_filters import MODEL_FILTER
+from .base import GeoMLAlgorithm, prepare_loading
 
 STYLES = ["auto", "pseudocolor", "hillshade", "rgb"]
 

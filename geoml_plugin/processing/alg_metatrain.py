@@ -14,7 +14,8 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .base import MODEL_FILTER, GeoMLAlgorithm
+from ..file_filters import MODEL_FILTER
+from .base import GeoMLAlgorithm
 
 ALGORITHM_CHOICES = [("protonet", "Prototypical networks (fast, recommended)"), ("maml", "MAML (second order)"),
                      ("fomaml", "First-order MAML")]

@@ -12,7 +12,8 @@ from qgis.core import (
 )
 
 from ..core.models.view_sets import VIEW_COUNTS
-from .base import APPLY_MODEL_FILTER, GeoMLAlgorithm, prepare_loading
+from ..file_filters import APPLY_MODEL_FILTER
+from .base import GeoMLAlgorithm, prepare_loading
 
 HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot mapping, Meta-train with prototypical networks, or Train GAN with a target raster) to a raster, tile by tile.
 

@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..file_filters import NEW_GEOML_MODEL
 from .base import GeoMLAlgorithm
 
 ARCH_LABELS = [
@@ -64,7 +65,7 @@ class TrainGanAlgorithm(GeoMLAlgorithm):
         ]
         self.add_advanced_parameters(*advanced)
         self.addParameter(QgsProcessingParameterFileDestination(
-            "OUTPUT_MODEL", "GeoML model", fileFilter="GeoML model (*.safetensors)"))
+            "OUTPUT_MODEL", "GeoML model", fileFilter=NEW_GEOML_MODEL))
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_REPORT", "Training report", fileFilter="PNG image (*.png)", optional=True, createByDefault=False))
 

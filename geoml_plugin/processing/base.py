@@ -24,11 +24,6 @@ from ..core.errors import DependencyError, GeoMLError, internal_error_message
 from ..core.progress import Feedback
 from ..paths import icon_path
 
-MODEL_FILTER = "GeoML model (*.safetensors *.geoml);;All files (*.*)"
-# models that can be applied: GeoML files and ONNX models (GeoML exports, Deepness Segmentor/Regressor)
-APPLY_MODEL_FILTER = "Models (*.safetensors *.geoml *.onnx);;GeoML model (*.safetensors *.geoml);;" \
-                     "ONNX model (*.onnx);;All files (*.*)"
-
 
 def qgis_feedback(feedback: QgsProcessingFeedback) -> Feedback:
     """Adapt Processing's feedback to the core protocol."""
