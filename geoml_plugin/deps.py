@@ -475,6 +475,23 @@ def _os_line() -> str:
     return text
 
 
+def _package_state(st: DepsStatus, name: str) -> str:
+    """One required package in the diagnostics: version and build, or why it is missing or broken."""
+    p = st.package(name)
+    if not p.found:
+        return "NOT INSTALLED" + (f" ({p.error})" if p.error else "")
+    if p.ok:
+        state = f"{p.shown_version}"
+        if name == "torch":
+            state += f"  [{_torch_build(st)} build]"
+        if name == "torchvision" and st.torchvision_cuda_build:
+            state += f"  [CUDA {st.torchvision_cuda_build} build]"
+        return state + f"  from {p.location}"
+    if not p.imported and st.method == "quick":
+        return f"{p.shown_version} (found, not imported)  at {p.origin}"
+    return f"{p.shown_version} BROKEN at {p.origin}: {p.error or 'not imported'}"
+
+
 def diagnostics(status: Optional[DepsStatus] = None, refresh: bool = False, extra: str = "") -> str:
     """Plain-text report users can paste into an issue; works without torch."""
     from . import __version__
@@ -498,21 +515,7 @@ def diagnostics(status: Optional[DepsStatus] = None, refresh: bool = False, extr
         f"Packages ({how}):",
     ]
     for name in REQUIRED:
-        p = st.package(name)
-        if not p.found:
-            state = "NOT INSTALLED" + (f" ({p.error})" if p.error else "")
-        elif p.ok:
-            state = f"{p.shown_version}"
-            if name == "torch":
-                state += f"  [{_torch_build(st)} build]"
-            if name == "torchvision" and st.torchvision_cuda_build:
-                state += f"  [CUDA {st.torchvision_cuda_build} build]"
-            state += f"  from {p.location}"
-        elif not p.imported and st.method == "quick":
-            state = f"{p.shown_version} (found, not imported)  at {p.origin}"
-        else:
-            state = f"{p.shown_version} BROKEN at {p.origin}: {p.error or 'not imported'}"
-        lines.append(f"  {name:<12} {state}")
+        lines.append(f"  {name:<12} {_package_state(st, name)}")
     if st.numpy:
         lines.append(f"  {'numpy':<12} {st.numpy}")
     else:

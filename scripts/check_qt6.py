@@ -238,53 +238,71 @@ def check_source(source: str, path: str = "<string>", resolver: Optional[Resolve
     resolver = resolver or Resolver()
     tree = ast.parse(source, filename=path)
     scope = resolver.scope(tree)
-    out: list = []
     name = Path(path).name
-
-    def add(node, rule, message):
-        out.append(Finding(path, node.lineno, node.col_offset + 1, rule, message))
-
+    out: list = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            for a in node.names:
-                top = a.name.split(".")[0]
-                if top in DIRECT_QT:
-                    add(node, "qt-import", f"direct import of {a.name}: use "
-                        f"{'from qgis.PyQt import sip' if top == 'sip' else 'qgis.PyQt' + a.name[len(top):]}")
+            found = _import_findings(node)
         elif isinstance(node, ast.ImportFrom) and node.module:
-            top = node.module.split(".")[0]
-            if top in DIRECT_QT and node.level == 0:
-                repl = "from qgis.PyQt import sip" if top == "sip" else f"from qgis.PyQt{node.module[len(top):]} import …"
-                add(node, "qt-import", f"direct import from {node.module}: use {repl}")
-            if node.module == "qgis.PyQt.QtWidgets" and name not in COMPAT_FILES:
-                for a in node.names:
-                    if a.name in MOVED_TO_QTGUI:
-                        fix = ("from geoml_plugin.qt_compat import QAction (relative: from .qt_compat / "
-                               "from ..qt_compat)") if a.name == "QAction" else "add it to geoml_plugin/qt_compat.py"
-                        add(node, "qt-moved", f"{a.name} moved to QtGui in Qt6: {fix}")
-            for a in node.names:
-                if top in ("qgis", *DIRECT_QT) and a.name in REMOVED:
-                    add(node, "qt-removed", f"{a.name} does not exist in Qt6: use {REMOVED[a.name]}")
+            found = _import_from_findings(node, name)
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "exec_":
-            add(node, "qt-exec", "exec_() does not exist in PyQt6: use exec()")
+            found = [("qt-exec", "exec_() does not exist in PyQt6: use exec()")]
         elif isinstance(node, ast.Attribute):
-            parts = _chain(node)
-            if parts and len(parts) >= 3 and parts[-3:-1] == ["QVariant", "Type"]:
-                add(node, "qt-removed", f"QVariant.Type does not exist in PyQt6: use QVariant.{parts[-1]} "
-                    "(QGIS's Qt6 builds patch it in)")
-            elif (parts and len(parts) >= 2 and parts[-2] == "QtWidgets" and parts[-1] in MOVED_TO_QTGUI
-                  and name not in COMPAT_FILES):
-                add(node, "qt-moved", f"{parts[-1]} moved to QtGui in Qt6: "
-                    + ("from geoml_plugin.qt_compat import QAction" if parts[-1] == "QAction"
-                       else "add it to geoml_plugin/qt_compat.py"))
-            elif parts and len(parts) >= 2 and parts[-2] == "QVariant":
-                pass  # QVariant.Int etc.: the spelling that works on QGIS 3 and (patched in by QGIS) on Qt6
-            elif parts and len(parts) >= 2 and (parts[-2][:1] == "Q" or parts[-1] in QT6_DROPPED) \
-                    and parts[-1][:1].isupper():
-                msg = _enum_finding(parts, resolver, scope)
-                if msg:
-                    add(node, "qt-enum", msg)
+            found = _attribute_findings(node, name, resolver, scope)
+        else:
+            found = []
+        out += [Finding(path, node.lineno, node.col_offset + 1, rule, message) for rule, message in found]
     return sorted(out, key=lambda f: (f.line, f.col))
+
+
+def _import_findings(node: ast.Import) -> list:
+    """(rule, message) for ``import PyQt5...`` and other direct Qt imports."""
+    found = []
+    for a in node.names:
+        top = a.name.split(".")[0]
+        if top in DIRECT_QT:
+            found.append(("qt-import", f"direct import of {a.name}: use "
+                          f"{'from qgis.PyQt import sip' if top == 'sip' else 'qgis.PyQt' + a.name[len(top):]}"))
+    return found
+
+
+def _import_from_findings(node: ast.ImportFrom, name: str) -> list:
+    """(rule, message) for ``from ... import``: direct Qt modules, classes moved to QtGui, removed names."""
+    found = []
+    top = node.module.split(".")[0]
+    if top in DIRECT_QT and node.level == 0:
+        repl = "from qgis.PyQt import sip" if top == "sip" else f"from qgis.PyQt{node.module[len(top):]} import …"
+        found.append(("qt-import", f"direct import from {node.module}: use {repl}"))
+    if node.module == "qgis.PyQt.QtWidgets" and name not in COMPAT_FILES:
+        for a in node.names:
+            if a.name in MOVED_TO_QTGUI:
+                fix = ("from geoml_plugin.qt_compat import QAction (relative: from .qt_compat / "
+                       "from ..qt_compat)") if a.name == "QAction" else "add it to geoml_plugin/qt_compat.py"
+                found.append(("qt-moved", f"{a.name} moved to QtGui in Qt6: {fix}"))
+    for a in node.names:
+        if top in ("qgis", *DIRECT_QT) and a.name in REMOVED:
+            found.append(("qt-removed", f"{a.name} does not exist in Qt6: use {REMOVED[a.name]}"))
+    return found
+
+
+def _attribute_findings(node: ast.Attribute, name: str, resolver: Resolver, scope) -> list:
+    """(rule, message) for an attribute chain: QVariant.Type, QtWidgets classes moved to QtGui, unscoped enums."""
+    parts = _chain(node)
+    if parts and len(parts) >= 3 and parts[-3:-1] == ["QVariant", "Type"]:
+        return [("qt-removed", f"QVariant.Type does not exist in PyQt6: use QVariant.{parts[-1]} "
+                 "(QGIS's Qt6 builds patch it in)")]
+    if (parts and len(parts) >= 2 and parts[-2] == "QtWidgets" and parts[-1] in MOVED_TO_QTGUI
+            and name not in COMPAT_FILES):
+        return [("qt-moved", f"{parts[-1]} moved to QtGui in Qt6: "
+                 + ("from geoml_plugin.qt_compat import QAction" if parts[-1] == "QAction"
+                    else "add it to geoml_plugin/qt_compat.py"))]
+    if parts and len(parts) >= 2 and parts[-2] == "QVariant":
+        return []  # QVariant.Int etc.: the spelling that works on QGIS 3 and (patched in by QGIS) on Qt6
+    if parts and len(parts) >= 2 and (parts[-2][:1] == "Q" or parts[-1] in QT6_DROPPED) and parts[-1][:1].isupper():
+        msg = _enum_finding(parts, resolver, scope)
+        if msg:
+            return [("qt-enum", msg)]
+    return []
 
 
 def iter_files(paths) -> list:

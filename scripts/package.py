@@ -61,58 +61,85 @@ def validate_zip(path: Path) -> list[str]:
         errors.append(f"zip is {path.stat().st_size} bytes, over 25 MB")
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
-        for n in names:
-            if ".." in n or n.startswith("/"):
-                errors.append(f"path information in {n}")
-            if ".pyc" in n:
-                errors.append(f".pyc file {n}")
-            for bad in ("__MACOSX", ".git", "__pycache__"):
-                if bad in n.split("/"):
-                    errors.append(f"forbidden folder {bad} in {n}")
+        errors += _entry_errors(names)
         if zf.testzip():
             errors.append("bad zip (CRC error)")
         if not names or "/" not in names[0]:
             return errors + ["no top folder"]
         top = names[0].split("/")[0]
-        if len({n.split("/")[0] for n in names}) > 1:
-            errors.append("more than one top folder")
-        if not top.isidentifier() or not re.match(r"^[A-Za-z][A-Za-z0-9-_]+$", top):
-            errors.append(f"top folder '{top}' is not a Python identifier")
-        for req in (f"{top}/__init__.py", f"{top}/metadata.txt", f"{top}/LICENSE"):
-            if req not in names:
-                errors.append(f"missing {req}")
+        errors += _layout_errors(names, top)
         if f"{top}/metadata.txt" not in names:
             return errors
-        parser = configparser.ConfigParser()
-        parser.optionxform = str
+        md, fatal = _read_metadata(zf.read(f"{top}/metadata.txt"))
+        if fatal:
+            return errors + [fatal]
+        errors += _metadata_errors(md, top, names)
+    return errors
+
+
+def _entry_errors(names: list) -> list[str]:
+    """Entries the validator refuses: path information, compiled files, forbidden folders."""
+    errors = []
+    for n in names:
+        if ".." in n or n.startswith("/"):
+            errors.append(f"path information in {n}")
+        if ".pyc" in n:
+            errors.append(f".pyc file {n}")
+        for bad in ("__MACOSX", ".git", "__pycache__"):
+            if bad in n.split("/"):
+                errors.append(f"forbidden folder {bad} in {n}")
+    return errors
+
+
+def _layout_errors(names: list, top: str) -> list[str]:
+    """One top folder named as a Python identifier, holding the files every plugin needs."""
+    errors = []
+    if len({n.split("/")[0] for n in names}) > 1:
+        errors.append("more than one top folder")
+    if not top.isidentifier() or not re.match(r"^[A-Za-z][A-Za-z0-9-_]+$", top):
+        errors.append(f"top folder '{top}' is not a Python identifier")
+    for req in (f"{top}/__init__.py", f"{top}/metadata.txt", f"{top}/LICENSE"):
+        if req not in names:
+            errors.append(f"missing {req}")
+    return errors
+
+
+def _read_metadata(raw: bytes) -> tuple:
+    """(the [general] section as a dict, None) or (None, the error that stops the metadata checks)."""
+    parser = configparser.ConfigParser()
+    parser.optionxform = str
+    try:
+        parser.read_file(io.StringIO(raw.decode("utf8")))
+    except configparser.Error as exc:
+        return None, f"metadata.txt cannot be read: {exc}"
+    if not parser.has_section("general"):
+        return None, "metadata.txt has no [general] section"
+    bad = []  # QGIS reads metadata.txt with interpolation: a lone % makes the whole file unreadable
+    for key in parser.options("general"):
         try:
-            parser.read_file(io.StringIO(zf.read(f"{top}/metadata.txt").decode("utf8")))
-        except configparser.Error as exc:
-            return errors + [f"metadata.txt cannot be read: {exc}"]
-        if not parser.has_section("general"):
-            return errors + ["metadata.txt has no [general] section"]
-        bad = []  # QGIS reads metadata.txt with interpolation: a lone % makes the whole file unreadable
-        for key in parser.options("general"):
-            try:
-                parser.get("general", key)
-            except configparser.InterpolationError:
-                bad.append(key)
-        if bad:
-            return errors + [f"metadata.txt has a % sign (QGIS reads it with interpolation): in {', '.join(bad)}; "
-                             "write %% or 'percent'"]
-        md = dict(parser.items("general"))
-        errors += [f"metadata lacks {k}" for k in REQUIRED if not md.get(k, "").strip()]
-        for key, forbidden in PLACEHOLDER_URLS.items():
-            url = md.get(key)
-            if url is None and key == "homepage":
-                continue
-            if not url or url.strip() == forbidden or not re.match(r"^https?://[^/\s]+\.[^/\s]+(/\S*)?$", url.strip()):
-                errors.append(f"metadata {key} is not a real URL: {url!r}")
-        if "/" in md.get("author", ""):
-            errors.append("author contains a slash")
-        icon = md.get("icon", "").removeprefix("./")
-        if icon and f"{top}/{icon}" not in names:
-            errors.append(f"icon {icon} not in the zip")
+            parser.get("general", key)
+        except configparser.InterpolationError:
+            bad.append(key)
+    if bad:
+        return None, (f"metadata.txt has a % sign (QGIS reads it with interpolation): in {', '.join(bad)}; "
+                      "write %% or 'percent'")
+    return dict(parser.items("general")), None
+
+
+def _metadata_errors(md: dict, top: str, names: list) -> list[str]:
+    """Required keys present, real URLs, no slash in the author, the icon in the zip."""
+    errors = [f"metadata lacks {k}" for k in REQUIRED if not md.get(k, "").strip()]
+    for key, forbidden in PLACEHOLDER_URLS.items():
+        url = md.get(key)
+        if url is None and key == "homepage":
+            continue
+        if not url or url.strip() == forbidden or not re.match(r"^https?://[^/\s]+\.[^/\s]+(/\S*)?$", url.strip()):
+            errors.append(f"metadata {key} is not a real URL: {url!r}")
+    if "/" in md.get("author", ""):
+        errors.append("author contains a slash")
+    icon = md.get("icon", "").removeprefix("./")
+    if icon and f"{top}/{icon}" not in names:
+        errors.append(f"icon {icon} not in the zip")
     return errors
 
 

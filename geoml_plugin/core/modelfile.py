@@ -210,6 +210,13 @@ def check_meta_fields(d: dict, where: str = "the model file") -> None:
     fewshot = (d.get("extra") or {}).get("fewshot")
     if fewshot is not None and not _is_dict(fewshot):
         raise bad("extra 'fewshot' is not a JSON object")
+    _check_agreement(d, bad)
+    check_arch_args(d["architecture"], d.get("arch_args") or {},
+                    "The model file" + (f" {where}" if where.startswith("'") else ""))
+
+
+def _check_agreement(d: dict, bad) -> None:
+    """The metadata fields agree with each other: band counts, class values, network and target shapes."""
     n = d["in_bands"]
     for name in ("norm_mean", "norm_std"):
         if n and d.get(name) and len(d[name]) != n:
@@ -230,7 +237,6 @@ def check_meta_fields(d: dict, where: str = "the model file") -> None:
     for name in ("mean", "std"):
         if isinstance(target.get(name), list) and len(target[name]) not in (1, bands):
             raise bad(f"target '{name}' has {len(target[name])} value(s) for {bands} output band(s)")
-    check_arch_args(d["architecture"], args, "The model file" + (f" {where}" if where.startswith("'") else ""))
 
 
 def new_provenance(**extra) -> dict:

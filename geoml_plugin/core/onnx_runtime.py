@@ -182,20 +182,7 @@ def read_onnx(path: str, sess=None) -> OnnxModelInfo:
     overlap_pc = _json(md.get("tiles_overlap", "15"), "tiles_overlap", path)
     overlap = int(round((tile or 512) * float(overlap_pc) / 200.0))  # per cent of the tile, shared by two sides
     if model_type == "Segmentor":
-        names = md.get("class_names") or md.get("names")
-        k = max(2, channels)
-        if names:
-            d = _json(names, "class_names", path)
-            if not isinstance(d, dict):
-                raise ModelFileError(f"class_names in {name} must be a dictionary {{0: 'name', ...}}.")
-            listed = [str(v) for _, v in sorted(d.items(), key=lambda kv: int(kv[0]))]
-        else:
-            listed = []
-        if channels == 1 and len(listed) == 1:
-            listed = ["background"] + listed
-        if listed and len(listed) != k:
-            raise ModelFileError(f"{name} names {len(listed)} classes but its output has {k}.")
-        classes = make_classes(listed or [f"class {i}" for i in range(k)])
+        classes = _deepness_classes(md, channels, name, path)
         meta = ModelMeta(architecture="onnx", task="segmentation", in_bands=bands, output="dense",
                          patch_size=min(tile or 512, 512), norm_mean=mean, norm_std=std, classes=classes,
                          extra={"deepness": True, "model_type": model_type})
@@ -210,6 +197,25 @@ def read_onnx(path: str, sess=None) -> OnnxModelInfo:
                          threshold=float(_json(md.get("seg_thresh", "0.5"), "seg_thresh", path)),
                          output_scaling=float(_json(md.get("reg_output_scaling", "1.0"), "reg_output_scaling",
                                                     path)))
+
+
+def _deepness_classes(md: dict, channels: int, name: str, path: str) -> list:
+    """A Deepness segmentor's classes from its ``class_names`` ({0: 'name', ...}); one output channel is a
+    two-class (background, named class) model; unnamed classes are 'class 0', 'class 1' ..."""
+    names = md.get("class_names") or md.get("names")
+    k = max(2, channels)
+    if names:
+        d = _json(names, "class_names", path)
+        if not isinstance(d, dict):
+            raise ModelFileError(f"class_names in {name} must be a dictionary {{0: 'name', ...}}.")
+        listed = [str(v) for _, v in sorted(d.items(), key=lambda kv: int(kv[0]))]
+    else:
+        listed = []
+    if channels == 1 and len(listed) == 1:
+        listed = ["background"] + listed
+    if listed and len(listed) != k:
+        raise ModelFileError(f"{name} names {len(listed)} classes but its output has {k}.")
+    return make_classes(listed or [f"class {i}" for i in range(k)])
 
 
 def _int(v) -> Optional[int]:

@@ -241,74 +241,37 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
     if cfg.batch_size < 1:
         raise InputError("Batch size must be at least 1.")
     check_views(cfg.views)
-    if runner is None:
-        device = resolve_device(cfg.device)
-        model = model.to(device).eval()
-        runner = _Runner(model, meta, device, cfg.half_precision, cfg.views)
-        log_device(fb, device)
-    else:
-        device = runner.device  # ONNX models (onnx_runtime): no torch
+    runner, device = _prepare_runner(model, meta, cfg, runner, fb)
 
     with RasterReader(cfg.input_path, None) as probe:
         bands = choose_bands(meta, probe.info.band_count, cfg.bands, fb)
     reader = RasterReader(cfg.input_path, bands)
     info = reader.info
-    wx, wy, ww, wh = (int(v) for v in (cfg.window or (0, 0, info.width, info.height)))
-    # clip to the raster: a window starting left of / above it loses the part outside, it is not shifted
-    x1, y1 = min(wx + ww, info.width), min(wy + wh, info.height)
-    wx, wy = max(0, wx), max(0, wy)
-    ww, wh = x1 - wx, y1 - wy
+    win = _clip_window(cfg.window, info)
+    wx, wy, ww, wh = win
     area = "the area to translate" if meta.task == "translation" else "the area to classify"
-    if ww <= 0 or wh <= 0:
-        raise InputError(f"{area[0].upper()}{area[1:]} does not overlap the raster.")
-    small = min(info.width, info.height) < meta.patch_size
-    if small and meta.output == "patch":
-        raise InputError(
-            f"The raster ({info.width}×{info.height} px) is smaller than the model's patch size ({meta.patch_size} px)."
-        )
-    gt = list(info.geotransform)
-    gt[0], gt[3] = info.pixel_to_world(wx, wy)
+    small = _check_area(meta, info, ww, wh, area)
 
-    n_out = _output_bands(meta)
-    common = dict(width=ww, height=wh, geotransform=gt, crs_wkt=info.crs_wkt)
-    prov = {"GEOML_MODEL": os.path.basename(cfg.model_path or "in-memory"), "GEOML_TASK": meta.task,
-            "GEOML_ARCHITECTURE": meta.architecture, "GEOML_VIEWS": cfg.views}
-    if meta.is_classifier:
-        k = max(c.value for c in meta.classes)
-        out_w = RasterWriter(cfg.output_path, bands=1, dtype=np.uint8 if k < 255 else np.uint16, nodata=0,
-                             category_names=category_names(meta.classes), color_table=color_table(meta.classes),
-                             band_descriptions=["class"], metadata=prov, qml=qml.paletted_qml(meta.classes), **common)
-    else:
-        names = meta.target.get("band_names") or [meta.target.get("name", "value")] * n_out
-        out_w = RasterWriter(cfg.output_path, bands=n_out, dtype=np.float32, nodata=REGRESSION_NODATA,
-                             band_descriptions=names, metadata=prov, **common)
+    common = dict(width=ww, height=wh, geotransform=_window_geotransform(info, wx, wy), crs_wkt=info.crs_wkt)
+    prov = _provenance(meta, cfg)
+    out_w = _output_writer(meta, cfg.output_path, prov, common)
     conf_w = None
     if cfg.confidence_path and not meta.is_classifier:
         fb.log(f"No confidence raster is written for a {meta.task} model (confidence is the probability of the "
                f"winning class): {cfg.confidence_path} is not created.")
     try:
         if cfg.confidence_path and meta.is_classifier:
-            conf_w = RasterWriter(cfg.confidence_path, bands=1, dtype=np.float32, nodata=CONFIDENCE_NODATA,
-                                  band_descriptions=["confidence"], metadata=prov,
-                                  qml=qml.pseudocolor_qml(0.0, 1.0, qml.VIRIDIS), **common)
+            conf_w = _confidence_writer(cfg.confidence_path, prov, common)
         stats = _Stats(meta)
         dense_info: dict = {}
-        if meta.output == "patch":
-            n_tiles = _predict_patches(reader, runner, meta, cfg, (wx, wy, ww, wh), out_w, conf_w, stats, fb, dense_info)
-        else:
-            src = _MirroredReader(reader) if small else reader  # fully convolutional: a small raster is mirrored
-            n_tiles = _predict_dense(src, runner, meta, cfg, (wx, wy, ww, wh), out_w, conf_w, stats, fb, dense_info)
+        src = _MirroredReader(reader) if small and meta.output != "patch" else reader
+        n_tiles = _predict_tiles(src, runner, meta, cfg, win, out_w, conf_w, stats, fb, dense_info)
         if stats.valid == 0:
             raise InputError(f"The raster has no valid pixels (everything is nodata) in {area}.")
         if not meta.is_classifier:
             lo, hi = stats.value_range()
             out_w.qml = qml.style_for_target(meta.target, (lo, hi))
-        for w in (out_w, conf_w):  # all the writing first: a full disk must not leave a new class raster
-            if w is not None:      # beside the confidence raster of an earlier run
-                w.prepare()
-        out_w.commit()
-        if conf_w is not None:
-            conf_w.commit()
+        _commit_outputs(out_w, conf_w)
     except BaseException:
         out_w.abort()
         if conf_w is not None:
@@ -329,6 +292,92 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
         class_counts=stats.class_counts(), value_range=stats.value_range() if not meta.is_classifier else (),
         tiles=n_tiles, **dense_info,
     )
+
+
+def _prepare_runner(model, meta: ModelMeta, cfg: PredictConfig, runner, fb: Feedback):
+    """(runner, device): a torch ``_Runner`` on the configured device, or the given runner (ONNX: no torch)."""
+    if runner is None:
+        device = resolve_device(cfg.device)
+        model = model.to(device).eval()
+        runner = _Runner(model, meta, device, cfg.half_precision, cfg.views)
+        log_device(fb, device)
+    else:
+        device = runner.device  # ONNX models (onnx_runtime): no torch
+    return runner, device
+
+
+def _clip_window(window, info) -> tuple:
+    """``window`` (x, y, w, h; None = the whole raster) clipped to the raster: a window starting left of / above
+    it loses the part outside, it is not shifted."""
+    wx, wy, ww, wh = (int(v) for v in (window or (0, 0, info.width, info.height)))
+    x1, y1 = min(wx + ww, info.width), min(wy + wh, info.height)
+    wx, wy = max(0, wx), max(0, wy)
+    return wx, wy, x1 - wx, y1 - wy
+
+
+def _window_geotransform(info, wx: int, wy: int) -> list:
+    """The raster's geotransform moved to the window's top-left pixel."""
+    gt = list(info.geotransform)
+    gt[0], gt[3] = info.pixel_to_world(wx, wy)
+    return gt
+
+
+def _provenance(meta: ModelMeta, cfg: PredictConfig) -> dict:
+    """GDAL metadata on every output: which model (file name) made it, and how."""
+    return {"GEOML_MODEL": os.path.basename(cfg.model_path or "in-memory"), "GEOML_TASK": meta.task,
+            "GEOML_ARCHITECTURE": meta.architecture, "GEOML_VIEWS": cfg.views}
+
+
+def _check_area(meta: ModelMeta, info, ww: int, wh: int, area: str) -> bool:
+    """Refuse an empty area or a raster smaller than a patch model's window; True when the raster is smaller
+    than the patch size (a dense model then reads it mirrored)."""
+    if ww <= 0 or wh <= 0:
+        raise InputError(f"{area[0].upper()}{area[1:]} does not overlap the raster.")
+    small = min(info.width, info.height) < meta.patch_size
+    if small and meta.output == "patch":
+        raise InputError(
+            f"The raster ({info.width}×{info.height} px) is smaller than the model's patch size ({meta.patch_size} px)."
+        )
+    return small
+
+
+def _output_writer(meta: ModelMeta, path: str, prov: dict, common: dict) -> RasterWriter:
+    """The class raster (values 1..K, 0 = nodata, named categories and colours) or the Float32 value raster."""
+    if meta.is_classifier:
+        k = max(c.value for c in meta.classes)
+        return RasterWriter(path, bands=1, dtype=np.uint8 if k < 255 else np.uint16, nodata=0,
+                            category_names=category_names(meta.classes), color_table=color_table(meta.classes),
+                            band_descriptions=["class"], metadata=prov, qml=qml.paletted_qml(meta.classes), **common)
+    n_out = _output_bands(meta)
+    names = meta.target.get("band_names") or [meta.target.get("name", "value")] * n_out
+    return RasterWriter(path, bands=n_out, dtype=np.float32, nodata=REGRESSION_NODATA,
+                        band_descriptions=names, metadata=prov, **common)
+
+
+def _confidence_writer(path: str, prov: dict, common: dict) -> RasterWriter:
+    """The winning class's probability, Float32 in 0..1."""
+    return RasterWriter(path, bands=1, dtype=np.float32, nodata=CONFIDENCE_NODATA,
+                        band_descriptions=["confidence"], metadata=prov,
+                        qml=qml.pseudocolor_qml(0.0, 1.0, qml.VIRIDIS), **common)
+
+
+def _predict_tiles(src, runner, meta, cfg, win, out_w, conf_w, stats, fb, dense_info: dict) -> int:
+    """Patch models on a window lattice, dense models on overlapping tiles; the number of tiles."""
+    if meta.output == "patch":
+        return _predict_patches(src, runner, meta, cfg, win, out_w, conf_w, stats, fb, dense_info)
+    # fully convolutional: a small raster is mirrored (``src`` is then a ``_MirroredReader``)
+    return _predict_dense(src, runner, meta, cfg, win, out_w, conf_w, stats, fb, dense_info)
+
+
+def _commit_outputs(out_w, conf_w) -> None:
+    """All the writing first, then the renames: a full disk must not leave a new class raster beside the
+    confidence raster of an earlier run."""
+    for w in (out_w, conf_w):
+        if w is not None:
+            w.prepare()
+    out_w.commit()
+    if conf_w is not None:
+        conf_w.commit()
 
 
 class _Stats:

@@ -35,6 +35,7 @@ from qgis.PyQt.QtWidgets import QFrame, QHeaderView, QScrollArea, QTableWidgetIt
 
 from ..core.device import DEVICE_CHOICES
 from ..core.errors import GeoMLError, InputError
+from ..file_filters import MODEL_FILTER
 from ..styling import add_raster_layer
 from ..tasks import GeoMLTask, start_task
 from ..torch_preload import preload_torch
@@ -152,7 +153,7 @@ class FewShotPanel(QWidget, FORM):
         self.rasterLayer.layerChanged.connect(self.fill_bands)
         self._raster_defaults = ComboDefaults(self.rasterLayer, lambda: pick_input_raster("input"), self)
         self.fill_bands(self.rasterLayer.currentLayer())
-        self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
+        self.modelFile.setFilter(MODEL_FILTER)
         self.modelFile.fileChanged.connect(self.describe_model)
         self.deviceCombo.addItems(list(DEVICE_CHOICES))
         refresh_badge(self.set_device_badge)  # filled in when the background PyTorch/GPU check ends

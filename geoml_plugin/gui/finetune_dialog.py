@@ -25,6 +25,7 @@ from qgis.PyQt.QtCore import Qt, QTimer
 from ..core.errors import GeoMLError, InputError
 from ..core.finetune.backbones import BACKBONE_LABELS, BACKBONES
 from ..core.finetune.job import TASKS, map_paths_for, output_paths, report_path_for
+from ..file_filters import GEOML_MODEL, NEW_GEOML_MODEL
 from .job_dialog import JobDialogBase, load_ui
 from .layer_defaults import ComboDefaults, pick_input_raster, pick_labels, remember
 
@@ -203,9 +204,9 @@ class FinetuneDialog(JobDialogBase, FORM):
             self.weightsCombo.addItem(text, key)
         for key, text in EXTENT_ITEMS:
             self.extentCombo.addItem(text, key)
-        self.weightsFile.setFilter("GeoML model (*.safetensors *.geoml)")
+        self.weightsFile.setFilter(GEOML_MODEL)
         self.outputFile.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
-        self.outputFile.setFilter("GeoML model (*.safetensors)")
+        self.outputFile.setFilter(NEW_GEOML_MODEL)
         self.watch_browse(self.outputFile)
         self.inputLayer.layerChanged.connect(self.fill_bands)
         self.labelsLayer.layerChanged.connect(self.labels_changed)

@@ -25,6 +25,7 @@ from qgis.gui import QgsDockWidget, QgsFileWidget
 from qgis.PyQt.QtWidgets import QFrame, QScrollArea
 
 from ..core.errors import GeoMLError, InputError
+from ..file_filters import MODEL_FILTER
 from ..tasks import GeoMLTask, start_task
 from .gan_tool import GanMapTool
 from .job_dialog import load_ui
@@ -81,7 +82,7 @@ class GanPanel(QgsDockWidget, FORM):
         self.tileSizeCombo.addItems(TILE_SIZES)
         for key, label in STYLES:
             self.styleCombo.addItem(label, key)
-        self.modelFile.setFilter("GeoML model (*.safetensors *.geoml);;All files (*.*)")
+        self.modelFile.setFilter(MODEL_FILTER)
         self.folderWidget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.folderWidget.lineEdit().setPlaceholderText("a temporary folder")
         self.folderWidget.setFilePath(_setting("folder", ""))  # remembered

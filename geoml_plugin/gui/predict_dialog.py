@@ -10,6 +10,7 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 
 from ..core.errors import GeoMLError, InputError
+from ..file_filters import APPLY_MODEL_FILTER, ONNX_MODEL
 from ..styling import add_raster_layer
 from .job_dialog import JobDialogBase, load_ui
 from .layer_defaults import ComboDefaults, pick_input_raster, remember
@@ -62,8 +63,6 @@ class PredictDialog(JobDialogBase, FORM):
     def __init__(self, plugin=None, parent=None):
         super().__init__(plugin, parent)
         self.inputLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
-        from ..processing.base import APPLY_MODEL_FILTER
-
         self.modelFile.setFilter(APPLY_MODEL_FILTER)
         self.modelFile.fileChanged.connect(self.describe_model)
         self.exportButton = QPushButton("Export…", self)
@@ -104,7 +103,7 @@ class PredictDialog(JobDialogBase, FORM):
             return None
         if output is None:
             output, _ = QFileDialog.getSaveFileName(self, "Export model to ONNX", os.path.splitext(model)[0] + ".onnx",
-                                                    "ONNX model (*.onnx)")
+                                                    ONNX_MODEL)
             if not output:
                 return None
         if not output.lower().endswith(".onnx"):

@@ -11,6 +11,7 @@ from qgis.PyQt.QtGui import QPixmap
 
 from ..core.errors import InputError
 from ..core.gan.architectures import ARCH_LABELS
+from ..file_filters import NEW_GEOML_MODEL
 from .job_dialog import JobDialogBase, load_ui
 
 FORM = load_ui("traingan_dialog.ui")
@@ -59,7 +60,7 @@ class TrainGanDialog(JobDialogBase, FORM):
         for key, label in ARCH_LABELS:
             self.archCombo.addItem(dialog_arch_label(label), key)
         self.outputFile.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
-        self.outputFile.setFilter("GeoML model (*.safetensors)")
+        self.outputFile.setFilter(NEW_GEOML_MODEL)
         self.watch_browse(self.outputFile)
         self.targetLayer.layerChanged.connect(self.update_mode)
         self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))

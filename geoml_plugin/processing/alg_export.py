@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterFileDestination
 
-from .base import MODEL_FILTER, GeoMLAlgorithm
+from ..file_filters import MODEL_FILTER, ONNX_MODEL
+from .base import GeoMLAlgorithm
 
 HELP = """Writes a GeoML model file as an ONNX model that Deepness, GeoML (without PyTorch: Apply model accepts .onnx files) and any ONNX runtime can apply.
 
@@ -25,7 +26,7 @@ class ExportAlgorithm(GeoMLAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(
             "MODEL", "GeoML model file", behavior=QgsProcessingParameterFile.Behavior.File, fileFilter=MODEL_FILTER))
-        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "ONNX model", fileFilter="ONNX model (*.onnx)"))
+        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "ONNX model", fileFilter=ONNX_MODEL))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.onnx_export import export_onnx

@@ -17,7 +17,8 @@ from qgis.core import (
 )
 
 from ..core.models.view_sets import VIEW_COUNTS
-from .base import MODEL_FILTER, GeoMLAlgorithm, prepare_loading
+from ..file_filters import MODEL_FILTER
+from .base import GeoMLAlgorithm, prepare_loading
 
 HELP = """Maps a raster from a handful of labelled points: adapts a model to your classes — even classes it never saw — then classifies the whole raster.
 
@@ -69,9 +70,7 @@ class FewShotAlgorithm(GeoMLAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.fewshot.job import FewShotConfig, run_fewshot
 
-        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        if layer is None:
-            raise QgsProcessingException("The input raster could not be loaded.")
+        layer = self.input_raster(parameters, context)
         support = self.parameterAsCompatibleSourceLayerPath(parameters, "SUPPORT", context, ["gpkg", "shp"], "gpkg",
                                                             feedback)
         fields = self.parameterAsFields(parameters, "LABEL_FIELD", context)

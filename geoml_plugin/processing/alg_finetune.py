@@ -21,6 +21,7 @@ from qgis.core import (
 
 from ..core.finetune.backbones import BACKBONE_LABELS, BACKBONES
 from ..core.finetune.job import TASKS
+from ..file_filters import NEW_GEOML_MODEL
 from .base import GeoMLAlgorithm
 
 HELP = """Trains a convolutional network on a raster and your labels and saves a GeoML model file (apply it with <i>Apply model to raster</i>).
@@ -99,7 +100,7 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
         self.add_advanced_parameters(*advanced)
         self.add_device_parameter()
         self.addParameter(QgsProcessingParameterFileDestination(
-            "OUTPUT_MODEL", "Model file", fileFilter="GeoML model (*.safetensors)"))
+            "OUTPUT_MODEL", "Model file", fileFilter=NEW_GEOML_MODEL))
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_REPORT", "Training report (HTML)", fileFilter="HTML (*.html)", optional=True,
             createByDefault=False))
@@ -113,12 +114,8 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
         from ..layer_sources import labels_source
         from ..proxy_settings import qgis_proxies
 
-        raster = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        if raster is None:
-            raise QgsProcessingException("The input raster could not be loaded.")
-        labels = self.parameterAsLayer(parameters, "LABELS", context)
-        if labels is None:
-            raise QgsProcessingException("The labels layer could not be loaded.")
+        raster = self.input_raster(parameters, context)
+        labels = self.input_layer(parameters, context, "LABELS", "labels layer")
         try:
             source = labels_source(labels, QgsProcessingUtils.tempFolder(), context.transformContext())
         except Exception as exc:  # InputError from the export

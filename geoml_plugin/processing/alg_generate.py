@@ -17,8 +17,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..file_filters import MODEL_FILTER
 from ..layer_sources import crs_wkt
-from .base import MODEL_FILTER, GeoMLAlgorithm, prepare_loading
+from .base import GeoMLAlgorithm, prepare_loading
 
 STYLES = ["auto", "pseudocolor", "hillshade", "rgb"]
 

@@ -15,7 +15,8 @@ from qgis.core import (
 )
 
 from ..core.fewshot.choices import ALGORITHM_CHOICES, BACKBONE_CHOICES
-from .base import MODEL_FILTER, GeoMLAlgorithm
+from ..file_filters import MODEL_FILTER
+from .base import GeoMLAlgorithm
 
 HELP = """Meta-trains a model that learns new land-cover classes from a handful of points: the starting point of <i>Few-shot mapping</i>.
 
@@ -72,9 +73,7 @@ class MetaTrainAlgorithm(GeoMLAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.fewshot.metatrain import MetaTrainConfig, run_metatrain
 
-        main = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        if main is None:
-            raise QgsProcessingException("The training raster could not be loaded.")
+        main = self.input_raster(parameters, context, what="training raster")
         rasters = [main.source()]
         for lyr in self.parameterAsLayerList(parameters, "EXTRA_INPUTS", context) or []:
             if lyr.source() not in rasters:

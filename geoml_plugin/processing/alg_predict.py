@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessingException,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
@@ -13,7 +12,8 @@ from qgis.core import (
 )
 
 from ..core.models.view_sets import VIEW_COUNTS
-from .base import APPLY_MODEL_FILTER, GeoMLAlgorithm, prepare_loading
+from ..file_filters import APPLY_MODEL_FILTER
+from .base import GeoMLAlgorithm, prepare_loading
 
 HELP = """Applies a GeoML model file (made by Fine-tune, Few-shot mapping, Meta-train with prototypical networks, or Train GAN with a target raster) to a raster, tile by tile.
 
@@ -66,9 +66,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.predict import PredictConfig, run_predict
 
-        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        if layer is None:
-            raise QgsProcessingException("The input raster could not be loaded.")
+        layer = self.input_raster(parameters, context)
         conf = self.parameterAsOutputLayer(parameters, "OUTPUT_CONFIDENCE", context) or None
         window = None
         if parameters.get("EXTENT"):

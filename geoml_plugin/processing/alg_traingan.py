@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessingException,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
@@ -11,6 +10,7 @@ from qgis.core import (
 )
 
 from ..core.gan.architectures import ARCH_LABELS
+from ..file_filters import NEW_GEOML_MODEL
 from .base import GeoMLAlgorithm
 
 HELP = """Trains a generative model on raster tiles, on the CPU in minutes (faster on a CUDA GPU).
@@ -58,16 +58,14 @@ class TrainGanAlgorithm(GeoMLAlgorithm):
         ]
         self.add_advanced_parameters(*advanced)
         self.addParameter(QgsProcessingParameterFileDestination(
-            "OUTPUT_MODEL", "GeoML model", fileFilter="GeoML model (*.safetensors)"))
+            "OUTPUT_MODEL", "GeoML model", fileFilter=NEW_GEOML_MODEL))
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_REPORT", "Training report", fileFilter="PNG image (*.png)", optional=True, createByDefault=False))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.gan.train import GanTrainConfig, run_traingan
 
-        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        if layer is None:
-            raise QgsProcessingException("The input raster could not be loaded.")
+        layer = self.input_raster(parameters, context)
         target = self.parameterAsRasterLayer(parameters, "TARGET", context)
         model = self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context)
         if not model.lower().endswith((".safetensors", ".geoml")):

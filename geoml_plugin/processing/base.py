@@ -24,11 +24,6 @@ from ..core.errors import DependencyError, GeoMLError, internal_error_message
 from ..core.progress import Feedback
 from ..paths import icon_path
 
-MODEL_FILTER = "GeoML model (*.safetensors *.geoml);;All files (*.*)"
-# models that can be applied: GeoML files and ONNX models (GeoML exports, Deepness Segmentor/Regressor)
-APPLY_MODEL_FILTER = "Models (*.safetensors *.geoml *.onnx);;GeoML model (*.safetensors *.geoml);;" \
-                     "ONNX model (*.onnx);;All files (*.*)"
-
 
 def qgis_feedback(feedback: QgsProcessingFeedback) -> Feedback:
     """Adapt Processing's feedback to the core protocol."""
@@ -147,6 +142,15 @@ class GeoMLAlgorithm(QgsProcessingAlgorithm):
             preload_torch()
         return True
 
+    def input_raster(self, parameters, context, name: str = "INPUT", what: str = "input raster"):
+        """The raster layer of parameter ``name``; a Processing error "The <what> could not be loaded." when
+        there is none (a source QGIS cannot open, a layer id no longer in the project)."""
+        return _loaded(self.parameterAsRasterLayer(parameters, name, context), what)
+
+    def input_layer(self, parameters, context, name: str, what: str):
+        """The map layer of parameter ``name``, as :meth:`input_raster` for any layer type."""
+        return _loaded(self.parameterAsLayer(parameters, name, context), what)
+
     def add_advanced_parameters(self, *params) -> None:
         """Add parameters folded under "Advanced parameters" in the algorithm dialog."""
         for p in params:
@@ -183,6 +187,12 @@ class GeoMLAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(dependency_message(exc.message)) from exc
         except GeoMLError as exc:
             raise QgsProcessingException(str(exc)) from exc
+
+
+def _loaded(layer, what: str):
+    if layer is None:
+        raise QgsProcessingException(f"The {what} could not be loaded.")
+    return layer
 
 
 def dependency_message(problem: str) -> str:

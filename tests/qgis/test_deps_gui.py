@@ -42,8 +42,12 @@ def bar(qgis_iface):
 
 
 def _predict_dialog(qtbot, qgis_iface):
+    from qgis.core import QgsSettings
+
     from geoml_plugin.gui.predict_dialog import PredictDialog
 
+    # no remembered model: an .onnx one (left by an earlier test or run) needs no torch, so nothing would be offered
+    QgsSettings().remove("geoml/predict/model")
     dlg = PredictDialog(FakePlugin(qgis_iface))
     qtbot.addWidget(dlg)
     return dlg

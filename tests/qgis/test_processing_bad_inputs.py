@@ -123,6 +123,22 @@ def test_every_algorithm_gives_a_geoml_message_for_its_bad_inputs(geoml_provider
     assert {a for a, _ in messages} == {"predict", "fewshot", "finetune", "metatrain", "generate", "traingan"}
 
 
+@pytest.mark.parametrize("alg, parameter, what", [
+    ("predict", "INPUT", "input raster"), ("fewshot", "INPUT", "input raster"),
+    ("finetune", "INPUT", "input raster"), ("finetune", "LABELS", "labels layer"),
+    ("metatrain", "INPUT", "training raster"), ("traingan", "INPUT", "input raster"),
+])
+def test_a_layer_that_cannot_be_loaded_is_named_in_the_message(geoml_provider, scene, tmp_path, alg, parameter,
+                                                                what):
+    """A raster or labels layer Processing cannot open (here: a file that is not there) is refused before the job
+    starts, naming the layer (processAlgorithm called directly: ``processing.run`` would refuse it earlier)."""
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"geoml:{alg}")
+    params = {"INPUT": scene.image, "LABELS": scene.points, parameter: str(tmp_path / "not_there.tif")}
+    with pytest.raises(QgsProcessingException, match=f"^The {what} could not be loaded.$"):
+        algorithm.processAlgorithm(params, QgsProcessingContext(), QgsProcessingFeedback())
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_last_line_of_defence_reports_a_short_cause_and_logs_the_traceback(geoml_provider):
     from geoml_plugin.processing.base import GeoMLAlgorithm
 

@@ -157,26 +157,64 @@ def read_vector_labels(
     ``classes`` fixes the class order (e.g. to match an existing model).
     """
     ds, lay = open_layer(source, layer_name)
-    defn = lay.GetLayerDefn()
+    _check_label_field(lay.GetLayerDefn(), label_field, task)
+    sampling = _Sampling(_transform(lay.GetSpatialRef(), raster.crs_wkt), raster.geotransform,
+                         polygon_samples, min_spacing, np.random.default_rng(seed))
+    cols, rows, vals, fids, geom_kind, skipped = _read_positions(lay, label_field, sampling)
+    if not vals and not skipped:
+        raise InputError("The labels layer has no features.")
+    cols_a, rows_a = np.asarray(cols, float), np.asarray(rows, float)
+    keep = _usable_positions(cols_a, rows_a, raster, reader, skipped)
+    values, class_names = _label_values(vals, task, classes, keep, skipped)
+    result = LabelSet(cols_a[keep], rows_a[keep], values[keep] if len(vals) else values, class_names,
+                      geom_kind or "point", {k: v for k, v in skipped.items()}, np.asarray(fids, np.int64)[keep])
+    if len(result) == 0:
+        raise InputError(
+            "No usable labels: every label was skipped (" + result.describe_skipped() + ").",
+            "Check that the labels overlap the raster and lie on valid pixels.",
+        )
+    return result
+
+
+_NUMERIC_FIELDS = (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal)
+
+
+def _check_label_field(defn, label_field: str, task: str) -> None:
+    """The layer has ``label_field``, and a numeric one for regression (with a hint naming the numeric fields)."""
     names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
     if label_field not in names:
         raise InputError(f"The labels layer has no field '{label_field}'.", f"Fields: {', '.join(names) or 'none'}.")
     ftype = defn.GetFieldDefn(names.index(label_field)).GetType()
-    if task == "regression" and ftype not in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal):
+    if task == "regression" and ftype not in _NUMERIC_FIELDS:
         kind = {ogr.OFTString: "text", ogr.OFTDate: "date", ogr.OFTDateTime: "date and time", ogr.OFTTime: "time"}.get(
             ftype, ogr.GetFieldTypeName(ftype).lower())
-        numeric = [n for n in names if defn.GetFieldDefn(names.index(n)).GetType()
-                   in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal)]
+        numeric = [n for n in names if defn.GetFieldDefn(names.index(n)).GetType() in _NUMERIC_FIELDS]
         raise InputError(
             f"Regression needs a numeric field; '{label_field}' is a {kind} field.",
             (f"If it holds numbers as text, add a decimal field with the Field Calculator, e.g. to_real(\"{label_field}\"). "
              if ftype == ogr.OFTString else "")
             + (f"Numeric fields of this layer: {', '.join(numeric)}." if numeric else "The layer has no numeric field."),
         )
-    ct = _transform(lay.GetSpatialRef(), raster.crs_wkt)
-    gt = raster.geotransform
-    inv = gdal.InvGeoTransform(gt)
-    rng = np.random.default_rng(seed)
+
+
+@dataclass
+class _Sampling:
+    """How a feature's geometry becomes pixel positions: the layer→raster transform (None: same CRS), the
+    raster's geotransform, and the polygon sampling settings."""
+
+    ct: object
+    gt: tuple
+    polygon_samples: int
+    min_spacing: float
+    rng: np.random.Generator
+
+    def __post_init__(self):
+        self.inv = gdal.InvGeoTransform(self.gt)
+
+
+def _read_positions(lay, label_field: str, sampling: _Sampling) -> tuple:
+    """(cols, rows, values, feature ids, geometry kind, skipped counts) of every labelled position, in the
+    layer's reading order."""
     skipped: Counter = Counter()
     cols, rows, vals, fids = [], [], [], []
     geom_kind = None
@@ -190,34 +228,39 @@ def read_vector_labels(
         if g is None or g.IsEmpty():
             skipped["without geometry"] += 1
             continue
-        g = g.Clone()
-        if ct is not None:
-            g.Transform(ct)
-        gtype = ogr.GT_Flatten(g.GetGeometryType())
-        if gtype in (ogr.wkbPoint, ogr.wkbMultiPoint):
-            geom_kind = geom_kind or "point"
-            pts = [g.GetPoint_2D(0)] if gtype == ogr.wkbPoint else [g.GetGeometryRef(i).GetPoint_2D(0) for i in range(g.GetGeometryCount())]
-            for x, y in pts:
-                c, r = gdal.ApplyGeoTransform(inv, x, y)
-                cols.append(c)
-                rows.append(r)
-                vals.append(v)
-                fids.append(feat.GetFID())
-        elif gtype in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
-            geom_kind = geom_kind or "polygon"
-            pts = _sample_polygon(g, inv, gt, polygon_samples, min_spacing, rng)
-            if not pts:
-                skipped["polygons smaller than a pixel"] += 1
-            for c, r in pts:
-                cols.append(c)
-                rows.append(r)
-                vals.append(v)
-                fids.append(feat.GetFID())
-        else:
+        kind, pts = _feature_positions(g, sampling)
+        if kind is None:
             skipped["with unsupported geometry (use points or polygons)"] += 1
-    if not vals and not skipped:
-        raise InputError("The labels layer has no features.")
-    cols_a, rows_a = np.asarray(cols, float), np.asarray(rows, float)
+            continue
+        geom_kind = geom_kind or kind
+        if kind == "polygon" and not pts:
+            skipped["polygons smaller than a pixel"] += 1
+        for c, r in pts:
+            cols.append(c)
+            rows.append(r)
+            vals.append(v)
+            fids.append(feat.GetFID())
+    return cols, rows, vals, fids, geom_kind, skipped
+
+
+def _feature_positions(g, sampling: _Sampling) -> tuple:
+    """("point" | "polygon" | None, pixel positions) of one feature's geometry in the raster's grid: each point
+    of a (multi)point, or positions sampled inside a (multi)polygon; None for other geometry types."""
+    g = g.Clone()
+    if sampling.ct is not None:
+        g.Transform(sampling.ct)
+    gtype = ogr.GT_Flatten(g.GetGeometryType())
+    if gtype in (ogr.wkbPoint, ogr.wkbMultiPoint):
+        pts = [g.GetPoint_2D(0)] if gtype == ogr.wkbPoint else [g.GetGeometryRef(i).GetPoint_2D(0) for i in range(g.GetGeometryCount())]
+        return "point", [tuple(gdal.ApplyGeoTransform(sampling.inv, x, y)) for x, y in pts]
+    if gtype in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+        return "polygon", _sample_polygon(g, sampling.inv, sampling.gt, sampling.polygon_samples,
+                                          sampling.min_spacing, sampling.rng)
+    return None, []
+
+
+def _usable_positions(cols_a: np.ndarray, rows_a: np.ndarray, raster: RasterInfo, reader, skipped: Counter):
+    """Mask of the positions inside the raster and (with ``reader``) on valid pixels; counts the others."""
     inside = (cols_a >= 0) & (rows_a >= 0) & (cols_a < raster.width) & (rows_a < raster.height)
     if (~inside).sum():
         skipped["outside the raster"] += int((~inside).sum())
@@ -228,23 +271,20 @@ def read_vector_labels(
         if n_bad:
             skipped["on nodata pixels"] += n_bad
         keep[np.flatnonzero(keep)[~on_data]] = False
+    return keep
+
+
+def _label_values(vals: list, task: str, classes: Optional[list], keep: np.ndarray, skipped: Counter) -> tuple:
+    """(values, class names): numbers for regression, else class indices (``classes`` fixes the order); labels of
+    a class not in ``classes`` are dropped from ``keep`` (in place) and counted."""
     if task == "regression":
-        values = np.asarray(vals, dtype=np.float64)
-        class_names: list = []
-    else:
-        values, class_names = _class_index([v for v in vals], classes)
-        unknown = values < 0
-        if unknown.any():
-            skipped["with a class the model does not know"] += int((unknown & keep).sum())
-            keep &= ~unknown
-    result = LabelSet(cols_a[keep], rows_a[keep], values[keep] if len(vals) else values, class_names,
-                      geom_kind or "point", {k: v for k, v in skipped.items()}, np.asarray(fids, np.int64)[keep])
-    if len(result) == 0:
-        raise InputError(
-            "No usable labels: every label was skipped (" + result.describe_skipped() + ").",
-            "Check that the labels overlap the raster and lie on valid pixels.",
-        )
-    return result
+        return np.asarray(vals, dtype=np.float64), []
+    values, class_names = _class_index([v for v in vals], classes)
+    unknown = values < 0
+    if unknown.any():
+        skipped["with a class the model does not know"] += int((unknown & keep).sum())
+        keep &= ~unknown
+    return values, class_names
 
 
 def _valid_at(reader: RasterReader, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
