@@ -66,14 +66,14 @@ def device_badge_text() -> str:
     """'GPU: NVIDIA … (N GB)', 'CPU only — jobs will be slower' or a not-installed message.
 
     Never blocks: when only the (seconds-long) check in a separate process can
-    tell, returns :data:`deps_ui.CHECKING_BADGE`; :meth:`JobDialogBase.refresh_device_badge`
+    tell, returns :data:`deps.offer.CHECKING_BADGE`; :meth:`JobDialogBase.refresh_device_badge`
     then fills the badge in when that check is done.
     """
-    from .. import deps
-    from .deps_ui import CHECKING_BADGE
+    from ..deps import detect
+    from .deps.offer import CHECKING_BADGE
 
     try:
-        return deps.gpu_summary(block=False) or CHECKING_BADGE
+        return detect.gpu_summary(block=False) or CHECKING_BADGE
     except Exception as exc:  # never let the badge break a dialog
         return f"Device unknown ({exc})"
 
@@ -105,14 +105,14 @@ def set_badge(label, combo, text: str) -> None:
 def refresh_badge(show: Callable[[str], None]) -> None:
     """``show(text)`` the device badge now and, when that says the (seconds-long) background check is still
     running, again with its outcome when it ends."""
-    from .deps_ui import CHECKING_BADGE, check_in_background
+    from .deps.offer import CHECKING_BADGE, check_in_background
 
     text = device_badge_text()
     show(text)
     if text == CHECKING_BADGE:
-        from .. import deps
+        from ..deps import detect
 
-        check_in_background(lambda st: show(deps.summary_of(st)))
+        check_in_background(lambda st: show(detect.summary_of(st)))
 
 
 def replace_question(existing: list) -> str:
@@ -218,7 +218,7 @@ class JobDialogBase(QDialog):
 
     def show_dependency_problem(self, text: str) -> None:
         """Log the problem and offer the installer in the message bar."""
-        from .deps_ui import offer_install
+        from .deps.offer import offer_install
 
         self.logView.appendPlainText(text)
         if offer_install(self.plugin, text) is None:
@@ -239,9 +239,9 @@ class JobDialogBase(QDialog):
     def run(self) -> Optional[GeoMLTask]:
         if self.task is not None:
             return self.task
-        from .. import deps
+        from ..deps import detect
 
-        problem = deps.quick_problem() if self.needs_torch() else None  # nothing imported: find_spec, or the cache
+        problem = detect.quick_problem() if self.needs_torch() else None  # nothing imported: find_spec, or the cache
         if problem:
             self.show_dependency_problem(problem)
             return None
@@ -314,9 +314,9 @@ class JobDialogBase(QDialog):
         elif task.cancelled:
             self._cancelled(task)
         elif isinstance(task.error, DependencyError):
-            from .. import deps
+            from ..deps import detect
 
-            deps.invalidate()
+            detect.invalidate()
             self.logView.appendPlainText("Failed: " + task.error_text())
             self.show_dependency_problem(task.error_text())
         else:

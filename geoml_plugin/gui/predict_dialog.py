@@ -109,9 +109,9 @@ class PredictDialog(JobDialogBase, FORM):
                 return None
         if not output.lower().endswith(".onnx"):
             output += ".onnx"
-        from .. import deps
+        from ..deps import detect
 
-        problem = deps.quick_problem()
+        problem = detect.quick_problem()
         if problem:
             self.show_dependency_problem(problem)
             return None

@@ -8,9 +8,9 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QGuiApplication
 from qgis.PyQt.QtWidgets import QPushButton
 
-from geoml_plugin import deps
 from geoml_plugin.core.errors import DependencyError
-from geoml_plugin.gui import deps_ui
+from geoml_plugin.deps import detect as deps
+from geoml_plugin.gui.deps import offer as deps_ui
 from tests.deps.wheels import ISOLATED_PIP_ENV, HangingServer, local_wheels
 from tests.qgis.conftest import FakePlugin
 
@@ -96,7 +96,7 @@ def test_badge_is_filled_in_by_the_background_check(qtbot, qgis_iface, monkeypat
 
 
 def _installer(qtbot, qgis_iface, tmp_path, source, packages=("geomltest-a",)):
-    from geoml_plugin.gui.installer_dialog import InstallerDialog
+    from geoml_plugin.gui.deps.installer_dialog import InstallerDialog
 
     target = tmp_path / "profile" / "python" / "geoml_packages" / "py3x"
     dlg = InstallerDialog(FakePlugin(qgis_iface), target=target, packages=list(packages), source=str(source),
@@ -171,7 +171,7 @@ def test_bad_source_is_refused_before_installing(qtbot, qgis_iface, tmp_path):
 def test_diagnostics_dialog_reports_and_copies(qtbot, qgis_iface):
     import torch
 
-    from geoml_plugin.gui.diagnostics_dialog import open_dialog
+    from geoml_plugin.gui.deps.diagnostics_dialog import open_dialog
 
     dlg = open_dialog(FakePlugin(qgis_iface))
     qtbot.waitUntil(lambda: dlg.task is None, timeout=120_000)
@@ -215,7 +215,7 @@ def test_plugin_has_diagnostics_and_install_actions_and_offers_when_missing(qtbo
         monkeypatch.setitem(sys.modules, "torchvision", None)
         plugin.offer_install_if_missing()
         assert deps_ui.current_offer(bar) is not None
-        dlg = plugin.open_tool("gui.diagnostics_dialog:open_dialog")
+        dlg = plugin.open_tool("gui.deps.diagnostics_dialog:open_dialog")
         assert plugin.dialogs["diagnostics"] is dlg
         qtbot.waitUntil(lambda: dlg.task is None, timeout=120_000)
         assert "GeoML diagnostics" in dlg.reportView.toPlainText()
@@ -248,8 +248,8 @@ def test_qgis_proxy_settings_are_passed_to_pip(qtbot, qgis_iface, tmp_path, whee
 
 
 def test_installer_dialog_defaults_show_choice_and_place(qtbot, qgis_iface, tmp_path, monkeypatch):
-    from geoml_plugin.gpu_driver import detect_nvidia
-    from geoml_plugin.gui.installer_dialog import InstallerDialog
+    from geoml_plugin.deps.gpu_driver import detect_nvidia
+    from geoml_plugin.gui.deps.installer_dialog import InstallerDialog
 
     monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "geoml_packages" / "py3x"))
     dlg = InstallerDialog(FakePlugin(qgis_iface))
@@ -269,7 +269,7 @@ def test_installer_dialog_defaults_show_choice_and_place(qtbot, qgis_iface, tmp_
 
 def test_installer_says_pytorch_works_in_words_and_offers_a_reinstall(qtbot, qgis_iface, tmp_path, monkeypatch):
     """Issue 21: 'Now: Working: CPU only' read oddly, and Install looked like the next step though PyTorch works."""
-    from geoml_plugin.gui.installer_dialog import InstallerDialog
+    from geoml_plugin.gui.deps.installer_dialog import InstallerDialog
 
     monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "geoml_packages" / "py3x"))
     dlg = InstallerDialog(FakePlugin(qgis_iface))

@@ -1,7 +1,7 @@
 """Dependency state in the GUI: the message-bar offer to install, and the
 background check that fills the GPU badge of every job dialog.
 
-The check (:func:`deps.dependency_status`) imports torch in a separate Python
+The check (:func:`deps.detect.dependency_status`) imports torch in a separate Python
 process and takes seconds, so it runs as a QgsTask, once per session; dialogs
 opened meanwhile are called back when it is done.
 """
@@ -12,8 +12,8 @@ from typing import Callable, Optional
 from qgis.core import Qgis
 from qgis.PyQt.QtWidgets import QPushButton
 
-from .. import deps
-from ..tasks import GeoMLTask, start_task
+from ...deps import detect
+from ...tasks import GeoMLTask, start_task
 
 OFFER_NAME = "geomlDependencyOffer"
 CHECKING_BADGE = "Checking PyTorch and the GPU…"
@@ -74,15 +74,15 @@ def current_offer(bar):
     return next((i for i in bar.items() if i.objectName() == OFFER_NAME), None)
 
 
-def check_in_background(callback: Callable[[deps.DepsStatus], None]) -> Optional[GeoMLTask]:
+def check_in_background(callback: Callable[[detect.DepsStatus], None]) -> Optional[GeoMLTask]:
     """Call ``callback(status)`` on the main thread once the dependency check is known."""
-    st = deps.cached_status()
+    st = detect.cached_status()
     if st is not None:
         callback(st)
         return None
     _state["callbacks"].append(callback)
     if _state["task"] is None:
-        task = GeoMLTask("GeoML: checking PyTorch and the GPU", lambda fb: deps.dependency_status(), _finished)
+        task = GeoMLTask("GeoML: checking PyTorch and the GPU", lambda fb: detect.dependency_status(), _finished)
         task.keep_on_unload = True  # its callbacks tolerate deleted dialogs; others wait for its result
         _state["task"] = task
         start_task(task)
@@ -94,7 +94,7 @@ def _finished(task: GeoMLTask) -> None:
     if task.error is None:
         st = task.result
     else:
-        st = deps.quick_status()
+        st = detect.quick_status()
         st.probe_error = f"The dependency check failed: {task.error_text()}"
     callbacks, _state["callbacks"] = _state["callbacks"], []
     for cb in callbacks:
@@ -105,7 +105,7 @@ def _finished(task: GeoMLTask) -> None:
 
 
 def collect_diagnostics(callback: Callable[[str], None], refresh: bool = False, extra: str = "") -> GeoMLTask:
-    """Build :func:`deps.diagnostics` in the background (it may import torch in a subprocess)."""
+    """Build :func:`deps.detect.diagnostics` in the background (it may import torch in a subprocess)."""
 
     def done(task: GeoMLTask) -> None:
         text = task.result if task.error is None else f"Diagnostics failed: {task.error_text()}\n{task.traceback}"
@@ -114,7 +114,7 @@ def collect_diagnostics(callback: Callable[[str], None], refresh: bool = False, 
         except RuntimeError:  # the dialog is gone
             pass
 
-    task = GeoMLTask("GeoML: collecting diagnostics", lambda fb: deps.diagnostics(refresh=refresh, extra=extra), done)
+    task = GeoMLTask("GeoML: collecting diagnostics", lambda fb: detect.diagnostics(refresh=refresh, extra=extra), done)
     task.keep_on_unload = True  # ``done`` tolerates a deleted dialog
     return start_task(task)
 
