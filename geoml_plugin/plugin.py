@@ -7,7 +7,6 @@ it offers the installer in the message bar.
 from __future__ import annotations
 
 import importlib
-from typing import Optional
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtGui import QIcon
@@ -37,7 +36,7 @@ class GeoMLPlugin:
         self.provider = None
         self.actions: dict[str, QAction] = {}
         self.toolbar = None
-        self.dialogs: dict = {}
+        self.dialogs: dict = {}  # one per kind (gui.single_instance.show_single; the panels' docks)
 
     # Processing (also called by qgis_process, without initGui) ------------
     def initProcessing(self) -> None:  # noqa: N802
@@ -106,14 +105,3 @@ class GeoMLPlugin:
 
     def message_bar(self):
         return self.iface.messageBar() if self.iface is not None else None
-
-    def dialog(self, key: str, factory) -> Optional[object]:
-        """One instance per dialog kind, re-shown when opened again."""
-        dlg = self.dialogs.get(key)
-        if dlg is None:
-            dlg = factory()
-            self.dialogs[key] = dlg
-        dlg.show()
-        dlg.raise_()
-        dlg.activateWindow()
-        return dlg

@@ -38,9 +38,11 @@ from ..core.errors import GeoMLError, InputError
 from ..deps.torch_preload import preload_torch
 from ..styling import add_raster_layer
 from ..tasks import GeoMLTask, start_task
+from .deps.badge import refresh_badge, set_badge
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
-from .job_dialog import load_ui, refresh_badge, request_cancel, set_badge
+from .forms import load_ui
+from .job_dialog import request_cancel
 from .layer_defaults import ComboDefaults, mark_output, pick_input_raster, pick_labels, remember
 from .map_window import pixel_window
 from .messages import error_level, push_to_bar, unexpected_failure

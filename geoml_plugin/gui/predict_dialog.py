@@ -11,8 +11,10 @@ from qgis.PyQt.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 
 from ..core.errors import GeoMLError, InputError
 from ..styling import add_raster_layer
-from .job_dialog import JobDialogBase, load_ui
+from .forms import load_ui
+from .job_dialog import JobDialogBase
 from .layer_defaults import ComboDefaults, pick_input_raster, remember
+from .single_instance import show_single
 
 FORM = load_ui("predict_dialog.ui")
 
@@ -234,4 +236,4 @@ def add_prediction_layers(result):
 
 def open_dialog(plugin):
     parent = plugin.iface.mainWindow() if plugin.iface is not None else None
-    return plugin.dialog("predict", lambda: PredictDialog(plugin, parent))
+    return show_single(plugin, "predict", lambda: PredictDialog(plugin, parent))

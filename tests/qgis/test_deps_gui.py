@@ -10,6 +10,8 @@ from qgis.PyQt.QtWidgets import QPushButton
 
 from geoml_plugin.core.errors import DependencyError
 from geoml_plugin.deps import detect as deps
+from geoml_plugin.gui import single_instance
+from geoml_plugin.gui.deps import badge
 from geoml_plugin.gui.deps import offer as deps_ui
 from tests.deps.wheels import ISOLATED_PIP_ENV, HangingServer, local_wheels
 from tests.qgis.conftest import FakePlugin
@@ -21,12 +23,12 @@ def clean_state(monkeypatch):
     deps.invalidate()
     yield
     deps.invalidate()
-    for dlg in list(deps_ui._standalone.values()):
+    for dlg in list(single_instance._standalone.values()):
         try:
             dlg.close()
         except RuntimeError:
             pass
-    deps_ui._standalone.clear()
+    single_instance._standalone.clear()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def test_missing_torch_offers_installer_instead_of_running(qtbot, qgis_iface, ba
     button = item.findChild(QPushButton, "geomlInstallButton")
     assert button.text() == "Install dependencies…"
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
-    installer_dlg = deps_ui._standalone["installer"]
+    installer_dlg = single_instance._standalone["installer"]
     assert installer_dlg.isVisible()
     assert "torch, torchvision" in installer_dlg.planView.toPlainText()
     assert "PyTorch is not installed." in installer_dlg.detectionLabel.text()
@@ -87,8 +89,8 @@ def test_badge_is_filled_in_by_the_background_check(qtbot, qgis_iface, monkeypat
 
     monkeypatch.setattr(deps, "gpu_summary", lambda block=True: "")  # as when torch is not loaded yet
     dlg = _predict_dialog(qtbot, qgis_iface)
-    assert dlg.deviceBadge.text() == deps_ui.CHECKING_BADGE
-    qtbot.waitUntil(lambda: dlg.deviceBadge.text() != deps_ui.CHECKING_BADGE, timeout=60_000)
+    assert dlg.deviceBadge.text() == badge.CHECKING_BADGE
+    qtbot.waitUntil(lambda: dlg.deviceBadge.text() != badge.CHECKING_BADGE, timeout=60_000)
     if torch.cuda.is_available():
         assert dlg.deviceBadge.text().startswith("GPU: ")
     else:

@@ -4,8 +4,9 @@ from __future__ import annotations
 from qgis.PyQt.QtGui import QFontDatabase, QGuiApplication
 from qgis.PyQt.QtWidgets import QDialog
 
-from ..job_dialog import load_ui
-from .offer import collect_diagnostics, main_window, show_single
+from ..forms import load_ui
+from ..single_instance import main_window, show_single
+from .badge import collect_diagnostics
 
 FORM = load_ui("diagnostics_dialog.ui")
 

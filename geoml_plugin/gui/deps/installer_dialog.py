@@ -24,9 +24,10 @@ from ...deps import detect, installer
 from ...deps.gpu_driver import detect_nvidia
 from ...deps.interpreter import python_executable
 from ...tasks import GeoMLTask, start_task
-from ..job_dialog import load_ui
+from ..forms import load_ui
 from ..messages import ask_about_running, push_to_bar
-from .offer import check_in_background, collect_diagnostics, main_window, show_single
+from ..single_instance import main_window, show_single
+from .badge import check_in_background, collect_diagnostics
 
 FORM = load_ui("installer_dialog.ui")
 
