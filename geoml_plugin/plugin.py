@@ -7,7 +7,6 @@ it offers the installer in the message bar.
 from __future__ import annotations
 
 import importlib
-from typing import Optional
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtGui import QIcon
@@ -26,8 +25,8 @@ ACTIONS = [
     ("fewshot", "Few-shot mapping (click points)…", "fewshot.svg", "gui.fewshot_panel:open_panel", True),
     ("traingan", "Train GAN (tiles or translation)…", "traingan.svg", "gui.traingan_dialog:open_dialog", True),
     ("gan_tiles", "Generate tiles (GAN map tool)…", "gan_tiles.svg", "gui.gan_panel:open_panel", True),
-    ("install_deps", "Install dependencies…", "install.svg", "gui.installer_dialog:open_dialog", False),
-    ("diagnostics", "Diagnostics…", "diagnostics.svg", "gui.diagnostics_dialog:open_dialog", False),
+    ("install_deps", "Install dependencies…", "install.svg", "gui.deps.installer_dialog:open_dialog", False),
+    ("diagnostics", "Diagnostics…", "diagnostics.svg", "gui.deps.diagnostics_dialog:open_dialog", False),
 ]
 
 
@@ -37,7 +36,7 @@ class GeoMLPlugin:
         self.provider = None
         self.actions: dict[str, QAction] = {}
         self.toolbar = None
-        self.dialogs: dict = {}
+        self.dialogs: dict = {}  # one per kind (gui.single_instance.show_single; the panels' docks)
 
     # Processing (also called by qgis_process, without initGui) ------------
     def initProcessing(self) -> None:  # noqa: N802
@@ -66,11 +65,11 @@ class GeoMLPlugin:
 
     def offer_install_if_missing(self) -> None:
         """At start-up, when torch is not even on the path, say so with a one-click fix."""
-        from . import deps
+        from .deps import detect
 
-        st = deps.quick_status()  # find_spec only: imports nothing
+        st = detect.quick_status()  # find_spec only: imports nothing
         if st.torch_missing or not st.package("torchvision").found or not st.package("safetensors").found:
-            from .gui.deps_ui import offer_install
+            from .gui.deps.offer import offer_install
 
             offer_install(self, "GeoML needs PyTorch, torchvision and safetensors, which this QGIS does not have. "
                                 "One click installs them (no administrator rights needed).", duration=30)
@@ -101,19 +100,8 @@ class GeoMLPlugin:
             self.provider = None
         bar = self.message_bar()
         for item in list(bar.items()) if bar is not None else []:
-            if item.objectName().startswith("geoml"):  # the install offer (gui.deps_ui): its buttons call into us
+            if item.objectName().startswith("geoml"):  # the install offer (gui.deps.offer): its buttons call into us
                 bar.popWidget(item)
 
     def message_bar(self):
         return self.iface.messageBar() if self.iface is not None else None
-
-    def dialog(self, key: str, factory) -> Optional[object]:
-        """One instance per dialog kind, re-shown when opened again."""
-        dlg = self.dialogs.get(key)
-        if dlg is None:
-            dlg = factory()
-            self.dialogs[key] = dlg
-        dlg.show()
-        dlg.raise_()
-        dlg.activateWindow()
-        return dlg

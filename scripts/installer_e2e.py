@@ -40,14 +40,15 @@ scene = make_sample_scene(d, size=128, seed=1, points_per_class=25)
 model = make_sample_model(scene, os.path.join(d, "model.safetensors"))
 out = processing.run("geoml:predict", {"INPUT": scene.image, "MODEL": model, "OUTPUT": os.path.join(d, "pred.tif")})
 print("PREDICTED", out["OUTPUT"], os.path.getsize(out["OUTPUT"]), "bytes")
-from geoml_plugin import deps
+from geoml_plugin.deps import detect as deps
 print(deps.diagnostics())
 """
 
 
 def main() -> int:
-    from geoml_plugin import deps, installer
     from geoml_plugin.core.progress import PrintFeedback
+    from geoml_plugin.deps import detect as deps
+    from geoml_plugin.deps import installer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", default=None, help="build key (default: chosen for this machine)")

@@ -254,14 +254,14 @@ def s07_gan_tiles_geographic():
 
 
 def s08_installer():
-    dlg = plugin.open_tool("gui.installer_dialog:open_dialog")
+    dlg = plugin.open_tool("gui.deps.installer_dialog:open_dialog")
     dlg.resize(1000, 800)
     wait(lambda: "Now: Working" in dlg.detectionLabel.text() or "Not working" in dlg.detectionLabel.text(),
          lambda: (shot(dlg, "14_installer"), log(dlg.detectionLabel.text()), dlg.hide(), next_step()), 240)
 
 
 def s09_diagnostics():
-    dlg = plugin.open_tool("gui.diagnostics_dialog:open_dialog")
+    dlg = plugin.open_tool("gui.deps.diagnostics_dialog:open_dialog")
     QTimer.singleShot(3000, lambda: (shot(dlg, "15_diagnostics"), dlg.hide(), next_step()))
 
 

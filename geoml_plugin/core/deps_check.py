@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .errors import DependencyError
 
-# The shell's menu entry (geoml_plugin/deps.py:INSTALL_ACTION); core cannot import the shell.
+# The shell's menu entry (geoml_plugin/deps/detect.py:INSTALL_ACTION); core cannot import the shell.
 _HINT = ("In QGIS: Raster ▸ GeoML ▸ Install dependencies… (one click, no administrator rights). "
          "Outside QGIS: pip install torch torchvision safetensors.")
 

@@ -35,13 +35,15 @@ from qgis.PyQt.QtWidgets import QFrame, QHeaderView, QScrollArea, QTableWidgetIt
 
 from ..core.device import DEVICE_CHOICES
 from ..core.errors import GeoMLError, InputError
+from ..deps.torch_preload import preload_torch
 from ..file_filters import MODEL_FILTER
 from ..styling import add_raster_layer
 from ..tasks import GeoMLTask, start_task
-from ..torch_preload import preload_torch
+from .deps.badge import refresh_badge, set_badge
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
-from .job_dialog import load_ui, refresh_badge, request_cancel, set_badge
+from .forms import load_ui
+from .job_dialog import request_cancel
 from .layer_defaults import ComboDefaults, mark_output, pick_input_raster, pick_labels, remember
 from .map_window import pixel_window
 from .messages import error_level, push_to_bar, unexpected_failure
@@ -415,7 +417,7 @@ class FewShotPanel(QWidget, FORM):
             return None
         if self.task is not None:  # re-adapt: the running job is superseded
             self.task.cancel()
-        preload_torch()  # on the main thread: see torch_preload.py
+        preload_torch()  # on the main thread: see deps/torch_preload.py
         layer = self.rasterLayer.currentLayer()
         try:
             visible = self._pixel_window(layer, self.canvas.extent(), self.canvas.mapSettings().destinationCrs())

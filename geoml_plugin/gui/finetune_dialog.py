@@ -26,8 +26,10 @@ from ..core.errors import GeoMLError, InputError
 from ..core.finetune.backbones import BACKBONE_LABELS, BACKBONES
 from ..core.finetune.job import TASKS, map_paths_for, output_paths, report_path_for
 from ..file_filters import GEOML_MODEL, NEW_GEOML_MODEL
-from .job_dialog import JobDialogBase, load_ui
+from .forms import load_ui
+from .job_dialog import JobDialogBase
 from .layer_defaults import ComboDefaults, pick_input_raster, pick_labels, remember
+from .single_instance import show_single
 
 FORM = load_ui("finetune_dialog.ui")
 
@@ -689,4 +691,4 @@ class FinetuneDialog(JobDialogBase, FORM):
 
 def open_dialog(plugin):
     parent = plugin.iface.mainWindow() if plugin.iface is not None else None
-    return plugin.dialog("finetune", lambda: FinetuneDialog(plugin, parent))
+    return show_single(plugin, "finetune", lambda: FinetuneDialog(plugin, parent))

@@ -27,8 +27,8 @@ from qgis.PyQt.QtWidgets import QFrame, QScrollArea
 from ..core.errors import GeoMLError, InputError
 from ..file_filters import MODEL_FILTER
 from ..tasks import GeoMLTask, start_task
+from .forms import load_ui
 from .gan_tool import GanMapTool
-from .job_dialog import load_ui
 from .layer_defaults import mark_output
 from .messages import error_level, push_to_bar, unexpected_failure
 

@@ -16,15 +16,16 @@ import os
 from typing import Any, Callable, Optional
 
 from qgis.core import Qgis, QgsSettings
-from qgis.PyQt import uic
 from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QDialog, QMessageBox, QPushButton, QToolButton
 
 from ..core.device import DEVICE_CHOICES
 from ..core.errors import DependencyError, GeoMLError
 from ..core.progress import Feedback
-from ..paths import ui_path
+from ..deps import detect
 from ..tasks import GeoMLTask, start_task
+from .deps.badge import refresh_badge, set_badge
+from .deps.offer import offer_install
 from .messages import ask_about_running, error_level, push_to_bar, unexpected_failure
 
 SETTINGS_PREFIX = "geoml/"
@@ -56,63 +57,6 @@ def _log_late_end(task: GeoMLTask) -> None:
 
     if task.error is None and task.result is not None:
         log(f"{task.description()}: it had already finished when it was cancelled; its output was kept.")
-
-
-def load_ui(name: str):
-    return uic.loadUiType(ui_path(name))[0]
-
-
-def device_badge_text() -> str:
-    """'GPU: NVIDIA … (N GB)', 'CPU only — jobs will be slower' or a not-installed message.
-
-    Never blocks: when only the (seconds-long) check in a separate process can
-    tell, returns :data:`deps_ui.CHECKING_BADGE`; :meth:`JobDialogBase.refresh_device_badge`
-    then fills the badge in when that check is done.
-    """
-    from .. import deps
-    from .deps_ui import CHECKING_BADGE
-
-    try:
-        return deps.gpu_summary(block=False) or CHECKING_BADGE
-    except Exception as exc:  # never let the badge break a dialog
-        return f"Device unknown ({exc})"
-
-
-def offer_cuda(combo, badge: str) -> None:
-    """Grey out the device combo's 'cuda' entry, with the reason as its tooltip, when ``badge`` says there is
-    no usable GPU (CPU only, PyTorch missing); a 'cuda' choice then falls back to 'auto'."""
-    index = combo.findText("cuda")
-    item = combo.model().item(index) if index >= 0 else None
-    if item is None:
-        return
-    usable = not badge.startswith(("CPU", "PyTorch"))
-    item.setEnabled(usable)
-    item.setToolTip("" if usable else f"No CUDA GPU to use: {badge}")
-    if not usable and combo.currentIndex() == index:
-        combo.setCurrentText("auto")
-
-
-def set_badge(label, combo, text: str) -> None:
-    """Show ``text`` in the device badge ``label``: green for a GPU, amber for CPU only, red when PyTorch is
-    missing or broken; the device ``combo`` offers 'cuda' only when there is a GPU (:func:`offer_cuda`)."""
-    color = "#1b5e20" if text.startswith("GPU:") else "#8a6d00" if text.startswith("CPU") else \
-        "#b00020" if text.startswith("PyTorch") else "#555555"
-    label.setText(text)
-    label.setStyleSheet(f"color: {color}; font-weight: bold;")
-    offer_cuda(combo, text)
-
-
-def refresh_badge(show: Callable[[str], None]) -> None:
-    """``show(text)`` the device badge now and, when that says the (seconds-long) background check is still
-    running, again with its outcome when it ends."""
-    from .deps_ui import CHECKING_BADGE, check_in_background
-
-    text = device_badge_text()
-    show(text)
-    if text == CHECKING_BADGE:
-        from .. import deps
-
-        check_in_background(lambda st: show(deps.summary_of(st)))
 
 
 def replace_question(existing: list) -> str:
@@ -218,8 +162,6 @@ class JobDialogBase(QDialog):
 
     def show_dependency_problem(self, text: str) -> None:
         """Log the problem and offer the installer in the message bar."""
-        from .deps_ui import offer_install
-
         self.logView.appendPlainText(text)
         if offer_install(self.plugin, text) is None:
             self.show_error(text)
@@ -239,9 +181,7 @@ class JobDialogBase(QDialog):
     def run(self) -> Optional[GeoMLTask]:
         if self.task is not None:
             return self.task
-        from .. import deps
-
-        problem = deps.quick_problem() if self.needs_torch() else None  # nothing imported: find_spec, or the cache
+        problem = detect.quick_problem() if self.needs_torch() else None  # nothing imported: find_spec, or the cache
         if problem:
             self.show_dependency_problem(problem)
             return None
@@ -314,9 +254,7 @@ class JobDialogBase(QDialog):
         elif task.cancelled:
             self._cancelled(task)
         elif isinstance(task.error, DependencyError):
-            from .. import deps
-
-            deps.invalidate()
+            detect.invalidate()
             self.logView.appendPlainText("Failed: " + task.error_text())
             self.show_dependency_problem(task.error_text())
         else:

@@ -12,8 +12,10 @@ from qgis.PyQt.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 from ..core.errors import GeoMLError, InputError
 from ..file_filters import APPLY_MODEL_FILTER, ONNX_MODEL
 from ..styling import add_raster_layer
-from .job_dialog import JobDialogBase, load_ui
+from .forms import load_ui
+from .job_dialog import JobDialogBase
 from .layer_defaults import ComboDefaults, pick_input_raster, remember
+from .single_instance import show_single
 
 FORM = load_ui("predict_dialog.ui")
 
@@ -108,9 +110,9 @@ class PredictDialog(JobDialogBase, FORM):
                 return None
         if not output.lower().endswith(".onnx"):
             output += ".onnx"
-        from .. import deps
+        from ..deps import detect
 
-        problem = deps.quick_problem()
+        problem = detect.quick_problem()
         if problem:
             self.show_dependency_problem(problem)
             return None
@@ -233,4 +235,4 @@ def add_prediction_layers(result):
 
 def open_dialog(plugin):
     parent = plugin.iface.mainWindow() if plugin.iface is not None else None
-    return plugin.dialog("predict", lambda: PredictDialog(plugin, parent))
+    return show_single(plugin, "predict", lambda: PredictDialog(plugin, parent))

@@ -12,7 +12,9 @@ from qgis.PyQt.QtGui import QPixmap
 from ..core.errors import InputError
 from ..core.gan.architectures import ARCH_LABELS
 from ..file_filters import NEW_GEOML_MODEL
-from .job_dialog import JobDialogBase, load_ui
+from .forms import load_ui
+from .job_dialog import JobDialogBase
+from .single_instance import show_single
 
 FORM = load_ui("traingan_dialog.ui")
 
@@ -136,4 +138,4 @@ class TrainGanDialog(JobDialogBase, FORM):
 
 def open_dialog(plugin):
     parent = plugin.iface.mainWindow() if plugin.iface is not None else None
-    return plugin.dialog("traingan", lambda: TrainGanDialog(plugin, parent))
+    return show_single(plugin, "traingan", lambda: TrainGanDialog(plugin, parent))

@@ -24,6 +24,8 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from .single_instance import show_single
+
 COLUMNS = ("Name", "Backbone", "Bands", "Size", "Licence", "On this computer")
 
 
@@ -289,4 +291,4 @@ def open_dialog(plugin):
     parent = plugin.iface.mainWindow() if plugin is not None and plugin.iface is not None else None
     if plugin is None:
         return WeightsDialog(None, parent)
-    return plugin.dialog("weights", lambda: WeightsDialog(plugin, parent))
+    return show_single(plugin, "weights", lambda: WeightsDialog(plugin, parent))

@@ -110,7 +110,7 @@ class GeoMLAlgorithm(QgsProcessingAlgorithm):
     DISPLAY = ""
     GROUP = "Apply"
     HELP = ""
-    # import torch on the main thread with Triton blocked before the job runs (see torch_preload.py)
+    # import torch on the main thread with Triton blocked before the job runs (see deps/torch_preload.py)
     PRELOAD_TORCH = False
 
     def name(self) -> str:
@@ -137,7 +137,7 @@ class GeoMLAlgorithm(QgsProcessingAlgorithm):
     def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
         # runs on the main thread, before processAlgorithm runs in a background thread
         if self.PRELOAD_TORCH:
-            from ..torch_preload import preload_torch
+            from ..deps.torch_preload import preload_torch
 
             preload_torch()
         return True
@@ -175,15 +175,15 @@ class GeoMLAlgorithm(QgsProcessingAlgorithm):
         menu entry that installs them. ``needs_torch`` False (applying an ONNX
         model with onnxruntime) skips that check: the job says itself what it lacks.
         """
-        from .. import deps
+        from ..deps import detect
 
-        problem = deps.quick_problem() if needs_torch else None
+        problem = detect.quick_problem() if needs_torch else None
         if problem:
             raise QgsProcessingException(dependency_message(problem))
         try:
             return job(qgis_feedback(feedback))
         except DependencyError as exc:
-            deps.invalidate()
+            detect.invalidate()
             raise QgsProcessingException(dependency_message(exc.message)) from exc
         except GeoMLError as exc:
             raise QgsProcessingException(str(exc)) from exc
@@ -196,7 +196,7 @@ def _loaded(layer, what: str):
 
 
 def dependency_message(problem: str) -> str:
-    from ..deps import DIAGNOSTICS_ACTION, INSTALL_ACTION
+    from ..deps.detect import DIAGNOSTICS_ACTION, INSTALL_ACTION
 
     return (f"{problem} In QGIS, {INSTALL_ACTION} installs matching PyTorch, torchvision and safetensors into "
             f"GeoML's own folder (no administrator rights needed); {DIAGNOSTICS_ACTION} shows details.")

@@ -1,4 +1,4 @@
-"""Dependency detection and diagnostics (geoml_plugin/deps.py, torch_probe.py)."""
+"""Dependency detection and diagnostics (geoml_plugin/deps/detect.py, deps/torch_probe.py)."""
 import json
 import subprocess
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from geoml_plugin import deps
+from geoml_plugin.deps import detect as deps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ class NoTorch(importlib.abc.MetaPathFinder):
         if name.split('.')[0] in ('torch', 'torchvision'):
             raise ImportError('No module named ' + name)
 sys.meta_path.insert(0, NoTorch())
-from geoml_plugin import deps
+from geoml_plugin.deps import detect as deps
 st = deps.dependency_status()
 print(json.dumps({"method": st.method, "problems": deps.problems(st), "badge": deps.gpu_summary(),
                   "quick": deps.quick_problem(), "report": deps.diagnostics(st)}))

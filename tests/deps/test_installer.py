@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from geoml_plugin import deps, installer
 from geoml_plugin.core.errors import JobCancelled
 from geoml_plugin.core.progress import Feedback
-from geoml_plugin.gpu_driver import NvidiaGpu, NvidiaInfo, detect_nvidia
+from geoml_plugin.deps import detect as deps
+from geoml_plugin.deps import installer
+from geoml_plugin.deps.gpu_driver import NvidiaGpu, NvidiaInfo, detect_nvidia
 from tests.deps.wheels import ISOLATED_PIP_ENV, HangingServer, local_wheels, make_wheel
 
 
@@ -209,7 +210,7 @@ def test_remove_packages(tmp_path, wheels, monkeypatch):
 
 
 def test_pip_wheel_fallback_runs_without_an_installed_pip():
-    from geoml_plugin.interpreter import bundled_pip_wheels
+    from geoml_plugin.deps.interpreter import bundled_pip_wheels
 
     wheels = bundled_pip_wheels(sys.executable)
     if not wheels:
@@ -220,7 +221,7 @@ def test_pip_wheel_fallback_runs_without_an_installed_pip():
 
 
 def test_interpreter_found_is_this_python():
-    from geoml_plugin.interpreter import expected_tag, python_executable
+    from geoml_plugin.deps.interpreter import expected_tag, python_executable
 
     py = python_executable(refresh=True)
     res = subprocess.run([py, "-c", "import sys, struct; print('%d.%d %d' % (*sys.version_info[:2], "
@@ -231,7 +232,7 @@ def test_interpreter_found_is_this_python():
 def test_a_same_version_python_of_another_installation_is_not_taken(tmp_path, monkeypatch):
     """A pyenv/conda Python of the same major.minor earlier on PATH (embedded Python may even report it as
     sys.executable) has another standard library: probing torch with QGIS's sys.path there fails."""
-    import geoml_plugin.interpreter as interp
+    import geoml_plugin.deps.interpreter as interp
 
     other = tmp_path / "other" / "bin" / "python3"
     other.parent.mkdir(parents=True)

@@ -8,9 +8,11 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QGuiApplication
 from qgis.PyQt.QtWidgets import QPushButton
 
-from geoml_plugin import deps
 from geoml_plugin.core.errors import DependencyError
-from geoml_plugin.gui import deps_ui
+from geoml_plugin.deps import detect as deps
+from geoml_plugin.gui import single_instance
+from geoml_plugin.gui.deps import badge
+from geoml_plugin.gui.deps import offer as deps_ui
 from tests.deps.wheels import ISOLATED_PIP_ENV, HangingServer, local_wheels
 from tests.qgis.conftest import FakePlugin
 
@@ -21,12 +23,12 @@ def clean_state(monkeypatch):
     deps.invalidate()
     yield
     deps.invalidate()
-    for dlg in list(deps_ui._standalone.values()):
+    for dlg in list(single_instance._standalone.values()):
         try:
             dlg.close()
         except RuntimeError:
             pass
-    deps_ui._standalone.clear()
+    single_instance._standalone.clear()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def test_missing_torch_offers_installer_instead_of_running(qtbot, qgis_iface, ba
     button = item.findChild(QPushButton, "geomlInstallButton")
     assert button.text() == "Install dependencies…"
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
-    installer_dlg = deps_ui._standalone["installer"]
+    installer_dlg = single_instance._standalone["installer"]
     assert installer_dlg.isVisible()
     assert "torch, torchvision" in installer_dlg.planView.toPlainText()
     assert "PyTorch is not installed." in installer_dlg.detectionLabel.text()
@@ -91,8 +93,8 @@ def test_badge_is_filled_in_by_the_background_check(qtbot, qgis_iface, monkeypat
 
     monkeypatch.setattr(deps, "gpu_summary", lambda block=True: "")  # as when torch is not loaded yet
     dlg = _predict_dialog(qtbot, qgis_iface)
-    assert dlg.deviceBadge.text() == deps_ui.CHECKING_BADGE
-    qtbot.waitUntil(lambda: dlg.deviceBadge.text() != deps_ui.CHECKING_BADGE, timeout=60_000)
+    assert dlg.deviceBadge.text() == badge.CHECKING_BADGE
+    qtbot.waitUntil(lambda: dlg.deviceBadge.text() != badge.CHECKING_BADGE, timeout=60_000)
     if torch.cuda.is_available():
         assert dlg.deviceBadge.text().startswith("GPU: ")
     else:
@@ -100,7 +102,7 @@ def test_badge_is_filled_in_by_the_background_check(qtbot, qgis_iface, monkeypat
 
 
 def _installer(qtbot, qgis_iface, tmp_path, source, packages=("geomltest-a",)):
-    from geoml_plugin.gui.installer_dialog import InstallerDialog
+    from geoml_plugin.gui.deps.installer_dialog import InstallerDialog
 
     target = tmp_path / "profile" / "python" / "geoml_packages" / "py3x"
     dlg = InstallerDialog(FakePlugin(qgis_iface), target=target, packages=list(packages), source=str(source),
@@ -175,7 +177,7 @@ def test_bad_source_is_refused_before_installing(qtbot, qgis_iface, tmp_path):
 def test_diagnostics_dialog_reports_and_copies(qtbot, qgis_iface):
     import torch
 
-    from geoml_plugin.gui.diagnostics_dialog import open_dialog
+    from geoml_plugin.gui.deps.diagnostics_dialog import open_dialog
 
     dlg = open_dialog(FakePlugin(qgis_iface))
     qtbot.waitUntil(lambda: dlg.task is None, timeout=120_000)
@@ -219,7 +221,7 @@ def test_plugin_has_diagnostics_and_install_actions_and_offers_when_missing(qtbo
         monkeypatch.setitem(sys.modules, "torchvision", None)
         plugin.offer_install_if_missing()
         assert deps_ui.current_offer(bar) is not None
-        dlg = plugin.open_tool("gui.diagnostics_dialog:open_dialog")
+        dlg = plugin.open_tool("gui.deps.diagnostics_dialog:open_dialog")
         assert plugin.dialogs["diagnostics"] is dlg
         qtbot.waitUntil(lambda: dlg.task is None, timeout=120_000)
         assert "GeoML diagnostics" in dlg.reportView.toPlainText()
@@ -252,8 +254,8 @@ def test_qgis_proxy_settings_are_passed_to_pip(qtbot, qgis_iface, tmp_path, whee
 
 
 def test_installer_dialog_defaults_show_choice_and_place(qtbot, qgis_iface, tmp_path, monkeypatch):
-    from geoml_plugin.gpu_driver import detect_nvidia
-    from geoml_plugin.gui.installer_dialog import InstallerDialog
+    from geoml_plugin.deps.gpu_driver import detect_nvidia
+    from geoml_plugin.gui.deps.installer_dialog import InstallerDialog
 
     monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "geoml_packages" / "py3x"))
     dlg = InstallerDialog(FakePlugin(qgis_iface))
@@ -273,7 +275,7 @@ def test_installer_dialog_defaults_show_choice_and_place(qtbot, qgis_iface, tmp_
 
 def test_installer_says_pytorch_works_in_words_and_offers_a_reinstall(qtbot, qgis_iface, tmp_path, monkeypatch):
     """Issue 21: 'Now: Working: CPU only' read oddly, and Install looked like the next step though PyTorch works."""
-    from geoml_plugin.gui.installer_dialog import InstallerDialog
+    from geoml_plugin.gui.deps.installer_dialog import InstallerDialog
 
     monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "geoml_packages" / "py3x"))
     dlg = InstallerDialog(FakePlugin(qgis_iface))

@@ -111,7 +111,7 @@ def test_cuda_is_offered_only_when_there_is_a_gpu(qtbot, qgis_iface, qgis_new_pr
 
 
 def _installer(qtbot, qgis_iface, tmp_path):
-    from geoml_plugin.gui.installer_dialog import InstallerDialog
+    from geoml_plugin.gui.deps.installer_dialog import InstallerDialog
 
     wheels = tmp_path / "wheels"
     wheels.mkdir()

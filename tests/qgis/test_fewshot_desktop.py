@@ -1,7 +1,7 @@
 """The few-shot panel in a real QGIS desktop (Xvfb): adapt & classify must not crash QGIS.
 
 Regression test: PyTorch's lazy ``import triton`` (first optimizer) crashed QGIS
-desktop; see geoml_plugin/torch_preload.py.
+desktop; see geoml_plugin/deps/torch_preload.py.
 """
 import shutil
 import subprocess

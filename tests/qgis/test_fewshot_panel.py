@@ -264,8 +264,8 @@ def test_the_pixel_window_of_an_extent_follows_a_south_up_or_rotated_raster_grid
 
 def test_device_badge_is_filled_in_when_the_background_check_ends(qtbot, qgis_iface, qgis_canvas, qgis_new_project,
                                                                  monkeypatch):
-    from geoml_plugin import deps
-    from geoml_plugin.gui import deps_ui
+    from geoml_plugin.deps import detect as deps
+    from geoml_plugin.gui.deps import badge as deps_ui
     from geoml_plugin.gui.fewshot_panel import FewShotPanel
 
     waiting = []

@@ -151,8 +151,8 @@ def test_unload_while_a_job_runs_leaves_no_callback_into_deleted_dialogs(qtbot, 
 
 def test_unload_takes_back_the_install_offer(qgis_iface, qgis_processing, monkeypatch):
     """The message-bar offer (its buttons call into the plugin) does not outlive an unloaded or uninstalled plugin."""
-    from geoml_plugin import deps
-    from geoml_plugin.gui import deps_ui
+    from geoml_plugin.deps import detect as deps
+    from geoml_plugin.gui.deps import offer as deps_ui
 
     monkeypatch.setitem(sys.modules, "torch", None)  # QGIS without torch, as find_spec sees it
     deps.invalidate()

@@ -187,7 +187,7 @@ def test_export_button_writes_onnx_which_the_dialog_then_applies_without_the_tor
     pytest.importorskip("onnxruntime")
     from osgeo import gdal
 
-    from geoml_plugin import deps
+    from geoml_plugin.deps import detect as deps
 
     dlg = _dialog(qtbot, qgis_iface, scene)
     dlg.modelFile.setFilePath(sample_model)

@@ -39,7 +39,7 @@ def test_predict_with_an_onnx_model_skips_the_pytorch_check(geoml_provider, scen
     installer's message."""
     import processing
 
-    from geoml_plugin import deps
+    from geoml_plugin.deps import detect as deps
 
     onnx_path = str(out_dir / "lda.onnx")
     processing.run("geoml:export", {"MODEL": sample_model, "OUTPUT": onnx_path})

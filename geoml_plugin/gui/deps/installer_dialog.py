@@ -19,14 +19,15 @@ from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtGui import QFontDatabase, QGuiApplication
 from qgis.PyQt.QtWidgets import QDialog, QFileDialog, QMessageBox, QPushButton
 
-from .. import deps, installer
-from ..core.errors import GeoMLError
-from ..gpu_driver import detect_nvidia
-from ..interpreter import python_executable
-from ..tasks import GeoMLTask, start_task
-from .deps_ui import check_in_background, collect_diagnostics, main_window, show_single
-from .job_dialog import load_ui
-from .messages import ask_about_running, push_to_bar
+from ...core.errors import GeoMLError
+from ...deps import detect, installer
+from ...deps.gpu_driver import detect_nvidia
+from ...deps.interpreter import python_executable
+from ...tasks import GeoMLTask, start_task
+from ..forms import load_ui
+from ..messages import ask_about_running, push_to_bar
+from ..single_instance import main_window, show_single
+from .badge import check_in_background, collect_diagnostics
 
 FORM = load_ui("installer_dialog.ui")
 
@@ -104,8 +105,8 @@ class InstallerDialog(QDialog, FORM):
             return "CPU only — works everywhere, smallest download"
         return f"{v.label} (Linux: CUDA, Windows: CPU, macOS)"
 
-    def show_detection(self, st: Optional[deps.DepsStatus] = None) -> None:
-        st = st or deps.cached_status() or deps.quick_status()
+    def show_detection(self, st: Optional[detect.DepsStatus] = None) -> None:
+        st = st or detect.cached_status() or detect.quick_status()
         if st.method == "quick" and not st.torch_missing:
             check_in_background(self.show_detection)  # fills in "Now:" when the check is done
         if st.torch_missing:
@@ -113,11 +114,11 @@ class InstallerDialog(QDialog, FORM):
         elif st.method == "quick":
             now = "PyTorch is installed; checking whether it works…"
         else:
-            found = deps.problems(st)
+            found = detect.problems(st)
             torch_version = st.packages["torch"].shown_version if "torch" in st.packages else ""
-            where = deps.summary_of(st)
+            where = detect.summary_of(st)
             where = (f"runs on the {where}" if where.startswith("GPU:") else
-                     "runs on the CPU only" + where[len(deps.CPU_BADGE):] if where.startswith(deps.CPU_BADGE) else where)
+                     "runs on the CPU only" + where[len(detect.CPU_BADGE):] if where.startswith(detect.CPU_BADGE) else where)
             now = (f"Working: PyTorch {torch_version} {where}.".replace("  ", " ") if not found
                    else "Not working: " + " ".join(found))
             self._torch_works = not found
@@ -216,17 +217,17 @@ class InstallerDialog(QDialog, FORM):
         if task.error is None:
             self.result = res = task.result
             if not res.pending:
-                deps.activate_packages_dir(res.target)
+                detect.activate_packages_dir(res.target)
             importlib.invalidate_caches()
-            deps.invalidate()
+            detect.invalidate()
             self.show_detection()
             self.progressBar.setValue(100)
             if res.restart:
                 text = f"Installed into {res.target}. {res.restart}"
                 self.statusLabel.setText(_color(text, "#a60"))
             else:
-                full = plan is not None and set(plan.verify_names) == set(deps.REQUIRED)
-                where = deps.summary_of(res.status) if full else ""
+                full = plan is not None and set(plan.verify_names) == set(detect.REQUIRED)
+                where = detect.summary_of(res.status) if full else ""
                 text = "Installed. GeoML can use it now — no QGIS restart needed." + (f" {where}." if where else "")
                 self.statusLabel.setText(_color(text, "#080"))
             self._push(text, Qgis.MessageLevel.Success if not res.restart else Qgis.MessageLevel.Warning)
@@ -266,7 +267,7 @@ class InstallerDialog(QDialog, FORM):
         collect_diagnostics(done, extra=extra)
 
     def remove(self) -> None:
-        target = self.plan.target if self.plan else deps.packages_dir()
+        target = self.plan.target if self.plan else detect.packages_dir()
         answer = QMessageBox.question(
             self, "GeoML", f"Delete {target} and everything GeoML installed there?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)

@@ -1,11 +1,12 @@
-"""GeoML → Diagnostics: the plain-text report of :func:`deps.diagnostics`, with Copy."""
+"""GeoML → Diagnostics: the plain-text report of :func:`deps.detect.diagnostics`, with Copy."""
 from __future__ import annotations
 
 from qgis.PyQt.QtGui import QFontDatabase, QGuiApplication
 from qgis.PyQt.QtWidgets import QDialog
 
-from .deps_ui import collect_diagnostics, main_window, show_single
-from .job_dialog import load_ui
+from ..forms import load_ui
+from ..single_instance import main_window, show_single
+from .badge import collect_diagnostics
 
 FORM = load_ui("diagnostics_dialog.ui")
 

@@ -26,7 +26,7 @@ How, and why this way:
   rename). Failure or Cancel leaves the previous install as it was. When the
   old folder cannot be renamed (Windows keeps loaded DLLs locked) the new one
   waits as ``<folder>.new`` and replaces it at the next QGIS start
-  (:func:`deps.activate_packages_dir`).
+  (:func:`detect.activate_packages_dir`).
 """
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from . import deps
-from .core.errors import GeoMLError, InputError, JobCancelled
-from .core.progress import Feedback, ensure_feedback
+from ..core.errors import GeoMLError, InputError, JobCancelled
+from ..core.progress import Feedback, ensure_feedback
+from . import detect
 from .gpu_driver import NvidiaInfo, detect_nvidia
 from .interpreter import no_window_flags, pip_command, python_executable
 
@@ -154,7 +154,7 @@ class InstallPlan:
 
     @property
     def staging(self) -> Path:
-        return deps.staging_dir(self.target)
+        return detect.staging_dir(self.target)
 
     @property
     def work_dir(self) -> Path:
@@ -230,7 +230,7 @@ def make_plan(variant: Optional[Variant] = None, target=None, source: Optional[s
     """What to run. ``packages``/``source`` are for offline folders, mirrors and tests."""
     if variant is None:
         variant, reason = choose_variant()
-    target = Path(target) if target is not None else deps.packages_dir()
+    target = Path(target) if target is not None else detect.packages_dir()
     python = python or python_executable()
     pip = pip_command(python) if python else None
     if packages is not None or source:
@@ -239,7 +239,7 @@ def make_plan(variant: Optional[Variant] = None, target=None, source: Optional[s
         title = "from your package source (the build choice does not apply)" if packages is None else "as requested"
         steps = [PipStep(title, pkgs, args, where)]
         names = [re.split(r"[<>=!~\[;@ ]", p)[0] for p in pkgs]  # "torch==2.5.1" → "torch"
-        verify = [n.replace("-", "_") for n in names] if packages is not None else list(deps.REQUIRED)
+        verify = [n.replace("-", "_") for n in names] if packages is not None else list(detect.REQUIRED)
         pkgs = names
     else:
         default_where = source_args(None)[1]
@@ -252,7 +252,7 @@ def make_plan(variant: Optional[Variant] = None, target=None, source: Optional[s
                 PipStep("model file format", ["safetensors"], [], default_where),
             ]
         pkgs = ["torch", "torchvision", "safetensors"]
-        verify = list(deps.REQUIRED)
+        verify = list(detect.REQUIRED)
     return InstallPlan(target=target, python=python, pip=pip, variant=variant, reason=reason, steps=steps,
                        primary=pkgs, verify_names=verify, constraints=numpy_constraint(),
                        download=variant.download if (packages is None and not source) else "see the log")
@@ -338,7 +338,7 @@ def explain_failure(log: str) -> str:
     for pattern, hint in _FAILURES:
         if re.search(pattern, log, re.IGNORECASE):
             return hint.format(py=f"{sys.version_info[0]}.{sys.version_info[1]}")
-    return f"See the log above; {deps.DIAGNOSTICS_ACTION} → Copy gives details to report."
+    return f"See the log above; {detect.DIAGNOSTICS_ACTION} → Copy gives details to report."
 
 
 # -- after pip ---------------------------------------------------------------------
@@ -435,14 +435,14 @@ def restart_reason(names) -> Optional[str]:
             "Restart QGIS to use the new installation.")
 
 
-def verify(plan: InstallPlan) -> deps.DepsStatus:
+def verify(plan: InstallPlan) -> detect.DepsStatus:
     """Import the staged packages in a separate Python process."""
-    return deps.probe_subprocess(extra_paths=[plan.staging], names=plan.verify_names, python=plan.python)
+    return detect.probe_subprocess(extra_paths=[plan.staging], names=plan.verify_names, python=plan.python)
 
 
-def verification_problems(plan: InstallPlan, status: deps.DepsStatus) -> list:
-    if set(plan.verify_names) == set(deps.REQUIRED):
-        return deps.problems(status)
+def verification_problems(plan: InstallPlan, status: detect.DepsStatus) -> list:
+    if set(plan.verify_names) == set(detect.REQUIRED):
+        return detect.problems(status)
     out = [status.probe_error] if status.probe_error else []
     for name in plan.verify_names:
         p = status.package(name)
@@ -455,7 +455,7 @@ def verification_problems(plan: InstallPlan, status: deps.DepsStatus) -> list:
 class InstallResult:
     target: Path
     removed: list
-    status: deps.DepsStatus
+    status: detect.DepsStatus
     restart: Optional[str]  # why a restart is needed, or None
     pending: bool  # True: the new folder replaces the old one at the next QGIS start
     log_path: Optional[Path] = None
@@ -466,7 +466,7 @@ def run_plan(plan: InstallPlan, feedback: Optional[Feedback] = None) -> InstallR
     fb = ensure_feedback(feedback)
     if plan.python is None:
         raise InstallError("The Python interpreter of this QGIS could not be found.",
-                           f"{deps.DIAGNOSTICS_ACTION} lists where GeoML looked.")
+                           f"{detect.DIAGNOSTICS_ACTION} lists where GeoML looked.")
     if plan.pip is None:
         raise InstallError(f"pip is not available for {plan.python}.", NO_PIP_HINT)
     log: list = []
@@ -519,7 +519,7 @@ def run_plan(plan: InstallPlan, feedback: Optional[Feedback] = None) -> InstallR
                                "into a bug report.")
         fb.check()
         restart = restart_reason(plan.verify_names)
-        swapped = deps.swap_in_new(plan.target)
+        swapped = detect.swap_in_new(plan.target)
         if not swapped:
             restart = ("The previous installation is in use by this QGIS session; the new one replaces it "
                        "when QGIS restarts.")
@@ -546,15 +546,15 @@ def _write_log(plan: InstallPlan, log: list) -> Optional[Path]:
 
 def remove_packages(target=None) -> Optional[str]:
     """Delete the private folder. Returns why QGIS must restart first/after, if it must."""
-    target = Path(target) if target is not None else deps.packages_dir()
+    target = Path(target) if target is not None else detect.packages_dir()
     loaded = [n for n, m in list(sys.modules.items())
               if m is not None and str(getattr(m, "__file__", "") or "").startswith(str(target) + os.sep)]
-    for p in (target, deps.staging_dir(target), target.with_name(target.name + ".old")):
+    for p in (target, detect.staging_dir(target), target.with_name(target.name + ".old")):
         if p.exists():
             shutil.rmtree(p, ignore_errors=True)  # files in use stay; reported below
     if str(target) in sys.path:
         sys.path.remove(str(target))
-    deps.invalidate()
+    detect.invalidate()
     if target.exists():
         return (f"Some files in {target} are in use (QGIS has loaded them). Restart QGIS, then delete the folder "
                 "or use Remove again.")

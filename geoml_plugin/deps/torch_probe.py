@@ -1,6 +1,6 @@
 """Inspect torch / torchvision / safetensors: versions, builds, GPUs, import errors.
 
-Standard library only. :mod:`geoml_plugin.deps` runs this file as a script in
+Standard library only. :mod:`geoml_plugin.deps.detect` runs this file as a script in
 a separate Python process, with ``{"path": [...], "names": [...]}`` as JSON on
 stdin, so that a broken PyTorch (missing DLL, CUDA/CPU mismatch, even a crash)
 cannot harm the QGIS process; when torch is already loaded in QGIS it calls
