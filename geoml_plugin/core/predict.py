@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -62,6 +62,7 @@ class PredictConfig:
     window: Optional[tuple] = None  # (x, y, w, h) pixel window to predict; default whole raster
     half_precision: bool = True  # autocast on CUDA
     views: int = 1  # test-time augmentation: 1, 2, 4 or 8 flips/rotations averaged (costs as many passes)
+    cog: bool = False  # write Cloud-Optimized GeoTIFFs (GDAL's COG driver, with overviews)
 
 
 @dataclass
@@ -216,12 +217,13 @@ def _output_bands(meta: ModelMeta) -> int:
 
 
 def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optional[Feedback] = None,
-                   runner=None) -> PredictResult:
+                   runner=None, session=None) -> PredictResult:
     """Run ``model`` (already built, any device) over ``cfg.input_path``.
 
     ``runner``: an object providing ``_Runner``'s normalise/forward/decode for a model that is not a torch
-    module (``onnx_runtime.OnnxRunner``, a dense model); ``model`` is then None and torch is not used."""
-    fb = ensure_feedback(feedback)
+    module (``onnx_runtime.OnnxRunner``, a dense model); ``model`` is then None and torch is not used.
+    ``session``: a ``distributed.Session`` (torchrun): the tiles are shared among the ranks (``sharded``)."""
+    fb = ensure_feedback(feedback) if session is None else session.feedback(feedback)
     t0 = time.perf_counter()
     if meta.task == "generation":
         raise ModelFileError("This is a GAN tile generator, not a model that maps a raster.", "Use GeoML → Generate tiles.")
@@ -254,29 +256,34 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
 
     common = dict(width=ww, height=wh, geotransform=_window_geotransform(info, wx, wy), crs_wkt=info.crs_wkt)
     prov = _provenance(meta, cfg)
-    out_w = _output_writer(meta, cfg.output_path, prov, common)
-    conf_w = None
+    want_conf = bool(cfg.confidence_path and meta.is_classifier)
     if cfg.confidence_path and not meta.is_classifier:
         fb.log(f"No confidence raster is written for a {meta.task} model (confidence is the probability of the "
                f"winning class): {cfg.confidence_path} is not created.")
-    try:
-        if cfg.confidence_path and meta.is_classifier:
-            conf_w = _confidence_writer(cfg.confidence_path, prov, common)
-        stats = _Stats(meta)
-        dense_info: dict = {}
-        src = _MirroredReader(reader) if small and meta.output != "patch" else reader
-        n_tiles = _predict_tiles(src, runner, meta, cfg, win, out_w, conf_w, stats, fb, dense_info)
+    dense_info: dict = {}
+    src = _MirroredReader(reader) if small and meta.output != "patch" else reader
+
+    def run_tiles(out_w, conf_w, stats, shard=None) -> int:
+        return _predict_tiles(src, runner, meta, cfg, win, out_w, conf_w, stats, fb, dense_info, shard)
+
+    def finish(out_w, conf_w, stats) -> None:
         if stats.valid == 0:
             raise InputError(f"The raster has no valid pixels (everything is nodata) in {area}.")
         if not meta.is_classifier:
-            lo, hi = stats.value_range()
-            out_w.qml = qml.style_for_target(meta.target, (lo, hi))
+            out_w.qml = qml.style_for_target(meta.target, stats.value_range())
         _commit_outputs(out_w, conf_w)
-    except BaseException:
-        out_w.abort()
-        if conf_w is not None:
-            conf_w.abort()
-        raise
+
+    def writers():
+        return _writers(meta, cfg, prov, common, want_conf)
+
+    try:
+        if session is None:
+            stats, n_tiles, wrote_conf = _predict_one_process(writers, run_tiles, finish, meta)
+        else:
+            from .sharded import predict_sharded
+
+            stats, n_tiles, wrote_conf = predict_sharded(session, meta, cfg, common, writers, run_tiles, finish,
+                                                         dense_info)
     finally:
         reader.close()
     try:
@@ -287,11 +294,37 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
     fb.log(f"Wrote {cfg.output_path} ({ww}×{wh} px, {stats.valid} valid) in {secs:.1f} s")
     return PredictResult(
         output_path=os.path.abspath(cfg.output_path),
-        confidence_path=os.path.abspath(cfg.confidence_path) if conf_w is not None else None,
+        confidence_path=os.path.abspath(cfg.confidence_path) if wrote_conf else None,
         task=meta.task, width=ww, height=wh, valid_pixels=stats.valid, seconds=secs, device=str(device),
         class_counts=stats.class_counts(), value_range=stats.value_range() if not meta.is_classifier else (),
         tiles=n_tiles, **dense_info,
     )
+
+
+def _writers(meta: ModelMeta, cfg: PredictConfig, prov: dict, common: dict, want_conf: bool):
+    """(class or value raster writer, confidence raster writer or None); nothing is left if the second fails."""
+    out_w = _output_writer(meta, cfg.output_path, prov, common, cfg.cog)
+    try:
+        conf_w = _confidence_writer(cfg.confidence_path, prov, common, cfg.cog) if want_conf else None
+    except BaseException:
+        out_w.abort()
+        raise
+    return out_w, conf_w
+
+
+def _predict_one_process(writers, run_tiles, finish, meta: ModelMeta):
+    """(stats, tiles, whether a confidence raster was written): every tile in this process."""
+    out_w, conf_w = writers()
+    try:
+        stats = _Stats(meta)
+        n_tiles = run_tiles(out_w, conf_w, stats)
+        finish(out_w, conf_w, stats)
+    except BaseException:
+        out_w.abort()
+        if conf_w is not None:
+            conf_w.abort()
+        raise
+    return stats, n_tiles, conf_w is not None
 
 
 def _prepare_runner(model, meta: ModelMeta, cfg: PredictConfig, runner, fb: Feedback):
@@ -341,32 +374,49 @@ def _check_area(meta: ModelMeta, info, ww: int, wh: int, area: str) -> bool:
     return small
 
 
-def _output_writer(meta: ModelMeta, path: str, prov: dict, common: dict) -> RasterWriter:
+def _output_writer(meta: ModelMeta, path: str, prov: dict, common: dict, cog: bool = False) -> RasterWriter:
     """The class raster (values 1..K, 0 = nodata, named categories and colours) or the Float32 value raster."""
     if meta.is_classifier:
         k = max(c.value for c in meta.classes)
         return RasterWriter(path, bands=1, dtype=np.uint8 if k < 255 else np.uint16, nodata=0,
                             category_names=category_names(meta.classes), color_table=color_table(meta.classes),
-                            band_descriptions=["class"], metadata=prov, qml=qml.paletted_qml(meta.classes), **common)
+                            band_descriptions=["class"], metadata=prov, qml=qml.paletted_qml(meta.classes), cog=cog,
+                            **common)
     n_out = _output_bands(meta)
     names = meta.target.get("band_names") or [meta.target.get("name", "value")] * n_out
     return RasterWriter(path, bands=n_out, dtype=np.float32, nodata=REGRESSION_NODATA,
-                        band_descriptions=names, metadata=prov, **common)
+                        band_descriptions=names, metadata=prov, cog=cog, **common)
 
 
-def _confidence_writer(path: str, prov: dict, common: dict) -> RasterWriter:
+def _confidence_writer(path: str, prov: dict, common: dict, cog: bool = False) -> RasterWriter:
     """The winning class's probability, Float32 in 0..1."""
     return RasterWriter(path, bands=1, dtype=np.float32, nodata=CONFIDENCE_NODATA,
                         band_descriptions=["confidence"], metadata=prov,
-                        qml=qml.pseudocolor_qml(0.0, 1.0, qml.VIRIDIS), **common)
+                        qml=qml.pseudocolor_qml(0.0, 1.0, qml.VIRIDIS), cog=cog, **common)
 
 
-def _predict_tiles(src, runner, meta, cfg, win, out_w, conf_w, stats, fb, dense_info: dict) -> int:
-    """Patch models on a window lattice, dense models on overlapping tiles; the number of tiles."""
+def _predict_tiles(src, runner, meta, cfg, win, out_w, conf_w, stats, fb, dense_info: dict, shard=None) -> int:
+    """Patch models on a window lattice, dense models on overlapping tiles; the number of tiles (all ranks').
+
+    ``shard`` (``sharded.Shard``): this rank's share of the tiles, and the record of what it wrote."""
+    shard = shard or _ALL_TILES
     if meta.output == "patch":
-        return _predict_patches(src, runner, meta, cfg, win, out_w, conf_w, stats, fb, dense_info)
+        return _predict_patches(src, runner, meta, cfg, win, out_w, conf_w, stats, fb, dense_info, shard)
     # fully convolutional: a small raster is mirrored (``src`` is then a ``_MirroredReader``)
-    return _predict_dense(src, runner, meta, cfg, win, out_w, conf_w, stats, fb, dense_info)
+    return _predict_dense(src, runner, meta, cfg, win, out_w, conf_w, stats, fb, dense_info, shard)
+
+
+class _AllTiles:
+    """One process: every tile is its own."""
+
+    def owns(self, i: int) -> bool:
+        return True
+
+    def wrote(self, i: int, window) -> None:
+        pass
+
+
+_ALL_TILES = _AllTiles()
 
 
 def _commit_outputs(out_w, conf_w) -> None:
@@ -419,7 +469,8 @@ def _write(out_w, conf_w, values, conf, valid, x, y, stats: _Stats) -> None:
         conf_w.write(np.where(valid, conf, CONFIDENCE_NODATA).astype(np.float32), x, y)
 
 
-def _predict_patches(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, info: Optional[dict] = None) -> int:
+def _predict_patches(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, info: Optional[dict] = None,
+                     shard=_ALL_TILES) -> int:
     """Patch models: windows on a lattice, each pixel interpolated between the four window centres around it
     (``window_scores``); scored fully convolutionally where the network allows it."""
     torch = runner.torch
@@ -444,12 +495,13 @@ def _predict_patches(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, i
     if info is not None:
         info.update(window_step=step, fully_convolutional=scorer is not None)
 
-    def load(t):
-        r = t.padded
+    def load(i):
+        r = tiles[i].padded
         data, valid = reader.read(wx + r.x, wy + r.y, r.w, r.h)
-        return t, data, valid
+        return i, tiles[i], data, valid
 
-    for i, (t, data, valid) in enumerate(prefetch(load(t) for t in tiles)):
+    mine = [i for i in range(len(tiles)) if shard.owns(i)]
+    for n, (i, t, data, valid) in enumerate(prefetch(load(i) for i in mine)):
         dx, dy = t.out.x - t.padded.x, t.out.y - t.padded.y
         ov = valid[dy : dy + t.out.h, dx : dx + t.out.w]
         if ov.any():
@@ -464,7 +516,8 @@ def _predict_patches(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, i
             per_pixel = interpolate(scores, t.first, step, (t.out.w, t.out.h))
             values, conf = runner.decode_map(per_pixel)
             _write(out_w, conf_w, values, conf, ov, t.out.x, t.out.y, stats)
-        fb.progress((i + 1) / len(tiles), f"tile {i + 1}/{len(tiles)}")
+            shard.wrote(i, t.out)
+        fb.progress((n + 1) / len(mine), f"tile {n + 1}/{len(mine)}")
     return len(tiles)
 
 
@@ -540,7 +593,23 @@ def dense_geometry(patch: int, tile_size: Optional[int] = None, overlap: Optiona
     return tile, overlap, per_batch
 
 
-def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, info: Optional[dict] = None) -> int:
+def dense_batches(tiles: list, per_batch: int) -> list:
+    """Tile indices in forward passes: runs of consecutive tiles with the same read size (a narrower tile at
+    the far edge starts a run of its own), at most ``per_batch`` each. Fixed by the geometry alone, so that
+    every process of a sharded run forms the same batches as one process (tiles without valid pixels are
+    left out of their batch, not replaced), and its pixels come out bit for bit the same."""
+    groups: list = []
+    for i, t in enumerate(tiles):
+        g = groups[-1] if groups else None
+        if g and len(g) < per_batch and (tiles[g[0]].read.w, tiles[g[0]].read.h) == (t.read.w, t.read.h):
+            g.append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, info: Optional[dict] = None,
+                   shard=_ALL_TILES) -> int:
     tile, overlap, per_batch = dense_geometry(meta.patch_size, cfg.tile_size, cfg.overlap, cfg.batch_size)
     align = model_multiple(runner.model, meta)
     wx, wy, ww, wh = win
@@ -551,61 +620,73 @@ def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, inf
         info.update(tile_size=tile, overlap=overlap, tile_batch=per_batch)
     grid = f", origins on its {align}-px pooling grid" if align > 1 else ""
     fb.log(f"Dense model: {len(tiles)} tiles of {tile} px, at least {overlap} px cropped at each side{grid}")
+    mine = [(g, i) for g, group in enumerate(dense_batches(tiles, per_batch)) if shard.owns(g) for i in group]
 
-    def load(t):
+    def load(g, i):
+        t = tiles[i]
         data, valid = reader.read(wx + t.read.x, wy + t.read.y, t.read.w, t.read.h)
-        return t, data, valid
+        return g, i, t, data, valid
 
     batch: list = []
     done = 0
 
     def flush():
         nonlocal done
-        if not batch:
-            return
-        arr = np.stack([runner.normalise(d, v) for _, d, v in batch])
-        vals, conf = runner.decode(runner.forward(arr))
-        for j, (t, _, valid) in enumerate(batch):
-            dx, dy = t.core_offset
-            sl = (slice(dy, dy + t.core.h), slice(dx, dx + t.core.w))
-            v = vals[j][(Ellipsis,) + sl] if vals[j].ndim == 3 else vals[j][sl]
-            if v.ndim == 3 and v.shape[0] == 1:
-                v = v[0]
-            c = conf[j][sl] if conf is not None else None
-            _write(out_w, conf_w, v, c, valid[sl], t.core.x, t.core.y, stats)
-        done += len(batch)
-        if info is not None:
-            info["model_pixels"] = info.get("model_pixels", 0) + int(arr.shape[0] * arr.shape[-1] * arr.shape[-2])
-        batch.clear()
-        fb.progress(done / len(tiles), f"tile {done}/{len(tiles)}")
+        if batch:
+            arr = np.stack([runner.normalise(d, v) for _, _, d, v in batch])
+            vals, conf = runner.decode(runner.forward(arr))
+            for j, (i, t, _, valid) in enumerate(batch):
+                dx, dy = t.core_offset
+                sl = (slice(dy, dy + t.core.h), slice(dx, dx + t.core.w))
+                v = vals[j][(Ellipsis,) + sl] if vals[j].ndim == 3 else vals[j][sl]
+                if v.ndim == 3 and v.shape[0] == 1:
+                    v = v[0]
+                c = conf[j][sl] if conf is not None else None
+                _write(out_w, conf_w, v, c, valid[sl], t.core.x, t.core.y, stats)
+                shard.wrote(i, t.core)
+            if info is not None:
+                info["model_pixels"] = info.get("model_pixels", 0) + int(arr.shape[0] * arr.shape[-1] * arr.shape[-2])
+            done += len(batch)
+            batch.clear()
+        fb.progress(done / max(1, len(mine)), f"tile {done}/{len(mine)}")
 
-    for t, data, valid in prefetch(load(t) for t in tiles):
+    current = None
+    for g, i, t, data, valid in prefetch(load(g, i) for g, i in mine):
+        if g != current:
+            flush()
+            current = g
         dx, dy = t.core_offset
         if not valid[dy : dy + t.core.h, dx : dx + t.core.w].any():
             done += 1
             continue
-        if batch and data.shape != batch[0][1].shape:  # a narrower tile at the far edge: a batch of its own
-            flush()
-        batch.append((t, data, valid))
-        if len(batch) >= per_batch:
-            flush()
+        batch.append((i, t, data, valid))
     flush()
     return len(tiles)
 
 
 def run_predict(cfg: PredictConfig, feedback: Optional[Feedback] = None) -> PredictResult:
-    """Load ``cfg.model_path`` and run :func:`predict_raster`; an ``.onnx`` file runs on onnxruntime."""
+    """Load ``cfg.model_path`` and run :func:`predict_raster`; an ``.onnx`` file runs on onnxruntime.
+
+    Under ``torchrun`` with several processes the tiles are shared among them (``sharded``): each rank
+    computes its tiles on its own device (``LOCAL_RANK``'s GPU on CUDA), rank 0 writes the output."""
+    from . import distributed
     from .onnx_runtime import is_onnx
 
     if is_onnx(cfg.model_path):
+        if distributed.is_distributed():
+            raise InputError("ONNX models are applied in one process; start this job without torchrun.")
         from .onnx_runtime import run_predict_onnx
 
         return run_predict_onnx(cfg, feedback)
-    meta = read_meta(cfg.model_path)
-    if meta.task == "generation":
-        raise ModelFileError("This is a GAN tile generator, not a model that maps a raster.", "Use GeoML → Generate tiles.")
-    check_writable(cfg.output_path)
-    with RasterReader(cfg.input_path) as r:
-        choose_bands(meta, r.info.band_count, cfg.bands)
-    model, meta = load_model(cfg.model_path, "cpu", meta)
-    return predict_raster(model, meta, cfg, feedback)
+    with distributed.session(cfg.device) as session:
+        meta = read_meta(cfg.model_path)
+        if meta.task == "generation":
+            raise ModelFileError("This is a GAN tile generator, not a model that maps a raster.",
+                                 "Use GeoML → Generate tiles.")
+        check_writable(cfg.output_path)
+        with RasterReader(cfg.input_path) as r:
+            choose_bands(meta, r.info.band_count, cfg.bands)
+        model, meta = load_model(cfg.model_path, "cpu", meta)
+        if session is not None:
+            cfg = replace(cfg, device=str(session.device))
+        return predict_raster(model, meta, cfg, feedback, session=session)

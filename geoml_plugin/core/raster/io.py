@@ -420,6 +420,7 @@ class RasterWriter:
         metadata: Optional[dict] = None,
         overviews: Optional[bool] = None,
         qml: Optional[str] = None,
+        cog: bool = False,
     ):
         check_writable(path)
         check_geotiff_name(path)
@@ -433,6 +434,9 @@ class RasterWriter:
         self.metadata = metadata or {}
         self.qml = qml
         self.overviews = overviews if overviews is not None else max(width, height) > 2048
+        self.cog = cog  # converted to a Cloud-Optimized GeoTIFF (with its own overviews) when complete
+        if cog:
+            self.overviews = False
         self._unflushed = 0
         self._qml_tmp: Optional[str] = None
         self._prepared = False
@@ -515,6 +519,26 @@ class RasterWriter:
         finally:
             band = None  # noqa: F841
 
+    def _to_cog(self) -> None:
+        """Rewrite the complete temporary GeoTIFF as a Cloud-Optimized GeoTIFF (GDAL's COG driver: 512-px
+        tiles, overviews down to one tile, nearest-neighbour for classes, average otherwise)."""
+        classes = bool(self.category_names or self.color_table)
+        opts = ["COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", "OVERVIEWS=IGNORE_EXISTING",
+                "PREDICTOR=YES", f"RESAMPLING={'NEAREST' if classes else 'AVERAGE'}"]
+        cog_tmp = temp_sibling(self.path)
+        try:
+            ds = gdal.Translate(cog_tmp, self.tmp, format="COG", creationOptions=opts)
+            ds = None  # noqa: F841 - closes, writes its .aux.xml (category names)
+        except RuntimeError:
+            for p in (cog_tmp, cog_tmp + ".aux.xml"):
+                if os.path.exists(p):
+                    os.remove(p)
+            raise
+        for p in (self.tmp, self.tmp + ".aux.xml"):
+            if os.path.exists(p):
+                os.remove(p)
+        self.tmp = cog_tmp
+
     def prepare(self) -> None:
         """Complete the temporary raster (overviews, closing, its .aux.xml) and stage its .qml: all the writing
         that can fail, e.g. on a full disk, before anything at the destination changes."""
@@ -523,6 +547,8 @@ class RasterWriter:
         self._prepared = True
         try:
             self._finalise()
+            if self.cog:
+                self._to_cog()
             if self.qml:
                 self._qml_tmp = temp_sibling(self.path, ".qml")
                 with open(self._qml_tmp, "w", encoding="utf-8") as fh:

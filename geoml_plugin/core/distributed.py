@@ -1,0 +1,265 @@
+"""Jobs on several processes or machines, launched by ``torchrun`` (torch.distributed).
+
+``torchrun --nproc-per-node N script.py`` starts N copies of a script with ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK`` set. :func:`session` turns that into a :class:`Session`: the process group (NCCL when the
+job runs on CUDA, each rank on its ``LOCAL_RANK`` GPU; gloo on the CPU) and the launcher's key-value store.
+Without torchrun (or with one process) :func:`session` gives None and a job runs exactly as in one process.
+
+Failures. A job that fails on one rank must stop every rank, with that rank's message, and leave no file:
+
+* the failing rank publishes its message in the store, then closes its process group (a rank blocked in a
+  gloo collective with it gets an error at once) and waits a few seconds until every rank has stopped, so
+  the launcher does not kill the others before they have removed their temporary files;
+* every other rank sees the failure at its next progress report (:meth:`Session.feedback` checks the
+  store) or when its collective fails, and raises :class:`PeerFailed` with the message;
+* phase boundaries (:meth:`Session.exchange`) go through the store, not a collective: a rank waiting
+  there sees a failure elsewhere even on NCCL, whose collectives wait for their timeout instead.
+
+SIGTERM (the launcher stopping the workers) is raised as :class:`~.errors.JobCancelled`, so that the
+job's clean-up runs; Ctrl-C reaches every worker as KeyboardInterrupt and cleans up the same way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+from .errors import GeoMLError, InputError, JobCancelled
+from .progress import Feedback, ensure_feedback
+
+STOP_WAIT_S = 10.0  # a failing rank waits at most this long for the others to stop and clean up
+POLL_S = 0.02
+EXCHANGE_TIMEOUT_S = float(os.environ.get("GEOML_DIST_TIMEOUT", 1800))  # a phase waiting for the slowest rank
+
+_jobs = 0  # sessions opened by this process: every rank opens the same sequence, so keys agree
+
+
+class PeerFailed(GeoMLError):
+    """Another rank of a distributed job failed; this rank stopped with its message."""
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    """What torchrun tells each worker."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def launch_env() -> Optional[LaunchEnv]:
+    """The torchrun environment of this process, or None when it was not started by torchrun."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    try:
+        return LaunchEnv(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                         int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
+    except ValueError as exc:
+        raise InputError(f"Bad torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK): {exc}.") from exc
+
+
+def is_distributed() -> bool:
+    """Whether this process is one of several started by torchrun."""
+    env = launch_env()
+    return env is not None and env.world_size > 1
+
+
+class Session:
+    """One job's view of the distributed run: rank, device, the store, and the collectives it needs."""
+
+    def __init__(self, env: LaunchEnv, device, store, owns_group: bool):
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.rank, self.world_size, self.local_rank = env.rank, env.world_size, env.local_rank
+        self.device = device
+        self.store = store
+        self.owns_group = owns_group
+        self.failed_here = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # -- failures ------------------------------------------------------------
+    def peer_failure(self) -> Optional[str]:
+        """The message of the first rank that failed, or None."""
+        if int(self.store.add("failures", 0)) == 0:
+            return None
+        for r in range(self.world_size):
+            if r != self.rank and self.store.check([f"failed/{r}"]):
+                return self.store.get(f"failed/{r}").decode("utf-8", "replace")
+        return None
+
+    def check_peers(self) -> None:
+        """Raise :class:`PeerFailed` when another rank has failed."""
+        msg = self.peer_failure()
+        if msg is not None:
+            raise PeerFailed(msg)
+
+    def fail(self, exc: BaseException) -> BaseException:
+        """Stop this rank after ``exc``: publish it (unless it is a peer's failure), close the process group
+        and wait until every rank has stopped. Returns the exception to raise."""
+        if not isinstance(exc, PeerFailed):
+            peer = None if isinstance(exc, GeoMLError) else self.peer_failure()
+            if peer is not None:  # e.g. gloo's "Connection closed by peer": the peer's own message is the cause
+                exc = PeerFailed(peer)
+            else:
+                self.failed_here = True
+                self.store.set(f"failed/{self.rank}", f"Rank {self.rank} of {self.world_size} failed: "
+                               f"{_describe(exc)}")
+                self.store.add("failures", 1)
+        self._close_group()
+        self.store.add("stopped", 1)
+        end = time.monotonic() + STOP_WAIT_S
+        while time.monotonic() < end and int(self.store.add("stopped", 0)) < self.world_size:
+            time.sleep(POLL_S)
+        return exc
+
+    def _close_group(self) -> None:
+        if self.owns_group and self.dist.is_initialized():
+            try:
+                self.dist.destroy_process_group()
+            except Exception:  # noqa: BLE001 - already broken by the failure being reported
+                pass
+
+    # -- store phases (no collective: work on NCCL and see failures) ----------
+    def exchange(self, name: str, value: Any = None) -> list:
+        """Every rank's JSON-able ``value`` for the phase ``name``, in rank order, once all have arrived;
+        :class:`PeerFailed` as soon as a rank has failed instead."""
+        self.store.set(f"x/{name}/{self.rank}", json.dumps(value))
+        keys = [f"x/{name}/{r}" for r in range(self.world_size)]
+        end = time.monotonic() + EXCHANGE_TIMEOUT_S
+        while not self.store.check(keys):
+            self.check_peers()
+            if time.monotonic() > end:
+                raise GeoMLError(f"Distributed job: a rank did not reach '{name}' within {EXCHANGE_TIMEOUT_S:.0f} s.",
+                                 "Set GEOML_DIST_TIMEOUT (seconds) for longer phases.")
+            time.sleep(POLL_S)
+        return [json.loads(self.store.get(k)) for k in keys]
+
+    def barrier(self, name: str) -> None:
+        self.exchange(name)
+
+    def broadcast(self, name: str, value: Any = None) -> Any:
+        """Rank 0's ``value`` on every rank."""
+        return self.exchange(name, value if self.is_main else None)[0]
+
+    # -- collectives (training) ------------------------------------------------
+    def all_reduce_sum(self, values):
+        """Element-wise sum over the ranks of a list/array of numbers (float64), as a numpy array."""
+        import numpy as np
+        import torch
+
+        t = torch.as_tensor(np.asarray(values, dtype=np.float64))
+        if self.device.type == "cuda":
+            t = t.to(self.device)
+        self.dist.all_reduce(t)
+        return t.cpu().numpy()
+
+    # -- feedback ------------------------------------------------------------
+    def feedback(self, feedback: Optional[Feedback]) -> Feedback:
+        """``feedback`` for this rank: rank 0 reports and logs, the others are silent; on every rank a
+        progress report raises :class:`PeerFailed` once another rank has failed (or JobCancelled on cancel)."""
+        base = ensure_feedback(feedback)
+        child = base.sub(0.0, 1.0)
+        if not self.is_main:
+            child._on_progress, child._on_log = None, None
+
+        def cancelled() -> bool:
+            self.check_peers()
+            return base.cancelled()
+
+        child._is_cancelled = cancelled
+        return child
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, GeoMLError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)."
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _init_group(env: LaunchEnv, device_name: str):
+    """(device, owns_group): this rank's device, and the process group, created unless the caller did."""
+    import torch
+    import torch.distributed as dist
+
+    from .device import resolve_device
+
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        n = torch.cuda.device_count()
+        if env.local_rank >= n:
+            raise InputError(f"LOCAL_RANK {env.local_rank} but this machine has {n} GPU(s).",
+                             "Start at most one process per GPU (torchrun --nproc-per-node).")
+        device = torch.device("cuda", env.local_rank)
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        return device, False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs = {"device_id": device} if device.type == "cuda" else {}
+    dist.init_process_group(backend, **kwargs)
+    return device, True
+
+
+def _store():
+    """The launcher's key-value store, under a prefix of its own for this job (and restart)."""
+    import torch.distributed as dist
+
+    global _jobs
+    _jobs += 1
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"geoml/{restart}/{_jobs}/", dist.distributed_c10d._get_default_store())
+
+
+@contextmanager
+def _sigterm_as_cancel():
+    """SIGTERM raises JobCancelled (once) in the main thread, so clean-up code runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise JobCancelled("Stopped by the launcher (SIGTERM); no output was written.")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextmanager
+def session(device_name: str = "auto") -> Iterator[Optional[Session]]:
+    """A :class:`Session` under torchrun with two or more processes, else None (one process, as always).
+
+    On an exception inside, every rank stops (see the module docstring) and the exception (or, on the
+    other ranks, :class:`PeerFailed` with the failing rank's message) is raised."""
+    env = launch_env()
+    if env is None or env.world_size < 2:
+        yield None
+        return
+    device, owns = _init_group(env, device_name)
+    sess = Session(env, device, _store(), owns)
+    with _sigterm_as_cancel():
+        try:
+            yield sess
+        except BaseException as exc:
+            stopped = sess.fail(exc)
+            if stopped is exc:
+                raise
+            raise stopped from exc
+        finally:
+            if owns and sess.dist.is_initialized():
+                sess.dist.destroy_process_group()
