@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
+
 from ..errors import InputError
 from ..progress import Feedback, ensure_feedback
 from .backbones import BACKBONES
@@ -290,16 +292,55 @@ def _describe_labels(data) -> str:
 
 
 def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> FinetuneResult:
-    """Train a model on ``cfg.input_path`` + ``cfg.labels`` and save it to ``cfg.output_model``."""
+    """Train a model on ``cfg.input_path`` + ``cfg.labels`` and save it to ``cfg.output_model``.
+
+    Under ``torchrun`` with several processes this is one data-parallel run (``trainer``: DDP, the global
+    batch is ``cfg.batch_size``); every rank reads the labels and makes the same split, only rank 0 writes
+    the model and the report, and a failure on any rank stops them all (``distributed``)."""
+    from .. import distributed
+
+    with distributed.session(cfg.device) as session:
+        return _finetune(cfg, feedback, session)
+
+
+def _ensure_weights_once(entry, session, fb, proxies):
+    """(path of the weights, feedback for the rest): downloaded first by rank 0 only (the others then find
+    them in the cache, or download them too where their cache is not shared)."""
+    from .pretrained import ensure_weights
+
+    if session is not None and not session.is_main:
+        session.barrier("finetune/weights")
+        return ensure_weights(entry, True, None, proxies), fb
+    path = ensure_weights(entry, True, fb.sub(0.0, 0.3), proxies)  # the download is the first 30 %
+    if session is not None:
+        session.barrier("finetune/weights")
+    return path, fb.sub(0.3, 1.0)
+
+
+def _check_same_data(session, data, train_idx, val_idx) -> None:
+    """Every rank read the same labels and made the same split (they train on shares of it)."""
+    if session is None:
+        return
+    mine = [len(data), int(np.asarray(train_idx).sum()), int(np.asarray(val_idx).sum())]
+    if any(v != mine for v in session.exchange("finetune/data", mine)):
+        raise InputError("The processes of this distributed run read different training data.",
+                         "Give every process the same input raster and labels (the same files on every node).")
+
+
+def _finetune(cfg: FinetuneConfig, feedback: Optional[Feedback], session) -> FinetuneResult:
     from ..device import describe_device, resolve_device, seed_everything
     from ..raster.io import RasterReader
     from .trainer import Trainer, TrainSpec
     from .trainset import build_training_data, hold_out_pixels, stratified_split
 
-    fb = ensure_feedback(feedback)
+    fb = ensure_feedback(feedback) if session is None else session.feedback(feedback)
     t0 = time.perf_counter()
     check_config(cfg)
-    device = resolve_device(cfg.device)
+    world = session.world_size if session is not None else 1
+    if cfg.batch_size < 2 * world:
+        raise InputError(f"A batch of {cfg.batch_size} is too small for {world} processes.",
+                         f"BATCH_SIZE is the batch of all processes together: use at least {2 * world}.")
+    device = session.device if session is not None else resolve_device(cfg.device)
     seed_everything(cfg.seed)
     with RasterReader(cfg.input_path, cfg.input_bands, skip_alpha=True) as reader:
         info = reader.info
@@ -316,9 +357,8 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
 
             match = match_bands(entry, [info.band_names[b - 1] for b in reader.bands],
                                 parse_weight_bands(cfg.weight_bands))
-            if not is_cached(entry):  # allowed by the user (checked above): the download is the first 30 %
-                path = ensure_weights(entry, True, fb.sub(0.0, 0.3), cfg.proxies)
-                fb = fb.sub(0.3, 1.0)
+            if not is_cached(entry):  # allowed by the user (checked above)
+                path, fb = _ensure_weights_once(entry, session, fb, cfg.proxies)
             else:
                 path = ensure_weights(entry)
             pretrained = (entry, path, match)
@@ -338,6 +378,7 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
     _check_labels(data, cfg)
     train_idx, val_idx = stratified_split(data, cfg.validation_fraction, cfg.seed)
     hold_out_pixels(data, train_idx, val_idx)
+    _check_same_data(session, data, train_idx, val_idx)
     epochs = cfg.epochs or auto_epochs(len(train_idx))
     lr = auto_learning_rate(cfg)
     spec = TrainSpec(epochs=epochs, batch_size=cfg.batch_size, learning_rate=lr, augment=cfg.augment,
@@ -347,7 +388,10 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
            f"{', shifts/flips/rotations' if cfg.augment else ''}"
            f"{' and contrast jitter' if cfg.augment and data.is_classifier else ''}.")
     model, arch, args = _build_model(cfg, data, in_bands, fb, pretrained)
-    trainer = Trainer(model, data, train_idx, val_idx, spec, device, cfg.seed, fb.log)
+    if session is not None:
+        fb.log(f"Distributed: {world} processes ({device.type}), {cfg.batch_size // world}–"
+               f"{-(-cfg.batch_size // world)} patches each per step.")
+    trainer = Trainer(model, data, train_idx, val_idx, spec, device, cfg.seed, fb.log, session)
     outcome = trainer.fit(fb.sub(0.08, 0.97))
     fb.progress(0.97, "saving")
 
@@ -365,7 +409,13 @@ def run_finetune(cfg: FinetuneConfig, feedback: Optional[Feedback] = None) -> Fi
                                     "licence": entry.licence, "band_match": match.as_dict(),
                                     "scaling": entry.scaling if entry.scale_mean is not None and match.index
                                     is not None else "the raster's per-band statistics"}
-    _write_outputs(cfg, model, meta, result)
+    meta.extra["training"]["world_size"] = world
+    if session is None or session.is_main:
+        _write_outputs(cfg, model, meta, result)
+    else:
+        result.report_path, result.metrics_path = _report_paths(cfg)
+    if session is not None:
+        session.barrier("finetune/saved")  # the others return once rank 0 has written (or failed: PeerFailed)
     result.model, result.meta = model.eval(), meta
     result.seconds = round(time.perf_counter() - t0, 2)
     fb.done()
@@ -400,6 +450,14 @@ def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
                                   or not is_model_file(weights) else os.path.basename(weights)),
         metrics=result.metrics, extra={"training": training, "window_context": int(data.context)},
     )
+
+
+def _report_paths(cfg: FinetuneConfig) -> tuple:
+    from .report import metrics_path
+
+    if not cfg.output_report:
+        return None, None
+    return os.path.abspath(cfg.output_report), os.path.abspath(metrics_path(cfg.output_report))
 
 
 def _write_outputs(cfg: FinetuneConfig, model, meta, result: FinetuneResult) -> None:

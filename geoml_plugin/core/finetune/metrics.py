@@ -20,8 +20,13 @@ def confusion_matrix(truth: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
 def classification_metrics(truth, pred, class_names: list, iou: bool = False) -> dict:
     """``iou`` (segmentation): also each class's intersection over union of its true and predicted pixels,
     TP / (TP + FP + FN), None for a class in neither, and their mean over the classes that occur (mIoU)."""
-    k = len(class_names)
-    cm = confusion_matrix(truth, pred, k)
+    return metrics_from_confusion(confusion_matrix(truth, pred, len(class_names)), class_names, iou)
+
+
+def metrics_from_confusion(cm: np.ndarray, class_names: list, iou: bool = False) -> dict:
+    """:func:`classification_metrics` of a confusion matrix (e.g. one summed over the ranks of a
+    distributed run)."""
+    cm = np.asarray(cm, np.int64)
     n = int(cm.sum())
     if n == 0:
         return {"samples": 0}
@@ -73,6 +78,28 @@ def regression_metrics(truth, pred) -> dict:
         "r2": r2,
         "bias": round(float(err.mean()), 6),
     }
+
+
+def regression_sums(truth, pred) -> np.ndarray:
+    """[n, Σe², Σ|e|, Σe, Σt, Σt²] of the finite pairs (e = pred − truth): what :func:`regression_from_sums`
+    needs, and what the ranks of a distributed run add up."""
+    truth = np.asarray(truth, np.float64).ravel()
+    pred = np.asarray(pred, np.float64).ravel()
+    ok = np.isfinite(truth) & np.isfinite(pred)
+    truth, err = truth[ok], pred[ok] - truth[ok]
+    return np.array([truth.size, (err**2).sum(), np.abs(err).sum(), err.sum(), truth.sum(), (truth**2).sum()])
+
+
+def regression_from_sums(sums) -> dict:
+    """:func:`regression_metrics` from :func:`regression_sums` (summed over ranks); R² through
+    Σt² − (Σt)²/n, equal to the two-pass value up to rounding."""
+    n, se2, sae, se, st, st2 = (float(v) for v in sums)
+    if n == 0:
+        return {"samples": 0}
+    ss_tot = st2 - st * st / n
+    r2 = round(1.0 - se2 / ss_tot, 4) if ss_tot > 1e-12 * max(st2, 1.0) else None
+    return {"samples": int(n), "rmse": round(float(np.sqrt(se2 / n)), 6), "mae": round(sae / n, 6), "r2": r2,
+            "bias": round(se / n, 6)}
 
 
 R2_UNDEFINED = "undefined (all held-out values equal)"

@@ -19,7 +19,16 @@ counts (the benchmark compares it with a bare PyTorch loop):
 * class balance: class-balanced sampling for patch classes, loss weights for
   pixel classes, when the largest class has over 1.5× the smallest;
 * CUDA: autocast in bf16 where supported, else fp16 with gradient scaling;
-  a CUDA out-of-memory error halves the batch, says so, and redoes the epoch.
+  a CUDA out-of-memory error halves the batch, says so, and redoes the epoch
+  (one process only: under torchrun it stops the job with a clear message).
+
+Under torchrun (``session``, see ``distributed``) the network is wrapped in
+DistributedDataParallel: every rank draws the same shuffled order each epoch
+and takes every N-th sample of each global batch of ``batch_size`` (the global
+batch, and so the learning rate, are those of one process); BatchNorm becomes
+SyncBatchNorm on CUDA (on gloo/CPU each rank normalises with its own part of
+the batch); augmentation draws differ per rank; validation is split among the
+ranks and its sums (loss, confusion matrix or error sums) are all-reduced.
 
 ``feedback.progress`` is called after every batch, so Cancel stops the run
 within one batch.
@@ -35,7 +44,14 @@ import numpy as np
 from ..augment import crop_with, jitter_intensity, random_dihedral
 from ..errors import GeoMLError
 from ..schedule import warmup_cosine
-from .metrics import classification_metrics, regression_metrics
+from .metrics import (
+    classification_metrics,
+    confusion_matrix,
+    metrics_from_confusion,
+    regression_from_sums,
+    regression_metrics,
+    regression_sums,
+)
 from .trainset import TrainingData
 
 IMBALANCE_RATIO = 1.5
@@ -95,15 +111,20 @@ def param_groups(model, weight_decay: float) -> list:
 
 class Trainer:
     def __init__(self, model, data: TrainingData, train_idx: np.ndarray, val_idx: np.ndarray, spec: TrainSpec,
-                 device, seed: int = 0, log=print):
+                 device, seed: int = 0, log=print, session=None):
         from ..device import torch_for_training
 
         self.torch = torch = torch_for_training()  # before the optimizer: a triton import crashes the QGIS desktop
+        self.session = session
+        self.rank, self.world = (session.rank, session.world_size) if session is not None else (0, 1)
+        if session is not None and device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         # channels-last: oneDNN (CPU) and tensor cores (CUDA) run convolutions faster in NHWC
         self.model = model.to(device, memory_format=torch.channels_last)
         self.data, self.spec, self.device, self.log = data, spec, device, log
         self.train_idx, self.val_idx = np.asarray(train_idx), np.asarray(val_idx)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed + 7919 * self.rank)  # augmentation: its own draws per rank
+        self.net = None if session is None else _ddp(self.model, data.context, device)
         self.rng = np.random.default_rng(seed)
         cuda = device.type == "cuda"
         self.amp_dtype = None
@@ -170,6 +191,10 @@ class Trainer:
 
         return window_output(self.model, xb, self.data.context)
 
+    def _train_forward(self, xb):
+        """:meth:`forward` in a training step: through DistributedDataParallel under torchrun."""
+        return self.forward(xb) if self.net is None else self.net(xb)
+
     # -- loss ----------------------------------------------------------------
     def loss(self, out, yb):
         torch = self.torch
@@ -210,8 +235,9 @@ class Trainer:
         self._set_train_mode()
         for s in range(steps):
             idx = order[s * bs : (s + 1) * bs] if n >= bs else order
-            if len(idx) < 2:
+            if len(idx) < 2 * self.world:  # the same on every rank: the global batch
                 continue
+            idx = idx[self.rank :: self.world]
             xb, yb = self._batch(idx, shift=spec.augment)
             if spec.augment:
                 xb, yb2 = random_dihedral(xb, self.gen, yb if self.data.dense else None)
@@ -228,7 +254,7 @@ class Trainer:
                 perm = torch.randperm(len(idx), generator=self.gen).to(xb.device)
                 xb = lam * xb + (1 - lam) * xb[perm]
             with self._autocast():
-                out = self.forward(xb.contiguous(memory_format=torch.channels_last))
+                out = self._train_forward(xb.contiguous(memory_format=torch.channels_last))
             loss = self.loss(out, yb)
             if perm is not None:
                 loss = lam * loss + (1 - lam) * self.loss(out, yb[perm])
@@ -243,6 +269,9 @@ class Trainer:
             else:
                 msg = feedback.last_message
             feedback.progress((epoch + (s + 1) / steps) / spec.epochs, msg)
+        if self.session is not None:
+            total_loss, seen = self.session.all_reduce_sum([run_loss.item(), seen])
+            return float(total_loss) / max(seen, 1), int(seen)
         return run_loss.item() / max(seen, 1), seen
 
     def predict(self, idx: np.ndarray, bs: int):
@@ -259,6 +288,8 @@ class Trainer:
 
     def evaluate(self, idx: np.ndarray, bs: int) -> tuple[float, float, dict]:
         """(loss, score, metrics) on samples ``idx``; score = accuracy or RMSE (target units)."""
+        if self.session is not None:
+            return self._evaluate_shared(idx, bs)
         torch = self.torch
         out = self.predict(idx, bs)
         yb = torch.cat([self._batch(idx[s : s + bs])[1].cpu() for s in range(0, len(idx), max(1, bs))])
@@ -279,6 +310,46 @@ class Trainer:
         m = regression_metrics(truth, pred)
         return loss, m.get("rmse", float("nan")), m
 
+    def _outputs_and_targets(self, idx: np.ndarray, bs: int):
+        torch = self.torch
+        out = self.predict(idx, bs)
+        yb = torch.cat([self._batch(idx[s : s + bs])[1].cpu() for s in range(0, len(idx), max(1, bs))])
+        return out, yb
+
+    def _evaluate_shared(self, idx: np.ndarray, bs: int) -> tuple[float, float, dict]:
+        """:meth:`evaluate` under torchrun: each rank takes every N-th sample; the loss sum and the confusion
+        matrix (classes) or error sums (values) are all-reduced, so every rank gets the metrics of all."""
+        d = self.data
+        mine = idx[self.rank :: self.world]
+        k = len(d.class_names)
+        loss_sum, count = 0.0, 0
+        stats = np.zeros(k * k if d.is_classifier else 6)
+        if len(mine):
+            out, yb = self._outputs_and_targets(mine, bs)
+            cw, self.class_weights = self.class_weights, None
+            try:
+                loss_sum, count = float(self.loss(out, yb)) * len(mine), len(mine)
+            finally:
+                self.class_weights = cw
+            if d.is_classifier:
+                stats = confusion_matrix(yb.numpy(), out.argmax(1).numpy(), k).ravel()
+            else:
+                mean, std = d.target["mean"], d.target["std"]
+                stats = regression_sums(yb.numpy() * std + mean, out[:, 0].numpy() * std + mean)
+        total = self.session.all_reduce_sum(np.concatenate([[loss_sum, count], stats]))
+        loss = float(total[0]) / max(float(total[1]), 1.0)
+        if d.is_classifier:
+            m = metrics_from_confusion(np.rint(total[2:]).reshape(k, k), d.class_names, iou=d.dense)
+            return loss, m.get("overall_accuracy", 0.0), m
+        m = regression_from_sums(total[2:])
+        return loss, m.get("rmse", float("nan")), m
+
+    def _sync_buffers(self) -> None:
+        """Rank 0's BatchNorm statistics on every rank (each rank updated its own in its last step)."""
+        if self.session is not None:
+            for b in self.model.buffers():
+                self.session.dist.broadcast(b, 0)
+
     def fit(self, feedback) -> TrainOutcome:
         torch = self.torch
         spec = self.spec
@@ -297,6 +368,9 @@ class Trainer:
             except Exception as exc:
                 if not _is_oom(exc) or self.device.type != "cuda":
                     raise
+                if self.session is not None:
+                    raise GeoMLError(f"The GPU of rank {self.rank} ran out of memory with {bs // self.world} patches.",
+                                     "Use a smaller BATCH_SIZE (the batch of all processes together).") from exc
                 self.opt.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
                 if bs <= 2:
@@ -306,6 +380,7 @@ class Trainer:
                 self.log(f"CUDA ran out of memory; retrying epoch {epoch + 1} with a batch size of {bs}.")
                 continue
             t_train = time.perf_counter() - t0
+            self._sync_buffers()
             val_loss = val_score = None
             if len(self.val_idx):
                 val_loss, val_score, _ = self.evaluate(self.val_idx, 2 * bs)
@@ -330,3 +405,22 @@ class Trainer:
             _, _, outcome.metrics = self.evaluate(self.train_idx, 2 * bs)
             outcome.metrics["evaluated_on"] = "training (no validation set: optimistic)"
         return outcome
+
+
+def _ddp(model, context: int, device):
+    """``model`` as it trains (its window pooled out of window + context) in DistributedDataParallel."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    from ..window_scores import window_output
+
+    class _Windowed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return window_output(self.model, x, context)
+
+    ids = [device.index if device.index is not None else 0] if device.type == "cuda" else None
+    return DistributedDataParallel(_Windowed(), device_ids=ids)
