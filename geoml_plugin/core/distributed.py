@@ -203,11 +203,34 @@ def _init_group(env: LaunchEnv, device_name: str):
         device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
     if dist.is_initialized():
-        return device, False
+        return device, _owned
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {"device_id": device} if device.type == "cuda" else {}
     dist.init_process_group(backend, **kwargs)
+    _own_group()
     return device, True
+
+
+_owned = False
+
+
+def _own_group() -> None:
+    """The group made here lives as long as the process (jobs run one after another reuse it: creating a
+    group again after destroying one races with ranks still leaving the last); destroyed at exit, or when a
+    job fails (to free the ranks blocked in a collective with this one)."""
+    import atexit
+
+    global _owned
+    if not _owned:
+        _owned = True
+        atexit.register(_destroy_at_exit)
+
+
+def _destroy_at_exit() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _store():
@@ -244,7 +267,8 @@ def _sigterm_as_cancel():
 def session(device_name: str = "auto") -> Iterator[Optional[Session]]:
     """A :class:`Session` under torchrun with two or more processes, else None (one process, as always).
 
-    On an exception inside, every rank stops (see the module docstring) and the exception (or, on the
+    The process group is created by the first session (unless the caller made one) and kept for the next
+    jobs of the process. On an exception inside, every rank stops (see the module docstring) and the exception (or, on the
     other ranks, :class:`PeerFailed` with the failing rank's message) is raised."""
     env = launch_env()
     if env is None or env.world_size < 2:
@@ -260,6 +284,3 @@ def session(device_name: str = "auto") -> Iterator[Optional[Session]]:
             if stopped is exc:
                 raise
             raise stopped from exc
-        finally:
-            if owns and sess.dist.is_initialized():
-                sess.dist.destroy_process_group()

@@ -1,7 +1,8 @@
 """A worker for the distributed tests, started by ``python -m torch.distributed.run``.
 
-``dist_driver.py SPEC.json``: SPEC names the job (``predict`` or ``finetune``), its config fields, the
-folder for each rank's ``result-<rank>.json`` (what the job returned, or the error it raised) and optionally
+``dist_driver.py SPEC.json``: SPEC lists ``jobs`` (each ``{"job": "predict" | "finetune", "config": {…}}``,
+run in order), the folder for each rank's ``result-<rank>.json`` (per job what it returned or the error it
+raised, and which files this rank saved through ``save_model``/``write_report``) and optionally
 ``fail_rank`` / ``fail_after``: that rank raises a plain RuntimeError part way through (a crash).
 """
 from __future__ import annotations
@@ -44,6 +45,40 @@ def _inject_failure(spec: dict, rank: int) -> None:
         trainer.Trainer._epoch = failing_epoch
 
 
+def _record_saves(saved: list) -> None:
+    """Note every model file and report this rank writes (only rank 0 should)."""
+    from geoml_plugin.core import modelfile
+    from geoml_plugin.core.finetune import report
+
+    save_model, write_report = modelfile.save_model, report.write_report
+
+    def recording_save(path, *args, **kwargs):
+        saved.append(str(path))
+        return save_model(path, *args, **kwargs)
+
+    def recording_report(path, *args, **kwargs):
+        saved.append(str(path))
+        return write_report(path, *args, **kwargs)
+
+    modelfile.save_model, report.write_report = recording_save, recording_report
+
+
+def _run(job: dict) -> dict:
+    if job["job"] == "predict":
+        from geoml_plugin.core.predict import PredictConfig, run_predict
+
+        res = run_predict(PredictConfig(**job["config"]))
+        return dict(valid_pixels=res.valid_pixels, tiles=res.tiles, class_counts=res.class_counts,
+                    value_range=list(res.value_range), output_path=res.output_path,
+                    confidence_path=res.confidence_path)
+    from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
+
+    res = run_finetune(FinetuneConfig(**job["config"]))
+    return dict(metrics={k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str))},
+                history=res.history, n_train=res.n_train, batch_size=res.batch_size,
+                learning_rate=res.learning_rate, samples_per_second=res.samples_per_second)
+
+
 def main() -> int:
     import torch
 
@@ -51,26 +86,18 @@ def main() -> int:
     with open(sys.argv[1], encoding="utf-8") as fh:
         spec = json.load(fh)
     rank = int(os.environ.get("RANK", 0))
-    _inject_failure(spec, rank)
-    out = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", 1))}
-    try:
-        if spec["job"] == "predict":
-            from geoml_plugin.core.predict import PredictConfig, run_predict
-
-            res = run_predict(PredictConfig(**spec["config"]))
-            out.update(valid_pixels=res.valid_pixels, tiles=res.tiles, class_counts=res.class_counts,
-                       value_range=list(res.value_range), output_path=res.output_path)
-        else:
-            from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
-
-            res = run_finetune(FinetuneConfig(**spec["config"]))
-            out.update(metrics={k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str))},
-                       history=res.history, n_train=res.n_train, batch_size=res.batch_size,
-                       learning_rate=res.learning_rate, world_size_trained=res.meta.extra["training"].get("world_size"))
-        code = 0
-    except BaseException as exc:  # noqa: BLE001 - reported to the test
-        out.update(error=str(exc), error_type=type(exc).__name__)
-        code = 1
+    saved: list = []
+    _record_saves(saved)
+    out = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", 1)), "jobs": [], "saved": saved}
+    code = 0
+    for job in spec["jobs"]:
+        _inject_failure(dict(spec, job=job["job"]), rank)
+        try:
+            out["jobs"].append(_run(job))
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            out["jobs"].append(dict(error=str(exc), error_type=type(exc).__name__))
+            code = 1
+            break
     with open(os.path.join(spec["results"], f"result-{rank}.json"), "w", encoding="utf-8") as fh:
         json.dump(out, fh)
     return code

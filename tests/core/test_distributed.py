@@ -1,0 +1,267 @@
+"""Jobs under torchrun: 2 gloo processes on 127.0.0.1 (``python -m torch.distributed.run``, one thread each).
+
+Sharded prediction writes the one-process output exactly (classes, confidence, values; a COG passes GDAL's
+validation); DDP fine-tuning trains, only rank 0 writes, and the model maps; a crash on one rank stops both
+with its message and leaves no file.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from geoml_plugin.core import distributed
+from geoml_plugin.core.finetune.job import FinetuneConfig, output_paths, run_finetune
+from geoml_plugin.core.modelfile import ModelMeta, read_meta, save_model
+from geoml_plugin.core.models import build_model
+from geoml_plugin.core.predict import PredictConfig, dense_batches, run_predict
+from geoml_plugin.core.raster.classes import make_classes
+from geoml_plugin.core.raster.io import category_names_of, raster_info
+from tests.conftest import ROOT, leftovers, tiny_regression_model, write_raster
+from tests.torch_threads import one_thread  # noqa: F401 (autouse fixture)
+
+DRIVER = Path(__file__).with_name("dist_driver.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(tmp_path, jobs: list, nproc: int = 2, **extra) -> tuple:
+    """(exit status, results per rank, output): ``jobs`` run by ``nproc`` gloo processes under torchrun."""
+    results = tmp_path / "results"
+    results.mkdir(exist_ok=True)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(dict(jobs=jobs, results=str(results), **extra)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), LOGLEVEL="ERROR")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+                           "--master-addr=127.0.0.1", f"--master-port={_free_port()}", str(DRIVER), str(spec)],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    ranks = [json.loads((results / f"result-{r}.json").read_text()) for r in range(nproc)
+             if (results / f"result-{r}.json").exists()]
+    return proc.returncode, ranks, proc.stdout[-3000:] + proc.stderr[-6000:]
+
+
+def _patch_model(folder) -> str:
+    import torch
+
+    torch.manual_seed(0)
+    meta = ModelMeta(architecture="small_cnn", arch_args={"in_bands": 4, "num_outputs": 3, "widths": [4, 4, 4, 4]},
+                     task="classification", output="patch", in_bands=4, patch_size=16,
+                     classes=make_classes(("A", "B", "C")), norm_mean=[1000] * 4, norm_std=[500] * 4)
+    return save_model(str(folder / "patch.safetensors"), build_model(meta.architecture, **meta.arch_args), meta)
+
+
+def _read(path):
+    return gdal.Open(str(path)).ReadAsArray()
+
+
+# -- sharded prediction ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sharded(scene, sample_model, tmp_path_factory):
+    """The same jobs by one process (here) and by two (torchrun): (one-process folder, two-process folder,
+    results per rank, the jobs)."""
+    tmp = tmp_path_factory.mktemp("sharded")
+    rng = np.random.default_rng(3)
+    big = rng.integers(500, 2000, (4, 520, 600)).astype(np.uint16)
+    big[:, :40, :90] = 0  # nodata corner
+    big_path = write_raster(tmp / "big.tif", big, nodata=0)
+    patch, reg = _patch_model(tmp), tiny_regression_model(tmp / "reg.safetensors")
+    jobs = [
+        # a dense classifier over many 3-tile batches, with its confidence raster
+        dict(input_path=scene.image, model_path=sample_model, output_path="lda.tif", confidence_path="lda_conf.tif",
+             tile_size=24, overlap=4, batch_size=3),
+        # a patch classifier (4 tiles of 512 px) with its confidence raster
+        dict(input_path=big_path, model_path=patch, output_path="patch.tif", confidence_path="patch_conf.tif",
+             stride=8),
+        # pixel regression to a Cloud-Optimized GeoTIFF
+        dict(input_path=big_path, model_path=reg, output_path="reg_cog.tif", tile_size=64, overlap=8, batch_size=2,
+             cog=True),
+    ]
+    one, two = tmp / "one", tmp / "two"
+    one.mkdir()
+    two.mkdir()
+    singles = []
+    for job in jobs:
+        cfg = dict(job, device="cpu", output_path=str(one / job["output_path"]))
+        if job.get("confidence_path"):
+            cfg["confidence_path"] = str(one / job["confidence_path"])
+        singles.append(run_predict(PredictConfig(**cfg)))
+    launch = []
+    for job in jobs:
+        cfg = dict(job, device="cpu", output_path=str(two / job["output_path"]))
+        if job.get("confidence_path"):
+            cfg["confidence_path"] = str(two / job["confidence_path"])
+        launch.append({"job": "predict", "config": cfg})
+    rc, ranks, log = torchrun(tmp, launch)
+    assert rc == 0, log
+    return one, two, singles, ranks, jobs
+
+
+def test_sharded_prediction_writes_the_one_process_output_exactly(sharded):
+    one, two, singles, ranks, jobs = sharded
+    assert [r["rank"] for r in ranks] == [0, 1]
+    for job, single, *per_rank in zip(jobs, singles, *(r["jobs"] for r in ranks)):
+        name = job["output_path"]
+        np.testing.assert_array_equal(_read(two / name), _read(one / name), err_msg=name)
+        a, b = raster_info(str(two / name)), raster_info(str(one / name))
+        assert (a.geotransform, a.crs_wkt, a.nodata, a.dtype) == (b.geotransform, b.crs_wkt, b.nodata, b.dtype)
+        if job.get("confidence_path"):
+            np.testing.assert_array_equal(_read(two / job["confidence_path"]), _read(one / job["confidence_path"]))
+        for r in per_rank:  # every rank returns the result of the whole job
+            assert r["valid_pixels"] == single.valid_pixels and r["class_counts"] == single.class_counts
+            assert r["value_range"] == list(single.value_range) and r["tiles"] == single.tiles
+    assert singles[1].tiles == 4 and singles[0].tiles > 20  # both ranks had tiles to do
+    assert category_names_of(str(two / "lda.tif")) == category_names_of(str(one / "lda.tif"))
+    assert (two / "lda.qml").read_text() == (one / "lda.qml").read_text()
+    assert (two / "reg_cog.qml").read_text() == (one / "reg_cog.qml").read_text()  # same value range → style
+    assert leftovers(two) == [] and sorted(os.listdir(two)) == sorted(os.listdir(one))
+
+
+def test_cog_output_passes_gdal_validation_with_overviews(sharded):
+    _, two, _, _, _ = sharded
+    path = str(two / "reg_cog.tif")
+    try:
+        from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate
+    except ImportError:
+        validate = None
+    if validate is not None:
+        warnings, errors, _ = validate(path, full_check=True)
+        assert errors == [] and warnings == []
+    info = gdal.Info(path, format="json")
+    assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG"
+    assert len(info["bands"][0]["overviews"]) >= 1
+    assert info["bands"][0]["block"] == [512, 512]
+
+
+def test_dense_batches_are_fixed_by_the_geometry():
+    """Both processes of a sharded run form the same batches as one process: runs of equal tiles."""
+    from geoml_plugin.core.raster.tiling import dense_tiles
+
+    tiles = dense_tiles(100, 70, 32, 4, trim=True)
+    groups = dense_batches(tiles, 3)
+    assert [i for g in groups for i in g] == list(range(len(tiles)))
+    for g in groups:
+        assert len(g) <= 3 and len({(tiles[i].read.w, tiles[i].read.h) for i in g}) == 1
+
+
+def test_a_crash_on_one_rank_stops_both_with_its_message_and_leaves_no_file(scene, sample_model, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = dict(input_path=scene.image, model_path=sample_model, output_path=str(out / "x.tif"),
+               confidence_path=str(out / "c.tif"), tile_size=24, overlap=4, batch_size=3, device="cpu")
+    rc, ranks, log = torchrun(tmp_path, [{"job": "predict", "config": cfg}], fail_rank=1, fail_after=2)
+    assert rc != 0
+    errors = {r["rank"]: r["jobs"][0] for r in ranks}
+    assert errors[1] == {"error": "injected crash while writing a tile", "error_type": "RuntimeError"}, log
+    assert errors[0]["error_type"] == "PeerFailed"
+    assert errors[0]["error"] == "Rank 1 of 2 failed: RuntimeError: injected crash while writing a tile"
+    assert os.listdir(out) == []  # no output, no part, no sidecar
+
+
+def test_one_process_is_not_distributed(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert distributed.launch_env() is None and not distributed.is_distributed()
+    with distributed.session("cpu") as s:
+        assert s is None
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with distributed.session("cpu") as s:  # torchrun with one process: as without it
+        assert s is None
+
+
+# -- DDP fine-tuning ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def blocks(tmp_path_factory):
+    from tests.core.test_finetune import write_points
+
+    d = tmp_path_factory.mktemp("blocks")
+    rng = np.random.default_rng(0)
+    n = 8
+    cls = rng.integers(0, 2, (n, n))
+    img = np.kron(100 + 60 * cls, np.ones((16, 16)))[None].repeat(5, 0).astype(np.float32)
+    img += rng.normal(0, 15, img.shape).astype(np.float32)
+    raster = write_raster(d / "blocks.tif", img)
+    labels = write_points(d / "blocks.gpkg", [(i * 16 + 8, j * 16 + 8, ["dark", "bright"][cls[i, j]])
+                                              for i in range(n) for j in range(n)])
+    return raster, labels, cls
+
+
+def test_ddp_fine_tuning_trains_only_rank_0_writes_and_the_model_maps(blocks, tmp_path):
+    raster, labels, cls = blocks
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = dict(input_path=raster, labels=labels, label_field="label", output_model=str(out / "m.safetensors"),
+               output_report=str(out / "m_report.html"), epochs=4, patch_size=16, batch_size=16, device="cpu")
+    rc, ranks, log = torchrun(tmp_path, [{"job": "finetune", "config": cfg}])
+    assert rc == 0, log
+    r0, r1 = (r["jobs"][0] for r in ranks)
+    # only rank 0 saved the model and the report; every file of a one-process run is there, nothing else
+    assert ranks[0]["saved"] == [cfg["output_report"], cfg["output_model"]] and ranks[1]["saved"] == []
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in output_paths(FinetuneConfig(**cfg)))
+    # validation metrics are all-reduced: both ranks report the metrics of the whole validation set
+    assert r0["metrics"] == r1["metrics"] and r0["history"][-1]["val_loss"] == r1["history"][-1]["val_loss"]
+    assert r0["batch_size"] == 16 and r0["metrics"]["evaluated_on"] == "validation"
+    meta = read_meta(cfg["output_model"])
+    assert meta.extra["training"]["world_size"] == 2
+    # the same global batch in one process: the same held-out samples, accuracy within 0.1 (augmentation
+    # draws and per-rank BatchNorm statistics differ; both are far above chance, 0.5)
+    single = run_finetune(FinetuneConfig(**dict(cfg, output_model=str(tmp_path / "one.safetensors"),
+                                                output_report=None)))
+    assert r0["metrics"]["samples"] == single.metrics["samples"] and r0["n_train"] == single.n_train
+    assert r0["metrics"]["overall_accuracy"] >= 0.9 and single.metrics["overall_accuracy"] >= 0.9
+    assert abs(r0["metrics"]["overall_accuracy"] - single.metrics["overall_accuracy"]) <= 0.1
+    # the model file loads and maps the blocks
+    run_predict(PredictConfig(raster, cfg["output_model"], str(tmp_path / "map.tif"), stride=16, device="cpu"))
+    truth = np.kron(np.where(cls == 1, 1, 2), np.ones((16, 16), int))
+    assert (_read(tmp_path / "map.tif") == truth).mean() > 0.9
+
+
+@pytest.mark.slow
+def test_a_crash_during_ddp_training_stops_both_ranks_and_writes_nothing(blocks, tmp_path):
+    raster, labels, _ = blocks
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = dict(input_path=raster, labels=labels, label_field="label", output_model=str(out / "m.safetensors"),
+               output_report=str(out / "m_report.html"), epochs=3, patch_size=16, batch_size=16, device="cpu")
+    rc, ranks, log = torchrun(tmp_path, [{"job": "finetune", "config": cfg}], fail_rank=1, fail_after=1)
+    assert rc != 0
+    errors = {r["rank"]: r["jobs"][0] for r in ranks}
+    assert errors[1]["error"] == "injected crash in an epoch", log
+    # rank 0 was inside DDP's gradient all-reduce with rank 1: it stops with rank 1's message
+    assert errors[0] == {"error": "Rank 1 of 2 failed: RuntimeError: injected crash in an epoch",
+                         "error_type": "PeerFailed"}
+    assert os.listdir(out) == []
+    assert all(r["saved"] == [] for r in ranks)
+
+
+def test_a_batch_too_small_for_the_processes_is_refused(monkeypatch, blocks, tmp_path):
+    """Checked before any work, with the rule: BATCH_SIZE is the batch of all processes together."""
+    from geoml_plugin.core.errors import InputError
+    from geoml_plugin.core.finetune import job
+
+    class FakeSession:  # only what _finetune reads before refusing
+        world_size, rank, is_main = 4, 0, True
+
+        def feedback(self, fb):
+            from geoml_plugin.core.progress import ensure_feedback
+
+            return ensure_feedback(fb)
+
+    raster, labels, _ = blocks
+    cfg = FinetuneConfig(raster, labels, "label", str(tmp_path / "m.safetensors"), batch_size=6, device="cpu")
+    with pytest.raises(InputError, match="BATCH_SIZE is the batch of all processes together: use at least 8"):
+        job._finetune(cfg, None, FakeSession())
+    assert not (tmp_path / "m.safetensors").exists()
