@@ -34,8 +34,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(tmp_path, jobs: list, nproc: int = 2, **extra) -> tuple:
-    """(exit status, results per rank, output): ``jobs`` run by ``nproc`` gloo processes under torchrun."""
+def torchrun(tmp_path, jobs: list, nproc: int = 2, nodes: int = 1, **extra) -> tuple:
+    """(exit status, results per rank, output): ``jobs`` run by ``nproc`` gloo processes under torchrun, or by
+    ``nodes`` torchrun agents ("nodes" on 127.0.0.1, c10d rendezvous) of ``nproc`` processes each."""
     results = tmp_path / "results"
     results.mkdir(exist_ok=True)
     spec = tmp_path / "spec.json"
@@ -43,12 +44,24 @@ def torchrun(tmp_path, jobs: list, nproc: int = 2, **extra) -> tuple:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), LOGLEVEL="ERROR")
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-                           "--master-addr=127.0.0.1", f"--master-port={_free_port()}", str(DRIVER), str(spec)],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=str(ROOT))
-    ranks = [json.loads((results / f"result-{r}.json").read_text()) for r in range(nproc)
+    run = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if nodes == 1:
+        run += ["--master-addr=127.0.0.1", f"--master-port={_free_port()}"]
+    else:
+        run += [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
+                "--rdzv-id=geoml-test", "--local-addr=127.0.0.1"]
+    agents = [subprocess.Popen(run + [str(DRIVER), str(spec)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=str(ROOT)) for _ in range(nodes)]
+    try:
+        outputs = [a.communicate(timeout=300) for a in agents]
+    finally:
+        for a in agents:  # a hang must not leave the agents (and their workers) behind
+            if a.poll() is None:
+                a.terminate()
+    ranks = [json.loads((results / f"result-{r}.json").read_text()) for r in range(nproc * nodes)
              if (results / f"result-{r}.json").exists()]
-    return proc.returncode, ranks, proc.stdout[-3000:] + proc.stderr[-6000:]
+    rc = max(abs(a.returncode) for a in agents)
+    return rc, ranks, "".join(o[0][-2000:] + o[1][-5000:] for o in outputs)
 
 
 def _patch_model(folder) -> str:
@@ -126,6 +139,19 @@ def test_sharded_prediction_writes_the_one_process_output_exactly(sharded):
     assert (two / "lda.qml").read_text() == (one / "lda.qml").read_text()
     assert (two / "reg_cog.qml").read_text() == (one / "reg_cog.qml").read_text()  # same value range → style
     assert leftovers(two) == [] and sorted(os.listdir(two)) == sorted(os.listdir(one))
+
+
+def test_two_nodes_on_localhost_write_the_one_process_output(sharded, scene, sample_model, tmp_path):
+    """Two torchrun agents (--nnodes 2, c10d rendezvous on 127.0.0.1), one process each, as on two machines."""
+    one = sharded[0]
+    cfg = dict(input_path=scene.image, model_path=sample_model, output_path=str(tmp_path / "lda.tif"),
+               confidence_path=str(tmp_path / "lda_conf.tif"), tile_size=24, overlap=4, batch_size=3, device="cpu")
+    rc, ranks, log = torchrun(tmp_path, [{"job": "predict", "config": cfg}], nproc=1, nodes=2)
+    assert rc == 0, log
+    assert sorted(r["rank"] for r in ranks) == [0, 1] and all(r["world_size"] == 2 for r in ranks)
+    np.testing.assert_array_equal(_read(tmp_path / "lda.tif"), _read(one / "lda.tif"))
+    np.testing.assert_array_equal(_read(tmp_path / "lda_conf.tif"), _read(one / "lda_conf.tif"))
+    assert leftovers(tmp_path) == []
 
 
 def test_cog_output_passes_gdal_validation_with_overviews(sharded):
