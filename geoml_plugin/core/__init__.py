@@ -26,6 +26,7 @@ import importlib
 _EXPORTS = {
     "PredictConfig": "predict",
     "run_predict": "predict",
+    "run_predict_many": "predict_many",
     "run_predict_onnx": "onnx_runtime",
     "FinetuneConfig": "finetune.job",
     "run_finetune": "finetune.job",

@@ -71,6 +71,13 @@ def _run(job: dict) -> dict:
         return dict(valid_pixels=res.valid_pixels, tiles=res.tiles, class_counts=res.class_counts,
                     value_range=list(res.value_range), output_path=res.output_path,
                     confidence_path=res.confidence_path)
+    if job["job"] == "predict_many":
+        from geoml_plugin.core.predict import PredictConfig
+        from geoml_plugin.core.predict_many import run_predict_many
+
+        res = run_predict_many(PredictConfig(**job["config"]), job["inputs"], job["output_folder"],
+                               job.get("confidence", False))
+        return dict(outputs=[r.output_path for r in res])
     from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
 
     res = run_finetune(FinetuneConfig(**job["config"]))

@@ -16,10 +16,12 @@ import pytest
 from osgeo import gdal
 
 from geoml_plugin.core import distributed
+from geoml_plugin.core.errors import InputError
 from geoml_plugin.core.finetune.job import FinetuneConfig, output_paths, run_finetune
 from geoml_plugin.core.modelfile import ModelMeta, read_meta, save_model
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.predict import PredictConfig, dense_batches, run_predict
+from geoml_plugin.core.predict_many import batch_outputs, run_predict_many
 from geoml_plugin.core.raster.classes import make_classes
 from geoml_plugin.core.raster.io import category_names_of, raster_info
 from tests.conftest import ROOT, leftovers, tiny_regression_model, write_raster
@@ -116,6 +118,14 @@ def sharded(scene, sample_model, tmp_path_factory):
         if job.get("confidence_path"):
             cfg["confidence_path"] = str(two / job["confidence_path"])
         launch.append({"job": "predict", "config": cfg})
+    # batch mapping: a folder of two rasters, each shared between the processes
+    scenes = tmp / "scenes"
+    scenes.mkdir()
+    for name, arr in (("a.tif", big[:, :200, :260]), ("b.tif", big[:, 150:, 200:])):
+        write_raster(scenes / name, arr, nodata=0)
+    (two / "many").mkdir()
+    launch.append({"job": "predict_many", "config": dict(input_path="", model_path=patch, stride=8, device="cpu"),
+                   "inputs": str(scenes), "output_folder": str(two / "many"), "confidence": True})
     rc, ranks, log = torchrun(tmp, launch)
     assert rc == 0, log
     return one, two, singles, ranks, jobs
@@ -138,7 +148,43 @@ def test_sharded_prediction_writes_the_one_process_output_exactly(sharded):
     assert category_names_of(str(two / "lda.tif")) == category_names_of(str(one / "lda.tif"))
     assert (two / "lda.qml").read_text() == (one / "lda.qml").read_text()
     assert (two / "reg_cog.qml").read_text() == (one / "reg_cog.qml").read_text()  # same value range → style
-    assert leftovers(two) == [] and sorted(os.listdir(two)) == sorted(os.listdir(one))
+    assert leftovers(two) == [] and sorted(os.listdir(two)) == sorted(os.listdir(one) + ["many"])
+
+
+def test_a_folder_of_rasters_maps_each_to_its_own_output(sharded, tmp_path):
+    """Batch mapping in one process and under torchrun (each scene sharded): the outputs of single runs."""
+    two = sharded[1]
+    scenes = two.parent / "scenes"
+    patch = str(two.parent / "patch.safetensors")
+    base = PredictConfig("", patch, stride=8, device="cpu")
+    res = run_predict_many(base, str(scenes), str(tmp_path), confidence=True)
+    assert [os.path.basename(r.output_path) for r in res] == ["a.tif", "b.tif"]
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".tif")) == [
+        "a.tif", "a_confidence.tif", "b.tif", "b_confidence.tif"]
+    for name in ("a", "b"):
+        single = tmp_path / f"{name}_single.tif"
+        run_predict(PredictConfig(str(scenes / f"{name}.tif"), patch, str(single), stride=8, device="cpu"))
+        np.testing.assert_array_equal(_read(tmp_path / f"{name}.tif"), _read(single))
+        np.testing.assert_array_equal(_read(two / "many" / f"{name}.tif"), _read(single))
+        np.testing.assert_array_equal(_read(two / "many" / f"{name}_confidence.tif"),
+                                      _read(tmp_path / f"{name}_confidence.tif"))
+    assert [r["jobs"][-1]["outputs"] for r in sharded[3]] == [[str(two / "many" / "a.tif"),
+                                                               str(two / "many" / "b.tif")]] * 2
+
+
+def test_batch_mapping_refuses_clashing_names_and_an_empty_folder(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    a = write_raster(tmp_path / "x" / "s.tif", np.ones((1, 8, 8), np.uint8))
+    b = write_raster(tmp_path / "y" / "s.tif", np.ones((1, 8, 8), np.uint8))
+    with pytest.raises(InputError, match="would both be written to s.tif"):
+        batch_outputs([a, b], str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no raster"):
+        batch_outputs(str(tmp_path / "empty"), str(tmp_path))
+    with pytest.raises(InputError, match="input raster"):  # mapping a folder into itself would replace its inputs
+        batch_outputs(str(tmp_path / "x"), str(tmp_path / "x"))
+    assert os.listdir(tmp_path / "x") == ["s.tif"]
 
 
 def test_two_nodes_on_localhost_write_the_one_process_output(sharded, scene, sample_model, tmp_path):
