@@ -337,3 +337,50 @@ def test_a_batch_too_small_for_the_processes_is_refused(monkeypatch, blocks, tmp
     with pytest.raises(InputError, match="BATCH_SIZE is the batch of all processes together: use at least 8"):
         job._finetune(cfg, None, FakeSession())
     assert not (tmp_path / "m.safetensors").exists()
+
+
+# -- checkpoints and resume --------------------------------------------------------------------------------
+
+def test_a_run_killed_after_epoch_2_resumes_to_the_weights_of_an_uninterrupted_run(blocks, tmp_path, monkeypatch):
+    import torch
+
+    from geoml_plugin.core.finetune.trainer import Trainer
+    from geoml_plugin.core.modelfile import load_model, load_state
+
+    raster, labels, _ = blocks
+    (tmp_path / "ck_full").mkdir()
+    (tmp_path / "ck").mkdir()
+    base = dict(input_path=raster, labels=labels, label_field="label", epochs=4, patch_size=16, batch_size=16,
+                device="cpu")
+    full = run_finetune(FinetuneConfig(**base, output_model=str(tmp_path / "full.safetensors"),
+                                       checkpoint_dir=str(tmp_path / "ck_full")))
+    epoch = Trainer._epoch
+    calls = {"n": 0}
+
+    def killed_in_epoch_3(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("killed")
+        return epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_epoch", killed_in_epoch_3)
+    resumed_path = tmp_path / "resumed.safetensors"
+    cfg = FinetuneConfig(**base, output_model=str(resumed_path), checkpoint_dir=str(tmp_path / "ck"), resume=True)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_finetune(cfg)
+    monkeypatch.setattr(Trainer, "_epoch", epoch)
+    assert not resumed_path.exists()
+    state = json.loads((tmp_path / "ck" / "checkpoint.json").read_text())
+    assert state["epoch"] == 2 and sorted(os.listdir(tmp_path / "ck")) == ["checkpoint.json", "epoch-0002.safetensors"]
+    with open(tmp_path / "ck" / "epoch-0002.safetensors", "rb") as fh:
+        assert fh.read(2) != b"\x80\x02"  # safetensors, not a pickle
+    res = run_finetune(cfg)
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4]
+    assert [h["train_loss"] for h in res.history] == [h["train_loss"] for h in full.history]
+    a, b = load_state(str(tmp_path / "full.safetensors")), load_state(str(resumed_path))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # deterministic on one CPU thread
+    load_model(str(resumed_path))
+    # a checkpoint of another run is not resumed
+    with pytest.raises(InputError, match=r"different run \(batch_size differ\)"):
+        run_finetune(FinetuneConfig(**dict(base, batch_size=8), output_model=str(tmp_path / "other.safetensors"),
+                                    checkpoint_dir=str(tmp_path / "ck"), resume=True))

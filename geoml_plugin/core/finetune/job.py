@@ -60,6 +60,8 @@ class FinetuneConfig:
     seed: int = 0
     output_report: Optional[str] = None  # HTML; metrics JSON beside it
     max_raster_samples: int = 2000  # label rasters: patches sampled at most
+    checkpoint_dir: Optional[str] = None  # an existing folder: a checkpoint after every epoch (checkpoint.py)
+    resume: bool = False  # continue from the checkpoint in checkpoint_dir when there is one
 
 
 @dataclass
@@ -197,6 +199,10 @@ def check_config(cfg: FinetuneConfig) -> None:
         raise InputError("VALIDATION_FRACTION must be at least 0 and below 1 (0.2 keeps a fifth of the labels apart).")
     if not cfg.labels:
         raise InputError("No labels were given.", "Choose a points or polygons layer, or a label raster.")
+    if cfg.checkpoint_dir and not os.path.isdir(cfg.checkpoint_dir):
+        raise InputError(f"The checkpoint folder '{cfg.checkpoint_dir}' does not exist.")
+    if cfg.resume and not cfg.checkpoint_dir:
+        raise InputError("Resuming needs the folder of the checkpoints (checkpoint_dir).")
     if cfg.task != "regression":
         from ..raster.labels import check_class_raster, is_raster_source
 
@@ -392,6 +398,11 @@ def _finetune(cfg: FinetuneConfig, feedback: Optional[Feedback], session) -> Fin
         fb.log(f"Distributed: {world} processes ({device.type}), {cfg.batch_size // world}–"
                f"{-(-cfg.batch_size // world)} patches each per step.")
     trainer = Trainer(model, data, train_idx, val_idx, spec, device, cfg.seed, fb.log, session)
+    if cfg.checkpoint_dir:
+        from .checkpoint import Checkpoints, fingerprint
+
+        trainer.checkpoints = Checkpoints(cfg.checkpoint_dir, fingerprint(cfg, world, len(train_idx), len(val_idx),
+                                                                          epochs), cfg.resume)
     outcome = trainer.fit(fb.sub(0.08, 0.97))
     fb.progress(0.97, "saving")
 
@@ -410,12 +421,7 @@ def _finetune(cfg: FinetuneConfig, feedback: Optional[Feedback], session) -> Fin
                                     "scaling": entry.scaling if entry.scale_mean is not None and match.index
                                     is not None else "the raster's per-band statistics"}
     meta.extra["training"]["world_size"] = world
-    if session is None or session.is_main:
-        _write_outputs(cfg, model, meta, result)
-    else:
-        result.report_path, result.metrics_path = _report_paths(cfg)
-    if session is not None:
-        session.barrier("finetune/saved")  # the others return once rank 0 has written (or failed: PeerFailed)
+    _save_on_rank_0(cfg, session, model, meta, result)
     result.model, result.meta = model.eval(), meta
     result.seconds = round(time.perf_counter() - t0, 2)
     fb.done()
@@ -450,6 +456,17 @@ def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
                                   or not is_model_file(weights) else os.path.basename(weights)),
         metrics=result.metrics, extra={"training": training, "window_context": int(data.context)},
     )
+
+
+def _save_on_rank_0(cfg: FinetuneConfig, session, model, meta, result: FinetuneResult) -> None:
+    """The model and report, written by rank 0 only; the other ranks return once it has (or stop with
+    PeerFailed when it failed)."""
+    if session is None or session.is_main:
+        _write_outputs(cfg, model, meta, result)
+    else:
+        result.report_path, result.metrics_path = _report_paths(cfg)
+    if session is not None:
+        session.barrier("finetune/saved")
 
 
 def _report_paths(cfg: FinetuneConfig) -> tuple:

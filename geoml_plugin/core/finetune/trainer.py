@@ -125,6 +125,7 @@ class Trainer:
         self.train_idx, self.val_idx = np.asarray(train_idx), np.asarray(val_idx)
         self.gen = torch.Generator().manual_seed(seed + 7919 * self.rank)  # augmentation: its own draws per rank
         self.net = None if session is None else _ddp(self.model, data.context, device)
+        self.checkpoints = None  # a checkpoint.Checkpoints: saved after every epoch, restored before the first
         self.rng = np.random.default_rng(seed)
         cuda = device.type == "cuda"
         self.amp_dtype = None
@@ -359,6 +360,9 @@ class Trainer:
             self.log(self.balance)
         last_val = ""
         epoch = 0
+        restored = self.checkpoints.restore(self, outcome) if self.checkpoints is not None else None
+        if restored is not None:
+            epoch, bs = restored
         while epoch < spec.epochs:
             t0 = time.perf_counter()
             try:
@@ -397,6 +401,8 @@ class Trainer:
                      + (f", val loss {val_loss:.4f}{last_val.replace(' · ', ', ')}" if val_loss is not None else "")
                      + f" ({rec.seconds:.1f} s)")
             epoch += 1
+            if self.checkpoints is not None:
+                self.checkpoints.save(self, epoch, outcome, bs)
         outcome.batch_size = bs
         if len(self.val_idx):
             _, _, outcome.metrics = self.evaluate(self.val_idx, 2 * bs)
