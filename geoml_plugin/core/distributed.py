@@ -206,9 +206,28 @@ def _init_group(env: LaunchEnv, device_name: str):
         return device, _owned
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {"device_id": device} if device.type == "cuda" else {}
-    dist.init_process_group(backend, **kwargs)
+    dist.init_process_group(backend, store=_attempt_store(env), rank=env.rank, world_size=env.world_size, **kwargs)
     _own_group()
     return device, True
+
+
+_base_store = None
+
+
+def _attempt_store(env: LaunchEnv):
+    """The launcher's store, under a prefix of this attempt: after ``torchrun --max-restarts`` restarts the
+    workers, the process group must not find the addresses the workers of the last attempt left there."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    global _base_store
+    if _base_store is None:
+        agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"  # torchrun hosts it
+        _base_store = dist.TCPStore(os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", 29500)),
+                                    env.world_size, is_master=not agent and env.rank == 0,
+                                    timeout=timedelta(seconds=EXCHANGE_TIMEOUT_S), wait_for_workers=False)
+    return dist.PrefixStore(f"geoml/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", _base_store)
 
 
 _owned = False
@@ -233,14 +252,13 @@ def _destroy_at_exit() -> None:
         dist.destroy_process_group()
 
 
-def _store():
-    """The launcher's key-value store, under a prefix of its own for this job (and restart)."""
+def _store(env: LaunchEnv):
+    """The launcher's key-value store, under a prefix of its own for this job (and attempt)."""
     import torch.distributed as dist
 
     global _jobs
     _jobs += 1
-    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return dist.PrefixStore(f"geoml/{restart}/{_jobs}/", dist.distributed_c10d._get_default_store())
+    return dist.PrefixStore(f"job-{_jobs}/", _attempt_store(env))
 
 
 @contextmanager
@@ -275,7 +293,7 @@ def session(device_name: str = "auto") -> Iterator[Optional[Session]]:
         yield None
         return
     device, owns = _init_group(env, device_name)
-    sess = Session(env, device, _store(), owns)
+    sess = Session(env, device, _store(env), owns)
     with _sigterm_as_cancel():
         try:
             yield sess

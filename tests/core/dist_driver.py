@@ -3,7 +3,8 @@
 ``dist_driver.py SPEC.json``: SPEC lists ``jobs`` (each ``{"job": "predict" | "finetune", "config": {…}}``,
 run in order), the folder for each rank's ``result-<rank>.json`` (per job what it returned or the error it
 raised, and which files this rank saved through ``save_model``/``write_report``) and optionally
-``fail_rank`` / ``fail_after``: that rank raises a plain RuntimeError part way through (a crash).
+``fail_rank`` / ``fail_after``: that rank raises a plain RuntimeError part way through (a crash); with
+``fail_first_attempt_only`` not when torchrun has restarted the workers (``--max-restarts``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 def _inject_failure(spec: dict, rank: int) -> None:
     if spec.get("fail_rank") != rank:
+        return
+    if spec.get("fail_first_attempt_only") and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
         return
     after = int(spec.get("fail_after", 1))
     calls = {"n": 0}
@@ -95,7 +98,8 @@ def main() -> int:
     rank = int(os.environ.get("RANK", 0))
     saved: list = []
     _record_saves(saved)
-    out = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", 1)), "jobs": [], "saved": saved}
+    out = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", 1)), "jobs": [], "saved": saved,
+           "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))}
     code = 0
     for job in spec["jobs"]:
         _inject_failure(dict(spec, job=job["job"]), rank)

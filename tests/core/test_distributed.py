@@ -36,7 +36,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(tmp_path, jobs: list, nproc: int = 2, nodes: int = 1, **extra) -> tuple:
+def torchrun(tmp_path, jobs: list, nproc: int = 2, nodes: int = 1, args=(), **extra) -> tuple:
     """(exit status, results per rank, output): ``jobs`` run by ``nproc`` gloo processes under torchrun, or by
     ``nodes`` torchrun agents ("nodes" on 127.0.0.1, c10d rendezvous) of ``nproc`` processes each."""
     results = tmp_path / "results"
@@ -46,11 +46,11 @@ def torchrun(tmp_path, jobs: list, nproc: int = 2, nodes: int = 1, **extra) -> t
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), LOGLEVEL="ERROR")
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    run = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
-    if nodes == 1:
+    run = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", *args]
+    if nodes == 1 and not any(a.startswith("--max-restarts") for a in args):
         run += ["--master-addr=127.0.0.1", f"--master-port={_free_port()}"]
     else:
-        run += [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
+        run += [f"--nnodes={nodes}", "--rdzv-backend=c10d",  # restarts go through a new rendezvous round f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
                 "--rdzv-id=geoml-test", "--local-addr=127.0.0.1"]
     agents = [subprocess.Popen(run + [str(DRIVER), str(spec)], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=str(ROOT)) for _ in range(nodes)]
@@ -384,3 +384,24 @@ def test_a_run_killed_after_epoch_2_resumes_to_the_weights_of_an_uninterrupted_r
     with pytest.raises(InputError, match=r"different run \(batch_size differ\)"):
         run_finetune(FinetuneConfig(**dict(base, batch_size=8), output_model=str(tmp_path / "other.safetensors"),
                                     checkpoint_dir=str(tmp_path / "ck"), resume=True))
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_crashed_ddp_run_and_it_resumes_from_its_checkpoint(blocks, tmp_path):
+    """``torchrun --max-restarts 1``: rank 1 crashes in epoch 2; the restarted workers resume after epoch 1."""
+    raster, labels, _ = blocks
+    out, ck = tmp_path / "out", tmp_path / "ck"
+    out.mkdir()
+    ck.mkdir()
+    cfg = dict(input_path=raster, labels=labels, label_field="label", output_model=str(out / "m.safetensors"),
+               epochs=3, patch_size=16, batch_size=16, device="cpu", checkpoint_dir=str(ck), resume=True)
+    rc, ranks, log = torchrun(tmp_path, [{"job": "finetune", "config": cfg}], args=["--max-restarts=1"],
+                              fail_rank=1, fail_after=1, fail_first_attempt_only=True)
+    assert rc == 0, log
+    assert [r["restart"] for r in ranks] == [1, 1]  # the results are those of the restarted workers
+    history = ranks[0]["jobs"][0]["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert ranks[0]["saved"] == [cfg["output_model"]] and ranks[1]["saved"] == []
+    assert read_meta(cfg["output_model"]).extra["training"]["world_size"] == 2
+    assert json.loads((ck / "checkpoint.json").read_text())["epoch"] == 3
+    assert sorted(os.listdir(out)) == ["m.safetensors"]
