@@ -206,12 +206,16 @@ def _init_group(env: LaunchEnv, device_name: str):
         return device, _owned
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {"device_id": device} if device.type == "cuda" else {}
-    dist.init_process_group(backend, store=_attempt_store(env), rank=env.rank, world_size=env.world_size, **kwargs)
+    global _groups
+    _groups += 1  # a group made again after a failed job must not meet the keys of the last one
+    store = dist.PrefixStore(f"group-{_groups}/", _attempt_store(env))
+    dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size, **kwargs)
     _own_group()
     return device, True
 
 
 _base_store = None
+_groups = 0
 
 
 def _attempt_store(env: LaunchEnv):
