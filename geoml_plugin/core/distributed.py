@@ -104,7 +104,15 @@ class Session:
 
     def fail(self, exc: BaseException) -> BaseException:
         """Stop this rank after ``exc``: publish it (unless it is a peer's failure), close the process group
-        and wait until every rank has stopped. Returns the exception to raise."""
+        and wait until every rank has stopped. Returns the exception to raise. When the store is gone (the
+        launcher is shutting down, e.g. after Ctrl-C) ``exc`` is returned as it is."""
+        try:
+            return self._fail(exc)
+        except Exception:  # noqa: BLE001 - the store's own error says less than the job's
+            self._close_group()
+            return exc
+
+    def _fail(self, exc: BaseException) -> BaseException:
         if not isinstance(exc, PeerFailed):
             peer = None if isinstance(exc, GeoMLError) else self.peer_failure()
             if peer is not None:  # e.g. gloo's "Connection closed by peer": the peer's own message is the cause

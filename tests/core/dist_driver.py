@@ -4,7 +4,8 @@
 run in order), the folder for each rank's ``result-<rank>.json`` (per job what it returned or the error it
 raised, and which files this rank saved through ``save_model``/``write_report``) and optionally
 ``fail_rank`` / ``fail_after``: that rank raises a plain RuntimeError part way through (a crash); with
-``fail_first_attempt_only`` not when torchrun has restarted the workers (``--max-restarts``).
+``fail_first_attempt_only`` not when torchrun has restarted the workers (``--max-restarts``);
+``sleep_per_tile`` slows prediction down (seconds per tile written).
 """
 from __future__ import annotations
 
@@ -46,6 +47,23 @@ def _inject_failure(spec: dict, rank: int) -> None:
             return epoch(self, *args, **kwargs)
 
         trainer.Trainer._epoch = failing_epoch
+
+
+def _slow_down(spec: dict) -> None:
+    """``sleep_per_tile``: a long job, so that a test can interrupt it part way."""
+    if not spec.get("sleep_per_tile"):
+        return
+    import time
+
+    from geoml_plugin.core import predict
+
+    write = predict._write
+
+    def slow_write(*args, **kwargs):
+        time.sleep(spec["sleep_per_tile"])
+        return write(*args, **kwargs)
+
+    predict._write = slow_write
 
 
 def _record_saves(saved: list) -> None:
@@ -98,6 +116,7 @@ def main() -> int:
     rank = int(os.environ.get("RANK", 0))
     saved: list = []
     _record_saves(saved)
+    _slow_down(spec)
     out = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", 1)), "jobs": [], "saved": saved,
            "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))}
     code = 0

@@ -241,6 +241,41 @@ def test_a_crash_on_one_rank_stops_both_with_its_message_and_leaves_no_file(scen
     assert os.listdir(out) == []  # no output, no part, no sidecar
 
 
+def test_ctrl_c_stops_every_rank_and_leaves_no_file(scene, sample_model, tmp_path):
+    """SIGINT to torchrun (Ctrl-C) reaches the workers part way through: no output, no part, no sidecar."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "results").mkdir()
+    cfg = dict(input_path=scene.image, model_path=sample_model, output_path=str(out / "x.tif"),
+               confidence_path=str(out / "c.tif"), tile_size=24, overlap=4, batch_size=1, device="cpu")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(dict(jobs=[{"job": "predict", "config": cfg}], results=str(tmp_path / "results"),
+                                    sleep_per_tile=0.5)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), LOGLEVEL="ERROR")
+    agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+                              "--master-addr=127.0.0.1", f"--master-port={_free_port()}", str(DRIVER), str(spec)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
+    try:
+        end = time.monotonic() + 120
+        # rank 0's two temporary outputs and the two parts of each rank
+        while len(leftovers(out)) < 6 and time.monotonic() < end and agent.poll() is None:
+            time.sleep(0.2)
+        assert len(leftovers(out)) == 6, os.listdir(out)
+        time.sleep(1.0)
+        agent.send_signal(signal.SIGINT)
+        agent.communicate(timeout=120)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode != 0
+    assert os.listdir(out) == []
+    for f in (tmp_path / "results").glob("result-*.json"):  # a rank that got to report it: stopped, not done
+        assert json.loads(f.read_text())["jobs"][0]["error_type"] in ("KeyboardInterrupt", "PeerFailed", "JobCancelled")
+
+
 def test_one_process_is_not_distributed(monkeypatch):
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(k, raising=False)
