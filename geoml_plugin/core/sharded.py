@@ -145,7 +145,7 @@ def predict_sharded(session, meta, cfg, common: dict, writers, run_tiles, finish
     finally:
         for p in mine:
             p.remove()
-    if "model_pixels" in dense_info:
+    if "tile_size" in dense_info:  # dense models: the model work of all ranks
         dense_info["model_pixels"] = sum(int(w["model_pixels"]) for w in written)
     return _SharedStats(summary), n_tiles, want_conf
 

@@ -90,7 +90,7 @@ def _run(job: dict) -> dict:
 
         res = run_predict(PredictConfig(**job["config"]))
         return dict(valid_pixels=res.valid_pixels, tiles=res.tiles, class_counts=res.class_counts,
-                    value_range=list(res.value_range), output_path=res.output_path,
+                    value_range=list(res.value_range), output_path=res.output_path, model_pixels=res.model_pixels,
                     confidence_path=res.confidence_path)
     if job["job"] == "predict_many":
         from geoml_plugin.core.predict import PredictConfig

@@ -144,6 +144,7 @@ def test_sharded_prediction_writes_the_one_process_output_exactly(sharded):
         for r in per_rank:  # every rank returns the result of the whole job
             assert r["valid_pixels"] == single.valid_pixels and r["class_counts"] == single.class_counts
             assert r["value_range"] == list(single.value_range) and r["tiles"] == single.tiles
+            assert r["model_pixels"] == single.model_pixels  # dense models: the model work of both ranks
     assert singles[1].tiles == 4 and singles[0].tiles > 20  # both ranks had tiles to do
     assert category_names_of(str(two / "lda.tif")) == category_names_of(str(one / "lda.tif"))
     assert (two / "lda.qml").read_text() == (one / "lda.qml").read_text()
