@@ -5,6 +5,8 @@ runs it on a QGIS worker thread, turns the task's progress and cancel into
 the core :class:`Feedback` protocol, and calls ``on_done(task)`` from
 ``finished()``, i.e. on the main thread, where adding layers and touching
 widgets is safe. The worker thread never touches widgets or the project.
+Dialogs and panels do not use it directly: ``gui/task_controller.py`` gives
+them one lifecycle (start, progress, cancel, end, detach) around it.
 """
 from __future__ import annotations
 
