@@ -521,15 +521,9 @@ class FinetuneDialog(JobDialogBase, FORM):
         self._train_raster = raster
         return f"GeoML: fine-tune {cfg.backbone} on {raster.name()}", lambda fb: run_finetune(cfg, fb)
 
-    def start_job(self, description, job, clear_log=True):
-        task = super().start_job(description, job, clear_log)
-        # live progress ("epoch 3/40 · loss 0.61 · val accuracy 87.5%") goes to the status line,
-        # one log line per epoch to the log
-        task.message.disconnect(self.logView.appendPlainText)
-        task.message.connect(self.show_message)
-        return task
-
     def show_message(self, text: str) -> None:
+        """Live progress ("epoch 3/40 · loss 0.61 · val accuracy 87.5%") goes to the status line, one log line
+        per epoch to the log."""
         if EPOCH_PROGRESS.match(text):
             self.statusLabel.setText(text)
         elif not OTHER_PROGRESS.match(text):  # the progress bar shows those
