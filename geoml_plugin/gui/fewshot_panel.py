@@ -9,6 +9,7 @@ Clicking more points and pressing the button again re-adapts from scratch.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import os
@@ -74,33 +75,26 @@ classification.</p>"""
 
 
 def preview_then_full_jobs(cfg, preview_window, preview_stride, preview_paths):
-    """Core work of one run, split so the preview shows before the full map."""
+    """Core work of one run, split so the preview shows before the full map: geoml:fewshot's own steps
+    (``adapt``, then ``classify`` for the visible window and again for the full map), so the panel's rasters get
+    the job's output checks and metadata. Each step returns ``predict_raster``'s result for the map."""
 
     def preview(fb):
-        from ..core.fewshot.job import adapt
-        from ..core.predict import PredictConfig, predict_raster
+        from ..core.fewshot.job import adapt, classify
 
         adapted = adapt(cfg, fb.sub(0.0, 0.4))
         pred = None
         if preview_window is not None:
-            pcfg = PredictConfig(cfg.input_path, output_path=preview_paths[0], device=cfg.device, window=preview_window,
-                                 stride=preview_stride, batch_size=cfg.batch_size, bands=adapted.meta.band_indices)
-            pred = predict_raster(adapted.model, adapted.meta, pcfg, fb.sub(0.4, 1.0))
+            coarse = dataclasses.replace(cfg, output_path=preview_paths[0], confidence_path=None,
+                                         window=preview_window, stride=preview_stride)
+            pred = classify(coarse, adapted, fb.sub(0.4, 1.0)).prediction
         return adapted, pred
 
     def full(adapted):
-        from ..core.fewshot.job import clone_adapted
-        from ..core.predict import PredictConfig, predict_raster
+        from ..core.fewshot.job import classify, clone_adapted
 
         mine = clone_adapted(adapted)
-
-        def job(fb):
-            pcfg = PredictConfig(cfg.input_path, output_path=cfg.output_path, confidence_path=cfg.confidence_path,
-                                 device=cfg.device, window=cfg.window, batch_size=cfg.batch_size,
-                                 bands=mine.meta.band_indices)
-            return predict_raster(mine.model, mine.meta, pcfg, fb)
-
-        return job
+        return lambda fb: classify(cfg, mine, fb).prediction
 
     return preview, full
 
