@@ -13,7 +13,6 @@ import dataclasses
 import html
 import math
 import os
-import tempfile
 from typing import Optional
 
 from qgis.core import (
@@ -36,6 +35,7 @@ from qgis.PyQt.QtWidgets import QFrame, QHeaderView, QScrollArea, QTableWidgetIt
 
 from ..core.device import DEVICE_CHOICES
 from ..core.errors import GeoMLError, InputError
+from ..core.outputs import default_output, output_name, sidecar_name, temp_output_folder
 from ..deps.torch_preload import preload_torch
 from ..file_filters import MODEL_FILTER
 from ..styling import add_raster_layer
@@ -183,7 +183,7 @@ class FewShotPanel(QWidget, FORM):
         if folder:
             return folder
         if self._tmp_dir is None:
-            self._tmp_dir = tempfile.mkdtemp(prefix="geoml_fewshot_")
+            self._tmp_dir = temp_output_folder("fewshot")
         return self._tmp_dir
 
     def reset(self) -> None:
@@ -313,8 +313,7 @@ class FewShotPanel(QWidget, FORM):
         path, _ = QFileDialog.getSaveFileName(self, "Save the support points", start, "GeoPackage (*.gpkg)")
         if not path:
             return None
-        if not path.lower().endswith(".gpkg"):
-            path += ".gpkg"
+        path = output_name(path, "geopackage")
         try:
             return self.save_layer(path)
         except GeoMLError as exc:
@@ -384,10 +383,10 @@ class FewShotPanel(QWidget, FORM):
             raise InputError("Click points of at least two classes.")
         self.run_count += 1
         remember("input", layer)
-        base = os.path.join(self.out_dir, f"fewshot_{self.run_count}")
-        while os.path.exists(base + ".tif"):  # an output folder used before: never overwrite an earlier map
+        out = default_output(f"fewshot_{self.run_count}", "raster", self.out_dir)
+        while os.path.exists(out):  # an output folder used before: never overwrite an earlier map
             self.run_count += 1
-            base = os.path.join(self.out_dir, f"fewshot_{self.run_count}")
+            out = default_output(f"fewshot_{self.run_count}", "raster", self.out_dir)
         window = None
         if self.extentCombo.currentIndex() == 1:
             if self.drawn_extent is None:
@@ -398,10 +397,10 @@ class FewShotPanel(QWidget, FORM):
         # points in class order, so raster values and colours follow the panel's classes
         order = {c: i for i, c in enumerate(self.points.classes)}
         pts = sorted(self.points.in_crs(layer.crs()), key=lambda p: order[p[2]])
-        return FewShotConfig(input_path=layer.source(), model_path=model, output_path=base + ".tif",
-                             confidence_path=base + "_confidence.tif", points=pts,
+        return FewShotConfig(input_path=layer.source(), model_path=model, output_path=out,
+                             confidence_path=sidecar_name(out, "confidence"), points=pts,
                              device=self.deviceCombo.currentText(), window=window,
-                             bands=self.selected_bands()), base
+                             bands=self.selected_bands()), os.path.splitext(out)[0]
 
     def run(self) -> Optional[GeoMLTask]:
         try:
@@ -427,7 +426,7 @@ class FewShotPanel(QWidget, FORM):
         stride = None
         if visible is not None:
             stride = max(patch // 4, int(math.ceil(math.sqrt(visible[2] * visible[3] / PREVIEW_WINDOWS))))
-        preview, full = preview_then_full_jobs(cfg, visible, stride, (base + "_preview.tif",))
+        preview, full = preview_then_full_jobs(cfg, visible, stride, (sidecar_name(cfg.output_path, "preview"),))
         self.logView.appendPlainText(f"Adapting to {len(cfg.points)} points of "
                                      f"{len(self.points.classes)} classes; maps go to {os.path.dirname(base)}"
                                      f"{'' if self.folderWidget.filePath() else ' (temporary: choose an output folder to keep them)'}.")

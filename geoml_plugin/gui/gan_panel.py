@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from qgis.gui import QgsDockWidget, QgsFileWidget
 from qgis.PyQt.QtWidgets import QFrame, QScrollArea
 
 from ..core.errors import GeoMLError, InputError
+from ..core.outputs import temp_output_folder
 from ..file_filters import MODEL_FILTER
 from ..tasks import GeoMLTask, start_task
 from .forms import load_ui
@@ -180,7 +180,7 @@ class GanPanel(QgsDockWidget, FORM):
         if folder:
             return folder
         if self._tmp is None:
-            self._tmp = tempfile.mkdtemp(prefix="geoml_tiles_")
+            self._tmp = temp_output_folder("tiles")
         return self._tmp
 
     def generate_at(self, point, new_seed: bool = False):

@@ -21,6 +21,7 @@ from qgis.core import (
 
 from ..core.finetune.backbones import BACKBONE_LABELS, BACKBONES
 from ..core.finetune.job import TASKS
+from ..core.outputs import output_name
 from ..file_filters import NEW_GEOML_MODEL
 from .base import GeoMLAlgorithm
 
@@ -126,7 +127,7 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
             input_bands=self.parameterAsInts(parameters, "INPUT_BANDS", context) or None,
             labels=source,
             label_field=self.parameterAsString(parameters, "LABEL_FIELD", context) or "",
-            output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context),
+            output_model=output_name(self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), "model"),
             output_report=report,
             task=TASKS[self.parameterAsEnum(parameters, "TASK", context)],
             backbone=BACKBONES[self.parameterAsEnum(parameters, "BACKBONE", context)],
