@@ -208,6 +208,22 @@ def temp_output_folder(purpose: str = "") -> str:
     return tempfile.mkdtemp(prefix=f"geoml_{purpose}_" if purpose else "geoml_")
 
 
+class OutputFolder:
+    """Where a panel writes: the folder the user chose, else one temporary folder (:func:`temp_output_folder`)
+    made on first use and kept while the panel lives, so its earlier outputs stay beside the new ones."""
+
+    def __init__(self, purpose: str = ""):
+        self.purpose = purpose
+        self.temporary: Optional[str] = None
+
+    def resolve(self, chosen: str) -> str:
+        if chosen:
+            return chosen
+        if self.temporary is None:
+            self.temporary = temp_output_folder(self.purpose)
+        return self.temporary
+
+
 def default_output(stem: str, kind: str, folder: Optional[str] = None) -> str:
     """Where an output goes when the user gave no path: ``stem`` with the suffix of ``kind`` in ``folder``, or in a
     new temporary folder (:func:`temp_output_folder`)."""

@@ -35,7 +35,7 @@ from qgis.PyQt.QtWidgets import QFrame, QHeaderView, QScrollArea, QTableWidgetIt
 
 from ..core.device import DEVICE_CHOICES
 from ..core.errors import GeoMLError, InputError
-from ..core.outputs import default_output, output_name, sidecar_name, temp_output_folder
+from ..core.outputs import OutputFolder, default_output, output_name, sidecar_name
 from ..deps.torch_preload import preload_torch
 from ..file_filters import MODEL_FILTER
 from ..styling import add_raster_layer
@@ -136,7 +136,7 @@ class FewShotPanel(QWidget, FORM):
         self.task: Optional[GeoMLTask] = None
         self.adapted = None
         self.run_count = 0
-        self._tmp_dir: Optional[str] = None  # made on first use, when no output folder is chosen
+        self._out_folder = OutputFolder("fewshot")  # the chosen folder, else a temporary one made on first use
         self.preview_layers: list = []
         self.result_layers: list = []
 
@@ -179,12 +179,7 @@ class FewShotPanel(QWidget, FORM):
     @property
     def out_dir(self) -> str:
         """Where maps are written: the chosen output folder, else a temporary folder (made once)."""
-        folder = self.folderWidget.filePath()
-        if folder:
-            return folder
-        if self._tmp_dir is None:
-            self._tmp_dir = temp_output_folder("fewshot")
-        return self._tmp_dir
+        return self._out_folder.resolve(self.folderWidget.filePath())
 
     def reset(self) -> None:
         """Forget the last project's points, extent, layers, progress and log (its CRS may not be the next one's);

@@ -24,7 +24,7 @@ from qgis.gui import QgsDockWidget, QgsFileWidget
 from qgis.PyQt.QtWidgets import QFrame, QScrollArea
 
 from ..core.errors import GeoMLError, InputError
-from ..core.outputs import temp_output_folder
+from ..core.outputs import OutputFolder
 from ..file_filters import MODEL_FILTER
 from ..tasks import GeoMLTask, start_task
 from .forms import load_ui
@@ -78,7 +78,7 @@ class GanPanel(QgsDockWidget, FORM):
         self.task = None
         self._source = None
         self._source_key = None
-        self._tmp = None
+        self._tiles_folder = OutputFolder("tiles")  # the chosen folder, else a temporary one made on first use
         self.tileSizeCombo.addItems(TILE_SIZES)
         for key, label in STYLES:
             self.styleCombo.addItem(label, key)
@@ -176,12 +176,7 @@ class GanPanel(QgsDockWidget, FORM):
             self.pickButton.setChecked(False)
 
     def _folder(self) -> str:
-        folder = self.folderWidget.filePath()
-        if folder:
-            return folder
-        if self._tmp is None:
-            self._tmp = temp_output_folder("tiles")
-        return self._tmp
+        return self._tiles_folder.resolve(self.folderWidget.filePath())
 
     def generate_at(self, point, new_seed: bool = False):
         """Generate a tile centred on ``point`` (map CRS); returns the session or None."""

@@ -8,7 +8,7 @@ from geoml_plugin.core.finetune.job import map_paths_for, report_path_for
 from geoml_plugin.core.finetune.report import metrics_path
 from geoml_plugin.core.gan.report import losses_path
 from geoml_plugin.core.gan.train import report_path_for as gan_report_path_for
-from geoml_plugin.core.outputs import default_output, output_name, sidecar_name, temp_output_folder
+from geoml_plugin.core.outputs import OutputFolder, default_output, output_name, sidecar_name, temp_output_folder
 
 
 @pytest.mark.parametrize("path,kind,expected", [
@@ -55,3 +55,13 @@ def test_default_output_is_in_the_given_folder_or_a_new_temporary_one(tmp_path):
     assert os.path.isdir(tiles) and os.path.basename(tiles).startswith("geoml_tiles_")
     for folder in (os.path.dirname(a), os.path.dirname(b), tiles):
         os.rmdir(folder)
+
+
+def test_a_panels_output_folder_is_the_chosen_one_else_one_temporary_folder(tmp_path):
+    folder = OutputFolder("fewshot")
+    assert folder.resolve(str(tmp_path)) == str(tmp_path) and folder.temporary is None  # nothing made
+    temp = folder.resolve("")
+    assert os.path.isdir(temp) and os.path.basename(temp).startswith("geoml_fewshot_")
+    assert folder.resolve("") == temp  # the same one for every run: earlier maps stay beside new ones
+    assert folder.resolve(str(tmp_path)) == str(tmp_path)
+    os.rmdir(temp)
