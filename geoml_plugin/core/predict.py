@@ -323,9 +323,14 @@ def _window_geotransform(info, wx: int, wy: int) -> list:
 
 
 def _provenance(meta: ModelMeta, cfg: PredictConfig) -> dict:
-    """GDAL metadata on every output: which model (file name) made it, and how."""
-    return {"GEOML_MODEL": os.path.basename(cfg.model_path or "in-memory"), "GEOML_TASK": meta.task,
+    """GDAL metadata on every output: which model (file name) made it, and how; a few-shot adapted model also
+    names its support points (class: count)."""
+    prov = {"GEOML_MODEL": os.path.basename(cfg.model_path or "in-memory"), "GEOML_TASK": meta.task,
             "GEOML_ARCHITECTURE": meta.architecture, "GEOML_VIEWS": cfg.views}
+    support = (meta.provenance or {}).get("support")
+    if isinstance(support, dict) and support:
+        prov["GEOML_SUPPORT"] = ", ".join(f"{k}: {v}" for k, v in support.items())
+    return prov
 
 
 def _check_area(meta: ModelMeta, info, ww: int, wh: int, area: str) -> bool:

@@ -9,10 +9,10 @@ Clicking more points and pressing the button again re-adapts from scratch.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import os
-import tempfile
 from typing import Optional
 
 from qgis.core import (
@@ -35,6 +35,7 @@ from qgis.PyQt.QtWidgets import QFrame, QHeaderView, QScrollArea, QTableWidgetIt
 
 from ..core.device import DEVICE_CHOICES
 from ..core.errors import GeoMLError, InputError
+from ..core.outputs import OutputFolder, default_output, output_name, sidecar_name
 from ..deps.torch_preload import preload_torch
 from ..file_filters import MODEL_FILTER
 from ..styling import add_raster_layer
@@ -75,33 +76,26 @@ classification.</p>"""
 
 
 def preview_then_full_jobs(cfg, preview_window, preview_stride, preview_paths):
-    """Core work of one run, split so the preview shows before the full map."""
+    """Core work of one run, split so the preview shows before the full map: geoml:fewshot's own steps
+    (``adapt``, then ``classify`` for the visible window and again for the full map), so the panel's rasters get
+    the job's output checks and metadata. Each step returns ``predict_raster``'s result for the map."""
 
     def preview(fb):
-        from ..core.fewshot.job import adapt
-        from ..core.predict import PredictConfig, predict_raster
+        from ..core.fewshot.job import adapt, classify
 
         adapted = adapt(cfg, fb.sub(0.0, 0.4))
         pred = None
         if preview_window is not None:
-            pcfg = PredictConfig(cfg.input_path, output_path=preview_paths[0], device=cfg.device, window=preview_window,
-                                 stride=preview_stride, batch_size=cfg.batch_size, bands=adapted.meta.band_indices)
-            pred = predict_raster(adapted.model, adapted.meta, pcfg, fb.sub(0.4, 1.0))
+            coarse = dataclasses.replace(cfg, output_path=preview_paths[0], confidence_path=None,
+                                         window=preview_window, stride=preview_stride)
+            pred = classify(coarse, adapted, fb.sub(0.4, 1.0)).prediction
         return adapted, pred
 
     def full(adapted):
-        from ..core.fewshot.job import clone_adapted
-        from ..core.predict import PredictConfig, predict_raster
+        from ..core.fewshot.job import classify, clone_adapted
 
         mine = clone_adapted(adapted)
-
-        def job(fb):
-            pcfg = PredictConfig(cfg.input_path, output_path=cfg.output_path, confidence_path=cfg.confidence_path,
-                                 device=cfg.device, window=cfg.window, batch_size=cfg.batch_size,
-                                 bands=mine.meta.band_indices)
-            return predict_raster(mine.model, mine.meta, pcfg, fb)
-
-        return job
+        return lambda fb: classify(cfg, mine, fb).prediction
 
     return preview, full
 
@@ -145,7 +139,7 @@ class FewShotPanel(QWidget, FORM):
         self.runner = TaskController()  # the two steps' lifecycle: start, progress, cancel, end
         self.adapted = None
         self.run_count = 0
-        self._tmp_dir: Optional[str] = None  # made on first use, when no output folder is chosen
+        self._out_folder = OutputFolder("fewshot")  # the chosen folder, else a temporary one made on first use
         self.preview_layers: list = []
         self.result_layers: list = []
 
@@ -188,12 +182,7 @@ class FewShotPanel(QWidget, FORM):
     @property
     def out_dir(self) -> str:
         """Where maps are written: the chosen output folder, else a temporary folder (made once)."""
-        folder = self.folderWidget.filePath()
-        if folder:
-            return folder
-        if self._tmp_dir is None:
-            self._tmp_dir = tempfile.mkdtemp(prefix="geoml_fewshot_")
-        return self._tmp_dir
+        return self._out_folder.resolve(self.folderWidget.filePath())
 
     def reset(self) -> None:
         """Forget the last project's points, extent, layers, progress and log (its CRS may not be the next one's);
@@ -320,8 +309,7 @@ class FewShotPanel(QWidget, FORM):
         path, _ = QFileDialog.getSaveFileName(self, "Save the support points", start, "GeoPackage (*.gpkg)")
         if not path:
             return None
-        if not path.lower().endswith(".gpkg"):
-            path += ".gpkg"
+        path = output_name(path, "geopackage")
         try:
             return self.save_layer(path)
         except GeoMLError as exc:
@@ -391,10 +379,10 @@ class FewShotPanel(QWidget, FORM):
             raise InputError("Click points of at least two classes.")
         self.run_count += 1
         remember("input", layer)
-        base = os.path.join(self.out_dir, f"fewshot_{self.run_count}")
-        while os.path.exists(base + ".tif"):  # an output folder used before: never overwrite an earlier map
+        out = default_output(f"fewshot_{self.run_count}", "raster", self.out_dir)
+        while os.path.exists(out):  # an output folder used before: never overwrite an earlier map
             self.run_count += 1
-            base = os.path.join(self.out_dir, f"fewshot_{self.run_count}")
+            out = default_output(f"fewshot_{self.run_count}", "raster", self.out_dir)
         window = None
         if self.extentCombo.currentIndex() == 1:
             if self.drawn_extent is None:
@@ -405,10 +393,10 @@ class FewShotPanel(QWidget, FORM):
         # points in class order, so raster values and colours follow the panel's classes
         order = {c: i for i, c in enumerate(self.points.classes)}
         pts = sorted(self.points.in_crs(layer.crs()), key=lambda p: order[p[2]])
-        return FewShotConfig(input_path=layer.source(), model_path=model, output_path=base + ".tif",
-                             confidence_path=base + "_confidence.tif", points=pts,
+        return FewShotConfig(input_path=layer.source(), model_path=model, output_path=out,
+                             confidence_path=sidecar_name(out, "confidence"), points=pts,
                              device=self.deviceCombo.currentText(), window=window,
-                             bands=self.selected_bands()), base
+                             bands=self.selected_bands()), os.path.splitext(out)[0]
 
     def run(self) -> Optional[GeoMLTask]:
         try:
@@ -434,7 +422,7 @@ class FewShotPanel(QWidget, FORM):
         stride = None
         if visible is not None:
             stride = max(patch // 4, int(math.ceil(math.sqrt(visible[2] * visible[3] / PREVIEW_WINDOWS))))
-        preview, full = preview_then_full_jobs(cfg, visible, stride, (base + "_preview.tif",))
+        preview, full = preview_then_full_jobs(cfg, visible, stride, (sidecar_name(cfg.output_path, "preview"),))
         self.logView.appendPlainText(f"Adapting to {len(cfg.points)} points of "
                                      f"{len(self.points.classes)} classes; maps go to {os.path.dirname(base)}"
                                      f"{'' if self.folderWidget.filePath() else ' (temporary: choose an output folder to keep them)'}.")

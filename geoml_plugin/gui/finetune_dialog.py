@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 
 from qgis.core import (
@@ -25,6 +24,7 @@ from qgis.PyQt.QtCore import Qt, QTimer
 from ..core.errors import GeoMLError, InputError
 from ..core.finetune.backbones import BACKBONE_LABELS, BACKBONES
 from ..core.finetune.job import TASKS, map_paths_for, output_paths, report_path_for
+from ..core.outputs import default_output, output_name
 from ..file_filters import GEOML_MODEL, NEW_GEOML_MODEL
 from .forms import load_ui
 from .job_dialog import JobDialogBase
@@ -479,10 +479,8 @@ class FinetuneDialog(JobDialogBase, FORM):
         if is_vector and not field:
             raise InputError("Choose the label field (the class, or the value for regression).")
         out = self.outputFile.filePath()
-        if not out:
-            out = os.path.join(tempfile.mkdtemp(prefix="geoml_"), f"{raster.name()}_{self.taskCombo.currentData()}.safetensors")
-        if not out.lower().endswith((".safetensors", ".geoml")):
-            out += ".safetensors"
+        out = (output_name(out, "model") if out
+               else default_output(f"{raster.name()}_{self.taskCombo.currentData()}", "model"))
         weights = self.weights_value()
         entry, download = self.catalogue_entry(), False
         if entry is not None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from qgis.gui import QgsDockWidget, QgsFileWidget
 from qgis.PyQt.QtWidgets import QFrame, QScrollArea
 
 from ..core.errors import GeoMLError, InputError
+from ..core.outputs import OutputFolder
 from ..file_filters import MODEL_FILTER
 from .forms import load_ui
 from .gan_tool import GanMapTool
@@ -80,7 +80,7 @@ class GanPanel(QgsDockWidget, FORM):
         self.runner = TaskController()  # Grow's lifecycle: start, progress, cancel, end
         self._source = None
         self._source_key = None
-        self._tmp = None
+        self._tiles_folder = OutputFolder("tiles")  # the chosen folder, else a temporary one made on first use
         self.tileSizeCombo.addItems(TILE_SIZES)
         for key, label in STYLES:
             self.styleCombo.addItem(label, key)
@@ -177,12 +177,7 @@ class GanPanel(QgsDockWidget, FORM):
             self.pickButton.setChecked(False)
 
     def _folder(self) -> str:
-        folder = self.folderWidget.filePath()
-        if folder:
-            return folder
-        if self._tmp is None:
-            self._tmp = tempfile.mkdtemp(prefix="geoml_tiles_")
-        return self._tmp
+        return self._tiles_folder.resolve(self.folderWidget.filePath())
 
     def generate_at(self, point, new_seed: bool = False):
         """Generate a tile centred on ``point`` (map CRS); returns the session or None."""

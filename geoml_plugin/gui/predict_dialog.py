@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 
 from qgis.core import Qgis, QgsMapLayerProxyModel
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 
 from ..core.errors import GeoMLError, InputError
+from ..core.outputs import default_output, output_name, sidecar_name
 from ..file_filters import APPLY_MODEL_FILTER, ONNX_MODEL
 from ..styling import add_raster_layer
 from .forms import load_ui
@@ -108,8 +108,7 @@ class PredictDialog(JobDialogBase, FORM):
                                                     ONNX_MODEL)
             if not output:
                 return None
-        if not output.lower().endswith(".onnx"):
-            output += ".onnx"
+        output = output_name(output, "onnx")
         from ..deps import detect
 
         problem = detect.quick_problem()
@@ -158,11 +157,8 @@ class PredictDialog(JobDialogBase, FORM):
         if not model:
             raise InputError("Choose a GeoML model file.")
         out = self.outputFile.filePath()
-        if not out:
-            out = os.path.join(tempfile.mkdtemp(prefix="geoml_"), f"{layer.name()}_prediction.tif")
-        if not out.lower().endswith((".tif", ".tiff")):
-            out += ".tif"
-        conf = os.path.splitext(out)[0] + "_confidence.tif" if self.confidenceCheck.isChecked() else None
+        out = output_name(out, "raster") if out else default_output(f"{layer.name()}_prediction", "raster")
+        conf = sidecar_name(out, "confidence") if self.confidenceCheck.isChecked() else None
         cfg = PredictConfig(
             input_path=layer.source(), model_path=model, output_path=out, confidence_path=conf,
             device=self.deviceCombo.currentText(), batch_size=self.batchSpin.value(),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 from qgis.core import Qgis, QgsMapLayerProxyModel
 from qgis.gui import QgsFileWidget
@@ -11,6 +10,7 @@ from qgis.PyQt.QtGui import QPixmap
 
 from ..core.errors import InputError
 from ..core.gan.architectures import ARCH_LABELS
+from ..core.outputs import default_output, output_name
 from ..file_filters import NEW_GEOML_MODEL
 from .forms import load_ui
 from .job_dialog import JobDialogBase
@@ -99,10 +99,7 @@ class TrainGanDialog(JobDialogBase, FORM):
             raise InputError("Choose an input raster layer.")
         target = self.targetLayer.currentLayer()
         out = self.outputFile.filePath()
-        if not out:
-            out = os.path.join(tempfile.mkdtemp(prefix="geoml_"), f"{layer.name()}_gan.safetensors")
-        if not out.lower().endswith((".safetensors", ".geoml")):
-            out += ".safetensors"
+        out = output_name(out, "model") if out else default_output(f"{layer.name()}_gan", "model")
         report = report_path_for(out) if self.reportCheck.isChecked() else None
         cfg = GanTrainConfig(
             input_path=layer.source(), output_model=out, target_path=target.source() if target else None,

@@ -21,6 +21,7 @@ from qgis.core import (
 
 from ..core.finetune.backbones import BACKBONE_LABELS, BACKBONES
 from ..core.finetune.job import TASKS
+from ..core.outputs import output_name
 from ..file_filters import NEW_GEOML_MODEL
 from .base import GeoMLAlgorithm
 
@@ -36,7 +37,7 @@ HELP = """Trains a convolutional network on a raster and your labels and saves a
 <b>Weight bands</b>: which band of the weights each selected band is, comma-separated in band order (e.g. <i>B04,B03,B02,B08</i>; <i>-</i> for a band the weights do not know). Empty: read from the raster's band descriptions (B4, B04, B8A, red…); with no names, a raster with the weights' band count is taken in their order. Named bands take their pretrained first-layer kernels and the scaling the weights expect (e.g. Sentinel-2 reflectance ÷ 10000), which is stored in the model file and applied by prediction; other bands take the mean kernel and the raster's statistics.
 <b>Epochs</b> 0 and <b>learning rate</b> 0 choose automatically. <b>Validation fraction</b>: share of the labelled features kept apart, per class, for the metrics (0 = none).
 <b>Augment</b>: random shifts, flips and 90° rotations; for classes also a mild contrast/brightness jitter. <b>Freeze backbone</b>: train only the head, the backbone's weights and normalisation statistics stay as loaded (fast; for pretrained weights and very few labels).
-<b>Outputs</b>: the model file (.safetensors); optionally an HTML report with learning curves, confusion matrix and per-class metrics (IoU for segmentation) (metrics also as JSON beside it, report.html → report.json). Neither may be the input raster or the labels file. The validation metrics are returned as outputs (OVERALL_ACCURACY, KAPPA, MACRO_F1, for segmentation also MEAN_IOU, the mean over the classes of the intersection over union of predicted and labelled pixels; or RMSE, MAE, R2; METRICS as JSON, with per-class IoU for segmentation); those that do not apply are empty, and so is R2 when every held-out value is the same (R² is then undefined). Cancel stops within one batch and writes nothing.
+<b>Outputs</b>: the model file (.safetensors; the extension is added when missing); optionally an HTML report with learning curves, confusion matrix and per-class metrics (IoU for segmentation) (metrics also as JSON beside it, report.html → report.json). Neither may be the input raster or the labels file. The validation metrics are returned as outputs (OVERALL_ACCURACY, KAPPA, MACRO_F1, for segmentation also MEAN_IOU, the mean over the classes of the intersection over union of predicted and labelled pixels; or RMSE, MAE, R2; METRICS as JSON, with per-class IoU for segmentation); those that do not apply are empty, and so is R2 when every held-out value is the same (R² is then undefined). Cancel stops within one batch and writes nothing.
 """
 
 METRIC_OUTPUTS = {
@@ -126,7 +127,7 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
             input_bands=self.parameterAsInts(parameters, "INPUT_BANDS", context) or None,
             labels=source,
             label_field=self.parameterAsString(parameters, "LABEL_FIELD", context) or "",
-            output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context),
+            output_model=output_name(self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), "model"),
             output_report=report,
             task=TASKS[self.parameterAsEnum(parameters, "TASK", context)],
             backbone=BACKBONES[self.parameterAsEnum(parameters, "BACKBONE", context)],

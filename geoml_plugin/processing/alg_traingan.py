@@ -10,6 +10,7 @@ from qgis.core import (
 )
 
 from ..core.gan.architectures import ARCH_LABELS
+from ..core.outputs import output_name
 from ..file_filters import NEW_GEOML_MODEL
 from .base import GeoMLAlgorithm
 
@@ -67,9 +68,7 @@ class TrainGanAlgorithm(GeoMLAlgorithm):
 
         layer = self.input_raster(parameters, context)
         target = self.parameterAsRasterLayer(parameters, "TARGET", context)
-        model = self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context)
-        if not model.lower().endswith((".safetensors", ".geoml")):
-            model += ".safetensors"
+        model = output_name(self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), "model")
         report = self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context) or None
         cfg = GanTrainConfig(
             input_path=layer.source(), output_model=model, target_path=target.source() if target else None,

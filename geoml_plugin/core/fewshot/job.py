@@ -358,17 +358,21 @@ def _adapted_meta(meta: ModelMeta, cfg: FewShotConfig, ls: LabelSet, mean, std, 
 
 
 # -- the job ----------------------------------------------------------------
+def _inputs(cfg: FewShotConfig) -> dict:
+    """What no output may be: the job's inputs, named as the messages name them."""
+    return {"input raster": cfg.input_path, "model file": cfg.model_path, "support layer": cfg.support}
+
+
 def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewShotResult:
-    """Adapt, optionally save the adapted model, and classify the raster."""
+    """Adapt (:func:`adapt`), optionally save the adapted model, and classify the raster (:func:`classify`)."""
     fb = ensure_feedback(feedback)
     t0 = time.perf_counter()
     if not cfg.output_path and not cfg.output_model:
         raise InputError("Nothing to do: give an output raster, an output model, or both.")
-    inputs = {"input raster": cfg.input_path, "model file": cfg.model_path, "support layer": cfg.support}
-    check_outputs((cfg.output_path, cfg.confidence_path, cfg.output_model), inputs)
+    check_outputs((cfg.output_path, cfg.confidence_path, cfg.output_model), _inputs(cfg))  # before adapting
     adapted = adapt(cfg, fb.sub(0.0, 0.15))
     t_adapt = time.perf_counter() - t0
-    pred = None
+    result = None
     # The adapted model is written first, to a hidden temporary file (a full disk fails here, before any map
     # is replaced), and renamed into place last (a cancelled or failed classification leaves no model behind).
     model_tmp = None
@@ -376,7 +380,7 @@ def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewS
         model_tmp = save_model(temp_sibling(cfg.output_model, ".safetensors"), adapted.model, adapted.meta)
     try:
         if cfg.output_path:
-            pred = _classify(cfg, adapted, fb)
+            result = classify(cfg, adapted, fb.sub(0.15, 0.99))
         if model_tmp:
             try:
                 os.replace(model_tmp, cfg.output_model)
@@ -386,24 +390,43 @@ def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewS
     finally:
         if model_tmp and os.path.exists(model_tmp):
             os.remove(model_tmp)
-    device = resolve_device(cfg.device)
-    return FewShotResult(
-        output_path=pred.output_path if pred else None, confidence_path=pred.confidence_path if pred else None,
-        output_model=os.path.abspath(cfg.output_model) if cfg.output_model else None, method=adapted.method,
-        classes=[c.name for c in adapted.meta.classes], class_counts=adapted.class_counts,
-        pixel_counts=pred.class_counts if pred else {}, support_accuracy=adapted.support_accuracy,
-        adapt_seconds=t_adapt, seconds=time.perf_counter() - t0, device=describe_device(device), prediction=pred,
-    )
+    if result is None:
+        result = _result(cfg, adapted, None, 0.0)
+    result.output_model = os.path.abspath(cfg.output_model) if cfg.output_model else None
+    result.adapt_seconds, result.seconds = t_adapt, time.perf_counter() - t0
+    return result
 
 
-def _classify(cfg: FewShotConfig, adapted: Adapted, fb: Feedback):
-    """Classify ``cfg.input_path`` with the adapted model (``predict_raster``)."""
+def classify(cfg: FewShotConfig, adapted: Adapted, feedback: Optional[Feedback] = None) -> FewShotResult:
+    """Classify ``cfg.input_path`` (``cfg.window``, or the whole raster) with an :func:`adapt`-ed model into
+    ``cfg.output_path`` (and ``cfg.confidence_path``) with ``predict_raster``, after the job's output checks.
+
+    The step ``run_fewshot`` takes after :func:`adapt`; the few-shot panel calls it for its preview (a
+    ``dataclasses.replace`` of the config with the visible window and a coarse stride) and for its full map, so
+    every few-shot raster gets the same checks and names the meta-model it was adapted from
+    (``GEOML_MODEL``) and its support points (``GEOML_SUPPORT``). ``cfg.output_model`` is not written here."""
+    fb = ensure_feedback(feedback)
+    t0 = time.perf_counter()
+    if not cfg.output_path:
+        raise InputError("No output raster was given.")
+    check_outputs((cfg.output_path, cfg.confidence_path), _inputs(cfg))
     # meta-models average their views themselves (model.views, set in adapt); a classifier's are predict's
     base_kind = adapted.meta.extra.get("fewshot_adapted", {}).get("base_kind")
     pcfg = PredictConfig(cfg.input_path, cfg.model_path, cfg.output_path, cfg.confidence_path, device=cfg.device,
                          batch_size=cfg.batch_size, stride=cfg.stride, bands=adapted.meta.band_indices,
                          window=cfg.window, views=cfg.views if base_kind == "classifier" else 1)
-    return predict_raster(adapted.model, adapted.meta, pcfg, fb.sub(0.15, 0.99))
+    pred = predict_raster(adapted.model, adapted.meta, pcfg, fb)
+    return _result(cfg, adapted, pred, time.perf_counter() - t0)
+
+
+def _result(cfg: FewShotConfig, adapted: Adapted, pred: Optional[PredictResult], seconds: float) -> FewShotResult:
+    return FewShotResult(
+        output_path=pred.output_path if pred else None, confidence_path=pred.confidence_path if pred else None,
+        output_model=None, method=adapted.method, classes=[c.name for c in adapted.meta.classes],
+        class_counts=adapted.class_counts, pixel_counts=pred.class_counts if pred else {},
+        support_accuracy=adapted.support_accuracy, adapt_seconds=0.0, seconds=seconds,
+        device=describe_device(resolve_device(cfg.device)), prediction=pred,
+    )
 
 
 def clone_adapted(adapted: Adapted) -> Adapted:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..errors import InputError
+from ..outputs import sidecar_name
 from ..progress import Feedback, ensure_feedback
 from .backbones import BACKBONES
 
@@ -151,17 +152,16 @@ def auto_learning_rate(cfg: FinetuneConfig) -> float:
 def report_path_for(model_path: str) -> str:
     """Where the dialog puts the HTML report of the model ``model_path``: ``x_report.html`` for
     ``x.safetensors`` (its metrics JSON, ``x_report.json``, goes beside it)."""
-    return os.path.splitext(model_path)[0] + "_report.html"
+    return sidecar_name(model_path, "finetune_report")
 
 
 def map_paths_for(model_path: str, task: str) -> list:
     """The rasters the dialog writes beside ``model_path`` when it classifies the raster with the new model:
     ``x_classes.tif`` and ``x_confidence.tif`` for ``x.safetensors`` (classification, segmentation), or
     ``x_values.tif`` (regression: no confidence raster)."""
-    stem = os.path.splitext(model_path)[0]
     if task == "regression":
-        return [f"{stem}_values.tif"]
-    return [f"{stem}_classes.tif", f"{stem}_confidence.tif"]
+        return [sidecar_name(model_path, "values")]
+    return [sidecar_name(model_path, "classes"), sidecar_name(model_path, "confidence")]
 
 
 def output_paths(cfg: FinetuneConfig, classify: bool = False) -> list:
@@ -403,17 +403,14 @@ def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
 
 
 def _write_outputs(cfg: FinetuneConfig, model, meta, result: FinetuneResult) -> None:
-    """Report first, model last; on any failure the report files are as before this run."""
+    """Report first, model last; on any failure the report files are as before this run (an earlier run's report
+    comes back: before, it was deleted)."""
     from ..modelfile import save_model
-    from ..outputs import restore_files, snapshot_files
+    from ..outputs import write_report_then_model
     from .report import write_report
 
-    reports = output_paths(cfg)[1:]  # the report and its metrics JSON, when asked for
-    saved = snapshot_files(reports)  # an earlier run's report comes back if this one fails (before: it was deleted)
-    try:
-        if cfg.output_report:
-            result.report_path, result.metrics_path = write_report(cfg.output_report, result, meta)
-        save_model(cfg.output_model, model, meta)
-    except BaseException:
-        restore_files(saved)
-        raise
+    def report():
+        result.report_path, result.metrics_path = write_report(cfg.output_report, result, meta)
+
+    write_report_then_model(output_paths(cfg)[1:], report if cfg.output_report else None,  # the report, its JSON
+                            lambda: save_model(cfg.output_model, model, meta))

@@ -22,7 +22,7 @@ import numpy as np
 from ..device import describe_device, resolve_device, seed_everything
 from ..errors import InputError
 from ..modelfile import ModelMeta, new_provenance, save_model
-from ..outputs import check_not_an_input, check_outputs, check_writable
+from ..outputs import check_not_an_input, check_outputs, check_writable, sidecar_name, write_report_then_model
 from ..progress import Feedback, ensure_feedback
 from ..raster.georef import ground_metres_per_unit
 from ..raster.io import RasterReader, band_units
@@ -73,7 +73,7 @@ class GanTrainResult:
 def report_path_for(model_path: str) -> str:
     """Where the dialog puts the PNG report of the model ``model_path``: ``x_report.png`` for ``x.safetensors``
     (its loss table, ``x_report_losses.csv``, goes beside it)."""
-    return os.path.splitext(model_path)[0] + "_report.png"
+    return sidecar_name(model_path, "gan_report")
 
 
 def output_paths(cfg: GanTrainConfig) -> list:
@@ -193,7 +193,10 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
         samples, rows, titles = _evaluate(cfg, trainer, sampler, eval_batch, metrics, reader, tgt_std)
         meta = _meta(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_std, eval_batch, samples,
                      metrics)
-        _write_outputs(cfg, arch, trainer, meta, rows, titles, losses, fb)
+        fb.progress(0.99, "saving")  # the last point where a cancel stops the job: after it, the outputs are written
+        # report first, model last; if either fails, the report and loss table are as before this run
+        write_report_then_model(output_paths(cfg)[1:], _report_writer(cfg, arch, rows, titles, losses),
+                                lambda: save_model(cfg.output_model, trainer.ema, meta))
     finally:
         reader.close()
         if treader is not None:
@@ -206,23 +209,13 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
                           meta.task, arch, cfg.iterations, secs, str(device), metrics, losses)
 
 
-def _write_outputs(cfg, arch, trainer, meta, rows, titles, losses, fb) -> None:
-    """Report first, model last; if either fails, the report files are as before this run (an earlier
-    run's report comes back; none where there was none). The model is replaced only when complete."""
-    from ..outputs import restore_files, snapshot_files
-
-    reports = output_paths(cfg)[1:]  # the report and its loss table, when asked for
-    saved = snapshot_files(reports)
-    fb.progress(0.99, "saving")  # the last point where a cancel stops the job: after it, the outputs are written
-    try:
-        if cfg.report_path:
-            title = f"GeoML {arch}: {os.path.basename(cfg.input_path)}" + (
-                f" → {os.path.basename(cfg.target_path)}" if cfg.target_path else "") + f", {cfg.iterations} it."
-            write_report(cfg.report_path, rows, titles, losses, title)
-        save_model(cfg.output_model, trainer.ema, meta)
-    except BaseException:
-        restore_files(saved)
-        raise
+def _report_writer(cfg, arch, rows, titles, losses):
+    """The step that writes the PNG report and its loss table (None when no report was asked for)."""
+    if not cfg.report_path:
+        return None
+    title = f"GeoML {arch}: {os.path.basename(cfg.input_path)}" + (
+        f" → {os.path.basename(cfg.target_path)}" if cfg.target_path else "") + f", {cfg.iterations} it."
+    return lambda: write_report(cfg.report_path, rows, titles, losses, title)
 
 
 def _make_trainer(cfg, arch, in_bands, out_bands, device):
