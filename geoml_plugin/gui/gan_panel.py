@@ -24,12 +24,14 @@ from qgis.gui import QgsDockWidget, QgsFileWidget
 from qgis.PyQt.QtWidgets import QFrame, QScrollArea
 
 from ..core.errors import GeoMLError, InputError
+from ..core.gan.generate import GenerateConfig
 from ..core.outputs import OutputFolder
 from ..file_filters import MODEL_FILTER
 from .forms import load_ui
 from .gan_tool import GanMapTool
 from .layer_defaults import mark_output
 from .messages import error_level, push_to_bar, unexpected_failure
+from .spec_widgets import spec_default
 from .task_controller import TaskController, current_task_property
 
 FORM = load_ui("gan_panel.ui")
@@ -90,7 +92,7 @@ class GanPanel(QgsDockWidget, FORM):
         self.folderWidget.setFilePath(_setting("folder", ""))  # remembered
         self.folderWidget.fileChanged.connect(lambda path: QgsSettings().setValue(SETTINGS + "folder", path))
         self.helpBrowser.setHtml(HELP)
-        self.tileSizeCombo.setCurrentText(_setting("tile", "256"))
+        self.tileSizeCombo.setCurrentText(_setting("tile", str(spec_default(GenerateConfig, "tile_size"))))
         self.styleCombo.setCurrentIndex(max(0, self.styleCombo.findData(_setting("style", STYLES[0][0]))))
         self.modelFile.fileChanged.connect(self.describe_model)
         self.pickButton.toggled.connect(self.set_tool_active)

@@ -31,13 +31,14 @@ import numpy as np
 from ..device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
 from ..errors import InputError, ModelFileError
 from ..modelfile import ModelMeta, load_model, new_provenance, read_meta, save_model
-from ..models.view_sets import check_views
+from ..models.view_sets import VIEW_COUNTS, check_views
 from ..outputs import check_outputs, output_error, temp_sibling
 from ..predict import PredictConfig, PredictResult, choose_bands, predict_raster
 from ..progress import Feedback, ensure_feedback
 from ..raster.classes import make_styled_classes
 from ..raster.io import RasterInfo, RasterReader
 from ..raster.labels import NULL_REASON, LabelSet, extract_patches, is_missing_label, read_vector_labels
+from ..spec import param, validate
 from ..window_scores import default_step
 from .data import normalise_patches
 
@@ -57,14 +58,27 @@ class FewShotConfig:
     points: Optional[list] = None  # … or (x, y, class name) in the raster's CRS (the map tool)
     confidence_path: Optional[str] = None
     output_model: Optional[str] = None  # the adapted classifier, for geoml:predict
-    adapt_steps: int = -1  # -1: the model's default (MAML: its inner steps; prototypical: 50; classifier: 0)
+    # -1: the model's default (MAML: its inner steps; prototypical: 50; classifier: 0)
+    adapt_steps: int = param(-1, label="Adaptation steps (-1 = model default)", minimum=-1, help=(
+        "<b>Adaptation steps</b>: -1 = the model's default. For MAML meta-models, gradient steps from the learnt "
+        "initialisation (default: as meta-trained); for the others, steps of fine-tuning the whole network on the "
+        "support points after the nearest-prototype start (default 50 for prototypical meta-models, 0 — prototypes "
+        "only — for normal classifiers)."))
     adapt_lr: Optional[float] = None  # default: MAML's inner rate; 3e-4 for fine-tuning from prototypes
     device: str = "auto"
-    seed: int = 0
+    seed: int = param(0, label="Random seed", minimum=0, advanced=True)
     window: Optional[tuple] = None  # (x, y, w, h) pixels to classify; default the whole raster
-    stride: Optional[int] = None  # pixels between classified windows (default patch / 8)
-    batch_size: int = 64
-    views: int = 1  # test-time views per window (1, 2, 4 or 8; costs as many forward passes)
+    # pixels between classified windows (default patch / 8)
+    stride: Optional[int] = param(None, kind="int", auto=0, minimum=1, advanced=True,
+                                  label="Stride (pixels between classified windows, 0 = automatic)", help=(
+        "<b>Stride</b> (advanced): pixels between classified windows; 0 = automatic, an eighth of the patch. Each "
+        "pixel takes the classes of the windows around it, weighted toward the nearer ones; meta-models made by "
+        "GeoML 0.9 or later score every window of a tile in one pass."))
+    batch_size: int = param(64, label="Batch size", minimum=1, advanced=True)
+    # test-time views per window (costs as many forward passes)
+    views: int = param(1, choices=VIEW_COUNTS, label="Test-time views", advanced=True, help=(
+        "<b>Test-time views</b> (advanced): average each window over 2, 4 or 8 rotations/reflections: a little more "
+        "accurate, as many times slower."))
     bands: Optional[list] = None  # 1-based raster bands to use; default as geoml:predict chooses them
 
 
@@ -215,6 +229,7 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
     kind = model_kind(meta)
     device = resolve_device(cfg.device)
     check_views(cfg.views)
+    validate(cfg)  # also when the panel calls adapt and classify itself
     with RasterReader(cfg.input_path) as probe:
         bands = choose_bands(meta, probe.info.band_count, bands=cfg.bands, feedback=fb)
     with RasterReader(cfg.input_path, bands) as reader:
@@ -370,6 +385,8 @@ def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewS
     if not cfg.output_path and not cfg.output_model:
         raise InputError("Nothing to do: give an output raster, an output model, or both.")
     check_outputs((cfg.output_path, cfg.confidence_path, cfg.output_model), _inputs(cfg))  # before adapting
+    check_views(cfg.views)
+    validate(cfg)
     adapted = adapt(cfg, fb.sub(0.0, 0.15))
     t_adapt = time.perf_counter() - t0
     result = None
