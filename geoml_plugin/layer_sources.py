@@ -9,7 +9,6 @@ sees. Call from the main thread (dialogs) or from ``processAlgorithm``.
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from typing import Optional
 
@@ -22,6 +21,7 @@ from qgis.core import (
 )
 
 from .core.errors import InputError
+from .core.outputs import temp_output_folder
 
 
 def needs_export(layer: QgsVectorLayer) -> bool:
@@ -36,7 +36,7 @@ def vector_source(layer: QgsVectorLayer, folder: Optional[str] = None,
     """An OGR source string for ``layer`` (exporting it to a temporary GeoPackage when needed)."""
     if not needs_export(layer):
         return layer.source()
-    folder = folder or tempfile.mkdtemp(prefix="geoml_labels_")
+    folder = folder or temp_output_folder("labels")
     path = os.path.join(folder, f"labels_{uuid.uuid4().hex[:8]}.gpkg")
     opts = QgsVectorFileWriter.SaveVectorOptions()
     opts.driverName = "GPKG"

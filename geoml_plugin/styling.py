@@ -13,6 +13,7 @@ from typing import Optional
 from qgis.core import QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer
 
 from .core.errors import RasterError
+from .core.outputs import sidecar_name
 
 
 def _same_path(source: str, path: str) -> bool:
@@ -44,7 +45,7 @@ def add_raster_layer(path: str, name: Optional[str] = None, project: Optional[Qg
 def apply_style(layer: QgsRasterLayer, path: Optional[str] = None) -> None:
     """Give ``layer`` the style the job saved beside ``path`` (default: the layer's file), else a paletted
     renderer from its colour table."""
-    qml = os.path.splitext(path or layer.source())[0] + ".qml"
+    qml = sidecar_name(path or layer.source(), "style")
     if os.path.exists(qml):
         layer.loadNamedStyle(qml)
     elif layer.dataProvider().colorTable(1):

@@ -5,6 +5,8 @@ runs it on a QGIS worker thread, turns the task's progress and cancel into
 the core :class:`Feedback` protocol, and calls ``on_done(task)`` from
 ``finished()``, i.e. on the main thread, where adding layers and touching
 widgets is safe. The worker thread never touches widgets or the project.
+Dialogs and panels do not use it directly: ``gui/task_controller.py`` gives
+them one lifecycle (start, progress, cancel, end, detach) around it.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ class GeoMLTask(QgsTask):
                  on_done: Optional[Callable[["GeoMLTask"], None]] = None):
         super().__init__(description, QgsTask.Flag.CanCancel)
         self._job = job
-        self._on_done = on_done
+        self.on_done = on_done  # called with the task when it ends (main thread); None once detached
         self.on_detached: Optional[Callable[["GeoMLTask"], None]] = None  # see detach()
         self._detached = False
         self.result: Any = None
@@ -82,8 +84,8 @@ class GeoMLTask(QgsTask):
             self.error = JobCancelled()
         if self.traceback:
             log(f"{self.description()} failed:\n{self.traceback}", Qgis.MessageLevel.Critical)
-        if self._on_done is not None:
-            self._on_done(self)
+        if self.on_done is not None:
+            self.on_done(self)
         elif self._detached and self.on_detached is not None:
             self.on_detached(self)
 
@@ -91,13 +93,18 @@ class GeoMLTask(QgsTask):
         """Stop telling anyone: ``on_done`` and the ``percent``/``message`` slots are dropped
         (their dialog is being deleted, e.g. at plugin unload). ``on_detached(task)``, if set, is called
         instead of ``on_done`` (main thread, needing no widget): e.g. to delete a result no one will show."""
-        self._on_done = None
+        self.on_done = None
         self._detached = True
         for signal in (self.percent, self.message):
             try:
                 signal.disconnect()
             except TypeError:  # nothing connected
                 pass
+
+    @property
+    def detached(self) -> bool:
+        """Let go of by its widget (:meth:`detach`): its end reaches only ``on_detached``."""
+        return self._detached
 
     @property
     def failed_on_input(self) -> bool:

@@ -1,8 +1,13 @@
-"""File safety for every output a job writes (rasters, models, reports, tiles).
+"""File safety and file names for every output a job writes (rasters, models, reports, tiles).
 
 Checks before any work (the folder exists and is writable, the output is not one of
 the job's inputs), a clear message when writing fails (full disk, permission), and the
 write-to-a-temporary-sibling-then-rename helpers that leave an earlier file as it was.
+
+The naming rules live here too, shared by the dialogs, the panels and the Processing
+algorithms: the suffix an output of each kind gets when it has none (:func:`output_name`),
+where an output goes when no path is given (:func:`default_output`, a temporary folder), and
+the names of the files written beside an output (:func:`sidecar_name`).
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from typing import Callable, Iterable, Optional
 
 from .errors import InputError, OutputError
 
@@ -141,3 +147,84 @@ def check_outputs(outputs, inputs: dict) -> None:
         if path:
             check_writable(path)
             check_not_an_input(path, inputs)
+
+
+def write_report_then_model(reports: Iterable[str], write_report: Optional[Callable[[], object]],
+                            write_model: Callable[[], object]) -> None:
+    """A training job's last step: the report first, the model last. If either fails, the report files
+    ``reports`` are put back as they were before the run (an earlier run's report comes back; none where there
+    was none); the model is replaced only when complete (``save_model`` writes through a temporary sibling)."""
+    saved = snapshot_files(list(reports))
+    try:
+        if write_report is not None:
+            write_report()
+        write_model()
+    except BaseException:
+        restore_files(saved)
+        raise
+
+
+# -- output names ------------------------------------------------------------------------------------------
+# kind → (the suffix added to a name that has none of the accepted ones, the accepted suffixes)
+OUTPUT_SUFFIXES = {
+    "raster": (".tif", (".tif", ".tiff")),
+    "model": (".safetensors", (".safetensors", ".geoml")),
+    "onnx": (".onnx", (".onnx",)),
+    "geopackage": (".gpkg", (".gpkg",)),
+}
+
+# the files written beside an output ``x.ext``: ``x`` + this
+SIDECARS = {
+    "confidence": "_confidence.tif",  # the winning class's probability (Apply model, few-shot panel)
+    "preview": "_preview.tif",  # the few-shot panel's coarse preview of the visible area
+    "classes": "_classes.tif",  # fine-tuning's maps of the training raster, beside the model
+    "values": "_values.tif",  # … of a regression model
+    "finetune_report": "_report.html",  # beside the model
+    "gan_report": "_report.png",  # beside the model
+    "metrics": ".json",  # beside the HTML report
+    "losses": "_losses.csv",  # beside the PNG report
+    "style": ".qml",  # beside a raster: QGIS loads it as the layer's default style
+}
+
+
+def output_name(path: str, kind: str) -> str:
+    """``path`` with the suffix of ``kind`` (``OUTPUT_SUFFIXES``) appended when it ends with none of the accepted
+    ones (case-insensitive): ``x`` → ``x.safetensors``, ``x.tif`` stays, ``x.TIFF`` stays, ``x.png`` → ``x.png.tif``
+    for a raster. An empty path stays empty."""
+    suffix, accepted = OUTPUT_SUFFIXES[kind]
+    if not path or path.lower().endswith(accepted):
+        return path
+    return path + suffix
+
+
+def sidecar_name(path: str, what: str) -> str:
+    """The file ``what`` (``SIDECARS``) written beside ``path``: ``/d/x.tif`` → ``/d/x_confidence.tif``."""
+    return os.path.splitext(path)[0] + SIDECARS[what]
+
+
+def temp_output_folder(purpose: str = "") -> str:
+    """A new temporary folder for outputs when none was chosen (``geoml_…``, or ``geoml_<purpose>_…``); the system
+    may clear it, and the dialogs' help says so."""
+    return tempfile.mkdtemp(prefix=f"geoml_{purpose}_" if purpose else "geoml_")
+
+
+class OutputFolder:
+    """Where a panel writes: the folder the user chose, else one temporary folder (:func:`temp_output_folder`)
+    made on first use and kept while the panel lives, so its earlier outputs stay beside the new ones."""
+
+    def __init__(self, purpose: str = ""):
+        self.purpose = purpose
+        self.temporary: Optional[str] = None
+
+    def resolve(self, chosen: str) -> str:
+        if chosen:
+            return chosen
+        if self.temporary is None:
+            self.temporary = temp_output_folder(self.purpose)
+        return self.temporary
+
+
+def default_output(stem: str, kind: str, folder: Optional[str] = None) -> str:
+    """Where an output goes when the user gave no path: ``stem`` with the suffix of ``kind`` in ``folder``, or in a
+    new temporary folder (:func:`temp_output_folder`)."""
+    return os.path.join(folder or temp_output_folder(), output_name(stem, kind))

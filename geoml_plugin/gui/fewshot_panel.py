@@ -9,10 +9,10 @@ Clicking more points and pressing the button again re-adapts from scratch.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import os
-import tempfile
 from typing import Optional
 
 from qgis.core import (
@@ -35,10 +35,11 @@ from qgis.PyQt.QtWidgets import QFrame, QHeaderView, QScrollArea, QTableWidgetIt
 
 from ..core.device import DEVICE_CHOICES
 from ..core.errors import GeoMLError, InputError
+from ..core.outputs import OutputFolder, default_output, output_name, sidecar_name
 from ..deps.torch_preload import preload_torch
 from ..file_filters import MODEL_FILTER
 from ..styling import add_raster_layer
-from ..tasks import GeoMLTask, start_task
+from ..tasks import GeoMLTask
 from .deps.badge import refresh_badge, set_badge
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
@@ -47,6 +48,7 @@ from .job_dialog import request_cancel
 from .layer_defaults import ComboDefaults, mark_output, pick_input_raster, pick_labels, remember
 from .map_window import pixel_window
 from .messages import error_level, push_to_bar, unexpected_failure
+from .task_controller import TaskController, current_task_property
 
 FORM = load_ui("fewshot_panel.ui")
 SETTINGS = "geoml/fewshot/"
@@ -74,33 +76,26 @@ classification.</p>"""
 
 
 def preview_then_full_jobs(cfg, preview_window, preview_stride, preview_paths):
-    """Core work of one run, split so the preview shows before the full map."""
+    """Core work of one run, split so the preview shows before the full map: geoml:fewshot's own steps
+    (``adapt``, then ``classify`` for the visible window and again for the full map), so the panel's rasters get
+    the job's output checks and metadata. Each step returns ``predict_raster``'s result for the map."""
 
     def preview(fb):
-        from ..core.fewshot.job import adapt
-        from ..core.predict import PredictConfig, predict_raster
+        from ..core.fewshot.job import adapt, classify
 
         adapted = adapt(cfg, fb.sub(0.0, 0.4))
         pred = None
         if preview_window is not None:
-            pcfg = PredictConfig(cfg.input_path, output_path=preview_paths[0], device=cfg.device, window=preview_window,
-                                 stride=preview_stride, batch_size=cfg.batch_size, bands=adapted.meta.band_indices)
-            pred = predict_raster(adapted.model, adapted.meta, pcfg, fb.sub(0.4, 1.0))
+            coarse = dataclasses.replace(cfg, output_path=preview_paths[0], confidence_path=None,
+                                         window=preview_window, stride=preview_stride)
+            pred = classify(coarse, adapted, fb.sub(0.4, 1.0)).prediction
         return adapted, pred
 
     def full(adapted):
-        from ..core.fewshot.job import clone_adapted
-        from ..core.predict import PredictConfig, predict_raster
+        from ..core.fewshot.job import classify, clone_adapted
 
         mine = clone_adapted(adapted)
-
-        def job(fb):
-            pcfg = PredictConfig(cfg.input_path, output_path=cfg.output_path, confidence_path=cfg.confidence_path,
-                                 device=cfg.device, window=cfg.window, batch_size=cfg.batch_size,
-                                 bands=mine.meta.band_indices)
-            return predict_raster(mine.model, mine.meta, pcfg, fb)
-
-        return job
+        return lambda fb: classify(cfg, mine, fb).prediction
 
     return preview, full
 
@@ -125,6 +120,8 @@ def style_low_confidence(layer: QgsRasterLayer, threshold: float) -> None:
 
 
 class FewShotPanel(QWidget, FORM):
+    task = current_task_property()  # the running step (adapt and preview, or the full map), None when idle
+
     def __init__(self, plugin=None, canvas=None, parent=None):
         super().__init__(parent)
         self.setupUi(self)
@@ -139,10 +136,10 @@ class FewShotPanel(QWidget, FORM):
         self.extent_tool.extentChanged.connect(self.set_drawn_extent)
         self.extent_band: Optional[QgsRubberBand] = None
         self.drawn_extent = None  # (QgsRectangle, crs)
-        self.task: Optional[GeoMLTask] = None
+        self.runner = TaskController()  # the two steps' lifecycle: start, progress, cancel, end
         self.adapted = None
         self.run_count = 0
-        self._tmp_dir: Optional[str] = None  # made on first use, when no output folder is chosen
+        self._out_folder = OutputFolder("fewshot")  # the chosen folder, else a temporary one made on first use
         self.preview_layers: list = []
         self.result_layers: list = []
 
@@ -185,19 +182,12 @@ class FewShotPanel(QWidget, FORM):
     @property
     def out_dir(self) -> str:
         """Where maps are written: the chosen output folder, else a temporary folder (made once)."""
-        folder = self.folderWidget.filePath()
-        if folder:
-            return folder
-        if self._tmp_dir is None:
-            self._tmp_dir = tempfile.mkdtemp(prefix="geoml_fewshot_")
-        return self._tmp_dir
+        return self._out_folder.resolve(self.folderWidget.filePath())
 
     def reset(self) -> None:
         """Forget the last project's points, extent, layers, progress and log (its CRS may not be the next one's);
         a running classification is cancelled."""
-        if self.task is not None:
-            task, self.task = self.task, None
-            task.cancel()
+        self.runner.detach(cancel=True)
         self.cancelButton.setEnabled(False)
         self.points = SupportPointSet()
         self.drawn_extent = None
@@ -319,8 +309,7 @@ class FewShotPanel(QWidget, FORM):
         path, _ = QFileDialog.getSaveFileName(self, "Save the support points", start, "GeoPackage (*.gpkg)")
         if not path:
             return None
-        if not path.lower().endswith(".gpkg"):
-            path += ".gpkg"
+        path = output_name(path, "geopackage")
         try:
             return self.save_layer(path)
         except GeoMLError as exc:
@@ -390,10 +379,10 @@ class FewShotPanel(QWidget, FORM):
             raise InputError("Click points of at least two classes.")
         self.run_count += 1
         remember("input", layer)
-        base = os.path.join(self.out_dir, f"fewshot_{self.run_count}")
-        while os.path.exists(base + ".tif"):  # an output folder used before: never overwrite an earlier map
+        out = default_output(f"fewshot_{self.run_count}", "raster", self.out_dir)
+        while os.path.exists(out):  # an output folder used before: never overwrite an earlier map
             self.run_count += 1
-            base = os.path.join(self.out_dir, f"fewshot_{self.run_count}")
+            out = default_output(f"fewshot_{self.run_count}", "raster", self.out_dir)
         window = None
         if self.extentCombo.currentIndex() == 1:
             if self.drawn_extent is None:
@@ -404,10 +393,10 @@ class FewShotPanel(QWidget, FORM):
         # points in class order, so raster values and colours follow the panel's classes
         order = {c: i for i, c in enumerate(self.points.classes)}
         pts = sorted(self.points.in_crs(layer.crs()), key=lambda p: order[p[2]])
-        return FewShotConfig(input_path=layer.source(), model_path=model, output_path=base + ".tif",
-                             confidence_path=base + "_confidence.tif", points=pts,
+        return FewShotConfig(input_path=layer.source(), model_path=model, output_path=out,
+                             confidence_path=sidecar_name(out, "confidence"), points=pts,
                              device=self.deviceCombo.currentText(), window=window,
-                             bands=self.selected_bands()), base
+                             bands=self.selected_bands()), os.path.splitext(out)[0]
 
     def run(self) -> Optional[GeoMLTask]:
         try:
@@ -433,7 +422,7 @@ class FewShotPanel(QWidget, FORM):
         stride = None
         if visible is not None:
             stride = max(patch // 4, int(math.ceil(math.sqrt(visible[2] * visible[3] / PREVIEW_WINDOWS))))
-        preview, full = preview_then_full_jobs(cfg, visible, stride, (base + "_preview.tif",))
+        preview, full = preview_then_full_jobs(cfg, visible, stride, (sidecar_name(cfg.output_path, "preview"),))
         self.logView.appendPlainText(f"Adapting to {len(cfg.points)} points of "
                                      f"{len(self.points.classes)} classes; maps go to {os.path.dirname(base)}"
                                      f"{'' if self.folderWidget.filePath() else ' (temporary: choose an output folder to keep them)'}.")
@@ -441,49 +430,51 @@ class FewShotPanel(QWidget, FORM):
         return self._start(task)
 
     def _start(self, task: GeoMLTask) -> GeoMLTask:
-        self.task = task
+        """Run one step (``task``, whose end goes to :meth:`_preview_done` or :meth:`_full_done`)."""
         self.progressBar.setValue(0)
         self.cancelButton.setEnabled(True)
-        task.percent.connect(lambda p, t=task: self.task is t and self.progressBar.setValue(int(p)))
         # progress text goes on the bar; the job's log lines go to the log when it ends
-        task.message.connect(lambda m, t=task: self.task is t and self.progressBar.setFormat(f"%p%  {m}"))
-        return start_task(task)
+        return self.runner.adopt(task, on_progress=lambda p: self.progressBar.setValue(int(p)),
+                                 on_message=lambda m: self.progressBar.setFormat(f"%p%  {m}"),
+                                 on_cancelled=self._cancelled)
 
-    def _failed(self, task: GeoMLTask) -> bool:
-        if task is not self.task:
-            return True  # superseded by a newer run
+    def _step_ends(self) -> dict:
+        """The callbacks for the end of a step that did not succeed (:meth:`TaskController.finish`)."""
+        return dict(on_failed=self._failed, on_cancelled=self._cancelled, on_error=self._unexpected)
+
+    def _preview_done(self, task: GeoMLTask, full) -> None:
+        self.runner.finish(task, on_finished=lambda t: self._show_preview(t, full), **self._step_ends())
+
+    def _full_done(self, task: GeoMLTask) -> None:
+        self.runner.finish(task, on_finished=self._show_full, **self._step_ends())
+
+    def _step_ended(self, task: GeoMLTask) -> None:
         self.progressBar.setFormat("%p%")
         for line in task.log_lines:
             self.logView.appendPlainText(line)
-        if task.error is None:
-            return False
-        self.task = None
+
+    def _stopped(self) -> None:
+        """No step runs any more, and none will follow."""
         self.cancelButton.setEnabled(False)
         # the coarse preview is no result: without the full map it must not stay behind looking like one
         self._remove_layers(self.preview_layers)
         self.preview_layers = []
-        if task.cancelled:
-            self.progressBar.setValue(0)
-            self.logView.appendPlainText("Cancelled; nothing was written.")
+
+    def _failed(self, task: GeoMLTask) -> None:
+        self._step_ended(task)
+        self._stopped()
+        self.show_error(task.error_text(), error_level(task.error))
+
+    def _cancelled(self, task: GeoMLTask) -> None:
+        """The step stopped at Cancel, or was let go of a second later (:func:`request_cancel`): then it is still
+        running and its log is not complete, so it is left out."""
+        if task.detached:
+            self.progressBar.setFormat("%p%")
         else:
-            self.show_error(task.error_text(), error_level(task.error))
-        return True
-
-    def _preview_done(self, task: GeoMLTask, full) -> None:
-        if self._failed(task):
-            return
-        try:
-            self._show_preview(task, full)
-        except Exception as exc:  # a message, not QGIS's Python error dialog; the panel stays usable
-            self._unexpected(exc)
-
-    def _full_done(self, task: GeoMLTask) -> None:
-        if self._failed(task):
-            return
-        try:
-            self._show_full(task)
-        except Exception as exc:
-            self._unexpected(exc)
+            self._step_ended(task)
+        self._stopped()
+        self.progressBar.setValue(0)
+        self.logView.appendPlainText("Cancelled; nothing was written.")
 
     def _unexpected(self, exc: Exception) -> None:
         self.task = None  # the step that failed ran on the main thread: nothing runs in the background
@@ -491,6 +482,7 @@ class FewShotPanel(QWidget, FORM):
         self.show_error(unexpected_failure("Few-shot mapping", exc))
 
     def _show_preview(self, task: GeoMLTask, full) -> None:
+        self._step_ended(task)
         adapted, pred = task.result
         self.adapted = adapted
         self.logView.appendPlainText(f"Adapted ({adapted.method}); support accuracy {adapted.support_accuracy:.0%}")
@@ -504,7 +496,7 @@ class FewShotPanel(QWidget, FORM):
         self._start(nxt)
 
     def _show_full(self, task: GeoMLTask) -> None:
-        self.task = None
+        self._step_ended(task)
         self.cancelButton.setEnabled(False)
         self.progressBar.setValue(100)
         res = task.result
@@ -544,17 +536,6 @@ class FewShotPanel(QWidget, FORM):
         let go: the panel says it was cancelled and is usable again, the job ends in the background unheard."""
         request_cancel(self)
 
-    def _release_cancelled(self, task: GeoMLTask) -> None:
-        if self.task is not task or task.error is not None:
-            return  # it ended: _failed said so
-        task.detach()
-        self.task = None
-        self._remove_layers(self.preview_layers)
-        self.preview_layers = []
-        self.progressBar.setFormat("%p%")
-        self.progressBar.setValue(0)
-        self.logView.appendPlainText("Cancelled; nothing was written.")
-
     # -- messages / lifecycle -------------------------------------------------
     def push_message(self, text: str, level=Qgis.MessageLevel.Info) -> None:
         push_to_bar(self.plugin, text, level, 8)
@@ -566,8 +547,7 @@ class FewShotPanel(QWidget, FORM):
 
     def cleanup(self) -> None:
         """Cancel work and remove canvas items (on close / plugin unload)."""
-        if self.task is not None:
-            self.task.cancel()
+        self.runner.cancel()
         self.set_picking(False)
         self.set_drawing_extent(False)
         self.markers.clear()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 
 from qgis.core import (
@@ -23,13 +22,14 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt, QTimer
 
 from ..core.errors import GeoMLError, InputError
-from ..core.finetune.backbones import BACKBONE_LABELS, BACKBONES
-from ..core.finetune.job import TASKS, map_paths_for, output_paths, report_path_for
+from ..core.finetune.job import TASKS, FinetuneConfig, map_paths_for, output_paths, report_path_for
+from ..core.outputs import default_output, output_name
 from ..file_filters import GEOML_MODEL, NEW_GEOML_MODEL
 from .forms import load_ui
 from .job_dialog import JobDialogBase
 from .layer_defaults import ComboDefaults, pick_input_raster, pick_labels, remember
 from .single_instance import show_single
+from .spec_widgets import apply_spec, spec_default
 
 FORM = load_ui("finetune_dialog.ui")
 
@@ -190,6 +190,11 @@ def default_label_field(fields, task: str = "classification") -> str:
 class FinetuneDialog(JobDialogBase, FORM):
     SETTINGS_KEY = "finetune"
     HELP_HTML = HELP
+    # widget → FinetuneConfig field: range, items, default and tooltip from the field's specification
+    SPEC_WIDGETS = {"taskCombo": "task", "backboneCombo": "backbone", "patchSpin": "patch_size",
+                    "epochsSpin": "epochs", "batchSpin": "batch_size", "lrSpin": "learning_rate",
+                    "valSpin": "validation_fraction", "seedSpin": "seed", "maxSamplesSpin": "max_raster_samples",
+                    "augmentCheck": "augment", "freezeCheck": "freeze_backbone"}
 
     def __init__(self, plugin=None, parent=None):
         super().__init__(plugin, parent)
@@ -198,10 +203,8 @@ class FinetuneDialog(JobDialogBase, FORM):
         self.inputLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.labelsLayer.setFilters(QgsMapLayerProxyModel.Filter.PointLayer | QgsMapLayerProxyModel.Filter.PolygonLayer
                                     | QgsMapLayerProxyModel.Filter.RasterLayer)
-        for t in TASKS:
-            self.taskCombo.addItem(t, t)
-        for b in BACKBONES:
-            self.backboneCombo.addItem(BACKBONE_LABELS[b], b)
+        for widget, name in self.SPEC_WIDGETS.items():  # task and backbone items, ranges, tooltips
+            apply_spec(getattr(self, widget), FinetuneConfig, name)
         for key, text in WEIGHT_ITEMS:
             self.weightsCombo.addItem(text, key)
         for key, text in EXTENT_ITEMS:
@@ -424,21 +427,25 @@ class FinetuneDialog(JobDialogBase, FORM):
             if i >= 0:
                 combo.setCurrentIndex(i)
 
-        pick(self.taskCombo, self.settings_value("task", "classification"))
-        pick(self.backboneCombo, self.settings_value("backbone", "small_resnet"))
-        pick(self.weightsCombo, self.settings_value("weights", "none"))
+        def default(name):
+            return spec_default(FinetuneConfig, name)
+
+        pick(self.taskCombo, self.settings_value("task", default("task")))
+        pick(self.backboneCombo, self.settings_value("backbone", default("backbone")))
+        pick(self.weightsCombo, self.settings_value("weights", default("weights")))
         pick(self.extentCombo, self.settings_value("extent", "raster"))
         self.weightsFile.setFilePath(self.settings_value("weights_file", ""))
-        self.patchSpin.setValue(self.settings_value("patch", 64, int))
-        self.epochsSpin.setValue(self.settings_value("epochs", 0, int))
-        self.batchSpin.setValue(self.settings_value("batch", 32, int))
-        self.lrSpin.setValue(self.settings_value("lr", 0.0, float))
-        self.valSpin.setValue(self.settings_value("validation", 0.2, float))
-        self.seedSpin.setValue(self.settings_value("seed", 0, int))
-        self.maxSamplesSpin.setValue(self.settings_value("max_samples", 2000, int))
-        for key, box, default in (("augment", self.augmentCheck, True), ("freeze", self.freezeCheck, False),
-                                  ("report", self.reportCheck, True), ("classify", self.classifyCheck, True)):
-            box.setChecked(self.settings_value(key, str(default)) in ("true", "True", True))
+        self.patchSpin.setValue(self.settings_value("patch", default("patch_size"), int))
+        self.epochsSpin.setValue(self.settings_value("epochs", default("epochs"), int))
+        self.batchSpin.setValue(self.settings_value("batch", default("batch_size"), int))
+        self.lrSpin.setValue(self.settings_value("lr", default("learning_rate"), float))
+        self.valSpin.setValue(self.settings_value("validation", default("validation_fraction"), float))
+        self.seedSpin.setValue(self.settings_value("seed", default("seed"), int))
+        self.maxSamplesSpin.setValue(self.settings_value("max_samples", default("max_raster_samples"), int))
+        for key, box, default_ in (("augment", self.augmentCheck, default("augment")),
+                                   ("freeze", self.freezeCheck, default("freeze_backbone")),
+                                   ("report", self.reportCheck, True), ("classify", self.classifyCheck, True)):
+            box.setChecked(self.settings_value(key, str(default_)) in ("true", "True", True))
         self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))
         self.outputFile.setFilePath(self.settings_value("output", ""))
 
@@ -479,10 +486,8 @@ class FinetuneDialog(JobDialogBase, FORM):
         if is_vector and not field:
             raise InputError("Choose the label field (the class, or the value for regression).")
         out = self.outputFile.filePath()
-        if not out:
-            out = os.path.join(tempfile.mkdtemp(prefix="geoml_"), f"{raster.name()}_{self.taskCombo.currentData()}.safetensors")
-        if not out.lower().endswith((".safetensors", ".geoml")):
-            out += ".safetensors"
+        out = (output_name(out, "model") if out
+               else default_output(f"{raster.name()}_{self.taskCombo.currentData()}", "model"))
         weights = self.weights_value()
         entry, download = self.catalogue_entry(), False
         if entry is not None:
@@ -521,15 +526,9 @@ class FinetuneDialog(JobDialogBase, FORM):
         self._train_raster = raster
         return f"GeoML: fine-tune {cfg.backbone} on {raster.name()}", lambda fb: run_finetune(cfg, fb)
 
-    def start_job(self, description, job, clear_log=True):
-        task = super().start_job(description, job, clear_log)
-        # live progress ("epoch 3/40 · loss 0.61 · val accuracy 87.5%") goes to the status line,
-        # one log line per epoch to the log
-        task.message.disconnect(self.logView.appendPlainText)
-        task.message.connect(self.show_message)
-        return task
-
     def show_message(self, text: str) -> None:
+        """Live progress ("epoch 3/40 · loss 0.61 · val accuracy 87.5%") goes to the status line, one log line
+        per epoch to the log."""
         if EPOCH_PROGRESS.match(text):
             self.statusLabel.setText(text)
         elif not OTHER_PROGRESS.match(text):  # the progress bar shows those

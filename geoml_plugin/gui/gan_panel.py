@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -25,12 +24,15 @@ from qgis.gui import QgsDockWidget, QgsFileWidget
 from qgis.PyQt.QtWidgets import QFrame, QScrollArea
 
 from ..core.errors import GeoMLError, InputError
+from ..core.gan.generate import GenerateConfig
+from ..core.outputs import OutputFolder
 from ..file_filters import MODEL_FILTER
-from ..tasks import GeoMLTask, start_task
 from .forms import load_ui
 from .gan_tool import GanMapTool
 from .layer_defaults import mark_output
 from .messages import error_level, push_to_bar, unexpected_failure
+from .spec_widgets import spec_default
+from .task_controller import TaskController, current_task_property
 
 FORM = load_ui("gan_panel.ui")
 SETTINGS = "geoml/gan_panel/"
@@ -62,6 +64,8 @@ class _Shown:
 
 
 class GanPanel(QgsDockWidget, FORM):
+    task = current_task_property()  # a running Grow, None when idle
+
     def __init__(self, plugin=None, canvas=None, parent=None):
         super().__init__(parent)
         self.setupUi(self)
@@ -75,10 +79,10 @@ class GanPanel(QgsDockWidget, FORM):
         self.canvas = canvas if canvas is not None else plugin.iface.mapCanvas()
         self.tool = GanMapTool(self.canvas, self.generate_at)
         self.shown: list[_Shown] = []
-        self.task = None
+        self.runner = TaskController()  # Grow's lifecycle: start, progress, cancel, end
         self._source = None
         self._source_key = None
-        self._tmp = None
+        self._tiles_folder = OutputFolder("tiles")  # the chosen folder, else a temporary one made on first use
         self.tileSizeCombo.addItems(TILE_SIZES)
         for key, label in STYLES:
             self.styleCombo.addItem(label, key)
@@ -88,7 +92,7 @@ class GanPanel(QgsDockWidget, FORM):
         self.folderWidget.setFilePath(_setting("folder", ""))  # remembered
         self.folderWidget.fileChanged.connect(lambda path: QgsSettings().setValue(SETTINGS + "folder", path))
         self.helpBrowser.setHtml(HELP)
-        self.tileSizeCombo.setCurrentText(_setting("tile", "256"))
+        self.tileSizeCombo.setCurrentText(_setting("tile", str(spec_default(GenerateConfig, "tile_size"))))
         self.styleCombo.setCurrentIndex(max(0, self.styleCombo.findData(_setting("style", STYLES[0][0]))))
         self.modelFile.fileChanged.connect(self.describe_model)
         self.pickButton.toggled.connect(self.set_tool_active)
@@ -102,8 +106,7 @@ class GanPanel(QgsDockWidget, FORM):
 
     def reset(self) -> None:
         """A new or opened project: its layers are gone, so are the sessions shown; a running Grow is cancelled."""
-        if self.task is not None:
-            self.task.cancel()
+        self.runner.cancel()
         self.shown = []
         self.statusLabel.setText("")
         self.progressBar.setVisible(False)
@@ -176,12 +179,7 @@ class GanPanel(QgsDockWidget, FORM):
             self.pickButton.setChecked(False)
 
     def _folder(self) -> str:
-        folder = self.folderWidget.filePath()
-        if folder:
-            return folder
-        if self._tmp is None:
-            self._tmp = tempfile.mkdtemp(prefix="geoml_tiles_")
-        return self._tmp
+        return self._tiles_folder.resolve(self.folderWidget.filePath())
 
     def generate_at(self, point, new_seed: bool = False):
         """Generate a tile centred on ``point`` (map CRS); returns the session or None."""
@@ -308,43 +306,53 @@ class GanPanel(QgsDockWidget, FORM):
         self.progressBar.setVisible(True)
         self.progressBar.setValue(0)
         t0 = time.perf_counter()
+        return self.runner.start(
+            lambda fb: shown.session.grow(fb), f"GeoML: grow {n} tiles",
+            on_progress=lambda p: self.progressBar.setValue(int(p)),
+            on_finished=lambda task: self._grown(task, shown, n, t0),
+            on_cancelled=lambda task: self._grow_cancelled(task, shown),
+            on_failed=self._grow_failed, on_error=self._grow_not_shown,
+            # the panel is deleted (plugin unload) after the ring was written: no layer will show it
+            on_detached=lambda task: shown.session.undo_last_change() if task.result is not None else None)
 
-        def done(task):
-            self.task = None
-            self.progressBar.setVisible(False)
-            self.growButton.setEnabled(True)
-            if task.cancelled:  # the user's doing (Cancel, or the panel closed): not an error
-                if task.result is not None:  # cancelled just as the ring was done: it is not shown, so not kept
-                    shown.session.undo_last_change()
-                text = "Grow cancelled: the tiles already on the map were kept; no new tiles were added."
-                self.statusLabel.setText(text)
-                push_to_bar(self.plugin, text, Qgis.MessageLevel.Info, 5)
-                return
-            if task.error is not None:
-                self.show_error(task.error_text())
-                return
-            if shown not in self.shown or not self._layers(shown):  # replaced (Shift-click) or removed meanwhile
-                shown.session.undo_last_change()
-                self.statusLabel.setText("Grow discarded: its tiles were replaced or removed from the map meanwhile.")
-                return
-            try:
-                self._refresh(shown)
-            except GeoMLError as exc:
-                self.show_error(str(exc))
-                return
-            except Exception as exc:  # showing the grown mosaic failed: say so, keep the panel usable
-                self.show_error(unexpected_failure("Showing the grown tiles", exc)
-                                + " The tiles on the map were kept; the new ones were deleted.")
-                return
-            secs = time.perf_counter() - t0
-            self.statusLabel.setText(f"Added {n} tiles around seed {shown.session.seed} in {secs:.1f} s "
-                                     f"({secs / max(n, 1) * 1000:.0f} ms per tile).")
+    def _grow_ended(self) -> None:
+        self.progressBar.setVisible(False)
+        self.growButton.setEnabled(True)
 
-        self.task = GeoMLTask(f"GeoML: grow {n} tiles", lambda fb: shown.session.grow(fb), done)
-        # the panel is deleted (plugin unload) after the ring was written: no layer will show it
-        self.task.on_detached = lambda task: shown.session.undo_last_change() if task.result is not None else None
-        self.task.percent.connect(lambda p: self.progressBar.setValue(int(p)))
-        return start_task(self.task)
+    def _grow_cancelled(self, task, shown: _Shown) -> None:
+        """The user's doing (Cancel, or the panel closed): not an error."""
+        self._grow_ended()
+        if task.result is not None:  # cancelled just as the ring was done: it is not shown, so not kept
+            shown.session.undo_last_change()
+        text = "Grow cancelled: the tiles already on the map were kept; no new tiles were added."
+        self.statusLabel.setText(text)
+        push_to_bar(self.plugin, text, Qgis.MessageLevel.Info, 5)
+
+    def _grow_failed(self, task) -> None:
+        self._grow_ended()
+        self.show_error(task.error_text())
+
+    def _grown(self, task, shown: _Shown, n: int, t0: float) -> None:
+        if task.cancelled:  # cancelled as the ring was done (the job did not stop): treated as cancelled
+            return self._grow_cancelled(task, shown)
+        self._grow_ended()
+        if shown not in self.shown or not self._layers(shown):  # replaced (Shift-click) or removed meanwhile
+            shown.session.undo_last_change()
+            self.statusLabel.setText("Grow discarded: its tiles were replaced or removed from the map meanwhile.")
+            return None
+        self._refresh(shown)
+        secs = time.perf_counter() - t0
+        self.statusLabel.setText(f"Added {n} tiles around seed {shown.session.seed} in {secs:.1f} s "
+                                 f"({secs / max(n, 1) * 1000:.0f} ms per tile).")
+        return None
+
+    def _grow_not_shown(self, exc: Exception) -> None:
+        """Showing the grown mosaic failed (:meth:`_refresh` took it back): say so, keep the panel usable."""
+        if isinstance(exc, GeoMLError):
+            self.show_error(str(exc))
+        else:
+            self.show_error(unexpected_failure("Showing the grown tiles", exc)
+                            + " The tiles on the map were kept; the new ones were deleted.")
 
     # other -----------------------------------------------------------------
     def open_translate(self) -> None:
@@ -359,8 +367,7 @@ class GanPanel(QgsDockWidget, FORM):
 
     def closeEvent(self, event):  # noqa: N802
         self.set_tool_active(False)
-        if self.task is not None:
-            self.task.cancel()
+        self.runner.cancel()
         super().closeEvent(event)
 
 

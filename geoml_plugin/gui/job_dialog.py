@@ -16,32 +16,31 @@ import os
 from typing import Any, Callable, Optional
 
 from qgis.core import Qgis, QgsSettings
-from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QDialog, QMessageBox, QPushButton, QToolButton
 
 from ..core.device import DEVICE_CHOICES
 from ..core.errors import DependencyError, GeoMLError
 from ..core.progress import Feedback
 from ..deps import detect
-from ..tasks import GeoMLTask, start_task
+from ..tasks import GeoMLTask
 from .deps.badge import refresh_badge, set_badge
 from .deps.offer import offer_install
-from .messages import ask_about_running, error_level, push_to_bar, unexpected_failure
+from .messages import ask_about_running, error_level, push_to_bar
+from .task_controller import TaskController, current_task_property, failure_text
 
 SETTINGS_PREFIX = "geoml/"
 CANCEL_RELEASE_MS = 1000  # Cancel gives the dialog back within about a second, whatever the job's step length
 
 
 def request_cancel(owner) -> None:
-    """Cancel ``owner.task`` (a job dialog or panel with ``logView`` and ``cancelButton``): say so, ask the job
-    to stop, and after :data:`CANCEL_RELEASE_MS` hand a job still running to ``owner._release_cancelled``."""
-    task = owner.task
-    if task is None:
+    """Cancel the task of ``owner`` (a job dialog or panel with ``runner``, ``logView`` and ``cancelButton``): say
+    so, ask the job to stop, and release a job still running after :data:`CANCEL_RELEASE_MS` (the owner's
+    ``on_cancelled`` runs then, see :meth:`TaskController.cancel`)."""
+    if not owner.runner.is_running:
         return
     owner.logView.appendPlainText("Cancelling…")
     owner.cancelButton.setEnabled(False)
-    task.cancel()
-    QTimer.singleShot(CANCEL_RELEASE_MS, lambda: owner._release_cancelled(task))
+    owner.runner.cancel(release_ms=CANCEL_RELEASE_MS)
 
 
 def _disconnect(signal, slot) -> None:
@@ -75,6 +74,7 @@ def replace_question(existing: list) -> str:
 class JobDialogBase(QDialog):
     SETTINGS_KEY = "job"
     HELP_HTML = ""
+    task = current_task_property()  # the running job's task, None when idle
 
     def __init__(self, plugin=None, parent=None):
         super().__init__(parent)
@@ -83,8 +83,7 @@ class JobDialogBase(QDialog):
         for button in self.findChildren(QPushButton):  # Enter in a field must not start a job of minutes or hours
             button.setAutoDefault(False)
             button.setDefault(False)
-        self.task: Optional[GeoMLTask] = None
-        self.released: set = set()  # tasks let go of at Cancel that have not ended yet (see cancel())
+        self.runner = TaskController()  # the job's lifecycle: start, progress, cancel, end
         self._browsed: dict = {}  # output file widget's name → the path its Browse dialog confirmed
         self.deviceCombo.addItems(list(DEVICE_CHOICES))
         self.refresh_device_badge()
@@ -201,32 +200,24 @@ class JobDialogBase(QDialog):
             self.logView.clear()
         self.progressBar.setValue(0)
         self.set_running(True)
-        self.task = GeoMLTask(description, job, self._done)
-        self.task.percent.connect(lambda p: self.progressBar.setValue(int(p)))
-        self.task.message.connect(self.logView.appendPlainText)
         self.logView.appendPlainText(f"{description}: started ({self.deviceBadge.text()})")
-        return start_task(self.task)
+        return self.runner.start(job, description, on_progress=lambda p: self.progressBar.setValue(int(p)),
+                                 on_message=self.show_message, on_detached=_log_late_end, **self._task_ends())
+
+    @property
+    def released(self) -> set:
+        """Tasks let go of at Cancel that have not ended yet (see :meth:`cancel`)."""
+        return self.runner.released
+
+    def show_message(self, text: str) -> None:
+        """A progress or log line of the running job: to the log."""
+        self.logView.appendPlainText(text)
 
     def cancel(self) -> None:
         """Ask the job to stop. A job stops at its next progress step; one still running after
         :data:`CANCEL_RELEASE_MS` (a long step, e.g. a large block of a classification) is let go: the dialog
         reports it cancelled and is usable again, and the job ends in the background without calling back."""
         request_cancel(self)
-
-    def _release_cancelled(self, task: GeoMLTask) -> None:
-        if self.task is not task or task.error is not None:
-            return  # it ended (its callback ran or is queued)
-        task.detach()
-        self.released.add(task)
-
-        def ended(t, released=self.released):
-            released.discard(t)
-            _log_late_end(t)
-
-        task.on_detached = ended
-        self.task = None
-        self.set_running(False)
-        self._cancelled(task)
 
     def cancelled_messages(self, task: GeoMLTask) -> tuple[str, str]:
         """(log line, message bar text) once ``task`` was cancelled: jobs write their outputs only at the end."""
@@ -240,26 +231,33 @@ class JobDialogBase(QDialog):
         if scroll is not None and scroll.widget() is not None:
             scroll.widget().setEnabled(not running)
 
+    def _task_ends(self) -> dict:
+        """The callbacks for the end of a job (:meth:`TaskController.finish`)."""
+        return dict(on_finished=self._succeeded, on_failed=self._failed, on_cancelled=self._stopped,
+                    on_error=lambda exc: self.show_error(failure_text("Showing the result", exc)))
+
     def _done(self, task: GeoMLTask) -> None:
-        self.task = None
+        """The end of ``task`` (main thread)."""
+        self.runner.finish(task, **self._task_ends())
+
+    def _succeeded(self, task: GeoMLTask) -> None:
         self.set_running(False)
-        if task.error is None:
-            self.progressBar.setValue(100)
-            try:
-                self.on_success(task.result)
-            except GeoMLError as exc:
-                self.show_error(str(exc))
-            except Exception as exc:  # e.g. adding the layers failed: a message, not QGIS's Python error dialog
-                self.show_error(unexpected_failure("Showing the result", exc))
-        elif task.cancelled:
-            self._cancelled(task)
-        elif isinstance(task.error, DependencyError):
+        self.progressBar.setValue(100)
+        self.on_success(task.result)
+
+    def _failed(self, task: GeoMLTask) -> None:
+        self.set_running(False)
+        self.logView.appendPlainText("Failed: " + task.error_text())
+        if isinstance(task.error, DependencyError):
             detect.invalidate()
-            self.logView.appendPlainText("Failed: " + task.error_text())
             self.show_dependency_problem(task.error_text())
         else:
-            self.logView.appendPlainText("Failed: " + task.error_text())
             self.show_error(task.error_text(), error_level(task.error))
+
+    def _stopped(self, task: GeoMLTask) -> None:
+        """Cancelled: the job stopped, or was let go of at Cancel."""
+        self.set_running(False)
+        self._cancelled(task)
 
     def _cancelled(self, task: GeoMLTask) -> None:
         self.progressBar.setValue(0)
@@ -337,5 +335,5 @@ class JobDialogBase(QDialog):
             if choice == "stay":
                 return
             if choice == "cancel":
-                self.task.cancel()
+                self.runner.cancel()
         super().reject()

@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 
 from qgis.core import Qgis, QgsMapLayerProxyModel
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 
 from ..core.errors import GeoMLError, InputError
+from ..core.outputs import default_output, output_name, sidecar_name
+from ..core.predict import PredictConfig
 from ..file_filters import APPLY_MODEL_FILTER, ONNX_MODEL
 from ..styling import add_raster_layer
 from .forms import load_ui
 from .job_dialog import JobDialogBase
 from .layer_defaults import ComboDefaults, pick_input_raster, remember
 from .single_instance import show_single
+from .spec_widgets import apply_spec, spec_default
 
 FORM = load_ui("predict_dialog.ui")
 
@@ -60,6 +62,9 @@ result is added to the map when it ends), cancel it, or stay.</p>"""
 
 class PredictDialog(JobDialogBase, FORM):
     SETTINGS_KEY = "predict"
+    # widget → PredictConfig field: range, default and tooltip from the field's specification
+    SPEC_WIDGETS = {"batchSpin": "batch_size", "strideSpin": "stride", "overlapSpin": "overlap",
+                    "viewsCombo": "views"}
     HELP_HTML = HELP
 
     def __init__(self, plugin=None, parent=None):
@@ -83,8 +88,12 @@ class PredictDialog(JobDialogBase, FORM):
         self.watch_browse(self.outputFile)
         self.modelFile.setFilePath(self.settings_value("model", ""))
         self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))
-        self.batchSpin.setValue(self.settings_value("batch", 16, int))
-        self.viewsCombo.setCurrentText(str(self.settings_value("views", 1, int)))
+        for widget, name in self.SPEC_WIDGETS.items():
+            apply_spec(getattr(self, widget), PredictConfig, name)
+        self.batchSpin.setValue(self.settings_value("batch", spec_default(PredictConfig, "batch_size"), int))
+        self.strideSpin.setValue(spec_default(PredictConfig, "stride"))
+        self.overlapSpin.setValue(spec_default(PredictConfig, "overlap"))
+        self.viewsCombo.setCurrentText(str(self.settings_value("views", spec_default(PredictConfig, "views"), int)))
         self._input_defaults = ComboDefaults(self.inputLayer, lambda: pick_input_raster("input"), self)
 
     def needs_torch(self) -> bool:
@@ -108,8 +117,7 @@ class PredictDialog(JobDialogBase, FORM):
                                                     ONNX_MODEL)
             if not output:
                 return None
-        if not output.lower().endswith(".onnx"):
-            output += ".onnx"
+        output = output_name(output, "onnx")
         from ..deps import detect
 
         problem = detect.quick_problem()
@@ -158,11 +166,8 @@ class PredictDialog(JobDialogBase, FORM):
         if not model:
             raise InputError("Choose a GeoML model file.")
         out = self.outputFile.filePath()
-        if not out:
-            out = os.path.join(tempfile.mkdtemp(prefix="geoml_"), f"{layer.name()}_prediction.tif")
-        if not out.lower().endswith((".tif", ".tiff")):
-            out += ".tif"
-        conf = os.path.splitext(out)[0] + "_confidence.tif" if self.confidenceCheck.isChecked() else None
+        out = output_name(out, "raster") if out else default_output(f"{layer.name()}_prediction", "raster")
+        conf = sidecar_name(out, "confidence") if self.confidenceCheck.isChecked() else None
         cfg = PredictConfig(
             input_path=layer.source(), model_path=model, output_path=out, confidence_path=conf,
             device=self.deviceCombo.currentText(), batch_size=self.batchSpin.value(),

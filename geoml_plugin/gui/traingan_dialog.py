@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 from qgis.core import Qgis, QgsMapLayerProxyModel
 from qgis.gui import QgsFileWidget
@@ -10,11 +9,14 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QPixmap
 
 from ..core.errors import InputError
-from ..core.gan.architectures import ARCH_LABELS
+from ..core.gan.train import GanTrainConfig
+from ..core.outputs import default_output, output_name
+from ..core.spec import spec_of
 from ..file_filters import NEW_GEOML_MODEL
 from .forms import load_ui
 from .job_dialog import JobDialogBase
 from .single_instance import show_single
+from .spec_widgets import apply_spec, spec_default
 
 FORM = load_ui("traingan_dialog.ui")
 
@@ -51,6 +53,9 @@ def dialog_arch_label(label: str) -> str:
 class TrainGanDialog(JobDialogBase, FORM):
     SETTINGS_KEY = "traingan"
     HELP_HTML = HELP
+    # widget → GanTrainConfig field: range, default and tooltip from the field's specification
+    SPEC_WIDGETS = {"iterationsSpin": "iterations", "batchSpin": "batch_size", "l1Spin": "l1_weight",
+                    "lrSpin": "learning_rate", "seedSpin": "seed", "archCombo": "architecture"}
 
     def __init__(self, plugin=None, parent=None):
         super().__init__(plugin, parent)
@@ -59,15 +64,20 @@ class TrainGanDialog(JobDialogBase, FORM):
         self.targetLayer.setAllowEmptyLayer(True)
         self.targetLayer.setLayer(None)
         self.tileSizeCombo.addItems(["64", "128", "256"])
-        for key, label in ARCH_LABELS:
+        arch = spec_of(GanTrainConfig, "architecture")
+        for key, label in zip(arch.choices, arch.choice_labels):
             self.archCombo.addItem(dialog_arch_label(label), key)
+        for widget, name in self.SPEC_WIDGETS.items():  # ranges and tooltips; the values not remembered
+            apply_spec(getattr(self, widget), GanTrainConfig, name)
+            if name not in ("iterations", "architecture"):
+                getattr(self, widget).setValue(spec_default(GanTrainConfig, name))
         self.outputFile.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.outputFile.setFilter(NEW_GEOML_MODEL)
         self.watch_browse(self.outputFile)
         self.targetLayer.layerChanged.connect(self.update_mode)
         self.deviceCombo.setCurrentText(self.settings_value("device", "auto"))
-        self.tileSizeCombo.setCurrentText(self.settings_value("tile", "64"))
-        self.iterationsSpin.setValue(self.settings_value("iterations", 1000, int))
+        self.tileSizeCombo.setCurrentText(self.settings_value("tile", str(spec_default(GanTrainConfig, "tile_size"))))
+        self.iterationsSpin.setValue(self.settings_value("iterations", spec_default(GanTrainConfig, "iterations"), int))
         self.update_mode()
 
     def update_mode(self, *_):
@@ -99,10 +109,7 @@ class TrainGanDialog(JobDialogBase, FORM):
             raise InputError("Choose an input raster layer.")
         target = self.targetLayer.currentLayer()
         out = self.outputFile.filePath()
-        if not out:
-            out = os.path.join(tempfile.mkdtemp(prefix="geoml_"), f"{layer.name()}_gan.safetensors")
-        if not out.lower().endswith((".safetensors", ".geoml")):
-            out += ".safetensors"
+        out = output_name(out, "model") if out else default_output(f"{layer.name()}_gan", "model")
         report = report_path_for(out) if self.reportCheck.isChecked() else None
         cfg = GanTrainConfig(
             input_path=layer.source(), output_model=out, target_path=target.source() if target else None,

@@ -25,6 +25,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .single_instance import show_single
+from .task_controller import TaskController, current_task_property
 
 COLUMNS = ("Name", "Backbone", "Bands", "Size", "Licence", "On this computer")
 
@@ -93,10 +94,12 @@ class BandMapDialog(QDialog):
 
 
 class WeightsDialog(QDialog):
+    task = current_task_property()  # a running download, None when idle
+
     def __init__(self, plugin=None, parent=None):
         super().__init__(parent)
         self.plugin = plugin
-        self.task = None
+        self.runner = TaskController()  # the download's lifecycle: start, progress, cancel, end
         self.setWindowTitle("GeoML — pretrained weights")
         self.setObjectName("GeoMLWeightsDialog")
         self.table = QTableWidget(0, len(COLUMNS), self)
@@ -212,24 +215,21 @@ class WeightsDialog(QDialog):
     def download(self) -> None:
         from ..core.finetune.pretrained import ensure_weights
         from ..proxy_settings import qgis_proxies
-        from ..tasks import GeoMLTask, start_task
 
         e = self.current()
         if e is None or self.task is not None or not ask_download_consent(self, e):
             return
         proxies = qgis_proxies()
-        self.task = GeoMLTask(f"GeoML: download {e.name}", lambda fb: ensure_weights(e, True, fb, proxies),
-                              self._downloaded)
-        self.task.percent.connect(lambda p: self.progress.setValue(int(p)))
-        self.task.message.connect(self.statusLabel.setText)
         self.progress.setValue(0)
         self.progress.setVisible(True)
         self.cancelButton.setEnabled(True)
+        self.runner.start(lambda fb: ensure_weights(e, True, fb, proxies), f"GeoML: download {e.name}",
+                          on_progress=lambda p: self.progress.setValue(int(p)), on_message=self.statusLabel.setText,
+                          on_finished=self._downloaded, on_failed=self._downloaded, on_cancelled=self._downloaded)
         self.show_details()
-        start_task(self.task)
 
     def _downloaded(self, task) -> None:
-        self.task = None
+        """The end of the download (main thread): done, cancelled or failed."""
         self.progress.setVisible(False)
         self.cancelButton.setEnabled(False)
         if task.error is None:
@@ -241,8 +241,7 @@ class WeightsDialog(QDialog):
         self.refresh()
 
     def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        self.runner.cancel()
 
     def verify(self) -> None:
         from ..core.finetune.pretrained import verify_cached
@@ -281,9 +280,7 @@ class WeightsDialog(QDialog):
         QDesktopServices.openUrl(QUrl.fromLocalFile(cache_dir()))
 
     def closeEvent(self, event):  # noqa: N802
-        if self.task is not None:  # the download goes on; it must not call back into a closed dialog
-            self.task.detach()
-            self.task = None
+        self.runner.detach()  # the download goes on; it must not call back into a closed dialog
         super().closeEvent(event)
 
 

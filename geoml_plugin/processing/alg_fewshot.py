@@ -6,32 +6,41 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core.models.view_sets import VIEW_COUNTS
+from ..core.fewshot.job import FewShotConfig
+from ..core.spec import spec_of, to_core
 from ..file_filters import MODEL_FILTER
 from .base import GeoMLAlgorithm, prepare_loading
+from .spec_params import add_spec_params, build_help
 
-HELP = """Maps a raster from a handful of labelled points: adapts a model to your classes — even classes it never saw — then classifies the whole raster.
+INTRO = """Maps a raster from a handful of labelled points: adapts a model to your classes — even classes it never saw — then classifies the whole raster.
 
-<b>Input raster</b>: the region to map (the bands the model was trained on).
-<b>Model</b>: a meta-model from <i>Meta-train a few-shot model</i> (best), or any GeoML patch classifier (used as a feature extractor).
-<b>Support points</b>: a few points per class (1–10 each) with a class field. Points outside the raster, on nodata or with an empty class are ignored and reported; every class needs at least one usable point, and at least two classes are needed.
-<b>Adaptation steps</b>: -1 = the model's default. For MAML meta-models, gradient steps from the learnt initialisation (default: as meta-trained); for the others, steps of fine-tuning the whole network on the support points after the nearest-prototype start (default 50 for prototypical meta-models, 0 — prototypes only — for normal classifiers).
-<b>Output</b>: class raster (values 1..K, class names from the support points, styled). <b>Confidence</b>: probability of the winning class — low values show where more points would help.
-<b>Adapted model</b> (optional): a normal GeoML classifier for <i>Apply model to raster</i>; written before the map to a hidden temporary file and put in place after it, so a cancelled or failed run leaves none and a full disk replaces no map.
-Outputs are GeoTIFF (x.png is refused) and may not be the input raster, the model or the support layer.
-<b>Stride</b> (advanced): pixels between classified windows; 0 = automatic, an eighth of the patch. Each pixel takes the classes of the windows around it, weighted toward the nearer ones; meta-models made by GeoML 0.9 or later score every window of a tile in one pass.
-<b>Test-time views</b> (advanced): average each window over 2, 4 or 8 rotations/reflections: a little more accurate, as many times slower.
 """
+HELP = build_help(
+    INTRO,
+    "<b>Input raster</b>: the region to map (the bands the model was trained on).",
+    "<b>Model</b>: a meta-model from <i>Meta-train a few-shot model</i> (best), or any GeoML patch classifier (used "
+    "as a feature extractor).",
+    "<b>Support points</b>: a few points per class (1–10 each) with a class field. Points outside the raster, on "
+    "nodata or with an empty class are ignored and reported; every class needs at least one usable point, and at "
+    "least two classes are needed.",
+    (FewShotConfig, "adapt_steps"),
+    "<b>Output</b>: class raster (values 1..K, class names from the support points, styled). <b>Confidence</b>: "
+    "probability of the winning class — low values show where more points would help.",
+    "<b>Adapted model</b> (optional): a normal GeoML classifier for <i>Apply model to raster</i>; written before "
+    "the map to a hidden temporary file and put in place after it, so a cancelled or failed run leaves none and a "
+    "full disk replaces no map.",
+    "Outputs are GeoTIFF (x.png is refused) and may not be the input raster, the model or the support layer.",
+    (FewShotConfig, "stride"),
+    (FewShotConfig, "views"),
+)
 
 
 class FewShotAlgorithm(GeoMLAlgorithm):
@@ -42,7 +51,6 @@ class FewShotAlgorithm(GeoMLAlgorithm):
     PRELOAD_TORCH = True
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        P = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster (region to map)"))
         self.addParameter(QgsProcessingParameterFile(
             "MODEL", "Meta-model or GeoML classifier", behavior=QgsProcessingParameterFile.Behavior.File,
@@ -50,15 +58,9 @@ class FewShotAlgorithm(GeoMLAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSource(
             "SUPPORT", "Support points", [QgsProcessing.SourceType.TypeVectorPoint]))
         self.addParameter(QgsProcessingParameterField("LABEL_FIELD", "Class field", parentLayerParameterName="SUPPORT"))
-        self.addParameter(P("ADAPT_STEPS", "Adaptation steps (-1 = model default)", P.Type.Integer, -1, minValue=-1))
+        add_spec_params(self, FewShotConfig, "adapt_steps")
         self.add_device_parameter()
-        stride = P("STRIDE", "Stride (pixels between classified windows, 0 = automatic)", P.Type.Integer, 0,
-                   minValue=0)
-        views = QgsProcessingParameterEnum("VIEWS", "Test-time views", options=[str(v) for v in VIEW_COUNTS],
-                                           defaultValue=0)
-        batch = P("BATCH_SIZE", "Batch size", P.Type.Integer, 64, minValue=1)
-        seed = P("SEED", "Random seed", P.Type.Integer, 0, minValue=0)
-        self.add_advanced_parameters(stride, views, batch, seed)
+        add_spec_params(self, FewShotConfig, "stride", "views", "batch_size", "seed")
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classes"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "OUTPUT_CONFIDENCE", "Confidence", optional=True, createByDefault=True))
@@ -68,7 +70,7 @@ class FewShotAlgorithm(GeoMLAlgorithm):
         self.addOutput(QgsProcessingOutputString("METHOD", "Adaptation method"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.fewshot.job import FewShotConfig, run_fewshot
+        from ..core.fewshot.job import run_fewshot
 
         layer = self.input_raster(parameters, context)
         support = self.parameterAsCompatibleSourceLayerPath(parameters, "SUPPORT", context, ["gpkg", "shp"], "gpkg",
@@ -84,8 +86,8 @@ class FewShotAlgorithm(GeoMLAlgorithm):
             output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context) or None,
             adapt_steps=self.parameterAsInt(parameters, "ADAPT_STEPS", context),
             device=self.device(parameters, context),
-            stride=self.parameterAsInt(parameters, "STRIDE", context) or None,
-            views=VIEW_COUNTS[self.parameterAsEnum(parameters, "VIEWS", context)],
+            stride=to_core(FewShotConfig, "stride", self.parameterAsInt(parameters, "STRIDE", context)),
+            views=spec_of(FewShotConfig, "views").choices[self.parameterAsEnum(parameters, "VIEWS", context)],
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
             seed=self.parameterAsInt(parameters, "SEED", context),
         )

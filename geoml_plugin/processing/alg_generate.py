@@ -5,31 +5,33 @@ import re
 
 from qgis.core import (
     QgsProcessingException,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterPoint,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
 )
 
+from ..core.gan.generate import GenerateConfig
+from ..core.spec import spec_of, to_core
 from ..file_filters import MODEL_FILTER
 from ..layer_sources import crs_wkt
 from .base import GeoMLAlgorithm, prepare_loading
+from .spec_params import add_spec_params, build_help, spec_param
 
-STYLES = ["auto", "pseudocolor", "hillshade", "rgb"]
+INTRO = """Makes a georeferenced raster with a GAN model trained by <i>Train GAN</i>.
 
-HELP = """Makes a georeferenced raster with a GAN model trained by <i>Train GAN</i>.
-
-<b>Tile generator models</b> — give <b>Center</b> (a point in any CRS; tiles are centred on it) or <b>Extent</b> (covered completely). <b>Tiles</b> = columns × rows of <b>Tile size</b> pixels (256 by default) around the centre, e.g. 3x2 (3 alone = 3x3). The result is in the model's CRS (or <b>Output CRS</b>) at the model's ground pixel size (or <b>Pixel size</b>: generated at the model's scale, then resampled, so relief keeps its real size), in the training raster's units (e.g. metres). The same <b>Seed</b> gives the same terrain at the same place, and outputs made separately join without seams.
-<b>Translation models</b> (trained with a TARGET) — give <b>Input raster</b>: the whole raster is translated, tile by tile with overlap (each tile's edges are cropped, so tile borders barely show). <i>Scene normalisation</i> uses the input's own band statistics, which helps when the input comes from another sensor or season.
-
-The output is a Float32 GeoTIFF (nodata -9999; a name such as x.png is refused). The model, seed and grid are written into its metadata; a style is saved beside it (terrain colours or hillshade for elevation, RGB for imagery). Points outside the area where a CRS is valid are refused.
 """
+HELP = build_help(
+    INTRO,
+    (GenerateConfig, "tiles"),
+    (GenerateConfig, "scene_normalisation"),
+    "",
+    "The output is a Float32 GeoTIFF (nodata -9999; a name such as x.png is refused). The model, seed and grid are "
+    "written into its metadata; a style is saved beside it (terrain colours or hillshade for elevation, RGB for "
+    "imagery). Points outside the area where a CRS is valid are refused.",
+)
 
 
 def parse_tiles(text: str) -> tuple[int, int]:
@@ -58,30 +60,21 @@ class GenerateAlgorithm(GeoMLAlgorithm):
             "MODEL", "GeoML GAN model", behavior=QgsProcessingParameterFile.Behavior.File, fileFilter=MODEL_FILTER))
         self.addParameter(QgsProcessingParameterPoint("CENTER", "Center (tile generators)", optional=True))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent (instead of Center)", optional=True))
-        self.addParameter(QgsProcessingParameterString("TILES", "Tiles (columns × rows)", defaultValue="1x1"))
-        self.addParameter(QgsProcessingParameterNumber(
-            "TILE_SIZE", "Tile size (pixels)", type=QgsProcessingParameterNumber.Type.Integer, defaultValue=256,
-            minValue=16, maxValue=8192))
-        self.addParameter(QgsProcessingParameterNumber(
-            "PIXEL_SIZE", "Pixel size (output CRS units; 0 = the model's)",
-            type=QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0))
-        self.addParameter(QgsProcessingParameterNumber(
-            "SEED", "Seed", type=QgsProcessingParameterNumber.Type.Integer, defaultValue=0))
+        add_spec_params(self, GenerateConfig, "tiles", "tile_size", "pixel_size", "seed")
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster (translation models)",
                                                             optional=True))
         self.add_device_parameter()
         advanced = [
             QgsProcessingParameterCrs("OUTPUT_CRS", "Output CRS (empty = the model's)", optional=True),
-            QgsProcessingParameterEnum("STYLE", "Style", options=STYLES, defaultValue=0),
-            QgsProcessingParameterBoolean("SCENE_NORMALISATION", "Scene normalisation (translation)",
-                                          defaultValue=False),
-            QgsProcessingParameterString("BANDS", "Input bands (translation; empty = as the model)", optional=True),
+            spec_param(GenerateConfig, "style"),
+            spec_param(GenerateConfig, "scene_normalisation"),
+            spec_param(GenerateConfig, "bands"),
         ]
         self.add_advanced_parameters(*advanced)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Generated raster"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.gan.generate import GenerateConfig, run_generate
+        from ..core.gan.generate import run_generate
 
         center = center_wkt = extent = extent_wkt = None
         if parameters.get("CENTER") not in (None, ""):
@@ -98,14 +91,15 @@ class GenerateAlgorithm(GeoMLAlgorithm):
             model_path=self.parameterAsFile(parameters, "MODEL", context),
             output_path=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
             center=center, center_crs_wkt=center_wkt or "", extent=extent, extent_crs_wkt=extent_wkt or "",
-            crs_wkt=crs_wkt(out_crs), pixel_size=self.parameterAsDouble(parameters, "PIXEL_SIZE", context) or None,
+            crs_wkt=crs_wkt(out_crs),
+            pixel_size=to_core(GenerateConfig, "pixel_size", self.parameterAsDouble(parameters, "PIXEL_SIZE", context)),
             seed=self.parameterAsInt(parameters, "SEED", context),
             tiles=parse_tiles(self.parameterAsString(parameters, "TILES", context)),
             tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
             input_path=layer.source() if layer is not None else None,
             bands=self.parameterAsString(parameters, "BANDS", context) or None,
             scene_normalisation=self.parameterAsBoolean(parameters, "SCENE_NORMALISATION", context),
-            style=STYLES[self.parameterAsEnum(parameters, "STYLE", context)],
+            style=spec_of(GenerateConfig, "style").choices[self.parameterAsEnum(parameters, "STYLE", context)],
             device=self.device(parameters, context),
         )
         result = self.run_job(feedback, lambda fb: run_generate(cfg, fb))

@@ -2,27 +2,33 @@
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
 )
 
-from ..core.gan.architectures import ARCH_LABELS
+from ..core.gan.train import GanTrainConfig
+from ..core.outputs import output_name
+from ..core.spec import spec_of
 from ..file_filters import NEW_GEOML_MODEL
 from .base import GeoMLAlgorithm
+from .spec_params import add_spec_params, build_help
 
-HELP = """Trains a generative model on raster tiles, on the CPU in minutes (faster on a CUDA GPU).
+INTRO = """Trains a generative model on raster tiles, on the CPU in minutes (faster on a CUDA GPU).
 
 <b>Without TARGET</b> — a tile generator that learns the look of INPUT (terrain from a DEM, texture from imagery). Use it with <i>Generate tiles</i> or the interactive map tool: new tiles in the raster's units (e.g. metres), seamless between neighbours.
 <b>With TARGET</b> — a translator INPUT → TARGET learnt on co-registered pixels (pix2pix: e.g. RGB → NIR, imagery → map, DEM → land cover). TARGET is resampled onto INPUT's grid when they differ; they must overlap, and TARGET may not be INPUT with the same bands.
 
-<b>Input bands</b>: e.g. 1,2,3 (empty = all but an alpha band, which stays a nodata mask). <b>Tile size</b>: training crop in pixels: 64 (default), 128 or 256 (any multiple of 16 from 32 to 512, at most the raster size). Random crops are rotated and flipped; crops containing nodata are skipped (TARGET nodata is masked out of the loss).
-<b>Iterations</b> × <b>batch size</b> = tiles seen. The defaults give recognisable results in a few minutes on a CPU.
-<b>Model</b>: a GeoML model file (.safetensors; the extension is added when missing) holding the generator, the normalisation that returns outputs to the original units, the training pixel size and CRS.
-<b>Report</b> (optional, named .png): PNG with training tiles next to generated ones (or input / target / prediction) and the loss curves; the losses are also written beside it as &lt;report&gt;_losses.csv. The report is written before the model; if either fails, neither is left from this run.
 """
+HELP = build_help(
+    INTRO,
+    (GanTrainConfig, "bands"),
+    (GanTrainConfig, "iterations"),
+    "<b>Model</b>: a GeoML model file (.safetensors; the extension is added when missing) holding the generator, "
+    "the normalisation that returns outputs to the original units, the training pixel size and CRS.",
+    "<b>Report</b> (optional, named .png): PNG with training tiles next to generated ones (or input / target / "
+    "prediction) and the loss curves; the losses are also written beside it as &lt;report&gt;_losses.csv. The "
+    "report is written before the model; if either fails, neither is left from this run.",
+)
 
 
 class TrainGanAlgorithm(GeoMLAlgorithm):
@@ -33,43 +39,23 @@ class TrainGanAlgorithm(GeoMLAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster"))
-        self.addParameter(QgsProcessingParameterString("BANDS", "Input bands (e.g. 1,2,3; empty = all but alpha)", optional=True))
+        add_spec_params(self, GanTrainConfig, "bands")
         self.addParameter(QgsProcessingParameterRasterLayer(
             "TARGET", "Target raster (conditional INPUT → TARGET translation)", optional=True))
-        integer = QgsProcessingParameterNumber.Type.Integer
-        self.addParameter(QgsProcessingParameterNumber("TILE_SIZE", "Tile size (pixels: 64, 128, 256)", type=integer,
-                                                       defaultValue=64, minValue=32, maxValue=512))
-        self.addParameter(QgsProcessingParameterNumber("ITERATIONS", "Iterations", type=integer, defaultValue=1000,
-                                                       minValue=1))
-        self.addParameter(QgsProcessingParameterNumber("BATCH_SIZE", "Batch size", type=integer, defaultValue=16,
-                                                       minValue=1))
-        self.addParameter(QgsProcessingParameterEnum("ARCHITECTURE", "Architecture",
-                                                     options=[label for _, label in ARCH_LABELS], defaultValue=0))
+        add_spec_params(self, GanTrainConfig, "tile_size", "iterations", "batch_size", "architecture")
         self.add_device_parameter()
-        self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", type=integer, defaultValue=0,
-                                                       minValue=0))
-        advanced = [
-            QgsProcessingParameterString("TARGET_BANDS", "Target bands (empty = all but alpha)", optional=True),
-            QgsProcessingParameterNumber("L1_WEIGHT", "L1 weight (conditional)",
-                                         type=QgsProcessingParameterNumber.Type.Double, defaultValue=100.0, minValue=0),
-            QgsProcessingParameterNumber("LEARNING_RATE", "Learning rate",
-                                         type=QgsProcessingParameterNumber.Type.Double, defaultValue=2e-4,
-                                         minValue=1e-7, maxValue=1.0),
-        ]
-        self.add_advanced_parameters(*advanced)
+        add_spec_params(self, GanTrainConfig, "seed", "target_bands", "l1_weight", "learning_rate")
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_MODEL", "GeoML model", fileFilter=NEW_GEOML_MODEL))
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_REPORT", "Training report", fileFilter="PNG image (*.png)", optional=True, createByDefault=False))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.gan.train import GanTrainConfig, run_traingan
+        from ..core.gan.train import run_traingan
 
         layer = self.input_raster(parameters, context)
         target = self.parameterAsRasterLayer(parameters, "TARGET", context)
-        model = self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context)
-        if not model.lower().endswith((".safetensors", ".geoml")):
-            model += ".safetensors"
+        model = output_name(self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), "model")
         report = self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context) or None
         cfg = GanTrainConfig(
             input_path=layer.source(), output_model=model, target_path=target.source() if target else None,
@@ -78,7 +64,8 @@ class TrainGanAlgorithm(GeoMLAlgorithm):
             tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
             iterations=self.parameterAsInt(parameters, "ITERATIONS", context),
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
-            architecture=ARCH_LABELS[self.parameterAsEnum(parameters, "ARCHITECTURE", context)][0],
+            architecture=spec_of(GanTrainConfig, "architecture").choices[
+                self.parameterAsEnum(parameters, "ARCHITECTURE", context)],
             l1_weight=self.parameterAsDouble(parameters, "L1_WEIGHT", context),
             learning_rate=self.parameterAsDouble(parameters, "LEARNING_RATE", context),
             device=self.device(parameters, context), seed=self.parameterAsInt(parameters, "SEED", context),

@@ -24,6 +24,8 @@ from ..core.errors import DependencyError, GeoMLError, internal_error_message
 from ..core.progress import Feedback
 from ..paths import icon_path
 
+DEVICE_HELP = "<b>Device</b>: auto uses a CUDA GPU when one is available."
+
 
 def qgis_feedback(feedback: QgsProcessingFeedback) -> Feedback:
     """Adapt Processing's feedback to the core protocol."""

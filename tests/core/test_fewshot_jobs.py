@@ -7,7 +7,7 @@ import torch
 from osgeo import gdal
 
 from geoml_plugin.core.errors import InputError, JobCancelled, ModelFileError
-from geoml_plugin.core.fewshot.job import FewShotConfig, adapt, run_fewshot
+from geoml_plugin.core.fewshot.job import FewShotConfig, adapt, classify, run_fewshot
 from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig, run_metatrain
 from geoml_plugin.core.modelfile import load_state, read_meta, save_model
 from geoml_plugin.core.models import build_model
@@ -93,6 +93,28 @@ def test_fewshot_reads_a_support_layer_and_reports_ignored_points(scene, meta_mo
     assert sum(res.class_counts.values()) == 100
     assert res.support_accuracy > 0.8
     assert any("support points of 4 classes" in m for m in log)
+
+
+def test_classify_is_run_fewshots_second_step_with_its_checks_and_metadata(scene, meta_model, out_dir, tmp_path):
+    """adapt + classify (what the few-shot panel runs) give geoml:fewshot's map, refuse the same outputs, and name
+    the meta-model and the support in the raster's metadata."""
+    import shutil
+
+    support = str(shutil.copy(scene.points, tmp_path / "support.gpkg"))
+    cfg = FewShotConfig(scene.image, meta_model, str(out_dir / "job.tif"), support=support, label_field="class_name",
+                        device="cpu", stride=8, window=(16, 16, 64, 48))
+    job = run_fewshot(cfg)
+    steps = classify(dataclasses.replace(cfg, output_path=str(out_dir / "steps.tif")), adapt(cfg))
+    assert (steps.method, steps.class_counts, steps.pixel_counts) == (job.method, job.class_counts, job.pixel_counts)
+    assert (gdal.Open(steps.output_path).ReadAsArray() == gdal.Open(job.output_path).ReadAsArray()).all()
+    for path in (job.output_path, steps.output_path):
+        md = gdal.Open(path).GetMetadata()
+        assert md["GEOML_MODEL"] == "proto.safetensors"
+        assert md["GEOML_SUPPORT"] == ", ".join(f"{k}: {v}" for k, v in job.class_counts.items())
+    before = open(support, "rb").read()
+    with pytest.raises(InputError, match="is the support layer: writing it would destroy the support layer"):
+        classify(dataclasses.replace(cfg, confidence_path=support), adapt(cfg))
+    assert open(support, "rb").read() == before
 
 
 def test_meta_models_pool_every_block_and_older_two_block_models_still_adapt(scene, meta_model, tmp_path):

@@ -178,6 +178,74 @@ def test_cancel_during_the_full_classification_removes_the_preview(panel, qtbot,
     assert panel.preview_layers == []
 
 
+def add_scene_points(panel, scene, per_class, classes=CLASS_NAMES):
+    """Points of the scene's label layer, clicked as the analyst would (in the canvas CRS)."""
+    layer = panel.rasterLayer.currentLayer()
+    to_canvas = QgsCoordinateTransform(layer.crs(), WEB_MERCATOR, QgsProject.instance())
+    xy, ids = read_label_points(scene.points)
+    for k, name in enumerate(classes, start=1):
+        choose_class(panel, name)
+        for i in np.flatnonzero(ids == k)[:per_class]:
+            panel.add_point(to_canvas.transform(QgsPointXY(*xy[i])))
+
+
+def test_panel_maps_name_the_meta_model_and_the_support_like_geoml_fewshot(panel, qtbot, meta_model, scene,
+                                                                          tmp_path):
+    """The preview and the map run geoml:fewshot's adapt and classify steps (before: predict_raster directly,
+    and the rasters said GEOML_MODEL "in-memory")."""
+    panel.folderWidget.setFilePath(str(tmp_path))
+    try:
+        panel.modelFile.setFilePath(meta_model)
+        add_scene_points(panel, scene, 3)
+        panel.run()
+        qtbot.waitUntil(lambda: panel.task is None, timeout=120_000)
+        assert "Classified 128×128 px" in panel.logView.toPlainText(), panel.logView.toPlainText()
+        support = ", ".join(f"{name}: 3" for name in CLASS_NAMES)
+        for name in ("fewshot_1.tif", "fewshot_1_preview.tif", "fewshot_1_confidence.tif"):
+            md = gdal.Open(str(tmp_path / name)).GetMetadata()
+            assert md["GEOML_MODEL"] == "meta.safetensors" and md["GEOML_SUPPORT"] == support, (name, md)
+    finally:
+        panel.folderWidget.setFilePath("")  # the folder is remembered: later tests write to a temporary one
+
+
+def test_panel_refuses_an_output_that_is_the_input_raster_with_the_jobs_message(panel, qtbot, meta_model, scene,
+                                                                                 tmp_path):
+    import shutil
+
+    from geoml_plugin.core.errors import InputError
+    from geoml_plugin.core.fewshot.job import FewShotConfig
+    from geoml_plugin.core.progress import Feedback
+    from geoml_plugin.gui.fewshot_panel import preview_then_full_jobs
+
+    # the panel's run: its confidence raster would be the raster being mapped
+    raster = tmp_path / "fewshot_1_confidence.tif"
+    shutil.copy(scene.image, raster)
+    before = raster.read_bytes()
+    layer = QgsRasterLayer(str(raster), "image copy", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    panel.rasterLayer.setLayer(layer)
+    panel.folderWidget.setFilePath(str(tmp_path))
+    try:
+        panel.modelFile.setFilePath(meta_model)
+        add_scene_points(panel, scene, 2, CLASS_NAMES[:2])
+        panel.run()
+        qtbot.waitUntil(lambda: panel.task is None, timeout=120_000)
+    finally:
+        panel.folderWidget.setFilePath("")
+    message = f"The output '{raster}' is the input raster: writing it would destroy the input raster."
+    assert message in panel.logView.toPlainText(), panel.logView.toPlainText()
+    assert raster.read_bytes() == before and not (tmp_path / "fewshot_1.tif").exists()
+
+    # the preview step: the same check (before: the panel's preview skipped the job's checks of the model file)
+    pts = [(float(x), float(y), n) for x, y, n in panel.points.in_crs(layer.crs())]
+    cfg = FewShotConfig(scene.image, meta_model, str(tmp_path / "full.tif"), points=pts, device="cpu")
+    preview, _ = preview_then_full_jobs(cfg, (0, 0, 64, 64), 8, (meta_model,))
+    model_before = open(meta_model, "rb").read()
+    with pytest.raises(InputError, match="is the model file: writing it would destroy the model file"):
+        preview(Feedback())
+    assert open(meta_model, "rb").read() == model_before
+
+
 def test_a_model_that_cannot_be_adapted_is_flagged_when_chosen(panel, tmp_path, sample_model):
     from tests.gan_helpers import tiny_generator_model
 

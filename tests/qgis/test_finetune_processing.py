@@ -46,6 +46,16 @@ def test_finetune_then_predict_gives_named_styled_classes(geoml_provider, scene,
     assert gdal.Open(pred["OUTPUT"]).ReadAsArray().max() <= 4
 
 
+def test_a_model_name_without_suffix_gets_safetensors_as_in_train_gan(geoml_provider, scene, out_dir):
+    """Before: geoml:finetune wrote the model as given ('lc', no suffix) while geoml:traingan appended
+    .safetensors; both follow core.outputs.output_name now."""
+    res = _run("geoml:finetune", {"INPUT": scene.image, "LABELS": scene.points, "LABEL_FIELD": "class_name",
+                                  "OUTPUT_MODEL": str(out_dir / "lc"), **{**TINY, "EPOCHS": 1}})
+    model = str(out_dir / "lc.safetensors")
+    assert res["OUTPUT_MODEL"] == model and os.path.exists(model)
+    assert not (out_dir / "lc").exists()
+
+
 def test_segmentation_from_polygons_then_predict_keeps_the_grid_names_and_nodata(geoml_provider, scene, out_dir):
     model = str(out_dir / "seg.safetensors")
     res = _run("geoml:finetune", {"INPUT": scene.image, "LABELS": scene.polygons, "LABEL_FIELD": "class_name",

@@ -31,13 +31,14 @@ import numpy as np
 from ..device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
 from ..errors import InputError, ModelFileError
 from ..modelfile import ModelMeta, load_model, new_provenance, read_meta, save_model
-from ..models.view_sets import check_views
+from ..models.view_sets import VIEW_COUNTS, check_views
 from ..outputs import check_outputs, output_error, temp_sibling
 from ..predict import PredictConfig, PredictResult, choose_bands, predict_raster
 from ..progress import Feedback, ensure_feedback
 from ..raster.classes import make_styled_classes
 from ..raster.io import RasterInfo, RasterReader
 from ..raster.labels import NULL_REASON, LabelSet, extract_patches, is_missing_label, read_vector_labels
+from ..spec import param, validate
 from ..window_scores import default_step
 from .data import normalise_patches
 
@@ -57,14 +58,27 @@ class FewShotConfig:
     points: Optional[list] = None  # … or (x, y, class name) in the raster's CRS (the map tool)
     confidence_path: Optional[str] = None
     output_model: Optional[str] = None  # the adapted classifier, for geoml:predict
-    adapt_steps: int = -1  # -1: the model's default (MAML: its inner steps; prototypical: 50; classifier: 0)
+    # -1: the model's default (MAML: its inner steps; prototypical: 50; classifier: 0)
+    adapt_steps: int = param(-1, label="Adaptation steps (-1 = model default)", minimum=-1, help=(
+        "<b>Adaptation steps</b>: -1 = the model's default. For MAML meta-models, gradient steps from the learnt "
+        "initialisation (default: as meta-trained); for the others, steps of fine-tuning the whole network on the "
+        "support points after the nearest-prototype start (default 50 for prototypical meta-models, 0 — prototypes "
+        "only — for normal classifiers)."))
     adapt_lr: Optional[float] = None  # default: MAML's inner rate; 3e-4 for fine-tuning from prototypes
     device: str = "auto"
-    seed: int = 0
+    seed: int = param(0, label="Random seed", minimum=0, advanced=True)
     window: Optional[tuple] = None  # (x, y, w, h) pixels to classify; default the whole raster
-    stride: Optional[int] = None  # pixels between classified windows (default patch / 8)
-    batch_size: int = 64
-    views: int = 1  # test-time views per window (1, 2, 4 or 8; costs as many forward passes)
+    # pixels between classified windows (default patch / 8)
+    stride: Optional[int] = param(None, kind="int", auto=0, minimum=1, advanced=True,
+                                  label="Stride (pixels between classified windows, 0 = automatic)", help=(
+        "<b>Stride</b> (advanced): pixels between classified windows; 0 = automatic, an eighth of the patch. Each "
+        "pixel takes the classes of the windows around it, weighted toward the nearer ones; meta-models made by "
+        "GeoML 0.9 or later score every window of a tile in one pass."))
+    batch_size: int = param(64, label="Batch size", minimum=1, advanced=True)
+    # test-time views per window (costs as many forward passes)
+    views: int = param(1, choices=VIEW_COUNTS, label="Test-time views", advanced=True, help=(
+        "<b>Test-time views</b> (advanced): average each window over 2, 4 or 8 rotations/reflections: a little more "
+        "accurate, as many times slower."))
     bands: Optional[list] = None  # 1-based raster bands to use; default as geoml:predict chooses them
 
 
@@ -215,6 +229,7 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
     kind = model_kind(meta)
     device = resolve_device(cfg.device)
     check_views(cfg.views)
+    validate(cfg)  # also when the panel calls adapt and classify itself
     with RasterReader(cfg.input_path) as probe:
         bands = choose_bands(meta, probe.info.band_count, bands=cfg.bands, feedback=fb)
     with RasterReader(cfg.input_path, bands) as reader:
@@ -358,17 +373,23 @@ def _adapted_meta(meta: ModelMeta, cfg: FewShotConfig, ls: LabelSet, mean, std, 
 
 
 # -- the job ----------------------------------------------------------------
+def _inputs(cfg: FewShotConfig) -> dict:
+    """What no output may be: the job's inputs, named as the messages name them."""
+    return {"input raster": cfg.input_path, "model file": cfg.model_path, "support layer": cfg.support}
+
+
 def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewShotResult:
-    """Adapt, optionally save the adapted model, and classify the raster."""
+    """Adapt (:func:`adapt`), optionally save the adapted model, and classify the raster (:func:`classify`)."""
     fb = ensure_feedback(feedback)
     t0 = time.perf_counter()
     if not cfg.output_path and not cfg.output_model:
         raise InputError("Nothing to do: give an output raster, an output model, or both.")
-    inputs = {"input raster": cfg.input_path, "model file": cfg.model_path, "support layer": cfg.support}
-    check_outputs((cfg.output_path, cfg.confidence_path, cfg.output_model), inputs)
+    check_outputs((cfg.output_path, cfg.confidence_path, cfg.output_model), _inputs(cfg))  # before adapting
+    check_views(cfg.views)
+    validate(cfg)
     adapted = adapt(cfg, fb.sub(0.0, 0.15))
     t_adapt = time.perf_counter() - t0
-    pred = None
+    result = None
     # The adapted model is written first, to a hidden temporary file (a full disk fails here, before any map
     # is replaced), and renamed into place last (a cancelled or failed classification leaves no model behind).
     model_tmp = None
@@ -376,7 +397,7 @@ def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewS
         model_tmp = save_model(temp_sibling(cfg.output_model, ".safetensors"), adapted.model, adapted.meta)
     try:
         if cfg.output_path:
-            pred = _classify(cfg, adapted, fb)
+            result = classify(cfg, adapted, fb.sub(0.15, 0.99))
         if model_tmp:
             try:
                 os.replace(model_tmp, cfg.output_model)
@@ -386,24 +407,43 @@ def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewS
     finally:
         if model_tmp and os.path.exists(model_tmp):
             os.remove(model_tmp)
-    device = resolve_device(cfg.device)
-    return FewShotResult(
-        output_path=pred.output_path if pred else None, confidence_path=pred.confidence_path if pred else None,
-        output_model=os.path.abspath(cfg.output_model) if cfg.output_model else None, method=adapted.method,
-        classes=[c.name for c in adapted.meta.classes], class_counts=adapted.class_counts,
-        pixel_counts=pred.class_counts if pred else {}, support_accuracy=adapted.support_accuracy,
-        adapt_seconds=t_adapt, seconds=time.perf_counter() - t0, device=describe_device(device), prediction=pred,
-    )
+    if result is None:
+        result = _result(cfg, adapted, None, 0.0)
+    result.output_model = os.path.abspath(cfg.output_model) if cfg.output_model else None
+    result.adapt_seconds, result.seconds = t_adapt, time.perf_counter() - t0
+    return result
 
 
-def _classify(cfg: FewShotConfig, adapted: Adapted, fb: Feedback):
-    """Classify ``cfg.input_path`` with the adapted model (``predict_raster``)."""
+def classify(cfg: FewShotConfig, adapted: Adapted, feedback: Optional[Feedback] = None) -> FewShotResult:
+    """Classify ``cfg.input_path`` (``cfg.window``, or the whole raster) with an :func:`adapt`-ed model into
+    ``cfg.output_path`` (and ``cfg.confidence_path``) with ``predict_raster``, after the job's output checks.
+
+    The step ``run_fewshot`` takes after :func:`adapt`; the few-shot panel calls it for its preview (a
+    ``dataclasses.replace`` of the config with the visible window and a coarse stride) and for its full map, so
+    every few-shot raster gets the same checks and names the meta-model it was adapted from
+    (``GEOML_MODEL``) and its support points (``GEOML_SUPPORT``). ``cfg.output_model`` is not written here."""
+    fb = ensure_feedback(feedback)
+    t0 = time.perf_counter()
+    if not cfg.output_path:
+        raise InputError("No output raster was given.")
+    check_outputs((cfg.output_path, cfg.confidence_path), _inputs(cfg))
     # meta-models average their views themselves (model.views, set in adapt); a classifier's are predict's
     base_kind = adapted.meta.extra.get("fewshot_adapted", {}).get("base_kind")
     pcfg = PredictConfig(cfg.input_path, cfg.model_path, cfg.output_path, cfg.confidence_path, device=cfg.device,
                          batch_size=cfg.batch_size, stride=cfg.stride, bands=adapted.meta.band_indices,
                          window=cfg.window, views=cfg.views if base_kind == "classifier" else 1)
-    return predict_raster(adapted.model, adapted.meta, pcfg, fb.sub(0.15, 0.99))
+    pred = predict_raster(adapted.model, adapted.meta, pcfg, fb)
+    return _result(cfg, adapted, pred, time.perf_counter() - t0)
+
+
+def _result(cfg: FewShotConfig, adapted: Adapted, pred: Optional[PredictResult], seconds: float) -> FewShotResult:
+    return FewShotResult(
+        output_path=pred.output_path if pred else None, confidence_path=pred.confidence_path if pred else None,
+        output_model=None, method=adapted.method, classes=[c.name for c in adapted.meta.classes],
+        class_counts=adapted.class_counts, pixel_counts=pred.class_counts if pred else {},
+        support_accuracy=adapted.support_accuracy, adapt_seconds=0.0, seconds=seconds,
+        device=describe_device(resolve_device(cfg.device)), prediction=pred,
+    )
 
 
 def clone_adapted(adapted: Adapted) -> Adapted:

@@ -33,7 +33,9 @@ from ..progress import Feedback, ensure_feedback
 from ..raster.classes import make_classes
 from ..raster.io import raster_info
 from ..schedule import warmup_cosine
+from ..spec import param, validate
 from ..window_scores import default_step
+from .choices import ALGORITHM_CHOICES, BACKBONE_CHOICES
 from .data import load_patch_bank
 from .episodes import EpisodeSampler, PatchBank, holdout_split
 
@@ -51,19 +53,33 @@ class MetaTrainConfig:
     labels: str  # point/polygon layer covering the rasters
     label_field: str
     output_model: str
-    algorithm: str = "protonet"
-    ways: int = 4
-    shots: int = 5
-    query: int = 5
-    inner_steps: int = 5  # MAML only
-    inner_lr: float = 0.1  # MAML only
-    meta_batch: int = 1  # episodes per meta-update (on EuroSAT more updates of one episode beat fewer of four)
-    iterations: int = 800
-    backbone: str = "small_cnn"
-    patch_size: int = 64
-    learning_rate: float = 1e-3
+    algorithm: str = param("protonet", choices=ALGORITHM_CHOICES, label="Algorithm", help=(
+        "<b>Algorithm</b>: prototypical networks (each class = the mean of its examples; fastest and most accurate: "
+        "on EuroSAT, with 5 points per class of classes never seen in training, 87 % against 69 % for first-order "
+        "MAML trained with the same seed), MAML or first-order MAML (learns an initialisation that a few gradient "
+        "steps adapt; INNER_STEPS and INNER_LR apply to MAML only)."))
+    ways: int = param(4, label="Classes per episode (WAYS)", minimum=2, help=(
+        "<b>WAYS / SHOTS / QUERY</b>: classes per episode, support and query patches per class. Every class used "
+        "needs at least SHOTS + QUERY labelled patches."))
+    shots: int = param(5, label="Support patches per class (SHOTS)", minimum=1, help_of="ways")
+    query: int = param(5, label="Query patches per class (QUERY)", minimum=1, help_of="ways")
+    inner_steps: int = param(5, label="MAML inner steps", minimum=1, help_of="algorithm")  # MAML only
+    # MAML only; above 0: the core's range (Processing stopped at 1e-6 before the specification)
+    inner_lr: float = param(0.1, label="MAML inner learning rate", minimum=0.0, minimum_exclusive=True,
+                            help_of="algorithm")
+    # episodes per meta-update (on EuroSAT more updates of one episode beat fewer of four)
+    meta_batch: int = param(1, label="Episodes per update (META_BATCH)", minimum=1, help=(
+        "<b>META_BATCH</b>: episodes per update. <b>ITERATIONS</b>: updates. The defaults (800 updates of one 4-way "
+        "5-shot episode with 5 queries per class) train a prototypical model in about a minute and a half on a "
+        "2-core CPU for 64 px patches; MAML takes several times longer. More iterations or episodes per update make "
+        "the model better at its training classes but, measured on EuroSAT, not at new ones."))
+    iterations: int = param(800, label="Iterations", minimum=1, help_of="meta_batch")
+    backbone: str = param("small_cnn", choices=BACKBONE_CHOICES, label="Network")
+    patch_size: int = param(64, label="Patch size (pixels)", minimum=8, maximum=512, help=(
+        "<b>Patch size</b>: pixels around each label the model sees."))
+    learning_rate: float = param(1e-3, label="Meta learning rate", minimum=1e-6, advanced=True)
     device: str = "auto"
-    seed: int = 0
+    seed: int = param(0, label="Random seed", minimum=0, advanced=True)
     bands: Optional[list] = None
     val_fraction: float = 0.2
     val_episodes: int = 100
@@ -102,6 +118,7 @@ def validate_config(cfg: MetaTrainConfig) -> None:
         raise InputError("PATCH_SIZE must be at least 8 pixels.")
     if not isinstance(cfg.rasters, (list, tuple)) or not cfg.rasters:
         raise InputError("No training raster was given.")
+    validate(cfg, skip=("inner_steps", "inner_lr") if cfg.algorithm == "protonet" else ())
     inputs = {f"training raster {i + 1}" if len(cfg.rasters) > 1 else "training raster": r
               for i, r in enumerate(cfg.rasters)}
     check_outputs([cfg.output_model], {**inputs, "labels": cfg.labels})

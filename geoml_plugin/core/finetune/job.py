@@ -28,8 +28,10 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import InputError
+from ..outputs import sidecar_name
 from ..progress import Feedback, ensure_feedback
-from .backbones import BACKBONES
+from ..spec import param, validate
+from .backbones import BACKBONE_LABELS, BACKBONES
 
 TASKS = ("classification", "segmentation", "regression")
 AUTO_EPOCH_SAMPLES = 100_000  # automatic epochs: about this many patches seen in all
@@ -40,26 +42,74 @@ MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 100
 class FinetuneConfig:
     input_path: str
     labels: str  # vector layer source (points/polygons) or label/target raster
-    label_field: str = ""  # class or value field of a vector layer; unused for rasters
+    # class or value field of a vector layer; unused for rasters
+    label_field: str = param("", optional=True, label="Label field (class or value; empty for a label raster)", help=(
+        "<b>Label field</b>: the name of the field holding the class (name or number), or a numeric value for "
+        "regression; a wrong name gets a message listing the layer's fields. Not used with a label raster."))
     output_model: str = ""
-    input_bands: Optional[list] = None  # 1-based; default all bands but alpha bands
-    task: str = "classification"
-    backbone: str = "small_resnet"
-    weights: str = "none"  # 'none', 'imagenet', a catalogue name (weights_catalog.py) or a GeoML model file
-    download_weights: bool = False  # a catalogue entry not cached may be downloaded (the user's consent)
-    weight_bands: Optional[list] = None  # per band used: the weights' band name, '' / '-' = unknown; None = auto
+    # 1-based; default all bands but alpha bands
+    input_bands: Optional[list] = param(None, kind="bands", label="Bands (default all but alpha)", help=(
+        "<b>Input raster</b> and <b>bands</b> (default all but an alpha band, which stays a nodata mask). Per-band "
+        "statistics are stored in the model and applied at prediction."))
+    task: str = param("classification", choices=TASKS, label="Task", help=(
+        "<b>Task</b>: classification (one class per patch), segmentation (a class per pixel, U-Net), regression "
+        "(a value per patch from points/polygons, per pixel from a target raster)."))
+    backbone: str = param("small_resnet", choices=[(b, BACKBONE_LABELS[b]) for b in BACKBONES], label="Backbone",
+                          help=(
+        "<b>Backbone</b>: the small residual CNN trains in minutes on a CPU; ResNet-18/34/50 are torchvision's, "
+        "adapted to any band count."))
+    # 'none', 'imagenet', a catalogue name (weights_catalog.py) or a GeoML model file
+    weights: str = param("none", label="Starting weights: none, imagenet, a catalogue name, or an earlier GeoML "
+                         "model file", help=(
+        "<b>Weights</b>: <i>none</i> (from scratch), <i>imagenet</i> (torchvision's ImageNet weights of the chosen "
+        "ResNet), a name from GeoML's weights catalogue (e.g. <i>resnet18_sentinel2_all_moco</i>, "
+        "<i>resnet50_sentinel2_all_dino</i>, <i>resnet18_sentinel2_rgb_seco</i>, <i>resnet18_landsat_oli_sr_moco</i>; "
+        "the <i>Weights…</i> manager lists them with bands, size and licence), or the path of an earlier GeoML model "
+        "file with the same backbone and bands (transfer: its backbone, a new head). Catalogue weights are read from "
+        "the torch cache (TORCH_HOME/hub/checkpoints)."))
+    # a catalogue entry not cached may be downloaded (the user's consent)
+    download_weights: bool = param(False, label="Download catalogue weights that are not cached (checksum verified)",
+                                   help=(
+        "<b>Download weights</b> (default no): a job downloads missing catalogue weights only when this is yes; then "
+        "the file's SHA-256 is checked before it is cached, an interrupted download resumes, and the standard proxy "
+        "variables (http_proxy, https_proxy, no_proxy) are used. Without it the message names the file, its URL, its "
+        "checksum and the folder to copy it into."))
+    # per band used: the weights' band name, '' / '-' = unknown; None = auto
+    weight_bands: Optional[list] = param(None, kind="str", optional=True, advanced=True, label=(
+        "Weight bands: the weights' band of each band used (e.g. B04,B03,B02; '-' = unknown; empty = from band "
+        "descriptions)"), help=(
+        "<b>Weight bands</b>: which band of the weights each selected band is, comma-separated in band order (e.g. "
+        "<i>B04,B03,B02,B08</i>; <i>-</i> for a band the weights do not know). Empty: read from the raster's band "
+        "descriptions (B4, B04, B8A, red…); with no names, a raster with the weights' band count is taken in their "
+        "order. Named bands take their pretrained first-layer kernels and the scaling the weights expect (e.g. "
+        "Sentinel-2 reflectance ÷ 10000), which is stored in the model file and applied by prediction; other bands "
+        "take the mean kernel and the raster's statistics."))
     proxies: Optional[dict] = None  # download proxies ({'https': url}); None = the standard proxy variables
-    patch_size: int = 64
-    epochs: int = 0  # 0 = automatic (about 100 000 patches seen, 5–100 epochs)
-    batch_size: int = 32
-    learning_rate: float = 0.0  # 0 = automatic (3e-3 from scratch, 1e-3 from pretrained weights)
-    validation_fraction: float = 0.2
-    freeze_backbone: bool = False
-    augment: bool = True
+    patch_size: int = param(64, label="Patch size (pixels)", minimum=8, maximum=1024)
+    # 0 = automatic (about 100 000 patches seen, 5–100 epochs)
+    epochs: int = param(0, label="Epochs (0 = automatic)", minimum=0, maximum=10000, help=(
+        "<b>Epochs</b> 0 and <b>learning rate</b> 0 choose automatically. <b>Validation fraction</b>: share of the "
+        "labelled features kept apart, per class, for the metrics (0 = none)."))
+    batch_size: int = param(32, label="Batch size", minimum=2, maximum=4096)
+    # 0 = automatic (3e-3 from scratch, 1e-3 from pretrained weights)
+    learning_rate: float = param(0.0, label="Learning rate (0 = automatic)", minimum=0.0, maximum=1.0,
+                                 help_of="epochs")
+    # below 1: the core's range (Processing and the dialog stopped at 0.9 before the specification)
+    validation_fraction: float = param(0.2, label="Validation fraction (stratified; 0 = none)", minimum=0.0,
+                                       maximum=1.0, maximum_exclusive=True, advanced=True, help_of="epochs")
+    freeze_backbone: bool = param(False, label="Freeze the backbone (train the head only)", advanced=True,
+                                  help_of="augment")
+    augment: bool = param(True, label="Augment (shifts, flips, 90° rotations; contrast jitter for classes)",
+                          advanced=True, help=(
+        "<b>Augment</b>: random shifts, flips and 90° rotations; for classes also a mild contrast/brightness "
+        "jitter. <b>Freeze backbone</b>: train only the head, the backbone's weights and normalisation statistics "
+        "stay as loaded (fast; for pretrained weights and very few labels)."))
     device: str = "auto"
-    seed: int = 0
+    seed: int = param(0, label="Random seed", minimum=0, advanced=True)
     output_report: Optional[str] = None  # HTML; metrics JSON beside it
-    max_raster_samples: int = 2000  # label rasters: patches sampled at most
+    # label rasters: patches sampled at most
+    max_raster_samples: int = param(2000, name="MAX_SAMPLES", label="Label rasters: patches sampled at most",
+                                    minimum=10, advanced=True)
     checkpoint_dir: Optional[str] = None  # an existing folder: a checkpoint after every epoch (checkpoint.py)
     resume: bool = False  # continue from the checkpoint in checkpoint_dir when there is one
 
@@ -155,17 +205,16 @@ def auto_learning_rate(cfg: FinetuneConfig) -> float:
 def report_path_for(model_path: str) -> str:
     """Where the dialog puts the HTML report of the model ``model_path``: ``x_report.html`` for
     ``x.safetensors`` (its metrics JSON, ``x_report.json``, goes beside it)."""
-    return os.path.splitext(model_path)[0] + "_report.html"
+    return sidecar_name(model_path, "finetune_report")
 
 
 def map_paths_for(model_path: str, task: str) -> list:
     """The rasters the dialog writes beside ``model_path`` when it classifies the raster with the new model:
     ``x_classes.tif`` and ``x_confidence.tif`` for ``x.safetensors`` (classification, segmentation), or
     ``x_values.tif`` (regression: no confidence raster)."""
-    stem = os.path.splitext(model_path)[0]
     if task == "regression":
-        return [f"{stem}_values.tif"]
-    return [f"{stem}_classes.tif", f"{stem}_confidence.tif"]
+        return [sidecar_name(model_path, "values")]
+    return [sidecar_name(model_path, "classes"), sidecar_name(model_path, "confidence")]
 
 
 def output_paths(cfg: FinetuneConfig, classify: bool = False) -> list:
@@ -199,6 +248,7 @@ def check_config(cfg: FinetuneConfig) -> None:
         raise InputError("VALIDATION_FRACTION must be at least 0 and below 1 (0.2 keeps a fifth of the labels apart).")
     if not cfg.labels:
         raise InputError("No labels were given.", "Choose a points or polygons layer, or a label raster.")
+    validate(cfg)
     if cfg.checkpoint_dir and not os.path.isdir(cfg.checkpoint_dir):
         raise InputError(f"The checkpoint folder '{cfg.checkpoint_dir}' does not exist.")
     if cfg.resume and not cfg.checkpoint_dir:
@@ -478,17 +528,14 @@ def _report_paths(cfg: FinetuneConfig) -> tuple:
 
 
 def _write_outputs(cfg: FinetuneConfig, model, meta, result: FinetuneResult) -> None:
-    """Report first, model last; on any failure the report files are as before this run."""
+    """Report first, model last; on any failure the report files are as before this run (an earlier run's report
+    comes back: before, it was deleted)."""
     from ..modelfile import save_model
-    from ..outputs import restore_files, snapshot_files
+    from ..outputs import write_report_then_model
     from .report import write_report
 
-    reports = output_paths(cfg)[1:]  # the report and its metrics JSON, when asked for
-    saved = snapshot_files(reports)  # an earlier run's report comes back if this one fails (before: it was deleted)
-    try:
-        if cfg.output_report:
-            result.report_path, result.metrics_path = write_report(cfg.output_report, result, meta)
-        save_model(cfg.output_model, model, meta)
-    except BaseException:
-        restore_files(saved)
-        raise
+    def report():
+        result.report_path, result.metrics_path = write_report(cfg.output_report, result, meta)
+
+    write_report_then_model(output_paths(cfg)[1:], report if cfg.output_report else None,  # the report, its JSON
+                            lambda: save_model(cfg.output_model, model, meta))

@@ -14,7 +14,7 @@ import html
 import json
 import os
 
-from ..outputs import write_text_atomic
+from ..outputs import sidecar_name, write_text_atomic
 from .metrics import format_r2
 
 _W, _H, _PAD = 520, 240, 56
@@ -165,7 +165,7 @@ def render_html(result, meta) -> str:
 def metrics_path(report_path: str) -> str:
     """The metrics JSON that :func:`write_report` writes beside the HTML report ``report_path``: same name,
     ``.json``."""
-    return os.path.splitext(report_path)[0] + ".json"
+    return sidecar_name(report_path, "metrics")
 
 
 def write_report(path: str, result, meta) -> tuple[str, str]:

@@ -42,6 +42,7 @@ from ..raster.georef import (
     transform_point,
 )
 from ..raster.io import RasterReader, RasterWriter
+from ..spec import param, validate
 from .latent_field import FieldDecoder
 
 MAX_PIXELS = 200_000_000
@@ -58,14 +59,31 @@ class GenerateConfig:
     extent: Optional[tuple] = None  # (xmin, ymin, xmax, ymax) in extent_crs_wkt; instead of CENTER
     extent_crs_wkt: str = ""
     crs_wkt: str = ""  # output CRS; default: the model's training CRS
-    pixel_size: Optional[float] = None  # output CRS units; default: the model's ground pixel size
-    seed: int = 0
-    tiles: tuple = (1, 1)  # columns × rows of tile_size px, centred on CENTER
-    tile_size: int = 256
+    # output CRS units; default: the model's ground pixel size (0 in the shells)
+    pixel_size: Optional[float] = param(None, kind="float", auto=0.0, minimum=0.0, minimum_exclusive=True,
+                                        label="Pixel size (output CRS units; 0 = the model's)", help_of="tiles")
+    seed: int = param(0, label="Seed", help_of="tiles")
+    # columns × rows of tile_size px, centred on CENTER (the shells show it as text: 3x2)
+    tiles: tuple = param((1, 1), kind="tiles", label="Tiles (columns × rows)", help=(
+        "<b>Tile generator models</b> — give <b>Center</b> (a point in any CRS; tiles are centred on it) or "
+        "<b>Extent</b> (covered completely). <b>Tiles</b> = columns × rows of <b>Tile size</b> pixels (256 by "
+        "default) around the centre, e.g. 3x2 (3 alone = 3x3). The result is in the model's CRS (or <b>Output "
+        "CRS</b>) at the model's ground pixel size (or <b>Pixel size</b>: generated at the model's scale, then "
+        "resampled, so relief keeps its real size), in the training raster's units (e.g. metres). The same "
+        "<b>Seed</b> gives the same terrain at the same place, and outputs made separately join without seams."))
+    tile_size: int = param(256, label="Tile size (pixels)", minimum=16, maximum=8192, help_of="tiles")
     input_path: Optional[str] = None  # translation models: the raster to translate
-    bands: Optional[list] = None  # translation: INPUT bands (default as the model)
-    scene_normalisation: bool = False  # translation: use INPUT's own band statistics (sensor/season drift)
-    style: str = "auto"
+    # translation: INPUT bands (default as the model)
+    bands: Optional[list] = param(None, kind="str", optional=True, advanced=True,
+                                  label="Input bands (translation; empty = as the model)",
+                                  help_of="scene_normalisation")
+    # translation: use INPUT's own band statistics (sensor/season drift)
+    scene_normalisation: bool = param(False, label="Scene normalisation (translation)", advanced=True, help=(
+        "<b>Translation models</b> (trained with a TARGET) — give <b>Input raster</b>: the whole raster is "
+        "translated, tile by tile with overlap (each tile's edges are cropped, so tile borders barely show). "
+        "<i>Scene normalisation</i> uses the input's own band statistics, which helps when the input comes from "
+        "another sensor or season."))
+    style: str = param("auto", choices=STYLES, label="Style", advanced=True)
     device: str = "auto"
 
 
@@ -315,6 +333,7 @@ def run_generate(cfg: GenerateConfig, feedback: Optional[Feedback] = None) -> Ge
     if cfg.style not in STYLES:
         raise InputError(f"Unknown style '{cfg.style}'.", f"Choose one of {', '.join(STYLES)}.")
     check_outputs([cfg.output_path], {"model file": cfg.model_path, "input raster": cfg.input_path})
+    validate(cfg)
     if meta.task == "translation":
         return _translate(cfg, meta, fb, t0)
     if cfg.input_path and cfg.center is None and cfg.extent is None:

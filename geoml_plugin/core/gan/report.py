@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal
 
-from ..outputs import write_text_atomic
+from ..outputs import sidecar_name, write_text_atomic
 from ..raster.styles import TERRAIN
 
 
@@ -131,7 +131,7 @@ def _save_matplotlib(path: str, grid: np.ndarray, row_titles: list, losses: dict
 def losses_path(report_path: str) -> str:
     """The loss table that :func:`write_report` writes beside the PNG report ``report_path``:
     ``<report minus .png>_losses.csv``."""
-    return os.path.splitext(report_path)[0] + "_losses.csv"
+    return sidecar_name(report_path, "losses")
 
 
 def write_report(path: str, rows: list, row_titles: list, losses: dict, title: str = "",

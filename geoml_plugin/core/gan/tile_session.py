@@ -20,7 +20,7 @@ from typing import Optional
 from osgeo import gdal
 
 from ..errors import InputError
-from ..outputs import output_error, temp_sibling, write_text_atomic
+from ..outputs import output_error, sidecar_name, temp_sibling, write_text_atomic
 from ..raster.georef import check_point_valid
 from .generate import GridPlan, TileSource
 
@@ -93,7 +93,7 @@ class TileSession:
         except BaseException:
             made = [p for p in (self.tiles.pop(key, None) for key in todo) if p]
             # tidying up only (best effort): the user must read why the tiles failed, not a refused delete
-            _remove_quietly([f for p in made for f in (p, os.path.splitext(p)[0] + ".qml")])
+            _remove_quietly([f for p in made for f in (p, sidecar_name(p, "style"))])
             raise
 
     def rebuild_mosaic(self) -> str:
@@ -150,7 +150,7 @@ class TileSession:
         paths = [self.mosaic_path] if self.mosaic_path else []
         for key in added:
             path = self.tiles.pop(key, None)
-            paths += [path, os.path.splitext(path)[0] + ".qml"] if path else []
+            paths += [path, sidecar_name(path, "style")] if path else []
         _remove_quietly(paths)
         self.mosaic_path = previous
         if previous in self._superseded:
@@ -160,7 +160,7 @@ class TileSession:
         """Delete every file of this session: tiles with their styles, mosaics, mosaic styles (a session that
         never showed on the map). Best effort: a file that cannot be deleted is left, not an error."""
         tiles = list(self.tiles.values())
-        paths = [f for t in tiles for f in (t, os.path.splitext(t)[0] + ".qml")]
+        paths = [f for t in tiles for f in (t, sidecar_name(t, "style"))]
         paths += [self.mosaic_path] if self.mosaic_path else []
         _remove_quietly(paths + self._superseded + sorted(self._styles))
         self.tiles, self.mosaic_path, self._superseded, self._styles = {}, None, [], set()

@@ -22,11 +22,13 @@ import numpy as np
 from ..device import describe_device, resolve_device, seed_everything
 from ..errors import InputError
 from ..modelfile import ModelMeta, new_provenance, save_model
-from ..outputs import check_not_an_input, check_outputs, check_writable
+from ..outputs import check_not_an_input, check_outputs, check_writable, sidecar_name, write_report_then_model
 from ..progress import Feedback, ensure_feedback
 from ..raster.georef import ground_metres_per_unit
 from ..raster.io import RasterReader, band_units
+from ..spec import param, validate
 from . import metrics as gan_metrics
+from .architectures import ARCH_LABELS
 from .data import TileSampler, align_target, release
 from .report import losses_path, tile_to_rgb, write_report
 from .trainers import CONDITIONAL, UNCONDITIONAL, Pix2PixTrainer, TileGanTrainer
@@ -41,16 +43,28 @@ class GanTrainConfig:
     input_path: str
     output_model: str
     target_path: Optional[str] = None  # given: conditional INPUT → TARGET translation
-    bands: Optional[list] = None  # 1-based INPUT bands (default all but alpha bands)
-    target_bands: Optional[list] = None  # 1-based TARGET bands (default all but alpha bands)
-    tile_size: int = 64
-    iterations: int = 1000
-    batch_size: int = 16
-    architecture: str = "auto"  # auto | dcgan_sn | wgan_gp | pix2pix | unet_l1
-    l1_weight: float = 100.0  # conditional: weight of the L1 term against the adversarial term
-    learning_rate: float = 2e-4
+    # 1-based INPUT bands, or "1,2,3" (default all but alpha bands)
+    bands: Optional[list] = param(None, kind="str", optional=True,
+                                  label="Input bands (e.g. 1,2,3; empty = all but alpha)", help=(
+        "<b>Input bands</b>: e.g. 1,2,3 (empty = all but an alpha band, which stays a nodata mask). <b>Tile "
+        "size</b>: training crop in pixels: 64 (default), 128 or 256 (any multiple of 16 from 32 to 512, at most the "
+        "raster size). Random crops are rotated and flipped; crops containing nodata are skipped (TARGET nodata is "
+        "masked out of the loss)."))
+    # 1-based TARGET bands (default all but alpha bands)
+    target_bands: Optional[list] = param(None, kind="str", optional=True, advanced=True,
+                                         label="Target bands (empty = all but alpha)")
+    tile_size: int = param(64, label="Tile size (pixels: 64, 128, 256)", minimum=MIN_TILE, maximum=MAX_TILE,
+                           help_of="bands")
+    iterations: int = param(1000, label="Iterations", minimum=1, help=(
+        "<b>Iterations</b> × <b>batch size</b> = tiles seen. The defaults give recognisable results in a few minutes "
+        "on a CPU."))
+    batch_size: int = param(16, label="Batch size", minimum=1, help_of="iterations")
+    architecture: str = param("auto", choices=ARCH_LABELS, label="Architecture")
+    # conditional: weight of the L1 term against the adversarial term
+    l1_weight: float = param(100.0, label="L1 weight (conditional)", minimum=0.0, advanced=True)
+    learning_rate: float = param(2e-4, label="Learning rate", minimum=1e-7, maximum=1.0, advanced=True)
     device: str = "auto"
-    seed: int = 0
+    seed: int = param(0, label="Random seed", minimum=0)
     report_path: Optional[str] = None  # PNG: samples + loss curves (and a _losses.csv beside it)
     generator_widths: Optional[list] = None  # advanced: network size (default per architecture)
     critic_widths: Optional[list] = None
@@ -73,7 +87,7 @@ class GanTrainResult:
 def report_path_for(model_path: str) -> str:
     """Where the dialog puts the PNG report of the model ``model_path``: ``x_report.png`` for ``x.safetensors``
     (its loss table, ``x_report_losses.csv``, goes beside it)."""
-    return os.path.splitext(model_path)[0] + "_report.png"
+    return sidecar_name(model_path, "gan_report")
 
 
 def output_paths(cfg: GanTrainConfig) -> list:
@@ -105,6 +119,7 @@ def _validate(cfg: GanTrainConfig) -> str:
         raise InputError("ITERATIONS must be at least 1.")
     if cfg.batch_size < 1:
         raise InputError("BATCH_SIZE must be at least 1.")
+    validate(cfg, skip=("architecture",))  # checked above, in any letter case
     inputs = {"input raster": cfg.input_path, "target raster": cfg.target_path}
     check_outputs([cfg.output_model], inputs)
     if cfg.report_path:
@@ -193,7 +208,10 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
         samples, rows, titles = _evaluate(cfg, trainer, sampler, eval_batch, metrics, reader, tgt_std)
         meta = _meta(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_std, eval_batch, samples,
                      metrics)
-        _write_outputs(cfg, arch, trainer, meta, rows, titles, losses, fb)
+        fb.progress(0.99, "saving")  # the last point where a cancel stops the job: after it, the outputs are written
+        # report first, model last; if either fails, the report and loss table are as before this run
+        write_report_then_model(output_paths(cfg)[1:], _report_writer(cfg, arch, rows, titles, losses),
+                                lambda: save_model(cfg.output_model, trainer.ema, meta))
     finally:
         reader.close()
         if treader is not None:
@@ -206,23 +224,13 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
                           meta.task, arch, cfg.iterations, secs, str(device), metrics, losses)
 
 
-def _write_outputs(cfg, arch, trainer, meta, rows, titles, losses, fb) -> None:
-    """Report first, model last; if either fails, the report files are as before this run (an earlier
-    run's report comes back; none where there was none). The model is replaced only when complete."""
-    from ..outputs import restore_files, snapshot_files
-
-    reports = output_paths(cfg)[1:]  # the report and its loss table, when asked for
-    saved = snapshot_files(reports)
-    fb.progress(0.99, "saving")  # the last point where a cancel stops the job: after it, the outputs are written
-    try:
-        if cfg.report_path:
-            title = f"GeoML {arch}: {os.path.basename(cfg.input_path)}" + (
-                f" → {os.path.basename(cfg.target_path)}" if cfg.target_path else "") + f", {cfg.iterations} it."
-            write_report(cfg.report_path, rows, titles, losses, title)
-        save_model(cfg.output_model, trainer.ema, meta)
-    except BaseException:
-        restore_files(saved)
-        raise
+def _report_writer(cfg, arch, rows, titles, losses):
+    """The step that writes the PNG report and its loss table (None when no report was asked for)."""
+    if not cfg.report_path:
+        return None
+    title = f"GeoML {arch}: {os.path.basename(cfg.input_path)}" + (
+        f" → {os.path.basename(cfg.target_path)}" if cfg.target_path else "") + f", {cfg.iterations} it."
+    return lambda: write_report(cfg.report_path, rows, titles, losses, title)
 
 
 def _make_trainer(cfg, arch, in_bands, out_bands, device):

@@ -28,7 +28,7 @@ import numpy as np
 from osgeo import gdal, osr
 
 from ..errors import InputError, RasterError
-from ..outputs import check_writable, output_error, restore_files, snapshot_files, temp_sibling
+from ..outputs import check_writable, output_error, restore_files, sidecar_name, snapshot_files, temp_sibling
 
 # Bytes read or written through one dataset between two flushes of its GDAL block cache.
 FLUSH_BYTES = 16 * 1024 * 1024
@@ -562,7 +562,7 @@ class RasterWriter:
         sidecars are put back, so an earlier raster never ends up beside this run's style or categories."""
         self.prepare()
         aux_tmp, aux = self.tmp + ".aux.xml", self.path + ".aux.xml"
-        qml_path = os.path.splitext(self.path)[0] + ".qml"
+        qml_path = sidecar_name(self.path, "style")
         saved = snapshot_files([aux] + ([qml_path] if self._qml_tmp else []))
         try:
             if os.path.exists(aux_tmp):

@@ -2,8 +2,9 @@
 in the background with live output and Cancel, and makes the result usable
 in this QGIS session without a restart where possible.
 
-The work is :func:`installer.run_plan` in a :class:`GeoMLTask`; this module
-only shows the plan, the log and the outcome.
+The work is :func:`installer.run_plan` in a background task (its lifecycle:
+:class:`~geoml_plugin.gui.task_controller.TaskController`); this module only
+shows the plan, the log and the outcome.
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from ...core.errors import GeoMLError
 from ...deps import detect, installer
 from ...deps.gpu_driver import detect_nvidia
 from ...deps.interpreter import python_executable
-from ...tasks import GeoMLTask, start_task
+from ...tasks import GeoMLTask
 from ..forms import load_ui
 from ..messages import ask_about_running, push_to_bar
 from ..single_instance import main_window, show_single
+from ..task_controller import TaskController, current_task_property, failure_text
 from .badge import check_in_background, collect_diagnostics
 
 FORM = load_ui("installer_dialog.ui")
@@ -59,6 +61,7 @@ def _color(text: str, color: str) -> str:
 
 class InstallerDialog(QDialog, FORM):
     installed = pyqtSignal(object)  # installer.InstallResult
+    task = current_task_property()  # the running install, None when idle
 
     def __init__(self, plugin=None, parent=None, target=None, packages=None, source: str = "",
                  extra_env: Optional[dict] = None):
@@ -72,7 +75,7 @@ class InstallerDialog(QDialog, FORM):
         self.target = target
         self.packages = packages
         self.extra_env = dict(extra_env or {})
-        self.task: Optional[GeoMLTask] = None
+        self.runner = TaskController()  # the install's lifecycle: start, progress, cancel, end
         self.plan: Optional[installer.InstallPlan] = None
         self.running_plan: Optional[installer.InstallPlan] = None
         self.result: Optional[installer.InstallResult] = None
@@ -199,52 +202,71 @@ class InstallerDialog(QDialog, FORM):
         self.progressBar.setValue(0)
         self.statusLabel.setText("Installing… (the first install downloads a lot: see the log)")
         self.set_running(True)
-        self.task = GeoMLTask("GeoML: installing PyTorch", lambda fb: installer.run_plan(plan, fb), self._done)
-        self.task.message.connect(self.logView.appendPlainText)
-        self.task.percent.connect(lambda p: self.progressBar.setValue(int(p)))
-        return start_task(self.task)
+        return self.runner.start(lambda fb: installer.run_plan(plan, fb), "GeoML: installing PyTorch",
+                                 on_progress=lambda p: self.progressBar.setValue(int(p)),
+                                 on_message=self.logView.appendPlainText, **self._task_ends())
 
     def cancel(self) -> None:
         if self.task is not None:
             self.logView.appendPlainText("Cancelling…")
-            self.task.cancel()
+            self.runner.cancel()
+
+    def _task_ends(self) -> dict:
+        """The callbacks for the end of the install (:meth:`TaskController.finish`)."""
+        return dict(on_finished=self._installed, on_failed=self._failed, on_cancelled=self._cancelled,
+                    on_error=self._unexpected)
 
     def _done(self, task: GeoMLTask) -> None:
-        plan = self.running_plan
-        self.task = None
+        """The end of the install ``task`` (main thread)."""
+        self.runner.finish(task, **self._task_ends())
+
+    def _ended(self) -> None:
         self.set_running(False)
         self.refresh_plan()
-        if task.error is None:
-            self.result = res = task.result
-            if not res.pending:
-                detect.activate_packages_dir(res.target)
-            importlib.invalidate_caches()
-            detect.invalidate()
-            self.show_detection()
-            self.progressBar.setValue(100)
-            if res.restart:
-                text = f"Installed into {res.target}. {res.restart}"
-                self.statusLabel.setText(_color(text, "#a60"))
-            else:
-                full = plan is not None and set(plan.verify_names) == set(detect.REQUIRED)
-                where = detect.summary_of(res.status) if full else ""
-                text = "Installed. GeoML can use it now — no QGIS restart needed." + (f" {where}." if where else "")
-                self.statusLabel.setText(_color(text, "#080"))
-            self._push(text, Qgis.MessageLevel.Success if not res.restart else Qgis.MessageLevel.Warning)
-            self.installed.emit(res)
-        elif task.cancelled:
-            self.progressBar.setValue(0)
-            self.logView.appendPlainText("Cancelled; nothing was changed.")
-            self.statusLabel.setText(_color("Cancelled; nothing was changed.", "#a60"))
+
+    def _installed(self, task: GeoMLTask) -> None:
+        self._ended()
+        plan = self.running_plan
+        self.result = res = task.result
+        if not res.pending:
+            detect.activate_packages_dir(res.target)
+        importlib.invalidate_caches()
+        detect.invalidate()
+        self.show_detection()
+        self.progressBar.setValue(100)
+        if res.restart:
+            text = f"Installed into {res.target}. {res.restart}"
+            self.statusLabel.setText(_color(text, "#a60"))
         else:
-            text = task.error_text()
-            self.logView.appendPlainText("Failed: " + text)
-            self.statusLabel.setText(_color("Installation failed: " + text + " Use “Copy diagnostics” to report it.",
-                                            "#b00"))
-            self.copyButton.setFocus()
-            if not self.isVisible():  # kept installing in the background: say so where it shows
-                self._push("Installing PyTorch failed: " + text + " GeoML ▸ Install dependencies… shows the log.",
-                           Qgis.MessageLevel.Critical)
+            full = plan is not None and set(plan.verify_names) == set(detect.REQUIRED)
+            where = detect.summary_of(res.status) if full else ""
+            text = "Installed. GeoML can use it now — no QGIS restart needed." + (f" {where}." if where else "")
+            self.statusLabel.setText(_color(text, "#080"))
+        self._push(text, Qgis.MessageLevel.Success if not res.restart else Qgis.MessageLevel.Warning)
+        self.installed.emit(res)
+
+    def _cancelled(self, task: GeoMLTask) -> None:
+        self._ended()
+        self.progressBar.setValue(0)
+        self.logView.appendPlainText("Cancelled; nothing was changed.")
+        self.statusLabel.setText(_color("Cancelled; nothing was changed.", "#a60"))
+
+    def _failed(self, task: GeoMLTask) -> None:
+        self._ended()
+        text = task.error_text()
+        self.logView.appendPlainText("Failed: " + text)
+        self.statusLabel.setText(_color("Installation failed: " + text + " Use “Copy diagnostics” to report it.",
+                                        "#b00"))
+        self.copyButton.setFocus()
+        if not self.isVisible():  # kept installing in the background: say so where it shows
+            self._push("Installing PyTorch failed: " + text + " GeoML ▸ Install dependencies… shows the log.",
+                       Qgis.MessageLevel.Critical)
+
+    def _unexpected(self, exc: Exception) -> None:
+        """Showing the outcome failed (a bug): a message, not QGIS's Python error dialog."""
+        text = failure_text("Finishing the installation", exc)
+        self.statusLabel.setText(_color(text, "#b00"))
+        self._push(text, Qgis.MessageLevel.Critical)
 
     def _push(self, text: str, level) -> None:
         push_to_bar(self.plugin, text, level, 10)
