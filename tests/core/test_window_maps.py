@@ -166,3 +166,39 @@ def test_pixel_normalised_few_shot_models_score_windows_in_one_pass_group_normal
             ref = m.head(torch.nn.functional.normalize(z, dim=1))
             assert torch.allclose(out[0, :, j, j], ref[0], atol=1e-4)
     assert fully_convolutional(build_model("meta_classifier", norm="group", **args), 64, 8) is None
+
+
+def test_context_models_train_on_the_window_alone_first_then_with_the_context_the_map_sees(trained, monkeypatch):
+    """The first CONTEXT_FROM of the epochs see each window cut out (cheaper); the rest see window + context,
+    as ``geoml:predict`` scores it (``window_output``); validation always scores windows as the map does."""
+    from geoml_plugin.core import window_scores
+    from geoml_plugin.core.finetune import job
+    from geoml_plugin.core.progress import Feedback
+
+    _, _, d, _ = trained
+    events = []
+    real = window_scores.window_output
+
+    def spy(model, x, context=0):
+        events.append(("train" if torch.is_grad_enabled() else "val", x.shape[-1]))
+        return real(model, x, context)
+
+    monkeypatch.setattr(window_scores, "window_output", spy)
+    fb = Feedback(on_log=lambda m: events.append(("log", m)))
+    epochs = 10
+    run_finetune(FinetuneConfig(str(d / "mosaic.tif"), str(d / "chips.gpkg"), "label", str(d / "ctx.safetensors"),
+                                patch_size=CHIP, epochs=epochs, batch_size=16, validation_fraction=0.2, device="cpu",
+                                seed=0), fb)
+    ends = [i for i, e in enumerate(events) if e[0] == "log" and e[1].startswith("epoch ") and "train loss" in e[1]]
+    assert len(ends) == epochs
+    alone = round(job.CONTEXT_FROM * epochs)
+    assert 0 < alone < epochs
+    for k, end in enumerate(ends):
+        start = ends[k - 1] if k else 0
+        train = [w for kind, w in events[start:end] if kind == "train"]
+        val = [w for kind, w in events[start:end] if kind == "val"]
+        assert val and set(val) == {CHIP + 2 * 16}, k  # window + one 16-px cell of context on each side
+        if k < alone:
+            assert not train, k
+        else:
+            assert train and set(train) == {CHIP + 2 * 16}, k
