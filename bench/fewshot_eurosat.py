@@ -151,7 +151,7 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
 
     from geoml_plugin.core.fewshot.job import FewShotConfig, run_fewshot
     from geoml_plugin.core.fewshot.metatrain import build_meta_network, run_metatrain
-    from geoml_plugin.core.modelfile import ModelMeta, load_model, save_model
+    from geoml_plugin.core.modelfile import ModelMetadata, load_model, save_model
     from geoml_plugin.core.predict import PredictConfig, run_predict
     from geoml_plugin.core.progress import Feedback
     from geoml_plugin.core.raster.classes import make_classes
@@ -215,7 +215,7 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
         net, net_args = build_meta_network(cfg, 3, 4)
         train_supervised(net, x_context[sup], y_test[sup], args.baseline_steps, 1e-3, 64, seed, patch)
         path = str(work / f"scratch_{tag}.safetensors")
-        save_model(path, net, ModelMeta("meta_classifier", "classification", 3, net_args, "patch", patch, [1, 2, 3],
+        save_model(path, net, ModelMetadata("meta_classifier", "classification", 3, net_args, "patch", patch, [1, 2, 3],
                                         norm_mean=list(map(float, e_mean)), norm_std=list(map(float, e_std)),
                                         classes=make_classes(test_names)))
         out = str(work / f"scratch_map_{tag}.tif")

@@ -119,11 +119,11 @@ def bare_loop(model_path: str, raster: str, points: str, batch: int, lr: float, 
     context it is trained with); nothing else."""
     import torch
 
-    from geoml_plugin.core.modelfile import read_meta
+    from geoml_plugin.core.modelfile import read_metadata
     from geoml_plugin.core.models import build_model
     from geoml_plugin.core.window_scores import window_output
 
-    meta = read_meta(model_path)
+    meta = read_metadata(model_path)
     context = int(meta.extra.get("window_context", 0))
     x, y = load_patches(raster, points, meta, context)
     x, y = torch.from_numpy(x), torch.from_numpy(y)

@@ -27,13 +27,13 @@ sys.path.insert(0, str(ROOT))
 def _default_model(folder: str) -> str:
     from osgeo import osr
 
-    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.modelfile import ModelMetadata, save_model
     from geoml_plugin.core.models import build_model
 
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32632)
     g = build_model("tile_generator", out_bands=1)
-    meta = ModelMeta(architecture="tile_generator", arch_args={"out_bands": 1, "nz": g.nz, "widths": g.widths},
+    meta = ModelMetadata(architecture="tile_generator", arch_args={"out_bands": 1, "nz": g.nz, "widths": g.widths},
                      task="generation", output="image", in_bands=0, patch_size=64, pixel_size=[10.0, 10.0],
                      crs_wkt=srs.ExportToWkt(), target={"name": "elevation (m)", "units": "m", "mean": [500.0],
                                                         "std": [100.0], "bands": 1, "kind": "elevation",

@@ -144,9 +144,9 @@ def main() -> int:
         model = os.path.join(tmp, f"naip_{arch}.safetensors")
         t0 = time.perf_counter()
         if args.reuse and os.path.exists(model):
-            from geoml_plugin.core.modelfile import read_meta
+            from geoml_plugin.core.modelfile import read_metadata
 
-            res = type("Reused", (), {"metrics": {**read_meta(model).metrics, "reused": model}})()
+            res = type("Reused", (), {"metrics": {**read_metadata(model).metrics, "reused": model}})()
         else:
             with contextlib.redirect_stdout(sys.stderr):  # progress to stderr, JSON alone on stdout
                 res = run_traingan(GanTrainConfig(west, model, target_path=west, bands=[1, 2, 3], target_bands=[4],

@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 def make_inputs(folder: Path, size: int) -> dict:
     import torch
 
-    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.modelfile import ModelMetadata, save_model
     from geoml_plugin.core.models import build_model
     from geoml_plugin.core.raster.classes import make_classes
     from geoml_plugin.core.raster.io import RasterReader, RasterWriter
@@ -74,10 +74,10 @@ def make_inputs(folder: Path, size: int) -> dict:
                 w.write(arr.astype(np.uint16), j * size, i * size)
     torch.manual_seed(0)
     classes = make_classes(["a", "b", "c", "d"])
-    seg_meta = ModelMeta(architecture="small_fcn", arch_args={"in_bands": 4, "num_classes": 4, "width": 32},
+    seg_meta = ModelMetadata(architecture="small_fcn", arch_args={"in_bands": 4, "num_classes": 4, "width": 32},
                          task="segmentation", output="dense", in_bands=4, patch_size=64, classes=classes,
                          norm_mean=[1000] * 4, norm_std=[500] * 4)
-    patch_meta = ModelMeta(architecture="small_resnet", arch_args={"in_bands": 4, "num_outputs": 4},
+    patch_meta = ModelMetadata(architecture="small_resnet", arch_args={"in_bands": 4, "num_outputs": 4},
                            task="classification", output="patch", in_bands=4, patch_size=64, classes=classes,
                            norm_mean=[1000] * 4, norm_std=[500] * 4)
     out = {"small": scene.image, "big": str(big)}

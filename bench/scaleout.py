@@ -84,7 +84,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.modelfile import ModelMetadata, save_model
     from geoml_plugin.core.models import build_model
     from geoml_plugin.core.sampledata import make_sample_scene
 
@@ -94,7 +94,7 @@ def main() -> None:
         scene = make_sample_scene(str(tmp / "scene"), size=args.size, seed=0)
         torch.manual_seed(0)
         arch = {"backbone": "small_resnet", "in_bands": 4, "num_outputs": 4}
-        meta = ModelMeta(architecture="unet", arch_args=arch, task="segmentation", output="dense", in_bands=4,
+        meta = ModelMetadata(architecture="unet", arch_args=arch, task="segmentation", output="dense", in_bands=4,
                          patch_size=32, classes=[], norm_mean=[1000] * 4, norm_std=[500] * 4)
         from geoml_plugin.core.raster.classes import make_classes
 

@@ -94,7 +94,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     import package
 
-    from geoml_plugin.core.modelfile import read_meta
+    from geoml_plugin.core.modelfile import read_metadata
     from geoml_plugin.core.raster.styles import MULTIPLY, TERRAIN, hillshade_qml, pseudocolor_qml
 
     out = Path(args.out).resolve()
@@ -106,7 +106,7 @@ def main() -> int:
     ini.parent.mkdir(parents=True)
     ini.write_text("[PythonPlugins]\ngeoml_plugin=true\n\n[qgis]\ncheckVersion=false\nallowVersionCheck=false\n")
     (tmp / "shot.py").write_text(CODE)
-    lo, hi = read_meta(args.model).target["value_range"][0]
+    lo, hi = read_metadata(args.model).target["value_range"][0]
     (tmp / "colour.qml").write_text(pseudocolor_qml(lo, hi, TERRAIN))
     (tmp / "relief.qml").write_text(hillshade_qml(blend_mode=MULTIPLY))
     site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)

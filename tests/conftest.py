@@ -40,10 +40,10 @@ def sample_model(scene, tmp_path_factory):
 
 def tiny_regression_model(path) -> str:
     """A 4-band pixel regression model file (target 'height', no confidence raster), untrained."""
-    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.modelfile import ModelMetadata, save_model
     from geoml_plugin.core.models import build_model
 
-    meta = ModelMeta(architecture="pixel_linear", arch_args={"in_bands": 4, "out_channels": 1}, task="regression",
+    meta = ModelMetadata(architecture="pixel_linear", arch_args={"in_bands": 4, "out_channels": 1}, task="regression",
                      output="dense", in_bands=4, patch_size=16, norm_mean=[1000] * 4, norm_std=[500] * 4,
                      target={"name": "height"})
     return save_model(str(path), build_model("pixel_linear", in_bands=4, out_channels=1), meta)

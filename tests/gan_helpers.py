@@ -20,7 +20,7 @@ def tiny_generator_model(path, bands: int = 1, mean: float = 500.0, std: float =
     """An untrained (seeded) tile generator saved as a GeoML generation model."""
     import torch
 
-    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.modelfile import ModelMetadata, save_model
     from geoml_plugin.core.models import build_model
 
     torch.manual_seed(seed)
@@ -30,7 +30,7 @@ def tiny_generator_model(path, bands: int = 1, mean: float = 500.0, std: float =
               "std": [std] * bands, "bands": bands, "band_names": [f"b{i + 1}" for i in range(bands)],
               "kind": "elevation" if bands == 1 else "rgb", "nodata": -9999.0,
               "value_range": [[mean - 2 * std, mean + 2 * std]] * bands}
-    meta = ModelMeta(architecture="tile_generator", arch_args=args, task="generation", output="image", in_bands=0,
+    meta = ModelMetadata(architecture="tile_generator", arch_args=args, task="generation", output="image", in_bands=0,
                      patch_size=32, target=target, pixel_size=[pixel, pixel], crs_wkt=crs_wkt or wkt(epsg),
                      extra={"pixel_size_m": pixel * 1.0004, "stride": g.stride, "margin_px": g.margin_px()})
     return save_model(str(path), g, meta)
@@ -40,7 +40,7 @@ def tiny_translator_model(path, in_bands: int = 2, out_bands: int = 1, seed: int
     """An untrained (seeded) U-Net translator, with BatchNorm statistics made non-trivial."""
     import torch
 
-    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.modelfile import ModelMetadata, save_model
     from geoml_plugin.core.models import build_model
 
     torch.manual_seed(seed)
@@ -54,7 +54,7 @@ def tiny_translator_model(path, in_bands: int = 2, out_bands: int = 1, seed: int
     target = {"name": "t", "units": "", "mean": [10.0] * out_bands, "std": [2.0] * out_bands, "bands": out_bands,
               "band_names": ["t"] * out_bands, "kind": "elevation" if out_bands == 1 else "rgb",
               "value_range": [[6.0, 14.0]] * out_bands}
-    meta = ModelMeta(architecture="unet_translator", arch_args=args, task="translation", output="dense",
+    meta = ModelMetadata(architecture="unet_translator", arch_args=args, task="translation", output="dense",
                      in_bands=in_bands, patch_size=32, norm_mean=[100.0] * in_bands, norm_std=[20.0] * in_bands,
                      target=target, pixel_size=[10.0, 10.0], crs_wkt=wkt(32632), extra={"multiple": 2})
     save_model(str(path), g, meta)

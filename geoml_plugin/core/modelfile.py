@@ -1,7 +1,7 @@
 """GeoML model files: one safetensors file with GeoML's JSON metadata inside.
 
 Layout: a standard safetensors file whose header ``__metadata__`` holds
-``{"geoml": "<json>"}``. The JSON (:class:`ModelMeta`) says how to rebuild the
+``{"geoml": "<json>"}``. The JSON (:class:`ModelMetadata`) says how to rebuild the
 network (architecture name and arguments), what it expects (bands and their
 normalisation, patch size, training pixel size and CRS), what it produces
 (task, classes with colours, target units) and where it came from
@@ -37,7 +37,7 @@ DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2
 
 
 @dataclass
-class ModelMeta:
+class ModelMetadata:
     architecture: str
     task: str
     in_bands: int
@@ -83,7 +83,7 @@ class ModelMeta:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "the model file") -> "ModelMeta":
+    def from_dict(cls, d: dict, where: str = "the model file") -> "ModelMetadata":
         """Metadata read from a file: every field is checked (type, range, agreement with the others) first,
         so a damaged or tampered file is a :class:`ModelFileError` naming the field, never a crash later."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
@@ -95,7 +95,7 @@ class ModelMeta:
             raise ModelFileError(
                 f"The model was saved by a newer GeoML (format {d.get('format_version')}); update the plugin."
             )
-        check_meta_fields(d, where)
+        check_metadata_fields(d, where)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -144,7 +144,7 @@ def _is_class(c) -> bool:
             and (c.get("color") in (None, "") or (_is_str(c["color"]) and _COLOR.fullmatch(c["color"]) is not None)))
 
 
-def _meta_rules():
+def _metadata_rules():
     from .models.arch_args import MAX_BANDS, MAX_OUTPUTS
 
     numbers = _list_of(_finite, MAX_BANDS)
@@ -190,7 +190,7 @@ def _short(v) -> str:
     return text if len(text) <= 40 else text[:37] + "…"
 
 
-def check_meta_fields(d: dict, where: str = "the model file") -> None:
+def check_metadata_fields(d: dict, where: str = "the model file") -> None:
     """Raise :class:`ModelFileError` unless the metadata fields have the types, ranges and agreement GeoML needs."""
     from .models.arch_args import check_arch_args
 
@@ -200,7 +200,7 @@ def check_meta_fields(d: dict, where: str = "the model file") -> None:
     for name in ("architecture", "task", "in_bands"):
         if name not in d:
             raise bad(f"it has no '{name}'")
-    for name, (ok, text) in _meta_rules().items():
+    for name, (ok, text) in _metadata_rules().items():
         if name in d and not ok(d[name]):
             raise bad(f"'{name}' is {_short(d[name])}; it must be {text}")
     for name, (ok, text) in _target_rules().items():
@@ -289,7 +289,7 @@ def _read_header(path: str) -> dict:
     return header
 
 
-def read_meta(path: str) -> ModelMeta:
+def read_metadata(path: str) -> ModelMetadata:
     """Read a model file's metadata (no torch needed)."""
     header = _read_header(path)
     md = header.get("__metadata__")
@@ -302,7 +302,7 @@ def read_meta(path: str) -> ModelMeta:
         d = json.loads(md["geoml"])
     except (TypeError, ValueError, RecursionError) as exc:
         raise ModelFileError(f"The GeoML metadata in {where} is damaged: it is not valid JSON.") from exc
-    return ModelMeta.from_dict(d, where)
+    return ModelMetadata.from_dict(d, where)
 
 
 def tensor_list(path: str, header: Optional[dict] = None) -> dict:
@@ -345,7 +345,7 @@ def _describe_shape(shape) -> str:
     return "×".join(str(s) for s in shape) if shape else "a scalar"
 
 
-def check_model_file(path: str, meta: Optional[ModelMeta] = None) -> ModelMeta:
+def check_model_file(path: str, meta: Optional[ModelMetadata] = None) -> ModelMetadata:
     """Check that the network the metadata describes is the network whose weights the file holds, allocating
     nothing: the network is built on PyTorch's ``meta`` device (shapes only) and every parameter and buffer is
     compared by name and shape with the file's tensor list. A mismatch is a :class:`ModelFileError` saying what
@@ -355,7 +355,7 @@ def check_model_file(path: str, meta: Optional[ModelMeta] = None) -> ModelMeta:
     from .models import build_model
 
     header = _read_header(path)
-    meta = meta or read_meta(path)
+    meta = meta or read_metadata(path)
     name = os.path.basename(path)
     tensors = tensor_list(path, header)
     try:
@@ -387,7 +387,7 @@ def check_model_file(path: str, meta: Optional[ModelMeta] = None) -> ModelMeta:
     return meta
 
 
-def _check_forward(net, meta: ModelMeta, name: str) -> None:
+def _check_forward(net, meta: ModelMetadata, name: str) -> None:
     """Run the network on one patch of the model's size on the ``meta`` device (shapes only, no memory): a
     patch size the network cannot take, or a classifier with more outputs than classes, is refused here
     rather than failing in the middle of a job."""
@@ -414,7 +414,7 @@ def _check_forward(net, meta: ModelMeta, name: str) -> None:
                              f"per pixel but its metadata says {meta.target.get('bands', 1)} output band(s).")
 
 
-def save_model(path: str, model_or_state, meta: ModelMeta) -> str:
+def save_model(path: str, model_or_state, meta: ModelMetadata) -> str:
     """Write weights + metadata atomically (temporary file, then rename)."""
     from safetensors.torch import save_file
 
@@ -448,7 +448,7 @@ def load_state(path: str, device="cpu") -> dict:
         raise ModelFileError(f"The weights in '{os.path.basename(path)}' cannot be read: {exc}") from exc
 
 
-def load_model(path: str, device="cpu", meta: Optional[ModelMeta] = None) -> tuple[Any, ModelMeta]:
+def load_model(path: str, device="cpu", meta: Optional[ModelMetadata] = None) -> tuple[Any, ModelMetadata]:
     """Rebuild the network described by the file and load its weights.
 
     The network is first checked against the file's tensors without memory (:func:`check_model_file`) and

@@ -34,7 +34,7 @@ import numpy as np
 
 from .device import torch_module
 from .errors import InputError, ModelFileError, OutputError
-from .modelfile import ModelMeta, load_model, read_meta
+from .modelfile import ModelMetadata, load_model, read_metadata
 from .progress import Feedback, ensure_feedback
 
 OPSET = 17
@@ -56,7 +56,7 @@ class ExportResult:
     seconds: float
 
 
-def _dense_wrapper(model, meta: ModelMeta):
+def _dense_wrapper(model, meta: ModelMetadata):
     from .predict import model_multiple
 
     torch = torch_module()
@@ -93,16 +93,16 @@ def _dense_wrapper(model, meta: ModelMeta):
     return DenseExport()
 
 
-def _n_outputs(meta: ModelMeta) -> int:
+def _n_outputs(meta: ModelMetadata) -> int:
     return meta.num_classes if meta.is_classifier else int(meta.target.get("bands", 1))
 
 
-def _target_vec(torch, meta: ModelMeta, key: str, default: float, n: int):
+def _target_vec(torch, meta: ModelMetadata, key: str, default: float, n: int):
     v = np.broadcast_to(np.asarray(meta.target.get(key, default), dtype=np.float32).ravel(), (n,))
     return torch.tensor(np.array(v), dtype=torch.float32).view(1, -1, 1, 1)
 
 
-def _patch_wrapper(model, meta: ModelMeta, stride: Optional[int]):
+def _patch_wrapper(model, meta: ModelMetadata, stride: Optional[int]):
     """(module, step, shift): a patch model as a dense one (see the module docstring)."""
     from .window_scores import default_step, fully_convolutional
 
@@ -175,7 +175,7 @@ def _patch_wrapper(model, meta: ModelMeta, stride: Optional[int]):
     return PatchAsDense(), step, shift
 
 
-def exportable(model, meta: ModelMeta, stride: Optional[int] = None):
+def exportable(model, meta: ModelMetadata, stride: Optional[int] = None):
     """(torch module mapping raw pixels to the per-pixel output, step (0 for dense models), shift).
     ``meta.extra["multiple"]`` is set to the network's total downsampling (tiles are aligned to it)."""
     from .predict import model_multiple
@@ -188,7 +188,7 @@ def exportable(model, meta: ModelMeta, stride: Optional[int] = None):
     return _dense_wrapper(model, meta), 0, 0
 
 
-def resolution_cm(meta: ModelMeta) -> Optional[float]:
+def resolution_cm(meta: ModelMetadata) -> Optional[float]:
     """The training pixel size in cm/px (Deepness's ``resolution``), or None when the CRS is not metric."""
     if not meta.pixel_size or not meta.crs_wkt:
         return None
@@ -204,7 +204,7 @@ def resolution_cm(meta: ModelMeta) -> Optional[float]:
     return round(abs(float(meta.pixel_size[0])) * metres * 100.0, 6)
 
 
-def apply_geometry(meta: ModelMeta, step: int, shift: int) -> tuple[int, int]:
+def apply_geometry(meta: ModelMetadata, step: int, shift: int) -> tuple[int, int]:
     """(tile size, pixels cropped at each tile side) for applying the exported dense model."""
     from .predict import dense_geometry
 
@@ -218,7 +218,7 @@ def apply_geometry(meta: ModelMeta, step: int, shift: int) -> tuple[int, int]:
     return tile, overlap
 
 
-def deepness_metadata(meta: ModelMeta, tile: int, overlap: int) -> dict:
+def deepness_metadata(meta: ModelMetadata, tile: int, overlap: int) -> dict:
     """Deepness's documented keys, values JSON-encoded as Deepness reads them (``json.loads``)."""
     md = {
         "model_type": "Segmentor" if meta.is_classifier else "Regressor",
@@ -238,7 +238,7 @@ def deepness_metadata(meta: ModelMeta, tile: int, overlap: int) -> dict:
     return {k: json.dumps(v) for k, v in md.items()}
 
 
-def geoml_metadata(meta: ModelMeta, source: str, step: int, shift: int, tile: int, overlap: int) -> str:
+def geoml_metadata(meta: ModelMetadata, source: str, step: int, shift: int, tile: int, overlap: int) -> str:
     d = meta.to_dict()
     d["output"] = "dense"
     return json.dumps({
@@ -253,7 +253,7 @@ def geoml_metadata(meta: ModelMeta, source: str, step: int, shift: int, tile: in
     })
 
 
-def _check_size(meta: ModelMeta, step: int) -> int:
+def _check_size(meta: ModelMetadata, step: int) -> int:
     """Edge of the square tile traced and checked."""
     P = int(meta.patch_size)
     multiple = int(meta.extra.get("multiple", 1) or 1)
@@ -270,7 +270,7 @@ def export_onnx(model_path: str, output_path: str, feedback: Optional[Feedback] 
     t0 = time.perf_counter()
     if not str(output_path).lower().endswith(".onnx"):
         raise InputError(f"The output must be an .onnx file: {output_path}")
-    meta = read_meta(model_path)
+    meta = read_metadata(model_path)
     if meta.task == "generation":
         raise ModelFileError("This is a GAN tile generator, not a model that maps a raster: it cannot be exported "
                              "as a Segmentor or Regressor.")

@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import DependencyError, DeviceError, InputError, ModelFileError
-from .modelfile import ModelMeta
+from .modelfile import ModelMetadata
 from .progress import Feedback, ensure_feedback
 from .raster.classes import make_classes
 
@@ -87,7 +87,7 @@ def open_session(path: str, device: str = "auto"):
 
 @dataclass
 class OnnxModelInfo:
-    meta: ModelMeta  # what GeoML needs to tile, write and style
+    meta: ModelMetadata  # what GeoML needs to tile, write and style
     kind: str  # 'geoml' or 'deepness'
     tile_size: Optional[int]  # fixed by the graph or suggested by the metadata
     overlap: Optional[int]
@@ -136,7 +136,7 @@ def _input_layout(sess, path: str) -> tuple[int, Optional[tuple]]:
 
 
 def read_onnx(path: str, sess=None) -> OnnxModelInfo:
-    """What the ONNX file is (from its metadata and input), as a GeoML :class:`ModelMeta`."""
+    """What the ONNX file is (from its metadata and input), as a GeoML :class:`ModelMetadata`."""
     sess = sess or open_session(path, "cpu")
     name = os.path.basename(path)
     bands, fixed = _input_layout(sess, path)
@@ -147,7 +147,7 @@ def read_onnx(path: str, sess=None) -> OnnxModelInfo:
         d = _json(md["geoml"], "geoml", path)
         if not isinstance(d, dict) or d.get("format") != ONNX_FORMAT or not isinstance(d.get("meta"), dict):
             raise ModelFileError(f"The GeoML metadata in {name} is damaged.")
-        meta = ModelMeta.from_dict(d["meta"], name)
+        meta = ModelMetadata.from_dict(d["meta"], name)
         if meta.in_bands != bands:
             raise ModelFileError(f"{name} says it takes {meta.in_bands} band(s) but its input has {bands}.")
         meta.output = "dense"
@@ -183,11 +183,11 @@ def read_onnx(path: str, sess=None) -> OnnxModelInfo:
     overlap = int(round((tile or 512) * float(overlap_pc) / 200.0))  # per cent of the tile, shared by two sides
     if model_type == "Segmentor":
         classes = _deepness_classes(md, channels, name, path)
-        meta = ModelMeta(architecture="onnx", task="segmentation", in_bands=bands, output="dense",
+        meta = ModelMetadata(architecture="onnx", task="segmentation", in_bands=bands, output="dense",
                          patch_size=min(tile or 512, 512), norm_mean=mean, norm_std=std, classes=classes,
                          extra={"deepness": True, "model_type": model_type})
     else:
-        meta = ModelMeta(architecture="onnx", task="regression", in_bands=bands, output="dense",
+        meta = ModelMetadata(architecture="onnx", task="regression", in_bands=bands, output="dense",
                          patch_size=min(tile or 512, 512), norm_mean=mean, norm_std=std,
                          target={"name": "value", "bands": channels}, extra={"deepness": True})
     if "resolution" in md:

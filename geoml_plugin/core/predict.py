@@ -27,7 +27,7 @@ import numpy as np
 
 from .device import log_device, resolve_device, torch_module
 from .errors import InputError, JobCancelled, ModelFileError
-from .modelfile import ModelMeta, load_model, read_meta
+from .modelfile import ModelMetadata, load_model, read_metadata
 from .models.view_sets import VIEW_COUNTS, VIEW_SETS, check_views
 from .outputs import check_not_an_input, check_writable
 from .progress import Feedback, ensure_feedback
@@ -121,7 +121,7 @@ def _numbers(values) -> str:
     return ", ".join(str(v) for v in values)
 
 
-def choose_bands(meta: ModelMeta, band_count: int, bands=None, feedback: Optional[Feedback] = None) -> list[int]:
+def choose_bands(meta: ModelMetadata, band_count: int, bands=None, feedback: Optional[Feedback] = None) -> list[int]:
     """Bands of the input raster to feed the model, or a clear refusal.
 
     When the raster has more bands than the model and none were chosen, the
@@ -189,7 +189,7 @@ def predict_views(model, x, views: int = 1, classifier: bool = True):
 class _Runner:
     """Normalises windows and runs the model in batches on the device."""
 
-    def __init__(self, model, meta: ModelMeta, device, half: bool, views: int = 1):
+    def __init__(self, model, meta: ModelMetadata, device, half: bool, views: int = 1):
         self.torch = torch_module()
         self.model, self.meta, self.device = model, meta, device
         self.views = int(views)
@@ -241,13 +241,13 @@ class _Runner:
         return (vals[0, 0] if vals.shape[1] == 1 else vals[0]), None
 
 
-def _output_bands(meta: ModelMeta) -> int:
+def _output_bands(meta: ModelMetadata) -> int:
     if meta.is_classifier:
         return 1
     return int(meta.target.get("bands", 1))
 
 
-def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optional[Feedback] = None,
+def predict_raster(model, meta: ModelMetadata, cfg: PredictConfig, feedback: Optional[Feedback] = None,
                    runner=None, session=None) -> PredictResult:
     """Run ``model`` (already built, any device) over ``cfg.input_path``.
 
@@ -333,7 +333,7 @@ def predict_raster(model, meta: ModelMeta, cfg: PredictConfig, feedback: Optiona
     )
 
 
-def _writers(meta: ModelMeta, cfg: PredictConfig, prov: dict, common: dict, want_conf: bool):
+def _writers(meta: ModelMetadata, cfg: PredictConfig, prov: dict, common: dict, want_conf: bool):
     """(class or value raster writer, confidence raster writer or None); nothing is left if the second fails."""
     out_w = _output_writer(meta, cfg.output_path, prov, common, cfg.cog)
     try:
@@ -344,7 +344,7 @@ def _writers(meta: ModelMeta, cfg: PredictConfig, prov: dict, common: dict, want
     return out_w, conf_w
 
 
-def _predict_one_process(writers, run_tiles, finish, meta: ModelMeta):
+def _predict_one_process(writers, run_tiles, finish, meta: ModelMetadata):
     """(stats, tiles, whether a confidence raster was written): every tile in this process."""
     out_w, conf_w = writers()
     try:
@@ -359,7 +359,7 @@ def _predict_one_process(writers, run_tiles, finish, meta: ModelMeta):
     return stats, n_tiles, conf_w is not None
 
 
-def _prepare_runner(model, meta: ModelMeta, cfg: PredictConfig, runner, fb: Feedback):
+def _prepare_runner(model, meta: ModelMetadata, cfg: PredictConfig, runner, fb: Feedback):
     """(runner, device): a torch ``_Runner`` on the configured device, or the given runner (ONNX: no torch)."""
     if runner is None:
         device = resolve_device(cfg.device)
@@ -387,7 +387,7 @@ def _window_geotransform(info, wx: int, wy: int) -> list:
     return gt
 
 
-def _provenance(meta: ModelMeta, cfg: PredictConfig) -> dict:
+def _provenance(meta: ModelMetadata, cfg: PredictConfig) -> dict:
     """GDAL metadata on every output: which model (file name) made it, and how; a few-shot adapted model also
     names its support points (class: count)."""
     prov = {"GEOML_MODEL": os.path.basename(cfg.model_path or "in-memory"), "GEOML_TASK": meta.task,
@@ -398,7 +398,7 @@ def _provenance(meta: ModelMeta, cfg: PredictConfig) -> dict:
     return prov
 
 
-def _check_area(meta: ModelMeta, info, ww: int, wh: int, area: str) -> bool:
+def _check_area(meta: ModelMetadata, info, ww: int, wh: int, area: str) -> bool:
     """Refuse an empty area or a raster smaller than a patch model's window; True when the raster is smaller
     than the patch size (a dense model then reads it mirrored)."""
     if ww <= 0 or wh <= 0:
@@ -411,7 +411,7 @@ def _check_area(meta: ModelMeta, info, ww: int, wh: int, area: str) -> bool:
     return small
 
 
-def _output_writer(meta: ModelMeta, path: str, prov: dict, common: dict, cog: bool = False) -> RasterWriter:
+def _output_writer(meta: ModelMetadata, path: str, prov: dict, common: dict, cog: bool = False) -> RasterWriter:
     """The class raster (values 1..K, 0 = nodata, named categories and colours) or the Float32 value raster."""
     if meta.is_classifier:
         k = max(c.value for c in meta.classes)
@@ -468,7 +468,7 @@ def _commit_outputs(out_w, conf_w) -> None:
 
 
 class _Stats:
-    def __init__(self, meta: ModelMeta):
+    def __init__(self, meta: ModelMetadata):
         self.meta = meta
         self.valid = 0
         self.counts = np.zeros(max([c.value for c in meta.classes], default=0) + 1, dtype=np.int64)
@@ -591,7 +591,7 @@ def _reflect(i: np.ndarray, n: int) -> np.ndarray:
     return np.where(m < n, m, 2 * (n - 1) - m)
 
 
-def model_multiple(model, meta: ModelMeta) -> int:
+def model_multiple(model, meta: ModelMetadata) -> int:
     """The network's total downsampling (input sides it pads to a multiple of), 1 if unknown."""
     m = getattr(model, "multiple", None)
     if m is None:
@@ -716,7 +716,7 @@ def run_predict(cfg: PredictConfig, feedback: Optional[Feedback] = None) -> Pred
 
         return run_predict_onnx(cfg, feedback)
     with distributed.session(cfg.device) as session:
-        meta = read_meta(cfg.model_path)
+        meta = read_metadata(cfg.model_path)
         if meta.task == "generation":
             raise ModelFileError("This is a GAN tile generator, not a model that maps a raster.",
                                  "Use GeoML → Generate tiles.")

@@ -210,7 +210,7 @@ def read_label_points(path: str) -> tuple[np.ndarray, np.ndarray]:
 def make_sample_model(scene: SampleScene, path: str) -> str:
     """Fit a per-pixel linear discriminant (LDA) on the label points and save
     it as a GeoML model: a real, if simple, model for the demo and tests."""
-    from .modelfile import ModelMeta, new_provenance, save_model
+    from .modelfile import ModelMetadata, new_provenance, save_model
     from .models import build_model
     from .raster.io import RasterReader
 
@@ -238,7 +238,7 @@ def make_sample_model(scene: SampleScene, path: str) -> str:
         model.weight.copy_(torch.from_numpy(w[:, :, None, None]).float())
         model.bias.copy_(torch.from_numpy(b).float())
     acc = float(((X @ w.T + b).argmax(axis=1) + 1 == y).mean())
-    meta = ModelMeta(
+    meta = ModelMetadata(
         architecture="pixel_linear", arch_args={"in_bands": 4, "out_channels": K}, task="segmentation",
         output="dense", in_bands=4, patch_size=16, band_indices=[1, 2, 3, 4], band_names=["red", "green", "blue", "nir"],
         norm_mean=mean.tolist(), norm_std=std.tolist(), classes=make_classes(CLASS_NAMES),

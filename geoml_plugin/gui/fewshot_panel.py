@@ -222,13 +222,13 @@ class FewShotPanel(QWidget, FORM):
 
     def describe_model(self, path: str) -> None:
         from ..core.fewshot.job import model_kind
-        from ..core.modelfile import read_meta
+        from ..core.modelfile import read_metadata
 
         if not path:
             self.modelInfo.setText("Choose a meta-model (.safetensors).")
             return
         try:
-            meta = read_meta(path)
+            meta = read_metadata(path)
             model_kind(meta)  # a GAN, a regression or a per-pixel model cannot be adapted: say so now
             fs = meta.extra.get("fewshot") or {}
             kind = {"protonet": "meta-model (prototypical networks)", "maml": "meta-model (MAML)",
@@ -412,10 +412,10 @@ class FewShotPanel(QWidget, FORM):
             visible = self._pixel_window(layer, self.canvas.extent(), self.canvas.mapSettings().destinationCrs())
         except GeoMLError:
             visible = None  # the job itself reports why the raster cannot be read
-        from ..core.modelfile import read_meta
+        from ..core.modelfile import read_metadata
 
         try:
-            patch = read_meta(cfg.model_path).patch_size
+            patch = read_metadata(cfg.model_path).patch_size
         except GeoMLError as exc:
             self.show_error(str(exc))
             return None

@@ -568,10 +568,10 @@ class FinetuneDialog(JobDialogBase, FORM):
             return self.last_result
         path = self.outputFile.filePath()
         if path and os.path.isfile(path):
-            from ..core.modelfile import read_meta
+            from ..core.modelfile import read_metadata
 
             try:
-                meta = read_meta(path)
+                meta = read_metadata(path)
             except GeoMLError:
                 return None
             if meta.task in TASKS:

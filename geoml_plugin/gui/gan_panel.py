@@ -115,7 +115,7 @@ class GanPanel(QgsDockWidget, FORM):
     # model -------------------------------------------------------------
     def describe_model(self, path: str) -> None:
         from ..core.gan.generate import require_generator
-        from ..core.modelfile import read_meta
+        from ..core.modelfile import read_metadata
 
         self._source = None
         self.pickButton.setEnabled(False)
@@ -124,7 +124,7 @@ class GanPanel(QgsDockWidget, FORM):
             self.modelInfo.setText("Choose a GAN model made by Train GAN.")
             return
         try:
-            meta = read_meta(path)
+            meta = read_metadata(path)
             require_generator(meta, path)
         except GeoMLError as exc:
             self.modelInfo.setText(f"<span style='color:#b00'>{html.escape(str(exc), quote=False)}</span>")  # names from the file

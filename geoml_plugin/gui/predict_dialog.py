@@ -128,7 +128,7 @@ class PredictDialog(JobDialogBase, FORM):
                               lambda fb: export_onnx(model, output, fb))
 
     def describe_model(self, path: str) -> None:
-        from ..core.modelfile import read_meta
+        from ..core.modelfile import read_metadata
         from ..core.onnx_runtime import is_onnx
 
         if not path:
@@ -148,7 +148,7 @@ class PredictDialog(JobDialogBase, FORM):
                     text += "<br>Classes: " + html.escape(", ".join(c.name for c in meta.classes), quote=False)
                 self.modelInfo.setText(text)
                 return
-            meta = read_meta(path)
+            meta = read_metadata(path)
             text = html.escape(meta.describe(), quote=False)
             if meta.classes:
                 text += "<br>Classes: " + html.escape(", ".join(c.name for c in meta.classes), quote=False)
@@ -188,10 +188,10 @@ class PredictDialog(JobDialogBase, FORM):
     def _writes_confidence(model: str) -> bool:
         """Whether ``model`` gets a confidence raster: classifiers only (a regression model writes none, so an
         existing ``_confidence.tif`` beside the output is not replaced and not asked about)."""
-        from ..core.modelfile import read_meta
+        from ..core.modelfile import read_metadata
 
         try:
-            return read_meta(model).is_classifier
+            return read_metadata(model).is_classifier
         except GeoMLError:
             return True  # the job itself reports the unreadable model
 

@@ -8,7 +8,7 @@ from osgeo import gdal
 
 
 def run(ctx) -> None:
-    from geoml_plugin.core.modelfile import read_meta
+    from geoml_plugin.core.modelfile import read_metadata
 
     model = ctx.out / "finetune_model.safetensors"
     report = ctx.out / "finetune_report.html"
@@ -25,7 +25,7 @@ def run(ctx) -> None:
     ctx.run_alg("geoml:predict", {"INPUT": ctx.scene.image, "MODEL": str(model), "OUTPUT": str(out),
                                   "OUTPUT_CONFIDENCE": str(conf), "STRIDE": 4, "DEVICE": 0})
     # agreement with the true land cover, matching classes by name
-    names = [c.name for c in read_meta(str(model)).classes]
+    names = [c.name for c in read_metadata(str(model)).classes]
     truth_names = list(ctx.scene.class_names)
     lut = np.zeros(len(names) + 1, np.int64)
     for i, n in enumerate(names, start=1):

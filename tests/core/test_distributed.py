@@ -18,7 +18,7 @@ from osgeo import gdal
 from geoml_plugin.core import distributed
 from geoml_plugin.core.errors import InputError
 from geoml_plugin.core.finetune.job import FinetuneConfig, output_paths, run_finetune
-from geoml_plugin.core.modelfile import ModelMeta, read_meta, save_model
+from geoml_plugin.core.modelfile import ModelMetadata, read_metadata, save_model
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.predict import PredictConfig, dense_batches, run_predict
 from geoml_plugin.core.predict_many import batch_outputs, run_predict_many
@@ -70,7 +70,7 @@ def _patch_model(folder) -> str:
     import torch
 
     torch.manual_seed(0)
-    meta = ModelMeta(architecture="small_cnn", arch_args={"in_bands": 4, "num_outputs": 3, "widths": [4, 4, 4, 4]},
+    meta = ModelMetadata(architecture="small_cnn", arch_args={"in_bands": 4, "num_outputs": 3, "widths": [4, 4, 4, 4]},
                      task="classification", output="patch", in_bands=4, patch_size=16,
                      classes=make_classes(("A", "B", "C")), norm_mean=[1000] * 4, norm_std=[500] * 4)
     return save_model(str(folder / "patch.safetensors"), build_model(meta.architecture, **meta.arch_args), meta)
@@ -322,7 +322,7 @@ def test_ddp_fine_tuning_trains_only_rank_0_writes_and_the_model_maps(blocks, tm
     # validation metrics are all-reduced: both ranks report the metrics of the whole validation set
     assert r0["metrics"] == r1["metrics"] and r0["history"][-1]["val_loss"] == r1["history"][-1]["val_loss"]
     assert r0["batch_size"] == 16 and r0["metrics"]["evaluated_on"] == "validation"
-    meta = read_meta(cfg["output_model"])
+    meta = read_metadata(cfg["output_model"])
     assert meta.extra["training"]["world_size"] == 2
     # the same global batch in one process: the same held-out samples, accuracy within 0.1 (augmentation
     # draws and per-rank BatchNorm statistics differ; both are far above chance, 0.5)
@@ -440,6 +440,6 @@ def test_torchrun_restarts_a_crashed_ddp_run_and_it_resumes_from_its_checkpoint(
     history = ranks[0]["jobs"][0]["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert ranks[0]["saved"] == [cfg["output_model"]] and ranks[1]["saved"] == []
-    assert read_meta(cfg["output_model"]).extra["training"]["world_size"] == 2
+    assert read_metadata(cfg["output_model"]).extra["training"]["world_size"] == 2
     assert json.loads((ck / "checkpoint.json").read_text())["epoch"] == 3
     assert sorted(os.listdir(out)) == ["m.safetensors"]

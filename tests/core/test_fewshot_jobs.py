@@ -9,7 +9,7 @@ from osgeo import gdal
 from geoml_plugin.core.errors import InputError, JobCancelled, ModelFileError
 from geoml_plugin.core.fewshot.job import FewShotConfig, adapt, classify, run_fewshot
 from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig, run_metatrain
-from geoml_plugin.core.modelfile import load_state, read_meta, save_model
+from geoml_plugin.core.modelfile import load_state, read_metadata, save_model
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.predict import PredictConfig, run_predict
 from geoml_plugin.core.progress import Feedback
@@ -49,7 +49,7 @@ def agreement(pred_path, scene):
 
 
 def test_metatrain_saves_a_meta_model_with_validation_accuracy(meta_model):
-    meta = read_meta(meta_model)
+    meta = read_metadata(meta_model)
     assert meta.architecture == "meta_classifier" and meta.output == "patch"
     assert meta.extra["fewshot"]["algorithm"] == "protonet"
     assert [c.name for c in meta.classes] == sorted(CLASS_NAMES)
@@ -82,7 +82,7 @@ def test_fewshot_maps_the_scene_from_five_points_per_class(scene, meta_model, ou
     again = out_dir / "again.tif"
     run_predict(PredictConfig(scene.image, str(model), str(again), stride=4, device="cpu"))
     np.testing.assert_array_equal(gdal.Open(str(again)).ReadAsArray(), gdal.Open(str(out)).ReadAsArray())
-    assert read_meta(str(model)).extra["fewshot_adapted"]["method"] == res.method
+    assert read_metadata(str(model)).extra["fewshot_adapted"]["method"] == res.method
 
 
 def test_fewshot_reads_a_support_layer_and_reports_ignored_points(scene, meta_model, out_dir):
@@ -118,7 +118,7 @@ def test_classify_is_run_fewshots_second_step_with_its_checks_and_metadata(scene
 
 
 def test_meta_models_pool_every_block_and_older_two_block_models_still_adapt(scene, meta_model, tmp_path):
-    meta = read_meta(meta_model)
+    meta = read_metadata(meta_model)
     assert meta.arch_args["pool_blocks"] == 4  # features of every block: they transfer best to new classes
     old_args = dict(meta.arch_args, pool_blocks=2)  # what meta-models recorded until 2026-11
     torch.manual_seed(0)
@@ -137,7 +137,7 @@ def test_maml_meta_model_adapts_and_is_refused_by_predict(scene, tmp_path, out_d
     res = run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=path, algorithm=algorithm,
                                         iterations=3, inner_steps=2, **TINY))
     assert 0 <= res.val_accuracy <= 1
-    meta = read_meta(path)
+    meta = read_metadata(path)
     assert meta.extra["fewshot"]["initialisation_only"] and meta.arch_args["num_classes"] == 1
     with pytest.raises(ModelFileError, match="MAML meta-model"):
         run_predict(PredictConfig(scene.image, path, str(out_dir / "p.tif")))
@@ -147,19 +147,19 @@ def test_maml_meta_model_adapts_and_is_refused_by_predict(scene, tmp_path, out_d
 
 
 def test_a_normal_classifier_works_as_a_starting_point(scene, tmp_path, out_dir):
-    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.modelfile import ModelMetadata, save_model
     from geoml_plugin.core.models import build_model
     from geoml_plugin.core.raster.classes import make_classes
 
     torch.manual_seed(0)
-    meta = ModelMeta(architecture="small_cnn", arch_args={"in_bands": 4, "num_outputs": 2, "widths": [8, 8, 8, 8]},
+    meta = ModelMetadata(architecture="small_cnn", arch_args={"in_bands": 4, "num_outputs": 2, "widths": [8, 8, 8, 8]},
                      task="classification", output="patch", in_bands=4, patch_size=16,
                      classes=make_classes(["x", "y"]), norm_mean=[1000] * 4, norm_std=[500] * 4)
     base = save_model(str(tmp_path / "cnn.safetensors"), build_model("small_cnn", **meta.arch_args), meta)
     res = run_fewshot(FewShotConfig(scene.image, base, str(out_dir / "c.tif"), points=support_points(scene),
                                     output_model=str(out_dir / "m.safetensors"), adapt_steps=5, device="cpu"))
     assert res.method == "nearest prototype + 5 fine-tuning steps"
-    adapted = read_meta(str(out_dir / "m.safetensors"))
+    adapted = read_metadata(str(out_dir / "m.safetensors"))
     assert adapted.arch_args["num_outputs"] == 4 and [c.name for c in adapted.classes] == CLASS_NAMES
     run_predict(PredictConfig(scene.image, str(out_dir / "m.safetensors"), str(out_dir / "p.tif"), device="cpu"))
     # test-time views apply to an adapted classifier too (they were ignored): the confidence changes

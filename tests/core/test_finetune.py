@@ -9,7 +9,7 @@ from osgeo import gdal, ogr, osr
 
 from geoml_plugin.core.errors import InputError, JobCancelled, ModelFileError
 from geoml_plugin.core.finetune.job import FinetuneConfig, map_paths_for, output_paths, report_path_for, run_finetune
-from geoml_plugin.core.modelfile import load_model, read_meta
+from geoml_plugin.core.modelfile import load_model, read_metadata
 from geoml_plugin.core.predict import PredictConfig, predict_raster, run_predict
 from geoml_plugin.core.progress import Feedback
 from tests.conftest import leftovers, write_raster
@@ -65,7 +65,7 @@ def test_separable_classes_train_far_above_chance_and_write_report(blocks, out_d
     assert res.metrics["evaluated_on"] == "validation" and res.n_val >= 10
     assert res.metrics["overall_accuracy"] >= 0.9  # chance is about 0.5
     assert res.class_names == ["bright", "dark"]
-    meta = read_meta(str(model))
+    meta = read_metadata(str(model))
     assert meta.architecture == "small_resnet" and meta.output == "patch" and meta.in_bands == 5
     assert [c.name for c in meta.classes] == ["bright", "dark"]
     assert meta.metrics["overall_accuracy"] == res.metrics["overall_accuracy"]
@@ -127,7 +127,7 @@ def test_pixel_regression_recovers_a_known_mapping(linear_target, out_dir):
     raster, target, img = linear_target
     res = run_finetune(FinetuneConfig(raster, target, "", str(out_dir / "reg.safetensors"), task="regression",
                                       patch_size=32, epochs=6, batch_size=8, max_raster_samples=60, device="cpu"))
-    meta = read_meta(res.model_path)
+    meta = read_metadata(res.model_path)
     assert meta.output == "dense" and meta.architecture == "unet" and meta.task == "regression"
     assert res.metrics["r2"] > 0.9, res.metrics
     out = out_dir / "pred.tif"
@@ -173,7 +173,7 @@ def test_patch_regression_from_point_values_and_sparse_point_segmentation(blocks
     values = write_points(tmp_path / "values.gpkg", pts, field="brightness", ftype=ogr.OFTReal)
     res = run_finetune(FinetuneConfig(raster, values, "brightness", str(out_dir / "pr.safetensors"), task="regression",
                                       epochs=8, **FAST))
-    meta = read_meta(res.model_path)
+    meta = read_metadata(res.model_path)
     assert meta.output == "patch" and meta.target["name"] == "brightness" and 120 < meta.target["mean"] < 140
     assert res.metrics["r2"] > 0.7 and res.metrics["rmse"] < 20, res.metrics
     out = out_dir / "pr.tif"
@@ -183,13 +183,13 @@ def test_patch_regression_from_point_values_and_sparse_point_segmentation(blocks
     _, labels, _ = blocks
     seg = run_finetune(FinetuneConfig(raster, labels, "label", str(out_dir / "sp.safetensors"), task="segmentation",
                                       epochs=2, **FAST))
-    assert read_meta(seg.model_path).output == "dense" and seg.metrics["samples"] == seg.n_val
+    assert read_metadata(seg.model_path).output == "dense" and seg.metrics["samples"] == seg.n_val
 
 
 def test_segmentation_from_polygons_and_prediction(scene, out_dir):
     res = run_finetune(FinetuneConfig(scene.image, scene.polygons, "class_name", str(out_dir / "seg.safetensors"),
                                       task="segmentation", patch_size=32, epochs=3, batch_size=16, device="cpu"))
-    meta = read_meta(res.model_path)
+    meta = read_metadata(res.model_path)
     assert meta.output == "dense" and meta.arch_args["backbone"] == "small_resnet"
     assert res.metrics["overall_accuracy"] > 0.6  # 4 classes: chance ≈ 0.25
     out = out_dir / "seg.tif"
@@ -205,7 +205,7 @@ def test_label_raster_gives_named_classes(scene, out_dir):
     from geoml_plugin.core.raster.classes import make_classes
 
     # the label raster's colour table styles the classes
-    assert [c.color for c in read_meta(res.model_path).classes] == [c.color for c in make_classes(res.class_names)]
+    assert [c.color for c in read_metadata(res.model_path).classes] == [c.color for c in make_classes(res.class_names)]
 
 
 def test_a_label_raster_without_nodata_makes_0_a_class_and_the_log_says_so(tmp_path):
@@ -296,7 +296,7 @@ def test_n_band_imagenet_weights_from_the_local_cache(blocks, out_dir, tmp_path,
     res = run_finetune(FinetuneConfig(raster, labels, "label", str(out_dir / "rn.safetensors"), backbone="resnet18",
                                       weights="imagenet", epochs=1, patch_size=32, batch_size=16, device="cpu"))
     assert res.learning_rate == 1e-3
-    assert read_meta(res.model_path).provenance["weights"] == "imagenet"
+    assert read_metadata(res.model_path).provenance["weights"] == "imagenet"
 
 
 def test_missing_imagenet_weights_say_which_file_and_write_nothing(blocks, out_dir, tmp_path, monkeypatch):

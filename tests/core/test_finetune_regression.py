@@ -10,7 +10,7 @@ from osgeo import gdal, ogr, osr
 from geoml_plugin.core.errors import InputError
 from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
 from geoml_plugin.core.finetune.metrics import regression_metrics
-from geoml_plugin.core.modelfile import read_meta
+from geoml_plugin.core.modelfile import read_metadata
 from geoml_plugin.core.predict import PredictConfig, run_predict
 from geoml_plugin.core.progress import Feedback
 from tests.conftest import leftovers, write_raster
@@ -40,7 +40,7 @@ def test_r2_is_undefined_not_zero_when_every_held_out_value_is_the_same(tmp_path
                                       output_report=str(out_dir / "h.html"), **TINY), Feedback(on_log=log.append))
     assert res.n_val == 1 and res.metrics["evaluated_on"] == "validation"
     assert res.metrics["r2"] is None and res.metrics["rmse"] >= 0
-    assert read_meta(res.model_path).metrics["r2"] is None
+    assert read_metadata(res.model_path).metrics["r2"] is None
     assert json.loads((out_dir / "h.json").read_text())["metrics"]["r2"] is None  # null, not 0
     assert "R² undefined (all held-out values equal)" in res.summary()
     assert any("R² undefined (all held-out values equal)" in line for line in log)
@@ -105,7 +105,7 @@ def test_target_raster_keeps_its_name_and_units(tmp_path, out_dir):
     ds = None
     res = run_finetune(FinetuneConfig(raster, target, "", str(out_dir / "chm.safetensors"), epochs=1,
                                       max_raster_samples=30, output_report=str(out_dir / "chm.html"), **TINY))
-    meta = read_meta(res.model_path)
+    meta = read_metadata(res.model_path)
     assert meta.target["name"] == "canopy height (m)" and meta.target["units"] == "m"
     # the report says what was predicted, in which units, and the errors in those units
     html = (out_dir / "chm.html").read_text()

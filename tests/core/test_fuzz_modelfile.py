@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from geoml_plugin.core.errors import GeoMLError, ModelFileError
-from geoml_plugin.core.modelfile import ModelMeta, load_model, read_meta, save_model
+from geoml_plugin.core.modelfile import ModelMetadata, load_model, read_metadata, save_model
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.models.arch_args import ARCH_ARGS
 from geoml_plugin.core.models.registry import _BUILDERS, available_architectures
@@ -31,7 +31,7 @@ def _meta(**kw):
                 task="classification", output="patch", in_bands=3, patch_size=16, norm_mean=[1, 2, 3],
                 norm_std=[1, 1, 2], classes=make_classes(["a", "b", "c"]))
     base.update(kw)
-    return ModelMeta(**base)
+    return ModelMetadata(**base)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_truncated_at_many_offsets(good, tmp_path):
         p.write_bytes(raw[:off])
         assert _outcome(p) in ("ModelFileError", "InputError"), off
         if off >= 8 + n:  # the header is whole: the metadata still reads, the weights do not
-            assert read_meta(str(p)).architecture == "small_cnn"
+            assert read_metadata(str(p)).architecture == "small_cnn"
 
 
 def test_random_bytes_in_the_header(good, tmp_path):
@@ -170,7 +170,7 @@ def test_every_metadata_field_of_every_wrong_type(good, tmp_path):
     for i, edit in enumerate(edits):
         p = _with_meta(good, tmp_path / f"f{i}.safetensors", edit)
         try:
-            meta = read_meta(p)
+            meta = read_metadata(p)
         except ModelFileError:
             seen.add("refused")
             continue
@@ -193,7 +193,7 @@ def test_every_architecture_argument_of_every_wrong_type(good, tmp_path):
 def test_unknown_architecture_argument_is_named(good, tmp_path):
     p = _with_meta(good, tmp_path / "u.safetensors", lambda m: m["arch_args"].update(stochastic_depth=0.1))
     with pytest.raises(ModelFileError, match="does not know: 'stochastic_depth'"):
-        read_meta(p)
+        read_metadata(p)
 
 
 def test_metadata_asking_for_50_million_outputs_is_refused_without_allocating(good, tmp_path):
@@ -243,7 +243,7 @@ def test_deeply_nested_or_huge_json_is_refused(tmp_path):
         hb = text.encode()
         p.write_bytes(struct.pack("<Q", len(hb)) + hb)
         with pytest.raises(ModelFileError):
-            read_meta(str(p))
+            read_metadata(str(p))
 
 
 MEMORY_PROBE = """
@@ -289,7 +289,7 @@ def test_the_tile_generator_and_transfer_weights_check_the_file_too(tmp_path):
     from geoml_plugin.core.gan.generate import TileSource
 
     args = {"out_bands": 1, "nz": 4, "widths": [8, 4]}
-    meta = ModelMeta(architecture="tile_generator", arch_args=args, task="generation", output="image", in_bands=0,
+    meta = ModelMetadata(architecture="tile_generator", arch_args=args, task="generation", output="image", in_bands=0,
                      patch_size=16, target={"name": "height", "units": "m", "mean": [100.0], "std": [10.0],
                                             "bands": 1})
     gen = save_model(str(tmp_path / "gen.safetensors"), build_model("tile_generator", **args), meta)

@@ -9,7 +9,7 @@ from osgeo import gdal
 from geoml_plugin.core.errors import InputError, JobCancelled
 from geoml_plugin.core.gan.latent_field import FieldDecoder
 from geoml_plugin.core.gan.train import GanTrainConfig, output_paths, report_path_for, run_traingan
-from geoml_plugin.core.modelfile import load_model, read_meta
+from geoml_plugin.core.modelfile import load_model, read_metadata
 from geoml_plugin.core.progress import Feedback
 from tests.conftest import leftovers, write_raster
 from tests.gan_helpers import TINY_UNET, one_torch_thread, smooth_field  # noqa: F401
@@ -26,7 +26,7 @@ def _train(tmp_path, src, name="m", **kw):
 def test_unconditional_training_saves_generator_with_units_grid_and_report(scene, tmp_path):
     dem = gdal.Open(scene.dem).ReadAsArray()
     res = _train(tmp_path, scene.dem, report_path=str(tmp_path / "report.png"))
-    meta = read_meta(res.model_path)
+    meta = read_metadata(res.model_path)
     assert (meta.task, meta.architecture, meta.output, res.architecture) == ("generation", "tile_generator", "image",
                                                                             "dcgan_sn")
     t = meta.target
@@ -80,7 +80,7 @@ def test_tile_generator_trains_on_two_and_four_band_rasters(tmp_path, bands):
         ds.GetRasterBand(4).SetColorInterpretation(gdal.GCI_Undefined)
         ds = None
     res = _train(tmp_path, src, iterations=2, batch_size=2, report_path=str(tmp_path / "r.png"))
-    assert read_meta(res.model_path).target["bands"] == bands
+    assert read_metadata(res.model_path).target["bands"] == bands
     assert gdal.Open(str(tmp_path / "r.png")).RasterCount >= 3
 
 
@@ -112,7 +112,7 @@ def test_conditional_training_drives_l1_well_below_untrained(tmp_path, arch):
                  batch_size=8, learning_rate=3e-3, report_path=str(tmp_path / "r.png"))
     m = res.metrics
     assert m["l1_final"] < 0.35 * m["l1_untrained"], m
-    meta = read_meta(res.model_path)
+    meta = read_metadata(res.model_path)
     assert (meta.task, meta.architecture, meta.in_bands) == ("translation", "unet_translator", 2)
     assert meta.norm_mean[0] == pytest.approx(100, abs=3) and meta.target["bands"] == 1
     assert ("D" in res.losses) == (arch == "pix2pix")
@@ -123,7 +123,7 @@ def test_target_on_another_grid_is_resampled_and_non_overlapping_target_refused(
     arr = gdal.Open(y).ReadAsArray()
     coarse = write_raster(tmp_path / "coarse.tif", arr[::2, ::2], gt=(500000.0, 20.0, 0.0, 5100000.0, 0.0, -20.0))
     res = _train(tmp_path, x, target_path=coarse, generator_widths=TINY_UNET, iterations=3)
-    assert read_meta(res.model_path).task == "translation"
+    assert read_metadata(res.model_path).task == "translation"
     far = write_raster(tmp_path / "far.tif", arr, gt=(600000.0, 10.0, 0.0, 5100000.0, 0.0, -10.0))
     with pytest.raises(InputError, match="does not overlap the INPUT"):
         _train(tmp_path, x, "far", target_path=far, generator_widths=TINY_UNET)

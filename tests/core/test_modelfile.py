@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from geoml_plugin.core.errors import InputError, ModelFileError
-from geoml_plugin.core.modelfile import ModelMeta, load_model, read_meta, save_model
+from geoml_plugin.core.modelfile import ModelMetadata, load_model, read_metadata, save_model
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.raster.classes import make_classes
 
@@ -18,7 +18,7 @@ def _meta(**kw):
                 norm_mean=[1, 2, 3, 4, 5], norm_std=[1, 1, 2, 2, 3], classes=make_classes(["a", "b", "c"]),
                 metrics={"overall_accuracy": 0.9}, provenance={"source": "x.tif"})
     base.update(kw)
-    return ModelMeta(**base)
+    return ModelMetadata(**base)
 
 
 def test_round_trip_weights_and_metadata(tmp_path):
@@ -26,7 +26,7 @@ def test_round_trip_weights_and_metadata(tmp_path):
     meta = _meta()
     model = build_model(meta.architecture, **meta.arch_args).eval()
     p = save_model(str(tmp_path / "m.safetensors"), model, meta)
-    meta2 = read_meta(p)
+    meta2 = read_metadata(p)
     assert meta2.to_dict() == meta.to_dict()
     model2, _ = load_model(p)
     x = torch.randn(2, 5, 32, 32)
@@ -39,7 +39,7 @@ def test_refuses_pickles_without_unpickling(tmp_path):
     p = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(2)}, p)  # zip-based pickle
     with pytest.raises(ModelFileError, match="never loads pickles"):
-        read_meta(str(p))
+        read_metadata(str(p))
     import pickle
 
     p2 = tmp_path / "evil.pkl"
@@ -60,7 +60,7 @@ def test_a_model_whose_header_length_looks_like_pickle_magic_still_loads(tmp_pat
     pad = (low_bytes - n) % (mask + 1)  # safetensors allows trailing spaces in the header
     Path(p).write_bytes(struct.pack("<Q", n + pad) + data[8:8 + n] + b" " * pad + data[8 + n:])
     assert Path(p).read_bytes()[:1 if mask == 0xFF else 2] == (b"\x80" if mask == 0xFF else b"PK")
-    assert read_meta(p).to_dict() == meta.to_dict()
+    assert read_metadata(p).to_dict() == meta.to_dict()
     load_model(p)
 
 
@@ -68,17 +68,17 @@ def test_refuses_other_files(tmp_path):
     junk = tmp_path / "notes.txt"
     junk.write_text("hello world, not a model")
     with pytest.raises(ModelFileError, match="not a GeoML model"):
-        read_meta(str(junk))
+        read_metadata(str(junk))
     from safetensors.torch import save_file
 
     plain = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(2)}, str(plain))
     with pytest.raises(ModelFileError, match="no GeoML metadata"):
-        read_meta(str(plain))
+        read_metadata(str(plain))
     with pytest.raises(InputError, match="does not exist"):
-        read_meta(str(tmp_path / "missing.safetensors"))
+        read_metadata(str(tmp_path / "missing.safetensors"))
     with pytest.raises(InputError, match="is a folder, not a model file"):
-        read_meta(str(tmp_path))
+        read_metadata(str(tmp_path))
 
 
 def test_weights_of_wrong_shape_are_refused(tmp_path):
@@ -104,7 +104,7 @@ def test_newer_format_is_refused(tmp_path):
     d = _meta().to_dict()
     d["format_version"] = 99
     with pytest.raises(ModelFileError, match="newer GeoML"):
-        ModelMeta.from_dict(d)
+        ModelMetadata.from_dict(d)
 
 
 def test_save_is_atomic(tmp_path):
@@ -141,13 +141,13 @@ def test_saved_model_is_readable_by_others_like_other_outputs(tmp_path):
 def test_every_architecture_passes_the_memory_free_check(arch, args, task, output):
     """The check run before every load (network built and one patch run on the meta device) accepts a valid
     model of every architecture, for the patch sizes GeoML trains (a missing meta kernel would refuse it)."""
-    from geoml_plugin.core.modelfile import _check_forward, check_meta_fields
+    from geoml_plugin.core.modelfile import _check_forward, check_metadata_fields
 
     for patch in (32, 64, 224):
-        meta = ModelMeta(architecture=arch, arch_args=args, task=task, output=output, in_bands=args["in_bands"],
+        meta = ModelMetadata(architecture=arch, arch_args=args, task=task, output=output, in_bands=args["in_bands"],
                          patch_size=patch, classes=make_classes(["a", "b", "c"]) if task != "translation" else [],
                          target={"bands": args["out_bands"]} if task == "translation" else {})
-        check_meta_fields(meta.to_dict())
+        check_metadata_fields(meta.to_dict())
         with torch.device("meta"):
             net = build_model(arch, **args)
         _check_forward(net.eval(), meta, "m.safetensors")

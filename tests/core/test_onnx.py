@@ -13,7 +13,7 @@ import torch
 from osgeo import gdal
 
 from geoml_plugin.core.errors import InputError, ModelFileError
-from geoml_plugin.core.modelfile import ModelMeta, load_model, save_model
+from geoml_plugin.core.modelfile import ModelMetadata, load_model, save_model
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.onnx_export import DEEPNESS_STD, export_onnx
 from geoml_plugin.core.predict import PredictConfig, run_predict
@@ -64,7 +64,7 @@ def _model_file(tmp_path, kind: str) -> str:
     k = args.get("num_outputs", args.get("num_classes", args.get("out_channels")))
     kw = dict(target={"name": "height", "units": "m", "mean": 5.0, "std": 2.0}) if task == "regression" else \
         dict(classes=make_classes([f"class {i}" for i in range(k)]))
-    meta = ModelMeta(architecture=arch, arch_args=args, task=task, output=output, in_bands=4, patch_size=patch,
+    meta = ModelMetadata(architecture=arch, arch_args=args, task=task, output=output, in_bands=4, patch_size=patch,
                      norm_mean=[1000.0, 900.0, 800.0, 700.0], norm_std=[500.0, 400.0, 300.0, 200.0],
                      pixel_size=[10.0, 10.0], crs_wkt=_wkt(), **kw)
     return save_model(str(tmp_path / f"{kind}.safetensors"), model, meta)

@@ -4,7 +4,7 @@ import torch
 from osgeo import gdal
 
 from geoml_plugin.core.errors import InputError, JobCancelled, ModelFileError
-from geoml_plugin.core.modelfile import ModelMeta, save_model
+from geoml_plugin.core.modelfile import ModelMetadata, save_model
 from geoml_plugin.core.models import build_model
 from geoml_plugin.core.predict import PredictConfig, predict_raster, run_predict
 from geoml_plugin.core.progress import Feedback
@@ -48,7 +48,7 @@ def test_dense_tiling_is_seamless(scene, out_dir):
     """Tiled output equals one forward pass over the whole raster: no seams."""
     torch.manual_seed(0)
     model = Conv3Stack(4, 1).eval()
-    meta = ModelMeta(architecture="test", task="regression", in_bands=4, output="dense", patch_size=16,
+    meta = ModelMetadata(architecture="test", task="regression", in_bands=4, output="dense", patch_size=16,
                      norm_mean=[1000] * 4, norm_std=[500] * 4, target={"name": "v", "mean": 2.0, "std": 3.0})
     out = out_dir / "reg.tif"
     res = predict_raster(model, meta, PredictConfig(scene.image, output_path=str(out), tile_size=24, overlap=4,
@@ -69,7 +69,7 @@ def test_dense_tiling_is_seamless(scene, out_dir):
 
 def test_confidence_asked_of_a_regression_model_is_not_written_and_the_log_says_so(scene, out_dir):
     model = Conv3Stack(4, 1).eval()
-    meta = ModelMeta(architecture="test", task="regression", in_bands=4, output="dense", patch_size=16,
+    meta = ModelMetadata(architecture="test", task="regression", in_bands=4, output="dense", patch_size=16,
                      norm_mean=[1000] * 4, norm_std=[500] * 4, target={"name": "v"})
     conf = out_dir / "conf.tif"
     log = []
@@ -81,7 +81,7 @@ def test_confidence_asked_of_a_regression_model_is_not_written_and_the_log_says_
 
 def _patch_model(tmp_path, in_bands=4, classes=("A", "B"), band_indices=()):
     torch.manual_seed(0)
-    meta = ModelMeta(architecture="small_cnn", arch_args={"in_bands": in_bands, "num_outputs": len(classes),
+    meta = ModelMetadata(architecture="small_cnn", arch_args={"in_bands": in_bands, "num_outputs": len(classes),
                      "widths": [4, 4, 4, 4]}, task="classification", output="patch", in_bands=in_bands,
                      patch_size=16, classes=make_classes(classes), norm_mean=[1000] * in_bands,
                      norm_std=[500] * in_bands, band_indices=list(band_indices))
@@ -268,7 +268,7 @@ def _fitted_unet(scene, task):
         loss.backward()
         opt.step()
     model.eval()
-    meta = ModelMeta(architecture="unet", arch_args={"backbone": "small_resnet", "in_bands": 4, "num_outputs": k},
+    meta = ModelMetadata(architecture="unet", arch_args={"backbone": "small_resnet", "in_bands": 4, "num_outputs": k},
                      task=task, output="dense", in_bands=4, patch_size=16, norm_mean=[1000] * 4, norm_std=[500] * 4,
                      **kw)
     with torch.no_grad():

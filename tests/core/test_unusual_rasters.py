@@ -7,7 +7,7 @@ import torch
 from osgeo import gdal, osr
 
 from geoml_plugin.core.fewshot.job import _points_labelset
-from geoml_plugin.core.modelfile import ModelMeta
+from geoml_plugin.core.modelfile import ModelMetadata
 from geoml_plugin.core.predict import PredictConfig, predict_raster
 from geoml_plugin.core.raster.io import RasterReader, raster_info, window_from_extent
 from geoml_plugin.core.raster.labels import LabelRaster
@@ -43,7 +43,7 @@ class FirstBand(torch.nn.Module):
 
 
 def first_band_model(bands):
-    return FirstBand(), ModelMeta(architecture="test", task="regression", in_bands=bands, output="dense",
+    return FirstBand(), ModelMetadata(architecture="test", task="regression", in_bands=bands, output="dense",
                                   patch_size=16, norm_mean=[0.0] * bands, norm_std=[1.0] * bands,
                                   target={"name": "v"})
 
@@ -189,7 +189,7 @@ def test_meta_training_and_gan_training_leave_the_alpha_band_out_and_few_shot_pi
     from geoml_plugin.core.fewshot.job import FewShotConfig, adapt
     from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig, run_metatrain
     from geoml_plugin.core.gan.train import GanTrainConfig, run_traingan
-    from geoml_plugin.core.modelfile import read_meta
+    from geoml_plugin.core.modelfile import read_metadata
     from geoml_plugin.core.progress import Feedback
     from tests.core.test_fewshot_jobs import TINY, support_points
 
@@ -197,7 +197,7 @@ def test_meta_training_and_gan_training_leave_the_alpha_band_out_and_few_shot_pi
     meta_path = str(tmp_path / "proto.safetensors")
     run_metatrain(MetaTrainConfig([rgba], scene.points, output_model=meta_path, iterations=2, **TINY),
                   Feedback(on_log=log.append))
-    meta = read_meta(meta_path)
+    meta = read_metadata(meta_path)
     assert (meta.in_bands, meta.band_indices) == (3, [1, 2, 3])
     assert any("band 4 left out of the input" in m for m in log)
     log.clear()
@@ -207,7 +207,7 @@ def test_meta_training_and_gan_training_leave_the_alpha_band_out_and_few_shot_pi
     gan = run_traingan(GanTrainConfig(rgba, str(tmp_path / "g.safetensors"), generator_widths=[16, 8, 8],
                                       critic_widths=[8, 16], latent_channels=8, device="cpu", tile_size=32,
                                       iterations=1, batch_size=2))
-    assert read_meta(gan.model_path).target["source_bands"] == [1, 2, 3]
+    assert read_metadata(gan.model_path).target["source_bands"] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("grid", ["north-up", "rotated"])

@@ -123,11 +123,11 @@ def test_a_model_that_cannot_be_saved_is_a_clear_error_and_keeps_the_earlier_mod
     import safetensors.torch
     import torch
 
-    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.modelfile import ModelMetadata, save_model
 
     (out_dir / "m.safetensors").write_bytes(b"earlier")
     monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
-    meta = ModelMeta(architecture="x", task="regression", in_bands=1)
+    meta = ModelMetadata(architecture="x", task="regression", in_bands=1)
     with pytest.raises(OutputError, match=r"Cannot write '.*m\.safetensors': the disk is full"):
         save_model(str(out_dir / "m.safetensors"), {"w": torch.zeros(2)}, meta)
     assert snapshot(out_dir) == {"m.safetensors": b"earlier"}
@@ -144,7 +144,7 @@ def test_finetune_that_fails_saving_keeps_the_earlier_report(out_dir, monkeypatc
     from geoml_plugin.core.finetune import job as finetune
     from geoml_plugin.core.finetune import report
     from geoml_plugin.core.finetune.job import FinetuneConfig
-    from geoml_plugin.core.modelfile import ModelMeta
+    from geoml_plugin.core.modelfile import ModelMetadata
 
     before = earlier_files(out_dir, ["r.html", "r.json", "m.safetensors"])
     if fail == "model":
@@ -152,7 +152,7 @@ def test_finetune_that_fails_saving_keeps_the_earlier_report(out_dir, monkeypatc
         monkeypatch.setattr(report, "render_html", lambda *a: "<html/>")
     else:
         monkeypatch.setattr(report, "render_html", lambda *a: disk_full())
-    meta = ModelMeta(architecture="x", task="regression", in_bands=1)
+    meta = ModelMetadata(architecture="x", task="regression", in_bands=1)
     result = types.SimpleNamespace(model_path="m", task="regression", metrics={}, history=[])
     cfg = FinetuneConfig("in.tif", "labels.gpkg", output_model=str(out_dir / "m.safetensors"),
                          output_report=str(out_dir / "r.html"))

@@ -92,9 +92,9 @@ def test_memory_layer_labels_are_exported_and_band_subset_is_used(geoml_provider
     model = str(out_dir / "m.safetensors")
     res = _run("geoml:finetune", {"INPUT": scene.image, "INPUT_BANDS": [1, 4], "LABELS": mem, "LABEL_FIELD": "kind",
                                   "OUTPUT_MODEL": model, **TINY})
-    from geoml_plugin.core.modelfile import read_meta
+    from geoml_plugin.core.modelfile import read_metadata
 
-    meta = read_meta(res["OUTPUT_MODEL"])
+    meta = read_metadata(res["OUTPUT_MODEL"])
     assert meta.in_bands == 2 and meta.band_indices == [1, 4]
     assert [c.name for c in meta.classes] == ["land", "water"]
 

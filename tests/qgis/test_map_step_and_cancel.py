@@ -112,7 +112,7 @@ def test_a_users_slip_is_a_warning_not_critical(qtbot, dialog, qgis_iface):
 
 def test_the_map_status_keeps_counting_between_progress_reports(qtbot, dialog, sample_model, monkeypatch):
     """A block of a large raster can take minutes: the line says how long so far, then the time left."""
-    from geoml_plugin.core.modelfile import read_meta
+    from geoml_plugin.core.modelfile import read_metadata
     from geoml_plugin.gui.finetune_dialog import SavedModel
 
     def slow_map(fb):
@@ -121,7 +121,7 @@ def test_the_map_status_keeps_counting_between_progress_reports(qtbot, dialog, s
         fb.progress(0.5, "block 1/2")
         time.sleep(1.6)
 
-    dialog.last_result = SavedModel(sample_model, read_meta(sample_model))
+    dialog.last_result = SavedModel(sample_model, read_metadata(sample_model))
     monkeypatch.setattr(dialog, "_predict_job", lambda: ("GeoML: apply", slow_map))
     dialog.classify()
     qtbot.waitUntil(lambda: "so far)" in dialog.statusLabel.text(), timeout=3_000)

@@ -36,14 +36,14 @@ def bad(scene, sample_model, tmp_path_factory):
     """Paths of the hostile inputs, made once."""
     import torch
 
-    from geoml_plugin.core.modelfile import ModelMeta, save_model
+    from geoml_plugin.core.modelfile import ModelMetadata, save_model
     from geoml_plugin.core.models import build_model
     from geoml_plugin.core.raster.classes import make_classes
 
     d = tmp_path_factory.mktemp("bad")
     torch.manual_seed(0)
     args = {"in_bands": 4, "num_outputs": 4}
-    meta = ModelMeta(architecture="small_resnet", arch_args=args, task="classification", output="patch", in_bands=4,
+    meta = ModelMetadata(architecture="small_resnet", arch_args=args, task="classification", output="patch", in_bands=4,
                      patch_size=16, classes=make_classes(list(scene.class_names)), norm_mean=[1000] * 4,
                      norm_std=[500] * 4)
     patch = save_model(str(d / "patch.safetensors"), build_model("small_resnet", **args), meta)

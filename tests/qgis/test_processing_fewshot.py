@@ -11,7 +11,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from geoml_plugin.core.modelfile import read_meta
+from geoml_plugin.core.modelfile import read_metadata
 from geoml_plugin.core.raster.io import category_names_of
 from tests.conftest import leftovers
 
@@ -30,7 +30,7 @@ def test_metatrain_and_fewshot_through_processing(geoml_provider, scene, tmp_pat
         "DEVICE": 1, "SEED": 0, "OUTPUT_MODEL": model})
     assert res["OUTPUT_MODEL"] == model
     assert 0.4 < res["VAL_ACCURACY"] <= 1.0 and res["VAL_ACCURACY_CI95"] >= 0
-    meta = read_meta(model)
+    meta = read_metadata(model)
     assert meta.extra["fewshot"]["algorithm"] == "protonet" and meta.patch_size == 16
 
     # a memory layer of support points, as an analyst would digitise them

@@ -8,7 +8,7 @@ import pytest
 from osgeo import gdal
 from qgis.core import QgsCoordinateReferenceSystem, QgsProcessingException, QgsRasterLayer
 
-from geoml_plugin.core.modelfile import read_meta
+from geoml_plugin.core.modelfile import read_metadata
 from tests.conftest import leftovers, write_raster
 from tests.gan_helpers import one_torch_thread, tiny_generator_model, tiny_translator_model  # noqa: F401
 from tests.qgis.test_qgis_process_and_desktop import _env, staged  # noqa: F401 (plugin staged as installed)
@@ -26,7 +26,7 @@ def test_traingan_then_generate_a_tile_at_a_lonlat_point(geoml_provider, scene, 
     res = _run("traingan", {"INPUT": scene.dem, "TILE_SIZE": 32, "ITERATIONS": 6, "BATCH_SIZE": 2, "DEVICE": 1,
                             "SEED": 1, "OUTPUT_MODEL": model, "OUTPUT_REPORT": report})
     assert res["OUTPUT_MODEL"] == model and res["OUTPUT_REPORT"] == report
-    meta = read_meta(model)
+    meta = read_metadata(model)
     assert meta.task == "generation" and meta.target["units"] == "m" and meta.provenance["iterations"] == 6
     assert os.path.getsize(report) > 1000
 

@@ -4,7 +4,7 @@ import os
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 
-from geoml_plugin.core.modelfile import read_meta
+from geoml_plugin.core.modelfile import read_metadata
 from tests.conftest import leftovers
 from tests.gan_helpers import FakePlugin, one_torch_thread  # noqa: F401
 from tests.qgis.conftest import wait_for_task
@@ -33,7 +33,7 @@ def test_dialog_trains_in_background_and_opens_the_tile_tool(qtbot, qgis_iface, 
     qtbot.mouseClick(dlg.runButton, Qt.MouseButton.LeftButton)
     assert dlg.task is not None and not dlg.runButton.isEnabled()
     wait_for_task(qtbot, dlg)
-    assert read_meta(model).task == "generation"
+    assert read_metadata(model).task == "generation"
     assert os.path.exists(str(out_dir / "dem_gan_report.png"))
     assert dlg.reportPreview.pixmap() is not None and not dlg.reportPreview.pixmap().isNull()
     assert "Done in" in dlg.logView.toPlainText() and "value_w1" in dlg.logView.toPlainText()

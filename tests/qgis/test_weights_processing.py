@@ -26,9 +26,9 @@ def test_processing_downloads_catalogue_weights_only_when_allowed(geoml_provider
         # the sample scene: red, green, blue, NIR; NIR is not a band of ImageNet's weights
         res = processing.run("geoml:finetune", {**params, "DOWNLOAD_WEIGHTS": True, "WEIGHT_BANDS": "R,G,B,-"})
         assert len(server.requests) == 1 and (tmp_path / "torch" / "hub" / "checkpoints" / entry.filename).is_file()
-    from geoml_plugin.core.modelfile import read_meta
+    from geoml_plugin.core.modelfile import read_metadata
 
-    meta = read_meta(res["OUTPUT_MODEL"])
+    meta = read_metadata(res["OUTPUT_MODEL"])
     assert meta.extra["pretrained"]["name"] == entry.name
     assert meta.extra["pretrained"]["band_match"] == {"bands": ["R", "G", "B", ""], "how": "as given (WEIGHT_BANDS)"}
 

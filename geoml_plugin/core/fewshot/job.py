@@ -30,7 +30,7 @@ import numpy as np
 
 from ..device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
 from ..errors import InputError, ModelFileError
-from ..modelfile import ModelMeta, load_model, new_provenance, read_meta, save_model
+from ..modelfile import ModelMetadata, load_model, new_provenance, read_metadata, save_model
 from ..models.view_sets import VIEW_COUNTS, check_views
 from ..outputs import check_outputs, output_error, temp_sibling
 from ..predict import PredictConfig, PredictResult, choose_bands, predict_raster
@@ -87,7 +87,7 @@ class Adapted:
     """An adapted classifier, ready for ``predict_raster``."""
 
     model: object
-    meta: ModelMeta
+    meta: ModelMetadata
     method: str
     class_counts: dict  # class name → support points used
     support_accuracy: float  # on the support patches themselves (a sanity check, not a score)
@@ -202,7 +202,7 @@ def _embed_fn(model, kind: str):
     return embed
 
 
-def model_kind(meta: ModelMeta) -> str:
+def model_kind(meta: ModelMetadata) -> str:
     fs = meta.extra.get("fewshot") or {}
     if fs.get("algorithm") in ("protonet", "maml", "fomaml"):
         return fs["algorithm"]
@@ -213,7 +213,7 @@ def model_kind(meta: ModelMeta) -> str:
         "Meta-train a model with GeoML → Meta-train, or use a patch classifier made by Fine-tune.")
 
 
-def _support_tensor(reader, ls: LabelSet, meta: ModelMeta, mean, std, device):
+def _support_tensor(reader, ls: LabelSet, meta: ModelMetadata, mean, std, device):
     """Normalised support patches read with ``default_step`` px of real context on each side (for shifts)."""
     torch = torch_module()
     data, valid = extract_patches(reader, ls.cols, ls.rows, meta.patch_size + 2 * default_step(meta.patch_size))
@@ -225,7 +225,7 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
     fb = ensure_feedback(feedback)
     torch = torch_module()
     seed_everything(cfg.seed)
-    meta = read_meta(cfg.model_path)
+    meta = read_metadata(cfg.model_path)
     kind = model_kind(meta)
     device = resolve_device(cfg.device)
     check_views(cfg.views)
@@ -265,7 +265,7 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
         model.views = cfg.views
     with torch.no_grad():
         support_acc = float((model(xs).argmax(1) == ys).float().mean())
-    new_meta = _adapted_meta(meta, cfg, ls, mean, std, bands, method, kind, n_classes)
+    new_meta = _adapted_metadata(meta, cfg, ls, mean, std, bands, method, kind, n_classes)
     fb.log(f"Adapted ({method}); accuracy on the support points themselves: {support_acc:.0%}")
     return Adapted(model, new_meta, method, ls.counts, support_acc, dict(ls.skipped))
 
@@ -349,8 +349,8 @@ def _adapt_maml(model, xs, ys, n_classes: int, steps: int, lr: float, patch: int
     return model
 
 
-def _adapted_meta(meta: ModelMeta, cfg: FewShotConfig, ls: LabelSet, mean, std, bands, method: str, kind: str,
-                  n_classes: int) -> ModelMeta:
+def _adapted_metadata(meta: ModelMetadata, cfg: FewShotConfig, ls: LabelSet, mean, std, bands, method: str, kind: str,
+                  n_classes: int) -> ModelMetadata:
     arch_args = dict(meta.arch_args)
     if kind == "classifier":
         key = next((k for k in ("num_classes", "num_outputs", "out_channels")
@@ -360,7 +360,7 @@ def _adapted_meta(meta: ModelMeta, cfg: FewShotConfig, ls: LabelSet, mean, std, 
         arch_args[key] = n_classes
     else:
         arch_args.update(num_classes=n_classes, views=cfg.views)
-    return ModelMeta(
+    return ModelMetadata(
         architecture=meta.architecture, arch_args=arch_args, task="classification", output="patch",
         in_bands=meta.in_bands, patch_size=meta.patch_size, band_indices=list(bands), band_names=meta.band_names,
         norm_mean=[float(v) for v in mean], norm_std=[float(v) for v in std], classes=make_styled_classes(ls.class_names),

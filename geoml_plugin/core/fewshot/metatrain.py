@@ -27,7 +27,7 @@ import numpy as np
 
 from ..device import describe_device, resolve_device, seed_everything, torch_for_training, torch_module
 from ..errors import InputError
-from ..modelfile import ModelMeta, new_provenance, save_model
+from ..modelfile import ModelMetadata, new_provenance, save_model
 from ..outputs import check_outputs
 from ..progress import Feedback, ensure_feedback
 from ..raster.classes import make_classes
@@ -281,7 +281,7 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
     if cfg.algorithm == "protonet":
         fb.progress(0.96, "prototypes of the training classes")
         set_class_prototypes(model, bank, device)
-    meta = _model_meta(cfg, arch_args, bank, stats, best, it)
+    meta = _model_metadata(cfg, arch_args, bank, stats, best, it)
     fb.progress(0.99, "saving")
     save_model(cfg.output_model, model, meta)
     secs = time.perf_counter() - t0
@@ -308,10 +308,10 @@ def set_class_prototypes(model, bank: PatchBank, device, batch: int = 256) -> No
         model.head.bias.copy_(b)
 
 
-def _model_meta(cfg: MetaTrainConfig, arch_args: dict, bank: PatchBank, stats, best, iterations) -> ModelMeta:
+def _model_metadata(cfg: MetaTrainConfig, arch_args: dict, bank: PatchBank, stats, best, iterations) -> ModelMetadata:
     info = raster_info(cfg.rasters[0])
     bands = stats[0].bands or cfg.bands or list(range(1, bank.x.shape[1] + 1))
-    return ModelMeta(
+    return ModelMetadata(
         architecture="meta_classifier", arch_args=arch_args, task="classification", output="patch",
         in_bands=bank.x.shape[1], patch_size=cfg.patch_size, band_indices=list(bands),
         band_names=[info.band_names[b - 1] for b in bands] if len(info.band_names) >= max(bands) else [],

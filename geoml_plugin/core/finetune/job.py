@@ -136,7 +136,7 @@ class FinetuneResult:
     learning_rate: float = 0.0
     device: str = ""
     model: Any = field(default=None, repr=False)  # the trained network (eval mode), for Python callers
-    meta: Any = field(default=None, repr=False)  # its ModelMeta, as saved in the file
+    meta: Any = field(default=None, repr=False)  # its ModelMetadata, as saved in the file
 
     def summary(self) -> str:
         from .metrics import format_r2
@@ -466,7 +466,7 @@ def _finetune(cfg: FinetuneConfig, feedback: Optional[Feedback], session) -> Fin
         train_seconds=round(outcome.train_seconds, 2),
         samples_per_second=round(outcome.samples_seen / max(outcome.train_seconds, 1e-9), 2),
     )
-    meta = _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
+    meta = _model_metadata(cfg, data, info, bands, band_names, arch, args, result, outcome)
     if pretrained is not None:
         entry, _, match = pretrained
         meta.extra["pretrained"] = {"name": entry.name, "url": entry.url, "hash_prefix": entry.hash_prefix,
@@ -486,8 +486,8 @@ def _finetune(cfg: FinetuneConfig, feedback: Optional[Feedback], session) -> Fin
     return result
 
 
-def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome):
-    from ..modelfile import ModelMeta, new_provenance
+def _model_metadata(cfg, data, info, bands, band_names, arch, args, result, outcome):
+    from ..modelfile import ModelMetadata, new_provenance
     from ..raster.classes import make_styled_classes
     from .weights import is_model_file
 
@@ -496,7 +496,7 @@ def _model_meta(cfg, data, info, bands, band_names, arch, args, result, outcome)
                 "validation_fraction": cfg.validation_fraction, "augment": cfg.augment,
                 "freeze_backbone": cfg.freeze_backbone, "train_patches": result.n_train, "val_patches": result.n_val,
                 "seed": cfg.seed, "device": result.device, "balance": outcome.balance}
-    return ModelMeta(
+    return ModelMetadata(
         architecture=arch, arch_args=args, task=cfg.task, in_bands=len(bands),
         output="dense" if data.dense else "patch", patch_size=int(cfg.patch_size), band_indices=bands,
         band_names=band_names, norm_mean=[float(v) for v in data.mean], norm_std=[float(v) for v in data.std],

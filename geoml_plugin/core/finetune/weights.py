@@ -105,7 +105,7 @@ def check_transfer_source(path: str, backbone: str, in_bands: int):
 
     The file is checked like any model that is loaded (:func:`modelfile.check_model_file`): its metadata
     must describe the tensors it holds, so a damaged or tampered file is refused before anything is built."""
-    from ..modelfile import check_model_file, read_meta
+    from ..modelfile import check_model_file, read_metadata
 
     if os.path.isdir(path):
         raise InputError(f"WEIGHTS '{path}' is a folder, not a model file.", "Choose the GeoML model file itself.")
@@ -115,7 +115,7 @@ def check_transfer_source(path: str, backbone: str, in_bands: int):
                          "(the Weights… dialog lists them).")
     from .backbones import BACKBONES
 
-    meta = read_meta(path)
+    meta = read_metadata(path)
     src = backbone_of(meta)
     if src not in BACKBONES:
         raise ModelFileError(

@@ -28,7 +28,7 @@ from osgeo import gdal
 
 from ..device import describe_device, resolve_device
 from ..errors import InputError, ModelFileError
-from ..modelfile import ModelMeta, load_model, read_meta
+from ..modelfile import ModelMetadata, load_model, read_metadata
 from ..outputs import check_outputs
 from ..progress import Feedback, ensure_feedback
 from ..raster import styles as qml
@@ -126,7 +126,7 @@ class GridPlan:
         return GridPlan(self.crs_wkt, self.px, self.py, self.col0 + dcol, self.row0 + drow, self.width, self.height)
 
 
-def require_generator(meta: ModelMeta, path: str = "") -> None:
+def require_generator(meta: ModelMetadata, path: str = "") -> None:
     if meta.task in ("generation", "translation"):
         return
     name = os.path.basename(path) or "The model"
@@ -137,7 +137,7 @@ def require_generator(meta: ModelMeta, path: str = "") -> None:
     )
 
 
-def model_pixel_size(meta: ModelMeta, crs_wkt: str, x: float, y: float) -> tuple[float, float]:
+def model_pixel_size(meta: ModelMetadata, crs_wkt: str, x: float, y: float) -> tuple[float, float]:
     """The model's ground pixel size expressed in ``crs_wkt`` units at ``(x, y)``."""
     px = float(meta.pixel_size[0]) if meta.pixel_size else 1.0
     py = float(meta.pixel_size[1]) if len(meta.pixel_size) > 1 else px
@@ -153,7 +153,7 @@ def model_pixel_size(meta: ModelMeta, crs_wkt: str, x: float, y: float) -> tuple
     return ground / mx, ground * (py / px) / my
 
 
-def plan_grid(meta: ModelMeta, cfg: GenerateConfig) -> GridPlan:
+def plan_grid(meta: ModelMetadata, cfg: GenerateConfig) -> GridPlan:
     """Where to generate: output CRS, pixel size and the window of the global grid."""
     crs = cfg.crs_wkt or meta.crs_wkt
     if cfg.extent is not None:
@@ -195,7 +195,7 @@ _LENGTH_UNITS = {"m": 1.0, "metre": 1.0, "metres": 1.0, "meter": 1.0, "meters": 
                  "feet": 0.3048, "foot": 0.3048, "us-ft": 1200 / 3937, "us survey foot": 1200 / 3937}
 
 
-def value_metres(meta: ModelMeta) -> float:
+def value_metres(meta: ModelMetadata) -> float:
     """Metres per output value of an elevation model. A unit the model names (m, ft) says it; an unnamed one
     (many DTMs name none) is taken to be the training CRS's linear unit, which is what a hillshade of the training
     raster in its own CRS assumed."""
@@ -211,7 +211,7 @@ def value_metres(meta: ModelMeta) -> float:
     return 1.0
 
 
-def hillshade_zfactor(meta: ModelMeta, plan: GridPlan) -> float:
+def hillshade_zfactor(meta: ModelMetadata, plan: GridPlan) -> float:
     """The hillshade z-factor that turns output values into ``plan``'s horizontal CRS units. In a geographic CRS
     a pixel is ~0.00002° while heights are metres: without it every slope is near vertical and the relief renders
     black (issue 21)."""
@@ -224,8 +224,8 @@ def hillshade_zfactor(meta: ModelMeta, plan: GridPlan) -> float:
 class TileSource:
     """A loaded tile generator: decodes grid windows in the model's units."""
 
-    def __init__(self, model_path: str, device: str = "cpu", meta: Optional[ModelMeta] = None):
-        meta = meta or read_meta(model_path)
+    def __init__(self, model_path: str, device: str = "cpu", meta: Optional[ModelMetadata] = None):
+        meta = meta or read_metadata(model_path)
         require_generator(meta, model_path)
         if meta.task != "generation":
             raise ModelFileError(f"'{os.path.basename(model_path)}' translates rasters; it needs an INPUT raster, "
@@ -328,7 +328,7 @@ def native_plan(source: TileSource, plan: GridPlan) -> Optional[GridPlan]:
 def run_generate(cfg: GenerateConfig, feedback: Optional[Feedback] = None) -> GenerateResult:
     fb = ensure_feedback(feedback)
     t0 = time.perf_counter()
-    meta = read_meta(cfg.model_path)
+    meta = read_metadata(cfg.model_path)
     require_generator(meta, cfg.model_path)
     if cfg.style not in STYLES:
         raise InputError(f"Unknown style '{cfg.style}'.", f"Choose one of {', '.join(STYLES)}.")
@@ -358,7 +358,7 @@ def run_generate(cfg: GenerateConfig, feedback: Optional[Feedback] = None) -> Ge
                           source.metadata(plan, cfg.seed))
 
 
-def _translate(cfg: GenerateConfig, meta: ModelMeta, fb: Feedback, t0: float) -> GenerateResult:
+def _translate(cfg: GenerateConfig, meta: ModelMetadata, fb: Feedback, t0: float) -> GenerateResult:
     from ..predict import PredictConfig, choose_bands, predict_raster
 
     if not cfg.input_path:
@@ -370,7 +370,7 @@ def _translate(cfg: GenerateConfig, meta: ModelMeta, fb: Feedback, t0: float) ->
         with RasterReader(cfg.input_path, bands) as r:
             mean, std, n = r.band_statistics()
         if n:
-            meta = ModelMeta.from_dict({**meta.to_dict(), "norm_mean": mean.tolist(), "norm_std": std.tolist()})
+            meta = ModelMetadata.from_dict({**meta.to_dict(), "norm_mean": mean.tolist(), "norm_std": std.tolist()})
             fb.log("Normalising INPUT with its own band statistics (scene normalisation).")
     multiple = int(meta.extra.get("multiple", 8))
     tile = TRANSLATE_TILE - TRANSLATE_TILE % multiple

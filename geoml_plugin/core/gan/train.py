@@ -21,7 +21,7 @@ import numpy as np
 
 from ..device import describe_device, resolve_device, seed_everything
 from ..errors import InputError
-from ..modelfile import ModelMeta, new_provenance, save_model
+from ..modelfile import ModelMetadata, new_provenance, save_model
 from ..outputs import check_not_an_input, check_outputs, check_writable, sidecar_name, write_report_then_model
 from ..progress import Feedback, ensure_feedback
 from ..raster.georef import ground_metres_per_unit
@@ -149,7 +149,7 @@ def _kind(path: str, names: list, units: str) -> str:
 
 
 def _target_info(path: str, names: list, units: str, mean, std, samples: np.ndarray) -> dict:
-    """``ModelMeta.target``: what the generator outputs and how to bring it back to units."""
+    """``ModelMetadata.target``: what the generator outputs and how to bring it back to units."""
     vals = samples * np.asarray(std)[None, :, None, None] + np.asarray(mean)[None, :, None, None]
     lo = np.percentile(vals, 2, axis=(0, 2, 3))
     hi = np.percentile(vals, 98, axis=(0, 2, 3))
@@ -206,7 +206,7 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
         losses = _train_loop(cfg, trainer, sampler, rng, fb.sub(0.02, 0.95))
         fb.progress(0.96, "evaluating")
         samples, rows, titles = _evaluate(cfg, trainer, sampler, eval_batch, metrics, reader, tgt_std)
-        meta = _meta(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_std, eval_batch, samples,
+        meta = _metadata(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_std, eval_batch, samples,
                      metrics)
         fb.progress(0.99, "saving")  # the last point where a cancel stops the job: after it, the outputs are written
         # report first, model last; if either fails, the report and loss table are as before this run
@@ -291,7 +291,7 @@ def _evaluate(cfg, trainer, sampler, eval_batch, metrics, reader, tgt_std):
     return fake, rows, ["training tiles (2 rows)", "generated (2 rows)"]
 
 
-def _meta(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_std, eval_batch, samples, metrics):
+def _metadata(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_std, eval_batch, samples, metrics):
     info = reader.info
     in_names, in_units = band_units(cfg.input_path, reader.bands)
     common = dict(pixel_size=list(info.pixel_size), crs_wkt=info.crs_wkt, patch_size=int(cfg.tile_size),
@@ -304,7 +304,7 @@ def _meta(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_st
         target = _target_info(cfg.input_path, in_names, in_units, in_mean, in_std, eval_batch.x)
         target["source_bands"] = list(reader.bands)
         extra.update(stride=g.stride, margin_px=g.margin_px())
-        return ModelMeta(architecture="tile_generator", task="generation", output="image", in_bands=0,
+        return ModelMetadata(architecture="tile_generator", task="generation", output="image", in_bands=0,
                          arch_args={"out_bands": g.out_bands, "nz": g.nz, "widths": list(g.widths)},
                          target=target, provenance=new_provenance(**prov), extra=extra, **common)
     t_names, t_units = band_units(cfg.target_path, treader.bands)
@@ -314,7 +314,7 @@ def _meta(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_st
     g = trainer.g
     extra.update(multiple=g.multiple, l1_weight=cfg.l1_weight)
     widths = [m.body[0].out_channels for m in g.down]
-    return ModelMeta(architecture="unet_translator", task="translation", output="dense", in_bands=len(reader.bands),
+    return ModelMetadata(architecture="unet_translator", task="translation", output="dense", in_bands=len(reader.bands),
                      arch_args={"in_bands": len(reader.bands), "out_bands": len(treader.bands), "widths": widths},
                      band_indices=list(reader.bands), band_names=in_names, norm_mean=[float(v) for v in in_mean],
                      norm_std=[float(v) for v in in_std], target=target, provenance=new_provenance(**prov),

@@ -106,7 +106,7 @@ def multiband_qml(ranges, bands=(1, 2, 3)) -> str:
 
 def style_for_target(target: dict, value_range=None, style: str = "auto", zfactor: float = 1.0,
                      blend_mode: int = 0) -> str:
-    """The style of a continuous model output described by ``ModelMeta.target``.
+    """The style of a continuous model output described by ``ModelMetadata.target``.
 
     Three or more bands → RGB of bands 1–3; elevation in metres → terrain
     colours (or ``style="hillshade"``); anything else → viridis. Ranges come
