@@ -1,0 +1,215 @@
+"""The ``geoml`` command line, run as a user runs it: a subprocess, with qgis and Qt imports refused."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from geoml_plugin.cli import build_parser
+from geoml_plugin.cli.commands import JOBS
+from geoml_plugin.cli.options import option_name, spec_values
+from geoml_plugin.core import (
+    FewShotConfig,
+    FinetuneConfig,
+    GanTrainConfig,
+    GenerateConfig,
+    MetaTrainConfig,
+    PredictConfig,
+)
+from geoml_plugin.core.spec import default_of, tool_params
+from tests.conftest import ROOT, leftovers, write_raster
+from tests.core.test_finetune import write_points
+
+# a meta-path finder that refuses qgis and Qt, then the CLI as `python -m geoml_plugin`
+BLOCKED_MAIN = (
+    "import sys, runpy\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('qgis', 'PyQt5', 'PyQt6', 'sip'):\n"
+    "            raise ImportError('blocked in this test: ' + name)\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "runpy.run_module('geoml_plugin', run_name='__main__', alter_sys=True)\n"
+)
+CONFIGS = {"predict": PredictConfig, "finetune": FinetuneConfig, "metatrain": MetaTrainConfig,
+           "fewshot": FewShotConfig, "traingan": GanTrainConfig, "generate": GenerateConfig}
+
+
+def env():
+    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    e.pop("RANK", None)
+    e.pop("WORLD_SIZE", None)
+    return e
+
+
+def geoml(*args, timeout=300):
+    return subprocess.run([sys.executable, "-c", BLOCKED_MAIN, *map(str, args)], capture_output=True, text=True,
+                          env=env(), cwd=str(ROOT), timeout=timeout)
+
+
+def start(*args):
+    return subprocess.Popen([sys.executable, "-c", BLOCKED_MAIN, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env(), cwd=str(ROOT))
+
+
+@pytest.mark.parametrize("command", [*JOBS, "info", "version", "diagnostics"])
+def test_every_subcommand_has_help_without_qgis(command):
+    res = geoml(command, "--help")
+    assert res.returncode == 0, res.stderr
+    assert f"usage: geoml {command}" in res.stdout and "--json" in res.stdout
+
+
+def test_the_blocker_really_blocks_qgis():
+    res = subprocess.run([sys.executable, "-c", BLOCKED_MAIN.replace("runpy.run_module", "import qgis.core #"),
+                          "version"], capture_output=True, text=True, env=env())
+    assert res.returncode != 0 and "blocked in this test: qgis" in res.stderr
+
+
+@pytest.mark.parametrize("command", list(CONFIGS))
+def test_every_spec_field_has_an_option_with_the_processing_name_and_default(command):
+    """CLI and Processing stay in step: every specified field is an option named after its Processing name,
+    and parsing no option gives the Config's own default."""
+    config = CONFIGS[command]
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    options = {s for a in sub._actions for s in a.option_strings}
+    required = [a for a in sub._actions if a.required]
+    argv = [command]
+    for a in required:
+        argv += [a.option_strings[0], "x"]
+    args = build_parser().parse_args(argv)
+    values = spec_values(args, config)
+    for name, spec, _ in tool_params(config):
+        assert option_name(spec) in options, (command, spec.name)
+        assert values[name] == default_of(config, name), (command, name, values[name])
+
+
+def test_options_take_choices_by_value_and_refuse_out_of_range_with_status_2(tmp_path):
+    args = build_parser().parse_args(["predict", "--input", "a.tif", "--model", "m", "--output", "o.tif",
+                                      "--views", "8", "--stride", "0", "--device", "cpu"])
+    assert args.views == 8 and args.device == "cpu"
+    assert spec_values(args, PredictConfig)["stride"] is None  # 0 = automatic, as in Processing
+    for bad in (["--views", "3"], ["--batch-size", "0"], ["--device", "tpu"], ["--bogus"]):
+        res = geoml("predict", "--input", "a.tif", "--model", "m", "--output", tmp_path / "o.tif", *bad)
+        assert res.returncode == 2, (bad, res.stderr)
+        assert "usage: geoml" in res.stderr and "error:" in res.stderr and "Traceback" not in res.stderr
+    res = geoml("finetune", "--input", "a.tif", "--labels", "l.gpkg", "--output-model", "m",
+                "--validation-fraction", "1")
+    assert res.returncode == 2 and "below 1" in res.stderr
+    assert geoml().returncode == 2  # no command
+
+
+def test_predict_end_to_end_json_keeps_georeference(scene, sample_model, tmp_path):
+    out, conf = tmp_path / "classes.tif", tmp_path / "conf.tif"
+    res = geoml("predict", "--input", scene.image, "--model", sample_model, "--output", out,
+                "--output-confidence", conf, "--device", "cpu", "--json")
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)  # stdout holds only the JSON; the log went to stderr
+    assert result["output_path"] == str(out) and result["confidence_path"] == str(conf)
+    assert result["task"] == "segmentation" and sum(result["class_counts"].values()) == result["valid_pixels"] > 0
+    src, ds = gdal.Open(scene.image), gdal.Open(str(out))
+    assert ds.GetGeoTransform() == src.GetGeoTransform() and ds.GetProjection() == src.GetProjection()
+    assert (ds.RasterXSize, ds.RasterYSize) == (src.RasterXSize, src.RasterYSize)
+    assert set(np.unique(ds.ReadAsArray())) <= {0, 1, 2, 3, 4} and os.path.exists(conf)
+    # without --json: readable lines on stdout, no JSON
+    res = geoml("predict", "--input", scene.image, "--model", sample_model, "--output", tmp_path / "b.tif",
+                "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    assert f"output_path: {tmp_path / 'b.tif'}" in res.stdout and not res.stdout.lstrip().startswith("{")
+
+
+def test_missing_raster_is_status_1_with_the_message_and_no_traceback(sample_model, tmp_path):
+    res = geoml("predict", "--input", tmp_path / "nope.tif", "--model", sample_model, "--output", tmp_path / "o.tif")
+    assert res.returncode == 1
+    assert res.stderr.startswith("geoml: error: ") and "nope.tif" in res.stderr
+    assert "Traceback" not in res.stderr and not os.path.exists(tmp_path / "o.tif")
+    res = geoml("predict", "--input", tmp_path / "nope.tif", "--model", sample_model, "--output", tmp_path / "o.tif",
+                "--debug")
+    assert res.returncode == 1 and "Traceback" in res.stderr
+
+
+def test_info_describes_a_model_without_loading_it(sample_model):
+    res = geoml("info", sample_model, "--json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["format"] == "geoml-model" and info["task"] == "segmentation" and len(info["classes"]) >= 2
+    text = geoml("info", sample_model)
+    assert text.returncode == 0 and "segmentation" in text.stdout and "description:" in text.stdout
+    bad = geoml("info", ROOT / "README.md")
+    assert bad.returncode == 1 and "not a GeoML model file" in bad.stderr
+
+
+def test_version_and_diagnostics():
+    from geoml_plugin import __version__
+
+    res = geoml("version", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["geoml"] == __version__
+    res = geoml("diagnostics", "--json")
+    report = json.loads(res.stdout)
+    assert res.returncode == 0 and report["device"].startswith("Device: CPU") and "torch" in report["libraries"]
+    assert report["torchrun"] == "not started by torchrun"
+
+
+@pytest.fixture(scope="module")
+def blocks(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cliblocks")
+    rng = np.random.default_rng(0)
+    cls = rng.integers(0, 2, (6, 6))
+    img = np.kron(100 + 60 * cls, np.ones((16, 16)))[None].repeat(3, 0).astype(np.float32)
+    img += rng.normal(0, 15, img.shape).astype(np.float32)
+    raster = write_raster(d / "blocks.tif", img)
+    pts = [(i * 16 + 8, j * 16 + 8, ["dark", "bright"][cls[i, j]]) for i in range(6) for j in range(6)]
+    return raster, write_points(d / "blocks.gpkg", pts)
+
+
+def test_finetune_end_to_end_then_info_and_predict(blocks, tmp_path):
+    raster, labels = blocks
+    res = geoml("finetune", "--input", raster, "--labels", labels, "--label-field", "label", "--output-model",
+                tmp_path / "m", "--patch-size", 16, "--batch-size", 8, "--epochs", 2, "--device", "cpu", "--json")
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    model = tmp_path / "m.safetensors"  # the extension added, as in Processing
+    assert result["model_path"] == str(model) and model.exists()
+    assert result["class_names"] == ["bright", "dark"] and "overall_accuracy" in result["metrics"]
+    info = json.loads(geoml("info", "--model", model, "--json").stdout)
+    assert info["patch_size"] == 16 and [c["name"] for c in info["classes"]] == ["bright", "dark"]
+    res = geoml("predict", "--input", raster, "--model", model, "--output", tmp_path / "map.tif", "--stride", 8)
+    assert res.returncode == 0, res.stderr and (tmp_path / "map.tif").exists()
+
+
+def _wait_for(proc, text: str, timeout: float = 120.0) -> str:
+    """Lines of ``proc``'s stdout until one holds ``text``."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"'{text}' never came: {''.join(seen)} {proc.stderr.read() if proc.poll() else ''}")
+
+
+def test_ctrl_c_cancels_finetune_and_leaves_no_file(blocks, tmp_path):
+    raster, labels = blocks
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = start("finetune", "--input", raster, "--labels", labels, "--label-field", "label", "--output-model",
+                 out / "m.safetensors", "--output-report", out / "r.html", "--patch-size", 16, "--batch-size", 8,
+                 "--epochs", 500, "--device", "cpu")
+    try:
+        _wait_for(proc, "epoch 2/")  # training, the model not written yet
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Cancelled: no output was written." in err and "Traceback" not in err
+    assert os.listdir(out) == [] and leftovers(out) == []
