@@ -125,6 +125,8 @@ def summary_lines(result: Any) -> list:
             value = ", ".join(f"{k}: {_short(v)}" for k, v in value.items() if not isinstance(v, (list, dict)))
         elif isinstance(value, float):
             value = _short(value)
+        elif isinstance(value, str) and len(value) > 160:  # a CRS's WKT: --json has it whole
+            value = value[:157] + "…"
         lines.append(f"{key}: {value}")
     return lines
 

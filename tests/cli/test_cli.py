@@ -213,3 +213,61 @@ def test_ctrl_c_cancels_finetune_and_leaves_no_file(blocks, tmp_path):
     assert proc.returncode == 130, err
     assert "Cancelled: no output was written." in err and "Traceback" not in err
     assert os.listdir(out) == [] and leftovers(out) == []
+
+
+def test_torchrun_predict_shards_and_equals_one_process(scene, sample_model, tmp_path):
+    """``torchrun --nproc-per-node 2 geoml predict …``: the job shares the tiles (2 gloo processes), the output
+    is the one-process output, and only rank 0 prints the result."""
+    import socket
+
+    one = tmp_path / "one.tif"
+    assert geoml("predict", "--input", scene.image, "--model", sample_model, "--output", one,
+                 "--device", "cpu", "-q").returncode == 0
+    script = tmp_path / "geoml_blocked.py"
+    script.write_text(BLOCKED_MAIN)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    two = tmp_path / "two.tif"
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+                          "--master-addr=127.0.0.1", f"--master-port={port}", str(script), "predict", "--input",
+                          scene.image, "--model", sample_model, "--output", two, "--device", "cpu", "--json"],
+                         capture_output=True, text=True, env=dict(env(), LOGLEVEL="ERROR"), cwd=str(ROOT),
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count('"output_path"') == 1 and json.loads(res.stdout)["output_path"] == str(two)
+    a, b = gdal.Open(str(one)).ReadAsArray(), gdal.Open(str(two)).ReadAsArray()
+    assert np.array_equal(a, b) and leftovers(tmp_path) == []
+
+
+def test_traingan_then_generate(tmp_path):
+    dem = write_raster(tmp_path / "dem.tif", np.random.default_rng(0).normal(100, 10, (1, 96, 96)).astype(np.float32))
+    res = geoml("traingan", "--input", dem, "--output-model", tmp_path / "gan", "--iterations", 2, "--tile-size", 32,
+                "--batch-size", 2, "--device", "cpu", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["task"] == "generation" and (tmp_path / "gan.safetensors").exists()
+    res = geoml("generate", "--model", tmp_path / "gan.safetensors", "--output", tmp_path / "gen.tif",
+                "--center", "500400,5099600", "--tiles", "2x1", "--tile-size", 32, "--device", "cpu", "--json")
+    assert res.returncode == 0, res.stderr
+    ds = gdal.Open(str(tmp_path / "gen.tif"))
+    assert (ds.RasterXSize, ds.RasterYSize) == (64, 32) and "32632" in ds.GetProjection()
+
+
+def test_metatrain_then_fewshot(tmp_path):
+    rng = np.random.default_rng(0)
+    cls = rng.integers(0, 3, (8, 8))
+    img = np.kron(100 + 60 * cls, np.ones((16, 16)))[None].repeat(3, 0).astype(np.float32)
+    raster = write_raster(tmp_path / "b.tif", img + rng.normal(0, 15, img.shape).astype(np.float32))
+    labels = write_points(tmp_path / "b.gpkg", [(i * 16 + 8, j * 16 + 8, "abc"[cls[i, j]])
+                                                for i in range(8) for j in range(8)])
+    res = geoml("metatrain", "--input", raster, "--labels", labels, "--label-field", "label", "--output-model",
+                tmp_path / "meta.safetensors", "--ways", 2, "--shots", 2, "--query", 2, "--iterations", 2,
+                "--patch-size", 16, "--device", "cpu", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["classes"] == ["a", "b", "c"]
+    res = geoml("fewshot", "--input", raster, "--model", tmp_path / "meta.safetensors", "--support", labels,
+                "--label-field", "label", "--output", tmp_path / "fs.tif", "--adapt-steps", 0, "--device", "cpu",
+                "--json")
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["output_path"] == str(tmp_path / "fs.tif") and sorted(result["class_counts"]) == ["a", "b", "c"]
