@@ -121,6 +121,8 @@ def summary_lines(result: Any) -> list:
     for key, value in data.items():
         if value in (None, "", [], {}) or (isinstance(value, (list, dict)) and len(value) > 12):
             continue
+        if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):  # histories: --json
+            continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}: {_short(v)}" for k, v in value.items() if not isinstance(v, (list, dict)))
         elif isinstance(value, float):
