@@ -66,12 +66,18 @@ def _one_input(inputs: list) -> bool:
     return len(inputs) == 1 and not os.path.isdir(inputs[0])
 
 
+def build_predict(args):
+    from ..core.predict import PredictConfig
+
+    return PredictConfig(args.input[0], args.model, args.output, confidence_path=args.output_confidence,
+                         device=args.device, cog=args.cog, **spec_values(args, PredictConfig))
+
+
 def run_predict_command(args, feedback):
-    from ..core.predict import PredictConfig, run_predict
+    from ..core.predict import run_predict
     from ..core.predict_many import run_predict_many
 
-    cfg = PredictConfig(args.input[0], args.model, args.output, confidence_path=args.output_confidence,
-                        device=args.device, cog=args.cog, **spec_values(args, PredictConfig))
+    cfg = build_predict(args)
     if not _one_input(args.input):
         if args.output_confidence or args.extent:
             raise InputError("With several input rasters, give --confidence instead of --output-confidence; "
@@ -102,8 +108,8 @@ def add_finetune(p: argparse.ArgumentParser) -> None:
     add_spec_options(p, FinetuneConfig)
 
 
-def run_finetune_command(args, feedback):
-    from ..core.finetune.job import FinetuneConfig, run_finetune
+def build_finetune(args):
+    from ..core.finetune.job import FinetuneConfig
     from ..core.finetune.pretrained import parse_weight_bands
     from ..core.outputs import output_name
 
@@ -111,10 +117,15 @@ def run_finetune_command(args, feedback):
         raise InputError("--resume needs --checkpoint-dir (the folder with the checkpoint).")
     values = spec_values(args, FinetuneConfig)
     values["weight_bands"] = parse_weight_bands(values.get("weight_bands"))
-    cfg = FinetuneConfig(args.input, args.labels, output_model=output_name(args.output_model, "model"),
-                         output_report=args.output_report, device=args.device, checkpoint_dir=args.checkpoint_dir,
-                         resume=args.resume, **values)
-    return run_finetune(cfg, feedback)
+    return FinetuneConfig(args.input, args.labels, output_model=output_name(args.output_model, "model"),
+                          output_report=args.output_report, device=args.device, checkpoint_dir=args.checkpoint_dir,
+                          resume=args.resume, **values)
+
+
+def run_finetune_command(args, feedback):
+    from ..core.finetune.job import run_finetune
+
+    return run_finetune(build_finetune(args), feedback)
 
 
 # -- metatrain ---------------------------------------------------------------
@@ -131,13 +142,18 @@ def add_metatrain(p: argparse.ArgumentParser) -> None:
     add_spec_options(p, MetaTrainConfig)
 
 
-def run_metatrain_command(args, feedback):
-    from ..core.fewshot.metatrain import MetaTrainConfig, run_metatrain
+def build_metatrain(args):
+    from ..core.fewshot.metatrain import MetaTrainConfig
 
     rasters = [args.input] + [r for r in args.extra_inputs if r != args.input]
-    cfg = MetaTrainConfig(rasters, args.labels, args.label_field, args.output_model, device=args.device,
-                          **spec_values(args, MetaTrainConfig))
-    return run_metatrain(cfg, feedback)
+    return MetaTrainConfig(rasters, args.labels, args.label_field, args.output_model, device=args.device,
+                           **spec_values(args, MetaTrainConfig))
+
+
+def run_metatrain_command(args, feedback):
+    from ..core.fewshot.metatrain import run_metatrain
+
+    return run_metatrain(build_metatrain(args), feedback)
 
 
 # -- fewshot -----------------------------------------------------------------
@@ -155,13 +171,18 @@ def add_fewshot(p: argparse.ArgumentParser) -> None:
     add_spec_options(p, FewShotConfig)
 
 
-def run_fewshot_command(args, feedback):
-    from ..core.fewshot.job import FewShotConfig, run_fewshot
+def build_fewshot(args):
+    from ..core.fewshot.job import FewShotConfig
 
-    cfg = FewShotConfig(args.input, args.model, args.output, support=args.support, label_field=args.label_field,
-                        confidence_path=args.output_confidence, output_model=args.output_model, device=args.device,
-                        **spec_values(args, FewShotConfig))
-    return run_fewshot(cfg, feedback)
+    return FewShotConfig(args.input, args.model, args.output, support=args.support, label_field=args.label_field,
+                         confidence_path=args.output_confidence, output_model=args.output_model,
+                         device=args.device, **spec_values(args, FewShotConfig))
+
+
+def run_fewshot_command(args, feedback):
+    from ..core.fewshot.job import run_fewshot
+
+    return run_fewshot(build_fewshot(args), feedback)
 
 
 # -- traingan ----------------------------------------------------------------
@@ -176,13 +197,18 @@ def add_traingan(p: argparse.ArgumentParser) -> None:
     add_spec_options(p, GanTrainConfig)
 
 
-def run_traingan_command(args, feedback):
-    from ..core.gan.train import GanTrainConfig, run_traingan
+def build_traingan(args):
+    from ..core.gan.train import GanTrainConfig
     from ..core.outputs import output_name
 
-    cfg = GanTrainConfig(args.input, output_name(args.output_model, "model"), target_path=args.target,
-                         report_path=args.output_report, device=args.device, **spec_values(args, GanTrainConfig))
-    return run_traingan(cfg, feedback)
+    return GanTrainConfig(args.input, output_name(args.output_model, "model"), target_path=args.target,
+                          report_path=args.output_report, device=args.device, **spec_values(args, GanTrainConfig))
+
+
+def run_traingan_command(args, feedback):
+    from ..core.gan.train import run_traingan
+
+    return run_traingan(build_traingan(args), feedback)
 
 
 # -- generate ----------------------------------------------------------------
@@ -219,14 +245,23 @@ def crs_to_wkt(text: str) -> str:
     return srs.ExportToWkt()
 
 
+def build_generate(args):
+    from ..core.gan.generate import GenerateConfig
+
+    return GenerateConfig(args.model, args.output, center=args.center, extent=args.extent,
+                          crs_wkt=crs_to_wkt(args.output_crs), input_path=args.input, device=args.device,
+                          **spec_values(args, GenerateConfig))
+
+
 def run_generate_command(args, feedback):
-    from ..core.gan.generate import GenerateConfig, run_generate
+    from ..core.gan.generate import run_generate
 
-    cfg = GenerateConfig(args.model, args.output, center=args.center, extent=args.extent,
-                         crs_wkt=crs_to_wkt(args.output_crs), input_path=args.input, device=args.device,
-                         **spec_values(args, GenerateConfig))
-    return run_generate(cfg, feedback)
+    return run_generate(build_generate(args), feedback)
 
+
+# the Config each command builds from its parsed arguments (command_line.py goes the other way)
+BUILDERS = {"predict": build_predict, "finetune": build_finetune, "metatrain": build_metatrain,
+            "fewshot": build_fewshot, "traingan": build_traingan, "generate": build_generate}
 
 # name: (help, add options, run)
 JOBS = {

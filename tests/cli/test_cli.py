@@ -271,3 +271,40 @@ def test_metatrain_then_fewshot(tmp_path):
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout)
     assert result["output_path"] == str(tmp_path / "fs.tif") and sorted(result["class_counts"]) == ["a", "b", "c"]
+
+
+def test_command_line_of_a_config_runs_that_config():
+    """``command_line`` (Copy as command line) and the parser are inverse: every non-default setting survives."""
+    import shlex
+
+    from geoml_plugin.cli.command_line import command_line
+    from geoml_plugin.cli.commands import BUILDERS
+
+    configs = {
+        "predict": PredictConfig("my scene.tif", "m.safetensors", "out.tif", confidence_path="c.tif", device="cpu",
+                                 batch_size=4, stride=3, views=8, overlap=0, bands="3,2,1", cog=True),
+        "finetune": FinetuneConfig("s.tif", "l.gpkg", label_field="class", output_model="m.safetensors",
+                                   input_bands=[1, 3], task="segmentation", backbone="resnet18", weights="imagenet",
+                                   weight_bands=["B04", "-"], epochs=3, learning_rate=0.0005, augment=False,
+                                   download_weights=True, validation_fraction=0.25, max_raster_samples=50,
+                                   checkpoint_dir="ck", resume=True, device="cuda"),
+        "metatrain": MetaTrainConfig(["a.tif", "b.tif"], "l.gpkg", "class", "meta.safetensors", algorithm="maml",
+                                     ways=3, inner_lr=0.05, backbone="resnet18", seed=7),
+        "fewshot": FewShotConfig("r.tif", "meta.safetensors", "o.tif", support="p.gpkg", label_field="k",
+                                 confidence_path="c.tif", output_model="a.safetensors", adapt_steps=0, views=4),
+        "traingan": GanTrainConfig("dem.tif", "g.safetensors", target_path="t.tif", report_path="r.png",
+                                   bands="1", iterations=5, architecture="wgan_gp",
+                                   l1_weight=10.0),
+        "generate": GenerateConfig("g.safetensors", "o.tif", center=(500.0, 600.5), tiles=(3, 2), pixel_size=2.5,
+                                   style="hillshade", scene_normalisation=True, seed=4),
+    }
+    for command, cfg in configs.items():
+        line = command_line(command, cfg)
+        assert line.startswith(f"geoml {command} ")
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        assert BUILDERS[command](args) == cfg, (command, line)
+    assert "'my scene.tif'" in command_line("predict", configs["predict"])
+    assert " --views 8" in command_line("predict", configs["predict"])
+    assert "--no-augment" in command_line("finetune", configs["finetune"])
+    assert "--extra-inputs b.tif" in command_line("metatrain", configs["metatrain"])
+    assert command_line("predict", PredictConfig("a.tif", "m", "o.tif")) == "geoml predict --input a.tif --model m --output o.tif"
