@@ -308,3 +308,26 @@ def test_command_line_of_a_config_runs_that_config():
     assert "--no-augment" in command_line("finetune", configs["finetune"])
     assert "--extra-inputs b.tif" in command_line("metatrain", configs["metatrain"])
     assert command_line("predict", PredictConfig("a.tif", "m", "o.tif")) == "geoml predict --input a.tif --model m --output o.tif"
+
+
+def test_predict_an_extent_and_a_folder_of_rasters(scene, sample_model, tmp_path):
+    src = gdal.Open(scene.image)
+    x0, px, _, y0, _, py = src.GetGeoTransform()
+    extent = f"{x0 + 10 * px},{y0 + 50 * py},{x0 + 40 * px},{y0 + 20 * py}"  # columns 10-40, rows 20-50
+    res = geoml("predict", "--input", scene.image, "--model", sample_model, "--output", tmp_path / "part.tif",
+                "--extent", extent, "--device", "cpu", "--json")
+    assert res.returncode == 0, res.stderr
+    ds = gdal.Open(str(tmp_path / "part.tif"))
+    assert (ds.RasterXSize, ds.RasterYSize) == (30, 30)
+    assert ds.GetGeoTransform()[0] == x0 + 10 * px and ds.GetGeoTransform()[3] == y0 + 20 * py
+    scenes, maps = tmp_path / "scenes", tmp_path / "maps"
+    scenes.mkdir()
+    maps.mkdir()
+    for name in ("a.tif", "b.tif"):
+        gdal.Translate(str(scenes / name), src, srcWin=[0, 0, 48, 40])
+    res = geoml("predict", "--input", scenes, "--model", sample_model, "--output", maps, "--confidence",
+                "--device", "cpu", "--json")
+    assert res.returncode == 0, res.stderr
+    assert [r["output_path"] for r in json.loads(res.stdout)] == [str(maps / "a.tif"), str(maps / "b.tif")]
+    rasters = sorted(f for f in os.listdir(maps) if f.endswith(".tif"))
+    assert rasters == ["a.tif", "a_confidence.tif", "b.tif", "b_confidence.tif"] and leftovers(maps) == []
