@@ -2,8 +2,9 @@
 
 The inverse of ``commands.BUILDERS``: the file options of each command (``FILES``), then every specified
 field whose value differs from its default, written as the option ``options.add_spec_options`` made for it.
-``build(parse(command_line(name, cfg)))`` gives ``cfg`` back (tests/cli/test_cli.py checks it). Not
-expressible: a pixel window (``PredictConfig.window``; give ``--extent``) and the map tool's in-memory points.
+``build(parse(command_line(name, cfg)))`` gives ``cfg`` back (tests/cli/test_cli.py checks it). A pixel window
+(``PredictConfig.window``: the dialog's "map view only") becomes ``--extent`` in the raster's CRS; the few-shot
+map tool's in-memory points have no command line.
 """
 from __future__ import annotations
 
@@ -78,9 +79,22 @@ def _spec_args(cfg) -> list:
     return out
 
 
+def _window_args(cfg) -> list:
+    """A predict job's pixel window as ``--extent`` (map units of the raster, which is read for its grid)."""
+    if getattr(cfg, "window", None) is None:
+        return []
+    from ..core.raster.io import raster_info
+
+    x, y, w, h = cfg.window
+    x0, px, _, y0, _, py = raster_info(cfg.input_path).geotransform
+    xs, ys = (x0 + x * px, x0 + (x + w) * px), (y0 + y * py, y0 + (y + h) * py)
+    return ["--extent", _text((min(xs), min(ys), max(xs), max(ys)))]
+
+
 def command_args(command: str, cfg) -> list:
     """The arguments after ``geoml`` that run ``cfg``."""
-    return [command, *_file_args(command, cfg), *_spec_args(cfg)]
+    window = _window_args(cfg) if command == "predict" else []
+    return [command, *_file_args(command, cfg), *window, *_spec_args(cfg)]
 
 
 def command_line(command: str, cfg, program: str = "geoml") -> str:

@@ -320,6 +320,16 @@ def test_predict_an_extent_and_a_folder_of_rasters(scene, sample_model, tmp_path
     ds = gdal.Open(str(tmp_path / "part.tif"))
     assert (ds.RasterXSize, ds.RasterYSize) == (30, 30)
     assert ds.GetGeoTransform()[0] == x0 + 10 * px and ds.GetGeoTransform()[3] == y0 + 20 * py
+    # the dialog's "map view only" (a pixel window) as a command line: the same --extent, the same window
+    from geoml_plugin.cli.command_line import command_args
+    from geoml_plugin.cli.commands import build_predict
+    from geoml_plugin.core.raster.io import raster_info, window_from_extent
+
+    args = command_args("predict", PredictConfig(scene.image, sample_model, "o.tif", window=(10, 20, 30, 30)))
+    extent = args[args.index("--extent") + 1]
+    assert build_parser().parse_args(args).extent == tuple(float(v) for v in extent.split(","))
+    assert window_from_extent(raster_info(scene.image), *map(float, extent.split(","))) == (10, 20, 30, 30)
+    assert build_predict(build_parser().parse_args(args)).window is None  # set by the run from --extent
     scenes, maps = tmp_path / "scenes", tmp_path / "maps"
     scenes.mkdir()
     maps.mkdir()
