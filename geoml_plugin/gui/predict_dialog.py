@@ -62,6 +62,7 @@ result is added to the map when it ends), cancel it, or stay.</p>"""
 
 class PredictDialog(JobDialogBase, FORM):
     SETTINGS_KEY = "predict"
+    COMMAND = "predict"
     # widget → PredictConfig field: range, default and tooltip from the field's specification
     SPEC_WIDGETS = {"batchSpin": "batch_size", "strideSpin": "stride", "overlapSpin": "overlap",
                     "viewsCombo": "views"}
@@ -156,8 +157,8 @@ class PredictDialog(JobDialogBase, FORM):
         except GeoMLError as exc:
             self.modelInfo.setText(f"<span style='color:#b00'>{html.escape(str(exc), quote=False)}</span>")  # names from the file
 
-    def make_job(self):
-        from ..core.predict import PredictConfig, run_predict
+    def build_config(self):
+        from ..core.predict import PredictConfig
 
         layer = self.inputLayer.currentLayer()
         if layer is None:
@@ -175,6 +176,13 @@ class PredictDialog(JobDialogBase, FORM):
             views=int(self.viewsCombo.currentText()),
             overlap=self.overlapSpin.value() if self.overlapSpin.value() >= 0 else None,
         )
+        return cfg
+
+    def make_job(self):
+        from ..core.predict import run_predict
+
+        cfg = self.build_config()
+        layer, model, out, conf = self.inputLayer.currentLayer(), cfg.model_path, cfg.output_path, cfg.confidence_path
         if not self.confirm_replace([out, conf if self._writes_confidence(model) else None], self.outputFile):
             return None
         self.set_settings_value("model", model)
