@@ -55,7 +55,9 @@ each window, as many times slower. It helps models trained without flips/rotatio
 model fine-tuned with GeoML's default augmentation gains little (under a point of accuracy on the EuroSAT benchmark).</li>
 </ul>
 <p>The same tool is in the Processing toolbox as <i>GeoML › Apply model to raster</i>
-(batch mode, modeler, <code>qgis_process run geoml:predict</code>).</p>
+(batch mode, modeler, <code>qgis_process run geoml:predict</code>). The copy button beside <i>Run</i>
+(<b>Copy as command line</b>) copies the <code>geoml predict …</code> command of these settings, which runs the
+same job on a server or cluster without QGIS (also on several GPUs with <code>torchrun</code>).</p>
 <p>Closing the dialog while it runs asks whether to keep the job running in the background (the
 result is added to the map when it ends), cancel it, or stay.</p>"""
 
