@@ -84,7 +84,9 @@ freezing the backbone (only the head trains; pretrained weights and their normal
 as loaded: for very few labels), seed.</li>
 </ul>
 <p>The same tool is in the Processing toolbox as <i>GeoML › Fine-tune a model on your labels</i>
-(batch, modeler, <code>qgis_process run geoml:finetune</code>).</p>
+(batch, modeler, <code>qgis_process run geoml:finetune</code>). The copy button beside <i>Run</i>
+(<b>Copy as command line</b>) copies the <code>geoml finetune …</code> command of these settings, which trains
+on a server or cluster without QGIS (also on several GPUs with <code>torchrun</code>).</p>
 <p>Closing the dialog while it runs asks whether to keep the job running in the background (the
 result is added to the map when it ends), cancel it, or stay. Cancelling the classification after
 training keeps the model file. The classification shows its own progress and an estimate of the time left
@@ -189,6 +191,7 @@ def default_label_field(fields, task: str = "classification") -> str:
 
 class FinetuneDialog(JobDialogBase, FORM):
     SETTINGS_KEY = "finetune"
+    COMMAND = "finetune"
     HELP_HTML = HELP
     # widget → FinetuneConfig field: range, items, default and tooltip from the field's specification
     SPEC_WIDGETS = {"taskCombo": "task", "backboneCombo": "backbone", "patchSpin": "patch_size",
@@ -468,8 +471,9 @@ class FinetuneDialog(JobDialogBase, FORM):
     def make_job(self):
         return self._train_job()
 
-    def _train_job(self):
-        from ..core.finetune.job import FinetuneConfig, check_config, run_finetune
+    def build_config(self, download: bool = False):
+        """The FinetuneConfig of the form (``download``: the user agreed to download the catalogue weights)."""
+        from ..core.finetune.job import FinetuneConfig
         from ..layer_sources import labels_source
 
         raster = self.inputLayer.currentLayer()
@@ -488,8 +492,29 @@ class FinetuneDialog(JobDialogBase, FORM):
         out = self.outputFile.filePath()
         out = (output_name(out, "model") if out
                else default_output(f"{raster.name()}_{self.taskCombo.currentData()}", "model"))
-        weights = self.weights_value()
-        entry, download = self.catalogue_entry(), False
+        source = labels_source(labels, transform_context=QgsProject.instance().transformContext())
+        return FinetuneConfig(
+            input_path=raster.source(), labels=source, label_field=field, output_model=out,
+            input_bands=None if bands == default_bands(raster) else bands,  # e.g. alpha checked: as given
+            task=self.taskCombo.currentData(), backbone=self.backboneCombo.currentData(),
+            weights=self.weights_value(), patch_size=self.patchSpin.value(), epochs=self.epochsSpin.value(),
+            batch_size=self.batchSpin.value(), learning_rate=self.lrSpin.value(),
+            validation_fraction=self.valSpin.value(), freeze_backbone=self.freezeCheck.isChecked(),
+            augment=self.augmentCheck.isChecked(), device=self.deviceCombo.currentText(),
+            seed=self.seedSpin.value(), max_raster_samples=self.maxSamplesSpin.value(),
+            output_report=report_path_for(out) if self.reportCheck.isChecked() else None,
+            download_weights=download, weight_bands=self.weight_bands(self.catalogue_entry()),
+            proxies=self.proxies(download),
+        )
+
+    def _train_job(self):
+        from dataclasses import replace
+
+        from ..core.finetune.job import check_config, run_finetune
+
+        cfg = self.build_config()  # the form's slips first, then the question about downloading weights
+        raster = self.inputLayer.currentLayer()
+        entry = self.catalogue_entry()
         if entry is not None:
             from ..core.finetune.pretrained import is_cached
             from .weights_dialog import ask_download_consent
@@ -499,20 +524,8 @@ class FinetuneDialog(JobDialogBase, FORM):
                     self.statusLabel.setText(f"Not started: the weights '{entry.name}' are not on this computer "
                                              "(Weights… shows where to copy them).")
                     return None
-                download = True
-        source = labels_source(labels, transform_context=QgsProject.instance().transformContext())
-        cfg = FinetuneConfig(
-            input_path=raster.source(), labels=source, label_field=field, output_model=out,
-            input_bands=None if bands == default_bands(raster) else bands,  # e.g. alpha checked: as given
-            task=self.taskCombo.currentData(), backbone=self.backboneCombo.currentData(),
-            weights=weights, patch_size=self.patchSpin.value(), epochs=self.epochsSpin.value(),
-            batch_size=self.batchSpin.value(), learning_rate=self.lrSpin.value(),
-            validation_fraction=self.valSpin.value(), freeze_backbone=self.freezeCheck.isChecked(),
-            augment=self.augmentCheck.isChecked(), device=self.deviceCombo.currentText(),
-            seed=self.seedSpin.value(), max_raster_samples=self.maxSamplesSpin.value(),
-            output_report=report_path_for(out) if self.reportCheck.isChecked() else None,
-            download_weights=download, weight_bands=self.weight_bands(entry), proxies=self.proxies(download),
-        )
+                cfg = replace(cfg, download_weights=True, proxies=self.proxies(True))
+        labels = self.labelsLayer.currentLayer()
         classify = self.classifyCheck.isChecked()
         check_config(cfg)  # a slip in the form (e.g. heights as classes) is said before any question about files
         # the model (e.g. the remembered path of the last one), its report and the maps written beside it

@@ -16,7 +16,7 @@ import os
 from typing import Any, Callable, Optional
 
 from qgis.core import Qgis, QgsSettings
-from qgis.PyQt.QtWidgets import QDialog, QMessageBox, QPushButton, QToolButton
+from qgis.PyQt.QtWidgets import QApplication, QDialog, QLayout, QMessageBox, QPushButton, QToolButton
 
 from ..core.device import DEVICE_CHOICES
 from ..core.errors import DependencyError, GeoMLError
@@ -89,6 +89,7 @@ class JobDialogBase(QDialog):
         self.refresh_device_badge()
         self.helpBrowser.setHtml(self.HELP_HTML)
         self.runButton.clicked.connect(self.run)
+        self._add_copy_command_button()
         self.cancelButton.clicked.connect(self.cancel)
         self.closeButton.clicked.connect(self.close)
         from qgis.core import QgsProject
@@ -169,6 +170,47 @@ class JobDialogBase(QDialog):
     def make_job(self) -> Optional[tuple[str, Callable[[Feedback], Any]]]:
         """``(description, job)``; None to go back to the form without a word (the user declined)."""
         raise NotImplementedError
+
+    # Copy as command line ---------------------------------------------------
+    COMMAND = ""  # the `geoml` subcommand of this dialog's job; with build_config, a "Copy as command line" button
+
+    def build_config(self):
+        """The job's Config from the dialog's current settings (the dialogs with a ``COMMAND`` implement it)."""
+        raise NotImplementedError
+
+    def _add_copy_command_button(self) -> None:
+        if not self.COMMAND:
+            return
+        from qgis.core import QgsApplication
+
+        # a small tool button (the copy icon): the button row sets the dialog's minimum width
+        button = QToolButton(self)
+        button.setObjectName("copyCommandButton")
+        button.setIcon(QgsApplication.getThemeIcon("/mActionEditCopy.svg"))
+        button.setText("Copy as command line")
+        button.setAccessibleName("Copy as command line")
+        button.setToolTip(f"Copy as command line: the `geoml {self.COMMAND}` command that runs this job with these "
+                          "settings, for a server or cluster without QGIS (README: Command line)")
+        button.clicked.connect(lambda: self.copy_command_line())
+        for layout in self.findChildren(QLayout):
+            if layout.indexOf(self.runButton) >= 0:
+                layout.insertWidget(layout.indexOf(self.runButton), button)
+                break
+        self.copyCommandButton = button
+
+    def copy_command_line(self) -> str:
+        """Put the ``geoml …`` command of the current settings on the clipboard and in the log; '' (and the
+        reason in the log) when the settings are not complete."""
+        from ..cli.command_line import command_line
+
+        try:
+            text = command_line(self.COMMAND, self.build_config())
+        except GeoMLError as exc:
+            self.logView.appendPlainText(str(exc))
+            return ""
+        QApplication.clipboard().setText(text)
+        self.logView.appendPlainText("Copied to the clipboard:\n" + text)
+        return text
 
     def on_success(self, result: Any) -> None:
         raise NotImplementedError

@@ -55,13 +55,16 @@ each window, as many times slower. It helps models trained without flips/rotatio
 model fine-tuned with GeoML's default augmentation gains little (under a point of accuracy on the EuroSAT benchmark).</li>
 </ul>
 <p>The same tool is in the Processing toolbox as <i>GeoML › Apply model to raster</i>
-(batch mode, modeler, <code>qgis_process run geoml:predict</code>).</p>
+(batch mode, modeler, <code>qgis_process run geoml:predict</code>). The copy button beside <i>Run</i>
+(<b>Copy as command line</b>) copies the <code>geoml predict …</code> command of these settings, which runs the
+same job on a server or cluster without QGIS (also on several GPUs with <code>torchrun</code>).</p>
 <p>Closing the dialog while it runs asks whether to keep the job running in the background (the
 result is added to the map when it ends), cancel it, or stay.</p>"""
 
 
 class PredictDialog(JobDialogBase, FORM):
     SETTINGS_KEY = "predict"
+    COMMAND = "predict"
     # widget → PredictConfig field: range, default and tooltip from the field's specification
     SPEC_WIDGETS = {"batchSpin": "batch_size", "strideSpin": "stride", "overlapSpin": "overlap",
                     "viewsCombo": "views"}
@@ -156,8 +159,8 @@ class PredictDialog(JobDialogBase, FORM):
         except GeoMLError as exc:
             self.modelInfo.setText(f"<span style='color:#b00'>{html.escape(str(exc), quote=False)}</span>")  # names from the file
 
-    def make_job(self):
-        from ..core.predict import PredictConfig, run_predict
+    def build_config(self):
+        from ..core.predict import PredictConfig
 
         layer = self.inputLayer.currentLayer()
         if layer is None:
@@ -175,6 +178,13 @@ class PredictDialog(JobDialogBase, FORM):
             views=int(self.viewsCombo.currentText()),
             overlap=self.overlapSpin.value() if self.overlapSpin.value() >= 0 else None,
         )
+        return cfg
+
+    def make_job(self):
+        from ..core.predict import run_predict
+
+        cfg = self.build_config()
+        layer, model, out, conf = self.inputLayer.currentLayer(), cfg.model_path, cfg.output_path, cfg.confidence_path
         if not self.confirm_replace([out, conf if self._writes_confidence(model) else None], self.outputFile):
             return None
         self.set_settings_value("model", model)

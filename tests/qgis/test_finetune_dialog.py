@@ -192,3 +192,22 @@ def test_dialog_regression_adds_a_value_map_and_no_confidence_raster(qtbot, dial
     assert "chm_confidence" not in layers and not (out_dir / "chm_confidence.tif").exists()
     assert sorted(os.listdir(out_dir)) == ["chm.safetensors", "chm_report.html", "chm_report.json", "chm_values.qml",
                                            "chm_values.tif"]
+
+
+def test_copy_as_command_line_gives_the_geoml_finetune_command(qtbot, dialog, out_dir):
+    import shlex
+
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from geoml_plugin.cli import build_parser
+    from geoml_plugin.cli.commands import build_finetune
+
+    dialog.epochsSpin.setValue(7)
+    dialog.augmentCheck.setChecked(False)
+    dialog.outputFile.setFilePath(str(out_dir / "cmd.safetensors"))
+    qtbot.mouseClick(dialog.copyCommandButton, Qt.MouseButton.LeftButton)
+    text = QApplication.clipboard().text()
+    assert text.startswith("geoml finetune --input ") and "--label-field class_name" in text
+    assert "--epochs 7" in text and "--no-augment" in text
+    assert build_finetune(build_parser().parse_args(shlex.split(text)[1:])) == dialog.build_config()
+    assert dialog.task is None and list(out_dir.iterdir()) == []

@@ -210,3 +210,27 @@ def test_export_button_writes_onnx_which_the_dialog_then_applies_without_the_tor
     truth = gdal.Open(scene.landcover).ReadAsArray()
     pred = gdal.Open(out).ReadAsArray()
     assert (pred == truth)[truth > 0].mean() > 0.95
+
+
+def test_copy_as_command_line_gives_the_geoml_command_of_the_settings(qtbot, qgis_iface, qgis_new_project, scene,
+                                                                       sample_model, out_dir):
+    """The button copies the `geoml predict` command of the dialog's settings; it parses back to the same job."""
+    import shlex
+
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from geoml_plugin.cli import build_parser
+    from geoml_plugin.cli.commands import build_predict
+
+    dlg = _dialog(qtbot, qgis_iface, scene)
+    dlg.modelFile.setFilePath(sample_model)
+    dlg.outputFile.setFilePath(str(out_dir / "cmd.tif"))
+    dlg.deviceCombo.setCurrentText("cpu")
+    dlg.viewsCombo.setCurrentText("4")
+    qtbot.mouseClick(dlg.copyCommandButton, Qt.MouseButton.LeftButton)
+    text = QApplication.clipboard().text()
+    assert text.startswith("geoml predict --input ") and "--views 4" in text and "--device cpu" in text
+    assert build_predict(build_parser().parse_args(shlex.split(text)[1:])) == dlg.build_config()
+    assert text in dlg.logView.toPlainText() and dlg.task is None and not os.path.exists(out_dir / "cmd.tif")
+    dlg.modelFile.setFilePath("")
+    assert dlg.copy_command_line() == "" and "Choose a GeoML model file." in dlg.logView.toPlainText()

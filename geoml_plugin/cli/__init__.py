@@ -1,0 +1,70 @@
+"""``geoml``: GeoML's jobs from the command line, without QGIS or Qt.
+
+``geoml predict --input scene.tif --model model.safetensors --output classes.tif`` runs the same job as
+Processing's ``geoml:predict``, with options built from the same parameter specifications
+(``cli/options.py``). Under ``torchrun`` the jobs share the work among the processes (``core/distributed.py``);
+only rank 0 prints the result. ``python -m geoml_plugin`` is the same program.
+
+Nothing here imports qgis or Qt; torch is imported only by the job that needs it.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+from .commands import JOBS
+from .console import EXIT_OK, fail, print_result, run_job
+
+PROG = "geoml"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="Print the result as JSON on stdout (log lines on stderr).")
+    p.add_argument("--debug", action="store_true", help="Show the traceback when the job fails.")
+    p.add_argument("--quiet", "-q", action="store_true", help="No progress or log lines, only the result.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="GeoML: deep learning for rasters, from the command line (no QGIS needed).",
+        epilog="Run 'geoml <command> --help' for a command's options. Several processes or GPUs: "
+               "torchrun --nproc-per-node N $(which geoml) predict|finetune …")
+    parser.add_argument("--version", action="version", version=f"GeoML {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    sub.required = True
+    for name, (text, add, _run) in JOBS.items():
+        p = sub.add_parser(name, help=text, description=text)
+        add(p)
+        _common(p)
+    p = sub.add_parser("info", help="Describe a GeoML model file (its metadata; nothing is unpickled or run).",
+                       description="Describe a GeoML model file from its metadata, without loading the network.")
+    p.add_argument("model", nargs="?", help="GeoML model file (.safetensors).")
+    p.add_argument("--model", dest="model_option", default=None, help="The same, as an option.")
+    _common(p)
+    p = sub.add_parser("version", help="Print GeoML's version and those of its libraries.")
+    _common(p)
+    p = sub.add_parser("diagnostics", help="Check the libraries GeoML needs and describe the compute device.")
+    _common(p)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The ``geoml`` console script; returns the exit status (0 done, 1 failed, 2 bad usage, 130 cancelled)."""
+    args = build_parser().parse_args(argv)  # exits with 2 on bad usage
+    if args.command in JOBS:
+        run = JOBS[args.command][2]
+        return run_job(lambda fb: run(args, fb), as_json=args.json, debug=args.debug, quiet=args.quiet)
+    from . import about
+
+    try:
+        result = {"info": lambda: about.model_info(args.model or args.model_option),
+                  "version": about.versions, "diagnostics": about.diagnostics}[args.command]()
+    except Exception as exc:  # noqa: BLE001 - GeoMLError's message, or a short cause
+        return fail(str(exc), args.debug)
+    if args.json:
+        print_result(result, True)
+    else:
+        print(about.as_text(result))
+    return EXIT_OK
