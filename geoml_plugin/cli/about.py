@@ -12,11 +12,11 @@ LIBRARIES = ("numpy", "osgeo.gdal", "torch", "torchvision", "safetensors", "onnx
 
 def model_info(path: str) -> dict:
     """The model file's metadata, read from its header (no torch, nothing unpickled), and its tensors."""
-    from ..core.modelfile import read_meta
+    from ..core.modelfile import read_metadata
 
     if not path:
         raise InputError("Give the model file: geoml info MODEL.")
-    meta = read_meta(path)
+    meta = read_metadata(path)
     info = {"file": path, "description": meta.describe()}
     info.update(meta.to_dict())
     return info
