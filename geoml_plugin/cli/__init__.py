@@ -10,6 +10,7 @@ Nothing here imports qgis or Qt; torch is imported only by the job that needs it
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Optional, Sequence
 
 from .commands import JOBS
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="GeoML model file (.safetensors).")
     p.add_argument("--model", dest="model_option", default=None, help="The same, as an option.")
     _common(p)
+    sub.add_parser("weights", add_help=False,
+                   help="Pretrained weights: list, download, verify, remove (the Weights… manager's terminal side)."
+                   ).add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("version", help="Print GeoML's version and those of its libraries.")
     _common(p)
     p = sub.add_parser("diagnostics", help="Check the libraries GeoML needs and describe the compute device.")
@@ -52,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The ``geoml`` console script; returns the exit status (0 done, 1 failed, 2 bad usage, 130 cancelled)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["weights"]:  # its own parser (core/finetune/weights_cli.py), --help included
+        from ..core.finetune.weights_cli import main as weights_main
+
+        return weights_main(argv[1:])
     args = build_parser().parse_args(argv)  # exits with 2 on bad usage
     if args.command in JOBS:
         run = JOBS[args.command][2]

@@ -341,3 +341,20 @@ def test_predict_an_extent_and_a_folder_of_rasters(scene, sample_model, tmp_path
     assert [r["output_path"] for r in json.loads(res.stdout)] == [str(maps / "a.tif"), str(maps / "b.tif")]
     rasters = sorted(f for f in os.listdir(maps) if f.endswith(".tif"))
     assert rasters == ["a.tif", "a_confidence.tif", "b.tif", "b_confidence.tif"] and leftovers(maps) == []
+
+
+def test_weights_lists_the_catalogue_and_refuses_an_unknown_name(tmp_path):
+    from geoml_plugin.core.finetune.weights_catalog import CATALOGUE
+
+    run = lambda *a: subprocess.run([sys.executable, "-c", BLOCKED_MAIN, "weights", *a], capture_output=True,  # noqa: E731
+                                    text=True, env=dict(env(), TORCH_HOME=str(tmp_path)), cwd=str(ROOT), timeout=120)
+    res = run("list")
+    assert res.returncode == 0, res.stderr
+    assert str(tmp_path) in res.stdout
+    for e in CATALOGUE:
+        assert e.name in res.stdout
+    assert "cached " not in res.stdout.replace("not cached", "")  # an empty cache: nothing is cached
+    res = run("download", "no_such_weights")
+    assert res.returncode == 1 and "Unknown weights 'no_such_weights'" in res.stderr and "resnet18_imagenet" in res.stderr
+    assert not any(tmp_path.rglob("*.pth"))
+    assert run("--help").returncode == 0
