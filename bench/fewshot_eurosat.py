@@ -97,12 +97,15 @@ def accuracy(model, x, y, batch=256) -> float:
     return float((pred.numpy() == y).mean())
 
 
-def train_supervised(model, x, y, steps: int, lr: float, batch: int, seed: int, patch: int):
-    """Plain supervised training on patches read with context (``x`` wider than ``patch``), with the
-    meta-training augmentation: random shifts, turns, mirrors, gain/offset."""
+def train_supervised(model, x, y, steps: int, lr: float, batch: int, seed: int, patch: int, context: int = 0):
+    """Plain supervised training on patches read with a margin for shifts and ``context`` px of neighbourhood
+    (``x`` wider than ``patch``), with the meta-training augmentation: random shifts, turns, mirrors,
+    gain/offset. As fine-tuning and meta-training do, the windows are seen alone for the first 70 % of the
+    steps, then with the context their map shows them (``window_output``)."""
     import torch
 
-    from geoml_plugin.core.augment import augment
+    from geoml_plugin.core.augment import augment, crop
+    from geoml_plugin.core.window_scores import window_output
 
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -110,9 +113,12 @@ def train_supervised(model, x, y, steps: int, lr: float, batch: int, seed: int, 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
         idx = torch.from_numpy(rng.choice(len(x), batch, replace=len(x) < batch))
-        loss = torch.nn.functional.cross_entropy(model(augment(xt[idx], gen, patch=patch)), yt[idx])
+        c = context if step >= round(0.7 * steps) else 0
+        xb = xt[idx] if c else crop(xt[idx], xt.shape[-1] - 2 * context)
+        loss = torch.nn.functional.cross_entropy(window_output(model, augment(xb, gen, patch=patch + 2 * c), c),
+                                                 yt[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -140,6 +146,8 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", default="", help="folder to keep the models and maps in")
+    ap.add_argument("--meta-model", default="", help="a meta-model made by this protocol (step 2) to map with "
+                    "instead of meta-training one (step 1 skipped; its training time is then not reported)")
     args = ap.parse_args()
     data = Path(args.data)
     if not (data / RASTER).exists() or not (data / POINTS).exists():
@@ -156,7 +164,7 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
     from geoml_plugin.core.progress import Feedback
     from geoml_plugin.core.raster.classes import make_classes
     from geoml_plugin.core.raster.io import raster_info
-    from geoml_plugin.core.window_scores import default_step
+    from geoml_plugin.core.window_scores import default_step, map_context
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -169,12 +177,22 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
     train_labels = subset_labels(str(data / POINTS), str(work / "train6.gpkg"), TRAIN_IDS)
 
     # 1. meta-training on 6 classes of the west raster -------------------------------
-    meta_path = str(work / f"meta_{args.algorithm}.safetensors")
+    meta_path = args.meta_model or str(work / f"meta_{args.algorithm}.safetensors")
     cfg = MetaTrainConfig([west], train_labels, "class_name", meta_path, algorithm=args.algorithm,
                           iterations=args.iterations, device="cpu", seed=args.seed)
     t0 = time.perf_counter()
-    mt = run_metatrain(cfg, progress)
-    meta_train_s = time.perf_counter() - t0
+    if args.meta_model:
+        from geoml_plugin.core.modelfile import read_metadata
+
+        m = read_metadata(meta_path)
+        fs = m.extra.get("fewshot", {})
+        cfg = dataclasses.replace(cfg, algorithm=fs.get("algorithm", cfg.algorithm),
+                                  iterations=int(fs.get("iterations", cfg.iterations)), patch_size=m.patch_size)
+        mt = dataclasses.make_dataclass("Given", ["val_accuracy"])(m.metrics["meta_validation_accuracy"])
+        meta_train_s = None
+    else:
+        mt = run_metatrain(cfg, progress)
+        meta_train_s = round(time.perf_counter() - t0, 1)
     patch = cfg.patch_size
     margin = default_step(patch)
 
@@ -187,7 +205,8 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
     y_test = np.searchsorted(TEST_IDS, ids[test])  # 0..3 in TEST_IDS order
     test_names = [names[i] for i in TEST_IDS]
     x_chips, e_mean, e_std = chips(east, xy_t, patch)
-    x_context, _, _ = chips(east, xy_t, patch + 2 * margin)
+    context = map_context(build_meta_network(cfg, 3, 4)[0], patch)  # what the map's windows see around them
+    x_context, _, _ = chips(east, xy_t, patch + 2 * (margin + context))
 
     def draw(k: int, d: int) -> np.ndarray:
         rng = np.random.default_rng(1000 * k + d)
@@ -213,7 +232,7 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
     def scratch(sup: np.ndarray, tag: str, seed: int) -> dict:
         torch.manual_seed(seed)
         net, net_args = build_meta_network(cfg, 3, 4)
-        train_supervised(net, x_context[sup], y_test[sup], args.baseline_steps, 1e-3, 64, seed, patch)
+        train_supervised(net, x_context[sup], y_test[sup], args.baseline_steps, 1e-3, 64, seed, patch, context)
         path = str(work / f"scratch_{tag}.safetensors")
         save_model(path, net, ModelMetadata("meta_classifier", "classification", 3, net_args, "patch", patch, [1, 2, 3],
                                         norm_mean=list(map(float, e_mean)), norm_std=list(map(float, e_std)),
@@ -250,9 +269,10 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
         "benchmark": "4-way K-shot maps of EuroSAT classes unseen in meta-training, on a raster not used in it",
         "meta_train_raster": "west half (1280 x 2560 px)", "mapped_raster": "east half (1280 x 2560 px)",
         "meta_train_classes": [names[i] for i in TRAIN_IDS], "test_classes": test_names,
-        "algorithm": args.algorithm, "iterations": args.iterations,
+        "algorithm": cfg.algorithm, "iterations": cfg.iterations,
         "meta_config": {k: getattr(cfg, k) for k in ("ways", "shots", "query", "meta_batch", "patch_size")},
-        "meta_validation_accuracy": round(100 * mt.val_accuracy, 1), "meta_train_seconds": round(meta_train_s, 1),
+        "meta_validation_accuracy": round(100 * mt.val_accuracy, 1), "meta_train_seconds": meta_train_s,
+        "meta_model_given": bool(args.meta_model),
         "draws": args.draws, "baseline_draws": args.baseline_draws, "baseline_steps": args.baseline_steps,
         "test_chips": int(len(y_test)), **results,
         "targets": {"5_shot_map": 85.0, "1_shot_map": 65.0, "points_above_scratch": 10.0},

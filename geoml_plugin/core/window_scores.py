@@ -46,13 +46,30 @@ def default_step(patch: int) -> int:
 def window_output(model, x, context: int = 0):
     """A patch model's output for windows given with ``context`` pixels around them (``x``: windows of
     ``patch + 2 * context`` px): the features are computed over window and context, and only the window's
-    cells are pooled — what :class:`DenseWindows` computes for every window of a map. ``context`` 0 is a
-    plain call (the window alone, zero padding at its edge)."""
+    cells are pooled — what :class:`DenseWindows` (a ``PatchNet``) or :class:`DenseEmbedding` (a few-shot
+    ``MetaClassifier``) computes for every window of a map. ``context`` 0 is a plain call (the window
+    alone, zero padding at its edge)."""
     if not context:
         return model(x)
+    if not hasattr(model, "backbone"):  # MetaClassifier: its embedding pools the window's cells itself
+        return model(x, context)
     f = model.backbone(x)
     k = context // (x.shape[-1] // f.shape[-1])
     return model.head(f[:, :, k:f.shape[-2] - k, k:f.shape[-1] - k])
+
+
+def map_context(model, patch: int) -> int:
+    """Pixels of real neighbourhood around each window that ``model``'s map sees: one cell of the network's
+    last stage (16 px for small_resnet, 32 for the ResNets and few-shot small_cnn models) when the map is
+    scored fully convolutionally (:func:`fully_convolutional`), else 0 (windows cut out, zero padding).
+
+    Whatever learns from patches for such a model — fine-tuning, few-shot prototypes and adaptation,
+    meta-training — should see them with this context (:func:`window_output`), or the map's windows look
+    different from what it learnt: a few-shot meta-model trained 2400 iterations scored 85 % on EuroSAT
+    chips cut out but 54–60 % through the map's pass with prototypes taken from patches alone, 82–84 % with
+    prototypes taken with the context."""
+    steps, _ = _fcn_steps(model, patch)
+    return int(steps[0]) if steps else 0
 
 
 # -- fully convolutional scoring of PatchNet ------------------------------------

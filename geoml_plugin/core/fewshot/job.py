@@ -39,7 +39,7 @@ from ..raster.classes import make_styled_classes
 from ..raster.io import RasterInfo, RasterReader
 from ..raster.labels import NULL_REASON, LabelSet, extract_patches, is_missing_label, read_vector_labels
 from ..spec import param, validate
-from ..window_scores import default_step
+from ..window_scores import default_step, map_context, window_output
 from .data import normalise_patches
 
 SUPPORT_VIEWS = 8  # every support patch in its 8 rotations/reflections
@@ -184,18 +184,21 @@ def _embedding_split(model):
     return parent, attr
 
 
-def _embed_fn(model, kind: str):
-    """A function patches → embedding for the model kind."""
+def _embed_fn(model, kind: str, context: int = 0):
+    """A function patches → embedding for the model kind (``context``: the patches are windows with that
+    many px of neighbourhood around them, pooled as the map pools them: ``window_scores.window_output``)."""
+    from ..window_scores import window_output
+
     torch = torch_module()
     if kind in ("protonet", "maml", "fomaml"):
-        return model.embed
+        return lambda x: model.embed(x, context) if context else model.embed(x)
     parent, attr = _embedding_split(model)
     head = getattr(parent, attr)
 
     def embed(x):
         setattr(parent, attr, torch.nn.Identity())
         try:
-            return model(x)
+            return window_output(model, x, context)
         finally:
             setattr(parent, attr, head)
 
@@ -213,10 +216,12 @@ def model_kind(meta: ModelMetadata) -> str:
         "Meta-train a model with GeoML → Meta-train, or use a patch classifier made by Fine-tune.")
 
 
-def _support_tensor(reader, ls: LabelSet, meta: ModelMetadata, mean, std, device):
-    """Normalised support patches read with ``default_step`` px of real context on each side (for shifts)."""
+def _support_tensor(reader, ls: LabelSet, meta: ModelMetadata, mean, std, device, context: int = 0):
+    """Normalised support patches read with ``context`` px of the neighbourhood their map windows see, plus
+    ``default_step`` px on each side (for shifts)."""
     torch = torch_module()
-    data, valid = extract_patches(reader, ls.cols, ls.rows, meta.patch_size + 2 * default_step(meta.patch_size))
+    data, valid = extract_patches(reader, ls.cols, ls.rows,
+                                  meta.patch_size + 2 * (context + default_step(meta.patch_size)))
     return torch.from_numpy(normalise_patches(data, valid, mean, std)).to(device)
 
 
@@ -232,6 +237,9 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
     validate(cfg)  # also when the panel calls adapt and classify itself
     with RasterReader(cfg.input_path) as probe:
         bands = choose_bands(meta, probe.info.band_count, bands=cfg.bands, feedback=fb)
+    model, _ = load_model(cfg.model_path, device, meta)
+    # what the map's windows see around them (one pass per tile); MAML adapts functionally on windows alone
+    context = map_context(model, meta.patch_size) if kind not in ("maml", "fomaml") else 0
     with RasterReader(cfg.input_path, bands) as reader:
         ls = read_support(cfg, reader, fb)
         fs = meta.extra.get("fewshot") or {}
@@ -240,13 +248,12 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
         else:
             mean, std = np.asarray(meta.norm_mean), np.asarray(meta.norm_std)
         fb.progress(0.2, "reading support patches")
-        xs_context = _support_tensor(reader, ls, meta, mean, std, device)
+        xs_context = _support_tensor(reader, ls, meta, mean, std, device, context)
     from ..augment import crop
 
-    xs = crop(xs_context, meta.patch_size)
+    xs = crop(xs_context, meta.patch_size + 2 * context)  # the windows at the points, with their context
     ys = torch.from_numpy(ls.values).to(device)
     n_classes = len(ls.class_names)
-    model, _ = load_model(cfg.model_path, device, meta)
     fb.log(f"{len(ls)} support points of {n_classes} classes ("
            + ", ".join(f"{k} {v}" for k, v in ls.counts.items()) + f"); model: {meta.describe()}")
     fb.progress(0.3, "adapting")
@@ -259,32 +266,33 @@ def adapt(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> Adapted:
     else:
         steps = (PROTONET_STEPS if kind == "protonet" else 0) if steps < 0 else steps
         model, method = _adapt_prototypes(model, kind, xs_context, ys, n_classes, steps,
-                                          cfg.adapt_lr or FINE_TUNE_LR, cfg.seed, fb, meta.patch_size)
+                                          cfg.adapt_lr or FINE_TUNE_LR, cfg.seed, fb, meta.patch_size, context)
     model.eval()
     if kind != "classifier" and cfg.views > 1:
         model.views = cfg.views
     with torch.no_grad():
-        support_acc = float((model(xs).argmax(1) == ys).float().mean())
+        support_acc = float((window_output(model, xs, context).argmax(1) == ys).float().mean())
     new_meta = _adapted_metadata(meta, cfg, ls, mean, std, bands, method, kind, n_classes)
     fb.log(f"Adapted ({method}); accuracy on the support points themselves: {support_acc:.0%}")
     return Adapted(model, new_meta, method, ls.counts, support_acc, dict(ls.skipped))
 
 
 def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: float, seed: int, fb: Feedback,
-                      patch: int):
+                      patch: int, context: int = 0):
     """Nearest-prototype head on the embedding, then ``steps`` of fine-tuning the
     whole network on augmented support patches, starting from that head.
 
-    ``xs`` are the support patches read with context around them: a prototype averages each patch's 8
-    views at its centre and shifted by the context margin (map windows are rarely centred on a point)."""
+    ``xs`` are the support patches read with ``context`` px of neighbourhood plus a shift margin around
+    them: a prototype averages each window's 8 views at its centre and shifted by the margin (map windows
+    are rarely centred on a point), each embedded with its context as the map embeds it."""
     from ..augment import all_views, shifted
     from .protonet import prototype_head, prototypes
 
     torch = torch_module()
     model.eval()
-    embed = _embed_fn(model, kind)
+    embed = _embed_fn(model, kind, context)
     with torch.no_grad():
-        around = shifted(xs, patch)
+        around = shifted(xs, patch + 2 * context)
         z = embed(all_views(around, SUPPORT_VIEWS))
         w, b = prototype_head(prototypes(z, ys.repeat(SUPPORT_VIEWS * (len(around) // len(xs))), n_classes))
     if kind == "classifier":
@@ -299,21 +307,24 @@ def _adapt_prototypes(model, kind: str, xs, ys, n_classes: int, steps: int, lr: 
         head.bias.copy_(b)
     if steps <= 0:
         return model, "nearest prototype"
-    fine_tune(model, xs, ys, steps, lr, seed, fb.sub(0.3, 0.95), patch=patch)
+    fine_tune(model, xs, ys, steps, lr, seed, fb.sub(0.3, 0.95), patch=patch, context=context)
     return model, f"nearest prototype + {steps} fine-tuning steps"
 
 
 def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, batch: int = FINE_TUNE_BATCH,
-              patch: Optional[int] = None) -> None:
+              patch: Optional[int] = None, context: int = 0) -> None:
     """Fine-tune all weights on randomly shifted, turned, mirrored and jittered copies of the support patches
-    (with ``patch``, ``xs`` were read with context around them: see ``augment.crop``).
+    (with ``patch``, ``xs`` were read with a margin around them for the shifts: see ``augment.crop``; with
+    ``context``, the windows keep that much of their neighbourhood, pooled as on the map).
 
     The network stays in eval mode: GroupNorm does not care, and a normal
     classifier's BatchNorm keeps its training statistics instead of
     re-estimating them from a handful of patches."""
     from ..augment import augment
+    from ..window_scores import window_output
 
     torch = torch_for_training()
+    size = None if patch is None else patch + 2 * context
     gen = torch.Generator().manual_seed(seed)
     reps = max(1, -(-batch // len(xs)))
     opt = torch.optim.Adam(model.parameters(), lr)
@@ -324,7 +335,8 @@ def fine_tune(model, xs, ys, steps: int, lr: float, seed: int, fb: Feedback, bat
         else:
             idx = torch.arange(len(xs)).repeat(reps)
         idx = idx.to(xs.device)
-        loss = torch.nn.functional.cross_entropy(model(augment(xs[idx].cpu(), gen, patch=patch).to(xs.device)), ys[idx])
+        xb = augment(xs[idx].cpu(), gen, patch=size).to(xs.device)
+        loss = torch.nn.functional.cross_entropy(window_output(model, xb, context), ys[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

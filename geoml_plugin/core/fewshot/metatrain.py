@@ -45,6 +45,10 @@ ALGORITHM_NAMES = {"protonet": "prototypical networks", "maml": "MAML (second or
 DEFAULT_WIDTHS = (64, 64, 128, 256)
 # small_cnn only: pooled features of every block; per-pixel normalisation (maps in one pass per tile)
 EMBEDDING_OPTIONS = {"stem_stride": 2, "pool_blocks": 4, "norm": "pixel"}
+# Networks whose maps are scored in one pass per tile (``window_scores.map_context``) see each window with its
+# neighbourhood on the map; from this fraction of the iterations on, episodes show them the windows the same
+# way (4× the compute per patch for 64-px patches, hence not from the start).
+CONTEXT_FROM = 0.7
 
 
 @dataclass
@@ -127,11 +131,13 @@ def validate_config(cfg: MetaTrainConfig) -> None:
 class _Learner:
     """One meta-update and one evaluation per algorithm, on torch tensors."""
 
-    def __init__(self, cfg: MetaTrainConfig, model, device):
+    def __init__(self, cfg: MetaTrainConfig, model, device, context: int = 0):
         from .maml import MAML
 
         self.torch = torch_for_training()
         self.cfg, self.model, self.device = cfg, model, device
+        self.context = context  # px of neighbourhood the map's windows see (0: windows alone)
+        self.use_context = False  # set for the context phase and for validation in it
         self.gen = self.torch.Generator().manual_seed(cfg.seed)
         self.opt = self.torch.optim.Adam(model.parameters(), cfg.learning_rate)
         self.maml = None
@@ -139,12 +145,17 @@ class _Learner:
             self.maml = MAML(model, cfg.inner_lr, cfg.inner_steps, first_order=cfg.algorithm == "fomaml")
 
     def tensors(self, batch, augment: bool):
+        """Episode tensors: windows (with their context in the context phase), shifted at random within the
+        margin they were read with when ``augment``."""
         from ..augment import augment as aug
         from ..augment import crop
 
         torch = self.torch
-        P = self.cfg.patch_size
         xs, ys, xq, yq = (torch.from_numpy(np.ascontiguousarray(a)) for a in batch)
+        c = self.context
+        P = self.cfg.patch_size + (2 * c if self.use_context else 0)
+        if c and not self.use_context:  # the bank holds the context: drop it, keep the shift margin
+            xs, xq = crop(xs, xs.shape[-1] - 2 * c), crop(xq, xq.shape[-1] - 2 * c)
         if augment:
             xs, xq = aug(xs, self.gen, patch=P), aug(xq, self.gen, patch=P)
         else:
@@ -155,7 +166,8 @@ class _Learner:
         from .protonet import proto_loss
 
         t, ns = xs.shape[:2]
-        z = self.model.embed(self.torch.cat([xs.flatten(0, 1), xq.flatten(0, 1)]))
+        x = self.torch.cat([xs.flatten(0, 1), xq.flatten(0, 1)])
+        z = self.model.embed(x, self.context) if self.use_context else self.model.embed(x)
         zs, zq = z[: t * ns].unflatten(0, (t, ns)), z[t * ns:].unflatten(0, (t, -1))
         losses, accs = zip(*(proto_loss(zs[i], ys[i], zq[i], yq[i], ways) for i in range(t)))
         return self.torch.stack(losses).mean(), self.torch.stack(accs).mean()
@@ -231,9 +243,10 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
     fb.log(f"Device: {describe_device(device)}; {ALGORITHM_NAMES[cfg.algorithm]}, "
            f"{cfg.ways}-way {cfg.shots}-shot, {cfg.query} queries per class")
 
+    context = meta_context(cfg)
     bank, stats = load_patch_bank(list(cfg.rasters), cfg.labels, cfg.label_field, cfg.patch_size, cfg.bands,
                                   cfg.max_per_class, cfg.seed, fb.sub(0.0, 0.05),
-                                  margin=default_step(cfg.patch_size) if cfg.augment else 0)
+                                  margin=context + (default_step(cfg.patch_size) if cfg.augment else 0))
     if len(bank.class_names) < cfg.ways:
         raise InputError(
             f"WAYS is {cfg.ways} but the labels have only {len(bank.class_names)} class(es): "
@@ -251,7 +264,11 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
     n_head = 1 if cfg.algorithm != "protonet" else len(bank.class_names)
     model, arch_args = build_meta_network(cfg, in_bands, n_head)
     model = model.to(device)
-    learner = _Learner(cfg, model, device)
+    learner = _Learner(cfg, model, device, context)
+    context_from = int(round(CONTEXT_FROM * cfg.iterations)) if context else cfg.iterations + 1
+    if context:
+        fb.log(f"Windows with {context} px of their neighbourhood, as the map sees them, from iteration "
+               f"{context_from + 1} on.")
 
     val_every = cfg.val_every or max(1, cfg.iterations // 10)
     best = (-1.0, 0.0, 0.0, 0)  # acc, ci, loss, iteration
@@ -259,6 +276,8 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
     history, run_loss, run_acc = [], [], []
     train_fb = fb.sub(0.05, 0.95)
     for it in range(1, cfg.iterations + 1):
+        if it == context_from + 1:  # the best so far was chosen without the context: start again from here
+            learner.use_context, best = True, (-1.0, 0.0, 0.0, 0)
         lr = warmup_cosine(cfg.learning_rate, it - 1, cfg.iterations)  # cosine decay towards 0, no warm-up
         loss, acc = learner.step(sampler.batch(cfg.meta_batch), lr, cfg.ways)
         if not math.isfinite(loss):
@@ -280,7 +299,7 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
 
     if cfg.algorithm == "protonet":
         fb.progress(0.96, "prototypes of the training classes")
-        set_class_prototypes(model, bank, device)
+        set_class_prototypes(model, bank, device, context if learner.use_context else 0)
     meta = _model_metadata(cfg, arch_args, bank, stats, best, it)
     fb.progress(0.99, "saving")
     save_model(cfg.output_model, model, meta)
@@ -292,16 +311,28 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
                            cfg.iterations, list(bank.class_names), len(bank), secs, str(device), history)
 
 
-def set_class_prototypes(model, bank: PatchBank, device, batch: int = 256) -> None:
-    """Turn the head into the nearest-prototype classifier of the bank's classes."""
+def meta_context(cfg: MetaTrainConfig) -> int:
+    """Pixels of neighbourhood around each window that maps of this meta-model's network see
+    (``window_scores.map_context``; 0 for MAML, which meta-trains on windows alone)."""
+    from ..window_scores import map_context
+
+    if cfg.algorithm != "protonet":
+        return 0
+    return map_context(build_meta_network(cfg, 1, 2)[0], cfg.patch_size)
+
+
+def set_class_prototypes(model, bank: PatchBank, device, context: int = 0, batch: int = 256) -> None:
+    """Turn the head into the nearest-prototype classifier of the bank's classes (windows embedded with
+    ``context`` px of their neighbourhood, which the bank holds)."""
     from ..augment import crop
     from .protonet import prototype_head, prototypes
 
     torch = torch_module()
     model.eval()
-    P = bank.x.shape[-1] - 2 * bank.margin
+    P = bank.x.shape[-1] - 2 * bank.margin + 2 * context
+    embed = (lambda x: model.embed(x, context)) if context else model.embed
     with torch.no_grad():
-        z = torch.cat([model.embed(crop(torch.from_numpy(bank.x[i:i + batch]), P).to(device))
+        z = torch.cat([embed(crop(torch.from_numpy(bank.x[i:i + batch]), P).to(device))
                        for i in range(0, len(bank), batch)])
         w, b = prototype_head(prototypes(z, torch.from_numpy(bank.y).to(device), len(bank.class_names)))
         model.head.weight.copy_(w)

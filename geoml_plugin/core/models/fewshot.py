@@ -87,14 +87,25 @@ class ConvEmbedding(nn.Module):
         self.max_pool = bool(max_pool)
         self.out_dim = sum(widths[-self.pool_blocks:]) * (2 if self.max_pool else 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def reduction(self, block: int) -> int:
+        """Input pixels per cell of block ``block``'s output."""
+        return self.stem_stride * 2 ** (block + 1)
+
+    def forward(self, x: torch.Tensor, context: int = 0) -> torch.Tensor:
+        """Embedding of patches; with ``context`` > 0, ``x`` holds the windows with ``context`` px of their
+        real neighbourhood on each side, every block runs over window and context, and only the window's
+        cells are pooled — what a map's windows get from the one pass over a tile
+        (``window_scores.DenseEmbedding``). ``context`` must be a multiple of every pooled block's
+        reduction (:meth:`reduction`)."""
         pooled = []
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i >= len(self.blocks) - self.pool_blocks:
-                pooled.append(x.mean((2, 3)))
+                k = context // self.reduction(i)
+                f = x[:, :, k:x.shape[-2] - k, k:x.shape[-1] - k] if k else x
+                pooled.append(f.mean((2, 3)))
                 if self.max_pool:
-                    pooled.append(x.amax((2, 3)))
+                    pooled.append(f.amax((2, 3)))
         return torch.cat(pooled, 1) if len(pooled) > 1 else pooled[0]
 
 
@@ -133,15 +144,19 @@ class MetaClassifier(nn.Module):
         self.views = int(views)
         self.head = nn.Linear(self.out_dim, num_classes)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def _embedding(self, x: torch.Tensor, context: int) -> torch.Tensor:
+        return self.embedding(x, context) if context else self.embedding(x)
+
+    def embed(self, x: torch.Tensor, context: int = 0) -> torch.Tensor:
+        """Embedding of patches (``context``: see ``ConvEmbedding.forward``; small_cnn only)."""
         if self.views > 1:
-            z = torch.stack([self.embedding(dihedral(x, k)) for k in VIEW_SETS[self.views]]).mean(0)
+            z = torch.stack([self._embedding(dihedral(x, k), context) for k in VIEW_SETS[self.views]]).mean(0)
         else:
-            z = self.embedding(x)
+            z = self._embedding(x, context)
         return nn.functional.normalize(z, dim=1) if self.normalize else z
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+    def forward(self, x: torch.Tensor, context: int = 0) -> torch.Tensor:
+        return self.head(self.embed(x, context))
 
 
 @register("meta_classifier")
