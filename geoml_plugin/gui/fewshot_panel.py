@@ -659,7 +659,7 @@ def open_panel(plugin):
 
 def open_metatrain_dialog(plugin):
     """The Processing dialog of geoml:metatrain (runs in the background with progress and Cancel), with the last
-    used (or plausible) layers and the MAML settings offered only for MAML."""
+    used (or plausible) layers, the MAML settings offered only for MAML, and Copy as command line."""
     from processing.gui.AlgorithmDialog import AlgorithmDialog
     from qgis.core import QgsApplication
 
@@ -668,10 +668,56 @@ def open_metatrain_dialog(plugin):
     dlg = AlgorithmDialog(alg, False, parent)
     dlg.setParameters(metatrain_defaults())
     link_maml_settings(dlg)
+    add_metatrain_copy_button(dlg)
     dlg.show()
     if plugin is not None and hasattr(plugin, "dialogs"):
         plugin.dialogs["metatrain"] = dlg  # kept alive while shown
     return dlg
+
+
+def add_metatrain_copy_button(dlg):
+    """"Copy as command line" in the meta-train dialog's button row: :func:`copy_metatrain_command`."""
+    import weakref
+
+    from qgis.PyQt.QtWidgets import QDialogButtonBox, QPushButton
+
+    button = QPushButton("Copy as command line", dlg)
+    button.setObjectName("copyCommandButton")
+    button.setAutoDefault(False)
+    button.setToolTip("Copy as command line: the `geoml metatrain` command that runs this job with these settings, "
+                      "for a server or cluster without QGIS (README: Command line)")
+    dlg.buttonBox().addButton(button, QDialogButtonBox.ButtonRole.ActionRole)
+    ref = weakref.ref(dlg)  # the button (the dialog's child) must not keep the dialog's wrapper alive
+    button.clicked.connect(lambda: copy_metatrain_command(ref()) if ref() is not None else None)
+    return button
+
+
+def copy_metatrain_command(dlg) -> str:
+    """Put the ``geoml metatrain …`` command of the dialog's parameters on the clipboard (built as Run builds the
+    job: the algorithm's ``build_config``); '' with the reason in the dialog's message bar when they are not
+    complete."""
+    from processing.gui.AlgorithmDialogBase import AlgorithmDialogBase
+    from processing.tools import dataobjects
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from ..cli.command_line import command_line
+
+    try:
+        params = dlg.createProcessingParameters()
+        if params.get("OUTPUT_MODEL") in (None, "", "TEMPORARY_OUTPUT"):
+            raise InputError("Choose the meta-model file to write: a temporary file is no use to a command line.")
+        cfg = dlg.algorithm().build_config(params, dataobjects.createContext(), QgsProcessingFeedback())
+    except AlgorithmDialogBase.InvalidParameterValue as exc:
+        dlg.messageBar().pushWarning("GeoML", f"Wrong or missing value: {exc.parameter.description()}.")
+        return ""
+    except (GeoMLError, QgsProcessingException) as exc:
+        dlg.messageBar().pushWarning("GeoML", str(exc))
+        return ""
+    text = command_line("metatrain", cfg)
+    QApplication.clipboard().setText(text)
+    dlg.messageBar().pushSuccess("GeoML", "Copied to the clipboard: " + text)
+    return text
 
 
 MAML_ONLY = ("INNER_STEPS", "INNER_LR")
