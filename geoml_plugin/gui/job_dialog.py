@@ -71,9 +71,10 @@ def replace_question(existing: list) -> str:
     return f"These files exist and will be replaced: {', '.join(existing)}. Replace them?"
 
 
-def add_copy_command_button(owner, command: str, slot) -> QToolButton:
-    """A small "Copy as command line" tool button (the copy icon) just before ``owner.runButton``, calling
-    ``slot``: the job dialogs' and the few-shot panel's (the button row sets a dialog's minimum width)."""
+def add_copy_command_button(owner, command: str, slot, before=None) -> QToolButton:
+    """A small "Copy as command line" tool button (the copy icon) just before ``before`` (default
+    ``owner.runButton``), calling ``slot``: the job dialogs' and the panels' (the button row sets a dialog's
+    minimum width)."""
     from qgis.core import QgsApplication
 
     button = QToolButton(owner)
@@ -84,9 +85,10 @@ def add_copy_command_button(owner, command: str, slot) -> QToolButton:
     button.setToolTip(f"Copy as command line: the `geoml {command}` command that runs this job with these "
                       "settings, for a server or cluster without QGIS (README: Command line)")
     button.clicked.connect(lambda: slot())
+    before = before if before is not None else owner.runButton
     for layout in owner.findChildren(QLayout):
-        if layout.indexOf(owner.runButton) >= 0:
-            layout.insertWidget(layout.indexOf(owner.runButton), button)
+        if layout.indexOf(before) >= 0:
+            layout.insertWidget(layout.indexOf(before), button)
             break
     return button
 
