@@ -64,15 +64,19 @@ class GeoMLPlugin:
         self.offer_install_if_missing()
 
     def offer_install_if_missing(self) -> None:
-        """At start-up, when torch is not even on the path, say so with a one-click fix."""
+        """At start-up, when torch is not even on the path, say so with a one-click fix (not after the apply-only
+        install: onnxruntime without PyTorch is a choice)."""
         from .deps import detect
 
         st = detect.quick_status()  # find_spec only: imports nothing
+        if detect.apply_only(st):
+            return  # the apply-only install was chosen: the badge and the tools that need PyTorch say what it lacks
         if st.torch_missing or not st.package("torchvision").found or not st.package("safetensors").found:
             from .gui.deps.offer import offer_install
 
             offer_install(self, "GeoML needs PyTorch, torchvision and safetensors, which this QGIS does not have. "
-                                "One click installs them (no administrator rights needed).", duration=30)
+                                "One click installs them (no administrator rights needed), or only onnxruntime "
+                                "(tens of MB) to apply ONNX models.", duration=30)
 
     def open_tool(self, target: str):
         mod, fn = target.split(":")

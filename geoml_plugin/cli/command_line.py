@@ -43,6 +43,23 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _crs_text(wkt: str) -> str:
+    """``--output-crs``: 'EPSG:n' where that gives this very WKT back (``commands.crs_to_wkt``), else the WKT."""
+    from osgeo import osr
+
+    from .commands import crs_to_wkt
+
+    srs = osr.SpatialReference()
+    try:
+        if srs.ImportFromWkt(wkt) == 0 and srs.AutoIdentifyEPSG() == 0:
+            code = f"{srs.GetAuthorityName(None)}:{srs.GetAuthorityCode(None)}"
+            if crs_to_wkt(code) == wkt:
+                return code
+    except RuntimeError:  # GDAL's exceptions enabled: not identifiable
+        pass
+    return wkt
+
+
 def _file_args(command: str, cfg) -> list:
     out = []
     for option, field in FILES[command]:
@@ -53,6 +70,8 @@ def _file_args(command: str, cfg) -> list:
             continue
         if value is True:
             out.append(option)
+        elif field == "crs_wkt":
+            out += [option, _crs_text(value)]
         elif field == "rasters":
             out += [option, str(value[0])] + (["--extra-inputs", *map(str, value[1:])] if len(value) > 1 else [])
         else:

@@ -41,7 +41,8 @@ def _ort():
     except ImportError as exc:
         raise DependencyError(
             f"Applying an ONNX model needs onnxruntime, which is not installed ({exc}).",
-            "Install it with GeoML's dependency installer, or pip install onnxruntime.",
+            "Install it in QGIS with Raster ▸ GeoML ▸ Install dependencies… (the apply-only install is enough: tens of MB), "
+            "or pip install onnxruntime.",
         ) from exc
     return ort
 

@@ -12,6 +12,9 @@
   mismatch between torch and torchvision, version requirement not met).
 * :func:`gpu_summary` (the job dialogs' badge) and :func:`diagnostics` (the
   plain-text report behind *GeoML → Diagnostics*).
+* The *apply-only* state: PyTorch missing but onnxruntime present (the
+  installer's apply-only install, :func:`apply_packages_dir`): ONNX models are
+  applied (``geoml:predict``, Apply model), everything else needs the full install.
 
 Nothing here imports torch, Qt or QGIS at module level.
 """
@@ -36,12 +39,16 @@ from .gpu_driver import NvidiaInfo, detect_nvidia
 from .interpreter import no_window_flags, python_executable
 
 REQUIRED = ("torch", "torchvision", "safetensors")
-LABELS = {"torch": "PyTorch (torch)", "torchvision": "torchvision", "safetensors": "safetensors"}
+RUNTIME = "onnxruntime"  # applies .onnx models without PyTorch: all the apply-only install brings
+LABELS = {"torch": "PyTorch (torch)", "torchvision": "torchvision", "safetensors": "safetensors",
+          RUNTIME: "onnxruntime"}
 INSTALL_ACTION = "Raster ▸ GeoML ▸ Install dependencies…"
 DIAGNOSTICS_ACTION = "Raster ▸ GeoML ▸ Diagnostics"
 ENV_DIR = "GEOML_PACKAGES_DIR"  # overrides the private folder (tests, administrators)
 NOT_INSTALLED_BADGE = f"PyTorch not installed — {INSTALL_ACTION}"
 CPU_BADGE = "CPU only — jobs will be slower"
+APPLY_ONLY_BADGE = f"Apply-only: ONNX models work; training needs PyTorch — {INSTALL_ACTION}"
+APPLY_ONLY_SUFFIX = "-onnxruntime"
 
 _cache: dict = {}
 
@@ -62,6 +69,16 @@ def packages_dir() -> Path:
         pass
     base = Path(settings) / "python" if settings else Path.home() / ".geoml"
     return base / "geoml_packages" / tag
+
+
+def apply_packages_dir(base=None) -> Path:
+    """Where the apply-only install puts onnxruntime: beside :func:`packages_dir` (``py3XX-onnxruntime``).
+
+    A folder of its own, so the full install (which replaces its folder as a whole) never removes
+    onnxruntime and the apply-only install never removes a working PyTorch.
+    """
+    base = Path(base) if base is not None else packages_dir()
+    return base.with_name(base.name + APPLY_ONLY_SUFFIX)
 
 
 COMPLETE_MARK = ".geoml-complete"
@@ -95,11 +112,18 @@ def swap_in_new(target) -> bool:
 
 
 def activate_packages_dir(path=None) -> bool:
-    """Put the private folder first on ``sys.path`` if it exists (cheap; no imports).
+    """Put the private folder first on ``sys.path`` if it exists (cheap; no imports), and the apply-only
+    folder beside it (:func:`apply_packages_dir`) after it.
 
     Also finishes an installation that had to wait for a restart (see :func:`swap_in_new`).
     """
     p = Path(path) if path is not None else packages_dir()
+    if not p.name.endswith(APPLY_ONLY_SUFFIX):
+        _activate(apply_packages_dir(p))
+    return _activate(p)
+
+
+def _activate(p: Path) -> bool:
     if (staging_dir(p) / COMPLETE_MARK).is_file():
         try:
             swap_in_new(p)
@@ -204,8 +228,13 @@ def _quick_state(name: str) -> PackageState:
 
 
 def quick_status() -> DepsStatus:
-    return DepsStatus(packages={n: _quick_state(n) for n in REQUIRED}, python=sys.version.split()[0],
+    return DepsStatus(packages={n: _quick_state(n) for n in (*REQUIRED, RUNTIME)}, python=sys.version.split()[0],
                       executable=sys.executable, method="quick")
+
+
+def apply_only(st: DepsStatus) -> bool:
+    """PyTorch missing, onnxruntime present: ONNX models can be applied, nothing else runs."""
+    return st.torch_missing and st.package(RUNTIME).found
 
 
 def _probe_path(extra_paths=()) -> list:
@@ -267,6 +296,8 @@ def dependency_status(refresh: bool = False) -> DepsStatus:
         st = probe_in_process()  # already loaded, or no interpreter to isolate it: as a job would
     else:
         st = probe_subprocess()
+    if RUNTIME not in st.packages:  # looked up only (find_spec): the badge and report say whether it is there
+        st.packages[RUNTIME] = _quick_state(RUNTIME)
     _cache["status"] = st
     return st
 
@@ -418,13 +449,19 @@ def quick_problem() -> Optional[str]:
     """A reason jobs cannot run, known without importing anything (or from the cached check)."""
     st = _cache.get("status") or quick_status()
     found = problems(st)
+    if found and apply_only(st):
+        found.append(APPLY_ONLY_HINT)
     return " ".join(found) if found else None
+
+
+APPLY_ONLY_HINT = (f"Only applying ONNX models (.onnx) works without it (onnxruntime is installed: the apply-only "
+                   f"install). This needs the full install: {INSTALL_ACTION} → Full install.")
 
 
 # -- the badge -------------------------------------------------------------------
 def summary_of(st: DepsStatus) -> str:
     if st.torch_missing:
-        return NOT_INSTALLED_BADGE
+        return APPLY_ONLY_BADGE if apply_only(st) else NOT_INSTALLED_BADGE
     if not st.ok:
         return f"PyTorch not usable — see {DIAGNOSTICS_ACTION}"
     if st.cuda_available and st.gpus:
@@ -446,7 +483,7 @@ def gpu_summary(block: bool = True) -> str:
     if st is None:
         quick = quick_status()
         if not quick.package("torch").found:
-            return NOT_INSTALLED_BADGE
+            return summary_of(quick)
         if not block and "torch" not in sys.modules:
             return ""
         st = dependency_status()
@@ -516,6 +553,10 @@ def diagnostics(status: Optional[DepsStatus] = None, refresh: bool = False, extr
     ]
     for name in REQUIRED:
         lines.append(f"  {name:<12} {_package_state(st, name)}")
+    runtime = st.packages.get(RUNTIME) or _quick_state(RUNTIME)
+    lines.append(f"  {RUNTIME:<12} " + (f"{runtime.shown_version} (found, not imported)  at {runtime.origin}"
+                                        if runtime.found else "not installed (needed only to apply .onnx models "
+                                                              "without PyTorch)"))
     if st.numpy:
         lines.append(f"  {'numpy':<12} {st.numpy}")
     else:
@@ -538,14 +579,19 @@ def diagnostics(status: Optional[DepsStatus] = None, refresh: bool = False, extr
     found = problems(st)
     notes = warnings(st, nvidia)
     lines.append("")
-    lines.append("Status: " + ("OK — GeoML can run jobs." if not found else "NOT READY"))
+    if found and apply_only(st):
+        lines.append("Status: APPLY-ONLY — ONNX models (.onnx) can be applied with onnxruntime; training, "
+                     "fine-tuning, few-shot mapping, GANs and GeoML's .safetensors models need PyTorch.")
+    else:
+        lines.append("Status: " + ("OK — GeoML can run jobs." if not found else "NOT READY"))
     for text in found:
         lines.append(f"  Problem: {text}")
     for text in notes:
         lines.append(f"  Note: {text}")
     if found:
         lines.append(f"  Fix: {INSTALL_ACTION} installs matching builds into the GeoML package folder "
-                     "(no administrator rights needed).")
+                     "(no administrator rights needed): the full install (PyTorch) for every tool, or the "
+                     "apply-only install (onnxruntime, tens of MB) to apply ONNX models only.")
     if extra:
         lines += ["", extra.rstrip()]
     return "\n".join(lines) + "\n"

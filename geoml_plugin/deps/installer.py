@@ -1,4 +1,5 @@
-"""Install torch, torchvision and safetensors into GeoML's private package folder.
+"""Install torch, torchvision and safetensors into GeoML's private package folder (the full install), or
+only onnxruntime into the folder beside it (the apply-only install: ONNX models are applied without PyTorch).
 
 Pure Python (no Qt, no QGIS): the dialog runs :func:`run_plan` in a QgsTask;
 tests and scripts call it directly.
@@ -27,6 +28,10 @@ How, and why this way:
   old folder cannot be renamed (Windows keeps loaded DLLs locked) the new one
   waits as ``<folder>.new`` and replaces it at the next QGIS start
   (:func:`detect.activate_packages_dir`).
+* The apply-only install (:data:`APPLY_ONLY`) runs the same way — pip
+  ``--target``, prune, verify in a separate process, swap — with onnxruntime
+  alone from the default index, into :func:`detect.apply_packages_dir`: tens of
+  MB instead of GBs, and a folder of its own, so neither install removes the other.
 """
 from __future__ import annotations
 
@@ -79,6 +84,10 @@ CUDA_VARIANTS = (
 CPU_VARIANT = Variant("cpu", "CPU-only", f"{TORCH_INDEX}/cpu", download="about 200–300 MB")
 DEFAULT_VARIANT = Variant("pypi", "PyPI's standard build", None, download="about 100 MB (macOS) to 3 GB (Linux)")
 VARIANTS = (CPU_VARIANT, *CUDA_VARIANTS, DEFAULT_VARIANT)
+# not a PyTorch build: the apply-only install (onnxruntime only, from the default index)
+APPLY_ONLY = Variant("apply-only", "Apply-only (onnxruntime)", None, download="about 20–60 MB")
+APPLY_ONLY_PACKAGES = ("onnxruntime",)
+FULL_PACKAGES = ("torch", "torchvision", "safetensors")
 
 # Newest CUDA a driver of this major version supports, when nvidia-smi's header does not say.
 _DRIVER_CUDA = ((580, (13, 0)), (570, (12, 8)), (560, (12, 6)), (550, (12, 4)), (525, (12, 0)), (520, (11, 8)))
@@ -176,6 +185,10 @@ class InstallPlan:
                 "--no-warn-conflicts",
                 "--constraint", str(self.constraints_path), *step.index_args, *step.packages]
 
+    @property
+    def apply_only(self) -> bool:
+        return self.variant.key == APPLY_ONLY.key
+
     def describe(self) -> str:
         lines = ["GeoML will install:"]
         for i, s in enumerate(self.steps, 1):
@@ -189,6 +202,11 @@ class InstallPlan:
             f"Python: {self.python or 'NOT FOUND'}",
             "Commands:",
         ]
+        if self.apply_only:
+            lines[len(self.steps) + 1:len(self.steps) + 1] = [
+                "Apply-only: ONNX models (.onnx) are applied without PyTorch (Apply model, geoml:predict). "
+                "Training, fine-tuning, few-shot mapping, GANs and GeoML's .safetensors models need the full "
+                "install."]
         for s in self.steps:
             try:
                 lines.append("  " + " ".join(_quote(a) for a in self.command(s)))
@@ -227,20 +245,34 @@ def numpy_constraint() -> str:
 
 def make_plan(variant: Optional[Variant] = None, target=None, source: Optional[str] = None,
               packages: Optional[list] = None, python: Optional[str] = None, reason: str = "") -> InstallPlan:
-    """What to run. ``packages``/``source`` are for offline folders, mirrors and tests."""
+    """What to run. ``packages``/``source`` are for offline folders, mirrors and tests.
+
+    ``variant`` :data:`APPLY_ONLY`: onnxruntime alone, into :func:`detect.apply_packages_dir`
+    (``target`` then names that folder itself).
+    """
     if variant is None:
         variant, reason = choose_variant()
-    target = Path(target) if target is not None else detect.packages_dir()
+    apply_only = variant.key == APPLY_ONLY.key
+    if target is not None:
+        target = Path(target)
+    else:
+        target = detect.apply_packages_dir() if apply_only else detect.packages_dir()
     python = python or python_executable()
     pip = pip_command(python) if python else None
+    default_pkgs = list(APPLY_ONLY_PACKAGES if apply_only else FULL_PACKAGES)
     if packages is not None or source:
         args, where = source_args(source)
-        pkgs = list(packages) if packages is not None else ["torch", "torchvision", "safetensors"]
+        pkgs = list(packages) if packages is not None else default_pkgs
         title = "from your package source (the build choice does not apply)" if packages is None else "as requested"
         steps = [PipStep(title, pkgs, args, where)]
         names = [re.split(r"[<>=!~\[;@ ]", p)[0] for p in pkgs]  # "torch==2.5.1" → "torch"
-        verify = [n.replace("-", "_") for n in names] if packages is not None else list(detect.REQUIRED)
+        verify = [n.replace("-", "_") for n in names] if packages is not None else \
+            (list(APPLY_ONLY_PACKAGES) if apply_only else list(detect.REQUIRED))
         pkgs = names
+    elif apply_only:
+        steps = [PipStep("ONNX runtime: applies .onnx models without PyTorch", default_pkgs, [],
+                         source_args(None)[1])]
+        pkgs, verify = default_pkgs, list(APPLY_ONLY_PACKAGES)
     else:
         default_where = source_args(None)[1]
         if variant.index_url is None:

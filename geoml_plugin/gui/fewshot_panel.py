@@ -44,7 +44,7 @@ from .deps.badge import refresh_badge, set_badge
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
 from .forms import load_ui
-from .job_dialog import request_cancel
+from .job_dialog import add_copy_command_button, request_cancel
 from .layer_defaults import ComboDefaults, mark_output, pick_input_raster, pick_labels, remember
 from .map_window import pixel_window
 from .messages import error_level, push_to_bar, unexpected_failure
@@ -67,7 +67,12 @@ raster (or a drawn extent) is classified in the background and added to the map.
 <i>Low confidence</i> threshold): add points there and run again.</li>
 </ol>
 <p><b>Save as layer</b> keeps the points as a point layer (field <code>class_name</code>) for
-<i>geoml:fewshot</i> in the Processing toolbox, batch mode or <code>qgis_process</code>.</p>
+<i>geoml:fewshot</i> in the Processing toolbox, batch mode or <code>qgis_process</code>. The copy button beside
+<i>Adapt &amp; classify</i> (<b>Copy as command line</b>) copies the <code>geoml fewshot …</code> command that maps
+the whole raster from these points on a server without QGIS; the points go into the GeoPackage last saved with
+<i>Save as layer</i> or, when they changed since, into <code>fewshot_points_N.gpkg</code> in the output folder (the
+log says which). A drawn extent and unchecked bands have no command-line option: copy with the whole raster and
+all bands.</p>
 <p>The maps are GeoTIFFs (<code>fewshot_N.tif</code> with its confidence raster and preview) in the
 <b>Output folder</b>, which is remembered; left empty, a temporary folder (<code>geoml_fewshot_…</code>) that the
 system may clear. The log says where each run writes. <b>Save as layer</b> asks for a GeoPackage to keep the points
@@ -142,6 +147,7 @@ class FewShotPanel(QWidget, FORM):
         self._out_folder = OutputFolder("fewshot")  # the chosen folder, else a temporary one made on first use
         self.preview_layers: list = []
         self.result_layers: list = []
+        self._saved_support: Optional[tuple] = None  # (GeoPackage, the points it holds): for Copy as command line
 
         self.rasterLayer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.folderWidget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
@@ -174,6 +180,7 @@ class FewShotPanel(QWidget, FORM):
         self.saveButton.clicked.connect(self.save_points_clicked)
         self.runButton.clicked.connect(self.run)
         self.cancelButton.clicked.connect(self.cancel)
+        self.copyCommandButton = add_copy_command_button(self, "fewshot", self.copy_command_line)
         self.canvas.mapToolSet.connect(self._tool_changed)
         QgsProject.instance().cleared.connect(self.reset)  # New Project / Open: nothing of the last one stays
         self.destroyed.connect(lambda *_: _disconnect(QgsProject.instance().cleared, self.reset))
@@ -321,6 +328,8 @@ class FewShotPanel(QWidget, FORM):
         layer = self.rasterLayer.currentLayer()
         crs = layer.crs() if layer is not None else self.canvas.mapSettings().destinationCrs()
         vl = self.points.save(path, crs) if path else self.points.to_layer(crs)
+        if path:
+            self._saved_support = (path, self._points_key())
         QgsProject.instance().addMapLayer(vl)
         where = f" in {path}" if path else " (a memory layer: Save as layer to a file to keep it)"
         self.push_message(f"Added '{vl.name()}' ({vl.featureCount()} points, field class_name){where}.")
@@ -362,9 +371,8 @@ class FewShotPanel(QWidget, FORM):
     def _pixel_window(self, layer: QgsRasterLayer, rect: QgsRectangle, rect_crs) -> Optional[tuple]:
         return pixel_window(layer, rect, rect_crs)
 
-    def make_config(self):
-        from ..core.fewshot.job import FewShotConfig
-
+    def _checked_inputs(self) -> tuple:
+        """(raster layer, model file) once the form is complete: a raster, a model and points of two classes."""
         layer = self.rasterLayer.currentLayer()
         if layer is None:
             raise InputError("Choose the raster to map.")
@@ -377,6 +385,12 @@ class FewShotPanel(QWidget, FORM):
             raise InputError(f"Class '{empty[0]}' has no points.", "Click some, or remove the class.")
         if len([c for c, n in counts.items() if n]) < 2:
             raise InputError("Click points of at least two classes.")
+        return layer, model
+
+    def make_config(self):
+        from ..core.fewshot.job import FewShotConfig
+
+        layer, model = self._checked_inputs()
         self.run_count += 1
         remember("input", layer)
         out = default_output(f"fewshot_{self.run_count}", "raster", self.out_dir)
@@ -397,6 +411,62 @@ class FewShotPanel(QWidget, FORM):
                              confidence_path=sidecar_name(out, "confidence"), points=pts,
                              device=self.deviceCombo.currentText(), window=window,
                              bands=self.selected_bands()), os.path.splitext(out)[0]
+
+    # -- Copy as command line ------------------------------------------------
+    def _points_key(self) -> tuple:
+        return tuple((p.point.x(), p.point.y(), p.crs.authid() or p.crs.toWkt(), p.class_name)
+                     for p in self.points.points)
+
+    def support_file(self, layer) -> str:
+        """A GeoPackage with the clicked points (field ``class_name``) for ``geoml fewshot --support``: the one
+        last saved with Save as layer when the points have not changed since, else one written now into the
+        output folder (``fewshot_points_N.gpkg``; the log says where)."""
+        saved = self._saved_support
+        if saved is not None and saved[1] == self._points_key() and os.path.exists(saved[0]):
+            return saved[0]
+        n = 1
+        while os.path.exists(os.path.join(self.out_dir, f"fewshot_points_{n}.gpkg")):
+            n += 1
+        path = os.path.join(self.out_dir, f"fewshot_points_{n}.gpkg")
+        self.points.save(path, layer.crs())
+        self._saved_support = (path, self._points_key())
+        self.logView.appendPlainText(f"The support points are saved in {path} for the command line.")
+        return path
+
+    def command_config(self):
+        """The panel's job as ``geoml fewshot`` runs it: the clicked points as a GeoPackage, the whole raster, the
+        next map name in the output folder."""
+        from ..core.fewshot.job import FewShotConfig
+
+        layer, model = self._checked_inputs()
+        if self.extentCombo.currentIndex() == 1:
+            raise InputError("geoml fewshot classifies the whole raster: choose Whole raster to copy the command.")
+        if self.selected_bands() is not None:
+            raise InputError("geoml fewshot reads the bands as Apply model chooses them: check all bands to copy "
+                             "the command.")
+        n = self.run_count + 1
+        while os.path.exists(default_output(f"fewshot_{n}", "raster", self.out_dir)):
+            n += 1
+        out = default_output(f"fewshot_{n}", "raster", self.out_dir)
+        return FewShotConfig(input_path=layer.source(), model_path=model, output_path=out,
+                             support=self.support_file(layer), label_field="class_name",
+                             confidence_path=sidecar_name(out, "confidence"), device=self.deviceCombo.currentText())
+
+    def copy_command_line(self) -> str:
+        """Put the ``geoml fewshot …`` command of the panel's points and settings on the clipboard and in the log;
+        '' (and the reason in the log) when they are not complete."""
+        from qgis.PyQt.QtWidgets import QApplication
+
+        from ..cli.command_line import command_line
+
+        try:
+            text = command_line("fewshot", self.command_config())
+        except GeoMLError as exc:
+            self.logView.appendPlainText(str(exc))
+            return ""
+        QApplication.clipboard().setText(text)
+        self.logView.appendPlainText("Copied to the clipboard:\n" + text)
+        return text
 
     def run(self) -> Optional[GeoMLTask]:
         try:
@@ -589,7 +659,7 @@ def open_panel(plugin):
 
 def open_metatrain_dialog(plugin):
     """The Processing dialog of geoml:metatrain (runs in the background with progress and Cancel), with the last
-    used (or plausible) layers and the MAML settings offered only for MAML."""
+    used (or plausible) layers, the MAML settings offered only for MAML, and Copy as command line."""
     from processing.gui.AlgorithmDialog import AlgorithmDialog
     from qgis.core import QgsApplication
 
@@ -598,10 +668,56 @@ def open_metatrain_dialog(plugin):
     dlg = AlgorithmDialog(alg, False, parent)
     dlg.setParameters(metatrain_defaults())
     link_maml_settings(dlg)
+    add_metatrain_copy_button(dlg)
     dlg.show()
     if plugin is not None and hasattr(plugin, "dialogs"):
         plugin.dialogs["metatrain"] = dlg  # kept alive while shown
     return dlg
+
+
+def add_metatrain_copy_button(dlg):
+    """"Copy as command line" in the meta-train dialog's button row: :func:`copy_metatrain_command`."""
+    import weakref
+
+    from qgis.PyQt.QtWidgets import QDialogButtonBox, QPushButton
+
+    button = QPushButton("Copy as command line", dlg)
+    button.setObjectName("copyCommandButton")
+    button.setAutoDefault(False)
+    button.setToolTip("Copy as command line: the `geoml metatrain` command that runs this job with these settings, "
+                      "for a server or cluster without QGIS (README: Command line)")
+    dlg.buttonBox().addButton(button, QDialogButtonBox.ButtonRole.ActionRole)
+    ref = weakref.ref(dlg)  # the button (the dialog's child) must not keep the dialog's wrapper alive
+    button.clicked.connect(lambda: copy_metatrain_command(ref()) if ref() is not None else None)
+    return button
+
+
+def copy_metatrain_command(dlg) -> str:
+    """Put the ``geoml metatrain …`` command of the dialog's parameters on the clipboard (built as Run builds the
+    job: the algorithm's ``build_config``); '' with the reason in the dialog's message bar when they are not
+    complete."""
+    from processing.gui.AlgorithmDialogBase import AlgorithmDialogBase
+    from processing.tools import dataobjects
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from ..cli.command_line import command_line
+
+    try:
+        params = dlg.createProcessingParameters()
+        if params.get("OUTPUT_MODEL") in (None, "", "TEMPORARY_OUTPUT"):
+            raise InputError("Choose the meta-model file to write: a temporary file is no use to a command line.")
+        cfg = dlg.algorithm().build_config(params, dataobjects.createContext(), QgsProcessingFeedback())
+    except AlgorithmDialogBase.InvalidParameterValue as exc:
+        dlg.messageBar().pushWarning("GeoML", f"Wrong or missing value: {exc.parameter.description()}.")
+        return ""
+    except (GeoMLError, QgsProcessingException) as exc:
+        dlg.messageBar().pushWarning("GeoML", str(exc))
+        return ""
+    text = command_line("metatrain", cfg)
+    QApplication.clipboard().setText(text)
+    dlg.messageBar().pushSuccess("GeoML", "Copied to the clipboard: " + text)
+    return text
 
 
 MAML_ONLY = ("INNER_STEPS", "INNER_LR")

@@ -29,6 +29,7 @@ from ..core.outputs import OutputFolder
 from ..file_filters import MODEL_FILTER
 from .forms import load_ui
 from .gan_tool import GanMapTool
+from .job_dialog import add_copy_command_button
 from .layer_defaults import mark_output
 from .messages import error_level, push_to_bar, unexpected_failure
 from .spec_widgets import spec_default
@@ -53,7 +54,11 @@ closing the panel cancels a running Grow.</li>
 <p>A translation model (trained with a target raster) maps a whole raster instead: the panel then offers
 <i>Translate a layer…</i>, which opens <i>Apply model to raster</i>.</p>
 <p>The tiles are GeoTIFFs in the tiles folder (a temporary folder when empty); the seed and model are
-in their metadata. For an exact area or a batch, use Processing ‣ GeoML ‣ <i>Generate tiles / translate raster (GAN)</i>.</p>"""
+in their metadata. For an exact area or a batch, use Processing ‣ GeoML ‣ <i>Generate tiles / translate raster (GAN)</i>.</p>
+<p>The copy button beside <i>Grow</i> (<b>Copy as command line</b>) copies the <code>geoml generate …</code> command
+that makes the tiles shown last (all of them after Grow, as one GeoTIFF <code>geoml_tiles_seedN.tif</code> in the
+tiles folder) on a server without QGIS: the same centre, tiles, seed, pixel size and CRS, so the same values
+(for a grown block computed at once, within float rounding).</p>"""
 
 
 @dataclass
@@ -98,6 +103,8 @@ class GanPanel(QgsDockWidget, FORM):
         self.pickButton.toggled.connect(self.set_tool_active)
         self.growButton.clicked.connect(self.grow)
         self.translateButton.clicked.connect(self.open_translate)
+        self.copyCommandButton = add_copy_command_button(self, "generate", self.copy_command_line,
+                                                         before=self.growButton)
         self.canvas.mapToolSet.connect(self._tool_changed)
         QgsProject.instance().cleared.connect(self.reset)  # New Project / Open: forget the last one's tiles
         self.destroyed.connect(lambda *_: _disconnect(QgsProject.instance().cleared, self.reset))
@@ -353,6 +360,56 @@ class GanPanel(QgsDockWidget, FORM):
         else:
             self.show_error(unexpected_failure("Showing the grown tiles", exc)
                             + " The tiles on the map were kept; the new ones were deleted.")
+
+    # Copy as command line -----------------------------------------------------
+    def command_config(self) -> GenerateConfig:
+        """The tiles shown last (one click, grown or not) as the GenerateConfig of ``geoml generate``: the
+        centre of their block, its columns × rows, the session's seed, tile size, pixel size and CRS — the
+        same grid, so the same values — written as one GeoTIFF in the tiles folder."""
+        from qgis.core import QgsCoordinateReferenceSystem
+
+        from ..cli.commands import crs_to_wkt
+
+        last = self._last_shown()
+        if last is None:
+            raise InputError("Click on the map to generate tiles first: the command makes the tiles shown last.")
+        session = last.session
+        base, tile = session.base, session.tile
+        ii, jj = [i for i, _ in session.tiles], [j for _, j in session.tiles]
+        cols, rows = max(ii) - min(ii) + 1, max(jj) - min(jj) + 1
+        # the block's centre on the session's grid: plan_grid puts its corner on the same pixel
+        col = base.col0 + min(ii) * tile + cols * tile / 2
+        row = base.row0 + min(jj) * tile + rows * tile / 2
+        wkt = base.crs_wkt  # the map's CRS when the tiles were made
+        auth = QgsCoordinateReferenceSystem.fromWkt(wkt).authid() if wkt else ""
+        n, folder = session.seed, self._folder()
+        out = os.path.join(folder, f"geoml_tiles_seed{n}.tif")
+        k = 1
+        while os.path.exists(out):
+            k += 1
+            out = os.path.join(folder, f"geoml_tiles_seed{n}_{k}.tif")
+        style = {"hillshade": "hillshade", "pseudocolor": "pseudocolor"}.get(self.styleCombo.currentData(), "auto")
+        return GenerateConfig(
+            model_path=self.modelFile.filePath(), output_path=out, center=(col * base.px, -row * base.py),
+            crs_wkt=crs_to_wkt(auth if auth and not auth.startswith("USER:") else wkt) if wkt else "",
+            pixel_size=base.px if base.px == base.py else None, seed=session.seed, tiles=(cols, rows),
+            tile_size=tile, style=style)
+
+    def copy_command_line(self) -> str:
+        """Put the ``geoml generate …`` command of the tiles shown last on the clipboard; '' (and the reason in
+        the status line) when there are none."""
+        from qgis.PyQt.QtWidgets import QApplication
+
+        from ..cli.command_line import command_line
+
+        try:
+            text = command_line("generate", self.command_config())
+        except GeoMLError as exc:
+            self.show_error(html.escape(str(exc), quote=False), error_level(exc))
+            return ""
+        QApplication.clipboard().setText(text)
+        self.statusLabel.setText("Copied to the clipboard: " + html.escape(text, quote=False))
+        return text
 
     # other -----------------------------------------------------------------
     def open_translate(self) -> None:

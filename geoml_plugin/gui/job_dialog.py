@@ -71,6 +71,28 @@ def replace_question(existing: list) -> str:
     return f"These files exist and will be replaced: {', '.join(existing)}. Replace them?"
 
 
+def add_copy_command_button(owner, command: str, slot, before=None) -> QToolButton:
+    """A small "Copy as command line" tool button (the copy icon) just before ``before`` (default
+    ``owner.runButton``), calling ``slot``: the job dialogs' and the panels' (the button row sets a dialog's
+    minimum width)."""
+    from qgis.core import QgsApplication
+
+    button = QToolButton(owner)
+    button.setObjectName("copyCommandButton")
+    button.setIcon(QgsApplication.getThemeIcon("/mActionEditCopy.svg"))
+    button.setText("Copy as command line")
+    button.setAccessibleName("Copy as command line")
+    button.setToolTip(f"Copy as command line: the `geoml {command}` command that runs this job with these "
+                      "settings, for a server or cluster without QGIS (README: Command line)")
+    button.clicked.connect(lambda: slot())
+    before = before if before is not None else owner.runButton
+    for layout in owner.findChildren(QLayout):
+        if layout.indexOf(before) >= 0:
+            layout.insertWidget(layout.indexOf(before), button)
+            break
+    return button
+
+
 class JobDialogBase(QDialog):
     SETTINGS_KEY = "job"
     HELP_HTML = ""
@@ -179,24 +201,8 @@ class JobDialogBase(QDialog):
         raise NotImplementedError
 
     def _add_copy_command_button(self) -> None:
-        if not self.COMMAND:
-            return
-        from qgis.core import QgsApplication
-
-        # a small tool button (the copy icon): the button row sets the dialog's minimum width
-        button = QToolButton(self)
-        button.setObjectName("copyCommandButton")
-        button.setIcon(QgsApplication.getThemeIcon("/mActionEditCopy.svg"))
-        button.setText("Copy as command line")
-        button.setAccessibleName("Copy as command line")
-        button.setToolTip(f"Copy as command line: the `geoml {self.COMMAND}` command that runs this job with these "
-                          "settings, for a server or cluster without QGIS (README: Command line)")
-        button.clicked.connect(lambda: self.copy_command_line())
-        for layout in self.findChildren(QLayout):
-            if layout.indexOf(self.runButton) >= 0:
-                layout.insertWidget(layout.indexOf(self.runButton), button)
-                break
-        self.copyCommandButton = button
+        if self.COMMAND:
+            self.copyCommandButton = add_copy_command_button(self, self.COMMAND, self.copy_command_line)
 
     def copy_command_line(self) -> str:
         """Put the ``geoml …`` command of the current settings on the clipboard and in the log; '' (and the

@@ -27,7 +27,8 @@ HELP = """<h3>Apply model to raster</h3>
 <li><b>Input raster</b>: needs the bands the model was trained on (from a raster with more bands,
 the model's own bands are used).</li>
 <li><b>Model file</b>: a GeoML model (.safetensors), or an ONNX model (.onnx: a GeoML export or a Deepness
-Segmentor/Regressor, run with onnxruntime, no PyTorch needed). <b>Export…</b> writes the chosen GeoML model as
+Segmentor/Regressor, run with onnxruntime, no PyTorch needed: <i>Install dependencies…</i> ▸ <i>Apply-only</i>
+installs onnxruntime alone). <b>Export…</b> writes the chosen GeoML model as
 ONNX (as <code>geoml:export</code>). A GeoML model is one made by Fine-tune, Few-shot mapping, Meta-train
 (prototypical networks) or Train GAN with a target raster (translation).
 Pickled PyTorch files are refused: they can run code.</li>

@@ -40,6 +40,9 @@ which the system may clear: choose a file to keep the model.</li>
 <li>When the model, report or loss table exists, <b>Run</b> asks once, naming each existing file, before
 replacing them; a model file just chosen with the file browser, which asked already, is not asked about
 again, but an existing report or loss table beside it is.</li></ul>
+<p>The same tool is in the Processing toolbox as <i>GeoML › Train GAN (tile generator or raster translator)</i>. The copy button beside <i>Run</i>
+(<b>Copy as command line</b>) copies the <code>geoml traingan …</code> command of these settings, which trains
+on a server or cluster without QGIS (also on several GPUs with <code>torchrun</code>).</p>
 <p>Closing the dialog while it runs asks whether to keep the job running in the background, cancel it,
 or stay.</p>"""
 
@@ -52,6 +55,7 @@ def dialog_arch_label(label: str) -> str:
 
 class TrainGanDialog(JobDialogBase, FORM):
     SETTINGS_KEY = "traingan"
+    COMMAND = "traingan"
     HELP_HTML = HELP
     # widget → GanTrainConfig field: range, default and tooltip from the field's specification
     SPEC_WIDGETS = {"iterationsSpin": "iterations", "batchSpin": "batch_size", "l1Spin": "l1_weight",
@@ -101,8 +105,9 @@ class TrainGanDialog(JobDialogBase, FORM):
                                  "saved when it ends and a tile generator opens in Generate tiles), or cancel it?",
                                  "Keep running", "Cancel job")
 
-    def make_job(self):
-        from ..core.gan.train import GanTrainConfig, output_paths, report_path_for, run_traingan
+    def build_config(self):
+        """The GanTrainConfig of the form's current settings (Run and Copy as command line)."""
+        from ..core.gan.train import report_path_for
 
         layer = self.inputLayer.currentLayer()
         if layer is None:
@@ -111,7 +116,7 @@ class TrainGanDialog(JobDialogBase, FORM):
         out = self.outputFile.filePath()
         out = output_name(out, "model") if out else default_output(f"{layer.name()}_gan", "model")
         report = report_path_for(out) if self.reportCheck.isChecked() else None
-        cfg = GanTrainConfig(
+        return GanTrainConfig(
             input_path=layer.source(), output_model=out, target_path=target.source() if target else None,
             bands=self.bandsEdit.text().strip() or None, target_bands=self.targetBandsEdit.text().strip() or None,
             tile_size=int(self.tileSizeCombo.currentText()), iterations=self.iterationsSpin.value(),
@@ -119,6 +124,12 @@ class TrainGanDialog(JobDialogBase, FORM):
             l1_weight=self.l1Spin.value(), learning_rate=self.lrSpin.value(), device=self.deviceCombo.currentText(),
             seed=self.seedSpin.value(), report_path=report,
         )
+
+    def make_job(self):
+        from ..core.gan.train import output_paths, run_traingan
+
+        cfg = self.build_config()
+        layer = self.inputLayer.currentLayer()
         if not self.confirm_replace(output_paths(cfg), self.outputFile):  # the model, its report and loss table
             return None
         self.set_settings_value("device", cfg.device)

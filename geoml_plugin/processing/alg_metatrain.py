@@ -37,6 +37,10 @@ HELP = build_help(
     "",
     "Returns the model file and the <b>meta-validation accuracy</b>: the mean accuracy on episodes drawn from "
     "labelled patches held out of training.",
+    "",
+    "Opened from <i>Raster ▸ GeoML ▸ Meta-train a few-shot model…</i>, the dialog has <b>Copy as command line</b>: "
+    "the <code>geoml metatrain …</code> command of these settings, which trains on a server or cluster without "
+    "QGIS (also on several GPUs with <code>torchrun</code>).",
 )
 
 
@@ -63,9 +67,8 @@ class MetaTrainAlgorithm(GeoMLAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("VAL_ACCURACY", "Meta-validation accuracy (0–1)"))
         self.addOutput(QgsProcessingOutputNumber("VAL_ACCURACY_CI95", "Meta-validation accuracy ± (95 %)"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.fewshot.metatrain import run_metatrain
-
+    def build_config(self, parameters, context, feedback=None) -> MetaTrainConfig:
+        """The job's MetaTrainConfig from ``parameters`` (Run, and Copy as command line in the meta-train dialog)."""
         main = self.input_raster(parameters, context, what="training raster")
         rasters = [main.source()]
         for lyr in self.parameterAsLayerList(parameters, "EXTRA_INPUTS", context) or []:
@@ -93,6 +96,12 @@ class MetaTrainAlgorithm(GeoMLAlgorithm):
             device=self.device(parameters, context),
             seed=self.parameterAsInt(parameters, "SEED", context),
         )
+        return cfg
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..core.fewshot.metatrain import run_metatrain
+
+        cfg = self.build_config(parameters, context, feedback)
         result = self.run_job(feedback, lambda fb: run_metatrain(cfg, fb))
         feedback.pushInfo(f"Meta-validation accuracy: {result.val_accuracy:.1%} ± {result.val_accuracy_ci95:.1%} "
                           f"(best at iteration {result.best_iteration} of {result.iterations})")

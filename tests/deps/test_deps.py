@@ -22,7 +22,7 @@ BLOCK_TORCH = r"""
 import importlib.abc, json, sys
 class NoTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'torchvision'):
+        if name.split('.')[0] in ('torch', 'torchvision', 'onnxruntime'):  # onnxruntime too: nothing installed
             raise ImportError('No module named ' + name)
 sys.meta_path.insert(0, NoTorch())
 from geoml_plugin.deps import detect as deps
@@ -53,6 +53,7 @@ def test_torch_made_unimportable_is_reported_without_importing_it():
 def test_missing_torch_via_sys_modules_marker(monkeypatch):
     """``sys.modules[name] = None`` (what a failed optional import leaves) counts as missing."""
     monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not the apply-only state either
     st = deps.dependency_status()
     assert st.torch_missing and st.method == "quick"
     assert deps.problems(st)[0] == "PyTorch (torch) is not installed in this QGIS."

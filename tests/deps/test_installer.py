@@ -244,3 +244,99 @@ def test_a_same_version_python_of_another_installation_is_not_taken(tmp_path, mo
     monkeypatch.setattr(interp, "_cache", {})  # this test's finding must not outlive it
     monkeypatch.setattr(interp.sys, "executable", str(other))
     assert interp.python_executable() != str(other)
+
+
+# -- the apply-only install (issue 23): onnxruntime alone, beside the full install ---------------------------
+def test_apply_only_plan_installs_onnxruntime_and_no_torch(tmp_path, monkeypatch):
+    monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "geoml_packages" / "py3x"))
+    plan = installer.make_plan(installer.APPLY_ONLY)
+    assert plan.apply_only and plan.target == tmp_path / "geoml_packages" / "py3x-onnxruntime"
+    assert plan.target == deps.apply_packages_dir() != deps.packages_dir()  # never replaces the full install
+    assert len(plan.steps) == 1
+    cmd = plan.command(plan.steps[0])
+    assert cmd[-1] == "onnxruntime" and plan.steps[0].packages == ["onnxruntime"]
+    assert not any(a.startswith("torch") or a == "safetensors" for a in cmd), cmd
+    assert "--index-url" not in cmd  # from PyPI / the user's pip configuration, not PyTorch's index
+    assert cmd[cmd.index("--target") + 1] == str(tmp_path / "geoml_packages" / "py3x-onnxruntime.new")
+    assert "--upgrade" in cmd and "--constraint" in cmd and "--user" not in cmd and "--prefix" not in cmd
+    assert plan.primary == ["onnxruntime"] and plan.verify_names == ["onnxruntime"]
+    text = plan.describe()
+    assert "1. onnxruntime" in text and "torch" not in text.split("Python:")[0]
+    assert "Download: about 20–60 MB" in text and "need the full install" in text
+    full = installer.make_plan(installer.CPU_VARIANT)
+    assert full.target == tmp_path / "geoml_packages" / "py3x" and not full.apply_only
+    # a folder of wheels (offline) or a mirror: still onnxruntime only
+    offline = installer.make_plan(installer.APPLY_ONLY, source=str(tmp_path))
+    assert offline.steps[0].packages == ["onnxruntime"] and "--no-index" in offline.command(offline.steps[0])
+    assert offline.verify_names == ["onnxruntime"]
+
+
+APPLY_ONLY_STATE = r"""
+import importlib.abc, json, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'torchvision'):
+            raise ImportError('No module named ' + name)
+sys.meta_path.insert(0, NoTorch())
+# this Python's own site-packages (which has onnxruntime) hidden: only GeoML's folders count
+sys.path[:] = [p for p in sys.path if 'site-packages' not in p and 'dist-packages' not in p]
+from geoml_plugin.deps import detect as deps
+deps.activate_packages_dir(sys.argv[1])
+st = deps.dependency_status()
+print(json.dumps({"apply_only": deps.apply_only(st), "badge": deps.gpu_summary(), "problem": deps.quick_problem(),
+                  "report": deps.diagnostics(st)}))
+"""
+
+
+def _state_without_torch(full_target: Path) -> dict:
+    import json
+
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-c", APPLY_ONLY_STATE, str(full_target)], cwd=root, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_apply_only_install_for_real_keeps_the_full_one_and_says_onnx_models_work(tmp_path, wheels):
+    """pip installs onnxruntime (a stand-in wheel) beside the full install, which stays; with PyTorch missing,
+    the state, badge, job message and diagnostics then say that ONNX models can be applied and training needs the
+    full install."""
+    from tests.deps.wheels import make_wheel
+
+    make_wheel(wheels, "onnxruntime", "1.99.0", {"onnxruntime/__init__.py": "__version__ = '1.99.0'\n"})
+    full = tmp_path / "geoml_packages" / "py3x"
+    installer.run_plan(_plan(full, wheels, ["geomltest-b"]))  # stands for the full install's folder
+    before = _state_without_torch(full)
+    assert not before["apply_only"] and before["badge"] == deps.NOT_INSTALLED_BADGE
+    assert "Status: NOT READY" in before["report"] and "onnxruntime  not installed" in before["report"]
+
+    plan = installer.make_plan(installer.APPLY_ONLY, target=deps.apply_packages_dir(full), source=str(wheels))
+    plan.extra_env.update(ISOLATED_PIP_ENV)
+    lines = []
+    res = installer.run_plan(plan, Feedback(on_log=lines.append))
+    assert res.target == tmp_path / "geoml_packages" / "py3x-onnxruntime" and not res.pending
+    assert (res.target / "onnxruntime" / "__init__.py").is_file()
+    assert (full / "geomltest_b").is_dir(), "the apply-only install must not remove the full one"
+    assert any("onnxruntime" in ln and "Successfully installed" in ln for ln in lines)
+    assert res.status.package("onnxruntime").ok  # imported in a separate process before the swap
+
+    after = _state_without_torch(full)
+    assert after["apply_only"] and after["badge"] == deps.APPLY_ONLY_BADGE
+    assert "ONNX models work" in after["badge"] and "training needs PyTorch" in after["badge"]
+    assert "PyTorch (torch) cannot be found" in after["problem"] and "full install" in after["problem"]
+    assert "onnxruntime  1.99.0 (found, not imported)  at " + str(res.target) in after["report"]
+    assert "Status: APPLY-ONLY — ONNX models (.onnx) can be applied with onnxruntime" in after["report"]
+
+
+def test_apply_only_install_cancel_and_failure_change_nothing(tmp_path, wheels):
+    """The same safety as the full install: a failed apply-only install leaves the previous one as it was."""
+    target = deps.apply_packages_dir(tmp_path / "py3x")
+    empty = tmp_path / "no_wheels"
+    empty.mkdir()
+    plan = installer.make_plan(installer.APPLY_ONLY, target=target, source=str(empty))
+    plan.extra_env.update(ISOLATED_PIP_ENV)
+    with pytest.raises(installer.InstallError) as err:
+        installer.run_plan(plan)
+    assert "while installing onnxruntime" in str(err.value) and "No build of these packages was found" in str(err.value)
+    assert not target.exists() and not deps.staging_dir(target).exists()

@@ -1,5 +1,7 @@
-"""Dependencies in QGIS: message-bar offer, installer dialog (real pip on local wheels),
+"""Dependencies in QGIS: message-bar offer, installer dialog (real pip on local wheels; the full and the apply-only
+install),
 diagnostics dialog, GPU badge, Processing error text, plugin actions."""
+import os
 import sys
 
 import pytest
@@ -57,6 +59,7 @@ def _predict_dialog(qtbot, qgis_iface):
 
 def test_missing_torch_offers_installer_instead_of_running(qtbot, qgis_iface, bar, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # what QGIS without torch looks like to find_spec
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # and without onnxruntime (not apply-only)
     dlg = _predict_dialog(qtbot, qgis_iface)
     assert dlg.deviceBadge.text() == deps.NOT_INSTALLED_BADGE
     assert dlg.run() is None and dlg.task is None
@@ -285,3 +288,105 @@ def test_installer_says_pytorch_works_in_words_and_offers_a_reinstall(qtbot, qgi
     assert now.startswith("Working: PyTorch ") and (" runs on the CPU only" in now or " runs on the GPU: " in now), now
     assert "Working: CPU only" not in now
     assert dlg.installButton.text() == "Reinstall" and "works already" in dlg.installButton.toolTip()
+
+
+# -- the apply-only install (issue 23) ------------------------------------------------------------------------
+def test_installer_offers_the_full_and_the_apply_only_install(qtbot, qgis_iface, tmp_path, monkeypatch):
+    from geoml_plugin.deps import installer
+    from geoml_plugin.gui.deps.installer_dialog import InstallerDialog
+
+    monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "geoml_packages" / "py3x"))
+    dlg = InstallerDialog(FakePlugin(qgis_iface))
+    qtbot.addWidget(dlg)
+    dlg.show()
+    assert dlg.fullRadio.isVisible() and dlg.applyOnlyRadio.isVisible()
+    assert dlg.fullRadio.isChecked() and not dlg.applyOnlyRadio.isChecked()  # the full install by default
+    full_text, apply_text = dlg.fullRadio.text(), dlg.applyOnlyRadio.text()
+    assert "PyTorch, torchvision, safetensors" in full_text and installer.CPU_VARIANT.download in full_text
+    assert "onnxruntime" in apply_text and "about 20–60 MB" in apply_text and "no training" in apply_text
+    assert "torch, torchvision" in dlg.planView.toPlainText()
+    qtbot.mouseClick(dlg.applyOnlyRadio, Qt.MouseButton.LeftButton)
+    assert dlg.applyOnlyRadio.isChecked() and dlg.plan.apply_only
+    plan_text = dlg.planView.toPlainText()
+    commands = plan_text.split("Commands:")[1]
+    assert "onnxruntime" in commands and "torch" not in commands and "safetensors" not in commands
+    assert f"--target {tmp_path / 'geoml_packages' / 'py3x-onnxruntime.new'}" in commands
+    assert "Download: about 20–60 MB" in plan_text
+    assert not dlg.variantCombo.isEnabled()  # the PyTorch build does not apply
+    assert "need the full install" in dlg.reasonLabel.text()
+    assert str(tmp_path / "geoml_packages" / "py3x-onnxruntime") in dlg.targetLabel.text()
+    qtbot.mouseClick(dlg.fullRadio, Qt.MouseButton.LeftButton)
+    assert not dlg.plan.apply_only and "torch, torchvision" in dlg.planView.toPlainText()
+    assert dlg.variantCombo.isEnabled() and dlg.reasonLabel.text() == dlg.reason
+
+
+def test_apply_only_install_then_onnx_models_work_and_training_asks_for_the_full_install(
+        qtbot, qgis_iface, bar, tmp_path, wheels, monkeypatch):
+    """pip (on a stand-in onnxruntime wheel) through the dialog; then, with PyTorch missing, the installer and the
+    job dialogs' badge say that ONNX models can be applied, and a job that needs PyTorch offers the full install."""
+    from geoml_plugin.gui.deps.installer_dialog import InstallerDialog
+    from tests.deps.wheels import make_wheel
+
+    make_wheel(wheels, "onnxruntime", "1.99.0", {"onnxruntime/__init__.py": "__version__ = '1.99.0'\n"})
+    # this session's real onnxruntime, if loaded, would need a QGIS restart; nothing here imports the stand-in
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    full = tmp_path / "profile" / "python" / "geoml_packages" / "py3x"
+    dlg = InstallerDialog(FakePlugin(qgis_iface), target=full, source=str(wheels), extra_env=ISOLATED_PIP_ENV,
+                          apply_only=True)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    assert dlg.applyOnlyRadio.isChecked() and dlg.plan.apply_only
+    assert dlg.plan.steps[0].packages == ["onnxruntime"]
+    qtbot.mouseClick(dlg.installButton, Qt.MouseButton.LeftButton)
+    assert dlg.task is not None and dlg.cancelButton.isEnabled()
+    assert not dlg.fullRadio.isEnabled() and not dlg.applyOnlyRadio.isEnabled()
+    qtbot.waitUntil(lambda: dlg.task is None, timeout=120_000)
+    assert dlg.result is not None, dlg.statusLabel.text() + dlg.logView.toPlainText()
+    target = full.with_name("py3x-onnxruntime")
+    assert dlg.result.target == target and (target / "onnxruntime" / "__init__.py").is_file()
+    status = dlg.statusLabel.text()
+    assert "Installed." in status and "Applying ONNX models works now" in status and "full install" in status
+    assert sys.path[0] == str(target)  # usable now, no restart
+    now = dlg.detectionLabel.text().split("Now: ", 1)[1]
+    assert now.startswith("PyTorch is not installed; onnxruntime 1.99.0 is: applying ONNX models works"), now
+    # the job dialogs: the badge says so; a job that needs PyTorch offers the full install
+    pred = _predict_dialog(qtbot, qgis_iface)
+    assert pred.deviceBadge.text() == deps.APPLY_ONLY_BADGE
+    assert not pred.deviceCombo.model().item(pred.deviceCombo.findText("cuda")).isEnabled()
+    assert pred.run() is None and pred.task is None
+    log = pred.logView.toPlainText()
+    assert "PyTorch (torch) is not installed" in log and "Only applying ONNX models (.onnx) works" in log
+    assert "Full install" in log
+    item = deps_ui.current_offer(bar)
+    assert item is not None and "full install" in item.text()
+    assert item.findChild(QPushButton, "geomlInstallButton") is not None
+
+
+def test_apply_model_with_an_onnx_file_runs_where_torch_cannot_be_imported(qtbot, qgis_iface, qgis_new_project,
+                                                                          scene, sample_model, out_dir, monkeypatch):
+    """Apply model with an .onnx model, PyTorch made unimportable (and no earlier check cached): the dialog runs
+    the job on onnxruntime and writes the map."""
+    pytest.importorskip("onnxruntime")
+    from osgeo import gdal
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    from geoml_plugin.core.onnx_export import export_onnx
+
+    onnx_path = str(out_dir / "lda.onnx")
+    export_onnx(sample_model, onnx_path)  # needs PyTorch: before it is made unimportable
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` (and torch.anything) now raises ImportError
+    layer = QgsRasterLayer(scene.image, "image", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    dlg = _predict_dialog(qtbot, qgis_iface)
+    dlg.inputLayer.setLayer(layer)
+    dlg.modelFile.setFilePath(onnx_path)
+    assert dlg.deviceBadge.text() == deps.APPLY_ONLY_BADGE  # torch missing, onnxruntime there
+    out = str(out_dir / "onnx_no_torch.tif")
+    dlg.outputFile.setFilePath(out)
+    dlg.deviceCombo.setCurrentText("cpu")
+    assert dlg.run() is not None
+    qtbot.waitUntil(lambda: dlg.task is None, timeout=120_000)
+    assert os.path.exists(out) and "Failed" not in dlg.logView.toPlainText(), dlg.logView.toPlainText()
+    truth = gdal.Open(scene.landcover).ReadAsArray()
+    assert (gdal.Open(out).ReadAsArray() == truth)[truth > 0].mean() > 0.95

@@ -353,3 +353,50 @@ def test_device_badge_is_filled_in_when_the_background_check_ends(qtbot, qgis_if
         assert cuda.isEnabled() and "GPU:" in p.deviceBadge.text()
     finally:
         p.cleanup()
+
+
+def test_copy_as_command_line_gives_the_geoml_fewshot_command_of_the_points(panel, qtbot, meta_model, scene,
+                                                                          tmp_path):
+    """The button copies a `geoml fewshot` command: the clicked points as a GeoPackage (the one saved with Save as
+    layer while the points are unchanged), the whole raster; it parses back to the same job, which maps the
+    panel's classes; nothing is classified by the panel."""
+    import shlex
+
+    from qgis.core import QgsVectorLayer
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from geoml_plugin.cli import build_parser
+    from geoml_plugin.cli.commands import build_fewshot
+    from geoml_plugin.core.fewshot.job import run_fewshot
+
+    panel.folderWidget.setFilePath(str(tmp_path))
+    try:
+        panel.modelFile.setFilePath(meta_model)
+        assert panel.copy_command_line() == "" and "Click points of at least two classes." in panel.logView.toPlainText()
+        add_scene_points(panel, scene, 3)
+        qtbot.mouseClick(panel.copyCommandButton, Qt.MouseButton.LeftButton)
+        text = QApplication.clipboard().text()
+        support = str(tmp_path / "fewshot_points_1.gpkg")
+        assert text.startswith(f"geoml fewshot --input {scene.image} --model {meta_model} --support {support} "
+                               "--label-field class_name --output "), text
+        assert "--device cpu" in text and text in panel.logView.toPlainText()
+        cfg = build_fewshot(build_parser().parse_args(shlex.split(text)[1:]))
+        assert cfg == panel.command_config() and cfg.output_path == str(tmp_path / "fewshot_1.tif")
+        saved = QgsVectorLayer(support, "s", "ogr")
+        assert saved.featureCount() == 3 * len(CLASS_NAMES) and sorted({f["class_name"] for f in saved.getFeatures()}) == \
+            sorted(CLASS_NAMES)
+        assert panel.task is None and not (tmp_path / "fewshot_1.tif").exists()
+        # the points saved with Save as layer are used while they are unchanged; a change writes a new file
+        panel.save_layer(str(tmp_path / "mine.gpkg"))
+        assert f"--support {tmp_path / 'mine.gpkg'} " in panel.copy_command_line()
+        panel.undo()
+        assert f"--support {tmp_path / 'fewshot_points_2.gpkg'} " in panel.copy_command_line()
+        # what the command runs: the map of the panel's classes
+        result = run_fewshot(cfg)
+        assert sorted(result.class_counts) == sorted(CLASS_NAMES)
+        assert sorted(category_names_of(cfg.output_path)[1:]) == sorted(CLASS_NAMES)
+        # a drawn extent or unchecked bands have no command-line option: said, nothing copied
+        panel.extentCombo.setCurrentIndex(1)
+        assert panel.copy_command_line() == "" and "choose Whole raster" in panel.logView.toPlainText()
+    finally:
+        panel.folderWidget.setFilePath("")  # the folder is remembered: later tests write to a temporary one

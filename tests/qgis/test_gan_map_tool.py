@@ -429,3 +429,41 @@ def test_unloading_during_grow_leaves_no_ring_and_calls_nothing_on_the_deleted_p
     qtbot.wait(100)  # pytest-qt fails the test on an exception in a callback
     assert _same_files(_files(tmp_path), before)
     panel.task = None  # unload deletes the panel; this one lives on to the fixture's teardown (a second close)
+
+
+def test_copy_as_command_line_makes_the_tiles_shown_last(panel, qgis_canvas, qtbot, tmp_path):
+    """The button copies the `geoml generate` command of the last click (and its Grow): it parses back to the same
+    config, and running it gives the values of the mosaic on the map (the very values for one tile, within float32
+rounding for a grown block), on the same grid."""
+    import shlex
+
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from geoml_plugin.cli import build_parser
+    from geoml_plugin.cli.commands import build_generate
+    from geoml_plugin.core.gan.generate import run_generate
+
+    assert panel.copy_command_line() == "" and "Click on the map to generate tiles first" in panel.statusLabel.text()
+    panel.set_tool_active(True)
+    _click(qgis_canvas, panel.tool, 170, 130)
+    for grown in (False, True):
+        if grown:
+            panel.grow()
+            qtbot.waitUntil(lambda: panel.task is None, timeout=60_000)
+        qtbot.mouseClick(panel.copyCommandButton, Qt.MouseButton.LeftButton)
+        text = QApplication.clipboard().text()
+        assert text.startswith("geoml generate --model ") and "--output-crs EPSG:32632" in text, text
+        assert "--seed 3" in text and "--tile-size 64" in text and ("--tiles 3x3" in text) == grown
+        assert text in panel.statusLabel.text()
+        cfg = build_generate(build_parser().parse_args(shlex.split(text)[1:]))
+        assert cfg == panel.command_config() and cfg.output_path == str(tmp_path / "tiles" / "geoml_tiles_seed3.tif")
+        run_generate(cfg)
+        mosaic = gdal.Open(_group_layers(panel)[1].source())
+        made = gdal.Open(cfg.output_path)
+        assert made.GetGeoTransform() == pytest.approx(mosaic.GetGeoTransform())
+        if grown:  # one 192 px block against nine 64 px tiles: float32 rounding, nothing more (1 ulp at ~500 m)
+            np.testing.assert_allclose(made.ReadAsArray(), mosaic.ReadAsArray(), rtol=1e-6, atol=0)
+        else:
+            np.testing.assert_array_equal(made.ReadAsArray(), mosaic.ReadAsArray())
+        made = None
+        gdal.Unlink(cfg.output_path)

@@ -1,4 +1,6 @@
 """Issue 21 point 3: the layers GeoML's dialogs and panels preselect, on real widgets and a real project."""
+import os
+
 import numpy as np
 import pytest
 from qgis.core import QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
@@ -162,4 +164,52 @@ def test_metatrain_dialog_offers_maml_settings_only_for_maml(qtbot, qgis_iface, 
     assert wrappers["INPUT"].parameterValue() in (image, image.id(), image.source())
     assert wrappers["LABELS"].parameterValue() in (points, points.id(), points.source())
     assert wrappers["LABEL_FIELD"].parameterValue() == "class_name"  # before: fid, one class per point
+    dlg.close()
+
+
+def test_metatrain_dialog_copies_the_geoml_metatrain_command(qtbot, qgis_iface, project, geoml_provider, monkeypatch,
+                                                              tmp_path):
+    """Copy as command line in the meta-train dialog: the `geoml metatrain` command of its parameters, built as
+    Run builds the job; it parses back to the same config. Without a model file it says so and copies nothing."""
+    import shlex
+
+    from qgis.gui import QgsBrowserGuiModel
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtWidgets import QApplication, QPushButton
+
+    from geoml_plugin.cli import build_parser
+    from geoml_plugin.cli.commands import build_metatrain
+    from geoml_plugin.gui.fewshot_panel import copy_metatrain_command, open_metatrain_dialog
+
+    browser = QgsBrowserGuiModel()
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser, raising=False)  # the mock iface has none
+    plugin = FakePlugin(qgis_iface)
+    plugin.dialogs = {}
+    dlg = open_metatrain_dialog(plugin)
+    qtbot.addWidget(dlg)
+    alg = dlg.algorithm()
+    button = dlg.findChild(QPushButton, "copyCommandButton")
+    assert button.text() == "Copy as command line" and button.isVisible()
+    QApplication.clipboard().setText("")
+    assert copy_metatrain_command(dlg) == "" and QApplication.clipboard().text() == ""  # no model file yet
+    wrappers = dlg.mainWidget().wrappers
+    model = str(tmp_path / "meta model.safetensors")
+    from qgis.core import QgsProcessingContext
+
+    context = QgsProcessingContext()
+    wrappers["OUTPUT_MODEL"].setParameterValue(model, context)  # as the user types them
+    wrappers["ITERATIONS"].setParameterValue(123, context)
+    wrappers["SEED"].setParameterValue(7, context)
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    text = QApplication.clipboard().text()
+    image, points = project["image"], project["points"]
+    assert text.startswith(f"geoml metatrain --input {image.source()} --labels {points.source()} "
+                           "--label-field class_name --output-model "), text
+    assert f"'{model}'" in text and "--iterations 123" in text and "--seed 7" in text
+    cfg = build_metatrain(build_parser().parse_args(shlex.split(text)[1:]))
+    assert cfg.rasters == [image.source()] and cfg.iterations == 123 and cfg.output_model == model
+    from processing.tools import dataobjects
+
+    assert cfg == alg.build_config(dlg.createProcessingParameters(), dataobjects.createContext())
+    assert not os.path.exists(model)
     dlg.close()

@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from qgis.core import QgsApplication
 
 import geoml_plugin
@@ -155,6 +156,7 @@ def test_unload_takes_back_the_install_offer(qgis_iface, qgis_processing, monkey
     from geoml_plugin.gui.deps import offer as deps_ui
 
     monkeypatch.setitem(sys.modules, "torch", None)  # QGIS without torch, as find_spec sees it
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # nor onnxruntime (not the apply-only install)
     deps.invalidate()
     bar = qgis_iface.messageBar()
     bar.clearWidgets()
@@ -163,10 +165,33 @@ def test_unload_takes_back_the_install_offer(qgis_iface, qgis_processing, monkey
     plugin.initGui()
     try:
         assert deps_ui.current_offer(bar) is not None
+        assert "or only onnxruntime (tens of MB) to apply ONNX models" in deps_ui.current_offer(bar).text()
     finally:
         plugin.unload()
         deps.invalidate()
     assert deps_ui.current_offer(bar) is None
+
+
+def test_no_install_offer_at_start_after_the_apply_only_install(qgis_iface, qgis_processing, monkeypatch):
+    """PyTorch missing but onnxruntime there (the apply-only install, a choice): no nagging at start-up; the
+    badge and the tools that need PyTorch say what is missing."""
+    pytest.importorskip("onnxruntime")
+    from geoml_plugin.deps import detect as deps
+    from geoml_plugin.gui.deps import offer as deps_ui
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    deps.invalidate()
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+    _without_registered_provider()
+    plugin = geoml_plugin.classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        assert deps_ui.current_offer(bar) is None
+        assert deps.gpu_summary(block=False) == deps.APPLY_ONLY_BADGE
+    finally:
+        plugin.unload()
+        deps.invalidate()
 
 
 def test_load_unload_load_leaves_one_of_everything(qtbot, qgis_iface, qgis_processing):

@@ -64,3 +64,37 @@ def test_architecture_options_use_the_dialogs_wording(qtbot, qgis_iface, qgis_ne
     assert not any("TARGET" in t for t in texts), texts  # before: Processing's parameter name
     assert texts[0] == "Automatic (dcgan_sn without a target raster, pix2pix with one)"
     assert sum("needs a target raster" in t for t in texts) == 2
+
+
+def test_copy_as_command_line_gives_the_geoml_traingan_command(qtbot, qgis_iface, qgis_new_project, scene, out_dir):
+    """The button copies the `geoml traingan` command of the settings; it parses back to the same job, and
+    nothing is trained or written."""
+    import shlex
+
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from geoml_plugin.cli import build_parser
+    from geoml_plugin.cli.commands import build_traingan
+
+    dlg, _ = _dialog(qtbot, qgis_iface, scene)
+    target = QgsRasterLayer(scene.image, "image", "gdal")
+    QgsProject.instance().addMapLayer(target)
+    dlg.targetLayer.setLayer(target)
+    dlg.outputFile.setFilePath(str(out_dir / "translator model.safetensors"))
+    dlg.iterationsSpin.setValue(7)
+    dlg.tileSizeCombo.setCurrentText("128")
+    dlg.l1Spin.setValue(25.0)
+    dlg.targetBandsEdit.setText("1,2")
+    qtbot.mouseClick(dlg.copyCommandButton, Qt.MouseButton.LeftButton)
+    text = QApplication.clipboard().text()
+    assert text.startswith("geoml traingan --input ") and f"--target {scene.image}" in text
+    assert "'" + str(out_dir / "translator model.safetensors") + "'" in text  # quoted for a shell
+    assert "--iterations 7" in text and "--tile-size 128" in text and "--device cpu" in text
+    cfg = build_traingan(build_parser().parse_args(shlex.split(text)[1:]))
+    assert cfg == dlg.build_config() and cfg.l1_weight == 25.0 and cfg.target_bands == "1,2"
+    assert cfg.report_path == str(out_dir / "translator model_report.png")
+    assert text in dlg.logView.toPlainText() and dlg.task is None and list(out_dir.iterdir()) == []
+    dlg.reportCheck.setChecked(False)
+    assert "--output-report" not in dlg.copy_command_line()
+    dlg.inputLayer.setLayer(None)
+    assert dlg.copy_command_line() == "" and "Choose an input raster layer." in dlg.logView.toPlainText()

@@ -29,6 +29,7 @@ class TileSession:
     def __init__(self, source: TileSource, crs_wkt: str, x: float, y: float, seed: int, tile: int, folder: str,
                  pixel_size: Optional[tuple] = None):
         self.source, self.seed, self.tile, self.folder = source, int(seed), int(tile), folder
+        self.center = (float(x), float(y))  # the click
         if crs_wkt:
             check_point_valid(crs_wkt, x, y, "The clicked point")
         try:

@@ -77,12 +77,12 @@ def device_badge_text() -> str:
 
 def offer_cuda(combo, badge: str) -> None:
     """Grey out the device combo's 'cuda' entry, with the reason as its tooltip, when ``badge`` says there is
-    no usable GPU (CPU only, PyTorch missing); a 'cuda' choice then falls back to 'auto'."""
+    no usable GPU (CPU only, PyTorch missing, apply-only: the installer's onnxruntime runs on the CPU); a 'cuda' choice then falls back to 'auto'."""
     index = combo.findText("cuda")
     item = combo.model().item(index) if index >= 0 else None
     if item is None:
         return
-    usable = not badge.startswith(("CPU", "PyTorch"))
+    usable = not badge.startswith(("CPU", "PyTorch", "Apply-only"))
     item.setEnabled(usable)
     item.setToolTip("" if usable else f"No CUDA GPU to use: {badge}")
     if not usable and combo.currentIndex() == index:
@@ -90,9 +90,9 @@ def offer_cuda(combo, badge: str) -> None:
 
 
 def set_badge(label, combo, text: str) -> None:
-    """Show ``text`` in the device badge ``label``: green for a GPU, amber for CPU only, red when PyTorch is
-    missing or broken; the device ``combo`` offers 'cuda' only when there is a GPU (:func:`offer_cuda`)."""
-    color = "#1b5e20" if text.startswith("GPU:") else "#8a6d00" if text.startswith("CPU") else \
+    """Show ``text`` in the device badge ``label``: green for a GPU, amber for CPU only or apply-only (ONNX
+    models on onnxruntime, no PyTorch), red when PyTorch is missing or broken; the device ``combo`` offers 'cuda' only when there is a GPU (:func:`offer_cuda`)."""
+    color = "#1b5e20" if text.startswith("GPU:") else "#8a6d00" if text.startswith(("CPU", "Apply-only")) else \
         "#b00020" if text.startswith("PyTorch") else "#555555"
     label.setText(text)
     label.setStyleSheet(f"color: {color}; font-weight: bold;")

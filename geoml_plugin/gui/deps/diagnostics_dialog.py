@@ -41,8 +41,12 @@ class DiagnosticsDialog(QDialog, FORM):
         self.copyButton.setEnabled(True)
         self.refreshButton.setEnabled(True)
         ready = "Status: OK" in text
-        self.statusLabel.setText("GeoML is ready to run jobs." if ready else
-                                 "GeoML cannot run jobs yet: see the problems at the end of the report.")
+        if "Status: APPLY-ONLY" in text:
+            self.statusLabel.setText("GeoML can apply ONNX models (apply-only install); training and GeoML's own "
+                                     "models need the full install: Install dependencies….")
+        else:
+            self.statusLabel.setText("GeoML is ready to run jobs." if ready else
+                                     "GeoML cannot run jobs yet: see the problems at the end of the report.")
 
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self.report)

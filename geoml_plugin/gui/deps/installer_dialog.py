@@ -2,6 +2,10 @@
 in the background with live output and Cancel, and makes the result usable
 in this QGIS session without a restart where possible.
 
+Two choices: the *full* install (PyTorch, torchvision, safetensors: every tool)
+and the *apply-only* install (onnxruntime alone, tens of MB: ONNX models are
+applied without PyTorch; see :data:`installer.APPLY_ONLY`).
+
 The work is :func:`installer.run_plan` in a background task (its lifecycle:
 :class:`~geoml_plugin.gui.task_controller.TaskController`); this module only
 shows the plan, the log and the outcome.
@@ -64,8 +68,10 @@ class InstallerDialog(QDialog, FORM):
     task = current_task_property()  # the running install, None when idle
 
     def __init__(self, plugin=None, parent=None, target=None, packages=None, source: str = "",
-                 extra_env: Optional[dict] = None):
-        """``target``/``packages``/``extra_env`` override the defaults (tests, administrators)."""
+                 extra_env: Optional[dict] = None, apply_only: bool = False):
+        """``target``/``packages``/``extra_env`` override the defaults (tests, administrators); ``target`` is
+        the full install's folder (the apply-only install goes beside it). ``apply_only`` preselects the
+        apply-only install."""
         super().__init__(parent)
         self.plugin = plugin
         self.setupUi(self)
@@ -88,7 +94,17 @@ class InstallerDialog(QDialog, FORM):
         for v in installer.VARIANTS:
             self.variantCombo.addItem(self._variant_text(v), v.key)
         self.sourceEdit.setText(source)
+        self.fullRadio.setText(f"Full install: PyTorch, torchvision, safetensors — every tool: train, fine-tune, "
+                               f"few-shot, GANs, apply any model ({installer.CPU_VARIANT.download} for the CPU, "
+                               f"{installer.CUDA_VARIANTS[0].download} for an NVIDIA GPU)")
+        self.applyOnlyRadio.setText(f"Apply-only: onnxruntime — apply ONNX models (.onnx) without PyTorch; no "
+                                    f"training ({installer.APPLY_ONLY.download})")
+        self.applyOnlyRadio.setToolTip("For applying models someone else trained, exported to ONNX (GeoML's Export… "
+                                       "or Deepness models), with Apply model and geoml:predict. The other tools "
+                                       "need the full install; installing it later keeps this one.")
+        self.applyOnlyRadio.setChecked(apply_only)
         self.show_detection()
+        self.applyOnlyRadio.toggled.connect(self.refresh_plan)
         self.variantCombo.currentIndexChanged.connect(self.refresh_plan)
         self.sourceEdit.textChanged.connect(self.refresh_plan)
         self.browseSourceButton.clicked.connect(self.browse_source)
@@ -112,7 +128,11 @@ class InstallerDialog(QDialog, FORM):
         st = st or detect.cached_status() or detect.quick_status()
         if st.method == "quick" and not st.torch_missing:
             check_in_background(self.show_detection)  # fills in "Now:" when the check is done
-        if st.torch_missing:
+        if st.torch_missing and detect.apply_only(st):
+            runtime = st.package(detect.RUNTIME).shown_version
+            now = (f"PyTorch is not installed; onnxruntime {runtime} is: applying ONNX models works, training needs "
+                   "the full install.")
+        elif st.torch_missing:
             now = "PyTorch is not installed."
         elif st.method == "quick":
             now = "PyTorch is installed; checking whether it works…"
@@ -138,10 +158,20 @@ class InstallerDialog(QDialog, FORM):
             f"Now: {now}")
 
     def selected_variant(self) -> installer.Variant:
+        """The PyTorch build chosen, or :data:`installer.APPLY_ONLY` for the apply-only install."""
+        if self.applyOnlyRadio.isChecked():
+            return installer.APPLY_ONLY
         return installer.variant_by_key(self.variantCombo.currentData())
+
+    def plan_target(self, apply_only: bool):
+        """The folder the chosen install goes into (None: the default)."""
+        if self.target is None:
+            return None
+        return detect.apply_packages_dir(self.target) if apply_only else self.target
 
     def refresh_plan(self) -> None:
         v = self.selected_variant()
+        apply_only = v.key == installer.APPLY_ONLY.key
         reason = self.reason if v.key == self.recommended.key else ""
         if v.cuda and self.nvidia.cuda_version and v.cuda > self.nvidia.cuda_version:
             reason = (f"Your NVIDIA driver supports CUDA up to {self.nvidia.cuda_version[0]}."
@@ -150,13 +180,17 @@ class InstallerDialog(QDialog, FORM):
         elif v.cuda and not self.nvidia.present:
             reason = "No NVIDIA GPU was found: this build would run on the CPU and is a much larger download."
         source = self.sourceEdit.text().strip() or None
-        if source:
+        if apply_only:
+            reason = ("Apply-only: Apply model and geoml:predict run ONNX models (GeoML's exports, Deepness "
+                      "models) with onnxruntime. Fine-tuning, few-shot mapping, GANs and GeoML's .safetensors "
+                      "models need the full install.")
+        elif source:
             reason = "With a package source of your own, the packages come from there as they are."
         self.reasonLabel.setText(reason)
-        self.variantCombo.setEnabled(source is None and self.task is None)
+        self.variantCombo.setEnabled(source is None and not apply_only and self.task is None)
         try:
-            self.plan = installer.make_plan(v, target=self.target, source=source, packages=self.packages,
-                                            reason=reason)
+            self.plan = installer.make_plan(v, target=self.plan_target(apply_only), source=source,
+                                            packages=self.packages, reason=reason)
         except GeoMLError as exc:
             self.plan = None
             self.planView.setPlainText(str(exc))
@@ -189,7 +223,8 @@ class InstallerDialog(QDialog, FORM):
 
     # installing ---------------------------------------------------------------------
     def set_running(self, running: bool) -> None:
-        for w in (self.installButton, self.variantCombo, self.sourceEdit, self.browseSourceButton, self.removeButton):
+        for w in (self.installButton, self.variantCombo, self.sourceEdit, self.browseSourceButton, self.removeButton,
+                  self.fullRadio, self.applyOnlyRadio):
             w.setEnabled(not running)
         self.cancelButton.setEnabled(running)
 
@@ -200,9 +235,11 @@ class InstallerDialog(QDialog, FORM):
         self.result = None
         self.logView.clear()
         self.progressBar.setValue(0)
-        self.statusLabel.setText("Installing… (the first install downloads a lot: see the log)")
+        self.statusLabel.setText("Installing… (see the log)" if plan.apply_only else
+                                 "Installing… (the first install downloads a lot: see the log)")
         self.set_running(True)
-        return self.runner.start(lambda fb: installer.run_plan(plan, fb), "GeoML: installing PyTorch",
+        what = "onnxruntime (apply-only)" if plan.apply_only else "PyTorch"
+        return self.runner.start(lambda fb: installer.run_plan(plan, fb), f"GeoML: installing {what}",
                                  on_progress=lambda p: self.progressBar.setValue(int(p)),
                                  on_message=self.logView.appendPlainText, **self._task_ends())
 
@@ -241,6 +278,9 @@ class InstallerDialog(QDialog, FORM):
             full = plan is not None and set(plan.verify_names) == set(detect.REQUIRED)
             where = detect.summary_of(res.status) if full else ""
             text = "Installed. GeoML can use it now — no QGIS restart needed." + (f" {where}." if where else "")
+            if plan is not None and plan.apply_only:
+                text += (" Applying ONNX models works now; training, fine-tuning, few-shot mapping and GANs need "
+                         "the full install.")
             self.statusLabel.setText(_color(text, "#080"))
         self._push(text, Qgis.MessageLevel.Success if not res.restart else Qgis.MessageLevel.Warning)
         self.installed.emit(res)
@@ -259,7 +299,8 @@ class InstallerDialog(QDialog, FORM):
                                         "#b00"))
         self.copyButton.setFocus()
         if not self.isVisible():  # kept installing in the background: say so where it shows
-            self._push("Installing PyTorch failed: " + text + " GeoML ▸ Install dependencies… shows the log.",
+            what = "onnxruntime" if self.running_plan is not None and self.running_plan.apply_only else "PyTorch"
+            self._push(f"Installing {what} failed: " + text + " GeoML ▸ Install dependencies… shows the log.",
                        Qgis.MessageLevel.Critical)
 
     def _unexpected(self, exc: Exception) -> None:

@@ -27,8 +27,9 @@ def offer_install(plugin, text: str, duration: int = 0):
     item.setObjectName(OFFER_NAME)
     install = QPushButton("Install dependencies…", item)
     install.setObjectName("geomlInstallButton")
-    install.setToolTip("Downloads PyTorch, torchvision and safetensors into GeoML's own folder "
-                       "(no administrator rights needed) and shows what it does.")
+    install.setToolTip("Shows what it will do, then downloads into GeoML's own folder (no administrator rights "
+                       "needed): the full install (PyTorch, torchvision, safetensors) for every tool, or the "
+                       "apply-only install (onnxruntime, tens of MB) to apply ONNX models without PyTorch.")
     diagnostics = QPushButton("Diagnostics…", item)
     diagnostics.setObjectName("geomlDiagnosticsButton")
 
