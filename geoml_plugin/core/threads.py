@@ -12,9 +12,10 @@ so setting them later changes nothing. Linux wheels of torch bundle GNU libgomp 
 macOS and Windows builds use LLVM or Intel OpenMP.
 
 How many threads: torch's default, the physical cores this process may use, unless the user
-chose. With passive waiting that is also the fastest count beside another busy process (measured on 2
-cores, ``bench/busy_cpu.py``), and leaving a core to QGIS's main thread made jobs slower without
-making the main thread more responsive. A user chooses, the first of these that is set winning: the
+chose. Measured on 2 busy cores (``bench/busy_cpu.py``, README › Benchmarks): with passive waiting
+the job beside another PyTorch process took 23 s on 2 threads and 34 s on 1 (about the same alone),
+so leaving a core to QGIS's main thread made the job slower, and the main thread was no more
+responsive for it (a 16 ms timer on the main thread came as late with either count). A user chooses, the first of these that is set winning: the
 command line's ``--threads``, ``GEOML_THREADS``, QGIS's setting ``geoml/threads``,
 ``OMP_NUM_THREADS`` (torch reads it at import; GeoML leaves it). Without such a choice GeoML never
 calls ``torch.set_num_threads``, so a count set in the QGIS Python console or by a script stays.
@@ -23,8 +24,10 @@ calls ``torch.set_num_threads``, so a count set in the QGIS Python console or by
 
 A chosen count is set in the job's own thread by :func:`apply_job_threads` (``device.resolve_device``
 calls it). ``torch.set_num_threads`` stores a process-wide count and sets the calling thread's OpenMP
-count; any other thread takes the stored count when it first runs a parallel operation. So calling
-it from a QgsTask's thread works (a test checks it), and the QGIS main thread follows. Inter-op
+count (MKL's too); a thread that has not run a parallel operation yet takes the stored count when it
+first does, one that has (the QGIS main thread, a reused pool thread) keeps its own until it calls
+``set_num_threads`` itself. So the count is set in every job's thread, which is what a QgsTask needs
+(a test checks it); the main thread's count is not changed. Inter-op
 threads are left alone: eager PyTorch (all GeoML runs) does not use them, and their pool waits on a
 condition variable, without spinning.
 """
