@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,12 +174,35 @@ def start_neighbour(args, policy: str, log: str) -> subprocess.Popen:
     return p
 
 
+def trial(args, policy: str, tmp: str, log: str) -> dict:
+    """The job alone, then beside the neighbour; the neighbour's pace before and during the job."""
+    alone = run_job(args, policy, tmp)
+    neighbour = start_neighbour(args, args.neighbour_policy, log)
+    try:
+        t0 = time.time()
+        time.sleep(6)
+        t1 = time.time()
+        busy = run_job(args, policy, tmp)
+        t2 = time.time()
+    finally:
+        neighbour.terminate()
+        neighbour.wait(30)
+    out = {"alone_s": alone["seconds"], "beside_s": busy["seconds"],
+           "slowdown": round(busy["seconds"] / alone["seconds"], 2), "torch_threads": alone["torch_threads"],
+           "omp_wait_policy": alone["omp_wait_policy"], "neighbour_it_per_s_alone": neighbour_rate(log, t0, t1),
+           "neighbour_it_per_s_beside_job": neighbour_rate(log, t1, t2),
+           "load": [round(x, 2) for x in os.getloadavg()]}
+    os.remove(log)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (about 3 s each on 2 idle cores)")
     ap.add_argument("--size", type=int, default=256, help="sample scene size in pixels")
     ap.add_argument("--policies", default="old,new",
                     help="comma-separated: old, new, new:N (the new policy with GEOML_THREADS=N)")
+    ap.add_argument("--repeat", type=int, default=1, help="trials per policy, alternating (medians reported)")
     ap.add_argument("--ui", action="store_true",
                     help="also: the job in a worker thread (as in QGIS) on each policy's threads, while the main "
                          "thread ticks every 16 ms; how late the ticks come (alone, no neighbour)")
@@ -205,24 +229,14 @@ def main() -> int:
               "size": args.size, "neighbour_policy": args.neighbour_policy, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         log = os.path.join(tmp, "neighbour.log")
-        for policy in args.policies.split(","):
-            alone = run_job(args, policy, tmp)
-            neighbour = start_neighbour(args, args.neighbour_policy, log)
-            try:
-                t0 = time.time()
-                time.sleep(6)
-                t1 = time.time()
-                busy = run_job(args, policy, tmp)
-                t2 = time.time()
-            finally:
-                neighbour.terminate()
-                neighbour.wait(30)
-            result["runs"][policy] = {
-                "alone": alone, "beside": busy, "slowdown": round(busy["seconds"] / alone["seconds"], 2),
-                "neighbour_it_per_s_alone": neighbour_rate(log, t0, t1),
-                "neighbour_it_per_s_beside_job": neighbour_rate(log, t1, t2),
-                "load_after": [round(x, 2) for x in os.getloadavg()]}
-            os.remove(log)
+        policies = args.policies.split(",")
+        trials: dict = {p: [] for p in policies}
+        for _ in range(args.repeat):  # policies alternate, so that a drifting load touches each alike
+            for policy in policies:
+                trials[policy].append(trial(args, policy, tmp, log))
+        for policy, runs in trials.items():
+            med = {k: statistics.median(r[k] for r in runs) for k in ("alone_s", "beside_s", "slowdown")}
+            result["runs"][policy] = {**{k: round(v, 2) for k, v in med.items()}, "trials": runs}
         if args.ui:
             result["ui"] = {p: run_job(args, p, tmp, "--_ui") for p in args.policies.split(",")}
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]

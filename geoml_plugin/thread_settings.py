@@ -1,7 +1,9 @@
 """GeoML's CPU thread policy inside QGIS (desktop and ``qgis_process``): see ``core/threads.py``.
 
 The thread count for jobs can be set in QGIS's settings under ``geoml/threads`` (Settings › Options ›
-Advanced; 0 or empty = automatic: the physical cores). ``GEOML_THREADS`` and ``OMP_NUM_THREADS`` in
+Advanced; 0 or empty = automatic: the physical cores). It is read when the Processing provider loads
+(before any job imports torch) and again when a job starts (a GeoMLTask is made, a Processing
+algorithm is prepared), so a change applies to the next job. ``GEOML_THREADS`` and ``OMP_NUM_THREADS`` in
 the environment QGIS starts from take precedence. Measured on 2 cores, leaving a core to QGIS (one
 thread instead of two) made the job slower and the main thread no more responsive, so the automatic
 count is the same as on the command line.

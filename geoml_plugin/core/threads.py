@@ -15,9 +15,10 @@ How many threads: torch's default, the physical cores this process may use, unle
 chose. Measured on 2 busy cores (``bench/busy_cpu.py``, README › Benchmarks): with passive waiting
 the job beside another PyTorch process took 23 s on 2 threads and 34 s on 1 (about the same alone),
 so leaving a core to QGIS's main thread made the job slower, and the main thread was no more
-responsive for it (a 16 ms timer on the main thread came as late with either count). A user chooses, the first of these that is set winning: the
-command line's ``--threads``, ``GEOML_THREADS``, QGIS's setting ``geoml/threads``,
-``OMP_NUM_THREADS`` (torch reads it at import; GeoML leaves it). Without such a choice GeoML never
+responsive for it (a 16 ms timer on the main thread came as late with either count). A user
+chooses, the first of these that is set winning: the command line's ``--threads``,
+``GEOML_THREADS``, QGIS's setting ``geoml/threads``, ``OMP_NUM_THREADS`` (torch reads it at import;
+GeoML leaves it). Without such a choice GeoML never
 calls ``torch.set_num_threads``, so a count set in the QGIS Python console or by a script stays.
 ``OMP_WAIT_POLICY`` (even empty: OpenMP's own default), ``KMP_BLOCKTIME``, ``KMP_LIBRARY`` and
 ``GOMP_SPINCOUNT`` set by the user stay as they are, and GeoML then adds none of its own.
@@ -27,9 +28,9 @@ calls it). ``torch.set_num_threads`` stores a process-wide count and sets the ca
 count (MKL's too); a thread that has not run a parallel operation yet takes the stored count when it
 first does, one that has (the QGIS main thread, a reused pool thread) keeps its own until it calls
 ``set_num_threads`` itself. So the count is set in every job's thread, which is what a QgsTask needs
-(a test checks it); the main thread's count is not changed. Inter-op
-threads are left alone: eager PyTorch (all GeoML runs) does not use them, and their pool waits on a
-condition variable, without spinning.
+(a test checks it); the main thread's count is not changed. Inter-op threads are left alone: eager
+PyTorch (all GeoML runs) does not use them, and their pool waits on a condition variable, without
+spinning.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Inside QGIS (desktop or qgis_process): loading the plugin makes OpenMP wait passively before any job
-imports torch, and QGIS's setting ``geoml/threads`` chooses a job's threads in its worker thread."""
+imports torch, and QGIS's setting ``geoml/threads`` chooses a job's threads in its worker thread, read
+again when a job starts."""
 from __future__ import annotations
 
 import json
@@ -10,23 +11,28 @@ import sys
 from tests.conftest import ROOT
 
 CODE = r"""
-import json, sys, threading
+import json, os, sys, threading
 from qgis.core import QgsApplication, QgsSettings
 app = QgsApplication([], False); app.initQgis()
 SETTING
 import geoml_plugin
 p = geoml_plugin.classFactory(None); p.initProcessing()
 from geoml_plugin.core.device import resolve_device
-seen = {}
-def job():  # what a QgsTask's run() does first
+from geoml_plugin.core.threads import physical_cores
+seen = {'wait': os.environ.get('OMP_WAIT_POLICY'), 'cores': physical_cores()}
+def job(key):  # what a QgsTask's run() does first
     resolve_device('cpu')
     import torch
     x = torch.randn(64, 64); (x @ x).sum()
-    seen['threads'] = torch.get_num_threads()
-t = threading.Thread(target=job); t.start(); t.join()
-import os
-from geoml_plugin.core.threads import physical_cores
-print(json.dumps(dict(seen, wait=os.environ.get('OMP_WAIT_POLICY'), cores=physical_cores())))
+    seen[key] = torch.get_num_threads()
+def in_thread(key):
+    t = threading.Thread(target=job, args=(key,)); t.start(); t.join()
+in_thread('first')
+QgsSettings().setValue('geoml/threads', 1)  # changed while QGIS runs: the next job uses it
+from geoml_plugin.tasks import GeoMLTask
+task = GeoMLTask('next job', lambda fb: None)
+in_thread('next')
+print(json.dumps(seen))
 """
 
 
@@ -42,8 +48,10 @@ def _run(tmp_path, setting: str = "") -> tuple[dict, str]:
 
 def test_plugin_load_makes_openmp_wait_passively_and_the_setting_chooses_threads(tmp_path):
     info, stderr = _run(tmp_path)
-    assert info["wait"] == "PASSIVE" and info["threads"] == info["cores"]  # automatic: the physical cores
+    assert info["wait"] == "PASSIVE"
+    assert info["first"] == info["cores"]  # automatic: torch's default, the physical cores
+    assert info["next"] == 1  # the setting, read again when the next job's task is made
     m = re.search(r"GOMP_SPINCOUNT = '(\d+)'", stderr)  # GNU libgomp's start-up report (Linux wheels)
     assert m is None or m.group(1) == "0", stderr
-    info, _ = _run(tmp_path, "1")
-    assert info["threads"] == 1
+    info, _ = _run(tmp_path, "3")  # set before QGIS starts: the first job already uses it
+    assert info["first"] == 3
