@@ -37,6 +37,9 @@ class GeoMLTask(QgsTask):
     def __init__(self, description: str, job: Callable[[Feedback], Any],
                  on_done: Optional[Callable[["GeoMLTask"], None]] = None):
         super().__init__(description, QgsTask.Flag.CanCancel)
+        from .thread_settings import configure_from_qgis
+
+        configure_from_qgis()  # the setting geoml/threads as it is now; the job applies it in its thread
         self._job = job
         self.on_done = on_done  # called with the task when it ends (main thread); None once detached
         self.on_detached: Optional[Callable[["GeoMLTask"], None]] = None  # see detach()

@@ -5,7 +5,8 @@ Processing's ``geoml:predict``, with options built from the same parameter speci
 (``cli/options.py``). Under ``torchrun`` the jobs share the work among the processes (``core/distributed.py``);
 only rank 0 prints the result. ``python -m geoml_plugin`` is the same program.
 
-Nothing here imports qgis or Qt; torch is imported only by the job that needs it.
+Nothing here imports qgis or Qt; torch is imported only by the job that needs it, after :func:`main` has
+made OpenMP's idle threads sleep rather than spin and taken ``--threads`` (``core/threads.py``).
 """
 from __future__ import annotations
 
@@ -23,6 +24,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="Print the result as JSON on stdout (log lines on stderr).")
     p.add_argument("--debug", action="store_true", help="Show the traceback when the job fails.")
     p.add_argument("--quiet", "-q", action="store_true", help="No progress or log lines, only the result.")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help="CPU threads for torch (default: GEOML_THREADS, else OMP_NUM_THREADS, else the physical "
+                        "cores). Idle threads sleep rather than spin unless OMP_WAIT_POLICY is set.")
+
+
+def _threads(text: str) -> int:
+    from ..core.threads import parse_threads
+
+    n = parse_threads(text)
+    if n is None:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads, 1 or more, not {text!r}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,12 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The ``geoml`` console script; returns the exit status (0 done, 1 failed, 2 bad usage, 130 cancelled)."""
+    from ..core import threads
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    threads.prepare_environment()  # before anything imports torch: OpenMP reads it once (core/threads.py)
     if argv[:1] == ["weights"]:  # its own parser (core/finetune/weights_cli.py), --help included
         from ..core.finetune.weights_cli import main as weights_main
 
         return weights_main(argv[1:])
     args = build_parser().parse_args(argv)  # exits with 2 on bad usage
+    threads.configure(getattr(args, "threads", None))
     if args.command in JOBS:
         run = JOBS[args.command][2]
         return run_job(lambda fb: run(args, fb), as_json=args.json, debug=args.debug, quiet=args.quiet)

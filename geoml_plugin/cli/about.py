@@ -50,6 +50,9 @@ def diagnostics() -> dict:
         report["device"] = device_report(resolve_device("auto"))
     except Exception as exc:  # noqa: BLE001 - DependencyError: its message says what to install
         report["device"] = f"unavailable: {exc}"
+    from ..core.threads import describe
+
+    report["threads"] = describe()
     from ..core.distributed import launch_env
 
     env = launch_env()

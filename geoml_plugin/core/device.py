@@ -36,7 +36,12 @@ def torch_for_training():
 
 
 def resolve_device(name: str = "auto"):
+    """The torch device for ``name``; also sets the job's CPU threads in the calling (job) thread
+    when an entry point chose them (``threads.apply_job_threads``)."""
+    from .threads import apply_job_threads
+
     torch = torch_module()
+    apply_job_threads(torch)
     name = (name or "auto").strip().lower()
     if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
         raise DeviceError(f"Unknown device '{name}'.", "Choose auto, cpu or cuda.")

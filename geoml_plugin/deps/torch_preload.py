@@ -24,6 +24,9 @@ def block_triton() -> None:
 def preload_torch() -> None:
     """Import torch and its lazily imported parts now (main thread). Never raises:
     a missing or broken torch is reported by the job itself."""
+    from ..core.threads import prepare_environment
+
+    prepare_environment()  # OpenMP reads its wait policy when torch loads it (core/threads.py)
     block_triton()
     try:
         import torch  # noqa: F401

@@ -138,6 +138,9 @@ class GeoMLAlgorithm(QgsProcessingAlgorithm):
 
     def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
         # runs on the main thread, before processAlgorithm runs in a background thread
+        from ..thread_settings import configure_from_qgis
+
+        configure_from_qgis()  # the setting geoml/threads as it is now (core/threads.py)
         if self.PRELOAD_TORCH:
             from ..deps.torch_preload import preload_torch
 

@@ -29,6 +29,12 @@ def algorithm_classes() -> list:
 
 
 class GeoMLProvider(QgsProcessingProvider):
+    def __init__(self):
+        super().__init__()
+        from ..thread_settings import configure_from_qgis
+
+        configure_from_qgis()  # before any GeoML job imports torch (core/threads.py)
+
     def id(self) -> str:  # noqa: A003
         return "geoml"
 
