@@ -43,7 +43,10 @@ from ..window_scores import default_step, map_context, window_output
 from .data import normalise_patches
 
 SUPPORT_VIEWS = 8  # every support patch in its 8 rotations/reflections
-PROTONET_STEPS = 50  # default fine-tuning steps from a prototypical meta-model
+# Default fine-tuning steps from a prototypical meta-model: none. With the support windows embedded with their
+# map context, 50 steps added 0.8 point at 5 shots on EuroSAT (82.3 % → 83.0 %, 4 draws) for 5× the
+# adaptation time; the map comes in seconds instead.
+PROTONET_STEPS = 0
 FINE_TUNE_LR = 3e-4
 FINE_TUNE_BATCH = 64
 
@@ -62,8 +65,8 @@ class FewShotConfig:
     adapt_steps: int = param(-1, label="Adaptation steps (-1 = model default)", minimum=-1, help=(
         "<b>Adaptation steps</b>: -1 = the model's default. For MAML meta-models, gradient steps from the learnt "
         "initialisation (default: as meta-trained); for the others, steps of fine-tuning the whole network on the "
-        "support points after the nearest-prototype start (default 50 for prototypical meta-models, 0 — prototypes "
-        "only — for normal classifiers)."))
+        "support points after the nearest-prototype start (default 0: prototypes only, the map in seconds; 50 steps "
+        "added about one point at 5 points per class on EuroSAT, for about 5× the adaptation time)."))
     adapt_lr: Optional[float] = None  # default: MAML's inner rate; 3e-4 for fine-tuning from prototypes
     device: str = "auto"
     seed: int = param(0, label="Random seed", minimum=0, advanced=True)
