@@ -232,6 +232,19 @@ def _dense_classes(source, label_field, reader, labels: LabelSet, label_raster, 
     return y, np.stack(rasterize_feature_ids(source, reader.info, windows))
 
 
+def labelled_area(data: TrainingData) -> int:
+    """Labelled pixels a dense model learns from: every labelled pixel of a label or target raster over valid
+    input (counted before sampling), else (polygons, points) the distinct labelled pixels its patches hold."""
+    if data.labels is not None and data.labels.labelled_pixels:
+        return int(data.labels.labelled_pixels)
+    if not data.dense or data.labels is None or not len(data):
+        return 0
+    size = data.y.shape[-1]
+    xs, ys = _origins(data.labels, size)
+    k, rr, cc = np.nonzero(data.y >= 0 if data.is_classifier else np.isfinite(data.y))
+    return int(len(np.unique((ys[k] + rr).astype(np.int64) * (1 << 32) + (xs[k] + cc + size))))
+
+
 def hold_out_pixels(data: TrainingData, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
     """Dense labels: keep the held-out features / areas apart pixel by pixel (in place).
 
