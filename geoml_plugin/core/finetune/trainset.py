@@ -286,8 +286,21 @@ def stratified_split(data: TrainingData, fraction: float, seed: int) -> tuple[np
         raise InputError("VALIDATION_FRACTION must be below 1 (0 = no validation set).")
     rng = np.random.default_rng(seed)
     group_stratum: dict = {}
-    for g, s in zip(data.groups.tolist(), data.strata.tolist()):
-        group_stratum.setdefault(g, s)
+    if data.dense and data.is_classifier:
+        # an area of a label raster holds samples of several classes: each area counts for the class of its
+        # samples that has the fewest areas so far, so no class present in many areas is left with one
+        # because other classes were sampled there first
+        present: dict = {}
+        for g, s in zip(data.groups.tolist(), data.strata.tolist()):
+            present.setdefault(g, set()).add(s)
+        taken = np.zeros(max(len(data.class_names), int(data.strata.max()) + 1), np.int64)
+        for g, classes in present.items():
+            s = min(sorted(classes), key=lambda c: taken[c])
+            group_stratum[g] = s
+            taken[s] += 1
+    else:
+        for g, s in zip(data.groups.tolist(), data.strata.tolist()):
+            group_stratum.setdefault(g, s)
     by_stratum: dict = {}
     for g, s in group_stratum.items():
         by_stratum.setdefault(s, []).append(g)
