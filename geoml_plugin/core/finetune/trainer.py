@@ -57,9 +57,12 @@ from .trainset import TrainingData
 
 IMBALANCE_RATIO = 1.5
 # Pixel classes (segmentation): the loss is cross-entropy with class weights (median frequency / frequency,
-# raised to DENSE_WEIGHT_POWER) plus DENSE_DICE × a soft Dice loss over the classes in the batch.
+# clipped to 0.1–10) plus DENSE_DICE × a soft Dice loss over the classes in the batch (measured neutral on the
+# Dubai parts, so off). Label rasters are sampled per class already (``read_raster_labels``), so their weights
+# are raised to RASTER_WEIGHT_POWER (0: none): the full weights on top of that sampling counted the imbalance
+# twice and painted rare classes over common ones (docs/segmentation-budget.md).
 DENSE_DICE = 0.0
-DENSE_WEIGHT_POWER = 1.0
+RASTER_WEIGHT_POWER = 0.0
 DENSE_LABEL_SMOOTHING = 0.1
 
 
@@ -164,9 +167,12 @@ class Trainer:
         if present.max() <= IMBALANCE_RATIO * present.min():
             return None, None, "classes balanced enough: plain shuffling"
         if d.dense:
+            power = RASTER_WEIGHT_POWER if d.labels is not None and d.labels.geometry == "raster" else 1.0
+            if power == 0:
+                return None, None, "unbalanced classes: patches drawn per class from the label raster, no loss weights"
             freq = counts / counts.sum()
             w = np.where(counts > 0, np.median(freq[counts > 0]) / np.maximum(freq, 1e-12), 0.0)
-            w = np.clip(w, 0.1, 10.0) ** DENSE_WEIGHT_POWER
+            w = np.clip(w, 0.1, 10.0) ** power
             return self.torch.tensor(w, dtype=self.torch.float32, device=self.device), None, \
                 "unbalanced classes: loss weights " + ", ".join(f"{n} {v:.2f}" for n, v in zip(d.class_names, w))
         p = 1.0 / counts[ytr]
