@@ -17,7 +17,10 @@ counts (the benchmark compares it with a bare PyTorch loop):
 * AdamW (no decay on norms and biases) with a one-cycle schedule (warm-up,
   then cosine decay: ``schedule.warmup_cosine``), label smoothing for classes;
 * class balance: class-balanced sampling for patch classes, loss weights for
-  pixel classes, when the largest class has over 1.5× the smallest;
+  pixel classes of polygons / points, when the largest class has over 1.5× the
+  smallest (a label raster's patches are drawn per class already: no weights);
+* pixel regression: L1 loss (the map's absolute error is what an analyst reads);
+* the time left (``remaining.RemainingTime``) in the progress text and epoch log;
 * CUDA: autocast in bf16 where supported, else fp16 with gradient scaling;
   a CUDA out-of-memory error halves the batch, says so, and redoes the epoch
   (one process only: under torchrun it stops the job with a clear message).
