@@ -232,6 +232,19 @@ def _dense_classes(source, label_field, reader, labels: LabelSet, label_raster, 
     return y, np.stack(rasterize_feature_ids(source, reader.info, windows))
 
 
+def labelled_area(data: TrainingData) -> int:
+    """Labelled pixels a dense model learns from: every labelled pixel of a label or target raster over valid
+    input (counted before sampling), else (polygons, points) the distinct labelled pixels its patches hold."""
+    if data.labels is not None and data.labels.labelled_pixels:
+        return int(data.labels.labelled_pixels)
+    if not data.dense or data.labels is None or not len(data):
+        return 0
+    size = data.y.shape[-1]
+    xs, ys = _origins(data.labels, size)
+    k, rr, cc = np.nonzero(data.y >= 0 if data.is_classifier else np.isfinite(data.y))
+    return int(len(np.unique((ys[k] + rr).astype(np.int64) * (1 << 32) + (xs[k] + cc + size))))
+
+
 def hold_out_pixels(data: TrainingData, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
     """Dense labels: keep the held-out features / areas apart pixel by pixel (in place).
 
@@ -273,8 +286,21 @@ def stratified_split(data: TrainingData, fraction: float, seed: int) -> tuple[np
         raise InputError("VALIDATION_FRACTION must be below 1 (0 = no validation set).")
     rng = np.random.default_rng(seed)
     group_stratum: dict = {}
-    for g, s in zip(data.groups.tolist(), data.strata.tolist()):
-        group_stratum.setdefault(g, s)
+    if data.dense and data.is_classifier:
+        # an area of a label raster holds samples of several classes: each area counts for the class of its
+        # samples that has the fewest areas so far, so no class present in many areas is left with one
+        # because other classes were sampled there first
+        present: dict = {}
+        for g, s in zip(data.groups.tolist(), data.strata.tolist()):
+            present.setdefault(g, set()).add(s)
+        taken = np.zeros(max(len(data.class_names), int(data.strata.max()) + 1), np.int64)
+        for g, classes in present.items():
+            s = min(sorted(classes), key=lambda c: taken[c])
+            group_stratum[g] = s
+            taken[s] += 1
+    else:
+        for g, s in zip(data.groups.tolist(), data.strata.tolist()):
+            group_stratum.setdefault(g, s)
     by_stratum: dict = {}
     for g, s in group_stratum.items():
         by_stratum.setdefault(s, []).append(g)

@@ -88,6 +88,7 @@ class LabelSet:
     geometry: str = "point"  # 'point' or 'polygon'
     skipped: dict = field(default_factory=dict)  # reason → count
     feature_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # source feature of each sample
+    labelled_pixels: int = 0  # label rasters: every labelled pixel over valid input (before sampling); else 0
 
     def __len__(self) -> int:
         return len(self.values)
@@ -104,7 +105,8 @@ class LabelSet:
 
     def subset(self, idx) -> "LabelSet":
         return LabelSet(self.cols[idx], self.rows[idx], self.values[idx], list(self.class_names), self.geometry,
-                        dict(self.skipped), self.feature_ids[idx] if len(self.feature_ids) else self.feature_ids)
+                        dict(self.skipped), self.feature_ids[idx] if len(self.feature_ids) else self.feature_ids,
+                        self.labelled_pixels)
 
 
 def _transform(layer_srs, raster_wkt: str):
@@ -591,6 +593,7 @@ def read_raster_labels(path: str, raster: RasterInfo, task: str = "classificatio
     rng = np.random.default_rng(seed)
     per_block: dict = {}
     skipped: Counter = Counter()
+    n_labelled = 0
     rows_per_block = max(1, min(raster.height, 4_000_000 // max(raster.width, 1)))
     for y0 in range(0, raster.height, rows_per_block):
         h = min(rows_per_block, raster.height - y0)
@@ -600,6 +603,7 @@ def read_raster_labels(path: str, raster: RasterInfo, task: str = "classificatio
             skipped["on nodata pixels"] += int((lvalid & ~ivalid).sum())
             lvalid &= ivalid
         vals = data[0]
+        n_labelled += int(lvalid.sum())
         keys = np.unique(vals[lvalid]).astype(np.int64).tolist() if categorical else [None]
         for key in keys:
             sel = lvalid & (vals == key) if categorical else lvalid
@@ -640,5 +644,5 @@ def read_raster_labels(path: str, raster: RasterInfo, task: str = "classificatio
     cells_x = raster.width // max(1, group_cell) + 1
     groups = (rows_a // group_cell).astype(np.int64) * cells_x + (cols_a // group_cell).astype(np.int64)
     labels = LabelSet(cols_a, rows_a, values, lab.class_names() if categorical else [], "raster",
-                      {k: v for k, v in skipped.items() if v}, groups)
+                      {k: v for k, v in skipped.items() if v}, groups, labelled_pixels=n_labelled)
     return labels, lab

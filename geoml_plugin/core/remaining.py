@@ -1,0 +1,89 @@
+"""The remaining time of a training run, as the dialog and the log show it ("about 6 min left").
+
+Estimated from the run itself: the mean time of the training steps so far times the steps left, plus the
+validation passes still to come (the last one measured; before the first, guessed as a third of a training
+step per validated sample-batch, a forward pass only). It is shown once a few steps are done (``MIN_STEPS``,
+or the first epoch when epochs are shorter), so the first one-off costs (threads and kernels warming up)
+weigh little.
+
+A shown estimate never goes up by a little: a later estimate replaces it when it is lower, or when it is
+more than ``RAISE_ABOVE`` × the shown one (the machine got busier: the analyst is told), so the countdown the
+analyst watches decreases steadily instead of flickering with every slower batch.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+MIN_STEPS = 10
+RAISE_ABOVE = 1.25
+_clock = time.perf_counter  # replaced in tests by a deterministic clock
+
+
+def format_remaining(seconds: float) -> str:
+    """'about 40 s left', 'about 1 min left', 'about 6 min left', 'about 2 h 10 min left'."""
+    s = max(0.0, float(seconds))
+    if s < 55:
+        return f"about {max(5, int(round(s / 5)) * 5)} s left"
+    m = int(round(s / 60))
+    if m < 120:
+        return f"about {max(1, m)} min left"
+    return f"about {m // 60} h {m % 60} min left"
+
+
+class RemainingTime:
+    """Remaining-time estimate of ``epochs`` epochs of ``steps_per_epoch`` steps (see the module docstring)."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, val_batches: int = 0):
+        self.epochs, self.steps_per_epoch = int(epochs), max(1, int(steps_per_epoch))
+        self.val_batches = int(val_batches)  # validation batches per epoch (and once more at the end)
+        self.steps_done = 0
+        self.step_seconds = 0.0
+        self.val_seconds: Optional[float] = None  # the last validation pass measured
+        self.epoch = 0  # the epoch under way (0-based)
+        self.in_epoch = 0  # its steps done
+        self.shown: Optional[float] = None
+        self.reported: list = []  # every estimate shown, in seconds
+        self._t = None
+        self._v = 0.0
+
+    def start_epoch(self, epoch: int, steps_per_epoch: Optional[int] = None) -> None:
+        self.epoch, self.in_epoch = int(epoch), 0
+        if steps_per_epoch:
+            self.steps_per_epoch = max(1, int(steps_per_epoch))
+        self._t = _clock()
+
+    def step(self) -> None:
+        now = _clock()
+        if self._t is not None:
+            self.step_seconds += now - self._t
+        self._t = now
+        self.steps_done += 1
+        self.in_epoch += 1
+
+    def validation_started(self) -> None:
+        self._v = _clock()
+
+    def validation_done(self) -> None:
+        self.val_seconds = _clock() - self._v
+
+    def estimate(self) -> Optional[float]:
+        """Seconds left, or None while too few steps are done."""
+        if self.steps_done == 0 or self.steps_done < min(MIN_STEPS, self.steps_per_epoch):
+            return None
+        per_step = self.step_seconds / self.steps_done
+        steps_left = max(0, (self.epochs - self.epoch) * self.steps_per_epoch - self.in_epoch)
+        val = self.val_seconds if self.val_seconds is not None else self.val_batches * per_step / 3
+        # validation after this epoch and each one after it, and the final evaluation
+        passes_left = (self.epochs - self.epoch) + 1 if self.val_batches else 0
+        return steps_left * per_step + passes_left * val
+
+    def text(self) -> str:
+        """The estimate to show (never up by a little; see the module docstring), or '' while there is none."""
+        est = self.estimate()
+        if est is None:
+            return ""
+        if self.shown is None or est < self.shown or est > RAISE_ABOVE * self.shown:
+            self.shown = est
+        self.reported.append(self.shown)
+        return format_remaining(self.shown)
