@@ -330,11 +330,11 @@ def test_a_model_that_cannot_be_saved_replaces_no_map(scene, meta_model, out_dir
     assert sorted(p.name for p in out_dir.iterdir()) == ["o.tif"] and leftovers(out_dir) == []
 
 
-def test_meta_training_and_adaptation_see_windows_with_the_context_their_map_sees(scene, tmp_path, monkeypatch):
+def test_prototypes_are_taken_from_windows_with_the_context_their_map_sees(scene, tmp_path):
     """A few-shot map scores every window in one pass over a tile, where each window's features see its
-    neighbourhood (``window_scores.map_context``: 32 px for small_cnn). Meta-training shows the episodes' windows
-    alone for the first CONTEXT_FROM of the iterations (cheaper), then with that context; adaptation takes its
-    prototypes from the support windows with their context: what the map will compare them with."""
+    neighbourhood (``window_scores.map_context``: 32 px for small_cnn). Episodes show the windows alone, but the
+    prototypes — the training classes' in the meta-model, the support points' in adaptation — are taken from
+    the windows with that context: what the map will compare them with."""
     from geoml_plugin.core.fewshot import metatrain
     from geoml_plugin.core.models.fewshot import MetaClassifier
 
@@ -346,21 +346,23 @@ def test_meta_training_and_adaptation_see_windows_with_the_context_their_map_see
             sizes.append((torch.is_grad_enabled(), x.shape[-1], context))
         return real(self, x, context)
 
-    monkeypatch.setattr(MetaClassifier, "embed", spy)
     path = str(tmp_path / "ctx.safetensors")
-    log = []
-    iterations = 10
-    cfg = MetaTrainConfig([scene.image], scene.points, output_model=path, iterations=iterations, val_every=1,
+    cfg = MetaTrainConfig([scene.image], scene.points, output_model=path, iterations=6,
                           **{**TINY, "patch_size": 32, "meta_batch": 1})
-    run_metatrain(cfg, Feedback(on_log=log.append))
-    assert any("32 px of their neighbourhood" in m for m in log)
-    train = [(w, c) for grad, w, c in sizes if grad]
-    alone = round(metatrain.CONTEXT_FROM * iterations)
-    assert train[:alone] == [(32, 0)] * alone
-    assert train[alone:] == [(32 + 64, 32)] * (iterations - alone)
-    sizes.clear()
-    adapted = adapt(FewShotConfig(scene.image, path, points=support_points(scene), device="cpu", adapt_steps=0))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MetaClassifier, "embed", spy)
+        run_metatrain(cfg)
+        train = {(w, c) for grad, w, c in sizes if grad}
+        assert train == {(32, 0)}  # episodes: the windows alone
+        assert sizes[-1] == (False, 32 + 64, 32)  # the training classes' prototypes
+        sizes.clear()
+        adapted = adapt(FewShotConfig(scene.image, path, points=support_points(scene), device="cpu"))
+    assert adapted.method == "nearest prototype"  # the default: prototypes only, the map in seconds
     assert sizes and all(w == 32 + 64 and c == 32 for _, w, c in sizes)
     assert adapted.support_accuracy > 0.5
+    # and the map made with those prototypes is the meta-model's own one-pass map: it agrees with the scene
+    out = tmp_path / "map.tif"
+    run_predict(PredictConfig(scene.image, path, str(out), device="cpu"))
+    assert agreement(str(out), scene) > 0.5
     # MAML meta-trains and adapts on windows alone (its functional inner loop)
     assert metatrain.meta_context(dataclasses.replace(cfg, algorithm="fomaml")) == 0

@@ -45,10 +45,6 @@ ALGORITHM_NAMES = {"protonet": "prototypical networks", "maml": "MAML (second or
 DEFAULT_WIDTHS = (64, 64, 128, 256)
 # small_cnn only: pooled features of every block; per-pixel normalisation (maps in one pass per tile)
 EMBEDDING_OPTIONS = {"stem_stride": 2, "pool_blocks": 4, "norm": "pixel"}
-# Networks whose maps are scored in one pass per tile (``window_scores.map_context``) see each window with its
-# neighbourhood on the map; from this fraction of the iterations on, episodes show them the windows the same
-# way (4× the compute per patch for 64-px patches, hence not from the start).
-CONTEXT_FROM = 0.7
 
 
 @dataclass
@@ -136,8 +132,7 @@ class _Learner:
 
         self.torch = torch_for_training()
         self.cfg, self.model, self.device = cfg, model, device
-        self.context = context  # px of neighbourhood the map's windows see (0: windows alone)
-        self.use_context = False  # set for the context phase and for validation in it
+        self.context = context  # px of neighbourhood the bank holds around each window (dropped here)
         self.gen = self.torch.Generator().manual_seed(cfg.seed)
         self.opt = self.torch.optim.Adam(model.parameters(), cfg.learning_rate)
         self.maml = None
@@ -145,16 +140,17 @@ class _Learner:
             self.maml = MAML(model, cfg.inner_lr, cfg.inner_steps, first_order=cfg.algorithm == "fomaml")
 
     def tensors(self, batch, augment: bool):
-        """Episode tensors: windows (with their context in the context phase), shifted at random within the
-        margin they were read with when ``augment``."""
+        """Episode tensors: the windows alone, shifted at random within the margin they were read with when
+        ``augment`` (the bank's context is for the prototypes of the training classes, see
+        :func:`run_metatrain`)."""
         from ..augment import augment as aug
         from ..augment import crop
 
         torch = self.torch
         xs, ys, xq, yq = (torch.from_numpy(np.ascontiguousarray(a)) for a in batch)
         c = self.context
-        P = self.cfg.patch_size + (2 * c if self.use_context else 0)
-        if c and not self.use_context:  # the bank holds the context: drop it, keep the shift margin
+        P = self.cfg.patch_size
+        if c:
             xs, xq = crop(xs, xs.shape[-1] - 2 * c), crop(xq, xq.shape[-1] - 2 * c)
         if augment:
             xs, xq = aug(xs, self.gen, patch=P), aug(xq, self.gen, patch=P)
@@ -166,8 +162,7 @@ class _Learner:
         from .protonet import proto_loss
 
         t, ns = xs.shape[:2]
-        x = self.torch.cat([xs.flatten(0, 1), xq.flatten(0, 1)])
-        z = self.model.embed(x, self.context) if self.use_context else self.model.embed(x)
+        z = self.model.embed(self.torch.cat([xs.flatten(0, 1), xq.flatten(0, 1)]))
         zs, zq = z[: t * ns].unflatten(0, (t, ns)), z[t * ns:].unflatten(0, (t, -1))
         losses, accs = zip(*(proto_loss(zs[i], ys[i], zq[i], yq[i], ways) for i in range(t)))
         return self.torch.stack(losses).mean(), self.torch.stack(accs).mean()
@@ -243,6 +238,11 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
     fb.log(f"Device: {describe_device(device)}; {ALGORITHM_NAMES[cfg.algorithm]}, "
            f"{cfg.ways}-way {cfg.shots}-shot, {cfg.query} queries per class")
 
+    # Episodes show the windows alone. Trained for the last 30 % of 2400 iterations on windows with the 32 px
+    # of context their map shows them (4× the compute per patch), a meta-model mapped new EuroSAT classes no
+    # better (5 shots 82.4 % against 83.2 %, 1 shot 69.7 % against 71.2 %, prototypes taken with the context
+    # in both, scored as the map embeds the chips). The context is read for the prototypes of the training
+    # classes, which the map of the meta-model itself compares with its windows.
     context = meta_context(cfg)
     bank, stats = load_patch_bank(list(cfg.rasters), cfg.labels, cfg.label_field, cfg.patch_size, cfg.bands,
                                   cfg.max_per_class, cfg.seed, fb.sub(0.0, 0.05),
@@ -265,10 +265,6 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
     model, arch_args = build_meta_network(cfg, in_bands, n_head)
     model = model.to(device)
     learner = _Learner(cfg, model, device, context)
-    context_from = int(round(CONTEXT_FROM * cfg.iterations)) if context else cfg.iterations + 1
-    if context:
-        fb.log(f"Windows with {context} px of their neighbourhood, as the map sees them, from iteration "
-               f"{context_from + 1} on.")
 
     val_every = cfg.val_every or max(1, cfg.iterations // 10)
     best = (-1.0, 0.0, 0.0, 0)  # acc, ci, loss, iteration
@@ -276,8 +272,6 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
     history, run_loss, run_acc = [], [], []
     train_fb = fb.sub(0.05, 0.95)
     for it in range(1, cfg.iterations + 1):
-        if it == context_from + 1:  # the best so far was chosen without the context: start again from here
-            learner.use_context, best = True, (-1.0, 0.0, 0.0, 0)
         lr = warmup_cosine(cfg.learning_rate, it - 1, cfg.iterations)  # cosine decay towards 0, no warm-up
         loss, acc = learner.step(sampler.batch(cfg.meta_batch), lr, cfg.ways)
         if not math.isfinite(loss):
@@ -299,7 +293,7 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
 
     if cfg.algorithm == "protonet":
         fb.progress(0.96, "prototypes of the training classes")
-        set_class_prototypes(model, bank, device, context if learner.use_context else 0)
+        set_class_prototypes(model, bank, device, context)
     meta = _model_metadata(cfg, arch_args, bank, stats, best, it)
     fb.progress(0.99, "saving")
     save_model(cfg.output_model, model, meta)
