@@ -69,11 +69,11 @@ class MetaTrainConfig:
                             help_of="algorithm")
     # episodes per meta-update (on EuroSAT more updates of one episode beat fewer of four)
     meta_batch: int = param(1, label="Episodes per update (META_BATCH)", minimum=1, help=(
-        "<b>META_BATCH</b>: episodes per update. <b>ITERATIONS</b>: updates. The defaults (800 updates of one 4-way "
-        "5-shot episode with 5 queries per class) train a prototypical model in about a minute and a half on a "
-        "2-core CPU for 64 px patches; MAML takes several times longer. More iterations or episodes per update make "
-        "the model better at its training classes but, measured on EuroSAT, not at new ones."))
-    iterations: int = param(800, label="Iterations", minimum=1, help_of="meta_batch")
+        "<b>META_BATCH</b>: episodes per update. <b>ITERATIONS</b>: updates. The defaults (2400 updates of one 4-way "
+        "5-shot episode with 5 queries per class) train a prototypical model in about 4–5 minutes on a 2-core CPU "
+        "for 64 px patches; MAML takes several times longer. Measured on EuroSAT maps of classes never seen in "
+        "training, 2400 updates gave about 3 points more than 800 at 5 points per class (the same at 1 point)."))
+    iterations: int = param(2400, label="Iterations", minimum=1, help_of="meta_batch")
     backbone: str = param("small_cnn", choices=BACKBONE_CHOICES, label="Network")
     patch_size: int = param(64, label="Patch size (pixels)", minimum=8, maximum=512, help=(
         "<b>Patch size</b>: pixels around each label the model sees."))
