@@ -44,7 +44,7 @@ from .deps.badge import refresh_badge, set_badge
 from .fewshot_maptool import PointPickerTool
 from .fewshot_points import MarkerSet, SupportPointSet
 from .forms import load_ui
-from .job_dialog import add_copy_command_button, request_cancel
+from .job_dialog import add_copy_command_button, copy_command_to_log, request_cancel
 from .layer_defaults import ComboDefaults, mark_output, pick_input_raster, pick_labels, remember
 from .map_window import pixel_window
 from .messages import error_level, push_to_bar, unexpected_failure
@@ -455,18 +455,7 @@ class FewShotPanel(QWidget, FORM):
     def copy_command_line(self) -> str:
         """Put the ``geoml fewshot …`` command of the panel's points and settings on the clipboard and in the log;
         '' (and the reason in the log) when they are not complete."""
-        from qgis.PyQt.QtWidgets import QApplication
-
-        from ..cli.command_line import command_line
-
-        try:
-            text = command_line("fewshot", self.command_config())
-        except GeoMLError as exc:
-            self.logView.appendPlainText(str(exc))
-            return ""
-        QApplication.clipboard().setText(text)
-        self.logView.appendPlainText("Copied to the clipboard:\n" + text)
-        return text
+        return copy_command_to_log("fewshot", self.command_config, self.logView)
 
     def run(self) -> Optional[GeoMLTask]:
         try:

@@ -93,6 +93,21 @@ def add_copy_command_button(owner, command: str, slot, before=None) -> QToolButt
     return button
 
 
+def copy_command_to_log(command: str, make_config, log_view) -> str:
+    """Put the ``geoml <command> …`` command of ``make_config()`` on the clipboard and in ``log_view``; '' (and
+    the reason in the log) when ``make_config`` raises a GeoMLError (settings not complete)."""
+    from ..cli.command_line import command_line
+
+    try:
+        text = command_line(command, make_config())
+    except GeoMLError as exc:
+        log_view.appendPlainText(str(exc))
+        return ""
+    QApplication.clipboard().setText(text)
+    log_view.appendPlainText("Copied to the clipboard:\n" + text)
+    return text
+
+
 class JobDialogBase(QDialog):
     SETTINGS_KEY = "job"
     HELP_HTML = ""
@@ -207,16 +222,7 @@ class JobDialogBase(QDialog):
     def copy_command_line(self) -> str:
         """Put the ``geoml …`` command of the current settings on the clipboard and in the log; '' (and the
         reason in the log) when the settings are not complete."""
-        from ..cli.command_line import command_line
-
-        try:
-            text = command_line(self.COMMAND, self.build_config())
-        except GeoMLError as exc:
-            self.logView.appendPlainText(str(exc))
-            return ""
-        QApplication.clipboard().setText(text)
-        self.logView.appendPlainText("Copied to the clipboard:\n" + text)
-        return text
+        return copy_command_to_log(self.COMMAND, self.build_config, self.logView)
 
     def on_success(self, result: Any) -> None:
         raise NotImplementedError
