@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="GeoML: deep learning for rasters, from the command line (no QGIS needed).",
         epilog="Run 'geoml <command> --help' for a command's options. Several processes or GPUs: "
-               "torchrun --nproc-per-node N $(which geoml) predict|finetune …")
+               "torchrun --nproc-per-node N $(which geoml) predict|finetune|metatrain|traingan …")
     parser.add_argument("--version", action="version", version=f"GeoML {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command")
     sub.required = True

@@ -268,9 +268,11 @@ JOBS = {
     "predict": ("Apply a model to a raster (or to many; sharded under torchrun).", add_predict, run_predict_command),
     "finetune": ("Fine-tune a model on a raster and labels (data-parallel under torchrun).", add_finetune,
                  run_finetune_command),
-    "metatrain": ("Meta-train a few-shot model on labelled rasters.", add_metatrain, run_metatrain_command),
+    "metatrain": ("Meta-train a few-shot model on labelled rasters (data-parallel under torchrun).", add_metatrain,
+                  run_metatrain_command),
     "fewshot": ("Map a raster from a few labelled points.", add_fewshot, run_fewshot_command),
-    "traingan": ("Train a GAN tile generator or a raster-to-raster translator.", add_traingan,
+    "traingan": ("Train a GAN tile generator or a raster-to-raster translator (data-parallel under torchrun).",
+                 add_traingan,
                  run_traingan_command),
     "generate": ("Generate tiles or translate a raster with a GAN model.", add_generate, run_generate_command),
 }

@@ -69,6 +69,15 @@ def is_distributed() -> bool:
     return env is not None and env.world_size > 1
 
 
+def require_one_process(job: str) -> None:
+    """Refuse a job that runs in one process (``job``: what it is called in the message) when torchrun has
+    started several: every copy would write the same files at once."""
+    env = launch_env()
+    if env is not None and env.world_size > 1:
+        raise InputError(f"{job} runs in one process; this one is one of {env.world_size} started by torchrun.",
+                         "Start it without torchrun (or with --nproc-per-node 1); it takes seconds.")
+
+
 class Session:
     """One job's view of the distributed run: rank, device, the store, and the collectives it needs."""
 
@@ -169,6 +178,44 @@ class Session:
             t = t.to(self.device)
         self.dist.all_reduce(t)
         return t.cpu().numpy()
+
+    def average_gradients(self, params, weight: float = 1.0) -> None:
+        """Replace each parameter's gradient by the sum over the ranks of ``weight`` × that rank's gradient
+        (``weight`` = this rank's share of the global batch; 1 / world size for equal shares): what
+        DistributedDataParallel does in backward, for jobs whose step is not one module call (meta-learning's
+        episodes, a GAN's two networks). One all-reduce over the gradients flattened into one buffer; a
+        parameter without a gradient on this rank counts as zero."""
+        import torch
+
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+        flat = flat * weight
+        self.dist.all_reduce(flat)
+        i = 0
+        for p in params:
+            n = p.numel()
+            g = flat[i:i + n].view_as(p)
+            if p.grad is None:
+                p.grad = g.clone()
+            else:
+                p.grad.copy_(g)
+            i += n
+
+    def broadcast_parameters(self, module) -> None:
+        """Rank 0's parameters and buffers on every rank (every rank then starts from the same network)."""
+        import torch
+
+        with torch.no_grad():
+            for t in list(module.parameters()) + list(module.buffers()):
+                self.dist.broadcast(t.data, 0)
+
+    def share(self, total: int) -> tuple[int, int]:
+        """(first, count): this rank's part of ``total`` items split as evenly as possible, in rank order."""
+        base, extra = divmod(int(total), self.world_size)
+        first = self.rank * base + min(self.rank, extra)
+        return first, base + (1 if self.rank < extra else 0)
 
     # -- feedback ------------------------------------------------------------
     def feedback(self, feedback: Optional[Feedback]) -> Feedback:

@@ -1,8 +1,9 @@
 """A worker for the distributed tests, started by ``python -m torch.distributed.run``.
 
-``dist_driver.py SPEC.json``: SPEC lists ``jobs`` (each ``{"job": "predict" | "finetune", "config": {…}}``,
-run in order), the folder for each rank's ``result-<rank>.json`` (per job what it returned or the error it
-raised, and which files this rank saved through ``save_model``/``write_report``) and optionally
+``dist_driver.py SPEC.json``: SPEC lists ``jobs`` (each ``{"job": "predict" | "predict_many" | "finetune" |
+"metatrain" | "traingan", "config": {…}}``, run in order), the folder for each rank's ``result-<rank>.json``
+(per job what it returned or the error it raised, which files this rank saved through
+``save_model``/``write_report``, and a digest of the network it trained for metatrain/traingan) and optionally
 ``fail_rank`` / ``fail_after``: that rank raises a plain RuntimeError part way through (a crash); with
 ``fail_first_attempt_only`` not when torchrun has restarted the workers (``--max-restarts``);
 ``sleep_per_tile`` slows prediction down (seconds per tile written).
@@ -35,6 +36,21 @@ def _inject_failure(spec: dict, rank: int) -> None:
             return write(*args, **kwargs)
 
         predict._write = failing_write
+    elif spec["job"] in ("metatrain", "traingan"):  # a crash after ``after`` training iterations
+        from geoml_plugin.core.fewshot import metatrain
+        from geoml_plugin.core.gan import trainers
+
+        owner, name = (metatrain._Learner, "step") if spec["job"] == "metatrain" else (trainers._EmaMixin,
+                                                                                        "_update_ema")
+        original = getattr(owner, name)
+
+        def failing_step(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] > after:
+                raise RuntimeError("injected crash in a training iteration")
+            return original(self, *args, **kwargs)
+
+        setattr(owner, name, failing_step)
     else:
         from geoml_plugin.core.finetune import trainer
 
@@ -84,7 +100,47 @@ def _record_saves(saved: list) -> None:
     modelfile.save_model, report.write_report = recording_save, recording_report
 
 
+def _digest(module) -> str:
+    """A digest of a network's parameters, to compare the processes' copies."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(module.named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _record_trained(digests: list) -> None:
+    """Note a digest of the trained network on every rank (meta-training: before the class prototypes;
+    GAN training: the generator before its evaluation)."""
+    from geoml_plugin.core.fewshot import metatrain
+    from geoml_plugin.core.gan import train
+
+    protos, evaluate = metatrain.set_class_prototypes, train._evaluate
+
+    def recording_protos(model, *args, **kwargs):
+        digests.append(_digest(model))
+        return protos(model, *args, **kwargs)
+
+    def recording_evaluate(cfg, trainer, *args, **kwargs):
+        digests.append(_digest(trainer.g))
+        return evaluate(cfg, trainer, *args, **kwargs)
+
+    metatrain.set_class_prototypes, train._evaluate = recording_protos, recording_evaluate
+
+
 def _run(job: dict) -> dict:
+    if job["job"] == "metatrain":
+        from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig, run_metatrain
+
+        res = run_metatrain(MetaTrainConfig(**job["config"]))
+        return dict(val_accuracy=res.val_accuracy, best_iteration=res.best_iteration, history=res.history)
+    if job["job"] == "traingan":
+        from geoml_plugin.core.gan.train import GanTrainConfig, run_traingan
+
+        res = run_traingan(GanTrainConfig(**job["config"]))
+        return dict(metrics=res.metrics, losses={k: list(v) for k, v in res.losses.items()})
     if job["job"] == "predict":
         from geoml_plugin.core.predict import PredictConfig, run_predict
 
@@ -115,9 +171,11 @@ def main() -> int:
         spec = json.load(fh)
     rank = int(os.environ.get("RANK", 0))
     saved: list = []
+    digests: list = []
     _record_saves(saved)
+    _record_trained(digests)
     _slow_down(spec)
-    out = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", 1)), "jobs": [], "saved": saved,
+    out = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", 1)), "jobs": [], "saved": saved, "digests": digests,
            "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))}
     code = 0
     for job in spec["jobs"]:

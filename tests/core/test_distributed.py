@@ -289,6 +289,22 @@ def test_one_process_is_not_distributed(monkeypatch):
         assert s is None
 
 
+def test_few_shot_mapping_and_generation_refuse_several_processes(monkeypatch, tmp_path):
+    """Jobs that run in one process say so under torchrun with 2 processes, before anything is written."""
+    from geoml_plugin.core.fewshot.job import FewShotConfig, run_fewshot
+    from geoml_plugin.core.gan.generate import GenerateConfig, run_generate
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "out.tif"
+    with pytest.raises(InputError, match="Few-shot mapping runs in one process; this one is one of 2"):
+        run_fewshot(FewShotConfig(model_path="m.safetensors", input_path="a.tif", output_path=str(out)))
+    with pytest.raises(InputError, match="Generating with a GAN model runs in one process") as err:
+        run_generate(GenerateConfig(model_path="g.safetensors", output_path=str(out)))
+    assert "without torchrun" in err.value.hint
+    assert not out.exists()
+
+
 # -- DDP fine-tuning ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -443,3 +459,95 @@ def test_torchrun_restarts_a_crashed_ddp_run_and_it_resumes_from_its_checkpoint(
     assert read_metadata(cfg["output_model"]).extra["training"]["world_size"] == 2
     assert json.loads((ck / "checkpoint.json").read_text())["epoch"] == 3
     assert sorted(os.listdir(out)) == ["m.safetensors"]
+
+
+# -- meta-training and GAN training ---------------------------------------------------------------------------
+
+META = dict(label_field="class_name", ways=3, shots=2, query=3, patch_size=16, meta_batch=2, val_episodes=8,
+            iterations=6, val_every=3, augment=False, device="cpu")
+
+
+@pytest.mark.parametrize("algorithm", ["protonet", "fomaml"])
+def test_two_processes_meta_train_the_network_one_process_trains_and_only_rank_0_writes(scene, tmp_path, algorithm):
+    """META_BATCH is the episodes of all processes together: 2 processes sharing 2 episodes per update take the
+    updates one process takes (same episodes; augmentation off, so the batches are the same), all-reduce the
+    meta-validation, keep identical weights, and only rank 0 writes the model."""
+    import torch
+
+    from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig, run_metatrain
+    from geoml_plugin.core.modelfile import load_model
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = dict(META, rasters=[scene.image], labels=scene.points, output_model=str(out / "meta.safetensors"),
+               algorithm=algorithm, inner_steps=2)
+    rc, ranks, log = torchrun(tmp_path, [{"job": "metatrain", "config": cfg}])
+    assert rc == 0, log
+    r0, r1 = (r["jobs"][0] for r in ranks)
+    assert ranks[0]["saved"] == [cfg["output_model"]] and ranks[1]["saved"] == [] and os.listdir(out) == ["meta.safetensors"]
+    if algorithm == "protonet":  # the digest is taken before the training classes' prototypes (protonet only)
+        assert ranks[0]["digests"] == ranks[1]["digests"] and len(ranks[0]["digests"]) == 1
+    assert r0 == r1  # meta-validation all-reduced: the same figures and best iteration on both
+    assert read_metadata(cfg["output_model"]).extra["fewshot"]["world_size"] == 2
+    single = run_metatrain(MetaTrainConfig(**dict(cfg, output_model=str(tmp_path / "one.safetensors"))))
+    assert abs(single.val_accuracy - r0["val_accuracy"]) < 1e-6 and single.best_iteration == r0["best_iteration"]
+    two, _ = load_model(cfg["output_model"], "cpu")
+    one, _ = load_model(str(tmp_path / "one.safetensors"), "cpu")
+    a, b = two.state_dict(), one.state_dict()
+    # up to float summation order; MAML's one shared head row gets gradients near 0, which Adam scales up to
+    # full steps, so its rounding differences grow to ~1e-3 in 6 updates (without the gradient average the
+    # embeddings differ by ~1e-3: the test fails)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5 if algorithm == "protonet" else
+                              (1e-2 if k.startswith("head") else 1e-4)), k
+
+
+def test_a_meta_batch_smaller_than_the_processes_is_refused_on_every_rank(scene, tmp_path):
+    cfg = dict(META, meta_batch=1, rasters=[scene.image], labels=scene.points,
+               output_model=str(tmp_path / "meta.safetensors"))
+    rc, ranks, log = torchrun(tmp_path, [{"job": "metatrain", "config": cfg}])
+    assert rc != 0 and len(ranks) == 2
+    for r in ranks:
+        assert "META_BATCH is 1: too few episodes for 2 processes" in r["jobs"][0]["error"]
+    assert not os.path.exists(cfg["output_model"])
+
+
+@pytest.mark.parametrize("arch", ["dcgan_sn", "pix2pix"])
+def test_two_processes_train_one_gan_and_only_rank_0_writes_it(scene, tmp_path, arch):
+    """Data-parallel GAN training: both processes end with the same generator, rank 0 alone writes the
+    model, report and loss table (the files a one-process run writes), and the model generates."""
+    from geoml_plugin.core.gan.train import GanTrainConfig, output_paths
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = dict(input_path=scene.dem, output_model=str(out / "g.safetensors"), report_path=str(out / "g.png"),
+               generator_widths=[16, 8, 8], critic_widths=[8, 16], latent_channels=8, device="cpu",
+               tile_size=32, iterations=6, batch_size=4)
+    if arch == "pix2pix":
+        cfg.update(input_path=scene.image, target_path=scene.dem, architecture="pix2pix", generator_widths=[8, 16])
+    rc, ranks, log = torchrun(tmp_path, [{"job": "traingan", "config": cfg}])
+    assert rc == 0, log
+    assert ranks[0]["digests"] == ranks[1]["digests"] and len(ranks[0]["digests"]) == 1
+    assert ranks[0]["saved"] == [cfg["output_model"]] and ranks[1]["saved"] == []
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in output_paths(GanTrainConfig(**cfg)))
+    r0, r1 = (r["jobs"][0] for r in ranks)
+    assert r0["losses"] == r1["losses"]  # the processes' losses, averaged
+    assert read_metadata(cfg["output_model"]).provenance["processes"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", ["metatrain", "traingan"])
+def test_a_crash_during_distributed_meta_or_gan_training_stops_both_and_writes_nothing(scene, tmp_path, job):
+    out = tmp_path / "out"
+    out.mkdir()
+    if job == "metatrain":
+        cfg = dict(META, rasters=[scene.image], labels=scene.points, output_model=str(out / "m.safetensors"))
+    else:
+        cfg = dict(input_path=scene.dem, output_model=str(out / "m.safetensors"), report_path=str(out / "m.png"),
+                   generator_widths=[16, 8, 8], critic_widths=[8, 16], latent_channels=8, device="cpu",
+                   tile_size=32, iterations=6, batch_size=4)
+    rc, ranks, log = torchrun(tmp_path, [{"job": job, "config": cfg}], fail_rank=1, fail_after=2)
+    assert rc != 0
+    assert "injected crash in a training iteration" in ranks[0]["jobs"][0]["error"]
+    assert ranks[0]["jobs"][0]["error_type"] == "PeerFailed"
+    assert os.listdir(out) == []

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from typing import Optional
+
 import numpy as np
 
 from ..errors import InputError
@@ -138,10 +140,15 @@ class EpisodeSampler:
         return Episode(np.concatenate(support), np.concatenate(query), [int(c) for c in chosen], int(region),
                        self.shots, self.query)
 
-    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def batch(self, n: int, part: Optional[tuple] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``n`` episodes stacked for a batch of tasks:
-        support ``(n, ways*shots, C, P, P)``, labels ``(n, ways*shots)``, query likewise."""
+        support ``(n, ways*shots, C, P, P)``, labels ``(n, ways*shots)``, query likewise.
+
+        ``part`` = (first, count): only those episodes of the ``n`` drawn are stacked (a process's share of the
+        global meta-batch under torchrun; every process draws all ``n`` so their samplers stay in step)."""
         eps = [self.sample() for _ in range(n)]
+        if part is not None:
+            eps = eps[part[0]:part[0] + part[1]]
         x = self.bank.x
         return (np.stack([x[e.support] for e in eps]), np.stack([e.support_labels for e in eps]),
                 np.stack([x[e.query] for e in eps]), np.stack([e.query_labels for e in eps]))

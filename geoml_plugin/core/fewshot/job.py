@@ -61,7 +61,7 @@ class FewShotConfig:
     points: Optional[list] = None  # … or (x, y, class name) in the raster's CRS (the map tool)
     confidence_path: Optional[str] = None
     output_model: Optional[str] = None  # the adapted classifier, for geoml:predict
-    # -1: the model's default (MAML: its inner steps; prototypical: 50; classifier: 0)
+    # -1: the model's default (MAML: its inner steps; prototypical: PROTONET_STEPS = 0; classifier: 0)
     adapt_steps: int = param(-1, label="Adaptation steps (-1 = model default)", minimum=-1, help=(
         "<b>Adaptation steps</b>: -1 = the model's default. For MAML meta-models, gradient steps from the learnt "
         "initialisation (default: as meta-trained); for the others, steps of fine-tuning the whole network on the "
@@ -395,6 +395,9 @@ def _inputs(cfg: FewShotConfig) -> dict:
 
 def run_fewshot(cfg: FewShotConfig, feedback: Optional[Feedback] = None) -> FewShotResult:
     """Adapt (:func:`adapt`), optionally save the adapted model, and classify the raster (:func:`classify`)."""
+    from ..distributed import require_one_process
+
+    require_one_process("Few-shot mapping")
     fb = ensure_feedback(feedback)
     t0 = time.perf_counter()
     if not cfg.output_path and not cfg.output_model:

@@ -116,11 +116,15 @@ class MAML:
         grads, (loss, acc) = grad_and_value(meta_loss, has_aux=True)(params)
         return grads, float(loss), float(acc)
 
-    def meta_step(self, optimizer: torch.optim.Optimizer, xs, ys, xq, yq, ways: int) -> tuple[float, float]:
-        """One outer update of θ with ``optimizer``; returns (query loss, query accuracy)."""
+    def meta_step(self, optimizer: torch.optim.Optimizer, xs, ys, xq, yq, ways: int,
+                  sync=None) -> tuple[float, float]:
+        """One outer update of θ with ``optimizer``; returns (query loss, query accuracy). ``sync`` (if given)
+        is called between the gradient and the update (the gradient average of a distributed run)."""
         grads, loss, acc = self.meta_gradient(xs, ys, xq, yq, ways)
         for k, p in self.model.named_parameters():
             p.grad = grads[k]
+        if sync is not None:
+            sync()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss, acc

@@ -127,13 +127,15 @@ def validate_config(cfg: MetaTrainConfig) -> None:
 class _Learner:
     """One meta-update and one evaluation per algorithm, on torch tensors."""
 
-    def __init__(self, cfg: MetaTrainConfig, model, device, context: int = 0):
+    def __init__(self, cfg: MetaTrainConfig, model, device, context: int = 0, session=None):
         from .maml import MAML
 
         self.torch = torch_for_training()
         self.cfg, self.model, self.device = cfg, model, device
         self.context = context  # px of neighbourhood the bank holds around each window (dropped here)
-        self.gen = self.torch.Generator().manual_seed(cfg.seed)
+        self.session = session
+        rank = session.rank if session is not None else 0
+        self.gen = self.torch.Generator().manual_seed(cfg.seed + 7919 * rank)  # each process its own augmentation
         self.opt = self.torch.optim.Adam(model.parameters(), cfg.learning_rate)
         self.maml = None
         if cfg.algorithm in ("maml", "fomaml"):
@@ -167,21 +169,50 @@ class _Learner:
         losses, accs = zip(*(proto_loss(zs[i], ys[i], zq[i], yq[i], ways) for i in range(t)))
         return self.torch.stack(losses).mean(), self.torch.stack(accs).mean()
 
-    def step(self, batch, lr: float, ways: int) -> tuple[float, float]:
+    def step(self, batch, lr: float, ways: int, share: float = 1.0) -> tuple[float, float]:
+        """One meta-update from ``batch`` (this process's episodes, ``share`` of the global meta-batch: their
+        gradient is weighted by it and summed over the processes, i.e. averaged over all episodes)."""
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.model.train()
         xs, ys, xq, yq = self.tensors(batch, self.cfg.augment)
+        sync = None
+        if self.session is not None:
+            def sync():
+                self.session.average_gradients(self.model.parameters(), share)
         if self.maml is not None:
-            return self.maml.meta_step(self.opt, xs, ys, xq, yq, ways)
+            return self.maml.meta_step(self.opt, xs, ys, xq, yq, ways, sync)
         loss, acc = self._proto(xs, ys, xq, yq, ways)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if sync is not None:
+            sync()
         self.opt.step()
         return float(loss.detach()), float(acc)
 
     def evaluate(self, batches, ways: int) -> tuple[float, float, float]:
-        """Mean query loss, accuracy and its 95 % interval over validation episodes."""
+        """Mean query loss, accuracy and its 95 % interval over validation episodes (under torchrun each
+        process scores its share of the batches and the sums are all-reduced: every process gets the figures
+        of all episodes)."""
+        if self.session is None:
+            return self._summarise(*self._scores(batches, ways))
+        first, count = self.session.share(len(batches))
+        losses, accs = self._scores(batches[first:first + count], ways)
+        accs_a = np.asarray(accs, dtype=np.float64)
+        n, lo, ac, ac2 = self.session.all_reduce_sum([len(accs_a), float(np.sum(losses)), accs_a.sum(),
+                                                       (accs_a ** 2).sum()])
+        mean = ac / max(n, 1.0)
+        std = math.sqrt(max(ac2 / max(n, 1.0) - mean ** 2, 0.0))
+        return float(lo / max(n, 1.0)), float(mean), float(1.96 * std / math.sqrt(n) if n > 1 else 0.0)
+
+    @staticmethod
+    def _summarise(losses, accs) -> tuple[float, float, float]:
+        accs_a = np.asarray(accs)
+        ci = 1.96 * accs_a.std() / math.sqrt(len(accs_a)) if len(accs_a) > 1 else 0.0
+        return float(np.mean(losses)), float(accs_a.mean()), float(ci)
+
+    def _scores(self, batches, ways: int) -> tuple[list, list]:
+        """Query loss and accuracy of every episode of ``batches``."""
         self.model.eval()
         losses, accs = [], []
         for batch in batches:
@@ -197,9 +228,7 @@ class _Learner:
                         lo, ac = self._proto(xs[i:i + 1], ys[i:i + 1], xq[i:i + 1], yq[i:i + 1], ways)
                         losses.append(float(lo))
                         accs.append(float(ac))
-        accs_a = np.asarray(accs)
-        ci = 1.96 * accs_a.std() / math.sqrt(len(accs_a)) if len(accs_a) > 1 else 0.0
-        return float(np.mean(losses)), float(accs_a.mean()), float(ci)
+        return losses, accs
 
 
 def _validation_batches(val: PatchBank, cfg: MetaTrainConfig, log) -> tuple[list, int]:
@@ -229,14 +258,35 @@ def build_meta_network(cfg: MetaTrainConfig, in_bands: int, num_classes: int):
 
 
 def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> MetaTrainResult:
-    fb = ensure_feedback(feedback)
-    t0 = time.perf_counter()
+    """Meta-train and save the best model (see the module docstring).
+
+    Under ``torchrun`` with several processes this is one data-parallel run: every process draws the same
+    global meta-batch of ``cfg.meta_batch`` episodes and trains on its share of them, the gradients are
+    averaged over all episodes before each update (so N processes take the updates one process would take,
+    each in about 1/N of the time), meta-validation is shared and all-reduced, only rank 0 writes the model,
+    and a failure on any rank stops them all (``distributed``)."""
+    from .. import distributed
+
     validate_config(cfg)
     torch_module()  # a clear message when torch is missing, before any work
+    with distributed.session(cfg.device) as session:
+        return _metatrain(cfg, feedback, session)
+
+
+def _metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback], session) -> MetaTrainResult:
+    fb = ensure_feedback(feedback) if session is None else session.feedback(feedback)
+    t0 = time.perf_counter()
+    world = session.world_size if session is not None else 1
+    if cfg.meta_batch < world:
+        raise InputError(f"META_BATCH is {cfg.meta_batch}: too few episodes for {world} processes.",
+                         f"META_BATCH is the episodes of all processes together: use at least {world} "
+                         f"(a multiple of {world} shares them evenly).")
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    fb.log(f"Device: {describe_device(device)}; {ALGORITHM_NAMES[cfg.algorithm]}, "
-           f"{cfg.ways}-way {cfg.shots}-shot, {cfg.query} queries per class")
+    device = session.device if session is not None else resolve_device(cfg.device)
+    fb.log(f"Device: {describe_device(device)}"
+           + (f" × {world} processes (rank 0 shown)" if world > 1 else "")
+           + f"; {ALGORITHM_NAMES[cfg.algorithm]}, {cfg.ways}-way {cfg.shots}-shot, {cfg.query} queries per class"
+           + (f", {cfg.meta_batch} episodes per update shared by the processes" if world > 1 else ""))
 
     # Episodes show the windows alone. Trained for the last 30 % of 2400 iterations on windows with the 32 px
     # of context their map shows them (4× the compute per patch), a meta-model mapped new EuroSAT classes no
@@ -259,12 +309,20 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
         val_batches = [vs.batch(min(8, cfg.val_episodes - i)) for i in range(0, max(1, cfg.val_episodes), 8)]
     fb.log(f"{len(bank)} labelled patches of {len(bank.class_names)} classes in {len(stats)} raster(s); "
            f"{len(train)} for training, {len(val)} held out for meta-validation ({val_ways}-way episodes)")
+    if session is not None and any(v != [len(bank), len(train), len(val)]
+                                   for v in session.exchange("metatrain/data", [len(bank), len(train), len(val)])):
+        raise InputError("The processes of this distributed run read different training data.",
+                         "Give every process the same rasters and labels (the same files on every node).")
 
     in_bands = bank.x.shape[1]
     n_head = 1 if cfg.algorithm != "protonet" else len(bank.class_names)
     model, arch_args = build_meta_network(cfg, in_bands, n_head)
     model = model.to(device)
-    learner = _Learner(cfg, model, device, context)
+    if session is not None:
+        session.broadcast_parameters(model)
+    learner = _Learner(cfg, model, device, context, session)
+    part = session.share(cfg.meta_batch) if session is not None else None
+    share = part[1] / cfg.meta_batch if part is not None else 1.0
 
     val_every = cfg.val_every or max(1, cfg.iterations // 10)
     best = (-1.0, 0.0, 0.0, 0)  # acc, ci, loss, iteration
@@ -273,17 +331,20 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
     train_fb = fb.sub(0.05, 0.95)
     for it in range(1, cfg.iterations + 1):
         lr = warmup_cosine(cfg.learning_rate, it - 1, cfg.iterations)  # cosine decay towards 0, no warm-up
-        loss, acc = learner.step(sampler.batch(cfg.meta_batch), lr, cfg.ways)
+        loss, acc = learner.step(sampler.batch(cfg.meta_batch, part), lr, cfg.ways, share)
         if not math.isfinite(loss):
             raise InputError("Meta-training diverged (the loss is not a number).",
                              "Lower the learning rate or INNER_LR.")
-        run_loss.append(loss)
-        run_acc.append(acc)
+        run_loss.append(loss * share)
+        run_acc.append(acc * share)
         if it % val_every == 0 or it == cfg.iterations:
             v_loss, v_acc, v_ci = learner.evaluate(val_batches, val_ways)
-            history.append((it, float(np.mean(run_loss)), float(np.mean(run_acc)), v_acc))
-            fb.log(f"iteration {it}/{cfg.iterations}: train loss {np.mean(run_loss):.3f}, "
-                   f"train acc {np.mean(run_acc):.1%}, meta-validation acc {v_acc:.1%} ± {v_ci:.1%}")
+            t_loss, t_acc = np.sum(run_loss) / len(run_loss), np.sum(run_acc) / len(run_acc)
+            if session is not None:  # the processes' shares of each update's episodes, summed
+                t_loss, t_acc = session.all_reduce_sum([t_loss, t_acc])
+            history.append((it, float(t_loss), float(t_acc), v_acc))
+            fb.log(f"iteration {it}/{cfg.iterations}: train loss {t_loss:.3f}, "
+                   f"train acc {t_acc:.1%}, meta-validation acc {v_acc:.1%} ± {v_ci:.1%}")
             run_loss, run_acc = [], []
             if v_acc > best[0]:
                 best = (v_acc, v_ci, v_loss, it)
@@ -295,8 +356,12 @@ def run_metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback] = None) -> 
         fb.progress(0.96, "prototypes of the training classes")
         set_class_prototypes(model, bank, device, context)
     meta = _model_metadata(cfg, arch_args, bank, stats, best, it)
+    meta.extra["fewshot"]["world_size"] = world
     fb.progress(0.99, "saving")
-    save_model(cfg.output_model, model, meta)
+    if session is None or session.is_main:  # only rank 0 writes; the others wait until it has (or has failed)
+        save_model(cfg.output_model, model, meta)
+    if session is not None:
+        session.barrier("metatrain/saved")
     secs = time.perf_counter() - t0
     fb.log(f"Best meta-validation accuracy {best[0]:.1%} ± {best[1]:.1%} at iteration {best[3]}; "
            f"saved {cfg.output_model} ({secs:.0f} s)")

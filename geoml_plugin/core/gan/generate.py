@@ -326,6 +326,9 @@ def native_plan(source: TileSource, plan: GridPlan) -> Optional[GridPlan]:
 
 
 def run_generate(cfg: GenerateConfig, feedback: Optional[Feedback] = None) -> GenerateResult:
+    from ..distributed import require_one_process
+
+    require_one_process("Generating with a GAN model")
     fb = ensure_feedback(feedback)
     t0 = time.perf_counter()
     meta = read_metadata(cfg.model_path)

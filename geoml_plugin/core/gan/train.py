@@ -170,13 +170,32 @@ def _pixel_size_m(info) -> float:
 
 
 def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> GanTrainResult:
-    fb = ensure_feedback(feedback)
-    t0 = time.perf_counter()
+    """Train a tile generator or a raster→raster translator and save it (with its report).
+
+    Under ``torchrun`` with several processes this is one data-parallel run: ``cfg.batch_size`` is the batch
+    of all processes together, each process draws its share of tiles (and its own latent noise), each
+    network's gradients are averaged over the processes before every update, BatchNorm statistics stay
+    per process, only rank 0 writes the model and the report, and a failure on any rank stops them all
+    (``distributed``)."""
+    from .. import distributed
+
     arch = _validate(cfg)
-    device = resolve_device(cfg.device)
+    with distributed.session(cfg.device) as session:
+        return _traingan(cfg, arch, feedback, session)
+
+
+def _traingan(cfg: GanTrainConfig, arch: str, feedback: Optional[Feedback], session) -> GanTrainResult:
+    fb = ensure_feedback(feedback) if session is None else session.feedback(feedback)
+    t0 = time.perf_counter()
+    world, rank = (session.world_size, session.rank) if session is not None else (1, 0)
+    if cfg.batch_size < 2 * world:
+        raise InputError(f"A batch of {cfg.batch_size} is too small for {world} processes.",
+                         f"BATCH_SIZE is the batch of all processes together: use at least {2 * world}.")
+    device = session.device if session is not None else resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    fb.log(f"Device: {describe_device(device)}; architecture {arch}; tile {cfg.tile_size} px")
+    rng = np.random.default_rng(cfg.seed if rank == 0 else (cfg.seed, rank))  # each process its own tiles
+    fb.log(f"Device: {describe_device(device)}" + (f" × {world} processes (rank 0 shown)" if world > 1 else "")
+           + f"; architecture {arch}; tile {cfg.tile_size} px")
     reader = RasterReader(cfg.input_path, cfg.bands, skip_alpha=True)
     target_src = treader = None
     try:
@@ -199,19 +218,28 @@ def run_traingan(cfg: GanTrainConfig, feedback: Optional[Feedback] = None) -> Ga
         if sampler.valid_positions() >= 0:
             fb.log(f"{sampler.valid_positions()} tile positions without nodata")
         trainer = _make_trainer(cfg, arch, len(reader.bands), len(treader.bands) if treader else 0, device)
+        batch = cfg.batch_size
+        if session is not None:
+            _distribute(trainer, session, cfg.seed)
+            batch = session.share(cfg.batch_size)[1]
         eval_batch = sampler.sample(32 if treader else 64, np.random.default_rng(cfg.seed + 1))
         metrics = {}
         if treader is not None:
             metrics["l1_untrained"] = trainer.evaluate(eval_batch, trainer.g)
-        losses = _train_loop(cfg, trainer, sampler, rng, fb.sub(0.02, 0.95))
+        losses = _train_loop(cfg, trainer, sampler, rng, fb.sub(0.02, 0.95), batch, session)
         fb.progress(0.96, "evaluating")
         samples, rows, titles = _evaluate(cfg, trainer, sampler, eval_batch, metrics, reader, tgt_std)
         meta = _metadata(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_std, eval_batch, samples,
                      metrics)
+        if world > 1:
+            meta.provenance["processes"] = world
         fb.progress(0.99, "saving")  # the last point where a cancel stops the job: after it, the outputs are written
         # report first, model last; if either fails, the report and loss table are as before this run
-        write_report_then_model(output_paths(cfg)[1:], _report_writer(cfg, arch, rows, titles, losses),
-                                lambda: save_model(cfg.output_model, trainer.ema, meta))
+        if session is None or session.is_main:  # only rank 0 writes; the others wait until it has (or failed)
+            write_report_then_model(output_paths(cfg)[1:], _report_writer(cfg, arch, rows, titles, losses),
+                                    lambda: save_model(cfg.output_model, trainer.ema, meta))
+        if session is not None:
+            session.barrier("traingan/saved")
     finally:
         reader.close()
         if treader is not None:
@@ -245,17 +273,39 @@ def _make_trainer(cfg, arch, in_bands, out_bands, device):
                           l1_weight=cfg.l1_weight, critic_widths=critic, lr=cfg.learning_rate)
 
 
-def _train_loop(cfg, trainer, sampler, rng, fb) -> dict:
+def _distribute(trainer, session, seed: int) -> None:
+    """Make ``trainer`` one process of a data-parallel run: every network starts from rank 0's weights (and
+    the running average from them), its gradients are averaged over the processes before each update
+    (equal shares of the batch are assumed: ``session.share`` gives them within one tile), and each process
+    draws its own latent noise and crop offsets."""
+    import torch
+
+    nets = [trainer.g] + ([trainer.d] if getattr(trainer, "d", None) is not None else [])
+    for net in nets:
+        session.broadcast_parameters(net)
+    trainer.ema.load_state_dict(trainer.g.state_dict())
+    trainer.sync = lambda params: session.average_gradients(params, 1.0 / session.world_size)
+    torch.manual_seed(seed + 7919 * session.rank)
+
+
+def _train_loop(cfg, trainer, sampler, rng, fb, batch: int, session=None) -> dict:
+    """Train; returns each loss per iteration (under torchrun: averaged over the processes when logged)."""
     losses: dict = {}
     n_batches = getattr(trainer, "n_critic", 1)
     every = max(1, cfg.iterations // 10)
     t_start = time.perf_counter()
     for it in range(1, cfg.iterations + 1):
-        batches = [sampler.sample(cfg.batch_size, rng) for _ in range(n_batches)]
+        batches = [sampler.sample(batch, rng) for _ in range(n_batches)]
         for k, v in trainer.step(batches).items():
             losses.setdefault(k, []).append(v)
         fb.progress(it / cfg.iterations, f"iteration {it}/{cfg.iterations}")
         if it % every == 0 or it == cfg.iterations:
+            if session is not None:  # the table and report show every process's losses, averaged
+                keys = sorted(losses)
+                summed = session.all_reduce_sum([x for k in keys for x in losses[k][-every:]])
+                n = len(losses[keys[0]][-every:])
+                for i, k in enumerate(keys):
+                    losses[k][-n:] = [float(v) / session.world_size for v in summed[i * n:(i + 1) * n]]
             rate = it / max(time.perf_counter() - t_start, 1e-9)
             recent = ", ".join(f"{k} {np.mean(v[-every:]):.3f}" for k, v in losses.items())
             fb.log(f"iteration {it}/{cfg.iterations} ({rate:.1f} it/s): {recent}")

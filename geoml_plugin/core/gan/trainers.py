@@ -13,7 +13,9 @@
   adversary) gives a plain U-Net regression (``unet_l1``).
 
 Both keep an exponential moving average of the generator's weights (what is
-saved and sampled): a cheap, standard way to get steadier GAN outputs.
+saved and sampled): a cheap, standard way to get steadier GAN outputs. Under
+``torchrun`` ``sync`` averages each network's gradients over the processes
+before its update (``train.run_traingan``).
 """
 from __future__ import annotations
 
@@ -29,6 +31,13 @@ CONDITIONAL = ("pix2pix", "unet_l1")
 
 
 class _EmaMixin:
+    sync = None  # under torchrun: called with a network's parameters before each update (gradient average)
+
+    def _update(self, opt, net) -> None:
+        if self.sync is not None:
+            self.sync(net.parameters())
+        opt.step()
+
     def _init_ema(self, g):
         self.ema = copy.deepcopy(g).eval()
         for p in self.ema.parameters():
@@ -100,13 +109,13 @@ class TileGanTrainer(_EmaMixin):
                 loss_d = df.mean() - dr.mean() + 10.0 * self._gradient_penalty(real, fake.detach())
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
-            self.opt_d.step()
+            self._update(self.opt_d, self.d)
         for p in self.d.parameters():
             p.requires_grad_(False)
         loss_g = -self.d(fake).mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        self.opt_g.step()
+        self._update(self.opt_g, self.g)
         for p in self.d.parameters():
             p.requires_grad_(True)
         self._update_ema()
@@ -172,7 +181,7 @@ class Pix2PixTrainer(_EmaMixin):
             loss_d = 0.5 * (bce(dr, torch.ones_like(dr)) + bce(df, torch.zeros_like(df)))
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
-            self.opt_d.step()
+            self._update(self.opt_d, self.d)
             dg = self.d(torch.cat([x, pred], 1))
             adv = bce(dg, torch.ones_like(dg))
             out.update(D=loss_d.item(), G_adv=adv.item())
@@ -182,7 +191,7 @@ class Pix2PixTrainer(_EmaMixin):
         loss_g = adv + self.l1_weight * l1
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        self.opt_g.step()
+        self._update(self.opt_g, self.g)
         self._update_ema()
         out["L1"] = l1.item()
         return out
