@@ -20,7 +20,8 @@ FILES = {
                 ("--output-confidence", "confidence_path"), ("--device", "device"), ("--cog", "cog")],
     "finetune": [("--input", "input_path"), ("--labels", "labels"), ("--output-model", "output_model"),
                  ("--output-report", "output_report"), ("--device", "device"),
-                 ("--checkpoint-dir", "checkpoint_dir"), ("--resume", "resume")],
+                 ("--checkpoint-dir", "checkpoint_dir"), ("--checkpoint-every", "checkpoint_every"),
+                 ("--resume", "resume")],
     "metatrain": [("--input", "rasters"), ("--labels", "labels"), ("--label-field", "label_field"),
                   ("--output-model", "output_model"), ("--device", "device")],
     "fewshot": [("--input", "input_path"), ("--model", "model_path"), ("--support", "support"),
@@ -64,7 +65,7 @@ def _file_args(command: str, cfg) -> list:
     out = []
     for option, field in FILES[command]:
         value = getattr(cfg, field)
-        if value is None or value == "" or value is False:
+        if value is None or value == "" or value is False or (field == "checkpoint_every" and value == 0):
             continue
         if option == "--device" and value == "auto":
             continue

@@ -103,6 +103,9 @@ def add_finetune(p: argparse.ArgumentParser) -> None:
     add_device(p)
     p.add_argument("--checkpoint-dir", default=None,
                    help="An existing folder: a checkpoint after every epoch (safetensors + JSON).")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="Also a checkpoint every N training steps within an epoch (long epochs; 0: after each "
+                        "epoch only).")
     p.add_argument("--resume", action="store_true",
                    help="Continue from the checkpoint in --checkpoint-dir when there is one.")
     add_spec_options(p, FinetuneConfig)
@@ -115,11 +118,13 @@ def build_finetune(args):
 
     if args.resume and not args.checkpoint_dir:
         raise InputError("--resume needs --checkpoint-dir (the folder with the checkpoint).")
+    if args.checkpoint_every and not args.checkpoint_dir:
+        raise InputError("--checkpoint-every needs --checkpoint-dir (the folder for the checkpoints).")
     values = spec_values(args, FinetuneConfig)
     values["weight_bands"] = parse_weight_bands(values.get("weight_bands"))
     return FinetuneConfig(args.input, args.labels, output_model=output_name(args.output_model, "model"),
                           output_report=args.output_report, device=args.device, checkpoint_dir=args.checkpoint_dir,
-                          resume=args.resume, **values)
+                          resume=args.resume, checkpoint_every=args.checkpoint_every, **values)
 
 
 def run_finetune_command(args, feedback):

@@ -23,6 +23,7 @@ from geoml_plugin.core import (
     MetaTrainConfig,
     PredictConfig,
 )
+from geoml_plugin.core.errors import InputError
 from geoml_plugin.core.spec import default_of, tool_params
 from tests.conftest import ROOT, leftovers, write_raster
 from tests.core.test_finetune import write_points
@@ -287,7 +288,7 @@ def test_command_line_of_a_config_runs_that_config():
                                    input_bands=[1, 3], task="segmentation", backbone="resnet18", weights="imagenet",
                                    weight_bands=["B04", "-"], epochs=3, learning_rate=0.0005, augment=False,
                                    download_weights=True, validation_fraction=0.25, max_raster_samples=50,
-                                   checkpoint_dir="ck", resume=True, device="cuda"),
+                                   checkpoint_dir="ck", resume=True, checkpoint_every=50, device="cuda"),
         "metatrain": MetaTrainConfig(["a.tif", "b.tif"], "l.gpkg", "class", "meta.safetensors", algorithm="maml",
                                      ways=3, inner_lr=0.05, backbone="resnet18", seed=7),
         "fewshot": FewShotConfig("r.tif", "meta.safetensors", "o.tif", support="p.gpkg", label_field="k",
@@ -306,6 +307,10 @@ def test_command_line_of_a_config_runs_that_config():
     assert "'my scene.tif'" in command_line("predict", configs["predict"])
     assert " --views 8" in command_line("predict", configs["predict"])
     assert "--no-augment" in command_line("finetune", configs["finetune"])
+    assert "--checkpoint-every 50" in command_line("finetune", configs["finetune"])
+    with pytest.raises(InputError, match="--checkpoint-every needs --checkpoint-dir"):
+        BUILDERS["finetune"](build_parser().parse_args(["finetune", "--input", "s.tif", "--labels", "l.gpkg",
+                                                        "--output-model", "m", "--checkpoint-every", "5"]))
     assert "--extra-inputs b.tif" in command_line("metatrain", configs["metatrain"])
     assert command_line("predict", PredictConfig("a.tif", "m", "o.tif")) == "geoml predict --input a.tif --model m --output o.tif"
 

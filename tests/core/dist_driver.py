@@ -6,6 +6,7 @@
 ``save_model``/``write_report``, and a digest of the network it trained for metatrain/traingan) and optionally
 ``fail_rank`` / ``fail_after``: that rank raises a plain RuntimeError part way through (a crash); with
 ``fail_first_attempt_only`` not when torchrun has restarted the workers (``--max-restarts``);
+``fail_in_step`` (fine-tuning): the crash comes in that training step, counted over the epochs;
 ``sleep_per_tile`` slows prediction down (seconds per tile written).
 """
 from __future__ import annotations
@@ -51,6 +52,19 @@ def _inject_failure(spec: dict, rank: int) -> None:
             return original(self, *args, **kwargs)
 
         setattr(owner, name, failing_step)
+    elif spec.get("fail_in_step"):  # fine-tuning: a crash in that training step (counted over the epochs)
+        from geoml_plugin.core.finetune import trainer
+
+        loss = trainer.Trainer.loss
+
+        def failing_loss(self, *args, **kwargs):
+            if self.model.training:
+                calls["n"] += 1
+                if calls["n"] == spec["fail_in_step"]:
+                    raise RuntimeError("injected crash in a training step")
+            return loss(self, *args, **kwargs)
+
+        trainer.Trainer.loss = failing_loss
     else:
         from geoml_plugin.core.finetune import trainer
 
@@ -130,6 +144,21 @@ def _record_trained(digests: list) -> None:
     metatrain.set_class_prototypes, train._evaluate = recording_protos, recording_evaluate
 
 
+def _record_resumes(resumed: list) -> None:
+    """Note where a fine-tuning run resumed from its checkpoint: [epochs done, steps into the next]."""
+    from geoml_plugin.core.finetune import checkpoint
+
+    restore = checkpoint.Checkpoints.restore
+
+    def recording_restore(self, *args, **kwargs):
+        got = restore(self, *args, **kwargs)
+        if got is not None:
+            resumed.append([got[0], got[2]["step"] if got[2] else 0])
+        return got
+
+    checkpoint.Checkpoints.restore = recording_restore
+
+
 def _run(job: dict) -> dict:
     if job["job"] == "metatrain":
         from geoml_plugin.core.fewshot.metatrain import MetaTrainConfig, run_metatrain
@@ -174,8 +203,10 @@ def main() -> int:
     digests: list = []
     _record_saves(saved)
     _record_trained(digests)
+    resumed: list = []
+    _record_resumes(resumed)
     _slow_down(spec)
-    out = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", 1)), "jobs": [], "saved": saved, "digests": digests,
+    out = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", 1)), "jobs": [], "saved": saved, "digests": digests, "resumed": resumed,
            "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))}
     code = 0
     for job in spec["jobs"]:

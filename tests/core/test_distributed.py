@@ -551,3 +551,85 @@ def test_a_crash_during_distributed_meta_or_gan_training_stops_both_and_writes_n
     assert "injected crash in a training iteration" in ranks[0]["jobs"][0]["error"]
     assert ranks[0]["jobs"][0]["error_type"] == "PeerFailed"
     assert os.listdir(out) == []
+
+
+def test_a_run_killed_within_an_epoch_resumes_from_its_step_to_the_weights_of_an_uninterrupted_run(
+        blocks, tmp_path, monkeypatch):
+    """``checkpoint_every``: a checkpoint every N steps within an epoch holds the sampler's position; a run
+    killed part way through epoch 2 goes on from the last such step and ends with the same weights."""
+    import torch
+
+    from geoml_plugin.core.finetune.trainer import Trainer
+    from geoml_plugin.core.modelfile import load_state
+
+    raster, labels, _ = blocks
+    (tmp_path / "ck_full").mkdir()
+    (tmp_path / "ck").mkdir()
+    base = dict(input_path=raster, labels=labels, label_field="label", epochs=3, patch_size=16, batch_size=4,
+                device="cpu", checkpoint_every=3)
+    full = run_finetune(FinetuneConfig(**base, output_model=str(tmp_path / "full.safetensors"),
+                                       checkpoint_dir=str(tmp_path / "ck_full")))
+    step_of = Trainer.loss
+    calls = {"n": 0, "steps": None}
+
+    def killed_in_epoch_2(self, *args, **kwargs):
+        if self.model.training:  # training steps only, not validation
+            calls["n"] += 1
+            if calls["n"] == calls["kill"]:
+                raise RuntimeError("killed")
+        return step_of(self, *args, **kwargs)
+
+    # 48 training patches, batch 4: 12 steps an epoch, checkpoints after steps 3, 6, 9 and at the epoch's end
+    calls["kill"] = 12 + 8  # during step 8 of epoch 2: the last checkpoint is after its step 6
+    monkeypatch.setattr(Trainer, "loss", killed_in_epoch_2)
+    resumed_path = tmp_path / "resumed.safetensors"
+    cfg = FinetuneConfig(**base, output_model=str(resumed_path), checkpoint_dir=str(tmp_path / "ck"), resume=True)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_finetune(cfg)
+    monkeypatch.setattr(Trainer, "loss", step_of)
+    state = json.loads((tmp_path / "ck" / "checkpoint.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 6)
+    assert sorted(os.listdir(tmp_path / "ck")) == ["checkpoint.json", "epoch-0001-step-000006.safetensors"]
+    logs = []
+    from geoml_plugin.core.progress import Feedback
+
+    res = run_finetune(cfg, Feedback(on_log=logs.append))
+    assert any("Resumed from the checkpoint after step 6 of epoch 2" in m for m in logs)
+    assert [h["train_loss"] for h in res.history] == [h["train_loss"] for h in full.history]
+    a, b = load_state(str(tmp_path / "full.safetensors")), load_state(str(resumed_path))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # deterministic on one CPU thread
+    # after the run the folder holds the checkpoint of its last epoch only
+    assert json.loads((tmp_path / "ck" / "checkpoint.json").read_text())["epoch"] == 3
+    assert "step" not in json.loads((tmp_path / "ck" / "checkpoint.json").read_text())
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_run_crashed_within_an_epoch_from_its_step_to_the_uninterrupted_weights(blocks, tmp_path):
+    """2 processes, a checkpoint every 2 steps; rank 1 crashes in step 5 of epoch 2 (step 17 overall: 12 steps
+    of global batch 4 per epoch); ``--max-restarts 1`` restarts both, they resume from a step of epoch 2 and
+    end with the weights of the same run uninterrupted."""
+    import torch
+
+    from geoml_plugin.core.modelfile import load_state
+
+    raster, labels, _ = blocks
+    runs = {}
+    for name, extra in (("full", {}), ("crashed", dict(fail_rank=1, fail_in_step=17, fail_first_attempt_only=True))):
+        d = tmp_path / name
+        (d / "ck").mkdir(parents=True)
+        cfg = dict(input_path=raster, labels=labels, label_field="label", output_model=str(d / "m.safetensors"),
+                   epochs=3, patch_size=16, batch_size=4, device="cpu", checkpoint_dir=str(d / "ck"), resume=True,
+                   checkpoint_every=2)
+        rc, ranks, log = torchrun(d, [{"job": "finetune", "config": cfg}], args=["--max-restarts=1"], **extra)
+        assert rc == 0, log
+        runs[name] = (cfg, ranks)
+    cfg, ranks = runs["crashed"]
+    assert [r["restart"] for r in ranks] == [1, 1]
+    # within epoch 2 on both ranks: after step 4, or after step 2 when the launcher stopped rank 0 while it was
+    # still writing step 4's checkpoint (the previous one is then whole)
+    assert ranks[0]["resumed"] == ranks[1]["resumed"] and ranks[0]["resumed"] in ([[1, 4]], [[1, 2]])
+    assert [r["resumed"] for r in runs["full"][1]] == [[], []]
+    assert [h["train_loss"] for h in ranks[0]["jobs"][0]["history"]] == \
+        [h["train_loss"] for h in runs["full"][1][0]["jobs"][0]["history"]]
+    a, b = load_state(runs["full"][0]["output_model"]), load_state(cfg["output_model"])
+    assert all(torch.equal(a[k], b[k]) for k in a)

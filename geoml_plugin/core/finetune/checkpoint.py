@@ -1,13 +1,16 @@
 """Fine-tuning checkpoints: resume a run after a crash, a kill or a restart by ``torchrun --max-restarts``.
 
-After every epoch ``checkpoint_dir`` gets ``epoch-NNNN.safetensors`` (network weights and buffers, the
+After every epoch (and, with ``checkpoint_every`` N > 0, every N steps within an epoch) ``checkpoint_dir`` gets
+``epoch-NNNN.safetensors`` (``epoch-NNNN-step-SSSSSS.safetensors`` within an epoch: network weights and buffers, the
 optimiser's state tensors, each rank's augmentation generator and the global torch RNG) and then
 ``checkpoint.json`` (the epoch, the batch size, the history, the numpy shuffling state, the gradient
 scaler, the optimiser's hyper-parameters, and a fingerprint of the run), each written to a temporary name
 and renamed; the JSON is written last and names its tensors file, so a crash while saving leaves the
 previous checkpoint whole. No pickle anywhere. The learning-rate schedule is a function of the step, so
-the epoch restores it; the shuffled order of an epoch is drawn from the restored numpy state, so a resumed
-run sees the same samples in the same order (the sampler position, at epoch granularity).
+the epoch and step restore it; the shuffled order of an epoch is drawn from the restored numpy state, so a
+resumed run sees the same samples in the same order: a checkpoint within an epoch keeps the numpy state from
+before that epoch's order was drawn and the steps done (the sampler position), and the run goes on with the
+next batch.
 
 ``resume``: continue from the checkpoint in ``checkpoint_dir`` when there is one (else start afresh) and
 refuse one made by a different run (other data, network, batch, epochs or number of processes). Under
@@ -52,16 +55,20 @@ class Checkpoints:
             raise InputError(f"The checkpoint folder '{folder}' does not exist.")
         self.folder, self.fp, self.resume = folder, fp, resume
 
-    def save(self, trainer, epoch: int, outcome, bs: int) -> None:
-        """After ``epoch`` epochs: every rank's generator state is gathered, rank 0 writes."""
+    def save(self, trainer, epoch: int, outcome, bs: int, step: int = 0, partial: Optional[tuple] = None) -> None:
+        """After ``epoch`` epochs (and, with ``step`` > 0, ``step`` steps of the next one, whose loss sum and
+        sample count so far are ``partial``): every rank's generator state (and partial sums) is gathered,
+        rank 0 writes."""
         import torch
         from safetensors.torch import save_file
 
-        gens = [_b64(trainer.gen.get_state())]
+        mine = [_b64(trainer.gen.get_state()), list(partial or (0.0, 0))]
+        ranks = [mine]
         if trainer.session is not None:
-            gens = trainer.session.exchange(f"checkpoint/{epoch}", gens[0])
+            ranks = trainer.session.exchange(f"checkpoint/{epoch}/{step}", mine)
         if trainer.rank != 0:
             return
+        gens = [r[0] for r in ranks]
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
         opt = trainer.opt.state_dict()
         for i, st in opt["state"].items():
@@ -70,7 +77,7 @@ class Checkpoints:
         tensors["rng.torch"] = torch.get_rng_state()
         for r, g in enumerate(gens):
             tensors[f"rng.gen.{r}"] = _unb64(g)
-        name = f"epoch-{epoch:04d}.safetensors"
+        name = f"epoch-{epoch:04d}" + (f"-step-{step:06d}" if step else "") + ".safetensors"
         path = os.path.join(self.folder, name)
         save_file(tensors, path + ".part")
         os.replace(path + ".part", path)
@@ -79,14 +86,18 @@ class Checkpoints:
                  "samples_seen": outcome.samples_seen, "numpy_rng": trainer.rng.bit_generator.state,
                  "scaler": trainer.scaler.state_dict(),
                  "param_groups": [{k: v for k, v in g.items()} for g in opt["param_groups"]]}
+        if step:  # within epoch ``epoch`` + 1: the sampler's position
+            state.update(step=step, epoch_rng=trainer.epoch_rng, partial=[r[1] for r in ranks])
         write_text_atomic(os.path.join(self.folder, STATE_FILE), json.dumps(state))
         for f in os.listdir(self.folder):  # earlier epochs' tensors
             if f.startswith("epoch-") and f.endswith(".safetensors") and f != name:
                 os.remove(os.path.join(self.folder, f))
 
     def restore(self, trainer, outcome) -> Optional[tuple]:
-        """(epochs done, batch size) from the checkpoint, with the trainer's state restored; None when there
-        is no checkpoint to resume."""
+        """(epochs done, batch size, position within the next epoch or None) from the checkpoint, with the
+        trainer's state restored; None when there is no checkpoint to resume. The position is a dict: the
+        steps done (``step``), the shuffling state to draw that epoch's order again (``epoch_rng``) and this
+        rank's loss sum and sample count so far (``run_loss``, ``seen``)."""
         path = os.path.join(self.folder, STATE_FILE)
         if not self.resume or not os.path.exists(path):
             return None
@@ -116,8 +127,16 @@ class Checkpoints:
         trainer.scaler.load_state_dict(state["scaler"])
         outcome.history = [EpochRecord(**h) for h in state["history"]]
         outcome.train_seconds, outcome.samples_seen = state["train_seconds"], state["samples_seen"]
-        trainer.log(f"Resumed from the checkpoint after epoch {state['epoch']} in {self.folder}.")
-        return int(state["epoch"]), int(state["batch_size"])
+        start = None
+        if state.get("step"):
+            loss, seen = state["partial"][trainer.rank]
+            start = {"step": int(state["step"]), "epoch_rng": state["epoch_rng"], "run_loss": float(loss),
+                     "seen": int(seen)}
+            where = f"step {state['step']} of epoch {state['epoch'] + 1}"
+        else:
+            where = f"epoch {state['epoch']}"
+        trainer.log(f"Resumed from the checkpoint after {where} in {self.folder}.")
+        return int(state["epoch"]), int(state["batch_size"]), start
 
 
 def has_checkpoint(folder: Optional[str]) -> bool:

@@ -128,6 +128,7 @@ class FinetuneConfig:
                                     minimum=10, advanced=True)
     checkpoint_dir: Optional[str] = None  # an existing folder: a checkpoint after every epoch (checkpoint.py)
     resume: bool = False  # continue from the checkpoint in checkpoint_dir when there is one
+    checkpoint_every: int = 0  # also a checkpoint every this many steps within an epoch (0: after epochs only)
 
 
 @dataclass
@@ -296,6 +297,8 @@ def check_config(cfg: FinetuneConfig) -> None:
         raise InputError(f"The checkpoint folder '{cfg.checkpoint_dir}' does not exist.")
     if cfg.resume and not cfg.checkpoint_dir:
         raise InputError("Resuming needs the folder of the checkpoints (checkpoint_dir).")
+    if cfg.checkpoint_every < 0 or (cfg.checkpoint_every and not cfg.checkpoint_dir):
+        raise InputError("Checkpoints every N steps need N ≥ 0 and the folder of the checkpoints (checkpoint_dir).")
     if cfg.task != "regression":
         from ..raster.labels import check_class_raster, is_raster_source
 
@@ -497,6 +500,7 @@ def _finetune(cfg: FinetuneConfig, feedback: Optional[Feedback], session) -> Fin
 
         trainer.checkpoints = Checkpoints(cfg.checkpoint_dir, fingerprint(cfg, world, len(train_idx), len(val_idx),
                                                                           epochs), cfg.resume)
+        trainer.checkpoint_every = int(cfg.checkpoint_every)
     outcome = trainer.fit(fb.sub(0.08, 0.97))
     fb.progress(0.97, "saving")
 

@@ -141,6 +141,7 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(seed + 7919 * self.rank)  # augmentation: its own draws per rank
         self.net = None if session is None else _ddp(self.model, data.context, device)
         self.checkpoints = None  # a checkpoint.Checkpoints: saved after every epoch, restored before the first
+        self.checkpoint_every = 0  # also every this many steps within an epoch (0: at the end of epochs only)
         self.rng = np.random.default_rng(seed)
         cuda = device.type == "cuda"
         self.amp_dtype = None
@@ -254,18 +255,25 @@ class Trainer:
         if self.spec.freeze_backbone:
             self.model.backbone.eval()  # keep pretrained normalisation statistics
 
-    def _epoch(self, epoch: int, bs: int, feedback, last_val: str) -> tuple[float, int]:
+    def _epoch(self, epoch: int, bs: int, feedback, last_val: str, start: Optional[dict] = None
+               ) -> tuple[float, int]:
+        """One epoch; ``start`` (from a checkpoint taken within it): its first steps are done, the shuffling
+        state before its order was drawn is already restored, and ``run_loss``/``seen`` are their sums."""
+        import copy
+
         torch = self.torch
         spec = self.spec
+        self.epoch_rng = copy.deepcopy(self.rng.bit_generator.state)  # the order can be drawn again on resume
         order = self._order()
         n = len(order)
         steps = max(1, n // bs) if n >= bs else 1
         total = spec.epochs * steps
-        run_loss = torch.zeros((), device=self.device)
-        seen = 0
+        run_loss = torch.full((), float(start["run_loss"]) if start else 0.0, device=self.device)
+        seen = int(start["seen"]) if start else 0
+        first = int(start["step"]) if start else 0
         self.remaining.start_epoch(epoch, steps)
         self._set_train_mode()
-        for s in range(steps):
+        for s in range(first, steps):
             idx = order[s * bs : (s + 1) * bs] if n >= bs else order
             if len(idx) < 2 * self.world:  # the same on every rank: the global batch
                 continue
@@ -309,6 +317,9 @@ class Trainer:
             else:
                 msg = feedback.last_message
             feedback.progress((epoch + (s + 1) / steps) / spec.epochs, msg)
+            if (self.checkpoints is not None and self.checkpoint_every and (s + 1) % self.checkpoint_every == 0
+                    and s + 1 < steps):
+                self.checkpoints.save(self, epoch, self.outcome, bs, step=s + 1, partial=(run_loss.item(), seen))
         if self.session is not None:
             total_loss, seen = self.session.all_reduce_sum([run_loss.item(), seen])
             return float(total_loss) / max(seen, 1), int(seen)
@@ -398,17 +409,21 @@ class Trainer:
         if self.balance:
             self.log(self.balance)
         last_val = ""
-        epoch = 0
+        epoch, start = 0, None
+        self.outcome = outcome
         restored = self.checkpoints.restore(self, outcome) if self.checkpoints is not None else None
         if restored is not None:
-            epoch, bs = restored
+            epoch, bs, start = restored
+            if start is not None:  # a checkpoint within an epoch: draw that epoch's order again
+                self.rng.bit_generator.state = start["epoch_rng"]
         n = len(self.train_idx)
         self.remaining = RemainingTime(spec.epochs, max(1, n // bs) if n >= bs else 1,
                                        -(-len(self.val_idx) // (2 * bs)) if len(self.val_idx) else 0)
         while epoch < spec.epochs:
             t0 = time.perf_counter()
             try:
-                train_loss, seen = self._epoch(epoch, bs, feedback, last_val)
+                train_loss, seen = self._epoch(epoch, bs, feedback, last_val, start)
+                start = None
             except GeoMLError:
                 raise
             except Exception as exc:
@@ -419,6 +434,7 @@ class Trainer:
                                      "Use a smaller BATCH_SIZE (the batch of all processes together).") from exc
                 self.opt.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
+                start = None  # the epoch starts again with the smaller batch
                 if bs <= 2:
                     raise GeoMLError("The GPU ran out of memory even with a batch of 2 patches.",
                                      "Use a smaller patch size or a smaller backbone, or run on the CPU.") from exc
