@@ -1,6 +1,8 @@
 """The remaining time of a training run, as the dialog and the log show it ("about 6 min left").
 
-Estimated from the run itself: the mean time of the training steps so far times the steps left, plus the
+Estimated from the run itself: the mean time of the training steps so far times the steps left (each step
+weighted by its epoch's relative cost, when epochs differ: fine-tuning's last epochs see each window with its
+context, 2.25× the pixels for 64-px windows), plus the
 validation passes still to come (the last one measured; before the first, guessed as a third of a training
 step per validated sample-batch, a forward pass only). It is shown once a few steps are done (``MIN_STEPS``,
 or the first epoch when epochs are shorter), so the first one-off costs (threads and kernels warming up)
@@ -34,9 +36,14 @@ def format_remaining(seconds: float) -> str:
 class RemainingTime:
     """Remaining-time estimate of ``epochs`` epochs of ``steps_per_epoch`` steps (see the module docstring)."""
 
-    def __init__(self, epochs: int, steps_per_epoch: int, val_batches: int = 0):
+    def __init__(self, epochs: int, steps_per_epoch: int, val_batches: int = 0, epoch_costs=None):
         self.epochs, self.steps_per_epoch = int(epochs), max(1, int(steps_per_epoch))
         self.val_batches = int(val_batches)  # validation batches per epoch (and once more at the end)
+        # relative cost of a step in each epoch (e.g. 2.25 for epochs that see 96 px where the others see 64)
+        self.costs = [float(c) for c in epoch_costs] if epoch_costs is not None else [1.0] * self.epochs
+        if len(self.costs) < self.epochs:
+            self.costs += [self.costs[-1] if self.costs else 1.0] * (self.epochs - len(self.costs))
+        self.units_done = 0.0  # steps done, each weighted by its epoch's cost
         self.steps_done = 0
         self.step_seconds = 0.0
         self.val_seconds: Optional[float] = None  # the last validation pass measured
@@ -59,6 +66,7 @@ class RemainingTime:
             self.step_seconds += now - self._t
         self._t = now
         self.steps_done += 1
+        self.units_done += self.costs[min(self.epoch, self.epochs - 1)] if self.costs else 1.0
         self.in_epoch += 1
 
     def validation_started(self) -> None:
@@ -71,12 +79,15 @@ class RemainingTime:
         """Seconds left, or None while too few steps are done."""
         if self.steps_done == 0 or self.steps_done < min(MIN_STEPS, self.steps_per_epoch):
             return None
+        per_unit = self.step_seconds / max(self.units_done, 1e-12)
+        here = self.costs[self.epoch] if self.epoch < len(self.costs) else 0.0
+        units_left = (max(0, self.steps_per_epoch - self.in_epoch) * here
+                      + self.steps_per_epoch * sum(self.costs[self.epoch + 1:self.epochs]))
         per_step = self.step_seconds / self.steps_done
-        steps_left = max(0, (self.epochs - self.epoch) * self.steps_per_epoch - self.in_epoch)
         val = self.val_seconds if self.val_seconds is not None else self.val_batches * per_step / 3
         # validation after this epoch and each one after it, and the final evaluation
         passes_left = (self.epochs - self.epoch) + 1 if self.val_batches else 0
-        return steps_left * per_step + passes_left * val
+        return units_left * per_unit + passes_left * val
 
     def text(self) -> str:
         """The estimate to show (never up by a little; see the module docstring), or '' while there is none."""

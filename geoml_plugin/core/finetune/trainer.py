@@ -188,6 +188,13 @@ class Trainer:
             return self.rng.choice(self.train_idx, len(self.train_idx), replace=True, p=self.sample_p)
         return self.rng.permutation(self.train_idx)
 
+    def _epoch_costs(self) -> list:
+        """Relative cost of a training step in each epoch, for the time left: the pixels the network sees
+        (a context model's window alone, or window + context)."""
+        d = self.data
+        with_context = ((d.patch + 2 * d.context) / d.patch) ** 2 if d.context and d.patch else 1.0
+        return [1.0 if self._window_alone(e) else with_context for e in range(self.spec.epochs)]
+
     def _window_alone(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` trains a context model on its window alone (``TrainSpec.context_from``): a
         64-px window costs 2.25× less than window + context, and the last epochs, with the context, teach the
@@ -418,7 +425,8 @@ class Trainer:
                 self.rng.bit_generator.state = start["epoch_rng"]
         n = len(self.train_idx)
         self.remaining = RemainingTime(spec.epochs, max(1, n // bs) if n >= bs else 1,
-                                       -(-len(self.val_idx) // (2 * bs)) if len(self.val_idx) else 0)
+                                       -(-len(self.val_idx) // (2 * bs)) if len(self.val_idx) else 0,
+                                       self._epoch_costs())
         while epoch < spec.epochs:
             t0 = time.perf_counter()
             try:
