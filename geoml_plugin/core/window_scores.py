@@ -152,8 +152,11 @@ class DenseWindows:
         self.cells = patch // reduction  # the window's cells per side in the plain network
         self.reduction = reduction
         self.spacing = 2 ** levels  # cells of the plain network lie this many dilated positions apart
+        from .models.resnets import centre_weights
+
         k = self.weight.shape[0]
-        self.pool = torch.full((k, 1, self.cells, self.cells), 1.0 / self.cells ** 2, dtype=self.weight.dtype)
+        w = centre_weights(self.cells, getattr(model, "centre_pool", 0.0)).to(self.weight.dtype)
+        self.pool = w.expand(k, 1, self.cells, self.cells).contiguous()
         self.patch, self.step = patch, step
 
     def to(self, device):

@@ -120,10 +120,13 @@ def test_moving_the_input_by_k_pixels_moves_the_map_by_k_pixels(trained):
             assert differ < unmoved / 2, (k, differ, unmoved)
 
 
-@pytest.mark.parametrize("arch,bands", [("small_resnet", 4), ("resnet18", 3)])
-def test_fully_convolutional_windows_equal_the_plain_network_on_its_pooling_grid(arch, bands):
+@pytest.mark.parametrize("arch,bands,centre", [("small_resnet", 4, 0.0), ("small_resnet", 4, 0.25),
+                                               ("resnet18", 3, 0.0)])
+def test_fully_convolutional_windows_equal_the_plain_network_on_its_pooling_grid(arch, bands, centre):
+    """The one-pass map gives each window what the model's own head gives its cells (plain or
+    centre-weighted pooling)."""
     torch.manual_seed(0)
-    m = build_model(arch, in_bands=bands, num_outputs=5).eval()
+    m = build_model(arch, in_bands=bands, num_outputs=5, centre_pool=centre).eval()
     for mod in m.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.running_mean.normal_(0, 0.1)
@@ -136,11 +139,15 @@ def test_fully_convolutional_windows_equal_the_plain_network_on_its_pooling_grid
         x = torch.randn(1, bands, patch + 12 * red, patch + 12 * red)
         with torch.no_grad():
             out = scorer.to("cpu")(x)
-            logits = torch.nn.functional.conv2d(m.backbone(x), m.head[-1].weight[:, :, None, None], m.head[-1].bias)
-        n, r = patch // red, red // step
-        for j in range(1, 10):  # windows whose corner lies on the plain network's pooling grid
-            ref = logits[:, :, j:j + n, j:j + n].mean((2, 3))
-            assert torch.allclose(out[:, :, j * r, j * r], ref, atol=1e-4)
+            f = m.backbone(x)
+            n, r = patch // red, red // step
+            for j in range(1, 10):  # windows whose corner lies on the plain network's pooling grid
+                ref = m.head(f[:, :, j:j + n, j:j + n])
+                assert torch.allclose(out[:, :, j * r, j * r], ref, atol=1e-4)
+    if centre:  # the centre weighting is really there: the plain mean differs
+        cells = f[:, :, 1:1 + n, 1:1 + n]
+        plain = torch.nn.functional.linear(cells.mean((2, 3)), m.head[-1].weight, m.head[-1].bias)
+        assert not torch.allclose(plain, m.head(cells), atol=1e-3)
 
 
 def test_pixel_normalised_few_shot_models_score_windows_in_one_pass_group_normalised_ones_window_by_window():

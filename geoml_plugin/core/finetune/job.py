@@ -47,6 +47,9 @@ DENSE_MIN_PATCHES = 2_000
 # Patch models trained with context (``window_context``) spend this fraction of their epochs on the window
 # alone first (2.25× cheaper for 64-px patches), then learn with the context what the map shows them.
 CONTEXT_FROM = 0.7
+# Patch classifiers pool their feature cells with a Gaussian of this many window widths around the window's
+# centre (``models.resnets.CentrePool``): the window's class is what lies at its centre, where the map puts it.
+CENTRE_POOL = 0.25
 
 
 @dataclass
@@ -367,6 +370,8 @@ def _build_model(cfg: FinetuneConfig, data, in_bands: int, fb: Feedback, pretrai
         arch, args = "unet", {"backbone": cfg.backbone, "in_bands": in_bands, "num_outputs": data.num_outputs}
     else:
         arch, args = cfg.backbone, {"in_bands": in_bands, "num_outputs": data.num_outputs}
+        if data.is_classifier and CENTRE_POOL:
+            args["centre_pool"] = CENTRE_POOL
     model = build_model(arch, **args)
     w = cfg.weights.strip()
     if is_model_file(w):

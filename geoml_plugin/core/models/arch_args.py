@@ -87,7 +87,8 @@ ARCH_ARGS: dict[str, dict[str, tuple[_Rule, bool]]] = {
     "small_cnn": {"in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True), "widths": (WIDTHS, False),
                   "dropout": (DROPOUT, False)},
     "small_fcn": {"in_bands": (BANDS, True), "num_classes": (OUTPUTS, True), "width": (Int(1, MAX_WIDTH), False)},
-    **{name: {"in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True), "dropout": (DROPOUT, False)}
+    **{name: {"in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True), "dropout": (DROPOUT, False),
+              "centre_pool": (Float(0.0, 10.0), False)}
        for name in ("small_resnet", "resnet18", "resnet34", "resnet50")},
     "unet": {"backbone": (RESNET_BACKBONES, True), "in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True)},
     "meta_classifier": {

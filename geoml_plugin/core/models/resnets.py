@@ -146,13 +146,48 @@ def make_backbone(name: str, in_bands: int) -> nn.Module:
     raise ValueError(f"unknown backbone {name!r}")
 
 
-class PatchNet(nn.Module):
-    """Backbone → global average pool → dropout → linear: one output per patch."""
+def centre_weights(n: int, sigma: float) -> torch.Tensor:
+    """Weights (n × n, summing to 1) of the cells of a window ``n`` cells wide: a Gaussian of standard
+    deviation ``sigma`` × n cells around the window's centre; ``sigma`` 0 gives the plain mean."""
+    if sigma <= 0:
+        return torch.full((n, n), 1.0 / (n * n))
+    pos = torch.arange(n, dtype=torch.float32) - (n - 1) / 2
+    g = torch.exp(-(pos / (sigma * n)) ** 2 / 2)
+    w = g[:, None] * g[None, :]
+    return w / w.sum()
 
-    def __init__(self, backbone: nn.Module, num_outputs: int, dropout: float = 0.0):
+
+class CentrePool(nn.Module):
+    """Weighted average of a window's feature cells, heavier toward its centre (:func:`centre_weights`).
+
+    Why: in the fully convolutional map (``window_scores.DenseWindows``) and in training with context, the
+    features of a window's outer cells see its neighbours. A plain average gives those cells as much say as
+    the central ones, and a translation-equivariant network cannot tell them apart; the centre weighting
+    makes the window's class the class of what lies at its centre, which is what the map assigns it to.
+    No parameters: model files keep their keys."""
+
+    def __init__(self, sigma: float):
+        super().__init__()
+        self.sigma = float(sigma)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError("centre-weighted pooling needs square windows")
+        w = centre_weights(x.shape[-1], self.sigma).to(device=x.device, dtype=x.dtype)
+        return (x * w).sum(dim=(-2, -1), keepdim=True)
+
+
+class PatchNet(nn.Module):
+    """Backbone → global pool → dropout → linear: one output per patch.
+
+    The pool is the plain average, or with ``centre_pool`` > 0 a centre-weighted one (:class:`CentrePool`)."""
+
+    def __init__(self, backbone: nn.Module, num_outputs: int, dropout: float = 0.0, centre_pool: float = 0.0):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+        self.centre_pool = float(centre_pool)
+        pool = CentrePool(centre_pool) if centre_pool > 0 else nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(pool, nn.Flatten(), nn.Dropout(dropout),
                                   nn.Linear(backbone.channels[-1], num_outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,13 +195,13 @@ class PatchNet(nn.Module):
 
 
 @register("small_resnet")
-def small_resnet(in_bands: int, num_outputs: int, dropout: float = 0.1) -> nn.Module:
-    return PatchNet(make_backbone("small_resnet", in_bands), num_outputs, dropout)
+def small_resnet(in_bands: int, num_outputs: int, dropout: float = 0.1, centre_pool: float = 0.0) -> nn.Module:
+    return PatchNet(make_backbone("small_resnet", in_bands), num_outputs, dropout, centre_pool)
 
 
 def _torchvision_builder(name: str):
-    def build(in_bands: int, num_outputs: int, dropout: float = 0.0) -> nn.Module:
-        return PatchNet(make_backbone(name, in_bands), num_outputs, dropout)
+    def build(in_bands: int, num_outputs: int, dropout: float = 0.0, centre_pool: float = 0.0) -> nn.Module:
+        return PatchNet(make_backbone(name, in_bands), num_outputs, dropout, centre_pool)
 
     build.__name__ = name
     build.__doc__ = f"torchvision {name} patch classifier/regressor for N bands."
