@@ -116,21 +116,35 @@ def build_finetune(args):
     from ..core.finetune.pretrained import parse_weight_bands
     from ..core.outputs import output_name
 
-    if args.resume and not args.checkpoint_dir:
-        raise InputError("--resume needs --checkpoint-dir (the folder with the checkpoint).")
-    if args.checkpoint_every and not args.checkpoint_dir:
-        raise InputError("--checkpoint-every needs --checkpoint-dir (the folder for the checkpoints).")
+    checkpoints = checkpoint_values(args)
     values = spec_values(args, FinetuneConfig)
     values["weight_bands"] = parse_weight_bands(values.get("weight_bands"))
     return FinetuneConfig(args.input, args.labels, output_model=output_name(args.output_model, "model"),
-                          output_report=args.output_report, device=args.device, checkpoint_dir=args.checkpoint_dir,
-                          resume=args.resume, checkpoint_every=args.checkpoint_every, **values)
+                          output_report=args.output_report, device=args.device, **checkpoints, **values)
 
 
 def run_finetune_command(args, feedback):
     from ..core.finetune.job import run_finetune
 
     return run_finetune(build_finetune(args), feedback)
+
+
+def add_checkpoint_options(p: argparse.ArgumentParser, unit: str, default: str) -> None:
+    """--checkpoint-dir / --checkpoint-every / --resume of the iteration-based training jobs."""
+    p.add_argument("--checkpoint-dir", default=None,
+                   help=f"An existing folder: a checkpoint {default} (safetensors + JSON).")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help=f"A checkpoint every N {unit} instead (0: {default}).")
+    p.add_argument("--resume", action="store_true",
+                   help="Continue from the checkpoint in --checkpoint-dir when there is one.")
+
+
+def checkpoint_values(args) -> dict:
+    if args.resume and not args.checkpoint_dir:
+        raise InputError("--resume needs --checkpoint-dir (the folder with the checkpoint).")
+    if args.checkpoint_every and not args.checkpoint_dir:
+        raise InputError("--checkpoint-every needs --checkpoint-dir (the folder for the checkpoints).")
+    return dict(checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, resume=args.resume)
 
 
 # -- metatrain ---------------------------------------------------------------
@@ -144,6 +158,7 @@ def add_metatrain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-field", required=True, help="The field that holds the class of each label.")
     p.add_argument("--output-model", required=True, help="Meta-model file to write (.safetensors).")
     add_device(p)
+    add_checkpoint_options(p, "iterations", "at every meta-validation")
     add_spec_options(p, MetaTrainConfig)
 
 
@@ -152,7 +167,7 @@ def build_metatrain(args):
 
     rasters = [args.input] + [r for r in args.extra_inputs if r != args.input]
     return MetaTrainConfig(rasters, args.labels, args.label_field, args.output_model, device=args.device,
-                           **spec_values(args, MetaTrainConfig))
+                           **checkpoint_values(args), **spec_values(args, MetaTrainConfig))
 
 
 def run_metatrain_command(args, feedback):
@@ -199,6 +214,7 @@ def add_traingan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-model", required=True, help="Model file to write (.safetensors added when missing).")
     p.add_argument("--output-report", default=None, help="Training report (PNG; losses as CSV beside it).")
     add_device(p)
+    add_checkpoint_options(p, "iterations", "every tenth of the iterations")
     add_spec_options(p, GanTrainConfig)
 
 
@@ -207,7 +223,8 @@ def build_traingan(args):
     from ..core.outputs import output_name
 
     return GanTrainConfig(args.input, output_name(args.output_model, "model"), target_path=args.target,
-                          report_path=args.output_report, device=args.device, **spec_values(args, GanTrainConfig))
+                          report_path=args.output_report, device=args.device, **checkpoint_values(args),
+                          **spec_values(args, GanTrainConfig))
 
 
 def run_traingan_command(args, feedback):

@@ -206,6 +206,7 @@ class DenseEmbedding:
                 self.pools.append((2, 1))
             self.cells.append((patch // red, d, step // min(red, step)))
         self.first = len(self.blocks) - emb.pool_blocks
+        self.centre = float(getattr(emb, "centre_pool", 0.0))
         self.reduction = red
         self.normalize, self.views = model.normalize, int(model.views)
         self.weight = model.head.weight.detach()[:, :, None, None]
@@ -229,12 +230,17 @@ class DenseEmbedding:
                 x = F.max_pool2d(F.pad(x, (0, dil, 0, dil), value=float("-inf")), 2, stride=1, dilation=dil)
             if i >= self.first:
                 n, spacing, q = self.cells[i]
-                if spacing == 1:
+                if spacing == 1 and not self.centre:
                     m = F.avg_pool2d(x, n, stride=q)
                 else:  # the channel count from the layer, not the tensor: a constant when exported to ONNX
+                    from .models.resnets import centre_weights
+
                     c = int(blk[0].out_channels)
-                    kernel = torch.full((c, 1, n, n), 1.0 / (n * n), dtype=x.dtype, device=x.device)
-                    m = F.conv2d(x, kernel, dilation=spacing, groups=c)[:, :, ::q, ::q]
+                    kernel = centre_weights(n, self.centre).to(dtype=x.dtype, device=x.device).expand(c, 1, n, n)
+                    if spacing > 1:
+                        m = F.conv2d(x, kernel, dilation=spacing, groups=c)[:, :, ::q, ::q]
+                    else:
+                        m = F.conv2d(x, kernel, stride=q, groups=c)
                 pooled.append(m[:, :, :ny, :nx])
         return torch.cat(pooled, 1) if len(pooled) > 1 else pooled[0]
 

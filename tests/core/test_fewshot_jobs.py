@@ -1,5 +1,6 @@
 """geoml:metatrain and geoml:fewshot core jobs on the small sample scene."""
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -366,3 +367,47 @@ def test_prototypes_are_taken_from_windows_with_the_context_their_map_sees(scene
     assert agreement(str(out), scene) > 0.5
     # MAML meta-trains and adapts on windows alone (its functional inner loop)
     assert metatrain.meta_context(dataclasses.replace(cfg, algorithm="fomaml")) == 0
+
+
+def test_meta_training_killed_part_way_resumes_to_the_weights_of_an_uninterrupted_run(scene, tmp_path, monkeypatch):
+    """``checkpoint_dir`` + ``resume``: a checkpoint every 3 iterations (safetensors + JSON, no pickle); a run
+    killed in iteration 8 goes on after iteration 6 and ends with the model of an uninterrupted run (the same
+    episodes, augmentation and best weights); a checkpoint of another run is refused."""
+    import json
+
+    from geoml_plugin.core.fewshot import metatrain
+
+    for d in ("ck_full", "ck"):
+        (tmp_path / d).mkdir()
+    base = dict(TINY, iterations=10, val_every=5, checkpoint_every=3)
+    full = run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=str(tmp_path / "full.safetensors"),
+                                         checkpoint_dir=str(tmp_path / "ck_full"), **base))
+    step = metatrain._Learner.step
+    calls = {"n": 0}
+
+    def killed_in_iteration_8(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise RuntimeError("killed")
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(metatrain._Learner, "step", killed_in_iteration_8)
+    out = tmp_path / "resumed.safetensors"
+    cfg = MetaTrainConfig([scene.image], scene.points, output_model=str(out), checkpoint_dir=str(tmp_path / "ck"),
+                          resume=True, **base)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_metatrain(cfg)
+    monkeypatch.setattr(metatrain._Learner, "step", step)
+    assert not out.exists()
+    state = json.loads((tmp_path / "ck" / "checkpoint.json").read_text())
+    assert state["iteration"] == 6 and sorted(os.listdir(tmp_path / "ck")) == ["checkpoint.json",
+                                                                             "iteration-0000006.safetensors"]
+    logs = []
+    res = run_metatrain(cfg, Feedback(on_log=logs.append))
+    assert any("Resumed from the checkpoint after iteration 6" in m for m in logs)
+    assert res.history == full.history and res.best_iteration == full.best_iteration
+    a, b = load_state(str(tmp_path / "full.safetensors")), load_state(str(out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match=r"different run \(ways differ\)"):
+        run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=str(tmp_path / "o.safetensors"),
+                                      checkpoint_dir=str(tmp_path / "ck"), resume=True, **dict(base, ways=2)))

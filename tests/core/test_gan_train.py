@@ -221,3 +221,49 @@ def test_outputs_over_the_input_are_refused_and_the_input_kept(tmp_path, scene):
         _train(tmp_path, str(table), report_path=str(tmp_path / "r.png"))
     assert open(dem, "rb").read() == before
     assert open(table, "rb").read() == before
+
+
+@pytest.mark.parametrize("arch", ["dcgan_sn", "pix2pix"])
+def test_gan_training_killed_part_way_resumes_to_the_generator_of_an_uninterrupted_run(scene, tmp_path, monkeypatch,
+                                                                                        arch):
+    """``checkpoint_dir`` + ``resume``: a checkpoint every 4 iterations (both networks, the running average, both
+    optimisers, the tile sampler's and torch's random states); a run killed in iteration 7 goes on after
+    iteration 4 and saves the generator of an uninterrupted run; another run's checkpoint is refused."""
+    import json
+
+    from geoml_plugin.core.gan import trainers
+    from geoml_plugin.core.modelfile import load_state
+
+    for d in ("ck_full", "ck"):
+        (tmp_path / d).mkdir()
+    extra = dict(checkpoint_every=4, iterations=10)
+    src = scene.dem
+    if arch == "pix2pix":
+        extra.update(target_path=scene.dem, architecture="pix2pix", generator_widths=TINY_UNET)
+        src = scene.image
+    full = _train(tmp_path, src, "full", checkpoint_dir=str(tmp_path / "ck_full"), **extra)
+    update = trainers._EmaMixin._update_ema
+    calls = {"n": 0}
+
+    def killed_in_iteration_7(self):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise RuntimeError("killed")
+        return update(self)
+
+    monkeypatch.setattr(trainers._EmaMixin, "_update_ema", killed_in_iteration_7)
+    with pytest.raises(RuntimeError, match="killed"):
+        _train(tmp_path, src, "resumed", checkpoint_dir=str(tmp_path / "ck"), resume=True, **extra)
+    monkeypatch.setattr(trainers._EmaMixin, "_update_ema", update)
+    assert not (tmp_path / "resumed.safetensors").exists()
+    assert json.loads((tmp_path / "ck" / "checkpoint.json").read_text())["iteration"] == 4
+    logs = []
+    res = run_traingan(GanTrainConfig(src, str(tmp_path / "resumed.safetensors"),
+                                      **dict(TINY, tile_size=32, batch_size=4, checkpoint_dir=str(tmp_path / "ck"),
+                                             resume=True, **extra)), Feedback(on_log=logs.append))
+    assert any("Resumed from the checkpoint after iteration 4" in m for m in logs)
+    assert res.losses == full.losses
+    a, b = load_state(full.model_path), load_state(res.model_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match=r"different run \(batch_size differ\)"):
+        _train(tmp_path, src, "other", checkpoint_dir=str(tmp_path / "ck"), resume=True, batch_size=2, **extra)

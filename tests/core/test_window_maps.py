@@ -211,14 +211,16 @@ def test_context_models_train_on_the_window_alone_first_then_with_the_context_th
             assert train and set(train) == {CHIP + 2 * 16}, k
 
 
-def test_a_few_shot_window_embedded_with_its_context_is_what_the_map_pass_gives_it():
+@pytest.mark.parametrize("centre", [0.0, 0.25])
+def test_a_few_shot_window_embedded_with_its_context_is_what_the_map_pass_gives_it(centre):
     """Prototypes and adaptation embed each support window with the neighbourhood the map's one pass
     over a tile shows it (``MetaClassifier.embed(x, context)``); embedded alone (zero padding at its edge)
-    it differs — the mismatch that made a well-trained meta-model map 54–60 % where its chips scored 85 %."""
+    it differs — the mismatch that made a well-trained meta-model map 54–60 % where its chips scored 85 %.
+    The same with the cells of every block pooled toward the window's centre (``centre_pool``)."""
     from geoml_plugin.core.window_scores import map_context
 
     torch.manual_seed(0)
-    args = dict(in_bands=3, num_classes=4, widths=[16, 16, 32, 32], stem_stride=2, pool_blocks=4)
+    args = dict(in_bands=3, num_classes=4, widths=[16, 16, 32, 32], stem_stride=2, pool_blocks=4, centre_pool=centre)
     m = build_model("meta_classifier", norm="pixel", normalize=True, **args).eval()
     for p in m.parameters():
         p.data.normal_(0, 0.3)
@@ -234,3 +236,8 @@ def test_a_few_shot_window_embedded_with_its_context_is_what_the_map_pass_gives_
             assert torch.allclose(out[0, :, j, j], with_context[0], atol=1e-4)
             alone = m(x[:, :, a:a + 64, a:a + 64])
             assert not torch.allclose(out[0, :, j, j], alone[0], atol=1e-2)
+    if centre:  # the weighting is there: the plain mean embeds the window otherwise
+        plain = build_model("meta_classifier", norm="pixel", normalize=True, **dict(args, centre_pool=0.0)).eval()
+        plain.load_state_dict(m.state_dict())
+        with torch.no_grad():
+            assert not torch.allclose(plain(x[:, :, :64, :64]), m(x[:, :, :64, :64]), atol=1e-3)

@@ -34,6 +34,7 @@ from ..raster.classes import make_classes
 from ..raster.io import raster_info
 from ..schedule import warmup_cosine
 from ..spec import param, validate
+from ..train_state import check_folder
 from ..window_scores import default_step
 from .choices import ALGORITHM_CHOICES, BACKBONE_CHOICES
 from .data import load_patch_bank
@@ -44,7 +45,7 @@ ALGORITHM_NAMES = {"protonet": "prototypical networks", "maml": "MAML (second or
                    "fomaml": "first-order MAML"}
 DEFAULT_WIDTHS = (64, 64, 128, 256)
 # small_cnn only: pooled features of every block; per-pixel normalisation (maps in one pass per tile)
-EMBEDDING_OPTIONS = {"stem_stride": 2, "pool_blocks": 4, "norm": "pixel"}
+EMBEDDING_OPTIONS = {"stem_stride": 2, "pool_blocks": 4, "norm": "pixel", "centre_pool": 0.25}
 
 
 @dataclass
@@ -86,6 +87,10 @@ class MetaTrainConfig:
     val_every: int = 0  # iterations between meta-validations (0: about 10 per run)
     max_per_class: int = 1000
     augment: bool = True
+    # an existing folder: a checkpoint at every meta-validation, or every ``checkpoint_every`` iterations
+    checkpoint_dir: Optional[str] = None
+    checkpoint_every: int = 0
+    resume: bool = False  # continue from the checkpoint in checkpoint_dir when there is one
 
 
 @dataclass
@@ -122,6 +127,7 @@ def validate_config(cfg: MetaTrainConfig) -> None:
     inputs = {f"training raster {i + 1}" if len(cfg.rasters) > 1 else "training raster": r
               for i, r in enumerate(cfg.rasters)}
     check_outputs([cfg.output_model], {**inputs, "labels": cfg.labels})
+    check_folder(cfg.checkpoint_dir, cfg.resume, cfg.checkpoint_every)
 
 
 class _Learner:
@@ -328,8 +334,17 @@ def _metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback], session) -> M
     best = (-1.0, 0.0, 0.0, 0)  # acc, ci, loss, iteration
     best_state = copy.deepcopy(model.state_dict())
     history, run_loss, run_acc = [], [], []
+    ck = _MetaCheckpoints(cfg, session, len(bank), len(train), len(val)) if cfg.checkpoint_dir else None
+    done = 0
+    if ck is not None and cfg.resume:
+        restored = ck.restore(learner, sampler)
+        if restored is not None:
+            done, best, best_state, history, run_loss, run_acc = restored
+            fb.log(f"Resumed from the checkpoint after iteration {done} in {cfg.checkpoint_dir}.")
+    every = cfg.checkpoint_every or val_every
+    it = done
     train_fb = fb.sub(0.05, 0.95)
-    for it in range(1, cfg.iterations + 1):
+    for it in range(done + 1, cfg.iterations + 1):
         lr = warmup_cosine(cfg.learning_rate, it - 1, cfg.iterations)  # cosine decay towards 0, no warm-up
         loss, acc = learner.step(sampler.batch(cfg.meta_batch, part), lr, cfg.ways, share)
         if not math.isfinite(loss):
@@ -350,6 +365,8 @@ def _metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback], session) -> M
                 best = (v_acc, v_ci, v_loss, it)
                 best_state = copy.deepcopy(model.state_dict())
         train_fb.progress(it / cfg.iterations, f"iteration {it}/{cfg.iterations}")
+        if ck is not None and (it % every == 0 or it == cfg.iterations):
+            ck.save(learner, sampler, it, best, best_state, history, run_loss, run_acc)
     model.load_state_dict(best_state)
 
     if cfg.algorithm == "protonet":
@@ -368,6 +385,62 @@ def _metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback], session) -> M
     fb.done()
     return MetaTrainResult(os.path.abspath(cfg.output_model), cfg.algorithm, best[0], best[1], best[2], best[3],
                            cfg.iterations, list(bank.class_names), len(bank), secs, str(device), history)
+
+
+class _MetaCheckpoints:
+    """Meta-training checkpoints (``core/train_state.py``): the weights, Adam's state, the best weights so far
+    and their figures, the history and running sums, and the random states (the episode sampler's, every
+    process's augmentation generator, torch's) — so a resumed run draws the same episodes and ends with the
+    weights of an uninterrupted one. Rank 0 writes; every rank reads."""
+
+    def __init__(self, cfg: MetaTrainConfig, session, n_bank: int, n_train: int, n_val: int):
+        self.cfg, self.session = cfg, session
+        self.fp = {"kind": "metatrain", "rasters": [os.path.abspath(r) for r in cfg.rasters], "labels": str(cfg.labels),
+                   "label_field": cfg.label_field, "algorithm": cfg.algorithm, "ways": cfg.ways, "shots": cfg.shots,
+                   "query": cfg.query, "meta_batch": cfg.meta_batch, "iterations": cfg.iterations,
+                   "backbone": cfg.backbone, "patch_size": cfg.patch_size, "seed": cfg.seed,
+                   "world_size": session.world_size if session is not None else 1,
+                   "patches": [n_bank, n_train, n_val]}
+
+    def save(self, learner, sampler, it, best, best_state, history, run_loss, run_acc) -> None:
+        from .. import train_state as ts
+
+        torch = learner.torch
+        gen = ts.b64(learner.gen.get_state())
+        gens = [gen] if self.session is None else self.session.exchange(f"metatrain/checkpoint/{it}", gen)
+        if self.session is not None and not self.session.is_main:
+            return
+        tensors = ts.module_tensors("model", learner.model)
+        tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
+        opt, groups = ts.optimizer_tensors("opt", learner.opt)
+        tensors.update(opt)
+        tensors["rng.torch"] = torch.get_rng_state()
+        for r, g in enumerate(gens):
+            tensors[f"rng.gen.{r}"] = ts.unb64(g)
+        state = {"iteration": it, "fingerprint": self.fp, "param_groups": groups, "best": list(best),
+                 "history": [list(h) for h in history], "run_loss": run_loss, "run_acc": run_acc,
+                 "sampler_rng": sampler.rng.bit_generator.state}
+        ts.write(self.cfg.checkpoint_dir, f"iteration-{it:07d}", tensors, state)
+
+    def restore(self, learner, sampler):
+        """(iterations done, best, best weights, history, running losses, running accuracies), with the
+        learner's and sampler's states restored; None when there is no checkpoint."""
+        from .. import train_state as ts
+
+        found = ts.read(self.cfg.checkpoint_dir, self.fp)
+        if found is None:
+            return None
+        state, tensors = found
+        torch = learner.torch
+        ts.load_module("model", learner.model, tensors)
+        ts.load_optimizer("opt", learner.opt, tensors, state["param_groups"], learner.device)
+        rank = self.session.rank if self.session is not None else 0
+        learner.gen.set_state(tensors[f"rng.gen.{rank}"])
+        torch.set_rng_state(tensors["rng.torch"])
+        sampler.rng.bit_generator.state = state["sampler_rng"]
+        best_state = {k[5:]: v.to(learner.device) for k, v in tensors.items() if k.startswith("best.")}
+        return (int(state["iteration"]), tuple(state["best"]), best_state, [tuple(h) for h in state["history"]],
+                list(state["run_loss"]), list(state["run_acc"]))
 
 
 def meta_context(cfg: MetaTrainConfig) -> int:

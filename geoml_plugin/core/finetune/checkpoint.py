@@ -6,7 +6,7 @@ optimiser's state tensors, each rank's augmentation generator and the global tor
 ``checkpoint.json`` (the epoch, the batch size, the history, the numpy shuffling state, the gradient
 scaler, the optimiser's hyper-parameters, and a fingerprint of the run), each written to a temporary name
 and renamed; the JSON is written last and names its tensors file, so a crash while saving leaves the
-previous checkpoint whole. No pickle anywhere. The learning-rate schedule is a function of the step, so
+previous checkpoint whole (``core/train_state.py``, shared with meta-training and GAN training). No pickle anywhere. The learning-rate schedule is a function of the step, so
 the epoch and step restore it; the shuffled order of an epoch is drawn from the restored numpy state, so a
 resumed run sees the same samples in the same order: a checkpoint within an epoch keeps the numpy state from
 before that epoch's order was drawn and the steps done (the sampler position), and the run goes on with the
@@ -18,15 +18,11 @@ torchrun every rank reads the checkpoint (the folder must be shared) and rank 0 
 """
 from __future__ import annotations
 
-import base64
-import json
 import os
 from typing import Optional
 
 from ..errors import InputError
-from ..outputs import write_text_atomic
-
-STATE_FILE = "checkpoint.json"
+from ..train_state import b64, load_module, load_optimizer, module_tensors, optimizer_tensors, read, unb64, write
 
 
 def fingerprint(cfg, world_size: int, n_train: int, n_val: int, epochs: int) -> dict:
@@ -35,16 +31,6 @@ def fingerprint(cfg, world_size: int, n_train: int, n_val: int, epochs: int) -> 
             "task": cfg.task, "backbone": cfg.backbone, "patch_size": int(cfg.patch_size),
             "batch_size": int(cfg.batch_size), "epochs": int(epochs), "seed": int(cfg.seed),
             "world_size": int(world_size), "n_train": int(n_train), "n_val": int(n_val)}
-
-
-def _b64(t) -> str:
-    return base64.b64encode(t.numpy().tobytes()).decode("ascii")
-
-
-def _unb64(s: str):
-    import torch
-
-    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
 
 
 class Checkpoints:
@@ -60,68 +46,43 @@ class Checkpoints:
         sample count so far are ``partial``): every rank's generator state (and partial sums) is gathered,
         rank 0 writes."""
         import torch
-        from safetensors.torch import save_file
 
-        mine = [_b64(trainer.gen.get_state()), list(partial or (0.0, 0))]
+        mine = [b64(trainer.gen.get_state()), list(partial or (0.0, 0))]
         ranks = [mine]
         if trainer.session is not None:
             ranks = trainer.session.exchange(f"checkpoint/{epoch}/{step}", mine)
         if trainer.rank != 0:
             return
-        gens = [r[0] for r in ranks]
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
-        opt = trainer.opt.state_dict()
-        for i, st in opt["state"].items():
-            for k, v in st.items():
-                tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+        tensors = module_tensors("model", trainer.model)
+        opt_tensors, param_groups = optimizer_tensors("opt", trainer.opt)
+        tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
-        for r, g in enumerate(gens):
-            tensors[f"rng.gen.{r}"] = _unb64(g)
-        name = f"epoch-{epoch:04d}" + (f"-step-{step:06d}" if step else "") + ".safetensors"
-        path = os.path.join(self.folder, name)
-        save_file(tensors, path + ".part")
-        os.replace(path + ".part", path)
-        state = {"epoch": epoch, "tensors": name, "batch_size": bs, "fingerprint": self.fp,
+        for r, (g, _) in enumerate(ranks):
+            tensors[f"rng.gen.{r}"] = unb64(g)
+        state = {"epoch": epoch, "batch_size": bs, "fingerprint": self.fp,
                  "history": outcome.history_dicts(), "train_seconds": outcome.train_seconds,
                  "samples_seen": outcome.samples_seen, "numpy_rng": trainer.rng.bit_generator.state,
-                 "scaler": trainer.scaler.state_dict(),
-                 "param_groups": [{k: v for k, v in g.items()} for g in opt["param_groups"]]}
+                 "scaler": trainer.scaler.state_dict(), "param_groups": param_groups}
         if step:  # within epoch ``epoch`` + 1: the sampler's position
             state.update(step=step, epoch_rng=trainer.epoch_rng, partial=[r[1] for r in ranks])
-        write_text_atomic(os.path.join(self.folder, STATE_FILE), json.dumps(state))
-        for f in os.listdir(self.folder):  # earlier epochs' tensors
-            if f.startswith("epoch-") and f.endswith(".safetensors") and f != name:
-                os.remove(os.path.join(self.folder, f))
+        write(self.folder, f"epoch-{epoch:04d}" + (f"-step-{step:06d}" if step else ""), tensors, state)
 
     def restore(self, trainer, outcome) -> Optional[tuple]:
         """(epochs done, batch size, position within the next epoch or None) from the checkpoint, with the
         trainer's state restored; None when there is no checkpoint to resume. The position is a dict: the
         steps done (``step``), the shuffling state to draw that epoch's order again (``epoch_rng``) and this
         rank's loss sum and sample count so far (``run_loss``, ``seen``)."""
-        path = os.path.join(self.folder, STATE_FILE)
-        if not self.resume or not os.path.exists(path):
+        found = read(self.folder, self.fp) if self.resume else None
+        if found is None:
             return None
-        from safetensors.torch import load_file
+        import torch
 
         from .trainer import EpochRecord
 
-        with open(path, encoding="utf-8") as fh:
-            state = json.load(fh)
-        if state.get("fingerprint") != self.fp:
-            diff = sorted(k for k in self.fp if (state.get("fingerprint") or {}).get(k) != self.fp[k])
-            raise InputError(f"The checkpoint in '{self.folder}' is from a different run ({', '.join(diff)} differ).",
-                             "Resume with the same settings, or choose an empty checkpoint folder.")
-        tensors = load_file(os.path.join(self.folder, state["tensors"]))
-        trainer.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        opt_state: dict = {}
-        for k, v in tensors.items():
-            if k.startswith("opt."):
-                _, i, name = k.split(".", 2)
-                opt_state.setdefault(int(i), {})[name] = v.to(trainer.device) if v.ndim else v
-        trainer.opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+        state, tensors = found
+        load_module("model", trainer.model, tensors)
+        load_optimizer("opt", trainer.opt, tensors, state["param_groups"], trainer.device)
         trainer.gen.set_state(tensors[f"rng.gen.{trainer.rank}"])
-        import torch
-
         torch.set_rng_state(tensors["rng.torch"])
         trainer.rng.bit_generator.state = state["numpy_rng"]
         trainer.scaler.load_state_dict(state["scaler"])
@@ -137,7 +98,3 @@ class Checkpoints:
             where = f"epoch {state['epoch']}"
         trainer.log(f"Resumed from the checkpoint after {where} in {self.folder}.")
         return int(state["epoch"]), int(state["batch_size"]), start
-
-
-def has_checkpoint(folder: Optional[str]) -> bool:
-    return bool(folder) and os.path.exists(os.path.join(folder, STATE_FILE))

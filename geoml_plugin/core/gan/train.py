@@ -27,6 +27,7 @@ from ..progress import Feedback, ensure_feedback
 from ..raster.georef import ground_metres_per_unit
 from ..raster.io import RasterReader, band_units
 from ..spec import param, validate
+from ..train_state import check_folder
 from . import metrics as gan_metrics
 from .architectures import ARCH_LABELS
 from .data import TileSampler, align_target, release
@@ -69,6 +70,10 @@ class GanTrainConfig:
     generator_widths: Optional[list] = None  # advanced: network size (default per architecture)
     critic_widths: Optional[list] = None
     latent_channels: int = 32
+    # an existing folder: a checkpoint every ``checkpoint_every`` iterations (0: every tenth of the run)
+    checkpoint_dir: Optional[str] = None
+    checkpoint_every: int = 0
+    resume: bool = False  # continue from the checkpoint in checkpoint_dir when there is one
 
 
 @dataclass
@@ -122,6 +127,7 @@ def _validate(cfg: GanTrainConfig) -> str:
     validate(cfg, skip=("architecture",))  # checked above, in any letter case
     inputs = {"input raster": cfg.input_path, "target raster": cfg.target_path}
     check_outputs([cfg.output_model], inputs)
+    check_folder(cfg.checkpoint_dir, cfg.resume, cfg.checkpoint_every)
     if cfg.report_path:
         check_not_an_input(cfg.report_path, inputs)
         check_not_an_input(losses_path(cfg.report_path), inputs)  # the loss table beside the report
@@ -226,7 +232,8 @@ def _traingan(cfg: GanTrainConfig, arch: str, feedback: Optional[Feedback], sess
         metrics = {}
         if treader is not None:
             metrics["l1_untrained"] = trainer.evaluate(eval_batch, trainer.g)
-        losses = _train_loop(cfg, trainer, sampler, rng, fb.sub(0.02, 0.95), batch, session)
+        ck = _GanCheckpoints(cfg, arch, session) if cfg.checkpoint_dir else None
+        losses = _train_loop(cfg, trainer, sampler, rng, fb.sub(0.02, 0.95), batch, session, ck)
         fb.progress(0.96, "evaluating")
         samples, rows, titles = _evaluate(cfg, trainer, sampler, eval_batch, metrics, reader, tgt_std)
         meta = _metadata(cfg, arch, trainer, reader, treader, in_mean, in_std, tgt_mean, tgt_std, eval_batch, samples,
@@ -288,13 +295,86 @@ def _distribute(trainer, session, seed: int) -> None:
     torch.manual_seed(seed + 7919 * session.rank)
 
 
-def _train_loop(cfg, trainer, sampler, rng, fb, batch: int, session=None) -> dict:
-    """Train; returns each loss per iteration (under torchrun: averaged over the processes when logged)."""
+class _GanCheckpoints:
+    """GAN training checkpoints (``core/train_state.py``): both networks, the running average, both Adam
+    states, the losses so far and the random states (the tile sampler's, every process's torch generator for
+    the latent noise) — so a resumed run draws the same tiles and noise and ends with the generator of an
+    uninterrupted run. Rank 0 writes; every rank reads."""
+
+    def __init__(self, cfg: GanTrainConfig, arch: str, session):
+        self.cfg, self.session = cfg, session
+        self.fp = {"kind": "traingan", "input": os.path.abspath(cfg.input_path),
+                   "target": os.path.abspath(cfg.target_path) if cfg.target_path else None, "architecture": arch,
+                   "tile_size": cfg.tile_size, "iterations": cfg.iterations, "batch_size": cfg.batch_size,
+                   "seed": cfg.seed, "bands": cfg.bands, "target_bands": cfg.target_bands,
+                   "generator_widths": cfg.generator_widths, "critic_widths": cfg.critic_widths,
+                   "latent_channels": cfg.latent_channels,
+                   "world_size": session.world_size if session is not None else 1}
+
+    def _parts(self, trainer) -> list:
+        parts = [("g", trainer.g, trainer.opt_g), ("ema", trainer.ema, None)]
+        if getattr(trainer, "d", None) is not None:
+            parts.append(("d", trainer.d, trainer.opt_d))
+        return parts
+
+    def save(self, trainer, rng, it: int, losses: dict) -> None:
+        import torch
+
+        from .. import train_state as ts
+
+        mine = ts.b64(torch.get_rng_state())
+        states = [mine] if self.session is None else self.session.exchange(f"traingan/checkpoint/{it}", mine)
+        if self.session is not None and not self.session.is_main:
+            return
+        tensors, groups = {}, {}
+        for name, net, opt in self._parts(trainer):
+            tensors.update(ts.module_tensors(name, net))
+            if opt is not None:
+                t, groups[name] = ts.optimizer_tensors(f"opt_{name}", opt)
+                tensors.update(t)
+        for r, st in enumerate(states):
+            tensors[f"rng.torch.{r}"] = ts.unb64(st)
+        state = {"iteration": it, "fingerprint": self.fp, "param_groups": groups, "ema_steps": trainer.steps,
+                 "losses": losses, "rng": rng.bit_generator.state}
+        ts.write(self.cfg.checkpoint_dir, f"iteration-{it:07d}", tensors, state)
+
+    def restore(self, trainer, rng):
+        """(iterations done, losses so far) with the trainer's and ``rng``'s states restored, or None."""
+        import torch
+
+        from .. import train_state as ts
+
+        found = ts.read(self.cfg.checkpoint_dir, self.fp)
+        if found is None:
+            return None
+        state, tensors = found
+        for name, net, opt in self._parts(trainer):
+            ts.load_module(name, net, tensors)
+            if opt is not None:
+                ts.load_optimizer(f"opt_{name}", opt, tensors, state["param_groups"][name], trainer.device)
+        trainer.steps = int(state["ema_steps"])
+        rank = self.session.rank if self.session is not None else 0
+        torch.set_rng_state(tensors[f"rng.torch.{rank}"])
+        rng.bit_generator.state = state["rng"]
+        return int(state["iteration"]), {k: list(v) for k, v in state["losses"].items()}
+
+
+def _train_loop(cfg, trainer, sampler, rng, fb, batch: int, session=None, ck=None) -> dict:
+    """Train; returns each loss per iteration (under torchrun: averaged over the processes when logged).
+    ``ck`` (a :class:`_GanCheckpoints`): resume from its checkpoint when asked, and write one every
+    ``checkpoint_every`` iterations (default: every tenth of the run, when the losses are logged)."""
     losses: dict = {}
     n_batches = getattr(trainer, "n_critic", 1)
     every = max(1, cfg.iterations // 10)
+    done = 0
+    if ck is not None and cfg.resume:
+        restored = ck.restore(trainer, rng)
+        if restored is not None:
+            done, losses = restored
+            fb.log(f"Resumed from the checkpoint after iteration {done} in {cfg.checkpoint_dir}.")
+    ck_every = cfg.checkpoint_every or every
     t_start = time.perf_counter()
-    for it in range(1, cfg.iterations + 1):
+    for it in range(done + 1, cfg.iterations + 1):
         batches = [sampler.sample(batch, rng) for _ in range(n_batches)]
         for k, v in trainer.step(batches).items():
             losses.setdefault(k, []).append(v)
@@ -306,9 +386,11 @@ def _train_loop(cfg, trainer, sampler, rng, fb, batch: int, session=None) -> dic
                 n = len(losses[keys[0]][-every:])
                 for i, k in enumerate(keys):
                     losses[k][-n:] = [float(v) / session.world_size for v in summed[i * n:(i + 1) * n]]
-            rate = it / max(time.perf_counter() - t_start, 1e-9)
+            rate = (it - done) / max(time.perf_counter() - t_start, 1e-9)
             recent = ", ".join(f"{k} {np.mean(v[-every:]):.3f}" for k, v in losses.items())
             fb.log(f"iteration {it}/{cfg.iterations} ({rate:.1f} it/s): {recent}")
+        if ck is not None and (it % ck_every == 0 or it == cfg.iterations):
+            ck.save(trainer, rng, it, losses)
     return losses
 
 

@@ -95,7 +95,7 @@ ARCH_ARGS: dict[str, dict[str, tuple[_Rule, bool]]] = {
         "in_bands": (BANDS, True), "num_classes": (OUTPUTS, True), "backbone": (Choice("small_cnn", "resnet18"), False),
         "widths": (WIDTHS, False), "normalize": (Bool(), False), "views": (Choice(1, 2, 4, 8), False),
         "stem_stride": (Int(1, 8), False), "pool_blocks": (Int(1, MAX_LAYERS), False), "max_pool": (Bool(), False),
-        "norm": (Choice("group", "pixel"), False),
+        "norm": (Choice("group", "pixel"), False), "centre_pool": (Float(0.0, 10.0), False),
     },
     "tile_generator": {"out_bands": (BANDS, True), "nz": (Int(1, MAX_WIDTH), False), "widths": (WIDTHS, False),
                        "noise_stages": (Int(0, MAX_LAYERS), False)},

@@ -72,8 +72,9 @@ class ConvEmbedding(nn.Module):
     """
 
     def __init__(self, in_bands: int, widths=(32, 64, 128, 256), stem_stride: int = 2, pool_blocks: int = 1,
-                 max_pool: bool = False, norm: str = "group"):
+                 max_pool: bool = False, norm: str = "group", centre_pool: float = 0.0):
         super().__init__()
+        self.centre_pool = float(centre_pool)  # > 0: cells averaged toward the window's centre (centre_weights)
         self.blocks = nn.ModuleList()
         self.stem_stride = int(stem_stride)
         self.norm = norm
@@ -103,7 +104,13 @@ class ConvEmbedding(nn.Module):
             if i >= len(self.blocks) - self.pool_blocks:
                 k = context // self.reduction(i)
                 f = x[:, :, k:x.shape[-2] - k, k:x.shape[-1] - k] if k else x
-                pooled.append(f.mean((2, 3)))
+                if self.centre_pool > 0 and f.shape[-1] == f.shape[-2]:
+                    from .resnets import centre_weights
+
+                    w = centre_weights(f.shape[-1], self.centre_pool).to(device=f.device, dtype=f.dtype)
+                    pooled.append((f * w).sum((2, 3)))
+                else:
+                    pooled.append(f.mean((2, 3)))
                 if self.max_pool:
                     pooled.append(f.amax((2, 3)))
         return torch.cat(pooled, 1) if len(pooled) > 1 else pooled[0]
@@ -131,10 +138,11 @@ class MetaClassifier(nn.Module):
 
     def __init__(self, in_bands: int, num_classes: int, backbone: str = "small_cnn", widths=(32, 64, 128, 256),
                  normalize: bool = False, views: int = 1, stem_stride: int = 2, pool_blocks: int = 1,
-                 max_pool: bool = False, norm: str = "group"):
+                 max_pool: bool = False, norm: str = "group", centre_pool: float = 0.0):
         super().__init__()
         if backbone == "small_cnn":
-            self.embedding = ConvEmbedding(in_bands, tuple(widths), stem_stride, pool_blocks, max_pool, norm)
+            self.embedding = ConvEmbedding(in_bands, tuple(widths), stem_stride, pool_blocks, max_pool, norm,
+                                           centre_pool)
         elif backbone == "resnet18":
             self.embedding = resnet_embedding(in_bands)
         else:
@@ -162,7 +170,7 @@ class MetaClassifier(nn.Module):
 @register("meta_classifier")
 def meta_classifier(in_bands: int, num_classes: int, backbone: str = "small_cnn", widths=(32, 64, 128, 256),
                     normalize: bool = False, views: int = 1, stem_stride: int = 2, pool_blocks: int = 1,
-                    max_pool: bool = False, norm: str = "group") -> nn.Module:
+                    max_pool: bool = False, norm: str = "group", centre_pool: float = 0.0) -> nn.Module:
     return MetaClassifier(in_bands, num_classes, backbone, tuple(widths), normalize, views, stem_stride, pool_blocks,
-                          max_pool, norm)
+                          max_pool, norm, centre_pool)
 
