@@ -140,7 +140,6 @@ class DenseWindows:
     :func:`feature_centre_shift`."""
 
     def __init__(self, model, patch: int, step: int):
-        torch = torch_module()
         self.shift = feature_centre_shift(model.backbone)
         stages, reduction = _strided_stages(model.backbone)
         levels = int(np.log2(reduction // step))

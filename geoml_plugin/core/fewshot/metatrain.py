@@ -327,47 +327,8 @@ def _metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback], session) -> M
     if session is not None:
         session.broadcast_parameters(model)
     learner = _Learner(cfg, model, device, context, session)
-    part = session.share(cfg.meta_batch) if session is not None else None
-    share = part[1] / cfg.meta_batch if part is not None else 1.0
-
-    val_every = cfg.val_every or max(1, cfg.iterations // 10)
-    best = (-1.0, 0.0, 0.0, 0)  # acc, ci, loss, iteration
-    best_state = copy.deepcopy(model.state_dict())
-    history, run_loss, run_acc = [], [], []
-    ck = _MetaCheckpoints(cfg, session, len(bank), len(train), len(val)) if cfg.checkpoint_dir else None
-    done = 0
-    if ck is not None and cfg.resume:
-        restored = ck.restore(learner, sampler)
-        if restored is not None:
-            done, best, best_state, history, run_loss, run_acc = restored
-            fb.log(f"Resumed from the checkpoint after iteration {done} in {cfg.checkpoint_dir}.")
-    every = cfg.checkpoint_every or val_every
-    it = done
-    train_fb = fb.sub(0.05, 0.95)
-    for it in range(done + 1, cfg.iterations + 1):
-        lr = warmup_cosine(cfg.learning_rate, it - 1, cfg.iterations)  # cosine decay towards 0, no warm-up
-        loss, acc = learner.step(sampler.batch(cfg.meta_batch, part), lr, cfg.ways, share)
-        if not math.isfinite(loss):
-            raise InputError("Meta-training diverged (the loss is not a number).",
-                             "Lower the learning rate or INNER_LR.")
-        run_loss.append(loss * share)
-        run_acc.append(acc * share)
-        if it % val_every == 0 or it == cfg.iterations:
-            v_loss, v_acc, v_ci = learner.evaluate(val_batches, val_ways)
-            t_loss, t_acc = np.sum(run_loss) / len(run_loss), np.sum(run_acc) / len(run_acc)
-            if session is not None:  # the processes' shares of each update's episodes, summed
-                t_loss, t_acc = session.all_reduce_sum([t_loss, t_acc])
-            history.append((it, float(t_loss), float(t_acc), v_acc))
-            fb.log(f"iteration {it}/{cfg.iterations}: train loss {t_loss:.3f}, "
-                   f"train acc {t_acc:.1%}, meta-validation acc {v_acc:.1%} ± {v_ci:.1%}")
-            run_loss, run_acc = [], []
-            if v_acc > best[0]:
-                best = (v_acc, v_ci, v_loss, it)
-                best_state = copy.deepcopy(model.state_dict())
-        train_fb.progress(it / cfg.iterations, f"iteration {it}/{cfg.iterations}")
-        if ck is not None and (it % every == 0 or it == cfg.iterations):
-            ck.save(learner, sampler, it, best, best_state, history, run_loss, run_acc)
-    model.load_state_dict(best_state)
+    best, history, it = _meta_loop(cfg, learner, sampler, val_batches, val_ways, session, fb,
+                                   (len(bank), len(train), len(val)))
 
     if cfg.algorithm == "protonet":
         fb.progress(0.96, "prototypes of the training classes")
@@ -441,6 +402,53 @@ class _MetaCheckpoints:
         best_state = {k[5:]: v.to(learner.device) for k, v in tensors.items() if k.startswith("best.")}
         return (int(state["iteration"]), tuple(state["best"]), best_state, [tuple(h) for h in state["history"]],
                 list(state["run_loss"]), list(state["run_acc"]))
+
+
+def _meta_loop(cfg: MetaTrainConfig, learner: "_Learner", sampler, val_batches, val_ways: int, session, fb,
+               sizes: tuple) -> tuple:
+    """The meta-updates, meta-validation and checkpoints; leaves the best weights in the model and returns
+    (best (acc, ci, loss, iteration), history, the last iteration)."""
+    part = session.share(cfg.meta_batch) if session is not None else None
+    share = part[1] / cfg.meta_batch if part is not None else 1.0
+    val_every = cfg.val_every or max(1, cfg.iterations // 10)
+    best = (-1.0, 0.0, 0.0, 0)  # acc, ci, loss, iteration
+    best_state = copy.deepcopy(learner.model.state_dict())
+    history, run_loss, run_acc = [], [], []
+    ck = _MetaCheckpoints(cfg, session, *sizes) if cfg.checkpoint_dir else None
+    done = 0
+    if ck is not None and cfg.resume:
+        restored = ck.restore(learner, sampler)
+        if restored is not None:
+            done, best, best_state, history, run_loss, run_acc = restored
+            fb.log(f"Resumed from the checkpoint after iteration {done} in {cfg.checkpoint_dir}.")
+    every = cfg.checkpoint_every or val_every
+    it = done
+    train_fb = fb.sub(0.05, 0.95)
+    for it in range(done + 1, cfg.iterations + 1):
+        lr = warmup_cosine(cfg.learning_rate, it - 1, cfg.iterations)  # cosine decay towards 0, no warm-up
+        loss, acc = learner.step(sampler.batch(cfg.meta_batch, part), lr, cfg.ways, share)
+        if not math.isfinite(loss):
+            raise InputError("Meta-training diverged (the loss is not a number).",
+                             "Lower the learning rate or INNER_LR.")
+        run_loss.append(loss * share)
+        run_acc.append(acc * share)
+        if it % val_every == 0 or it == cfg.iterations:
+            v_loss, v_acc, v_ci = learner.evaluate(val_batches, val_ways)
+            t_loss, t_acc = np.sum(run_loss) / len(run_loss), np.sum(run_acc) / len(run_acc)
+            if session is not None:  # the processes' shares of each update's episodes, summed
+                t_loss, t_acc = session.all_reduce_sum([t_loss, t_acc])
+            history.append((it, float(t_loss), float(t_acc), v_acc))
+            fb.log(f"iteration {it}/{cfg.iterations}: train loss {t_loss:.3f}, "
+                   f"train acc {t_acc:.1%}, meta-validation acc {v_acc:.1%} ± {v_ci:.1%}")
+            run_loss, run_acc = [], []
+            if v_acc > best[0]:
+                best = (v_acc, v_ci, v_loss, it)
+                best_state = copy.deepcopy(learner.model.state_dict())
+        train_fb.progress(it / cfg.iterations, f"iteration {it}/{cfg.iterations}")
+        if ck is not None and (it % every == 0 or it == cfg.iterations):
+            ck.save(learner, sampler, it, best, best_state, history, run_loss, run_acc)
+    learner.model.load_state_dict(best_state)
+    return best, history, it
 
 
 def meta_context(cfg: MetaTrainConfig) -> int:
