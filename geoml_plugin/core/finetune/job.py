@@ -281,6 +281,7 @@ def output_paths(cfg: FinetuneConfig, classify: bool = False) -> list:
 def check_config(cfg: FinetuneConfig) -> None:
     """Refuse bad parameters before any heavy work, with what to do about them."""
     from ..outputs import check_not_an_input, check_outputs
+    from ..train_state import check_folder
     from .report import metrics_path
 
     if cfg.task not in TASKS:
@@ -296,12 +297,7 @@ def check_config(cfg: FinetuneConfig) -> None:
     if not cfg.labels:
         raise InputError("No labels were given.", "Choose a points or polygons layer, or a label raster.")
     validate(cfg)
-    if cfg.checkpoint_dir and not os.path.isdir(cfg.checkpoint_dir):
-        raise InputError(f"The checkpoint folder '{cfg.checkpoint_dir}' does not exist.")
-    if cfg.resume and not cfg.checkpoint_dir:
-        raise InputError("Resuming needs the folder of the checkpoints (checkpoint_dir).")
-    if cfg.checkpoint_every < 0 or (cfg.checkpoint_every and not cfg.checkpoint_dir):
-        raise InputError("Checkpoints every N steps need N ≥ 0 and the folder of the checkpoints (checkpoint_dir).")
+    check_folder(cfg.checkpoint_dir, cfg.resume, cfg.checkpoint_every)
     if cfg.task != "regression":
         from ..raster.labels import check_class_raster, is_raster_source
 
