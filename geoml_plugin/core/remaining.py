@@ -22,15 +22,22 @@ RAISE_ABOVE = 1.25
 _clock = time.perf_counter  # replaced in tests by a deterministic clock
 
 
+def duration_text(seconds: float) -> str:
+    """'3 s', '40 s', '3 min', '1 h 5 min': a rounded duration for an estimate or a time spent."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 10:
+        return f"{max(1, int(round(seconds)))} s"
+    if seconds < 60:
+        return f"{int(round(seconds / 5.0)) * 5} s"
+    minutes = int(round(seconds / 60.0))
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
 def format_remaining(seconds: float) -> str:
     """'about 40 s left', 'about 1 min left', 'about 6 min left', 'about 2 h 10 min left'."""
-    s = max(0.0, float(seconds))
-    if s < 55:
-        return f"about {max(5, int(round(s / 5)) * 5)} s left"
-    m = int(round(s / 60))
-    if m < 120:
-        return f"about {max(1, m)} min left"
-    return f"about {m // 60} h {m % 60} min left"
+    return f"about {duration_text(seconds)} left"
 
 
 class RemainingTime:

@@ -15,7 +15,9 @@ Two ways to score all windows of a tile, chosen by :func:`window_scorer`:
   over the tile. Its last strided stages are turned into dilated ones ("à
   trous", as DeepLab does) so that features come every ``step`` px instead of
   every 16 or 32; the head, being linear, is applied at every feature position
-  and the average over each window's cells is taken at every window position.
+  and each window's cells are pooled at every window position as the model's
+  own head pools them (a plain average, or weighted toward the window's
+  centre for models with ``centre_pool``: ``models.resnets.CentrePool``).
   This gives the windows' scores for the cost of about 1.5 passes of the plain
   network over the tile (small_resnet, 64 px windows every 8 px), where cutting
   the windows out costs (patch / step)² = 64 passes. The numbers equal windows

@@ -24,6 +24,7 @@ from qgis.PyQt.QtCore import Qt, QTimer
 from ..core.errors import GeoMLError, InputError
 from ..core.finetune.job import TASKS, FinetuneConfig, map_paths_for, output_paths, report_path_for
 from ..core.outputs import default_output, output_name
+from ..core.remaining import duration_text
 from ..file_filters import GEOML_MODEL, NEW_GEOML_MODEL
 from .forms import load_ui
 from .job_dialog import JobDialogBase
@@ -119,19 +120,6 @@ class SavedModel:
 def _trained(result) -> str:
     """'Trained: overall accuracy …' after a training; 'Model: saved model x.safetensors' for a file."""
     return f"Model: {result.summary()}" if isinstance(result, SavedModel) else f"Trained: {result.summary()}"
-
-
-def duration_text(seconds: float) -> str:
-    """'40 s', '3 min', '1 h 5 min': a rounded duration for an estimate."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 10:
-        return f"{max(1, int(round(seconds)))} s"
-    if seconds < 90:
-        return f"{int(round(seconds / 5.0)) * 5} s"
-    minutes = int(round(seconds / 60.0))
-    if minutes < 60:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60} min"
 
 
 def map_progress_text(what: str, fraction: float, elapsed: float) -> str:
