@@ -6,7 +6,7 @@ only puts GeoML's private package folder on ``sys.path`` (see ``deps/detect.py``
 OpenMP's idle threads sleep rather than spin once torch loads (``core/threads.py``).
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401  (the package's version, for users and tools)
 
 
 def classFactory(iface):  # noqa: N802 (QGIS API name)

@@ -39,7 +39,7 @@ def _threads(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from ..version import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG, description="GeoML: deep learning for rasters, from the command line (no QGIS needed).",

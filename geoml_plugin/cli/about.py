@@ -31,7 +31,7 @@ def _version(module: str) -> str:
 
 
 def versions() -> dict:
-    from .. import __version__
+    from ..version import __version__
 
     return {"geoml": __version__, "python": platform.python_version(),
             **{m.split(".")[-1]: _version(m) for m in ("torch", "numpy", "osgeo.gdal")}}
@@ -39,7 +39,7 @@ def versions() -> dict:
 
 def diagnostics() -> dict:
     """Library versions and the compute device jobs would use (``auto``)."""
-    from .. import __version__
+    from ..version import __version__
 
     report: dict[str, Any] = {"geoml": __version__, "python": platform.python_version(),
                               "platform": platform.platform()}

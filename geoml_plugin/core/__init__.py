@@ -27,7 +27,7 @@ _EXPORTS = {
     "PredictConfig": "predict",
     "run_predict": "predict",
     "run_predict_many": "predict_many",
-    "run_predict_onnx": "onnx_runtime",
+    "run_predict_onnx": "predict",
     "FinetuneConfig": "finetune.job",
     "run_finetune": "finetune.job",
     "MetaTrainConfig": "fewshot.metatrain",

@@ -240,7 +240,7 @@ def _check_agreement(d: dict, bad) -> None:
 
 
 def new_provenance(**extra) -> dict:
-    from .. import __version__ as version  # plain module attribute, no QGIS import
+    from ..version import __version__ as version  # plain module attribute, no QGIS import
 
     prov = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "geoml_version": version}
     prov.update(extra)

@@ -34,6 +34,7 @@ import numpy as np
 
 from .device import torch_module
 from .errors import InputError, ModelFileError, OutputError
+from .model_geometry import dense_geometry, model_multiple
 from .modelfile import ModelMetadata, load_model, read_metadata
 from .progress import Feedback, ensure_feedback
 
@@ -57,7 +58,6 @@ class ExportResult:
 
 
 def _dense_wrapper(model, meta: ModelMetadata):
-    from .predict import model_multiple
 
     torch = torch_module()
     nn, F = torch.nn, torch.nn.functional
@@ -178,7 +178,6 @@ def _patch_wrapper(model, meta: ModelMetadata, stride: Optional[int]):
 def exportable(model, meta: ModelMetadata, stride: Optional[int] = None):
     """(torch module mapping raw pixels to the per-pixel output, step (0 for dense models), shift).
     ``meta.extra["multiple"]`` is set to the network's total downsampling (tiles are aligned to it)."""
-    from .predict import model_multiple
 
     if meta.output == "patch":
         module, step, shift = _patch_wrapper(model, meta, stride)
@@ -206,7 +205,6 @@ def resolution_cm(meta: ModelMetadata) -> Optional[float]:
 
 def apply_geometry(meta: ModelMetadata, step: int, shift: int) -> tuple[int, int]:
     """(tile size, pixels cropped at each tile side) for applying the exported dense model."""
-    from .predict import dense_geometry
 
     P = int(meta.patch_size)
     if meta.output == "patch":

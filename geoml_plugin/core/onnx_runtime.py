@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import DependencyError, DeviceError, InputError, ModelFileError
 from .modelfile import ModelMetadata
-from .progress import Feedback, ensure_feedback
+from .progress import Feedback
 from .raster.classes import make_classes
 
 DEEPNESS_TYPES = ("Segmentor", "Regressor")
@@ -307,27 +307,20 @@ class OnnxRunner:
         return out * np.float32(self.info.output_scaling), None
 
 
-def run_predict_onnx(cfg, feedback: Optional[Feedback] = None):
-    """``run_predict`` for an ``.onnx`` model file (see the module docstring)."""
-    from .outputs import check_writable
-    from .predict import choose_bands, predict_raster
-    from .raster.io import RasterReader
-
-    fb = ensure_feedback(feedback)
+def onnx_runner(cfg, feedback: Feedback):
+    """(metadata, ``cfg`` with the file's tile size and overlap where the user left them empty, runner) of an
+    ``.onnx`` model file, for ``predict.run_predict_onnx`` (see the module docstring)."""
     if int(cfg.views) != 1:
         raise InputError("Flip/rotation views are not available for ONNX models.", "Set views to 1.")
     sess = open_session(cfg.model_path, cfg.device)
     info = read_onnx(cfg.model_path, sess)
     meta = info.meta
-    check_writable(cfg.output_path)
-    with RasterReader(cfg.input_path) as r:
-        choose_bands(meta, r.info.band_count, cfg.bands)
     if cfg.tile_size is None and info.tile_size:
         cfg = replace(cfg, tile_size=info.tile_size)
     if cfg.overlap is None and info.overlap is not None:
         cfg = replace(cfg, overlap=min(info.overlap, (int(cfg.tile_size or info.tile_size or 512) - 1) // 2))
     runner = OnnxRunner(sess, info)
     kind = "GeoML export" if info.kind == "geoml" else "Deepness model"
-    fb.log(f"ONNX {kind} ({meta.task}, {meta.in_bands} band(s)) on onnxruntime, {runner.device.split()[0]} "
-           f"({', '.join(sess.get_providers())})")
-    return predict_raster(None, meta, cfg, fb, runner=runner)
+    feedback.log(f"ONNX {kind} ({meta.task}, {meta.in_bands} band(s)) on onnxruntime, {runner.device.split()[0]} "
+                 f"({', '.join(sess.get_providers())})")
+    return meta, cfg, runner

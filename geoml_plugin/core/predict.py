@@ -27,6 +27,8 @@ import numpy as np
 
 from .device import log_device, resolve_device, torch_module
 from .errors import InputError, JobCancelled, ModelFileError
+from .map_stats import MapStats, output_bands
+from .model_geometry import dense_geometry, model_multiple
 from .modelfile import ModelMetadata, load_model, read_metadata
 from .models.view_sets import VIEW_COUNTS, VIEW_SETS, check_views
 from .outputs import check_not_an_input, check_writable
@@ -40,6 +42,7 @@ from .raster.io import (
     parse_band_list,
 )
 from .raster.tiling import dense_tiles, prefetch, window_tiles
+from .sharded import predict_sharded
 from .spec import param, validate
 from .window_scores import default_step, fully_convolutional, interpolate
 
@@ -241,12 +244,6 @@ class _Runner:
         return (vals[0, 0] if vals.shape[1] == 1 else vals[0]), None
 
 
-def _output_bands(meta: ModelMetadata) -> int:
-    if meta.is_classifier:
-        return 1
-    return int(meta.target.get("bands", 1))
-
-
 def predict_raster(model, meta: ModelMetadata, cfg: PredictConfig, feedback: Optional[Feedback] = None,
                    runner=None, session=None) -> PredictResult:
     """Run ``model`` (already built, any device) over ``cfg.input_path``.
@@ -312,8 +309,6 @@ def predict_raster(model, meta: ModelMetadata, cfg: PredictConfig, feedback: Opt
         if session is None:
             stats, n_tiles, wrote_conf = _predict_one_process(writers, run_tiles, finish, meta)
         else:
-            from .sharded import predict_sharded
-
             stats, n_tiles, wrote_conf = predict_sharded(session, meta, cfg, common, writers, run_tiles, finish,
                                                          dense_info)
     finally:
@@ -348,7 +343,7 @@ def _predict_one_process(writers, run_tiles, finish, meta: ModelMetadata):
     """(stats, tiles, whether a confidence raster was written): every tile in this process."""
     out_w, conf_w = writers()
     try:
-        stats = _Stats(meta)
+        stats = MapStats(meta)
         n_tiles = run_tiles(out_w, conf_w, stats)
         finish(out_w, conf_w, stats)
     except BaseException:
@@ -419,7 +414,7 @@ def _output_writer(meta: ModelMetadata, path: str, prov: dict, common: dict, cog
                             category_names=category_names(meta.classes), color_table=color_table(meta.classes),
                             band_descriptions=["class"], metadata=prov, qml=qml.paletted_qml(meta.classes), cog=cog,
                             **common)
-    n_out = _output_bands(meta)
+    n_out = output_bands(meta)
     names = meta.target.get("band_names") or [meta.target.get("name", "value")] * n_out
     return RasterWriter(path, bands=n_out, dtype=np.float32, nodata=REGRESSION_NODATA,
                         band_descriptions=names, metadata=prov, cog=cog, **common)
@@ -467,35 +462,7 @@ def _commit_outputs(out_w, conf_w) -> None:
         conf_w.commit()
 
 
-class _Stats:
-    def __init__(self, meta: ModelMetadata):
-        self.meta = meta
-        self.valid = 0
-        self.counts = np.zeros(max([c.value for c in meta.classes], default=0) + 1, dtype=np.int64)
-        self.samples: list = []
-
-    def add(self, values: np.ndarray, valid: np.ndarray) -> None:
-        n = int(valid.sum())
-        self.valid += n
-        if n == 0:
-            return
-        if self.meta.is_classifier:
-            self.counts += np.bincount(values[valid].ravel(), minlength=len(self.counts))[: len(self.counts)]
-        else:
-            v = values[..., valid] if values.ndim == 3 else values[valid]
-            self.samples.append(np.random.default_rng(len(self.samples)).choice(v.ravel(), min(v.size, 4096)))
-
-    def class_counts(self) -> dict:
-        return {c.name: int(self.counts[c.value]) for c in self.meta.classes}
-
-    def value_range(self) -> tuple:
-        if not self.samples:
-            return (0.0, 1.0)
-        s = np.concatenate(self.samples)
-        return float(np.percentile(s, 2)), float(np.percentile(s, 98))
-
-
-def _write(out_w, conf_w, values, conf, valid, x, y, stats: _Stats) -> None:
+def _write(out_w, conf_w, values, conf, valid, x, y, stats: MapStats) -> None:
     if values.ndim == 2:
         values = np.where(valid, values, 0 if stats.meta.is_classifier else REGRESSION_NODATA)
     else:
@@ -591,45 +558,6 @@ def _reflect(i: np.ndarray, n: int) -> np.ndarray:
     return np.where(m < n, m, 2 * (n - 1) - m)
 
 
-def model_multiple(model, meta: ModelMetadata) -> int:
-    """The network's total downsampling (input sides it pads to a multiple of), 1 if unknown."""
-    m = getattr(model, "multiple", None)
-    if m is None:
-        m = meta.extra.get("multiple", 1)
-    try:
-        return max(1, int(m))
-    except (TypeError, ValueError):
-        return 1
-
-
-def dense_geometry(patch: int, tile_size: Optional[int] = None, overlap: Optional[int] = None,
-                   batch_size: int = 16) -> tuple[int, int, int]:
-    """(tile, overlap, tiles per forward pass) for a dense model trained on ``patch``-px patches.
-
-    Default tile: 8 patches (at most 512 px; 2 patches for patches over 256 px); default overlap: half a patch where the tile is at least 16
-    overlaps wide (a quarter of a patch at least), so every kept pixel sees as much context on each side
-    as the centre of a training patch, for about 1.31 model pixels per output pixel (a 4-patch tile with
-    a quarter-patch overlap cost as much). ``batch_size`` counts tiles of 4 patches (≤ 512 px), the
-    tiles of earlier versions: default tiles are batched so that a forward pass holds as many pixels, and
-    memory stays where it was. An explicit ``tile_size`` is batched ``batch_size`` at a time.
-    """
-    P = int(patch)
-    tile = int(tile_size or max(min(512, 8 * P), 2 * P))  # patches over 256 px: 2 patches (room for the crop)
-    if overlap is None:
-        overlap = max(P // 4, min(P // 2, tile // 16))
-    overlap = int(overlap)
-    if overlap < 0:
-        raise InputError("The overlap must be 0 or more pixels.")
-    if tile <= 2 * overlap:
-        raise InputError(f"Tile size {tile} must be larger than twice the overlap ({overlap}).",
-                         f"Use an overlap below {(tile + 1) // 2} pixels.")
-    per_batch = max(1, int(batch_size))
-    if not tile_size:
-        ref = min(512, max(P, 4 * P))
-        per_batch = max(1, round(per_batch * ref * ref / (tile * tile)))
-    return tile, overlap, per_batch
-
-
 def dense_batches(tiles: list, per_batch: int) -> list:
     """Tile indices in forward passes: runs of consecutive tiles with the same read size (a narrower tile at
     the far edge starts a run of its own), at most ``per_batch`` each. Fixed by the geometry alone, so that
@@ -702,7 +630,8 @@ def _predict_dense(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, inf
 
 
 def run_predict(cfg: PredictConfig, feedback: Optional[Feedback] = None) -> PredictResult:
-    """Load ``cfg.model_path`` and run :func:`predict_raster`; an ``.onnx`` file runs on onnxruntime.
+    """Load ``cfg.model_path`` and run :func:`predict_raster`; an ``.onnx`` file runs on onnxruntime
+    (:func:`run_predict_onnx`).
 
     Under ``torchrun`` with several processes the tiles are shared among them (``sharded``): each rank
     computes its tiles on its own device (``LOCAL_RANK``'s GPU on CUDA), rank 0 writes the output."""
@@ -712,8 +641,6 @@ def run_predict(cfg: PredictConfig, feedback: Optional[Feedback] = None) -> Pred
     if is_onnx(cfg.model_path):
         if distributed.is_distributed():
             raise InputError("ONNX models are applied in one process; start this job without torchrun.")
-        from .onnx_runtime import run_predict_onnx
-
         return run_predict_onnx(cfg, feedback)
     with distributed.session(cfg.device) as session:
         meta = read_metadata(cfg.model_path)
@@ -727,3 +654,16 @@ def run_predict(cfg: PredictConfig, feedback: Optional[Feedback] = None) -> Pred
         if session is not None:
             cfg = replace(cfg, device=str(session.device))
         return predict_raster(model, meta, cfg, feedback, session=session)
+
+
+def run_predict_onnx(cfg: PredictConfig, feedback: Optional[Feedback] = None) -> PredictResult:
+    """``run_predict`` for an ``.onnx`` model file: the session and its runner from ``onnx_runtime``
+    (:func:`~.onnx_runtime.onnx_runner`), the tiles, outputs and styles of :func:`predict_raster`."""
+    from .onnx_runtime import onnx_runner
+
+    fb = ensure_feedback(feedback)
+    meta, cfg, runner = onnx_runner(cfg, fb)
+    check_writable(cfg.output_path)
+    with RasterReader(cfg.input_path) as r:
+        choose_bands(meta, r.info.band_count, cfg.bands)
+    return predict_raster(None, meta, cfg, fb, runner=runner)

@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal
 
+from .map_stats import MapStats, output_bands
 from .outputs import output_error
 from .raster.io import _NUMPY_TO_GDAL
 
@@ -151,7 +152,6 @@ def predict_sharded(session, meta, cfg, common: dict, writers, run_tiles, finish
 
 
 def _run_parts(session, cfg, common, meta, want_conf, job, shard, run_tiles, parts, mine) -> int:
-    from .predict import _Stats
 
     class _Like:  # the size and type of an output, for its parts
         def __init__(self, bands, dtype):
@@ -164,30 +164,28 @@ def _run_parts(session, cfg, common, meta, want_conf, job, shard, run_tiles, par
     if want_conf:
         conf_p = PartWriter(part_path(cfg.confidence_path, job, session.rank), _Like(1, np.dtype(np.float32)))
         mine.append(conf_p)
-    n_tiles = run_tiles(out_p, conf_p, _Stats(meta), shard)
+    n_tiles = run_tiles(out_p, conf_p, MapStats(meta), shard)
     for p in mine:
         p.close()
     return n_tiles
 
 
 def _part_like(meta, like_cls):
-    from .predict import _output_bands
 
     if meta.is_classifier:
         k = max(c.value for c in meta.classes)
         return like_cls(1, np.dtype(np.uint8 if k < 255 else np.uint16))
-    return like_cls(_output_bands(meta), np.dtype(np.float32))
+    return like_cls(output_bands(meta), np.dtype(np.float32))
 
 
 def _assemble_and_commit(session, written: list, job: str, cfg, want_conf: bool, out_w, conf_w, finish,
                          meta) -> Optional[dict]:
-    from .predict import _Stats
 
     records = [[i, rank, x, y, w, h] for rank, d in enumerate(written) for i, x, y, w, h in d["tiles"]]
     parts = {("out", r): part_path(cfg.output_path, job, r) for r in range(session.world_size)}
     if want_conf:
         parts.update({("conf", r): part_path(cfg.confidence_path, job, r) for r in range(session.world_size)})
-    stats = _Stats(meta)
+    stats = MapStats(meta)
     _assemble(records, parts, out_w, conf_w, stats)
     finish(out_w, conf_w, stats)
     return {"valid": stats.valid, "class_counts": stats.class_counts(),

@@ -26,8 +26,8 @@ Two ways to score all windows of a tile, chosen by :func:`window_scorer`:
   trains with that context (``finetune.window_context``, ``window_output``), and
   each window is credited to the pixel its features centre on
   (``feature_centre_shift``).
-* **window by window** (any other patch model, e.g. few-shot models made before
-  0.9, whose GroupNorm normalises each window as a whole): windows are cut out
+* **window by window** (any other patch model, e.g. few-shot meta-models with
+  GroupNorm, ``norm="group"``, which normalises each window as a whole): windows are cut out
   of the tile and classified in batches.
 """
 from __future__ import annotations

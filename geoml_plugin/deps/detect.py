@@ -531,7 +531,7 @@ def _package_state(st: DepsStatus, name: str) -> str:
 
 def diagnostics(status: Optional[DepsStatus] = None, refresh: bool = False, extra: str = "") -> str:
     """Plain-text report users can paste into an issue; works without torch."""
-    from .. import __version__
+    from ..version import __version__
 
     st = status if status is not None else dependency_status(refresh=refresh)
     nvidia = detect_nvidia()

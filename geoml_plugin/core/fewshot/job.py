@@ -75,8 +75,9 @@ class FewShotConfig:
     stride: Optional[int] = param(None, kind="int", auto=0, minimum=1, advanced=True,
                                   label="Stride (pixels between classified windows, 0 = automatic)", help=(
         "<b>Stride</b> (advanced): pixels between classified windows; 0 = automatic, an eighth of the patch. Each "
-        "pixel takes the classes of the windows around it, weighted toward the nearer ones; meta-models made by "
-        "GeoML 0.9 or later score every window of a tile in one pass."))
+        "pixel takes the classes of the windows around it, weighted toward the nearer ones; meta-models with per-pixel "
+        "normalisation (the default) score every window of a tile in one pass, older GroupNorm ones window by "
+        "window."))
     batch_size: int = param(64, label="Batch size", minimum=1, advanced=True)
     # test-time views per window (costs as many forward passes)
     views: int = param(1, choices=VIEW_COUNTS, label="Test-time views", advanced=True, help=(
