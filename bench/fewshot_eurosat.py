@@ -140,7 +140,7 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
     ap.add_argument("--algorithm", default=plugin["algorithm"])
     ap.add_argument("--iterations", type=int, default=plugin["iterations"])
     ap.add_argument("--draws", type=int, default=10, help="support draws per K")
-    ap.add_argument("--baseline-draws", type=int, default=4, help="support draws per K for scratch training")
+    ap.add_argument("--baseline-draws", type=int, default=10, help="support draws per K for scratch training")
     ap.add_argument("--baseline-steps", type=int, default=150, help="training steps of scratch")
     ap.add_argument("--shots", default="1,5")
     ap.add_argument("--threads", type=int, default=2)
@@ -261,7 +261,8 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
             "scratch_map_accuracy": mean(pick(base, "map_accuracy_at_chip_centres")),
             "scratch_map_pixel_accuracy": mean(pick(base, "map_pixel_accuracy_on_chips")),
             "scratch_chip_accuracy": mean(pick(base, "chip_accuracy")),
-            "points_above_scratch": round(mean(same) - mean(pick(base, "map_accuracy_at_chip_centres")), 1),
+            "points_above_scratch": (round(mean(same) - mean(pick(base, "map_accuracy_at_chip_centres")), 1)
+                                     if base else None),
             "map_seconds_median": round(float(np.median(pick(ours, "seconds"))), 1),
             "adapt_seconds_median": round(float(np.median(pick(ours, "adapt_seconds"))), 2),
         }
