@@ -71,7 +71,7 @@ class FewShotConfig:
         "<b>Adaptation steps</b>: -1 = the model's default. For MAML meta-models, gradient steps from the learnt "
         "initialisation (default: as meta-trained); for the others, steps of fine-tuning the whole network on the "
         "support points after the nearest-prototype start (default 0: prototypes only, the map in seconds; 50 steps "
-        "added about one point at 5 points per class on EuroSAT, for about 5× the adaptation time)."))
+        "added about one point at 5 points per class on EuroSAT, for about a minute more on a CPU)."))
     adapt_lr: Optional[float] = None  # default: MAML's inner rate; 3e-4 for fine-tuning from prototypes
     device: str = "auto"
     seed: int = param(0, label="Random seed", minimum=0, advanced=True)
