@@ -140,6 +140,7 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
     ap.add_argument("--algorithm", default=plugin["algorithm"])
     ap.add_argument("--iterations", type=int, default=plugin["iterations"])
     ap.add_argument("--ways", type=int, default=plugin["ways"], help="classes per meta-training episode")
+    ap.add_argument("--query", type=int, default=plugin["query"], help="query patches per class and episode")
     ap.add_argument("--draws", type=int, default=10, help="support draws per K")
     ap.add_argument("--baseline-draws", type=int, default=10, help="support draws per K for scratch training")
     ap.add_argument("--baseline-steps", type=int, default=150, help="training steps of scratch")
@@ -180,7 +181,7 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
     # 1. meta-training on 6 classes of the west raster -------------------------------
     meta_path = args.meta_model or str(work / f"meta_{args.algorithm}.safetensors")
     cfg = MetaTrainConfig([west], train_labels, "class_name", meta_path, algorithm=args.algorithm,
-                          iterations=args.iterations, ways=args.ways, device="cpu", seed=args.seed)
+                          iterations=args.iterations, ways=args.ways, query=args.query, device="cpu", seed=args.seed)
     t0 = time.perf_counter()
     if args.meta_model:
         from geoml_plugin.core.modelfile import read_metadata

@@ -13,7 +13,7 @@ from qgis.core import (
 )
 
 from ..core.fewshot.metatrain import MetaTrainConfig
-from ..core.spec import spec_of
+from ..core.spec import spec_of, to_core
 from ..file_filters import MODEL_FILTER
 from .base import GeoMLAlgorithm
 from .spec_params import add_spec_params, build_help
@@ -83,7 +83,7 @@ class MetaTrainAlgorithm(GeoMLAlgorithm):
             rasters=rasters, labels=labels, label_field=fields[0],
             output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context),
             algorithm=spec_of(MetaTrainConfig, "algorithm").choices[self.parameterAsEnum(parameters, "ALGORITHM", context)],
-            ways=self.parameterAsInt(parameters, "WAYS", context),
+            ways=to_core(MetaTrainConfig, "ways", self.parameterAsInt(parameters, "WAYS", context)),
             shots=self.parameterAsInt(parameters, "SHOTS", context),
             query=self.parameterAsInt(parameters, "QUERY", context),
             inner_steps=self.parameterAsInt(parameters, "INNER_STEPS", context),

@@ -68,3 +68,22 @@ def test_holdout_split_is_disjoint_and_keeps_enough_for_training():
     assert not set(train.x[:, 0, 0, 0]) & set(val.x[:, 0, 0, 0])
     assert np.bincount(val.y, minlength=4).tolist() == [4, 4, 4, 0]  # 'd' too small to split
     EpisodeSampler(val, ways=3, shots=2, query=2)  # validation episodes can be drawn
+
+
+def test_automatic_ways_takes_every_usable_class_up_to_the_cap():
+    from geoml_plugin.core.fewshot.metatrain import AUTO_WAYS_MAX, auto_ways
+
+    def bank(counts, regions=None):
+        y = np.concatenate([np.full(n, c) for c, n in enumerate(counts)])
+        r = np.zeros(len(y), np.int64) if regions is None else np.asarray(regions)
+        return PatchBank(np.zeros((len(y), 1, 4, 4), np.float32), y, [f"c{c}" for c in range(len(counts))], r)
+
+    assert auto_ways(bank([10, 10, 10]), shots=5, query=5) == 3
+    assert auto_ways(bank([10] * 9), shots=5, query=5) == AUTO_WAYS_MAX == 6
+    # a class with fewer than SHOTS + QUERY patches cannot be in an episode
+    assert auto_ways(bank([10, 10, 10, 9]), shots=5, query=5) == 3
+    # episodes stay inside one raster: the raster with the most usable classes counts
+    two = bank([10, 10, 10, 10, 10], regions=[0] * 30 + [1] * 20)
+    assert auto_ways(two, shots=5, query=5) == 3
+    # below 2 the episode sampler refuses with the counts: automatic asks for 2
+    assert auto_ways(bank([10, 3]), shots=5, query=5) == 2

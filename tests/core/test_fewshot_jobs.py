@@ -289,6 +289,16 @@ def test_fewer_labelled_classes_than_ways_is_refused(scene, out_dir):
     assert list(out_dir.iterdir()) == []
 
 
+def test_automatic_ways_uses_every_labelled_class(scene, out_dir):
+    logs = []
+    path = str(out_dir / "auto.safetensors")
+    run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=path, iterations=4,
+                                  **{**TINY, "ways": None}), Feedback(on_log=logs.append))
+    assert read_metadata(path).extra["fewshot"]["ways"] == 4  # the scene's 4 classes, all usable
+    assert any("WAYS automatic: 4-way episodes" in m for m in logs)
+    assert any("(4-way episodes)" in m for m in logs)  # meta-validation too
+
+
 def test_more_shots_than_labelled_points_is_refused(scene, out_dir):
     with pytest.raises(InputError, match="at least 35 labelled patches each"):
         run_metatrain(MetaTrainConfig([scene.image], scene.points, output_model=str(out_dir / "m.safetensors"),

@@ -26,12 +26,13 @@ def test_metatrain_and_fewshot_through_processing(geoml_provider, scene, tmp_pat
     model = str(tmp_path / "meta.safetensors")
     res = _run("geoml:metatrain", {
         "INPUT": scene.image, "EXTRA_INPUTS": [], "LABELS": scene.points, "LABEL_FIELD": "class_name",
-        "ALGORITHM": 0, "WAYS": 3, "SHOTS": 2, "QUERY": 3, "META_BATCH": 2, "ITERATIONS": 20, "PATCH_SIZE": 16,
+        "ALGORITHM": 0, "WAYS": 0, "SHOTS": 2, "QUERY": 3, "META_BATCH": 2, "ITERATIONS": 20, "PATCH_SIZE": 16,
         "DEVICE": 1, "SEED": 0, "OUTPUT_MODEL": model})
     assert res["OUTPUT_MODEL"] == model
     assert 0.4 < res["VAL_ACCURACY"] <= 1.0 and res["VAL_ACCURACY_CI95"] >= 0
     meta = read_metadata(model)
     assert meta.extra["fewshot"]["algorithm"] == "protonet" and meta.patch_size == 16
+    assert meta.extra["fewshot"]["ways"] == 4  # WAYS 0: automatic, all 4 labelled classes
 
     # a memory layer of support points, as an analyst would digitise them
     support = QgsVectorLayer("Point?crs=EPSG:32632&field=cover:string", "support", "memory")

@@ -17,6 +17,7 @@ meta-model is an initialisation and must be adapted with ``geoml:fewshot``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -44,6 +45,9 @@ ALGORITHMS = ("protonet", "maml", "fomaml")
 ALGORITHM_NAMES = {"protonet": "prototypical networks", "maml": "MAML (second order)",
                    "fomaml": "first-order MAML"}
 DEFAULT_WIDTHS = (64, 64, 128, 256)
+# automatic WAYS: all the usable classes up to this many (6 measured on EuroSAT; an episode costs WAYS ×
+# (SHOTS + QUERY) windows)
+AUTO_WAYS_MAX = 6
 # small_cnn only: pooled features of every block; per-pixel normalisation (maps in one pass per tile)
 EMBEDDING_OPTIONS = {"stem_stride": 2, "pool_blocks": 4, "norm": "pixel", "centre_pool": 0.25}
 
@@ -59,9 +63,14 @@ class MetaTrainConfig:
         "on EuroSAT, with 5 points per class of classes never seen in training, 87 % against 69 % for first-order "
         "MAML trained with the same seed), MAML or first-order MAML (learns an initialisation that a few gradient "
         "steps adapt; INNER_STEPS and INNER_LR apply to MAML only)."))
-    ways: int = param(4, label="Classes per episode (WAYS)", minimum=2, help=(
+    # None: automatic (auto_ways): every labelled class up to AUTO_WAYS_MAX
+    ways: Optional[int] = param(None, kind="int", auto=0, minimum=2, label="Classes per episode (WAYS, 0 = automatic)",
+                                help=(
         "<b>WAYS / SHOTS / QUERY</b>: classes per episode, support and query patches per class. Every class used "
-        "needs at least SHOTS + QUERY labelled patches."))
+        f"needs at least SHOTS + QUERY labelled patches. WAYS 0 (automatic) uses all the labelled classes that "
+        f"have that many, up to {AUTO_WAYS_MAX}: on EuroSAT, meta-trained on 6 classes and mapping 4 new ones on "
+        "another raster from 5 points each, 6-way episodes gave 84.5 / 85.2 % (two seeds) against 84.1 / 83.1 % "
+        "for 4-way."))
     shots: int = param(5, label="Support patches per class (SHOTS)", minimum=1, help_of="ways")
     query: int = param(5, label="Query patches per class (QUERY)", minimum=1, help_of="ways")
     inner_steps: int = param(5, label="MAML inner steps", minimum=1, help_of="algorithm")  # MAML only
@@ -112,10 +121,10 @@ class MetaTrainResult:
 def validate_config(cfg: MetaTrainConfig) -> None:
     if cfg.algorithm not in ALGORITHMS:
         raise InputError(f"Unknown algorithm '{cfg.algorithm}'.", f"Choose one of {', '.join(ALGORITHMS)}.")
-    for name in ("ways", "shots", "query", "meta_batch", "iterations"):
+    for name in ("shots", "query", "meta_batch", "iterations"):
         if getattr(cfg, name) < 1:
             raise InputError(f"{name.upper()} must be at least 1.")
-    if cfg.ways < 2:
+    if cfg.ways is not None and cfg.ways < 2:
         raise InputError("WAYS must be at least 2: an episode is a choice between classes.")
     if cfg.algorithm != "protonet" and (cfg.inner_steps < 1 or cfg.inner_lr <= 0):
         raise InputError("MAML needs INNER_STEPS ≥ 1 and a positive INNER_LR.")
@@ -237,6 +246,15 @@ class _Learner:
         return losses, accs
 
 
+def auto_ways(bank: PatchBank, shots: int, query: int) -> int:
+    """The automatic WAYS: the classes with at least SHOTS + QUERY labelled patches in the raster that has
+    the most of them, up to :data:`AUTO_WAYS_MAX` (at least 2: fewer is refused with the episode sampler's
+    message, which lists the counts)."""
+    need = shots + query
+    usable = max((sum(len(i) >= need for i in classes.values()) for classes in bank.groups().values()), default=0)
+    return max(2, min(AUTO_WAYS_MAX, usable))
+
+
 def _validation_batches(val: PatchBank, cfg: MetaTrainConfig, log) -> tuple[list, int]:
     """Fixed held-out episodes (same for every evaluation), or none when too few patches."""
     if len(val) == 0:
@@ -291,7 +309,7 @@ def _metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback], session) -> M
     device = session.device if session is not None else resolve_device(cfg.device)
     fb.log(f"Device: {describe_device(device)}"
            + (f" × {world} processes (rank 0 shown)" if world > 1 else "")
-           + f"; {ALGORITHM_NAMES[cfg.algorithm]}, {cfg.ways}-way {cfg.shots}-shot, {cfg.query} queries per class"
+           + f"; {ALGORITHM_NAMES[cfg.algorithm]}, {cfg.shots}-shot, {cfg.query} queries per class"
            + (f", {cfg.meta_batch} episodes per update shared by the processes" if world > 1 else ""))
 
     # Episodes show the windows alone. Trained for the last 30 % of 2400 iterations on windows with the 32 px
@@ -303,11 +321,15 @@ def _metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback], session) -> M
     bank, stats = load_patch_bank(list(cfg.rasters), cfg.labels, cfg.label_field, cfg.patch_size, cfg.bands,
                                   cfg.max_per_class, cfg.seed, fb.sub(0.0, 0.05),
                                   margin=context + (default_step(cfg.patch_size) if cfg.augment else 0))
-    if len(bank.class_names) < cfg.ways:
+    if cfg.ways is not None and len(bank.class_names) < cfg.ways:
         raise InputError(
             f"WAYS is {cfg.ways} but the labels have only {len(bank.class_names)} class(es): "
-            f"{', '.join(bank.class_names)}.", "Lower WAYS or label more classes.")
+            f"{', '.join(bank.class_names)}.", "Lower WAYS (0 = automatic) or label more classes.")
     train, val = holdout_split(bank, cfg.shots, cfg.query, cfg.val_fraction, cfg.seed)
+    if cfg.ways is None:
+        cfg = dataclasses.replace(cfg, ways=auto_ways(train, cfg.shots, cfg.query))
+        fb.log(f"WAYS automatic: {cfg.ways}-way episodes (the classes with at least SHOTS + QUERY training "
+               f"patches, up to {AUTO_WAYS_MAX})")
     sampler = EpisodeSampler(train, cfg.ways, cfg.shots, cfg.query, seed=cfg.seed)
     val_batches, val_ways = _validation_batches(val, cfg, fb.log)
     if not val_batches:
