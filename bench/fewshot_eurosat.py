@@ -139,7 +139,8 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
     ap.add_argument("--data", default=str(default_data()))
     ap.add_argument("--algorithm", default=plugin["algorithm"])
     ap.add_argument("--iterations", type=int, default=plugin["iterations"])
-    ap.add_argument("--ways", type=int, default=plugin["ways"], help="classes per meta-training episode")
+    ap.add_argument("--ways", type=int, default=plugin["ways"],
+                    help="classes per meta-training episode (default: the plugin's, automatic)")
     ap.add_argument("--query", type=int, default=plugin["query"], help="query patches per class and episode")
     ap.add_argument("--draws", type=int, default=10, help="support draws per K")
     ap.add_argument("--baseline-draws", type=int, default=10, help="support draws per K for scratch training")
@@ -161,7 +162,7 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
 
     from geoml_plugin.core.fewshot.job import FewShotConfig, run_fewshot
     from geoml_plugin.core.fewshot.metatrain import build_meta_network, run_metatrain
-    from geoml_plugin.core.modelfile import ModelMetadata, load_model, save_model
+    from geoml_plugin.core.modelfile import ModelMetadata, load_model, read_metadata, save_model
     from geoml_plugin.core.predict import PredictConfig, run_predict
     from geoml_plugin.core.progress import Feedback
     from geoml_plugin.core.raster.classes import make_classes
@@ -184,8 +185,6 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
                           iterations=args.iterations, ways=args.ways, query=args.query, device="cpu", seed=args.seed)
     t0 = time.perf_counter()
     if args.meta_model:
-        from geoml_plugin.core.modelfile import read_metadata
-
         m = read_metadata(meta_path)
         fs = m.extra.get("fewshot", {})
         cfg = dataclasses.replace(cfg, algorithm=fs.get("algorithm", cfg.algorithm),
@@ -273,7 +272,10 @@ def main() -> int:  # noqa: PLR0915  reason: one benchmark protocol read top to 
         "meta_train_raster": "west half (1280 x 2560 px)", "mapped_raster": "east half (1280 x 2560 px)",
         "meta_train_classes": [names[i] for i in TRAIN_IDS], "test_classes": test_names,
         "algorithm": cfg.algorithm, "iterations": cfg.iterations,
-        "meta_config": {k: getattr(cfg, k) for k in ("ways", "shots", "query", "meta_batch", "patch_size")},
+        # the meta-model's own record: WAYS as the run resolved it (the default is automatic)
+        "meta_config": {**{k: getattr(cfg, k) for k in ("ways", "shots", "query", "meta_batch", "patch_size")},
+                        **{k: v for k, v in read_metadata(meta_path).extra.get("fewshot", {}).items()
+                           if k in ("ways", "shots", "query", "meta_batch")}},
         "meta_validation_accuracy": round(100 * mt.val_accuracy, 1), "meta_train_seconds": meta_train_s,
         "meta_model_given": bool(args.meta_model),
         "draws": args.draws, "baseline_draws": args.baseline_draws, "baseline_steps": args.baseline_steps,
