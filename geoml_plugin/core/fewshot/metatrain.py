@@ -67,7 +67,7 @@ class MetaTrainConfig:
     ways: Optional[int] = param(None, kind="int", auto=0, minimum=2, label="Classes per episode (WAYS, 0 = automatic)",
                                 help=(
         "<b>WAYS / SHOTS / QUERY</b>: classes per episode, support and query patches per class. Every class used "
-        f"needs at least SHOTS + QUERY labelled patches. WAYS 0 (automatic) uses all the labelled classes that "
+        "needs at least SHOTS + QUERY labelled patches. WAYS 0 (automatic) uses all the labelled classes that "
         f"have that many, up to {AUTO_WAYS_MAX}: on EuroSAT, meta-trained on 6 classes and mapping 4 new ones on "
         "another raster from 5 points each, 6-way episodes gave 84.5–86.0 % (four seeds, 2400 updates) against "
         "83.1–84.1 % for 4-way (two seeds)."))
@@ -327,10 +327,11 @@ def _metatrain(cfg: MetaTrainConfig, feedback: Optional[Feedback], session) -> M
             f"WAYS is {cfg.ways} but the labels have only {len(bank.class_names)} class(es): "
             f"{', '.join(bank.class_names)}.", "Lower WAYS (0 = automatic) or label more classes.")
     train, val = holdout_split(bank, cfg.shots, cfg.query, cfg.val_fraction, cfg.seed)
-    if cfg.ways is None:
+    automatic = cfg.ways is None
+    if automatic:
         cfg = dataclasses.replace(cfg, ways=auto_ways(train, cfg.shots, cfg.query))
-        fb.log(f"WAYS automatic: {cfg.ways}-way episodes (the classes with at least SHOTS + QUERY training "
-               f"patches, up to {AUTO_WAYS_MAX})")
+    fb.log(f"WAYS automatic: {cfg.ways}-way episodes (the classes with at least SHOTS + QUERY training patches, "
+           f"up to {AUTO_WAYS_MAX})" if automatic else f"{cfg.ways}-way episodes (WAYS)")
     sampler = EpisodeSampler(train, cfg.ways, cfg.shots, cfg.query, seed=cfg.seed)
     val_batches, val_ways = _validation_batches(val, cfg, fb.log)
     if not val_batches:
