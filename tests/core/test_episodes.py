@@ -57,8 +57,13 @@ def test_too_few_classes_for_ways_is_explained():
 
 
 def test_more_shots_than_patches_is_explained():
-    with pytest.raises(InputError, match="at least 13 labelled patches"):
+    with pytest.raises(InputError, match="at least 13 labelled patches") as err:
         EpisodeSampler(_bank(), ways=2, shots=10, query=3)
+    # two classes is the least an episode takes (the automatic WAYS' floor): the hint does not offer fewer
+    assert err.value.hint == "Lower SHOTS or QUERY, or add labels: an episode needs at least 2 classes."
+    with pytest.raises(InputError) as err:
+        EpisodeSampler(_bank(), ways=3, shots=10, query=3)
+    assert err.value.hint == "Lower WAYS, SHOTS or QUERY, or add labels."
 
 
 def test_holdout_split_is_disjoint_and_keeps_enough_for_training():

@@ -117,7 +117,8 @@ class EpisodeSampler:
             raise InputError(
                 f"Episodes need {ways} classes (WAYS) with at least {need} labelled patches each "
                 f"(SHOTS {shots} + QUERY {query}), but no raster has that many: {self.describe_counts()}.",
-                "Lower WAYS, SHOTS or QUERY, or add labels.",
+                "Lower WAYS, SHOTS or QUERY, or add labels." if ways > 2 else
+                "Lower SHOTS or QUERY, or add labels: an episode needs at least 2 classes.",
             )
 
     def describe_counts(self) -> str:
