@@ -17,7 +17,7 @@ from qgis.core import (
 
 from ..core.finetune.job import FinetuneConfig
 from ..core.outputs import output_name
-from ..core.spec import spec_of
+from ..core.spec import spec_of, to_core
 from ..file_filters import NEW_GEOML_MODEL
 from .base import GeoMLAlgorithm
 from .spec_params import add_spec_params, build_help, spec_param
@@ -39,6 +39,7 @@ HELP = build_help(
     (FinetuneConfig, "weights"),
     (FinetuneConfig, "download_weights"),
     (FinetuneConfig, "weight_bands"),
+    (FinetuneConfig, "patch_size"),
     (FinetuneConfig, "epochs"),
     (FinetuneConfig, "augment"),
     "<b>Outputs</b>: the model file (.safetensors; the extension is added when missing); optionally an HTML report with learning curves, confusion "
@@ -116,7 +117,7 @@ class FinetuneAlgorithm(GeoMLAlgorithm):
             download_weights=self.parameterAsBoolean(parameters, "DOWNLOAD_WEIGHTS", context),
             weight_bands=parse_weight_bands(self.parameterAsString(parameters, "WEIGHT_BANDS", context)),
             proxies=qgis_proxies(),
-            patch_size=self.parameterAsInt(parameters, "PATCH_SIZE", context),
+            patch_size=to_core(FinetuneConfig, "patch_size", self.parameterAsInt(parameters, "PATCH_SIZE", context)),
             epochs=self.parameterAsInt(parameters, "EPOCHS", context),
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
             learning_rate=self.parameterAsDouble(parameters, "LEARNING_RATE", context),

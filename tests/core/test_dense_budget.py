@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from geoml_plugin.core import remaining
+from geoml_plugin.core.errors import InputError
 from geoml_plugin.core.finetune import job
 from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
 from geoml_plugin.core.predict import PredictConfig, run_predict
@@ -29,6 +30,60 @@ def test_the_dense_budget_scales_with_the_labelled_area_and_is_capped():
     assert job.dense_budget(4_000_000, 128) == pytest.approx(full / 4, rel=1e-3)
     assert job.auto_dense_epochs(4_000_000, 64, 1600) == -(-full // 1600)  # rounded up
     assert job.auto_dense_epochs(0, 64, 10**6) == 1
+
+
+def test_automatic_patch_size_is_larger_for_dense_models_of_a_large_raster(tmp_path):
+    big = job.AUTO_PATCH_AREAS * job.AUTO_SEGMENTATION_PATCH
+    target = write_raster(tmp_path / "t.tif", np.zeros((8, 8), np.float32))
+    seg = FinetuneConfig("a.tif", str(target), task="segmentation")
+    assert seg.patch_size is None  # the default is automatic
+    assert job.auto_patch_size(seg, big, big + 10) == job.AUTO_SEGMENTATION_PATCH == 96
+    assert job.auto_patch_size(FinetuneConfig("a.tif", str(target), task="regression"), big, big) == 96  # pixels
+    # too small a raster for that many validation areas along a side: the usual 64 px
+    assert job.auto_patch_size(seg, big - 1, 4000) == job.AUTO_PATCH == 64
+    points = str(tmp_path / "points.gpkg")  # not a raster: one value per patch, a patch model
+    for task in ("classification", "regression"):
+        assert job.auto_patch_size(FinetuneConfig("a.tif", points, task=task), big, big) == 64
+    assert job.auto_patch_size(FinetuneConfig("a.tif", str(target), task="segmentation", patch_size=32), big, big) == 32
+
+
+def striped_scene(folder, rare: bool = False):
+    """A 384² RGB raster of bright (2) and dark (1) stripes; with ``rare``, a small third class (3) inside one
+    96-px block of the label raster but across two 64-px ones."""
+    rng = np.random.default_rng(0)
+    size = job.AUTO_PATCH_AREAS * job.AUTO_SEGMENTATION_PATCH
+    img = rng.normal(80, 6, (3, size, size)).astype(np.float32)
+    lab = np.ones((size, size), np.uint8)
+    for r in range(0, size, 96):
+        img[0, r:r + 40, :] += 70
+        lab[r:r + 40, :] = 2
+    if rare:
+        img[2, 50:70, 40:90] += 90
+        lab[50:70, 40:90] = 3
+    return write_raster(folder / "img.tif", img), write_raster(folder / "lab.tif", lab, nodata=0)
+
+
+def test_automatic_patch_size_reaches_the_model_and_the_log(tmp_path):
+    raster, labels = striped_scene(tmp_path)
+    log = []
+    res = run_finetune(FinetuneConfig(raster, labels, output_model=str(tmp_path / "m.safetensors"), epochs=1,
+                                      task="segmentation", max_raster_samples=24, batch_size=8, device="cpu"),
+                       Feedback(on_log=log.append))
+    assert res.meta.patch_size == 96
+    assert any(m.startswith("Patch size automatic: 96 px (a dense model") for m in log), log
+
+
+def test_automatic_patch_size_falls_back_when_a_class_would_lie_in_one_validation_area(tmp_path):
+    raster, labels = striped_scene(tmp_path, rare=True)
+    cfg = dict(output_model=str(tmp_path / "m.safetensors"), epochs=1, task="segmentation", max_raster_samples=60,
+               batch_size=8, device="cpu")
+    with pytest.raises(InputError, match="Class '3' has only 1 labelled feature/area"):
+        run_finetune(FinetuneConfig(raster, labels, patch_size=96, **cfg))  # asked for: refused, as before
+    log = []
+    res = run_finetune(FinetuneConfig(raster, labels, **cfg), Feedback(on_log=log.append))
+    assert res.meta.patch_size == 64
+    assert any(m.startswith("With 96 px patches: Class '3' has only 1") and m.endswith("Automatic patch size: 64 px "
+                                                                                        "instead.") for m in log), log
 
 
 def sparse_scene(folder, labelled_cols: int, seed: int = 0):
