@@ -34,6 +34,7 @@ from ..core.finetune.job import (
 )
 from ..core.outputs import default_output, output_name
 from ..core.remaining import duration_text
+from ..core.spec import to_core
 from ..file_filters import GEOML_MODEL, NEW_GEOML_MODEL
 from .forms import load_ui
 from .job_dialog import JobDialogBase
@@ -499,7 +500,8 @@ class FinetuneDialog(JobDialogBase, FORM):
             input_path=raster.source(), labels=source, label_field=field, output_model=out,
             input_bands=None if bands == default_bands(raster) else bands,  # e.g. alpha checked: as given
             task=self.taskCombo.currentData(), backbone=self.backboneCombo.currentData(),
-            weights=self.weights_value(), patch_size=self.patchSpin.value() or None, epochs=self.epochsSpin.value(),
+            weights=self.weights_value(), patch_size=to_core(FinetuneConfig, "patch_size", self.patchSpin.value()),
+            epochs=self.epochsSpin.value(),
             batch_size=self.batchSpin.value(), learning_rate=self.lrSpin.value(),
             validation_fraction=self.valSpin.value(), freeze_backbone=self.freezeCheck.isChecked(),
             augment=self.augmentCheck.isChecked(), device=self.deviceCombo.currentText(),

@@ -109,7 +109,8 @@ class FinetuneConfig:
         "Sentinel-2 reflectance ÷ 10000), which is stored in the model file and applied by prediction; other bands "
         "take the mean kernel and the raster's statistics."))
     proxies: Optional[dict] = None  # download proxies ({'https': url}); None = the standard proxy variables
-    # None (shells: 0) = automatic: AUTO_PATCH, or AUTO_SEGMENTATION_PATCH for segmentation of a large raster
+    # None (shells: 0) = automatic (auto_patch_size): AUTO_PATCH, or AUTO_SEGMENTATION_PATCH for a dense model of a
+    # large raster
     patch_size: Optional[int] = param(None, kind="int", auto=0, minimum=8, maximum=1024,
                                       label="Patch size (pixels, 0 = automatic)", help=(
         f"<b>Patch size</b>: the side of the windows the network learns from and maps with. 0 (automatic): "
