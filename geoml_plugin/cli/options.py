@@ -60,7 +60,8 @@ def _number_type(spec: ParamSpec, cast):
         if spec.maximum is not None:
             bad = bad or (value >= spec.maximum if spec.maximum_exclusive else value > spec.maximum)
         if bad:
-            raise argparse.ArgumentTypeError(f"{text} is out of range: {spec.title} must be {spec.describe_range()}")
+            auto = f", or {spec.auto} for automatic" if spec.auto is not None else ""
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {spec.title} must be {spec.describe_range()}{auto}")
         return value
 
     convert.__name__ = cast.__name__

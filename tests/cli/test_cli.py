@@ -102,6 +102,8 @@ def test_options_take_choices_by_value_and_refuse_out_of_range_with_status_2(tmp
     res = geoml("finetune", "--input", "a.tif", "--labels", "l.gpkg", "--output-model", "m",
                 "--validation-fraction", "1")
     assert res.returncode == 2 and "below 1" in res.stderr
+    res = geoml("finetune", "--input", "a.tif", "--labels", "l.gpkg", "--output-model", "m", "--patch-size", "4")
+    assert res.returncode == 2 and "must be from 8 to 1024, or 0 for automatic" in res.stderr  # 0 is valid here
     assert geoml().returncode == 2  # no command
 
 

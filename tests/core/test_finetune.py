@@ -480,3 +480,16 @@ def test_confusion_matrix_shows_whole_class_names():
     assert svg.count(">HerbaceousVegetation</text>") == 2  # row and column label
     left = min(float(x) for x in re.findall(r'<rect x="([\d.]+)"', svg))
     assert left - 6 >= len("HerbaceousVegetation") * 6.5  # room for the row label at 11 px
+
+
+def test_a_patch_size_out_of_range_names_the_range_and_the_automatic_choice(tmp_path, scene):
+    """The message says what to enter, automatic included (the default since 96-px dense patches)."""
+    from geoml_plugin.core.finetune.job import check_config
+
+    cfg = FinetuneConfig(input_path=scene.image, labels=scene.points, output_model=str(tmp_path / "m.safetensors"),
+                         patch_size=4)
+    with pytest.raises(InputError) as err:
+        check_config(cfg)
+    assert "Patch size 4 is out of range" in err.value.message
+    assert "8 to 1024 pixels, or automatic (64 px; 96 px for segmentation" in err.value.hint
+    assert not (tmp_path / "m.safetensors").exists()

@@ -358,7 +358,9 @@ def check_config(cfg: FinetuneConfig) -> None:
     if cfg.backbone not in BACKBONES:
         raise InputError(f"Unknown backbone '{cfg.backbone}'.", "Choose one of: " + ", ".join(BACKBONES) + ".")
     if cfg.patch_size is not None and not 8 <= int(cfg.patch_size) <= 1024:
-        raise InputError(f"Patch size {cfg.patch_size} is out of range.", "Use 8 to 1024 pixels (64 is typical).")
+        raise InputError(f"Patch size {cfg.patch_size} is out of range.",
+                         f"Use 8 to 1024 pixels, or automatic ({AUTO_PATCH} px; {AUTO_SEGMENTATION_PATCH} px for "
+                         "segmentation and regression of a large raster).")
     if cfg.epochs < 0 or cfg.batch_size < 2 or cfg.learning_rate < 0:
         raise InputError("Epochs must be ≥ 0 (0 = automatic), batch size ≥ 2 and learning rate ≥ 0 (0 = automatic).")
     if not 0 <= cfg.validation_fraction < 1:
