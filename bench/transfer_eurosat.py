@@ -11,8 +11,8 @@ season / the next county" case. The protocol, on the shared EuroSAT RGB mosaic:
    benchmark meta-trains on (``--source-classes all``: all 10);
 3. on the east raster, all 10 classes: the chip-centre points split 80/20 per class (``--seed``), the 80 %
    thinned to ``--per-class`` points per class when given (few labels, where a start matters most);
-4. each variant (``--variants``: ``name=weights:learning_rate:epochs``, ``weights`` ``none`` or
-   ``source``, 0 = automatic) is fine-tuned on those points, then the east raster is mapped with
+4. each variant (``--variants``: ``name=weights:learning_rate:epochs[:frozen]``, ``weights``
+   ``none`` or ``source``, 0 = automatic; ``frozen``: only the head is trained) is fine-tuned on those points, then the east raster is mapped with
    ``geoml:predict`` defaults and the map is read at the held-out chip centres (and pixel by pixel over those
    chips against ``eurosat_rgb_train_labels.tif``; every chip edge is a class boundary, so that figure is
    bounded).
@@ -96,10 +96,10 @@ def parse_variants(text: str) -> list:
     out = []
     for item in text.split(","):
         name, spec = item.split("=")
-        weights, lr, epochs = spec.split(":")
-        if weights not in ("none", "source"):
-            raise SystemExit(f"variant {name}: weights must be none or source")
-        out.append((name, weights, float(lr), int(epochs)))
+        weights, lr, epochs, *rest = spec.split(":")
+        if weights not in ("none", "source") or rest not in ([], ["frozen"]):
+            raise SystemExit(f"variant {name}: weights must be none or source, then learning rate, epochs[, frozen]")
+        out.append((name, weights, float(lr), int(epochs), rest == ["frozen"]))
     return out
 
 
@@ -159,12 +159,12 @@ def main() -> int:
         train_pts, test_pts, counts = east_split(str(data / POINTS), east, tmp, args.seed, args.per_class)
         out.update(counts)
         # 4. the variants
-        for name, weights, lr, epochs in variants:
+        for name, weights, lr, epochs, frozen in variants:
             path = os.path.join(tmp, f"{name}.safetensors")
             t0 = time.perf_counter()
             res = run_finetune(FinetuneConfig(east, train_pts, "class_name", path, seed=args.seed,
                                               weights=source if weights == "source" else "none",
-                                              learning_rate=lr, epochs=epochs), progress)
+                                              learning_rate=lr, epochs=epochs, freeze_backbone=frozen), progress)
             train_s = time.perf_counter() - t0
             chips = evaluate(path, east, test_pts)
             t1 = time.perf_counter()
@@ -172,7 +172,7 @@ def main() -> int:
             map_s = time.perf_counter() - t1
             score = score_map(pred.output_path, test_pts, labels_tif)
             out["variants"][name] = {
-                "weights": weights, "learning_rate": res.learning_rate, "epochs": res.epochs,
+                "weights": weights, "frozen_backbone": frozen, "learning_rate": res.learning_rate, "epochs": res.epochs,
                 "fitted_on": res.n_train, "seconds_training": round(train_s, 1),
                 "chips_overall_accuracy": chips["overall_accuracy"],
                 "map_accuracy_at_chip_centres": score["map_accuracy_at_chip_centres"],
