@@ -15,8 +15,9 @@ Failures. A job that fails on one rank must stop every rank, with that rank's me
 * phase boundaries (:meth:`Session.exchange`) go through the store, not a collective: a rank waiting
   there sees a failure elsewhere even on NCCL, whose collectives wait for their timeout instead.
 
-SIGTERM (the launcher stopping the workers) is raised as :class:`~.errors.JobCancelled`, so that the
-job's clean-up runs; Ctrl-C reaches every worker as KeyboardInterrupt and cleans up the same way.
+SIGTERM (the launcher stopping the workers) is raised as :class:`LauncherStopped` (a
+:class:`~.errors.JobCancelled`), so that the job's clean-up runs; torchrun sends it to the other ranks when
+one has failed, so a rank stopped by it reports that rank's failure when there is one; Ctrl-C reaches every worker as KeyboardInterrupt and cleans up the same way.
 """
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ _jobs = 0  # sessions opened by this process: every rank opens the same sequence
 
 class PeerFailed(GeoMLError):
     """Another rank of a distributed job failed; this rank stopped with its message."""
+
+
+class LauncherStopped(JobCancelled):
+    """The launcher sent SIGTERM. torchrun does so to the other ranks when one has failed: then that rank's
+    message, not this signal, is the cause (:meth:`Session.fail` looks for it)."""
+
+    def __init__(self):
+        super().__init__("Stopped by the launcher (SIGTERM); no output was written.")
 
 
 @dataclass(frozen=True)
@@ -123,7 +132,8 @@ class Session:
 
     def _fail(self, exc: BaseException) -> BaseException:
         if not isinstance(exc, PeerFailed):
-            peer = None if isinstance(exc, GeoMLError) else self.peer_failure()
+            own = isinstance(exc, GeoMLError) and not isinstance(exc, LauncherStopped)
+            peer = None if own else self.peer_failure()
             if peer is not None:  # e.g. gloo's "Connection closed by peer": the peer's own message is the cause
                 exc = PeerFailed(peer)
             else:
@@ -331,7 +341,7 @@ def _sigterm_as_cancel():
     def handler(signum, frame):
         if not fired:
             fired.append(signum)
-            raise JobCancelled("Stopped by the launcher (SIGTERM); no output was written.")
+            raise LauncherStopped()
 
     old = signal.signal(signal.SIGTERM, handler)
     try:

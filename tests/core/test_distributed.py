@@ -274,7 +274,8 @@ def test_ctrl_c_stops_every_rank_and_leaves_no_file(scene, sample_model, tmp_pat
     assert agent.returncode != 0
     assert os.listdir(out) == []
     for f in (tmp_path / "results").glob("result-*.json"):  # a rank that got to report it: stopped, not done
-        assert json.loads(f.read_text())["jobs"][0]["error_type"] in ("KeyboardInterrupt", "PeerFailed", "JobCancelled")
+        assert json.loads(f.read_text())["jobs"][0]["error_type"] in ("KeyboardInterrupt", "PeerFailed", "JobCancelled",
+                                                                         "LauncherStopped")
 
 
 def test_one_process_is_not_distributed(monkeypatch):
@@ -633,3 +634,27 @@ def test_torchrun_restarts_a_run_crashed_within_an_epoch_from_its_step_to_the_un
         [h["train_loss"] for h in runs["full"][1][0]["jobs"][0]["history"]]
     a, b = load_state(runs["full"][0]["output_model"]), load_state(cfg["output_model"])
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_rank_stopped_by_the_launcher_after_a_peer_failed_reports_the_peer_failure():
+    """torchrun sends SIGTERM to the other ranks once one has exited with an error; a rank that gets it before
+    its own collective fails (a loaded machine) must still say why the job stopped: the failing rank's message."""
+    import torch.distributed as dist
+
+    from geoml_plugin.core.distributed import LaunchEnv, LauncherStopped, PeerFailed, Session
+
+    store = dist.HashStore()
+    store.set("failed/1", "Rank 1 of 2 failed: RuntimeError: injected crash in an epoch")
+    store.add("failures", 1)
+    store.add("stopped", 1)  # rank 1 has stopped
+    sess = Session(LaunchEnv(0, 2, 0), "cpu", store, owns_group=False)
+    exc = sess.fail(LauncherStopped())
+    assert isinstance(exc, PeerFailed) and str(exc) == "Rank 1 of 2 failed: RuntimeError: injected crash in an epoch"
+    assert not sess.failed_here
+    # no failure elsewhere: the launcher's stop is this rank's own reason, published for the others
+    alone = dist.HashStore()
+    sess = Session(LaunchEnv(0, 2, 0), "cpu", alone, owns_group=False)
+    alone.add("stopped", 1)
+    exc = sess.fail(LauncherStopped())
+    assert isinstance(exc, LauncherStopped) and sess.failed_here
+    assert alone.get("failed/0").decode() == "Rank 0 of 2 failed: Stopped by the launcher (SIGTERM); no output was written."
