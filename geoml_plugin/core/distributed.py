@@ -17,7 +17,8 @@ Failures. A job that fails on one rank must stop every rank, with that rank's me
 
 SIGTERM (the launcher stopping the workers) is raised as :class:`LauncherStopped` (a
 :class:`~.errors.JobCancelled`), so that the job's clean-up runs; torchrun sends it to the other ranks when
-one has failed, so a rank stopped by it reports that rank's failure when there is one; Ctrl-C reaches every worker as KeyboardInterrupt and cleans up the same way.
+one has failed, so a rank stopped by it reports that rank's failure when there is one; Ctrl-C reaches every
+worker as KeyboardInterrupt and cleans up the same way.
 """
 from __future__ import annotations
 
