@@ -47,33 +47,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def split_points(src: str, folder: str, seed: int, fraction: float = 0.2) -> tuple[str, str]:
     """Write train/test GeoPackages with ``fraction`` of each class's points in test."""
     import numpy as np
+    from map_scores import write_points
     from osgeo import ogr
 
     ds = ogr.Open(src)
     lay = ds.GetLayer("labels") or ds.GetLayer(0)
     feats = [(f.GetFID(), f.GetField("class_name")) for f in lay]
+    ds = None
     rng = np.random.default_rng(seed)
     test = set()
     for cls in sorted({c for _, c in feats}):
         fids = [fid for fid, c in feats if c == cls]
         test.update(rng.choice(fids, int(round(len(fids) * fraction)), replace=False).tolist())
-    out = []
-    for name, keep in (("train", lambda fid: fid not in test), ("test", lambda fid: fid in test)):
-        path = os.path.join(folder, f"{name}.gpkg")
-        dst = ogr.GetDriverByName("GPKG").CreateDataSource(path)
-        dlay = dst.CreateLayer("labels", lay.GetSpatialRef(), ogr.wkbPoint)
-        defn = lay.GetLayerDefn()
-        for i in range(defn.GetFieldCount()):
-            dlay.CreateField(defn.GetFieldDefn(i))
-        lay.ResetReading()
-        for f in lay:
-            if keep(f.GetFID()):
-                g = ogr.Feature(dlay.GetLayerDefn())
-                g.SetFrom(f)
-                dlay.CreateFeature(g)
-        dst = None
-        out.append(path)
-    return out[0], out[1]
+    return (write_points(src, os.path.join(folder, "train.gpkg"), lambda fid, *_: fid not in test),
+            write_points(src, os.path.join(folder, "test.gpkg"), lambda fid, *_: fid in test))
 
 
 def load_patches(raster: str, points: str, meta, context: int = 0):

@@ -43,6 +43,32 @@ def split_raster(raster: str, folder: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
+def write_points(src: str, dst: str, keep) -> str:
+    """A GeoPackage layer "labels" of the points of ``src`` (all fields, same CRS) for which
+    ``keep(fid, x, y, class_id)`` is true."""
+    from osgeo import ogr
+
+    ds = ogr.Open(src)
+    lay = ds.GetLayerByName("labels") or ds.GetLayer(0)
+    out = ogr.GetDriverByName("GPKG").CreateDataSource(dst)
+    dlay = out.CreateLayer("labels", lay.GetSpatialRef(), ogr.wkbPoint)
+    defn = lay.GetLayerDefn()
+    for i in range(defn.GetFieldCount()):
+        dlay.CreateField(defn.GetFieldDefn(i))
+    n = 0
+    for f in lay:
+        g = f.GetGeometryRef()
+        if keep(f.GetFID(), g.GetX(), g.GetY(), int(f.GetField("class_id"))):
+            h = ogr.Feature(dlay.GetLayerDefn())
+            h.SetFrom(f)
+            dlay.CreateFeature(h)
+            n += 1
+    out = ds = None
+    if not n:
+        raise SystemExit(f"no points selected for {dst}")
+    return dst
+
+
 def read_points(points: str, class_field: str = "class_name") -> tuple[np.ndarray, list]:
     """(x, y) world coordinates and class names of the points of a GeoPackage layer."""
     from osgeo import ogr

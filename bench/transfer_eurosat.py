@@ -42,35 +42,11 @@ SOURCE_CLASSES = [0, 1, 2, 3, 4, 5]  # the few-shot benchmark's meta-training cl
 DEFAULT_VARIANTS = "scratch=none:0:0,start=source:0:0,start_lr3e-3=source:3e-3:0,start_lr3e-4=source:3e-4:0"
 
 
-def write_points(src: str, dst: str, keep) -> str:
-    """A GeoPackage of the points of ``src`` for which ``keep(fid, x, y, class_id)`` is true."""
-    from osgeo import ogr
-
-    ds = ogr.Open(src)
-    lay = ds.GetLayer(0)
-    out = ogr.GetDriverByName("GPKG").CreateDataSource(dst)
-    dlay = out.CreateLayer("labels", lay.GetSpatialRef(), ogr.wkbPoint)
-    defn = lay.GetLayerDefn()
-    for i in range(defn.GetFieldCount()):
-        dlay.CreateField(defn.GetFieldDefn(i))
-    n = 0
-    for f in lay:
-        g = f.GetGeometryRef()
-        if keep(f.GetFID(), g.GetX(), g.GetY(), int(f.GetField("class_id"))):
-            h = ogr.Feature(dlay.GetLayerDefn())
-            h.SetFrom(f)
-            dlay.CreateFeature(h)
-            n += 1
-    out = None
-    if not n:
-        raise SystemExit(f"no points selected for {dst}")
-    return dst
-
-
 def east_split(points: str, east: str, folder: str, seed: int, per_class: int) -> tuple[str, str, dict]:
     """Train/test GeoPackages of the points inside ``east``: 20 % of each class held out, the rest (thinned
     to ``per_class`` per class when > 0) for training."""
     import numpy as np
+    from map_scores import write_points
     from osgeo import ogr
 
     from geoml_plugin.core.raster.io import raster_info
@@ -121,7 +97,7 @@ def main() -> int:
         return 0
     import torch
     from finetune_eurosat import evaluate
-    from map_scores import score_map, split_raster
+    from map_scores import score_map, split_raster, write_points
 
     from geoml_plugin.core.finetune.job import FinetuneConfig, run_finetune
     from geoml_plugin.core.predict import PredictConfig, run_predict
