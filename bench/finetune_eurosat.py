@@ -170,13 +170,23 @@ def main() -> int:
     ap.add_argument("--shifts", default="0,2,4", help="crops of the input (px in x and y) for the map scores")
     from geoml_plugin.core.finetune.weights_catalog import entry_names, find_entry
 
-    ap.add_argument("--weights", default="none", choices=["none", *entry_names()],
-                    help="starting weights: none (GeoML's default) or a catalogue entry (its backbone is used)")
+    ap.add_argument("--weights", default="none",
+                    help="starting weights: none (GeoML's default), a catalogue entry (its backbone is used: "
+                         + ", ".join(entry_names()) + ") or a GeoML model file (its backbone is used; e.g. one "
+                         "made by bench/imagenet_start.py)")
     ap.add_argument("--download", action="store_true", help="download the weights if they are not cached")
     ap.add_argument("--weight-bands", default="", help="the weights' band of each raster band, e.g. B04,B03,B02")
     args = ap.parse_args()
     entry = find_entry(args.weights)
-    backbone = entry.arch if entry is not None else "small_resnet"
+    if entry is not None:
+        backbone = entry.arch
+    elif args.weights != "none":
+        from geoml_plugin.core.finetune.weights import backbone_of
+        from geoml_plugin.core.modelfile import read_metadata
+
+        backbone = backbone_of(read_metadata(args.weights))
+    else:
+        backbone = "small_resnet"
     start = dict(backbone=backbone, weights=args.weights, download_weights=args.download,
                  weight_bands=args.weight_bands or None)
     raster = os.path.join(args.data, "eurosat_rgb_train.tif")

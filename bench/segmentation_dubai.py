@@ -91,6 +91,12 @@ def run_pair(data: str, train: str, test: str, folder: str, args) -> dict:
         cfg.epochs = args.epochs
     if args.patch_size:
         cfg.patch_size = args.patch_size
+    if args.backbone:
+        cfg.backbone = args.backbone
+    if args.learning_rate:
+        cfg.learning_rate = args.learning_rate
+    if args.weights != "none":
+        cfg.weights = args.weights
     res = run_finetune(cfg, fb)
     if args.verbose:
         print("\n".join(log), file=sys.stderr)
@@ -124,6 +130,10 @@ def main() -> int:
     ap.add_argument("--views", default="1", help="test-time views of the prediction (1, 2, 4, 8); a comma "
                     "list maps each pair once per count (the first is the headline, the others 'views_N')")
     ap.add_argument("--verbose", action="store_true", help="the training log on stderr")
+    ap.add_argument("--backbone", default="", help="the U-Net's encoder (default: GeoML's)")
+    ap.add_argument("--learning-rate", type=float, default=0.0, help="0 = GeoML's default (automatic)")
+    ap.add_argument("--weights", default="none", help="starting weights: none (GeoML's default), a catalogue entry "
+                    "that is cached, or a GeoML model file with the same backbone (e.g. from bench/imagenet_start.py)")
     args = ap.parse_args()
     args.views = [int(v) for v in str(args.views).split(",") if v]
     if not os.path.isdir(args.data):
@@ -157,7 +167,9 @@ def main() -> int:
                                and summary["min_class_iou"] > 0)
     print(json.dumps({"benchmark": "segmentation_dubai", "threads": args.threads, "torch": torch.__version__,
                       "load_average": list(os.getloadavg()), "epochs": args.epochs or "default",
-                      "patch_size": args.patch_size or "default", "views": args.views, "pairs": results,
+                      "patch_size": args.patch_size or "default", "views": args.views,
+                      "backbone": args.backbone or "default", "weights": os.path.basename(args.weights),
+                      "pairs": results,
                       "mean": summary}, indent=1))
     return 0
 

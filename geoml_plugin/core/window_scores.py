@@ -62,7 +62,7 @@ def window_output(model, x, context: int = 0):
 
 def map_context(model, patch: int) -> int:
     """Pixels of real neighbourhood around each window that ``model``'s map sees: one cell of the network's
-    last stage (16 px for small_resnet, 32 for the ResNets and few-shot small_cnn models) when the map is
+    last stage (16 px for small_resnet, 32 for the ResNets, MobileNetV2 and few-shot small_cnn models) when the map is
     scored fully convolutionally (:func:`fully_convolutional`), else 0 (windows cut out, zero padding).
 
     Whatever learns from patches for such a model — fine-tuning, few-shot prototypes and adaptation,
@@ -78,13 +78,8 @@ def map_context(model, patch: int) -> int:
 
 def _strided_stages(backbone) -> Optional[tuple[list, int]]:
     """(stages whose first block halves the resolution, in order; the backbone's total reduction), or None."""
-    from .models.resnets import SmallResNet, TorchvisionResNet
-
-    if isinstance(backbone, SmallResNet):
-        return list(backbone.stages)[1:], backbone.reductions[-1]
-    if isinstance(backbone, TorchvisionResNet):
-        return [backbone.layer2, backbone.layer3, backbone.layer4], backbone.reductions[-1]
-    return None
+    stages = getattr(backbone, "strided_stages", None)
+    return (stages(), backbone.reductions[-1]) if callable(stages) else None
 
 
 def _dilate(stages: list, levels: int) -> None:

@@ -299,6 +299,49 @@ def test_n_band_imagenet_weights_from_the_local_cache(blocks, out_dir, tmp_path,
     assert read_metadata(res.model_path).provenance["weights"] == "imagenet"
 
 
+def test_mobilenet_v2_segments_from_cached_imagenet_weights_and_is_refused_for_patch_classes(scene, blocks, out_dir,
+                                                                                            tmp_path, monkeypatch):
+    """The light pretrained encoder: torchvision's file in the cache starts a U-Net's MobileNetV2 encoder
+    (4 bands: RGB kernels by name, the fourth the mean kernel) and predict maps any raster size. As a patch
+    classifier it is refused before anything is read or written: its map is far worse than its patches."""
+    import torchvision
+
+    from geoml_plugin.core.finetune.pretrained import cached_path
+    from geoml_plugin.core.finetune.weights_catalog import find_entry
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    entry = find_entry("imagenet", "mobilenet_v2")
+    path = cached_path(entry)
+    os.makedirs(os.path.dirname(path))
+    torch.manual_seed(4)
+    fake = torchvision.models.mobilenet_v2(weights=None).state_dict()
+    torch.save(fake, path)
+    lines = []
+    res = run_finetune(FinetuneConfig(scene.image, scene.polygons, "class_name", str(out_dir / "mn.safetensors"),
+                                      task="segmentation", backbone="mobilenet_v2", weights="imagenet", epochs=1,
+                                      patch_size=32, batch_size=16, device="cpu"),
+                       Feedback(on_log=lines.append))
+    assert any("Started from MobileNetV2, ImageNet" in s for s in lines)
+    assert res.learning_rate == 1e-3
+    model, meta = load_model(res.model_path)
+    assert meta.architecture == "unet" and meta.arch_args["backbone"] == "mobilenet_v2"
+    got = model.backbone.state_dict()["features.17.conv.2.weight"]
+    assert 0 < float((got - fake["features.17.conv.2.weight"]).abs().max()) < 0.05  # trained, from ImageNet's
+    out = run_predict(PredictConfig(scene.image, res.model_path, str(out_dir / "mn_map.tif"), device="cpu"))
+    ds = gdal.Open(out.output_path)
+    assert (ds.RasterXSize, ds.RasterYSize) == (128, 128)
+    assert set(out.class_counts) <= {"Water", "Forest", "Cropland", "Urban"} and len(out.class_counts) >= 2
+    ds = None
+    raster, labels, _ = blocks
+    refused = out_dir / "refused"
+    refused.mkdir()
+    with pytest.raises(InputError, match="segmentation and pixel regression only") as err:
+        run_finetune(FinetuneConfig(raster, labels, "label", str(refused / "m.safetensors"), backbone="mobilenet_v2",
+                                    **FAST))
+    assert "small_resnet" in err.value.hint
+    assert list(refused.iterdir()) == []
+
+
 def test_missing_imagenet_weights_say_which_file_and_write_nothing(blocks, out_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     raster, labels, _ = blocks

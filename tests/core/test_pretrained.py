@@ -49,10 +49,14 @@ def test_every_catalogue_entry_is_complete_and_consistent():
 def test_imagenet_entries_are_torchvisions_own_urls():
     import torchvision
 
-    for depth in (18, 34, 50):
-        tv = getattr(torchvision.models, f"ResNet{depth}_Weights").DEFAULT
-        e = find_entry("imagenet", f"resnet{depth}")
+    for arch, enum in (("resnet18", "ResNet18_Weights"), ("resnet34", "ResNet34_Weights"),
+                       ("resnet50", "ResNet50_Weights"), ("mobilenet_v2", "MobileNet_V2_Weights")):
+        tv = getattr(torchvision.models, enum).DEFAULT
+        e = find_entry("imagenet", arch)
         assert e.url == tv.url and e.size_mb == tv.meta["_file_size"]
+    v1 = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
+    e = find_entry("mobilenet_v2_imagenet_v1")
+    assert e.url == v1.url and e.size_mb == v1.meta["_file_size"] and e.arch == "mobilenet_v2"
 
 
 def test_seco_scaling_reproduces_secos_own_chain():
@@ -95,7 +99,7 @@ def files(tmp_path_factory):
     """Weight files in the layouts GeoML reads, per architecture."""
     d = tmp_path_factory.mktemp("weights")
     out = {}
-    for arch in ("resnet18", "resnet34", "resnet50"):
+    for arch in ("resnet18", "resnet34", "resnet50", "mobilenet_v2"):
         tv = torchvision_state(arch)
         p = d / f"{arch}_tv.pth"
         torch.save(tv, p)
@@ -120,13 +124,16 @@ def files(tmp_path_factory):
 
 def _assert_body_equal(model, source):
     got = model.backbone.state_dict()
+    checked = 0
     for k, v in source.items():
-        if k.startswith("fc.") or k == "conv1.weight":
+        if k.startswith(("fc.", "classifier.")) or k == model.backbone.first_conv:
             continue
         torch.testing.assert_close(got[k], v, msg=k)
+        checked += 1
+    assert checked == len(got) - 1  # every tensor but the first convolution came from the file
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50", "mobilenet_v2"])
 @pytest.mark.parametrize("bands", [1, 3, 4])
 def test_torchvision_files_load_into_every_backbone_and_band_count(files, arch, bands):
     path, src = files[arch, "torchvision"]
@@ -136,15 +143,16 @@ def test_torchvision_files_load_into_every_backbone_and_band_count(files, arch, 
     line = apply_entry(model, entry, path, match_bands(entry, names))
     assert entry.title in line
     _assert_body_equal(model, src)
-    w = model.backbone.conv1.weight.detach()
+    first = model.backbone.first_conv  # conv1.weight; features.0.0.weight for MobileNetV2
+    w = model.backbone.state_dict()[first]
     assert w.shape[1] == bands
     if bands > 1:  # named bands: R, G, B kernels; nir: the mean kernel
         for b in range(min(bands, 3)):
-            torch.testing.assert_close(w[:, b], src["conv1.weight"][:, b])
+            torch.testing.assert_close(w[:, b], src[first][:, b])
         if bands == 4:
-            torch.testing.assert_close(w[:, 3], src["conv1.weight"].mean(dim=1))
+            torch.testing.assert_close(w[:, 3], src[first].mean(dim=1))
     else:  # one unnamed band: RGB kernels summed (as before)
-        torch.testing.assert_close(w[:, 0], src["conv1.weight"].sum(dim=1))
+        torch.testing.assert_close(w[:, 0], src[first].sum(dim=1))
 
 
 @pytest.mark.parametrize("layout", ["torchgeo", "lightning", "safetensors"])
@@ -171,6 +179,18 @@ def test_unet_encoders_take_the_weights_too(files):
     apply_entry(model, entry, path, match)
     _assert_body_equal(model, src)
     torch.testing.assert_close(model.backbone.conv1.weight.detach(), src["conv1.weight"][:, [3, 2, 1]])
+
+
+def test_a_mobilenet_v2_unet_encoder_takes_imagenet_weights_and_maps_any_tile_size(files):
+    path, src = files["mobilenet_v2", "torchvision"]
+    entry = find_entry("imagenet", "mobilenet_v2")
+    model = build_model("unet", backbone="mobilenet_v2", in_bands=4, num_outputs=5)
+    apply_entry(model, entry, path, match_bands(entry, ["red", "green", "blue", "nir"]))
+    _assert_body_equal(model, src)
+    w = model.backbone.state_dict()["features.0.0.weight"]
+    torch.testing.assert_close(w[:, :3], src["features.0.0.weight"])
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 4, 100, 90)).shape == (1, 5, 100, 90)
 
 
 def test_weights_that_do_not_fit_the_backbone_are_refused(files):

@@ -121,7 +121,7 @@ def test_moving_the_input_by_k_pixels_moves_the_map_by_k_pixels(trained):
 
 
 @pytest.mark.parametrize("arch,bands,centre", [("small_resnet", 4, 0.0), ("small_resnet", 4, 0.25),
-                                               ("resnet18", 3, 0.0)])
+                                               ("resnet18", 3, 0.0), ("mobilenet_v2", 3, 0.0)])
 def test_fully_convolutional_windows_equal_the_plain_network_on_its_pooling_grid(arch, bands, centre):
     """The one-pass map gives each window what the model's own head gives its cells (plain or
     centre-weighted pooling)."""

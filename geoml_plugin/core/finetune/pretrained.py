@@ -278,23 +278,24 @@ def apply_entry(model, entry: WeightsEntry, path: str, match: BandMatch) -> str:
     from ..models.resnets import adapt_first_conv
 
     backbone = model.backbone
+    first = backbone.first_conv  # conv1.weight (ResNets), features.0.0.weight (MobileNetV2)
     state = backbone_state(safe_load(path), backbone)
-    w = state.get("conv1.weight")
-    target = backbone.state_dict()["conv1.weight"]
+    w = state.get(first)
+    target = backbone.state_dict()[first]
     if w is None:
-        raise ModelFileError(f"The weights file {os.path.basename(path)} has no first convolution (conv1.weight).")
+        raise ModelFileError(f"The weights file {os.path.basename(path)} has no first convolution ({first}).")
     if w.shape[1] != len(entry.bands):
         raise ModelFileError(f"The weights file {os.path.basename(path)} has {w.shape[1]} input band(s); the "
                              f"catalogue says {len(entry.bands)} for '{entry.name}'.", "Delete it and download again.")
     in_bands = target.shape[1]
     if match.index is not None:
-        state["conv1.weight"] = first_layer(w, match.index)
+        state[first] = first_layer(w, match.index)
         known = sum(i is not None for i in match.index)
         how = (f"bands matched {match.how}: " + ", ".join(n or "mean kernel" for n in match.names)
                + (f" ({in_bands - known} band(s) unknown to the weights take the mean kernel)"
                   if known < in_bands else ""))
     else:
-        state["conv1.weight"] = adapt_first_conv(w, in_bands)
+        state[first] = adapt_first_conv(w, in_bands)
         how = f"bands {match.how}; kernels repeated over {in_bands} bands, scaled by {w.shape[1]}/{in_bands}"
     try:
         backbone.load_state_dict(state, strict=True)

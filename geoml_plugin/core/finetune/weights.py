@@ -44,11 +44,12 @@ def torchvision_weights_enum(backbone: str):
     from ..deps_check import require_torchvision
 
     tv = require_torchvision()
-    names = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights"}
+    names = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights",
+             "mobilenet_v2": "MobileNet_V2_Weights"}
     if backbone not in names:
         raise InputError(
-            f"ImageNet weights exist only for the torchvision ResNets, not for '{backbone}'.",
-            "Choose resnet18, resnet34 or resnet50, or WEIGHTS=none.",
+            f"ImageNet weights exist only for torchvision's ResNets and MobileNetV2, not for '{backbone}'.",
+            "Choose resnet18, resnet34, resnet50 or mobilenet_v2, or WEIGHTS=none.",
         )
     return getattr(tv.models, names[backbone]).DEFAULT
 
@@ -83,9 +84,10 @@ def apply_imagenet(model, backbone: str, in_bands: int) -> str:
     """Load ImageNet weights into ``model.backbone``; returns a log line."""
     from ..models.resnets import adapt_first_conv
 
-    state = {k: v for k, v in load_imagenet_state(backbone).items() if not k.startswith("fc.")}
-    if "conv1.weight" in state:
-        state["conv1.weight"] = adapt_first_conv(state["conv1.weight"], in_bands)
+    state = {k: v for k, v in load_imagenet_state(backbone).items() if not k.startswith(("fc.", "classifier."))}
+    first = model.backbone.first_conv
+    if first in state:
+        state[first] = adapt_first_conv(state[first], in_bands)
     try:
         model.backbone.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -3,8 +3,9 @@
 Every fact in a row was copied from the publisher's own source, named in the
 row's ``source``:
 
-* torchvision's ImageNet ResNets: ``torchvision/models/resnet.py`` (torchvision
-  0.29): URL, ``_file_size`` (MB), and the ``ImageClassification`` transform
+* torchvision's ImageNet ResNets and MobileNetV2: ``torchvision/models/resnet.py``
+  and ``mobilenetv2.py`` (torchvision 0.29): URL, ``_file_size`` (MB), and the
+  ``ImageClassification`` transform
   (``torchvision/transforms/_presets.py``: values scaled to 0–1, then
   mean (0.485, 0.456, 0.406) / std (0.229, 0.224, 0.225) per channel).
 * remote-sensing ResNets published with TorchGeo: ``torchgeo/models/resnet.py``
@@ -50,6 +51,8 @@ TG_SOURCE = ("TorchGeo, torchgeo/models/resnet.py ({}) and docs/api/weights/{}.c
              "(https://torchgeo.readthedocs.io/en/stable/api/weights/{}.html)")
 TV_LICENCE = ("BSD-3-Clause (torchvision). torchvision: pre-trained models 'may have their own licenses or terms "
               "and conditions derived from the dataset used for training' (ImageNet).")
+MOBILENET_V2_PAPER = ("Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks, "
+                      "https://arxiv.org/abs/1801.04381")
 RESNET_PAPER = "He et al. 2016, Deep Residual Learning for Image Recognition, https://arxiv.org/abs/1512.03385"
 SSL4EO_S12_PAPER = ("Wang et al. 2023, SSL4EO-S12: A large-scale multi-modal, multi-temporal dataset for "
                     "self-supervised learning in Earth observation, https://arxiv.org/abs/2211.07044")
@@ -135,6 +138,15 @@ def _tv(name, depth, url, size, variant="IMAGENET1K_V1"):
         source=TV_SOURCE.format(f"ResNet{depth}_Weights.{variant}"), key_layout="torchvision")
 
 
+def _tv_mobilenet_v2(name, url, size, variant):
+    return WeightsEntry(
+        name=name, arch="mobilenet_v2", title=f"MobileNetV2, ImageNet ({variant}, torchvision)", sensor="RGB",
+        bands=RGB_BANDS, scaling=_IMAGENET_TEXT, scale_mean=None, scale_std=None, url=url,
+        hash_prefix=_prefix(url), size_mb=size, size_published=True, licence=TV_LICENCE, paper=MOBILENET_V2_PAPER,
+        source=f"torchvision 0.29, torchvision/models/mobilenetv2.py (MobileNet_V2_Weights.{variant}) and "
+               "transforms/_presets.py", key_layout="torchvision")
+
+
 def _prefix(url: str) -> str:
     m = re.search(r"-([0-9a-f]{8,})\.pth$", url)
     return m.group(1) if m else ""
@@ -167,6 +179,10 @@ CATALOGUE: tuple = (
     _tv("resnet50_imagenet", 50, "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", 97.79,
         "IMAGENET1K_V2"),
     _tv("resnet50_imagenet_v1", 50, "https://download.pytorch.org/models/resnet50-0676ba61.pth", 97.781),
+    _tv_mobilenet_v2("mobilenet_v2_imagenet", "https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth", 13.598,
+                     "IMAGENET1K_V2"),
+    _tv_mobilenet_v2("mobilenet_v2_imagenet_v1", "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+                     13.555, "IMAGENET1K_V1"),
     _tg("resnet18_sentinel2_all_moco", "resnet18", "ResNet18_Weights.SENTINEL2_ALL_MOCO",
         _HF + "resnet18_sentinel2_all_moco/resolve/5b8cddc9a14f3844350b7f40b85bcd32aed75918/"
         "resnet18_sentinel2_all_moco-59bfdff9.pth",

@@ -15,7 +15,17 @@ Backbones:
   first convolution is adapted to any band count. With ImageNet weights the
   RGB kernels are repeated cyclically over the N bands and scaled by 3/N, so
   a patch of N bands that look alike gives the same first-layer response as
-  the RGB image it was trained on (timm's ``adapt_input_conv``).
+  the RGB image it was trained on (timm's ``adapt_input_conv``);
+* ``mobilenet_v2`` — torchvision's MobileNetV2 (inverted residuals with
+  depthwise convolutions, 2.2 M parameters): a pretrained backbone light
+  enough for a CPU (≈25 M multiply-adds for a 64-px patch, 1280 features).
+
+Every backbone has ``feature_maps(x)`` (its stage outputs, finest first, for
+the U-Net), ``channels`` and ``reductions`` of those maps, ``first_conv`` (the
+state-dict key of its first convolution, which pretrained weights adapt to the
+raster's bands) and ``strided_stages()`` (the groups of layers that halve the
+resolution after the stem, which the fully convolutional map dilates:
+``window_scores``).
 
 Architecture arguments are plain JSON values so a model file rebuilds the
 network; weights are never downloaded here (see ``core/finetune/weights.py``).
@@ -29,7 +39,7 @@ from torch import nn
 
 from .registry import register
 
-BACKBONES = ("small_resnet", "resnet18", "resnet34", "resnet50")
+BACKBONES = ("small_resnet", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
 TORCHVISION_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 
 
@@ -84,13 +94,17 @@ class SmallResNet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.channels = list(widths)
         self.reductions = [2 * 2**i for i in range(len(widths))]
+        self.first_conv = "stem.0.weight"
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         for blk in self.stages:  # start each residual branch near identity
             nn.init.zeros_(blk.bn2.weight)
 
-    def features(self, x: torch.Tensor) -> list:
+    def strided_stages(self) -> list:
+        return list(self.stages)[1:]
+
+    def feature_maps(self, x: torch.Tensor) -> list:
         out, x = [], self.stem(x)
         for s in self.stages:
             x = s(x)
@@ -125,8 +139,12 @@ class TorchvisionResNet(nn.Module):
         exp = 4 if depth >= 50 else 1
         self.channels = [64, 64 * exp, 128 * exp, 256 * exp, 512 * exp]
         self.reductions = [2, 4, 8, 16, 32]
+        self.first_conv = "conv1.weight"
 
-    def features(self, x: torch.Tensor) -> list:
+    def strided_stages(self) -> list:
+        return [self.layer2, self.layer3, self.layer4]
+
+    def feature_maps(self, x: torch.Tensor) -> list:
         x0 = self.relu(self.bn1(self.conv1(x)))
         x1 = self.layer1(self.maxpool(x0))
         x2 = self.layer2(x1)
@@ -138,9 +156,55 @@ class TorchvisionResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
+class TorchvisionMobileNetV2(nn.Module):
+    """torchvision's MobileNetV2 without its classifier, first convolution sized for N bands.
+
+    The layers keep torchvision's names (``features.0.0.weight`` …) so its ImageNet state dict loads as it
+    is; ``features`` is that ``nn.Sequential`` (reached as ``self._modules["features"]``, because
+    :meth:`feature_maps` is the method every backbone shares). The stage outputs the U-Net takes are those
+    at 1/2 (16 channels), 1/4 (24), 1/8 (32), 1/16 (96) and 1/32 (the 1280-channel last layer)."""
+
+    # the torchvision layers that end each stage (exclusive), i.e. features[0:2] … features[14:19]
+    BOUNDS = (0, 2, 4, 7, 14, 19)
+
+    def __init__(self, in_bands: int):
+        super().__init__()
+        from ..deps_check import require_torchvision
+
+        tv = require_torchvision()
+        feats = tv.models.mobilenet_v2(weights=None).features
+        if in_bands != 3:
+            conv = nn.Conv2d(in_bands, 32, 3, 2, 1, bias=False)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out")
+            feats[0][0] = conv
+        self.add_module("features", feats)
+        self.channels = [16, 24, 32, 96, 1280]
+        self.reductions = [2, 4, 8, 16, 32]
+        self.first_conv = "features.0.0.weight"
+
+    def _groups(self) -> list:
+        layers = list(self._modules["features"])
+        return [nn.Sequential(*layers[a:b]) for a, b in zip(self.BOUNDS[:-1], self.BOUNDS[1:])]
+
+    def strided_stages(self) -> list:
+        return self._groups()[1:]
+
+    def feature_maps(self, x: torch.Tensor) -> list:
+        out = []
+        for g in self._groups():
+            x = g(x)
+            out.append(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._modules["features"](x)
+
+
 def make_backbone(name: str, in_bands: int) -> nn.Module:
     if name == "small_resnet":
         return SmallResNet(in_bands)
+    if name == "mobilenet_v2":
+        return TorchvisionMobileNetV2(in_bands)
     if name in TORCHVISION_DEPTHS:
         return TorchvisionResNet(TORCHVISION_DEPTHS[name], in_bands)
     raise ValueError(f"unknown backbone {name!r}")
@@ -208,5 +272,5 @@ def _torchvision_builder(name: str):
     return build
 
 
-for _name in TORCHVISION_DEPTHS:
+for _name in (*TORCHVISION_DEPTHS, "mobilenet_v2"):
     register(_name)(_torchvision_builder(_name))

@@ -54,7 +54,7 @@ class UNet(nn.Module):
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        feats = self.backbone.features(x)
+        feats = self.backbone.feature_maps(x)
         y = feats[-1]
         for blk, skip in zip(self.decoder, reversed(feats[:-1])):
             y = blk(y, skip)
