@@ -95,6 +95,8 @@ def run_pair(data: str, train: str, test: str, folder: str, args) -> dict:
         cfg.backbone = args.backbone
     if args.learning_rate:
         cfg.learning_rate = args.learning_rate
+    if args.freeze_backbone:
+        cfg.freeze_backbone = True
     if args.weights != "none":
         cfg.weights = args.weights
     res = run_finetune(cfg, fb)
@@ -132,6 +134,7 @@ def main() -> int:
     ap.add_argument("--verbose", action="store_true", help="the training log on stderr")
     ap.add_argument("--backbone", default="", help="the U-Net's encoder (default: GeoML's)")
     ap.add_argument("--learning-rate", type=float, default=0.0, help="0 = GeoML's default (automatic)")
+    ap.add_argument("--freeze-backbone", action="store_true", help="train the decoder only (pretrained encoder)")
     ap.add_argument("--weights", default="none", help="starting weights: none (GeoML's default), a catalogue entry "
                     "that is cached, or a GeoML model file with the same backbone (e.g. from bench/imagenet_start.py)")
     args = ap.parse_args()
@@ -169,6 +172,7 @@ def main() -> int:
                       "load_average": list(os.getloadavg()), "epochs": args.epochs or "default",
                       "patch_size": args.patch_size or "default", "views": args.views,
                       "backbone": args.backbone or "default", "weights": os.path.basename(args.weights),
+                      "freeze_backbone": args.freeze_backbone, "learning_rate": args.learning_rate or "automatic",
                       "pairs": results,
                       "mean": summary}, indent=1))
     return 0

@@ -113,6 +113,11 @@ def _patch_wrapper(model, meta: ModelMetadata, stride: Optional[int]):
     if stride < 1:
         raise InputError("Stride must be at least 1 pixel.")
     scorer = fully_convolutional(model, P, stride)
+    if scorer is None and int(meta.extra.get("window_context", 0) or 0):
+        raise InputError(
+            f"This {meta.architecture} patch model cannot be exported: its map scores each window cut out with the "
+            f"{int(meta.extra['window_context'])} px of context it was trained with, which the exported graph (one "
+            "pass over each tile) cannot do.", "Apply it with Apply model (geoml:predict) instead.")
     if scorer is not None:
         scorer.to("cpu")
         step, shift = int(scorer.step), int(scorer.shift)

@@ -44,11 +44,15 @@ from .raster.io import (
 from .raster.tiling import dense_tiles, prefetch, window_tiles
 from .sharded import predict_sharded
 from .spec import param, validate
-from .window_scores import default_step, fully_convolutional, interpolate
+from .window_scores import default_step, fully_convolutional, interpolate, window_output
 
 REGRESSION_NODATA = -9999.0
 CONFIDENCE_NODATA = -1.0
 _PATCH_TILE = 512  # output pixels per side of a patch model's tile
+# Patch models scored window by window with their training context (a backbone whose one-pass map is not
+# faithful: models.resnets.TorchvisionMobileNetV2): automatic stride patch // this (32 px for 64-px windows)
+# instead of patch // 8, as each window costs a network pass over window + context (64 times fewer at 8 px).
+CUT_CONTEXT_STEP_DIV = 2
 
 
 @dataclass
@@ -66,7 +70,8 @@ class PredictConfig:
     stride: Optional[int] = param(None, kind="int", auto=0, minimum=1, advanced=True,
                                   label="Stride for patch classifiers (pixels, 0 = automatic)", help=(
         "<b>Stride</b> (patch classifiers): distance in pixels between classified windows. 0 = automatic: an eighth "
-        "of the patch (8 px for 64-px patches). Each pixel's class comes from the windows around it, weighted toward "
+        "of the patch (8 px for 64-px patches); half the patch for MobileNetV2 classifiers, whose windows are "
+        "scored one by one with the context they were trained with. Each pixel's class comes from the windows around it, weighted toward "
         "the nearer ones, so the map does not depend on where the windows fall; ResNet classifiers and few-shot "
         "models score all windows of a tile in about two network passes, so the default costs little more than a "
         "larger stride (the network's feature grid sets the possible strides: the log says which was used)."))
@@ -483,16 +488,22 @@ def _predict_patches(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, i
     if stride < 1:
         raise InputError("Stride must be at least 1 pixel.")
     scorer = fully_convolutional(runner.model, P, stride)
+    # a model trained with context that cannot be scored in one pass gets its windows cut out with that context
+    cut = 0 if scorer is not None else int(meta.extra.get("window_context", 0) or 0)
+    if cut and not cfg.stride:  # each window costs a network pass over window + context: a coarser lattice
+        stride = max(stride, P // CUT_CONTEXT_STEP_DIV)
     step = stride
     if scorer is not None:
         scorer.to(runner.device)
         step = scorer.step
     wx, wy, ww, wh = win
     # a fully convolutional scorer reads 2 cells of its network more around each tile: the windows at a tile's
-    # edge then see their neighbours as on the rest of the map (no seams)
+    # edge then see their neighbours as on the rest of the map (no seams); windows cut out read their context
     tiles = window_tiles(ww, wh, P, step, core=_PATCH_TILE, shift=scorer.shift if scorer is not None else 0,
-                         context=2 * scorer.reduction if scorer is not None else 0)
-    how = "scored fully convolutionally" if scorer is not None else "scored window by window"
+                         context=2 * scorer.reduction if scorer is not None else cut)
+    how = ("scored fully convolutionally" if scorer is not None else
+           f"scored window by window with the {cut} px of context the model was trained with" if cut else
+           "scored window by window")
     asked = f" (asked: {stride} px, the nearest the network's feature grid allows)" if step != stride else ""
     fb.log(f"Patch model: {P} px windows every {step} px{asked}, {how}; each pixel interpolated between the "
            f"4 nearest window centres; {len(tiles)} tiles")
@@ -514,7 +525,9 @@ def _predict_patches(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, i
                 k = t.pad // step
                 scores = runner.forward(x[None], scorer)[0][:, k:k + t.ny, k:k + t.nx]
             else:
-                scores = _window_by_window(runner, torch.from_numpy(x), P, step, cfg.batch_size, t.nx, t.ny)
+                o = t.pad - cut  # the padded tile starts t.pad px before the first window
+                scores = _window_by_window(runner, torch.from_numpy(x[:, o:, o:]), P, step, cfg.batch_size, t.nx,
+                                           t.ny, cut)
             if meta.is_classifier:
                 scores = torch.softmax(scores, dim=0)
             per_pixel = interpolate(scores, t.first, step, (t.out.w, t.out.h))
@@ -525,12 +538,17 @@ def _predict_patches(reader, runner, meta, cfg, win, out_w, conf_w, stats, fb, i
     return len(tiles)
 
 
-def _window_by_window(runner, x, patch: int, step: int, batch_size: int, nx: int, ny: int):
-    """(outputs, ny, nx) scores of the windows of a normalised tile ``x`` (C, H, W), cut out and batched."""
+def _window_by_window(runner, x, patch: int, step: int, batch_size: int, nx: int, ny: int, context: int = 0):
+    """(outputs, ny, nx) scores of the windows of a normalised tile ``x`` (C, H, W), cut out and batched;
+    with ``context``, each window is cut out with that many pixels around it (``x`` starts ``context`` px
+    before the first window) and only its own cells are pooled (``window_output``), as in training."""
     torch = runner.torch
-    windows = x.unfold(1, patch, step).unfold(2, patch, step)[:, :ny, :nx]  # C, ny, nx, P, P
-    windows = windows.permute(1, 2, 0, 3, 4).reshape(ny * nx, x.shape[0], patch, patch)
-    outs = [runner.forward(windows[s : s + batch_size].numpy()) for s in range(0, len(windows), max(1, batch_size))]
+    size = patch + 2 * context
+    windows = x.unfold(1, size, step).unfold(2, size, step)[:, :ny, :nx]  # C, ny, nx, size, size
+    windows = windows.permute(1, 2, 0, 3, 4).reshape(ny * nx, x.shape[0], size, size)
+    fn = (lambda t: window_output(runner.model, t, context)) if context else None  # noqa: E731
+    outs = [runner.forward(windows[s : s + batch_size].numpy(), fn)
+            for s in range(0, len(windows), max(1, batch_size))]
     return torch.cat(outs).reshape(ny, nx, -1).permute(2, 0, 1)
 
 

@@ -265,7 +265,7 @@ def _fcn_steps(model, patch: int) -> tuple[list, object]:
     from .models.fewshot import ConvEmbedding, MetaClassifier
     from .models.resnets import PatchNet
 
-    if isinstance(model, PatchNet):
+    if isinstance(model, PatchNet) and getattr(model.backbone, "one_pass_map", True):
         found = _strided_stages(model.backbone)
         if found is not None and patch % found[1] == 0:
             stages, reduction = found
@@ -284,7 +284,7 @@ def fully_convolutional(model, patch: int, stride: int):
     """A scorer of all windows of a tile (:class:`DenseWindows` or :class:`DenseEmbedding`) whose lattice
     spacing ``.step`` is the largest the network allows at most ``stride``, or None when ``model`` must be
     applied window by window (another architecture, GroupNorm, a patch that is not a multiple of the
-    network's reduction)."""
+    network's reduction, a backbone whose ``one_pass_map`` is False)."""
     steps, cls = _fcn_steps(model, patch)
     for s in steps:
         if s <= stride:

@@ -299,11 +299,11 @@ def test_n_band_imagenet_weights_from_the_local_cache(blocks, out_dir, tmp_path,
     assert read_metadata(res.model_path).provenance["weights"] == "imagenet"
 
 
-def test_mobilenet_v2_segments_from_cached_imagenet_weights_and_is_refused_for_patch_classes(scene, blocks, out_dir,
+def test_mobilenet_v2_starts_from_cached_imagenet_weights_for_segmentation_and_patch_classes(scene, blocks, out_dir,
                                                                                             tmp_path, monkeypatch):
-    """The light pretrained encoder: torchvision's file in the cache starts a U-Net's MobileNetV2 encoder
-    (4 bands: RGB kernels by name, the fourth the mean kernel) and predict maps any raster size. As a patch
-    classifier it is refused before anything is read or written: its map is far worse than its patches."""
+    """The light pretrained backbone: torchvision's file in the cache starts a U-Net's MobileNetV2 encoder
+    (4 bands: RGB kernels by name, the fourth the mean kernel) and a patch classifier (5 bands); the patch
+    classifier trains with one 32-px cell of context and its map is scored window by window with it."""
     import torchvision
 
     from geoml_plugin.core.finetune.pretrained import cached_path
@@ -332,14 +332,16 @@ def test_mobilenet_v2_segments_from_cached_imagenet_weights_and_is_refused_for_p
     assert (ds.RasterXSize, ds.RasterYSize) == (128, 128)
     assert set(out.class_counts) <= {"Water", "Forest", "Cropland", "Urban"} and len(out.class_counts) >= 2
     ds = None
+
     raster, labels, _ = blocks
-    refused = out_dir / "refused"
-    refused.mkdir()
-    with pytest.raises(InputError, match="segmentation and pixel regression only") as err:
-        run_finetune(FinetuneConfig(raster, labels, "label", str(refused / "m.safetensors"), backbone="mobilenet_v2",
-                                    **FAST))
-    assert "small_resnet" in err.value.hint
-    assert list(refused.iterdir()) == []
+    lines = []
+    res = run_finetune(FinetuneConfig(raster, labels, "label", str(out_dir / "mnc.safetensors"), backbone="mobilenet_v2",
+                                      weights="imagenet", epochs=1, patch_size=32, batch_size=16, device="cpu"))
+    assert read_metadata(res.model_path).extra["window_context"] == 32
+    out = run_predict(PredictConfig(raster, res.model_path, str(out_dir / "mnc_map.tif"), device="cpu"),
+                      Feedback(on_log=lines.append))
+    assert not out.fully_convolutional and out.window_step == 16  # automatic: half the patch
+    assert any("scored window by window with the 32 px of context the model was trained with" in s for s in lines)
 
 
 def test_missing_imagenet_weights_say_which_file_and_write_nothing(blocks, out_dir, tmp_path, monkeypatch):

@@ -273,6 +273,20 @@ def test_onnx_model_with_other_band_count_is_refused(tmp_path):
     assert not (tmp_path / "x.tif").exists()
 
 
+def test_a_patch_model_mapped_with_cut_out_context_is_not_exported(tmp_path):
+    """MobileNetV2 patch maps score each window with its training context (``predict``); a one-pass graph
+    would give another map, so export refuses it with the reason and writes nothing."""
+    meta = ModelMetadata(architecture="mobilenet_v2", arch_args={"in_bands": 3, "num_outputs": 2},
+                         task="classification", output="patch", in_bands=3, patch_size=32,
+                         classes=make_classes(["a", "b"]), norm_mean=[0.0] * 3, norm_std=[1.0] * 3,
+                         extra={"window_context": 32})
+    path = save_model(str(tmp_path / "mn.safetensors"), build_model("mobilenet_v2", in_bands=3, num_outputs=2), meta)
+    with pytest.raises(InputError, match="cannot be exported.*32 px of context") as err:
+        export_onnx(path, str(tmp_path / "mn.onnx"))
+    assert "geoml:predict" in err.value.hint
+    assert sorted(os.listdir(tmp_path)) == ["mn.safetensors"]
+
+
 def test_corrupt_onnx_unknown_layout_and_missing_metadata_get_clear_messages(tmp_path):
     src = write_raster(tmp_path / "rgb.tif", np.ones((3, 40, 40), np.uint8))
     bad = tmp_path / "corrupt.onnx"

@@ -121,7 +121,7 @@ def test_moving_the_input_by_k_pixels_moves_the_map_by_k_pixels(trained):
 
 
 @pytest.mark.parametrize("arch,bands,centre", [("small_resnet", 4, 0.0), ("small_resnet", 4, 0.25),
-                                               ("resnet18", 3, 0.0), ("mobilenet_v2", 3, 0.0)])
+                                               ("resnet18", 3, 0.0)])
 def test_fully_convolutional_windows_equal_the_plain_network_on_its_pooling_grid(arch, bands, centre):
     """The one-pass map gives each window what the model's own head gives its cells (plain or
     centre-weighted pooling)."""
@@ -241,3 +241,55 @@ def test_a_few_shot_window_embedded_with_its_context_is_what_the_map_pass_gives_
         plain.load_state_dict(m.state_dict())
         with torch.no_grad():
             assert not torch.allclose(plain(x[:, :, :64, :64]), m(x[:, :, :64, :64]), atol=1e-3)
+
+
+def test_a_backbone_without_a_faithful_one_pass_map_is_scored_window_by_window_with_its_context(tmp_path):
+    """MobileNetV2's features reach far past its training context, so its map cuts each window out with the
+    context it was trained with (``window_context`` in the model file) and pools the window's cells, as in
+    training: the class at each window's centre pixel is what ``window_output`` gives that cut-out."""
+    from geoml_plugin.core.modelfile import ModelMetadata, save_model
+    from geoml_plugin.core.progress import Feedback
+    from geoml_plugin.core.raster.classes import make_classes
+    from geoml_plugin.core.window_scores import window_output
+
+    torch.manual_seed(0)
+    m = build_model("mobilenet_v2", in_bands=3, num_outputs=3)
+    for mod in m.modules():  # a random network whose outputs depend on its input: BatchNorm calibrated on noise
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.momentum = None
+            mod.weight.data.normal_(1, 0.3)
+            mod.bias.data.normal_(0, 0.3)
+    with torch.no_grad():
+        for _ in range(3):
+            m.train()(torch.randn(16, 3, 96, 96) * 2 + 1)
+    m.eval()
+    assert fully_convolutional(m, 32, 8) is None
+    meta = ModelMetadata(architecture="mobilenet_v2", arch_args={"in_bands": 3, "num_outputs": 3},
+                         task="classification", output="patch", in_bands=3, patch_size=32,
+                         classes=make_classes(["a", "b", "c"]), norm_mean=[0.0] * 3, norm_std=[1.0] * 3,
+                         extra={"window_context": 32})
+    path = save_model(str(tmp_path / "mn.safetensors"), m, meta)
+    rng = np.random.default_rng(1)
+    img = rng.normal(0, 1, (3, 192, 192)).astype(np.float32)
+    img[:, :, 96:] += 3.0  # two halves, so the classes are not all alike
+    raster = write_raster(tmp_path / "img.tif", img, gt=GT)
+    log = []
+    res = run_predict(PredictConfig(raster, path, str(tmp_path / "map.tif"), str(tmp_path / "conf.tif"), device="cpu"),
+                      Feedback(on_log=log.append))
+    assert not res.fully_convolutional and res.window_step == 16
+    assert any("window by window with the 32 px of context" in s for s in log)
+    ds = gdal.Open(res.output_path)  # kept while its band is read
+    got = ds.GetRasterBand(1).ReadAsArray()
+    ds = gdal.Open(str(tmp_path / "conf.tif"))
+    conf = ds.GetRasterBand(1).ReadAsArray()
+    ds = None
+    centres = list(range(56, 137, 16))  # window centres (16 j + 8) whose window and context lie in the raster
+    x = torch.from_numpy(img)
+    cuts = torch.stack([x[:, cy - 48:cy + 48, cx - 48:cx + 48] for cy in centres for cx in centres])
+    with torch.no_grad():
+        prob = torch.softmax(window_output(m, cuts, 32), 1)
+    want = prob.argmax(1).numpy() + 1  # class values are 1-based
+    assert np.array_equal(got[np.ix_(centres, centres)].ravel(), want)
+    at = conf[np.ix_(centres, centres)].ravel()
+    np.testing.assert_allclose(at, prob.max(1).values.numpy(), atol=1e-4)
+    assert at.std() > 1e-3  # the windows do differ: a wrong cut-out would show
