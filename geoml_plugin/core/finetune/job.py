@@ -80,13 +80,15 @@ class FinetuneConfig:
         "(a value per patch from points/polygons, per pixel from a target raster)."))
     backbone: str = param("small_resnet", choices=[(b, BACKBONE_LABELS[b]) for b in BACKBONES], label="Backbone",
                           help=(
-        "<b>Backbone</b>: the small residual CNN trains in minutes on a CPU; ResNet-18/34/50 are torchvision's, "
-        "adapted to any band count."))
+        "<b>Backbone</b>: the small residual CNN trains in minutes on a CPU; ResNet-18/34/50 and MobileNetV2 are "
+        "torchvision's, adapted to any band count. For an RGB raster, MobileNetV2 with <i>imagenet</i> weights (a "
+        "14 MB download) made the best class maps measured (EuroSAT: 94 % against 89 % from scratch); its maps "
+        "take longer (each window is scored with its context, every half patch)."))
     # 'none', 'imagenet', a catalogue name (weights_catalog.py) or a GeoML model file
     weights: str = param("none", label="Starting weights: none, imagenet, a catalogue name, or an earlier GeoML "
                          "model file", help=(
         "<b>Weights</b>: <i>none</i> (from scratch), <i>imagenet</i> (torchvision's ImageNet weights of the chosen "
-        "ResNet), a name from GeoML's weights catalogue (e.g. <i>resnet18_sentinel2_all_moco</i>, "
+        "ResNet or MobileNetV2), a name from GeoML's weights catalogue (e.g. <i>resnet18_sentinel2_all_moco</i>, "
         "<i>resnet50_sentinel2_all_dino</i>, <i>resnet18_sentinel2_rgb_seco</i>, <i>resnet18_landsat_oli_sr_moco</i>; "
         "the <i>Weights…</i> manager lists them with bands, size and licence), or the path of an earlier GeoML model "
         "file with the same backbone and bands (transfer: its backbone, a new head). Catalogue weights are read from "
