@@ -77,6 +77,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=0, help="0 = GeoML's default (the training budget)")
     ap.add_argument("--verbose", action="store_true", help="the training log on stderr")
+    ap.add_argument("--backbone", default="", help="the U-Net's encoder (default: GeoML's)")
+    ap.add_argument("--weights", default="none", help="starting weights: none (GeoML's default), a cached catalogue "
+                    "entry, or a GeoML model file with the same backbone and 3 bands (e.g. from bench/imagenet_start.py)")
     args = ap.parse_args()
     scenes = sorted(Path(args.data).glob(f"naip_{args.year}*.tif")) if os.path.isdir(args.data) else []
     if not scenes:
@@ -98,6 +101,10 @@ def main() -> int:
         model = os.path.join(folder, "rgb2nir.safetensors")
         cfg = FinetuneConfig(input_path=parts["west_rgb"], labels=parts["west_nir"], output_model=model,
                              task="regression", seed=args.seed, device="cpu", epochs=args.epochs)
+        if args.backbone:
+            cfg.backbone = args.backbone
+        if args.weights != "none":
+            cfg.weights = args.weights
         res = run_finetune(cfg, Feedback(on_log=log.append))
         out = os.path.join(folder, "nir.tif")
         t0 = time.perf_counter()
@@ -111,6 +118,7 @@ def main() -> int:
     print(json.dumps({
         "benchmark": "regression_naip", "scene": scenes[0].name, "train_fraction": args.train_fraction,
         "threads": args.threads, "torch": torch.__version__, "load_average": list(os.getloadavg()),
+        "backbone": args.backbone or "default", "weights": os.path.basename(args.weights),
         "nir_mae_dn": round(mae, 2), "linear_fit_mae_dn": round(linear_mae, 2),
         "ratio_to_linear": round(mae / linear_mae, 3), "pixels_scored": int(ok.sum()),
         "train_seconds": res.train_seconds, "finetune_seconds": res.seconds, "predict_seconds": round(predict_s, 2),
