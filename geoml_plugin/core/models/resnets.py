@@ -189,15 +189,12 @@ class TorchvisionMobileNetV2(nn.Module):
         self.reductions = [2, 4, 8, 16, 32]
         self.first_conv = "features.0.0.weight"
 
-    def _groups(self) -> list:
-        layers = list(self._modules["features"])
-        return [nn.Sequential(*layers[a:b]) for a, b in zip(self.BOUNDS[:-1], self.BOUNDS[1:])]
-
     def feature_maps(self, x: torch.Tensor) -> list:
         out = []
-        for g in self._groups():
-            x = g(x)
-            out.append(x)
+        for i, layer in enumerate(self._modules["features"], start=1):
+            x = layer(x)
+            if i in self.BOUNDS:
+                out.append(x)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
