@@ -133,6 +133,25 @@ def _assert_body_equal(model, source):
     assert checked == len(got) - 1  # every tensor but the first convolution came from the file
 
 
+@pytest.mark.parametrize("arch", BACKBONES)
+def test_every_fine_tune_backbone_has_a_label_a_builder_and_the_shared_interface(arch):
+    """The dialog's and Processing's list, the model-file checks and the builders name the same backbones."""
+    from geoml_plugin.core.finetune.backbones import BACKBONE_LABELS
+    from geoml_plugin.core.models.arch_args import ARCH_ARGS
+    from geoml_plugin.core.models.resnets import make_backbone
+
+    assert BACKBONE_LABELS[arch] and set(BACKBONE_LABELS) == set(BACKBONES)
+    assert arch in ARCH_ARGS and arch in ARCH_ARGS["unet"]["backbone"][0].choices
+    net = build_model(arch, in_bands=2, num_outputs=3).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(1, 2, 32, 32)).shape == (1, 3)
+    bb = make_backbone(arch, 2)
+    assert bb.state_dict()[bb.first_conv].shape[1] == 2
+    maps = bb.feature_maps(torch.zeros(1, 2, 64, 64))
+    assert [m.shape[1] for m in maps] == list(bb.channels)
+    assert [64 // m.shape[-1] for m in maps] == list(bb.reductions)
+
+
 @pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50", "mobilenet_v2"])
 @pytest.mark.parametrize("bands", [1, 3, 4])
 def test_torchvision_files_load_into_every_backbone_and_band_count(files, arch, bands):

@@ -1,9 +1,13 @@
 """The backbones Fine-tune trains, and their labels in the dialog and Processing.
 
 Its own module so that the job (``job``) and the weights checks (``weights``) both
-import it, and neither imports the other.
+import it, and neither imports the other. The names are written once, in ``models.arch_args``
+(torch-free), which also checks them in model files.
 """
-BACKBONES = ("small_resnet", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
+from ..models.arch_args import PATCH_BACKBONES as BACKBONES
+
+__all__ = ["BACKBONES", "BACKBONE_LABELS"]
+
 BACKBONE_LABELS = {
     "small_resnet": "Small residual CNN (fast on a CPU)",
     "resnet18": "ResNet-18 (torchvision)",

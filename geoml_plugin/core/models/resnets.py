@@ -39,7 +39,6 @@ from torch import nn
 
 from .registry import register
 
-BACKBONES = ("small_resnet", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
 TORCHVISION_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 
 
