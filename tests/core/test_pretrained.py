@@ -135,7 +135,8 @@ def _assert_body_equal(model, source):
 
 @pytest.mark.parametrize("arch", BACKBONES)
 def test_every_fine_tune_backbone_has_a_label_a_builder_and_the_shared_interface(arch):
-    """The dialog's and Processing's list, the model-file checks and the builders name the same backbones."""
+    """The dialog's and Processing's list, the model-file checks and the builders name the same backbones, and
+    the job's torch-free table of reductions agrees with the networks."""
     from geoml_plugin.core.finetune.backbones import BACKBONE_LABELS
     from geoml_plugin.core.models.arch_args import ARCH_ARGS
     from geoml_plugin.core.models.resnets import make_backbone
@@ -150,6 +151,9 @@ def test_every_fine_tune_backbone_has_a_label_a_builder_and_the_shared_interface
     maps = bb.feature_maps(torch.zeros(1, 2, 64, 64))
     assert [m.shape[1] for m in maps] == list(bb.channels)
     assert [64 // m.shape[-1] for m in maps] == list(bb.reductions)
+    from geoml_plugin.core.finetune.job import REDUCTIONS  # torch-free copy: the context of patch models
+
+    assert REDUCTIONS[arch] == bb.reductions[-1]
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50", "mobilenet_v2"])

@@ -214,7 +214,8 @@ def _dense_task(cfg: "FinetuneConfig") -> bool:
     return kind_is_dense(cfg.task, cfg.labels)
 
 
-REDUCTIONS = {"small_resnet": 16, "resnet18": 32, "resnet34": 32, "resnet50": 32, "mobilenet_v2": 32}
+REDUCTIONS = {  # each backbone's last reduction (torch-free; a test compares it with the networks)
+    "small_resnet": 16, "resnet18": 32, "resnet34": 32, "resnet50": 32, "mobilenet_v2": 32}
 
 
 def window_context(cfg: "FinetuneConfig") -> int:
