@@ -124,7 +124,7 @@ def test_offline_message_names_file_url_checksum_and_folder(tmp_path):
     with pytest.raises(InputError) as exc:
         download_file(url, str(tmp_path / "c" / "resnet18-f37072fd.pth"), hash_prefix="f37072fd")
     text = str(exc.value)
-    assert "resnet18-f37072fd.pth" in text and url in text and "SHA-256 starting with f37072fd" in text
+    assert "resnet18-f37072fd.pth" in text and url in text and "check that its SHA-256 starts with f37072fd" in text
     assert str(tmp_path / "c") in text
 
 

@@ -64,6 +64,16 @@ def expected_text(sha256: str = "", hash_prefix: str = "") -> str:
     return "no published checksum"
 
 
+def check_clause(sha256: str = "", hash_prefix: str = "") -> str:
+    """", check that its SHA-256 …" for a hint that tells a user to fetch the file by hand (empty without a
+    published checksum)."""
+    if sha256:
+        return f", check that its SHA-256 is {sha256}"
+    if hash_prefix:
+        return f", check that its SHA-256 starts with {hash_prefix}"
+    return ""
+
+
 def build_opener(proxies: Optional[dict] = None):
     """A urllib opener using ``proxies`` ({'http': url, 'https': url}), else the environment's proxy variables."""
     handler = urllib.request.ProxyHandler(proxies if proxies is not None else urllib.request.getproxies())
@@ -147,5 +157,5 @@ def _finish(part: str, dest: str, sha256: str, hash_prefix: str, url: str) -> st
 def _offline(url: str, dest: str, sha256: str, hash_prefix: str, why: str) -> InputError:
     return InputError(
         f"Could not download {os.path.basename(dest)} from {url}: {why}.",
-        f"On a computer with internet, download {url}, check that its {expected_text(sha256, hash_prefix)}, "
+        f"On a computer with internet, download {url}{check_clause(sha256, hash_prefix)}, "
         f"and copy it to {os.path.dirname(os.path.abspath(dest))}.")

@@ -62,14 +62,14 @@ def is_cached(entry: WeightsEntry) -> bool:
 
 
 def missing_message(entry: WeightsEntry) -> InputError:
-    from .download import expected_text
+    from .download import check_clause
 
     path = cached_path(entry)
     return InputError(
         f"The weights '{entry.name}' are not on this computer (missing file {path}), and this job may not "
         "download them (the computer may be offline, and a job downloads only when allowed).",
         f"Allow the download (DOWNLOAD_WEIGHTS=yes, or answer Yes in the Fine-tune dialog), or on a computer with "
-        f"internet download {entry.url}, check that its {expected_text(entry.sha256, entry.hash_prefix)}, and copy "
+        f"internet download {entry.url}{check_clause(entry.sha256, entry.hash_prefix)}, and copy "
         f"it to {os.path.dirname(path)}; or choose WEIGHTS=none.")
 
 
