@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 from .commands import JOBS
 from .console import EXIT_OK, fail, print_result, run_job
+from .options import as_options
 
 PROG = "geoml"
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         add(p)
         _common(p)
+        p.set_defaults(option_strings=frozenset(s for a in p._actions for s in a.option_strings))
     p = sub.add_parser("info", help="Describe a GeoML model file (its metadata; nothing is unpickled or run).",
                        description="Describe a GeoML model file from its metadata, without loading the network.")
     p.add_argument("model", nargs="?", help="GeoML model file (.safetensors).")
@@ -81,7 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     threads.configure(getattr(args, "threads", None))
     if args.command in JOBS:
         run = JOBS[args.command][2]
-        return run_job(lambda fb: run(args, fb), as_json=args.json, debug=args.debug, quiet=args.quiet)
+        return run_job(lambda fb: run(args, fb), as_json=args.json, debug=args.debug, quiet=args.quiet,
+                       wording=lambda message: as_options(message, args.option_strings))
     from . import about
 
     try:

@@ -138,8 +138,9 @@ def _short(v) -> str:
 
 
 def run_job(job: Callable[[Feedback], Any], as_json: bool = False, debug: bool = False,
-            quiet: bool = False) -> int:
-    """Run ``job(feedback)`` with progress and Ctrl-C handling; print its result; the exit status."""
+            quiet: bool = False, wording: Optional[Callable[[str], str]] = None) -> int:
+    """Run ``job(feedback)`` with progress and Ctrl-C handling; print its result; the exit status.
+    ``wording``: turns a failed job's message into the command line's words (``options.as_options``)."""
     from ..core.distributed import is_distributed
 
     console = Console(as_json, quiet)
@@ -154,7 +155,7 @@ def run_job(job: Callable[[Feedback], Any], as_json: bool = False, debug: bool =
         return EXIT_CANCELLED
     except GeoMLError as exc:
         console.close()
-        return fail(str(exc), debug)
+        return fail(wording(str(exc)) if wording else str(exc), debug)
     except Exception as exc:  # noqa: BLE001 - a bug or an input no check caught: a short message, not a traceback
         console.close()
         cause = (str(exc).strip().splitlines() or [""])[0][:200]

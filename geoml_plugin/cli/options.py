@@ -19,6 +19,27 @@ def option_name(spec: ParamSpec) -> str:
     return "--" + spec.name.lower().replace("_", "-")
 
 
+_PROCESSING_SETTING = re.compile(r"\b([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)=([\w.<>-]*\w)")
+
+
+def as_options(message: str, options) -> str:
+    """A job's message in the command line's words: Processing's ``NAME=value`` (the core's messages name
+    parameters as Processing and ``qgis_process`` spell them) → ``--name value``, or ``--name`` / ``--no-name``
+    for yes/no, where ``--name`` is one of this command's ``options``; other text as it is."""
+
+    def sub(m: re.Match) -> str:
+        opt = "--" + m.group(1).lower().replace("_", "-")
+        if opt not in options:
+            return m.group(0)
+        value = m.group(2)
+        negative = "--no-" + opt[2:]
+        if negative in options and value.lower() in ("yes", "true", "no", "false"):
+            return opt if value.lower() in ("yes", "true") else negative
+        return f"{opt} {value}"
+
+    return _PROCESSING_SETTING.sub(sub, message)
+
+
 def parse_tiles(text: str) -> tuple:
     """'3x2', '3×2', '3,2' or '3' (→ 3×3) → (columns, rows)."""
     parts = [p for p in re.split(r"[x×,;*\s]+", (text or "1").strip().lower()) if p]

@@ -14,7 +14,7 @@ from osgeo import gdal
 
 from geoml_plugin.cli import build_parser
 from geoml_plugin.cli.commands import JOBS
-from geoml_plugin.cli.options import option_name, spec_values
+from geoml_plugin.cli.options import as_options, option_name, spec_values
 from geoml_plugin.core import (
     FewShotConfig,
     FinetuneConfig,
@@ -42,16 +42,16 @@ CONFIGS = {"predict": PredictConfig, "finetune": FinetuneConfig, "metatrain": Me
            "fewshot": FewShotConfig, "traingan": GanTrainConfig, "generate": GenerateConfig}
 
 
-def env():
-    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+def env(**extra):
+    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **extra)
     e.pop("RANK", None)
     e.pop("WORLD_SIZE", None)
     return e
 
 
-def geoml(*args, timeout=300):
+def geoml(*args, timeout=300, **environ):
     return subprocess.run([sys.executable, "-c", BLOCKED_MAIN, *map(str, args)], capture_output=True, text=True,
-                          env=env(), cwd=str(ROOT), timeout=timeout)
+                          env=env(**environ), cwd=str(ROOT), timeout=timeout)
 
 
 def start(*args):
@@ -183,6 +183,26 @@ def test_finetune_end_to_end_then_info_and_predict(blocks, tmp_path):
     assert info["patch_size"] == 16 and [c["name"] for c in info["classes"]] == ["bright", "dark"]
     res = geoml("predict", "--input", raster, "--model", model, "--output", tmp_path / "map.tif", "--stride", 8)
     assert res.returncode == 0, res.stderr and (tmp_path / "map.tif").exists()
+
+
+def test_messages_name_the_command_lines_options_not_processings():
+    opts = {"--weights", "--download-weights", "--no-download-weights", "--backbone"}
+    text = ("Allow the download (DOWNLOAD_WEIGHTS=yes, or answer Yes in the Fine-tune dialog); or choose WEIGHTS=none. "
+            "Choose BACKBONE=resnet18, or WEIGHTS=none / imagenet. DOWNLOAD_WEIGHTS=no. Keep TILED=YES.")
+    assert as_options(text, opts) == (
+        "Allow the download (--download-weights, or answer Yes in the Fine-tune dialog); or choose --weights none. "
+        "Choose --backbone resnet18, or --weights none / imagenet. --no-download-weights. Keep TILED=YES.")
+
+
+def test_missing_pretrained_weights_offline_is_status_1_in_the_command_lines_words(blocks, tmp_path):
+    raster, labels = blocks
+    res = geoml("finetune", "--input", raster, "--labels", labels, "--label-field", "label", "--output-model",
+                tmp_path / "m.safetensors", "--backbone", "resnet18", "--weights", "imagenet", "--patch-size", 32,
+                "--epochs", 1, TORCH_HOME=str(tmp_path / "torch"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "resnet18-f37072fd.pth" in res.stderr and str(tmp_path / "torch" / "hub" / "checkpoints") in res.stderr
+    assert "(--download-weights, or" in res.stderr and "choose --weights none." in res.stderr
+    assert "DOWNLOAD_WEIGHTS" not in res.stderr and not (tmp_path / "m.safetensors").exists()
 
 
 def _wait_for(proc, text: str, timeout: float = 120.0) -> str:
