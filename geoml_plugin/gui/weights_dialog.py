@@ -13,6 +13,7 @@ from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QDialog,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QMessageBox,
@@ -118,17 +119,20 @@ class WeightsDialog(QDialog):
         self.progress.setRange(0, 100)
         self.progress.setVisible(False)
         self.downloadButton = QPushButton("Download…", self)
+        self.addButton = QPushButton("Add file…", self)
         self.verifyButton = QPushButton("Verify", self)
         self.removeButton = QPushButton("Remove", self)
         self.folderButton = QPushButton("Open folder", self)
         self.cancelButton = QPushButton("Cancel download", self)
         self.closeButton = QPushButton("Close", self)
         self.downloadButton.setToolTip("Download the selected weights (asks first: size, source, licence)")
+        self.addButton.setToolTip("Add a weights file downloaded by hand (another computer, a shared drive): its "
+                                  "published SHA-256 is checked before it is cached")
         self.verifyButton.setToolTip("Check the cached file against its published SHA-256")
         self.removeButton.setToolTip("Delete the cached file")
         self.cancelButton.setEnabled(False)
         buttons = QHBoxLayout()
-        for b in (self.downloadButton, self.verifyButton, self.removeButton, self.folderButton, self.cancelButton):
+        for b in (self.downloadButton, self.addButton, self.verifyButton, self.removeButton, self.folderButton, self.cancelButton):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(self.closeButton)
@@ -141,6 +145,7 @@ class WeightsDialog(QDialog):
         layout.addLayout(buttons)
         self.table.itemSelectionChanged.connect(self.show_details)
         self.downloadButton.clicked.connect(self.download)
+        self.addButton.clicked.connect(lambda: self.add_file())
         self.verifyButton.clicked.connect(self.verify)
         self.removeButton.clicked.connect(self.remove)
         self.folderButton.clicked.connect(self.open_folder)
@@ -242,6 +247,27 @@ class WeightsDialog(QDialog):
 
     def cancel(self) -> None:
         self.runner.cancel()
+
+    def add_file(self, path: str = "") -> None:
+        """Cache a file fetched by hand: the entry is found by the file's name or checksum (a renamed download
+        is recognised), the published SHA-256 checked, and the file copied into the cache."""
+        from ..core.errors import GeoMLError
+        from ..core.finetune.pretrained import add_local_file
+
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Add a weights file downloaded by hand", os.path.expanduser("~"),
+                                                  "PyTorch weights (*.pth *.pt *.safetensors);;All files (*)")
+        if not path:
+            return
+        try:
+            entry, dest = add_local_file(path)
+        except GeoMLError as exc:
+            self.statusLabel.setText(str(exc))
+            return
+        self.refresh()
+        self.select(entry.name)
+        self.statusLabel.setText(f"Added '{entry.name}': {os.path.basename(path)} matches the published checksum and "
+                                 f"was copied to {dest}.")
 
     def verify(self) -> None:
         from ..core.finetune.pretrained import verify_cached

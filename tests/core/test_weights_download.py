@@ -177,3 +177,61 @@ def test_command_line_lists_downloads_verifies_and_removes(server, tmp_path, mon
     assert main(["verify", entry.name]) == 0 and "OK" in capsys.readouterr().out
     assert main(["remove", entry.name]) == 0
     assert main(["verify", entry.name]) == 1 and "not cached" in capsys.readouterr().out
+
+
+# -- a file downloaded by hand ------------------------------------------------------------------------------
+def hand_entry(monkeypatch, tmp_path, data=DATA):
+    """A catalogue entry (added for this test) whose published checksum is that of ``data``; TORCH_HOME in
+    ``tmp_path``."""
+    import hashlib
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    entry = dataclasses.replace(weights_catalog.find_entry("resnet18_imagenet"), name="test_rgb",
+                                url="http://127.0.0.1:9/test_rgb-0123abcd.pth",
+                                hash_prefix=hashlib.sha256(data).hexdigest()[:8])
+    monkeypatch.setattr(weights_catalog, "CATALOGUE", weights_catalog.CATALOGUE + (entry,))
+    return entry
+
+
+def test_a_file_downloaded_by_hand_is_recognised_checked_and_cached(tmp_path, monkeypatch):
+    from geoml_plugin.core.finetune.pretrained import add_local_file, cached_path, is_cached
+
+    entry = hand_entry(monkeypatch, tmp_path)
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    (usb / entry.filename).write_bytes(DATA)
+    got, dest = add_local_file(str(usb / entry.filename))  # by its name
+    assert got.name == "test_rgb" and dest == cached_path(entry) and is_cached(entry)
+    assert open(dest, "rb").read() == DATA and os.listdir(os.path.dirname(dest)) == [entry.filename]
+    os.remove(dest)
+    (usb / "test_rgb (1).pth").write_bytes(DATA)  # renamed by a browser: found by its checksum
+    assert add_local_file(str(usb / "test_rgb (1).pth"))[0].name == "test_rgb" and is_cached(entry)
+
+
+def test_a_wrong_or_unknown_file_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
+    from geoml_plugin.core.finetune.pretrained import add_local_file, cache_dir
+
+    entry = hand_entry(monkeypatch, tmp_path)
+    (tmp_path / entry.filename).write_bytes(DATA[:-1])  # cut short, under the right name
+    with pytest.raises(ChecksumError, match="not the published SHA-256 starting with .*of 'test_rgb'; nothing was cached"):
+        add_local_file(str(tmp_path / entry.filename))
+    (tmp_path / "other.pth").write_bytes(b"something else")
+    with pytest.raises(InputError, match="other.pth is not a file of GeoML's weights catalogue"):
+        add_local_file(str(tmp_path / "other.pth"))
+    with pytest.raises(ChecksumError):  # named by hand: still checked
+        add_local_file(str(tmp_path / "other.pth"), "test_rgb")
+    assert not os.path.exists(cache_dir()) or os.listdir(cache_dir()) == []
+
+
+def test_command_line_adds_a_file_and_the_offline_hint_says_how(tmp_path, monkeypatch, capsys):
+    from geoml_plugin.core.finetune.pretrained import is_cached, missing_message
+    from geoml_plugin.core.finetune.weights_cli import main
+
+    entry = hand_entry(monkeypatch, tmp_path)
+    (tmp_path / "w.pth").write_bytes(DATA)
+    (tmp_path / "bad.pth").write_bytes(b"x")
+    assert "Add file…" in str(missing_message(entry)) and "geoml weights add FILE" in str(missing_message(entry))
+    assert main(["add", str(tmp_path / "bad.pth")]) == 1 and "not a file of" in capsys.readouterr().err
+    assert not is_cached(entry)
+    assert main(["add", str(tmp_path / "w.pth")]) == 0 and capsys.readouterr().out.startswith("test_rgb: added ")
+    assert is_cached(entry) and main(["verify", "test_rgb"]) == 0

@@ -138,3 +138,29 @@ def test_band_map_table_preselects_named_bands_and_fills_weight_bands(dialog, tm
     # the sample scene's bands are described red, green, blue, nir: RGB by name, NIR unknown to RGB weights
     assert [v for _, v in shown["rows"]] == ["B04", "B03", "B02", "-"]
     assert dialog.weightBandsEdit.text() == "B04,B03,B02,B04"
+
+
+def test_manager_adds_a_file_downloaded_by_hand_and_refuses_a_wrong_one(qtbot, qgis_iface, tmp_path, monkeypatch):
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtWidgets import QFileDialog
+
+    from geoml_plugin.core.finetune.pretrained import cached_path
+    from geoml_plugin.gui.weights_dialog import WeightsDialog
+    from tests.core.test_weights_download import DATA, hand_entry
+
+    entry = hand_entry(monkeypatch, tmp_path)
+    dlg = WeightsDialog(FakePlugin(qgis_iface))
+    qtbot.addWidget(dlg)
+    (tmp_path / "bad.pth").write_bytes(DATA[:1000])
+    (tmp_path / "test_rgb (1).pth").write_bytes(DATA)
+    chosen = [str(tmp_path / "bad.pth")]
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (chosen[0], "")))
+    qtbot.mouseClick(dlg.addButton, Qt.MouseButton.LeftButton)
+    assert "bad.pth is not a file of GeoML's weights catalogue" in dlg.statusLabel.text()
+    assert not os.path.exists(cached_path(entry))
+    chosen[0] = str(tmp_path / "test_rgb (1).pth")
+    qtbot.mouseClick(dlg.addButton, Qt.MouseButton.LeftButton)
+    assert dlg.statusLabel.text().startswith("Added 'test_rgb'") and os.path.isfile(cached_path(entry))
+    assert dlg.current_name() == "test_rgb" and dlg.verifyButton.isEnabled()
+    row = [dlg.table.item(r, 0).text() for r in range(dlg.table.rowCount())].index(entry.name)
+    assert dlg.table.item(row, 5).text().startswith("yes")

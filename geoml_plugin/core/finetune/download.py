@@ -157,5 +157,5 @@ def _finish(part: str, dest: str, sha256: str, hash_prefix: str, url: str) -> st
 def _offline(url: str, dest: str, sha256: str, hash_prefix: str, why: str) -> InputError:
     return InputError(
         f"Could not download {os.path.basename(dest)} from {url}: {why}.",
-        f"On a computer with internet, download {url}{check_clause(sha256, hash_prefix)}, "
-        f"and copy it to {os.path.dirname(os.path.abspath(dest))}.")
+        f"On a computer with internet, download {url}{check_clause(sha256, hash_prefix)}, and add it with "
+        f"Weights… → Add file… (or geoml weights add FILE, or copy it to {os.path.dirname(os.path.abspath(dest))}).")

@@ -69,8 +69,9 @@ def missing_message(entry: WeightsEntry) -> InputError:
         f"The weights '{entry.name}' are not on this computer (missing file {path}), and this job may not "
         "download them (the computer may be offline, and a job downloads only when allowed).",
         f"Allow the download (DOWNLOAD_WEIGHTS=yes, or answer Yes in the Fine-tune dialog), or on a computer with "
-        f"internet download {entry.url}{check_clause(entry.sha256, entry.hash_prefix)}, and copy "
-        f"it to {os.path.dirname(path)}; or choose WEIGHTS=none.")
+        f"internet download {entry.url}{check_clause(entry.sha256, entry.hash_prefix)}, and add it here "
+        f"with Weights… → Add file… (or geoml weights add FILE, or copy it to {os.path.dirname(path)}); or choose "
+        "WEIGHTS=none.")
 
 
 def ensure_weights(entry: WeightsEntry, allow_download: bool = False, feedback=None,
@@ -85,6 +86,54 @@ def ensure_weights(entry: WeightsEntry, allow_download: bool = False, feedback=N
 
     return download_file(entry.url, path, sha256=entry.sha256, hash_prefix=entry.hash_prefix, feedback=feedback,
                          proxies=proxies)
+
+
+def add_local_file(path: str, name: str = "") -> tuple[WeightsEntry, str]:
+    """Cache a weights file fetched by hand (on a computer with internet, a USB stick, a shared drive) as the
+    catalogue entry ``name``, or the entry whose file name or published checksum it has; returns (entry, cached
+    path). The published SHA-256 is checked first: a wrong or damaged file is refused and nothing is cached.
+    The copy is written to a temporary name and renamed when complete."""
+    import shutil
+
+    from .download import ChecksumError, checksum_ok, expected_text, sha256_of
+    from .weights_catalog import CATALOGUE, find_entry
+
+    if not os.path.isfile(path):
+        raise InputError(f"No weights file at {path}.", "Choose the .pth file you downloaded.")
+    digest = sha256_of(path)
+    if name:
+        entry = find_entry(name)
+        if entry is None:
+            raise InputError(f"Unknown weights '{name}'.", "Known: " + ", ".join(e.name for e in CATALOGUE) + ".")
+    else:
+        base = os.path.basename(path)
+        entry = next((e for e in CATALOGUE if e.filename == base), None) or next(
+            (e for e in CATALOGUE if (e.sha256 or e.hash_prefix) and checksum_ok(digest, e.sha256, e.hash_prefix)),
+            None)
+        if entry is None:
+            raise InputError(
+                f"{base} is not a file of GeoML's weights catalogue: neither its name nor its SHA-256 ({digest[:12]}…) "
+                "is one the catalogue publishes.",
+                "Download the file named in the catalogue (Weights… lists them with their addresses), or give "
+                "an earlier GeoML model file as WEIGHTS.")
+    if not checksum_ok(digest, entry.sha256, entry.hash_prefix):
+        raise ChecksumError(
+            f"{os.path.basename(path)} has SHA-256 {digest}, not the published {expected_text(entry.sha256, entry.hash_prefix)} "
+            f"of '{entry.name}'; nothing was cached.",
+            f"The file may be incomplete or another one: download {entry.url} again.")
+    dest = cached_path(entry)
+    if os.path.abspath(path) != os.path.abspath(dest):
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        tmp = dest + ".adding"
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise InputError(f"Could not copy {os.path.basename(path)} into {os.path.dirname(dest)}: {exc}.",
+                             "Check the free space and that the folder is writable.") from exc
+    return entry, dest
 
 
 def verify_cached(entry: WeightsEntry) -> tuple[bool, str]:
