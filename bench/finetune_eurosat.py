@@ -137,9 +137,9 @@ def bare_loop(model_path: str, raster: str, points: str, batch: int, lr: float, 
 
 
 def map_figures(model_path: str, raster: str, labels: str, test_pts: str, shifts: list, folder: str,
-                chip_accuracy: float, views: int = 1) -> dict:
-    """The real map (``run_predict``, defaults; ``views`` test-time views) of the raster cropped by each k in
-    ``shifts``, scored."""
+                chip_accuracy: float, views: int = 1, stride: int = 0) -> dict:
+    """The real map (``run_predict``, defaults; ``views`` test-time views, ``stride`` px between windows, 0 for
+    GeoML's automatic) of the raster cropped by each k in ``shifts``, scored."""
     from map_scores import score_map, shifted_input
 
     from geoml_plugin.core.predict import PredictConfig, run_predict
@@ -148,7 +148,8 @@ def map_figures(model_path: str, raster: str, labels: str, test_pts: str, shifts
     for k in shifts:
         src = shifted_input(raster, k, folder)
         t0 = time.perf_counter()
-        res = run_predict(PredictConfig(src, model_path, os.path.join(folder, f"map_{k}.tif"), views=views))
+        res = run_predict(PredictConfig(src, model_path, os.path.join(folder, f"map_{k}.tif"), views=views,
+                                        stride=stride or None))
         secs = time.perf_counter() - t0
         s = score_map(res.output_path, test_pts, labels)
         s.update(seconds=round(secs, 1), window_step=res.window_step, fully_convolutional=res.fully_convolutional)
@@ -170,6 +171,7 @@ def main() -> int:
     ap.add_argument("--model", default="", help="score this model file instead of training one (maps and chips only)")
     ap.add_argument("--map-views", type=int, default=1, choices=(1, 2, 4, 8),
                     help="test-time views of the maps (PredictConfig.views; 1 = GeoML's default)")
+    ap.add_argument("--map-stride", type=int, default=0, help="px between the maps' windows (0 = GeoML's automatic)")
     ap.add_argument("--shifts", default="0,2,4", help="crops of the input (px in x and y) for the map scores")
     from geoml_plugin.core.finetune.weights_catalog import entry_names, find_entry
 
@@ -211,8 +213,8 @@ def main() -> int:
             test = evaluate(args.model, raster, test_pts)
             alone = evaluate(args.model, raster, test_pts, isolated=True)["overall_accuracy"]
             maps = map_figures(args.model, raster, labels_tif, test_pts, shifts, tmp, test["overall_accuracy"],
-                               args.map_views)
-        print(json.dumps({"benchmark": "finetune_eurosat", "map_views": args.map_views, "model": args.model, "seed": args.seed,
+                               args.map_views, args.map_stride)
+        print(json.dumps({"benchmark": "finetune_eurosat", "map_views": args.map_views, "map_stride": args.map_stride, "model": args.model, "seed": args.seed,
                           "test_overall_accuracy": test["overall_accuracy"],
                           "test_overall_accuracy_window_alone": alone, "map": maps}, indent=2))
         return 0
@@ -237,7 +239,8 @@ def main() -> int:
             import shutil
 
             shutil.copy(model_path, args.keep)
-        maps = map_figures(model_path, raster, labels_tif, test_pts, shifts, tmp, test["overall_accuracy"], args.map_views)
+        maps = map_figures(model_path, raster, labels_tif, test_pts, shifts, tmp, test["overall_accuracy"], args.map_views,
+                           args.map_stride)
         bare_after = bare_loop(model_path, raster, train_pts, res.batch_size, res.learning_rate, args.bare_seconds / 2)
         bare = (bare_before + bare_after) / 2
         load_after = os.getloadavg()
