@@ -246,7 +246,7 @@ def main() -> int:
         load_after = os.getloadavg()
     val_seconds = sum(h["seconds"] - h["train_seconds"] for h in res.history)
     out = {
-        "benchmark": "finetune_eurosat",
+        "benchmark": "finetune_eurosat", "map_views": args.map_views, "map_stride": args.map_stride,
         "defaults": {"backbone": backbone, "weights": args.weights, "patch_size": 64, "epochs": res.epochs,
                      "batch_size": res.batch_size, "learning_rate": res.learning_rate,
                      "validation_fraction": 0.2, "augment": True},
