@@ -23,9 +23,12 @@ accuracy at every shift.
 ``--weights NAME`` starts from any entry of GeoML's weights catalogue
 (``geoml_plugin/core/finetune/weights_catalog.py``, e.g. ``resnet50_imagenet``,
 ``resnet18_sentinel2_rgb_seco``) on that entry's backbone; ``--download``
-allows fetching it when it is not in the torch cache. Accuracy with real
-pretrained weights has not been measured on GeoML's development machines
-(no internet to the weight hosts): see README, Pretrained weights.
+allows fetching it when it is not in the torch cache. ``--weights FILE`` starts
+from a GeoML model file on its backbone: the ImageNet MobileNetV2 measured in the
+README (Pretrained weights) was such a file, made by ``bench/imagenet_start.py``
+(the development machines cannot reach the catalogue's weight hosts).
+``--model FILE`` scores an existing model instead of training one; ``--map-views``
+and ``--map-stride`` change the maps' prediction settings.
 """
 from __future__ import annotations
 
