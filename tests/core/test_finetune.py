@@ -368,6 +368,44 @@ def test_transfer_reuses_the_backbone_of_an_earlier_model(blocks, out_dir):
     assert not torch.equal(a["head.3.weight"], b["head.3.weight"])
 
 
+def test_classifiers_are_built_wider_and_transfer_keeps_the_source_widths(blocks, out_dir, tmp_path):
+    """Patch classifiers record small_resnet's wider stages in the model file; a run started from an earlier model
+    takes that model's widths (files written before widths were recorded: the network's default), also into a
+    U-Net; segmentation from scratch keeps the default."""
+    from geoml_plugin.core.finetune.job import CLASSIFIER_WIDTHS
+    from geoml_plugin.core.modelfile import ModelMetadata, save_model
+    from geoml_plugin.core.models import build_model
+    from geoml_plugin.core.models.resnets import SMALL_WIDTHS
+
+    raster, labels, _ = blocks
+    wide = run_finetune(FinetuneConfig(raster, labels, "label", str(out_dir / "w.safetensors"), epochs=1, **FAST))
+    meta = read_metadata(wide.model_path)
+    assert meta.arch_args["widths"] == list(CLASSIFIER_WIDTHS) != list(SMALL_WIDTHS)
+    model, _ = load_model(wide.model_path)
+    assert model.backbone.channels == list(CLASSIFIER_WIDTHS)
+    # an earlier model with no widths in its file (as before): the new run keeps its default widths
+    old_args = {k: v for k, v in meta.arch_args.items() if k != "widths"}
+    old = build_model("small_resnet", **old_args)
+    old_meta = ModelMetadata.from_dict({**read_metadata(wide.model_path).to_dict(), "arch_args": old_args})
+    old_path = save_model(str(tmp_path / "old.safetensors"), old, old_meta)
+    again = run_finetune(FinetuneConfig(raster, labels, "label", str(tmp_path / "again.safetensors"), epochs=1,
+                                        weights=old_path, **FAST))
+    assert read_metadata(again.model_path).arch_args.get("widths") is None
+    assert load_model(again.model_path)[0].backbone.channels == list(SMALL_WIDTHS)
+    # the wide classifier's backbone starts a U-Net of the same widths
+    ds = gdal.Open(str(raster))  # kept open while its band is read
+    bright = ds.GetRasterBand(1).ReadAsArray() > 130
+    ds = None
+    seg_labels = write_raster(tmp_path / "seg.tif", bright.astype(np.float32)[None] + 1)
+    seg = run_finetune(FinetuneConfig(raster, seg_labels, "", str(tmp_path / "seg.safetensors"), task="segmentation",
+                                      epochs=1, weights=wide.model_path, **FAST))
+    assert read_metadata(seg.model_path).arch_args["widths"] == list(CLASSIFIER_WIDTHS)
+    assert seg.model.backbone.channels == list(CLASSIFIER_WIDTHS)
+    scratch = run_finetune(FinetuneConfig(raster, seg_labels, "", str(tmp_path / "seg2.safetensors"),
+                                          task="segmentation", epochs=1, **FAST))
+    assert "widths" not in read_metadata(scratch.model_path).arch_args
+
+
 def test_weights_of_another_backbone_or_band_count_are_refused(blocks, scene, out_dir, tmp_path):
     raster, labels, _ = blocks
     first = run_finetune(FinetuneConfig(raster, labels, "label", str(tmp_path / "a.safetensors"), epochs=1, **FAST))

@@ -305,3 +305,19 @@ def test_the_tile_generator_and_transfer_weights_check_the_file_too(tmp_path):
     changed = _with_meta(src, tmp_path / "changed.safetensors", lambda m: m["arch_args"].update(num_outputs=9))
     with pytest.raises(ModelFileError, match="do not fit"):
         check_transfer_source(changed, "small_resnet", 3)
+
+
+def test_small_resnet_stage_widths_are_checked_and_must_fit_the_tensors(tmp_path):
+    """Fine-tune's wider classifiers name their four stage widths; a file naming other widths is refused with the
+    argument named (no network built from it), and widths that disagree with the tensors are refused too."""
+    args = {"in_bands": 3, "num_outputs": 3, "widths": [8, 16, 24, 32]}
+    meta = _meta(architecture="small_resnet", arch_args=args)
+    src = save_model(str(tmp_path / "w.safetensors"), build_model("small_resnet", **args), meta)
+    assert load_model(src)[0].backbone.channels == [8, 16, 24, 32]
+    for bad in ([8, 16, 24], [8, 16, 24, 32, 64], [8, 16, 0, 32], "wide"):
+        p = _with_meta(src, tmp_path / "b.safetensors", lambda m, v=bad: m["arch_args"].update(widths=v))
+        with pytest.raises(ModelFileError, match="widths"):
+            read_metadata(p)
+    p = _with_meta(src, tmp_path / "c.safetensors", lambda m: m["arch_args"].update(widths=[8, 16, 24, 40]))
+    with pytest.raises(ModelFileError):
+        load_model(p)

@@ -67,17 +67,20 @@ class Choice(_Rule):
 
 
 class IntList(_Rule):
-    def __init__(self, lo: int, hi: int, max_len: int = MAX_LAYERS):
-        self.item, self.max_len = Int(lo, hi), max_len
-        self.text = f"a list of 1 to {max_len} integers from {lo} to {hi}"
+    def __init__(self, lo: int, hi: int, max_len: int = MAX_LAYERS, min_len: int = 1):
+        self.item, self.max_len, self.min_len = Int(lo, hi), max_len, min_len
+        n = f"{min_len} to {max_len}" if min_len != max_len else f"{max_len}"
+        self.text = f"a list of {n} integers from {lo} to {hi}"
 
     def ok(self, v) -> bool:
-        return isinstance(v, (list, tuple)) and 1 <= len(v) <= self.max_len and all(self.item.ok(x) for x in v)
+        return (isinstance(v, (list, tuple)) and self.min_len <= len(v) <= self.max_len
+                and all(self.item.ok(x) for x in v))
 
 
 BANDS = Int(1, MAX_BANDS)
 OUTPUTS = Int(1, MAX_OUTPUTS)
 WIDTHS = IntList(1, MAX_WIDTH)
+STAGE_WIDTHS = IntList(1, MAX_WIDTH, max_len=4, min_len=4)  # small_resnet's four stages
 DROPOUT = Float(0.0, 1.0)
 PATCH_BACKBONES = ("small_resnet", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
 RESNET_BACKBONES = Choice(*PATCH_BACKBONES)
@@ -91,7 +94,8 @@ ARCH_ARGS: dict[str, dict[str, tuple[_Rule, bool]]] = {
     **{name: {"in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True), "dropout": (DROPOUT, False),
               "centre_pool": (Float(0.0, 10.0), False)}
        for name in PATCH_BACKBONES},
-    "unet": {"backbone": (RESNET_BACKBONES, True), "in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True)},
+    "unet": {"backbone": (RESNET_BACKBONES, True), "in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True),
+             "widths": (STAGE_WIDTHS, False)},
     "meta_classifier": {
         "in_bands": (BANDS, True), "num_classes": (OUTPUTS, True), "backbone": (Choice("small_cnn", "resnet18"), False),
         "widths": (WIDTHS, False), "normalize": (Bool(), False), "views": (Choice(1, 2, 4, 8), False),
@@ -103,6 +107,7 @@ ARCH_ARGS: dict[str, dict[str, tuple[_Rule, bool]]] = {
     "unet_translator": {"in_bands": (BANDS, True), "out_bands": (BANDS, True), "widths": (WIDTHS, False)},
     "patch_critic": {"in_bands": (BANDS, True), "widths": (WIDTHS, False), "spectral": (Bool(), False)},
 }
+ARCH_ARGS["small_resnet"]["widths"] = (STAGE_WIDTHS, False)  # absent in files written before widths were chosen
 
 
 def _show(v) -> str:

@@ -10,7 +10,8 @@ can be the encoder of a U-Net (``segmentation.py``).
 Backbones:
 
 * ``small_resnet`` — a fast residual CNN made for 32–128 px patches on a CPU
-  (full-resolution stem, max-pooling, four residual stages, ≈1.2 M parameters);
+  (full-resolution stem, max-pooling, four residual stages of ``widths`` channels: by default
+  32–256, ≈1.2 M parameters; Fine-tune builds patch classifiers with 48–384, ≈2.8 M);
 * ``resnet18`` / ``resnet34`` / ``resnet50`` — torchvision's ResNets, whose
   first convolution is adapted to any band count. With ImageNet weights the
   RGB kernels are repeated cyclically over the N bands and scaled by 3/N, so
@@ -40,6 +41,7 @@ from torch import nn
 from .registry import register
 
 TORCHVISION_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
+SMALL_WIDTHS = (32, 64, 128, 256)  # small_resnet's stage widths when a model file names none
 
 
 def adapt_first_conv(weight: torch.Tensor, in_bands: int) -> torch.Tensor:
@@ -82,6 +84,8 @@ class SmallResNet(nn.Module):
     """
 
     def __init__(self, in_bands: int, widths=(32, 64, 128, 256)):
+        if len(widths) != 4:
+            raise ValueError("small_resnet has four stages: four widths")
         super().__init__()
         w0 = widths[0]
         self.stem = nn.Sequential(nn.Conv2d(in_bands, w0, 3, 1, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True),
@@ -199,9 +203,13 @@ class TorchvisionMobileNetV2(nn.Module):
         return self._modules["features"](x)
 
 
-def make_backbone(name: str, in_bands: int) -> nn.Module:
+def make_backbone(name: str, in_bands: int, widths=None) -> nn.Module:
+    """Backbone ``name`` for ``in_bands`` bands; ``widths``: small_resnet's stage widths (None: the default
+    ``SMALL_WIDTHS``, which every model file written without them was built with)."""
     if name == "small_resnet":
-        return SmallResNet(in_bands)
+        return SmallResNet(in_bands, tuple(widths) if widths else SMALL_WIDTHS)
+    if widths:
+        raise ValueError(f"backbone {name!r} has fixed widths")
     if name == "mobilenet_v2":
         return TorchvisionMobileNetV2(in_bands)
     if name in TORCHVISION_DEPTHS:
@@ -258,8 +266,9 @@ class PatchNet(nn.Module):
 
 
 @register("small_resnet")
-def small_resnet(in_bands: int, num_outputs: int, dropout: float = 0.1, centre_pool: float = 0.0) -> nn.Module:
-    return PatchNet(make_backbone("small_resnet", in_bands), num_outputs, dropout, centre_pool)
+def small_resnet(in_bands: int, num_outputs: int, dropout: float = 0.1, centre_pool: float = 0.0,
+                 widths=None) -> nn.Module:
+    return PatchNet(make_backbone("small_resnet", in_bands, widths), num_outputs, dropout, centre_pool)
 
 
 def _torchvision_builder(name: str):

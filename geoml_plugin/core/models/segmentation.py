@@ -63,5 +63,5 @@ class UNet(nn.Module):
 
 
 @register("unet")
-def unet(backbone: str, in_bands: int, num_outputs: int) -> nn.Module:
-    return UNet(make_backbone(backbone, in_bands), num_outputs)
+def unet(backbone: str, in_bands: int, num_outputs: int, widths=None) -> nn.Module:
+    return UNet(make_backbone(backbone, in_bands, widths), num_outputs)
