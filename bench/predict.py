@@ -77,7 +77,10 @@ def make_inputs(folder: Path, size: int) -> dict:
     seg_meta = ModelMetadata(architecture="small_fcn", arch_args={"in_bands": 4, "num_classes": 4, "width": 32},
                          task="segmentation", output="dense", in_bands=4, patch_size=64, classes=classes,
                          norm_mean=[1000] * 4, norm_std=[500] * 4)
-    patch_meta = ModelMetadata(architecture="small_resnet", arch_args={"in_bands": 4, "num_outputs": 4},
+    from geoml_plugin.core.finetune.job import CENTRE_POOL, CLASSIFIER_WIDTHS
+
+    patch_args = {"in_bands": 4, "num_outputs": 4, "centre_pool": CENTRE_POOL, "widths": list(CLASSIFIER_WIDTHS)}
+    patch_meta = ModelMetadata(architecture="small_resnet", arch_args=patch_args,  # as Fine-tune builds it
                            task="classification", output="patch", in_bands=4, patch_size=64, classes=classes,
                            norm_mean=[1000] * 4, norm_std=[500] * 4)
     out = {"small": scene.image, "big": str(big)}
