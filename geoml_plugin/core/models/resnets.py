@@ -83,7 +83,7 @@ class SmallResNet(nn.Module):
     with residual connections that keep deeper stages easy to train.
     """
 
-    def __init__(self, in_bands: int, widths=(32, 64, 128, 256)):
+    def __init__(self, in_bands: int, widths=SMALL_WIDTHS):
         if len(widths) != 4:
             raise ValueError("small_resnet has four stages: four widths")
         super().__init__()
