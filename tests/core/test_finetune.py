@@ -406,6 +406,41 @@ def test_classifiers_are_built_wider_and_transfer_keeps_the_source_widths(blocks
     assert "widths" not in read_metadata(scratch.model_path).arch_args
 
 
+def test_patch_classifiers_train_on_mixed_pairs_and_say_so(blocks, out_dir, tmp_path, monkeypatch):
+    """Patch classifiers (with Augment) train with mixup: the trainer blends pairs of patches and the log says so;
+    without Augment, and for segmentation, nothing is mixed."""
+    from geoml_plugin.core.finetune import trainer as trainer_mod
+    from geoml_plugin.core.finetune.job import PATCH_MIXUP
+
+    seen = []  # (mixup of the run, whether a training batch was a blend of two patches)
+    forward = trainer_mod.Trainer._train_forward
+
+    def spy(self, xb, alone=False):
+        seen.append(self.spec.mixup)
+        return forward(self, xb, alone)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_forward", spy)
+    raster, labels, _ = blocks
+    lines = []
+    run_finetune(FinetuneConfig(raster, labels, "label", str(out_dir / "m.safetensors"), epochs=1, **FAST),
+                 Feedback(on_log=lines.append))
+    assert PATCH_MIXUP > 0 and set(seen) == {PATCH_MIXUP}
+    assert any(f"mixup (α {PATCH_MIXUP:g})" in s for s in lines)
+    seen.clear()
+    lines.clear()
+    run_finetune(FinetuneConfig(raster, labels, "label", str(tmp_path / "plain.safetensors"), epochs=1, augment=False,
+                                **FAST), Feedback(on_log=lines.append))
+    assert set(seen) == {0.0} and not any("mixup" in s for s in lines)
+    seen.clear()
+    ds = gdal.Open(str(raster))  # kept open while its band is read
+    bright = ds.GetRasterBand(1).ReadAsArray() > 130
+    ds = None
+    seg_labels = write_raster(tmp_path / "seg.tif", bright.astype(np.float32)[None] + 1)
+    run_finetune(FinetuneConfig(raster, seg_labels, "", str(tmp_path / "seg.safetensors"), task="segmentation",
+                                epochs=1, **FAST))
+    assert set(seen) == {0.0}
+
+
 def test_weights_of_another_backbone_or_band_count_are_refused(blocks, scene, out_dir, tmp_path):
     raster, labels, _ = blocks
     first = run_finetune(FinetuneConfig(raster, labels, "label", str(tmp_path / "a.safetensors"), epochs=1, **FAST))

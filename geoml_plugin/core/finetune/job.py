@@ -63,6 +63,10 @@ CENTRE_POOL = 0.25
 # small_resnet patch classifiers are built 1.5× wider than the network's default (32, 64, 128, 256), which
 # segmentation and regression keep: on EuroSAT the wider network mapped better (README, Benchmarks).
 CLASSIFIER_WIDTHS = (48, 96, 192, 384)
+# Patch classifiers (with Augment) train on mixed pairs of patches (mixup: Beta(α, α) blend of two patches and
+# of their losses): on EuroSAT, four splits, the chips rose from 89.3 to 90.2 %, the map from 89.5 to 89.9 % and
+# its pixel accuracy by 1.2 points, for no extra compute (README, Benchmarks). Dense models do not mix.
+PATCH_MIXUP = 0.2
 
 
 @dataclass
@@ -145,7 +149,7 @@ class FinetuneConfig:
     augment: bool = param(True, label="Augment (shifts, flips, 90° rotations; contrast jitter for classes)",
                           advanced=True, help=(
         "<b>Augment</b>: random shifts, flips and 90° rotations; for classes also a mild contrast/brightness "
-        "jitter. <b>Freeze backbone</b>: train only the head, the backbone's weights and normalisation statistics "
+        "jitter, and patch classifiers learn from blended pairs of patches (mixup). <b>Freeze backbone</b>: train only the head, the backbone's weights and normalisation statistics "
         "stay as loaded (fast; for pretrained weights and very few labels)."))
     device: str = "auto"
     seed: int = param(0, label="Random seed", minimum=0, advanced=True)
@@ -571,12 +575,15 @@ def _finetune(cfg: FinetuneConfig, feedback: Optional[Feedback], session) -> Fin
     _check_same_data(session, data, train_idx, val_idx)
     epochs = _epochs(cfg, data, area, len(train_idx), fb)
     lr = auto_learning_rate(cfg)
+    mixup = PATCH_MIXUP if cfg.augment and data.kind == "patch_class" else 0.0
     spec = TrainSpec(epochs=epochs, batch_size=cfg.batch_size, learning_rate=lr, augment=cfg.augment,
-                     freeze_backbone=cfg.freeze_backbone, context_from=CONTEXT_FROM if data.context else 0.0)
+                     freeze_backbone=cfg.freeze_backbone, context_from=CONTEXT_FROM if data.context else 0.0,
+                     mixup=mixup)
     fb.log(f"Training on {len(train_idx)} patches, validating on {len(val_idx)}; {epochs} epochs, batch "
            f"{cfg.batch_size}, learning rate {lr:g}{', backbone frozen' if cfg.freeze_backbone else ''}"
            f"{', shifts/flips/rotations' if cfg.augment else ''}"
-           f"{' and contrast jitter' if cfg.augment and data.is_classifier else ''}.")
+           f"{' and contrast jitter' if cfg.augment and data.is_classifier else ''}"
+           f"{f', mixup (α {mixup:g})' if mixup else ''}.")
     model, arch, args = _build_model(cfg, data, in_bands, fb, pretrained)
     if session is not None:
         fb.log(f"Distributed: {world} processes ({device.type}), {cfg.batch_size // world}–"

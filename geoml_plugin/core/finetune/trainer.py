@@ -232,13 +232,20 @@ class Trainer:
         return self.model(xb) if alone else self.forward(xb)
 
     # -- loss ----------------------------------------------------------------
-    def loss(self, out, yb):
+    def loss(self, out, yb, mix=None):
+        """The batch's loss; ``mix`` = (λ, perm) for a mixup batch (patch classes): the same blend of the losses
+        of the two patches' labels as of the patches (one call per training step)."""
         torch = self.torch
         F = torch.nn.functional
         out = out.float()
         kind = self.data.kind
         if kind == "patch_class":
-            return F.cross_entropy(out, yb, weight=self.class_weights, label_smoothing=self.spec.label_smoothing)
+            ce = F.cross_entropy(out, yb, weight=self.class_weights, label_smoothing=self.spec.label_smoothing)
+            if mix is None:
+                return ce
+            lam, perm = mix
+            return lam * ce + (1 - lam) * F.cross_entropy(out, yb[perm], weight=self.class_weights,
+                                                          label_smoothing=self.spec.label_smoothing)
         if kind == "dense_class":
             ce = F.cross_entropy(out, yb, weight=self.class_weights, ignore_index=-1,
                                  label_smoothing=DENSE_LABEL_SMOOTHING)
@@ -307,9 +314,7 @@ class Trainer:
             with self._autocast():
                 xb = xb.contiguous(memory_format=torch.channels_last)
                 out = self._train_forward(xb, alone)
-            loss = self.loss(out, yb)
-            if perm is not None:
-                loss = lam * loss + (1 - lam) * self.loss(out, yb[perm])
+            loss = self.loss(out, yb, None if perm is None else (lam, perm))
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
