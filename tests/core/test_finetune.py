@@ -412,25 +412,26 @@ def test_patch_classifiers_train_on_mixed_pairs_and_say_so(blocks, out_dir, tmp_
     from geoml_plugin.core.finetune import trainer as trainer_mod
     from geoml_plugin.core.finetune.job import PATCH_MIXUP
 
-    seen = []  # (mixup of the run, whether a training batch was a blend of two patches)
-    forward = trainer_mod.Trainer._train_forward
+    seen = []  # per training step: (the run's mixup α, whether its loss blended two labels)
+    loss = trainer_mod.Trainer.loss
 
-    def spy(self, xb, alone=False):
-        seen.append(self.spec.mixup)
-        return forward(self, xb, alone)
+    def spy(self, out, yb, mix=None):
+        if self.model.training:
+            seen.append((self.spec.mixup, mix is not None and 0 <= mix[0] <= 1 and len(mix[1]) == len(yb)))
+        return loss(self, out, yb, mix)
 
-    monkeypatch.setattr(trainer_mod.Trainer, "_train_forward", spy)
+    monkeypatch.setattr(trainer_mod.Trainer, "loss", spy)
     raster, labels, _ = blocks
     lines = []
     run_finetune(FinetuneConfig(raster, labels, "label", str(out_dir / "m.safetensors"), epochs=1, **FAST),
                  Feedback(on_log=lines.append))
-    assert PATCH_MIXUP > 0 and set(seen) == {PATCH_MIXUP}
+    assert PATCH_MIXUP > 0 and set(seen) == {(PATCH_MIXUP, True)}
     assert any(f"mixup (α {PATCH_MIXUP:g})" in s for s in lines)
     seen.clear()
     lines.clear()
     run_finetune(FinetuneConfig(raster, labels, "label", str(tmp_path / "plain.safetensors"), epochs=1, augment=False,
                                 **FAST), Feedback(on_log=lines.append))
-    assert set(seen) == {0.0} and not any("mixup" in s for s in lines)
+    assert set(seen) == {(0.0, False)} and not any("mixup" in s for s in lines)
     seen.clear()
     ds = gdal.Open(str(raster))  # kept open while its band is read
     bright = ds.GetRasterBand(1).ReadAsArray() > 130
@@ -438,7 +439,7 @@ def test_patch_classifiers_train_on_mixed_pairs_and_say_so(blocks, out_dir, tmp_
     seg_labels = write_raster(tmp_path / "seg.tif", bright.astype(np.float32)[None] + 1)
     run_finetune(FinetuneConfig(raster, seg_labels, "", str(tmp_path / "seg.safetensors"), task="segmentation",
                                 epochs=1, **FAST))
-    assert set(seen) == {0.0}
+    assert set(seen) == {(0.0, False)}
 
 
 def test_weights_of_another_backbone_or_band_count_are_refused(blocks, scene, out_dir, tmp_path):

@@ -149,8 +149,9 @@ class FinetuneConfig:
     augment: bool = param(True, label="Augment (shifts, flips, 90° rotations; contrast jitter for classes)",
                           advanced=True, help=(
         "<b>Augment</b>: random shifts, flips and 90° rotations; for classes also a mild contrast/brightness "
-        "jitter, and patch classifiers learn from blended pairs of patches (mixup). <b>Freeze backbone</b>: train only the head, the backbone's weights and normalisation statistics "
-        "stay as loaded (fast; for pretrained weights and very few labels)."))
+        "jitter, and patch classifiers learn from blended pairs of patches (mixup). <b>Freeze backbone</b>: train "
+        "only the head, the backbone's weights and normalisation statistics stay as loaded (fast; for pretrained "
+        "weights and very few labels)."))
     device: str = "auto"
     seed: int = param(0, label="Random seed", minimum=0, advanced=True)
     output_report: Optional[str] = None  # HTML; metrics JSON beside it
