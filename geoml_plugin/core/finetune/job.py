@@ -394,16 +394,16 @@ def check_config(cfg: FinetuneConfig) -> None:
 
 
 def _check_weights(cfg: FinetuneConfig, in_bands: int):
-    """The catalogue entry of ``cfg.weights`` (None for none / a model file), refused early when unusable."""
+    """``(catalogue entry, earlier model's metadata)`` of ``cfg.weights``, each None where it is not that kind
+    (both for none / imagenet), refused early when unusable."""
     from .pretrained import is_cached, missing_message
     from .weights import catalogue_entry, check_transfer_source, is_model_file, torchvision_weights_enum
 
     w = cfg.weights.strip()
     if is_model_file(w):
-        check_transfer_source(w, cfg.backbone, in_bands)
-        return None
+        return None, check_transfer_source(w, cfg.backbone, in_bands)
     if w.lower() == "none":
-        return None
+        return None, None
     if w.lower() == "imagenet":
         torchvision_weights_enum(cfg.backbone)  # "ImageNet weights exist only for the torchvision ResNets"
     entry = catalogue_entry(w, cfg.backbone)
@@ -412,7 +412,7 @@ def _check_weights(cfg: FinetuneConfig, in_bands: int):
                          f"Choose BACKBONE={entry.arch}, or other weights.")
     if not is_cached(entry) and not cfg.download_weights:
         raise missing_message(entry)
-    return entry
+    return entry, None
 
 
 def _check_labels(data, cfg: FinetuneConfig) -> None:
@@ -440,37 +440,33 @@ def _check_labels(data, cfg: FinetuneConfig) -> None:
                          "Check the field (or the target raster's nodata value), or add labels with other values.")
 
 
-def _small_widths(cfg: FinetuneConfig, data, weights: str):
-    """small_resnet's stage widths for this run, or None for the builder's default: an earlier model's (transfer
-    copies its backbone, so the shapes must match), else ``CLASSIFIER_WIDTHS`` for a patch classifier."""
-    from .weights import is_model_file
-
+def _small_widths(cfg: FinetuneConfig, data, source=None):
+    """small_resnet's stage widths for this run, or None for the builder's default: those of ``source``, the
+    earlier model's metadata (transfer copies its backbone, so the shapes must match), else
+    ``CLASSIFIER_WIDTHS`` for a patch classifier."""
     if cfg.backbone != "small_resnet":
         return None
-    if is_model_file(weights):
-        from ..modelfile import read_metadata
-
-        return read_metadata(weights).arch_args.get("widths")
+    if source is not None:
+        return source.arch_args.get("widths")
     return CLASSIFIER_WIDTHS if data.is_classifier and not data.dense else None
 
 
-def _build_model(cfg: FinetuneConfig, data, in_bands: int, fb: Feedback, pretrained=None):
+def _build_model(cfg: FinetuneConfig, data, in_bands: int, fb: Feedback, pretrained=None, source=None):
     from ..models import build_model
-    from .weights import apply_transfer, is_model_file
+    from .weights import apply_transfer
 
-    w = cfg.weights.strip()
     if data.dense:
         arch, args = "unet", {"backbone": cfg.backbone, "in_bands": in_bands, "num_outputs": data.num_outputs}
     else:
         arch, args = cfg.backbone, {"in_bands": in_bands, "num_outputs": data.num_outputs}
         if data.is_classifier and CENTRE_POOL:
             args["centre_pool"] = CENTRE_POOL
-    widths = _small_widths(cfg, data, w)
+    widths = _small_widths(cfg, data, source)
     if widths is not None:
         args["widths"] = list(widths)
     model = build_model(arch, **args)
-    if is_model_file(w):
-        fb.log(apply_transfer(model, w))
+    if source is not None:
+        fb.log(apply_transfer(model, cfg.weights.strip()))
     elif pretrained is not None:
         from .pretrained import apply_entry
 
@@ -551,7 +547,7 @@ def _finetune(cfg: FinetuneConfig, feedback: Optional[Feedback], session) -> Fin
         auto_patch = cfg.patch_size is None
         cfg = _with_patch_size(cfg, info.width, info.height, fb)
         in_bands = len(reader.bands)
-        entry = _check_weights(cfg, in_bands)
+        entry, source = _check_weights(cfg, in_bands)
         pretrained, norm = None, None
         if entry is not None:
             from .pretrained import ensure_weights, is_cached, match_bands, parse_weight_bands, scaling
@@ -585,7 +581,7 @@ def _finetune(cfg: FinetuneConfig, feedback: Optional[Feedback], session) -> Fin
            f"{', shifts/flips/rotations' if cfg.augment else ''}"
            f"{' and contrast jitter' if cfg.augment and data.is_classifier else ''}"
            f"{f', mixup (α {mixup:g})' if mixup else ''}.")
-    model, arch, args = _build_model(cfg, data, in_bands, fb, pretrained)
+    model, arch, args = _build_model(cfg, data, in_bands, fb, pretrained, source)
     if session is not None:
         fb.log(f"Distributed: {world} processes ({device.type}), {cfg.batch_size // world}–"
                f"{-(-cfg.batch_size // world)} patches each per step.")
