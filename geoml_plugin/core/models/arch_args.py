@@ -85,15 +85,24 @@ DROPOUT = Float(0.0, 1.0)
 PATCH_BACKBONES = ("small_resnet", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
 RESNET_BACKBONES = Choice(*PATCH_BACKBONES)
 
+
+def _patch_backbone_args(name: str) -> dict:
+    """The rules of a patch classifier backbone; small_resnet also takes its four stage widths (absent in files
+    written before widths were chosen)."""
+    rules = {"in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True), "dropout": (DROPOUT, False),
+             "centre_pool": (Float(0.0, 10.0), False)}
+    if name == "small_resnet":
+        rules["widths"] = (STAGE_WIDTHS, False)
+    return rules
+
+
 # architecture → {argument: (rule, required)}
 ARCH_ARGS: dict[str, dict[str, tuple[_Rule, bool]]] = {
     "pixel_linear": {"in_bands": (BANDS, True), "out_channels": (OUTPUTS, True)},
     "small_cnn": {"in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True), "widths": (WIDTHS, False),
                   "dropout": (DROPOUT, False)},
     "small_fcn": {"in_bands": (BANDS, True), "num_classes": (OUTPUTS, True), "width": (Int(1, MAX_WIDTH), False)},
-    **{name: {"in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True), "dropout": (DROPOUT, False),
-              "centre_pool": (Float(0.0, 10.0), False)}
-       for name in PATCH_BACKBONES},
+    **{name: _patch_backbone_args(name) for name in PATCH_BACKBONES},
     "unet": {"backbone": (RESNET_BACKBONES, True), "in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True),
              "widths": (STAGE_WIDTHS, False)},
     "meta_classifier": {
@@ -107,7 +116,6 @@ ARCH_ARGS: dict[str, dict[str, tuple[_Rule, bool]]] = {
     "unet_translator": {"in_bands": (BANDS, True), "out_bands": (BANDS, True), "widths": (WIDTHS, False)},
     "patch_critic": {"in_bands": (BANDS, True), "widths": (WIDTHS, False), "spectral": (Bool(), False)},
 }
-ARCH_ARGS["small_resnet"]["widths"] = (STAGE_WIDTHS, False)  # absent in files written before widths were chosen
 
 
 def _show(v) -> str:
