@@ -442,6 +442,22 @@ def test_patch_classifiers_train_on_mixed_pairs_and_say_so(blocks, out_dir, tmp_
     assert set(seen) == {(0.0, False)}
 
 
+def test_classifiers_trained_with_mixup_get_a_longer_automatic_schedule(blocks, tmp_path, monkeypatch):
+    """EPOCHS 0: a patch classifier trained with mixup (Augment) sees MIXUP_EPOCH_FACTOR × the automatic patches
+    and epochs of one trained without; EPOCHS given by the user is kept as it is."""
+    from geoml_plugin.core.finetune import job
+
+    assert (job.auto_epochs(1020), job.auto_epochs(1020, job.MIXUP_EPOCH_FACTOR)) == (98, 127)  # EuroSAT's 80 %
+    assert (job.auto_epochs(10), job.auto_epochs(10, job.MIXUP_EPOCH_FACTOR)) == (100, 130)  # the caps
+    monkeypatch.setattr(job, "MAX_AUTO_EPOCHS", 2)  # short runs: the cap decides, 2 or round(2 × 1.3) = 3
+    raster, labels, _ = blocks
+    ran = {}
+    for name, kw in {"mixup": {}, "plain": {"augment": False}, "given": {"epochs": 2}}.items():
+        res = run_finetune(FinetuneConfig(raster, labels, "label", str(tmp_path / f"{name}.safetensors"), **kw, **FAST))
+        ran[name] = (res.epochs, len(res.history))
+    assert ran == {"mixup": (3, 3), "plain": (2, 2), "given": (2, 2)}
+
+
 def test_weights_of_another_backbone_or_band_count_are_refused(blocks, scene, out_dir, tmp_path):
     raster, labels, _ = blocks
     first = run_finetune(FinetuneConfig(raster, labels, "label", str(tmp_path / "a.safetensors"), epochs=1, **FAST))
