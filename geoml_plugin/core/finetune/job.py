@@ -68,7 +68,7 @@ CLASSIFIER_WIDTHS = (48, 96, 192, 384)
 # its pixel accuracy by 1.2 points, for no extra compute (README, Benchmarks). Dense models do not mix.
 PATCH_MIXUP = 0.2
 # Blended patches are harder to fit: patch classifiers trained with mixup see this many times the automatic
-# patches (130 000, up to 130 epochs). On EuroSAT, four splits, the map rose from 89.9 to 90.8 % (higher on every
+# patches (130 000, up to 130 epochs). On EuroSAT, four splits, the map rose from 89.8 to 90.8 % (higher on every
 # split), the chips from 90.2 to 91.0 %, for 1.3× the training time (README, Benchmarks).
 MIXUP_EPOCH_FACTOR = 1.3
 
@@ -403,7 +403,7 @@ def check_config(cfg: FinetuneConfig) -> None:
 
 def _check_weights(cfg: FinetuneConfig, in_bands: int):
     """``(catalogue entry, earlier model's metadata)`` of ``cfg.weights``, each None where it is not that kind
-    (both for none / imagenet), refused early when unusable."""
+    (both for none), refused early when unusable."""
     from .pretrained import is_cached, missing_message
     from .weights import catalogue_entry, check_transfer_source, is_model_file, torchvision_weights_enum
 
