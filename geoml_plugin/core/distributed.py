@@ -36,6 +36,10 @@ from .progress import Feedback, ensure_feedback
 
 STOP_WAIT_S = 10.0  # a failing rank waits at most this long for the others to stop and clean up
 POLL_S = 0.02
+# A rank whose collective breaks (gloo's "Connection closed by peer") usually lost a peer that failed; the peer's
+# message can land in the store a moment after the connection drops, so a rank looks this long for it before
+# reporting the failure as its own.
+PEER_GRACE_S = 2.0
 EXCHANGE_TIMEOUT_S = float(os.environ.get("GEOML_DIST_TIMEOUT", 1800))  # a phase waiting for the slowest rank
 
 _jobs = 0  # sessions opened by this process: every rank opens the same sequence, so keys agree
@@ -134,7 +138,7 @@ class Session:
     def _fail(self, exc: BaseException) -> BaseException:
         if not isinstance(exc, PeerFailed):
             own = isinstance(exc, GeoMLError) and not isinstance(exc, LauncherStopped)
-            peer = None if own else self.peer_failure()
+            peer = None if own else self._peer_failure_soon()
             if peer is not None:  # e.g. gloo's "Connection closed by peer": the peer's own message is the cause
                 exc = PeerFailed(peer)
             else:
@@ -148,6 +152,15 @@ class Session:
         while time.monotonic() < end and int(self.store.add("stopped", 0)) < self.world_size:
             time.sleep(POLL_S)
         return exc
+
+    def _peer_failure_soon(self) -> Optional[str]:
+        """:meth:`peer_failure`, waiting up to ``PEER_GRACE_S`` for a message that may still be on its way."""
+        end = time.monotonic() + PEER_GRACE_S
+        while True:
+            msg = self.peer_failure()
+            if msg is not None or time.monotonic() >= end:
+                return msg
+            time.sleep(POLL_S)
 
     def _close_group(self) -> None:
         if self.owns_group and self.dist.is_initialized():
