@@ -458,6 +458,30 @@ def test_classifiers_trained_with_mixup_get_a_longer_automatic_schedule(blocks, 
     assert ran == {"mixup": (3, 3), "plain": (2, 2), "given": (2, 2)}
 
 
+def test_a_long_run_validates_every_few_epochs_and_after_the_last(blocks, tmp_path, monkeypatch):
+    """At most about VALIDATION_PASSES validation passes, evenly spread, always after the last epoch, whose
+    figures are the model's reported metrics (the same model: validation does not change training); the
+    time left counts only the passes to come."""
+    from geoml_plugin.core import remaining
+    from geoml_plugin.core.finetune import trainer
+
+    assert [trainer.validation_every(n) for n in (1, 25, 26, 98, 127)] == [1, 1, 2, 4, 6]
+    monkeypatch.setattr(trainer, "VALIDATION_PASSES", 2)  # 5 epochs: after epochs 3 and 5
+    raster, labels, _ = blocks
+    logs = []
+    res = run_finetune(FinetuneConfig(raster, labels, "label", str(tmp_path / "m.safetensors"), epochs=5, **FAST),
+                       Feedback(on_log=logs.append))
+    assert [h["val_score"] is not None for h in res.history] == [False, False, True, False, True]
+    assert res.metrics["overall_accuracy"] == pytest.approx(res.history[-1]["val_score"], abs=1e-5)
+    assert res.metrics["evaluated_on"] == "validation"
+    assert sum("val loss" in m for m in logs if m.startswith("epoch ")) == 2
+    r = remaining.RemainingTime(epochs=5, steps_per_epoch=10, val_batches=4, val_every=3)
+    r.val_seconds = 7.0
+    r.step_seconds, r.steps_done, r.units_done = 10.0, 10, 10.0  # one epoch done at 1 s a step
+    r.start_epoch(1)
+    assert r.estimate() == pytest.approx(40.0 + 2 * 7.0)  # epochs 2–5 left; passes after epochs 3 and 5
+
+
 def test_weights_of_another_backbone_or_band_count_are_refused(blocks, scene, out_dir, tmp_path):
     raster, labels, _ = blocks
     first = run_finetune(FinetuneConfig(raster, labels, "label", str(tmp_path / "a.safetensors"), epochs=1, **FAST))
