@@ -44,10 +44,11 @@ class RemainingTime:
     """Remaining-time estimate of ``epochs`` epochs of ``steps_per_epoch`` steps (see the module docstring)."""
 
     def __init__(self, epochs: int, steps_per_epoch: int, val_batches: int = 0, epoch_costs=None,
-                 val_every: int = 1):
+                 val_epochs=None):
         self.epochs, self.steps_per_epoch = int(epochs), max(1, int(steps_per_epoch))
         self.val_batches = int(val_batches)  # validation batches of a validation pass
-        self.val_every = max(1, int(val_every))  # a pass after every this many epochs, and after the last
+        # the epochs (0-based) followed by a validation pass, the last one being the final evaluation (default: all)
+        self.val_epochs = sorted(int(e) for e in val_epochs) if val_epochs is not None else list(range(self.epochs))
         # relative cost of a step in each epoch (e.g. 2.25 for epochs that see 96 px where the others see 64)
         self.costs = [float(c) for c in epoch_costs] if epoch_costs is not None else [1.0] * self.epochs
         if len(self.costs) < self.epochs:
@@ -94,9 +95,8 @@ class RemainingTime:
                       + self.steps_per_epoch * sum(self.costs[self.epoch + 1:self.epochs]))
         per_step = self.step_seconds / self.steps_done
         val = self.val_seconds if self.val_seconds is not None else self.val_batches * per_step / 3
-        # the validation passes after this epoch and the ones after it (the last one is the final evaluation)
-        passes_left = sum(1 for e in range(self.epoch, self.epochs)
-                          if (e + 1) % self.val_every == 0 or e + 1 == self.epochs) if self.val_batches else 0
+        # the validation passes after this epoch and the ones after it
+        passes_left = sum(1 for e in self.val_epochs if e >= self.epoch) if self.val_batches else 0
         return units_left * per_unit + passes_left * val
 
     def text(self) -> str:

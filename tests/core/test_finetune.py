@@ -475,7 +475,8 @@ def test_a_long_run_validates_every_few_epochs_and_after_the_last(blocks, tmp_pa
     assert res.metrics["overall_accuracy"] == pytest.approx(res.history[-1]["val_score"], abs=1e-5)
     assert res.metrics["evaluated_on"] == "validation"
     assert sum("val loss" in m for m in logs if m.startswith("epoch ")) == 2
-    r = remaining.RemainingTime(epochs=5, steps_per_epoch=10, val_batches=4, val_every=3)
+    r = remaining.RemainingTime(epochs=5, steps_per_epoch=10, val_batches=4,
+                                val_epochs=[e for e in range(5) if trainer.validates(e, 5)])
     r.val_seconds = 7.0
     r.step_seconds, r.steps_done, r.units_done = 10.0, 10, 10.0  # one epoch done at 1 s a step
     r.start_epoch(1)

@@ -446,7 +446,7 @@ class Trainer:
         n = len(self.train_idx)
         self.remaining = RemainingTime(spec.epochs, max(1, n // bs) if n >= bs else 1,
                                        -(-len(self.val_idx) // (2 * bs)) if len(self.val_idx) else 0,
-                                       self._epoch_costs(), validation_every(spec.epochs))
+                                       self._epoch_costs(), [e for e in range(spec.epochs) if validates(e, spec.epochs)])
         while epoch < spec.epochs:
             t0 = time.perf_counter()
             try:
