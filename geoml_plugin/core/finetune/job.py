@@ -141,7 +141,8 @@ class FinetuneConfig:
         "that grows with the labelled area, not the raster: about 20 training visits per labelled pixel, counted "
         "up to 4 megapixels (a fully labelled 4 MP image trains in under 10 minutes on a 2-core CPU), at least "
         "2 000 patches. The log says what was chosen and the progress shows the time left. <b>Validation "
-        "fraction</b>: share of the labelled features kept apart, per class, for the metrics (0 = none)."))
+        "fraction</b>: share of the labelled features kept apart, per class, for the metrics (0 = none); checked after every epoch, "
+        "or every few in runs of over 25 epochs, and always after the last."))
     batch_size: int = param(32, label="Batch size", minimum=2, maximum=4096)
     # 0 = automatic (3e-3 from scratch, 1e-3 from pretrained weights)
     learning_rate: float = param(0.0, label="Learning rate (0 = automatic)", minimum=0.0, maximum=1.0,
