@@ -131,6 +131,7 @@ def test_saved_model_is_readable_by_others_like_other_outputs(tmp_path):
     ("resnet34", {"in_bands": 1, "num_outputs": 3}, "classification", "patch"),
     ("resnet50", {"in_bands": 13, "num_outputs": 3}, "classification", "patch"),
     ("unet", {"backbone": "small_resnet", "in_bands": 4, "num_outputs": 3}, "segmentation", "dense"),
+    ("unet", {"backbone": "small_resnet", "in_bands": 4, "num_outputs": 3, "full_res": True}, "segmentation", "dense"),
     ("unet", {"backbone": "resnet50", "in_bands": 4, "num_outputs": 3}, "segmentation", "dense"),
     ("meta_classifier", {"in_bands": 4, "num_classes": 3, "views": 8, "pool_blocks": 2, "max_pool": True},
      "classification", "patch"),

@@ -53,7 +53,8 @@ KINDS = {
     "small_fcn": ("small_fcn", dict(in_bands=4, num_classes=3, width=8), "segmentation", "dense", 16),
     "unet_segmentation": ("unet", dict(backbone="small_resnet", in_bands=4, num_outputs=4), "segmentation", "dense",
                           16),
-    "unet_regression": ("unet", dict(backbone="small_resnet", in_bands=4, num_outputs=1), "regression", "dense", 16),
+    "unet_regression": ("unet", dict(backbone="small_resnet", in_bands=4, num_outputs=1, full_res=True), "regression",
+                        "dense", 16),
 }
 
 

@@ -180,6 +180,9 @@ def test_a_label_raster_keeps_held_out_areas_apart_and_its_classes_name_and_colo
                                       task="segmentation", patch_size=16, epochs=1, batch_size=8,
                                       max_raster_samples=60, device="cpu"))
     assert res.class_names == ["Meadow", "Roof"]
+    from geoml_plugin.core.modelfile import read_metadata
+
+    assert read_metadata(res.model_path).arch_args["full_res"] is True  # the stem's full-resolution map is used
     data, y = seen["data"], seen["y"]
     cells_x = w // 16 + 1
     area = (np.arange(h)[:, None] // 16) * cells_x + np.arange(w)[None] // 16
@@ -234,3 +237,37 @@ def test_masks_burnt_per_patch_equal_masks_cut_from_one_burn(checkerboard, out_d
         runs.append(seen["y"])
     assert runs[0].shape == runs[1].shape and (runs[0] >= 0).any()
     assert np.array_equal(runs[0], runs[1])
+
+
+def test_the_full_resolution_unet_keeps_any_size_and_files_without_it_load_as_before(tmp_path):
+    """A new small_resnet U-Net (``full_res``) maps a raster window of any size to the same size; a model file
+    written before (no ``full_res`` in its arch_args) builds the former layout and gives the same values."""
+    import torch
+
+    from geoml_plugin.core.models import build_model
+
+    torch.manual_seed(0)
+    new = build_model("unet", backbone="small_resnet", in_bands=3, num_outputs=4, full_res=True).eval()
+    x = torch.randn(1, 3, 37, 53)
+    with torch.no_grad():
+        assert new(x).shape == (1, 4, 37, 53)
+    assert new.final[0][0].in_channels == 32 + new.backbone.channels[0]
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        maps = new.backbone.feature_maps(x, full_res=True)
+        assert maps[0].shape[-2:] == (48, 64)  # the stem's map, before its max-pooling
+        assert all(torch.equal(a, b) for a, b in zip(maps[1:], new.backbone.feature_maps(x)))
+    old = build_model("unet", backbone="small_resnet", in_bands=3, num_outputs=4).eval()
+    assert old.final[0][0].in_channels == 32 and not old.full_res
+    with torch.no_grad():  # the former forward: stem, stages, decoder, upsampling, last layers
+        feats, z = [], old.backbone.stem(x)
+        for stage in old.backbone.stages:
+            z = stage(z)
+            feats.append(z)
+        y = feats[-1]
+        for blk, skip in zip(old.decoder, reversed(feats[:-1])):
+            y = blk(y, skip)
+        y = torch.nn.functional.interpolate(y, size=(48, 64), mode="bilinear", align_corners=False)
+        assert torch.equal(old(x), old.final(y))
+    with pytest.raises(ValueError, match="small_resnet"):
+        build_model("unet", backbone="resnet18", in_bands=3, num_outputs=4, full_res=True)

@@ -104,7 +104,7 @@ ARCH_ARGS: dict[str, dict[str, tuple[_Rule, bool]]] = {
     "small_fcn": {"in_bands": (BANDS, True), "num_classes": (OUTPUTS, True), "width": (Int(1, MAX_WIDTH), False)},
     **{name: _patch_backbone_args(name) for name in PATCH_BACKBONES},
     "unet": {"backbone": (RESNET_BACKBONES, True), "in_bands": (BANDS, True), "num_outputs": (OUTPUTS, True),
-             "widths": (STAGE_WIDTHS, False)},
+             "widths": (STAGE_WIDTHS, False), "full_res": (Bool(), False)},
     "meta_classifier": {
         "in_bands": (BANDS, True), "num_classes": (OUTPUTS, True), "backbone": (Choice("small_cnn", "resnet18"), False),
         "widths": (WIDTHS, False), "normalize": (Bool(), False), "views": (Choice(1, 2, 4, 8), False),

@@ -107,8 +107,12 @@ class SmallResNet(nn.Module):
     def strided_stages(self) -> list:
         return list(self.stages)[1:]
 
-    def feature_maps(self, x: torch.Tensor) -> list:
-        out, x = [], self.stem(x)
+    def feature_maps(self, x: torch.Tensor, full_res: bool = False) -> list:
+        """The stages' outputs (1/2 … 1/16); with ``full_res`` the stem's full-resolution map (before its
+        max-pooling) first."""
+        stem = self.stem
+        first = stem[2](stem[1](stem[0](x)))
+        out, x = [first] if full_res else [], stem[3](first)
         for s in self.stages:
             x = s(x)
             out.append(x)
