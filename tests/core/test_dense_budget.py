@@ -103,14 +103,16 @@ def test_the_automatic_schedule_counts_labelled_pixels_not_the_raster_and_epochs
     raster, labels = sparse_scene(tmp_path, labelled_cols=16)
     monkeypatch.setattr(job, "DENSE_MIN_PATCHES", 1)  # so the budget follows the area down to this tiny raster
     monkeypatch.setattr(job, "DENSE_VISITS_PER_PIXEL", 4)
+    monkeypatch.setattr(job, "FULL_RES_VISITS_PER_PIXEL", 3)  # segmentation's U-Net: the full-resolution skip
     log = []
     res = run_finetune(FinetuneConfig(raster, labels, output_model=str(tmp_path / "m.safetensors"),
                                       task="segmentation", patch_size=16, max_raster_samples=40, device="cpu"),
                        Feedback(on_log=log.append))
     line = next(m for m in log if m.startswith("Training budget"))
     assert "0.00 MP labelled" in line  # 16 × 64 = 1024 pixels, not the raster's 4096
-    assert res.epochs == job.auto_dense_epochs(16 * 64, 16, res.n_train)
-    assert res.epochs == max(1, -(-4 * 1024 // 16**2 // res.n_train))
+    assert "(3 visits per labelled pixel" in line and res.meta.arch_args["full_res"] is True
+    assert res.epochs == job.auto_dense_epochs(16 * 64, 16, res.n_train, 3)
+    assert res.epochs == max(1, -(-3 * 1024 // 16**2 // res.n_train))
     res2 = run_finetune(FinetuneConfig(raster, labels, output_model=str(tmp_path / "m2.safetensors"), epochs=2,
                                        task="segmentation", patch_size=16, max_raster_samples=40, device="cpu"))
     assert res2.epochs == 2  # the user's EPOCHS wins
@@ -253,7 +255,8 @@ def test_the_epochs_help_states_the_budget_in_force():
     from geoml_plugin.core.spec import spec_help
 
     text = spec_help(job.FinetuneConfig, "epochs")
-    assert f"about {job.DENSE_VISITS_PER_PIXEL} training visits per labelled pixel" in text
+    assert (f"about {job.FULL_RES_VISITS_PER_PIXEL} training visits per labelled pixel for segmentation" in text
+            and f"and {job.DENSE_VISITS_PER_PIXEL} for pixel regression" in text)
     assert f"counted up to {job.DENSE_MAX_PIXELS // 1_000_000} megapixels" in text
     assert f"at least {job.DENSE_MIN_PATCHES:,} patches".replace(",", " ") in text
 

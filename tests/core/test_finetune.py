@@ -129,6 +129,7 @@ def test_pixel_regression_recovers_a_known_mapping(linear_target, out_dir):
                                       patch_size=32, epochs=6, batch_size=8, max_raster_samples=60, device="cpu"))
     meta = read_metadata(res.model_path)
     assert meta.output == "dense" and meta.architecture == "unet" and meta.task == "regression"
+    assert "full_res" not in meta.arch_args  # the full-resolution skip is for classes (it mapped NAIP worse)
     assert res.metrics["r2"] > 0.9, res.metrics
     out = out_dir / "pred.tif"
     run_predict(PredictConfig(raster, res.model_path, str(out), device="cpu"))
@@ -325,6 +326,7 @@ def test_mobilenet_v2_starts_from_cached_imagenet_weights_for_segmentation_and_p
     assert res.learning_rate == 1e-3
     model, meta = load_model(res.model_path)
     assert meta.architecture == "unet" and meta.arch_args["backbone"] == "mobilenet_v2"
+    assert "full_res" not in meta.arch_args  # only small_resnet has a full-resolution stem map
     got = model.backbone.state_dict()["features.17.conv.2.weight"]
     assert 0 < float((got - fake["features.17.conv.2.weight"]).abs().max()) < 0.05  # trained, from ImageNet's
     out = run_predict(PredictConfig(scene.image, res.model_path, str(out_dir / "mn_map.tif"), device="cpu"))

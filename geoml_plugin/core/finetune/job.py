@@ -42,6 +42,9 @@ MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 100
 # the most a run spends, about 10 min on a 2-core CPU for the default U-Net), and at least DENSE_MIN_PATCHES
 # patches (a small labelled area still gets enough steps to learn). See docs/segmentation-budget.md.
 DENSE_VISITS_PER_PIXEL = 20
+# The segmentation U-Net with the full-resolution skip (``full_res_unet``) costs about 1.4× per step (2 threads,
+# batch 32, 96 px: 2.4–2.9 s against 1.8–2.1 s): fewer visits keep a fully labelled 4 MP image inside the time.
+FULL_RES_VISITS_PER_PIXEL = 15
 DENSE_MAX_PIXELS = 4_000_000
 DENSE_MIN_PATCHES = 2_000
 # Patch models trained with context (``window_context``) spend this fraction of their epochs on the window
@@ -133,12 +136,14 @@ class FinetuneConfig:
         f"accuracy against 0.68 with {AUTO_PATCH} px), at up to 2.5× the training time of a small raster; "
         f"{AUTO_PATCH} px when the larger patches would leave a class too few validation areas."))
     # 0 = automatic: patch models about 100 000 patches seen (5–100 epochs; × MIXUP_EPOCH_FACTOR for classifiers
-    # trained with mixup); dense models a budget that scales with the labelled area (DENSE_VISITS_PER_PIXEL)
+    # trained with mixup); dense models a budget that scales with the labelled area (DENSE_VISITS_PER_PIXEL,
+    # FULL_RES_VISITS_PER_PIXEL)
     epochs: int = param(0, label="Epochs (0 = automatic)", minimum=0, maximum=10000, help=(
         "<b>Epochs</b> 0 and <b>learning rate</b> 0 choose automatically: patch classification and regression see "
         "about 100 000 patches (5–100 epochs; classifiers trained with <b>Augment</b>, which blends patches, 130 000 "
         "and up to 130 epochs); segmentation and pixel regression (a target raster) get a budget "
-        "that grows with the labelled area, not the raster: about 20 training visits per labelled pixel, counted "
+        "that grows with the labelled area, not the raster: about 15 training visits per labelled pixel for "
+        "segmentation (its U-Net is larger) and 20 for pixel regression, counted "
         "up to 4 megapixels (a fully labelled 4 MP image trains in under 10 minutes on a 2-core CPU), at least "
         "2 000 patches. The log says what was chosen and the progress shows the time left. <b>Validation "
         "fraction</b>: share of the labelled features kept apart, per class, for the metrics (0 = none); checked after every epoch, "
@@ -304,17 +309,24 @@ def auto_epochs(n_train: int, factor: float = 1.0) -> int:
     return int(min(top, max(MIN_AUTO_EPOCHS, round(factor * AUTO_EPOCH_SAMPLES / max(1, n_train)))))
 
 
-def dense_budget(labelled_pixels: int, patch: int) -> int:
-    """Dense models: training patches of ``patch``² pixels the automatic schedule spends (see
-    ``DENSE_VISITS_PER_PIXEL``): ``DENSE_VISITS_PER_PIXEL`` × the labelled pixels (at most ``DENSE_MAX_PIXELS``)
-    / patch², at least ``DENSE_MIN_PATCHES``."""
-    visits = DENSE_VISITS_PER_PIXEL * min(int(labelled_pixels), DENSE_MAX_PIXELS)
+def dense_budget(labelled_pixels: int, patch: int, per_pixel: int = DENSE_VISITS_PER_PIXEL) -> int:
+    """Dense models: training patches of ``patch``² pixels the automatic schedule spends: ``per_pixel`` visits
+    (``DENSE_VISITS_PER_PIXEL``, or ``FULL_RES_VISITS_PER_PIXEL`` for the full-resolution U-Net) × the labelled
+    pixels (at most ``DENSE_MAX_PIXELS``) / patch², at least ``DENSE_MIN_PATCHES``."""
+    visits = per_pixel * min(int(labelled_pixels), DENSE_MAX_PIXELS)
     return int(max(DENSE_MIN_PATCHES, round(visits / float(patch) ** 2)))
 
 
-def auto_dense_epochs(labelled_pixels: int, patch: int, n_train: int) -> int:
+def auto_dense_epochs(labelled_pixels: int, patch: int, n_train: int, per_pixel: int = DENSE_VISITS_PER_PIXEL) -> int:
     """Dense models: epochs over ``n_train`` patches that spend :func:`dense_budget` (rounded up: at least 1)."""
-    return int(max(1, -(-dense_budget(labelled_pixels, patch) // max(1, n_train))))
+    return int(max(1, -(-dense_budget(labelled_pixels, patch, per_pixel) // max(1, n_train))))
+
+
+def full_res_unet(cfg: "FinetuneConfig", data) -> bool:
+    """Whether the dense model gets the full-resolution skip (``models/segmentation.py``): segmentation on the
+    ``small_resnet`` encoder. It mapped the Dubai parts better and NAIP's pixel regression worse
+    (docs/segmentation-budget.md)."""
+    return bool(data.dense and data.is_classifier and cfg.backbone == "small_resnet")
 
 
 def _epochs(cfg: FinetuneConfig, data, area: int, n_train: int, fb: Feedback, mixup: float = 0.0) -> int:
@@ -324,9 +336,10 @@ def _epochs(cfg: FinetuneConfig, data, area: int, n_train: int, fb: Feedback, mi
         return int(cfg.epochs)
     if not data.dense:
         return auto_epochs(n_train, MIXUP_EPOCH_FACTOR if mixup else 1.0)
-    epochs = auto_dense_epochs(area, cfg.patch_size, n_train)
-    fb.log(f"Training budget: {area / 1e6:.2f} MP labelled → about {dense_budget(area, cfg.patch_size)} patches "
-           f"of {cfg.patch_size} px ({DENSE_VISITS_PER_PIXEL} visits per labelled pixel, counted up to "
+    per_pixel = FULL_RES_VISITS_PER_PIXEL if full_res_unet(cfg, data) else DENSE_VISITS_PER_PIXEL
+    epochs = auto_dense_epochs(area, cfg.patch_size, n_train, per_pixel)
+    fb.log(f"Training budget: {area / 1e6:.2f} MP labelled → about {dense_budget(area, cfg.patch_size, per_pixel)} "
+           f"patches of {cfg.patch_size} px ({per_pixel} visits per labelled pixel, counted up to "
            f"{DENSE_MAX_PIXELS / 1e6:g} MP; at least {DENSE_MIN_PATCHES} patches): {epochs} epochs.")
     return epochs
 
@@ -466,6 +479,8 @@ def _build_model(cfg: FinetuneConfig, data, in_bands: int, fb: Feedback, pretrai
 
     if data.dense:
         arch, args = "unet", {"backbone": cfg.backbone, "in_bands": in_bands, "num_outputs": data.num_outputs}
+        if full_res_unet(cfg, data):
+            args["full_res"] = True
     else:
         arch, args = cfg.backbone, {"in_bands": in_bands, "num_outputs": data.num_outputs}
         if data.is_classifier and CENTRE_POOL:
