@@ -83,7 +83,7 @@ def run_pair(data: str, train: str, test: str, folder: str, args) -> dict:
 
     log = []
     fb = Feedback(on_log=log.append)
-    model = os.path.join(folder, f"{train}.safetensors")
+    model = os.path.join(folder, f"{train}_seed{args.seed}.safetensors")
     cfg = FinetuneConfig(input_path=os.path.join(data, f"{train}.tif"),
                          labels=os.path.join(data, f"{train}_labels.tif"), output_model=model,
                          task="segmentation", seed=args.seed, device="cpu")
@@ -91,6 +91,8 @@ def run_pair(data: str, train: str, test: str, folder: str, args) -> dict:
         cfg.epochs = args.epochs
     if args.patch_size:
         cfg.patch_size = args.patch_size
+    if args.batch_size:
+        cfg.batch_size = args.batch_size
     if args.backbone:
         cfg.backbone = args.backbone
     if args.learning_rate:
@@ -104,7 +106,7 @@ def run_pair(data: str, train: str, test: str, folder: str, args) -> dict:
         print("\n".join(log), file=sys.stderr)
     out = {"train": train, "map": test}
     for i, views in enumerate(args.views):
-        out_map = os.path.join(folder, f"{train}_on_{test}_{views}.tif")
+        out_map = os.path.join(folder, f"{train}_seed{args.seed}_on_{test}_{views}.tif")
         t0 = time.perf_counter()
         run_predict(PredictConfig(input_path=os.path.join(data, f"{test}.tif"), model_path=model,
                                   output_path=out_map, device="cpu", views=views))
@@ -129,12 +131,15 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=0, help="0 = GeoML's default (the training budget)")
     ap.add_argument("--patch-size", type=int, default=0, help="0 = GeoML's default")
+    ap.add_argument("--batch-size", type=int, default=0, help="0 = GeoML's default")
     ap.add_argument("--views", default="1", help="test-time views of the prediction (1, 2, 4, 8); a comma "
                     "list maps each pair once per count (the first is the headline, the others 'views_N')")
     ap.add_argument("--verbose", action="store_true", help="the training log on stderr")
     ap.add_argument("--backbone", default="", help="the U-Net's encoder (default: GeoML's)")
     ap.add_argument("--learning-rate", type=float, default=0.0, help="0 = GeoML's default (automatic)")
     ap.add_argument("--freeze-backbone", action="store_true", help="train the decoder only (pretrained encoder)")
+    ap.add_argument("--keep-models", default="", help="a folder to keep the trained model files and maps in "
+                    "(default: a temporary folder, removed at the end)")
     ap.add_argument("--weights", default="none", help="starting weights: none (GeoML's default), a catalogue entry "
                     "that is cached, or a GeoML model file with the same backbone (e.g. from bench/imagenet_start.py)")
     args = ap.parse_args()
@@ -149,7 +154,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     pairs = [p.split(":") for p in args.pairs.split(",") if p]
     results = []
-    with tempfile.TemporaryDirectory(prefix="geoml_dubai_") as folder:
+    with tempfile.TemporaryDirectory(prefix="geoml_dubai_") as tmp:
+        folder = args.keep_models or tmp
+        os.makedirs(folder, exist_ok=True)
         for train, test in pairs:
             results.append(run_pair(args.data, train, test, folder, args))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
@@ -170,7 +177,8 @@ def main() -> int:
                                and summary["min_class_iou"] > 0)
     print(json.dumps({"benchmark": "segmentation_dubai", "threads": args.threads, "torch": torch.__version__,
                       "load_average": list(os.getloadavg()), "epochs": args.epochs or "default",
-                      "patch_size": args.patch_size or "default", "views": args.views,
+                      "patch_size": args.patch_size or "default",
+                      "batch_size": args.batch_size or "default", "views": args.views,
                       "backbone": args.backbone or "default", "weights": os.path.basename(args.weights),
                       "freeze_backbone": args.freeze_backbone, "learning_rate": args.learning_rate or "automatic",
                       "pairs": results,
