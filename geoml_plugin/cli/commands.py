@@ -59,7 +59,7 @@ def add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cog", action="store_true",
                    help="Write Cloud-Optimized GeoTIFFs (tiled, DEFLATE, overviews).")
     add_device(p)
-    add_spec_options(p, PredictConfig, "batch_size", "stride", "bands", "views", "overlap")
+    add_spec_options(p, PredictConfig, "batch_size", "stride", "bands", "views", "overlap", "min_region")
 
 
 def _one_input(inputs: list) -> bool:

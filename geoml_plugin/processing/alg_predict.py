@@ -35,6 +35,7 @@ HELP = build_help(
     (PredictConfig, "overlap"),
     (PredictConfig, "batch_size"),
     (PredictConfig, "views"),
+    (PredictConfig, "min_region"),
     "<b>Extent</b> (optional, any CRS): classify only this area of the raster; an extent that does not overlap it "
     "is refused.",
     DEVICE_HELP,
@@ -57,7 +58,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
         )
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent (empty = whole raster)", optional=True))
         self.add_device_parameter()
-        add_spec_params(self, PredictConfig, "batch_size", "stride", "bands", "views", "overlap")
+        add_spec_params(self, PredictConfig, "batch_size", "stride", "bands", "views", "overlap", "min_region")
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Prediction"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "OUTPUT_CONFIDENCE", "Confidence", optional=True, createByDefault=False))
@@ -86,6 +87,7 @@ class PredictAlgorithm(GeoMLAlgorithm):
             window=window,
             views=spec_of(PredictConfig, "views").choices[self.parameterAsEnum(parameters, "VIEWS", context)],
             overlap=to_core(PredictConfig, "overlap", self.parameterAsInt(parameters, "OVERLAP", context)),
+            min_region=self.parameterAsInt(parameters, "MIN_REGION", context),
         )
         from ..core.onnx_runtime import is_onnx
 

@@ -27,7 +27,7 @@ from geoml_plugin.core.spec import (
 # the Processing name of every job setting each tool exposes (Processing, dialogs and the coming command line
 # take it from the spec): a setting added to a tool without a spec fails here
 EXPOSED = {
-    PredictConfig: {"BATCH_SIZE", "STRIDE", "OVERLAP", "BANDS", "VIEWS"},
+    PredictConfig: {"BATCH_SIZE", "STRIDE", "OVERLAP", "BANDS", "VIEWS", "MIN_REGION"},
     FinetuneConfig: {"INPUT_BANDS", "LABEL_FIELD", "TASK", "BACKBONE", "WEIGHTS", "DOWNLOAD_WEIGHTS", "WEIGHT_BANDS",
                      "PATCH_SIZE", "EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "VALIDATION_FRACTION", "FREEZE_BACKBONE",
                      "AUGMENT", "SEED", "MAX_SAMPLES"},

@@ -440,6 +440,7 @@ class RasterWriter:
         self._unflushed = 0
         self._qml_tmp: Optional[str] = None
         self._prepared = False
+        self._described = False
         opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
         opts.append("PREDICTOR=3" if self.dtype.kind == "f" else "PREDICTOR=2")
         if self.dtype not in _NUMPY_TO_GDAL:
@@ -486,7 +487,7 @@ class RasterWriter:
         # no band object may outlive a failure here: held by the traceback, it would keep the file open
         # after abort(), and GDAL would write a stray .aux.xml beside it when the traceback is freed
         try:
-            self._describe(self.ds.GetRasterBand(1))
+            self.describe()
             self.ds.FlushCache()
             if self.overviews:
                 levels = [f for f in (2, 4, 8, 16, 32, 64) if max(self.width, self.height) / f >= 256]
@@ -503,6 +504,14 @@ class RasterWriter:
                         gdal.SetCacheMax(cache_max)
         finally:
             self.ds = None  # closes; writes the .aux.xml sidecar for category names
+
+    def describe(self) -> None:
+        """Set the colours, category names and metadata (once). Called on completion; a caller that reads the
+        temporary file back before that (e.g. to sieve it) calls it first, as GeoTIFF refuses a colour table
+        once its tiles have been read back."""
+        if not self._described:
+            self._described = True
+            self._describe(self.ds.GetRasterBand(1))
 
     def _describe(self, band) -> None:
         try:
