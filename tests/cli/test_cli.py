@@ -95,7 +95,7 @@ def test_options_take_choices_by_value_and_refuse_out_of_range_with_status_2(tmp
                                       "--views", "8", "--stride", "0", "--device", "cpu"])
     assert args.views == 8 and args.device == "cpu"
     assert spec_values(args, PredictConfig)["stride"] is None  # 0 = automatic, as in Processing
-    for bad in (["--views", "3"], ["--batch-size", "0"], ["--device", "tpu"], ["--bogus"]):
+    for bad in (["--views", "3"], ["--batch-size", "0"], ["--device", "tpu"], ["--bogus"], ["--min-region", "-1"]):
         res = geoml("predict", "--input", "a.tif", "--model", "m", "--output", tmp_path / "o.tif", *bad)
         assert res.returncode == 2, (bad, res.stderr)
         assert "usage: geoml" in res.stderr and "error:" in res.stderr and "Traceback" not in res.stderr
@@ -124,6 +124,15 @@ def test_predict_end_to_end_json_keeps_georeference(scene, sample_model, tmp_pat
                 "--device", "cpu")
     assert res.returncode == 0, res.stderr
     assert f"output_path: {tmp_path / 'b.tif'}" in res.stdout and not res.stdout.lstrip().startswith("{")
+    # a minimum region: the log says so, and the map's classes are still the model's
+    res = geoml("predict", "--input", scene.image, "--model", sample_model, "--output", tmp_path / "c.tif",
+                "--device", "cpu", "--min-region", "50", "--json")
+    assert res.returncode == 0, res.stderr
+    assert "Regions under 50 px took the class of their largest neighbour." in res.stderr
+    c = gdal.Open(str(tmp_path / "c.tif")).ReadAsArray()
+    assert set(np.unique(c)) <= {0, 1, 2, 3, 4}
+    assert json.loads(res.stdout)["class_counts"] == {k: int(v) for k, v in zip(
+        result["class_counts"], np.bincount(c.ravel(), minlength=5)[1:])}
 
 
 def test_missing_raster_is_status_1_with_the_message_and_no_traceback(sample_model, tmp_path):

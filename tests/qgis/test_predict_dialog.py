@@ -227,9 +227,11 @@ def test_copy_as_command_line_gives_the_geoml_command_of_the_settings(qtbot, qgi
     dlg.outputFile.setFilePath(str(out_dir / "cmd.tif"))
     dlg.deviceCombo.setCurrentText("cpu")
     dlg.viewsCombo.setCurrentText("4")
+    dlg.minRegionSpin.setValue(256)
     qtbot.mouseClick(dlg.copyCommandButton, Qt.MouseButton.LeftButton)
     text = QApplication.clipboard().text()
     assert text.startswith("geoml predict --input ") and "--views 4" in text and "--device cpu" in text
+    assert "--min-region 256" in text and dlg.build_config().min_region == 256
     assert build_predict(build_parser().parse_args(shlex.split(text)[1:])) == dlg.build_config()
     assert text in dlg.logView.toPlainText() and dlg.task is None and not os.path.exists(out_dir / "cmd.tif")
     dlg.modelFile.setFilePath("")
