@@ -93,6 +93,8 @@ def run_pair(data: str, train: str, test: str, folder: str, args) -> dict:
         cfg.patch_size = args.patch_size
     if args.batch_size:
         cfg.batch_size = args.batch_size
+    if args.max_samples:
+        cfg.max_raster_samples = args.max_samples
     if args.backbone:
         cfg.backbone = args.backbone
     if args.learning_rate:
@@ -132,6 +134,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=0, help="0 = GeoML's default (the training budget)")
     ap.add_argument("--patch-size", type=int, default=0, help="0 = GeoML's default")
     ap.add_argument("--batch-size", type=int, default=0, help="0 = GeoML's default")
+    ap.add_argument("--max-samples", type=int, default=0, help="patches sampled from the label raster at most "
+                    "(MAX_SAMPLES); 0 = GeoML's default")
     ap.add_argument("--views", default="1", help="test-time views of the prediction (1, 2, 4, 8); a comma "
                     "list maps each pair once per count (the first is the headline, the others 'views_N')")
     ap.add_argument("--verbose", action="store_true", help="the training log on stderr")
@@ -178,7 +182,7 @@ def main() -> int:
     print(json.dumps({"benchmark": "segmentation_dubai", "threads": args.threads, "torch": torch.__version__,
                       "load_average": list(os.getloadavg()), "epochs": args.epochs or "default",
                       "patch_size": args.patch_size or "default",
-                      "batch_size": args.batch_size or "default", "views": args.views,
+                      "batch_size": args.batch_size or "default", "max_samples": args.max_samples or "default", "views": args.views,
                       "backbone": args.backbone or "default", "weights": os.path.basename(args.weights),
                       "freeze_backbone": args.freeze_backbone, "learning_rate": args.learning_rate or "automatic",
                       "pairs": results,

@@ -96,9 +96,9 @@ def sharded(scene, sample_model, tmp_path_factory):
         # a dense classifier over many 3-tile batches, with its confidence raster
         dict(input_path=scene.image, model_path=sample_model, output_path="lda.tif", confidence_path="lda_conf.tif",
              tile_size=24, overlap=4, batch_size=3),
-        # a patch classifier (4 tiles of 512 px) with its confidence raster
+        # a patch classifier (4 tiles of 512 px) with its confidence raster, sieved by rank 0 once assembled
         dict(input_path=big_path, model_path=patch, output_path="patch.tif", confidence_path="patch_conf.tif",
-             stride=8),
+             stride=8, min_region=30),
         # pixel regression to a Cloud-Optimized GeoTIFF
         dict(input_path=big_path, model_path=reg, output_path="reg_cog.tif", tile_size=64, overlap=8, batch_size=2,
              cog=True),
