@@ -306,11 +306,11 @@ def predict_raster(model, meta: ModelMetadata, cfg: PredictConfig, feedback: Opt
     dense_info: dict = {}
     src = _MirroredReader(reader) if small and meta.output != "patch" else reader
 
-    def run_tiles(out_w, conf_w, stats, shard=None) -> int:
-        return _predict_tiles(src, runner, meta, cfg, win, out_w, conf_w, stats, tiles_fb, dense_info, shard)
-
     sieving = _sieves(meta, cfg, fb)
     tiles_fb = fb.sub(0.0, 0.95) if sieving else fb
+
+    def run_tiles(out_w, conf_w, stats, shard=None) -> int:
+        return _predict_tiles(src, runner, meta, cfg, win, out_w, conf_w, stats, tiles_fb, dense_info, shard)
 
     def finish(out_w, conf_w, stats) -> None:
         if stats.valid == 0:
