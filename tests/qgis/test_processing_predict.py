@@ -41,6 +41,23 @@ def test_processing_test_time_views(geoml_provider, scene, sample_model, out_dir
     assert (ds.ReadAsArray() == truth)[truth > 0].mean() > 0.9
 
 
+def test_processing_minimum_region_sieves_the_styled_class_raster(geoml_provider, scene, sample_model, out_dir):
+    """MIN_REGION: the class raster is GDAL's sieve of the plain map (8-connected), keeps its classes' style, and
+    nothing else is left in the folder."""
+    plain, sieved = str(out_dir / "plain.tif"), str(out_dir / "sieved.tif")
+    _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": plain, "DEVICE": 1})
+    _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": sieved, "DEVICE": 1, "MIN_REGION": 40})
+    ref = gdal.GetDriverByName("MEM").CreateCopy("", gdal.Open(plain))
+    band = ref.GetRasterBand(1)
+    gdal.SieveFilter(band, band.GetMaskBand(), band, 40, 8)
+    expected, got, before = band.ReadAsArray(), gdal.Open(sieved).ReadAsArray(), gdal.Open(plain).ReadAsArray()
+    assert np.array_equal(got, expected) and not np.array_equal(got, before)
+    layer = QgsRasterLayer(sieved, "sieved", "gdal")
+    assert layer.renderer().type() == "paletted"
+    assert {c.label for c in layer.renderer().classes()} == {"Water", "Forest", "Cropland", "Urban"}
+    assert leftovers(out_dir) == []
+
+
 def test_processing_temporary_output_and_no_confidence(geoml_provider, scene, sample_model):
     res = _run({"INPUT": scene.image, "MODEL": sample_model, "OUTPUT": "TEMPORARY_OUTPUT"})
     assert os.path.exists(res["OUTPUT"])
