@@ -41,7 +41,7 @@ from .raster.io import (
     check_geotiff_name,
     parse_band_list,
 )
-from .raster.sieve import count_values, sieve_band
+from .raster.sieve import count_values, min_region_param, sieve_band
 from .raster.tiling import dense_tiles, prefetch, window_tiles
 from .sharded import predict_sharded
 from .spec import param, validate
@@ -104,13 +104,7 @@ class PredictConfig:
         "percent)."))
     cog: bool = False  # write Cloud-Optimized GeoTIFFs (GDAL's COG driver, with overviews)
     # class maps: regions under this many pixels take their largest neighbour's class (GDAL's sieve)
-    min_region: int = param(0, minimum=0, maximum=1_000_000, advanced=True,
-                            label="Minimum region for class maps (pixels, 0 = keep all)", help=(
-        "<b>Minimum region</b> (advanced, class maps): regions of fewer pixels (8-connected) take the class of "
-        "their largest neighbour, as QGIS's Sieve tool does, before the map is written; 0 keeps every pixel's "
-        "class. The confidence raster keeps the network's own values. On the Dubai benchmark 256 px raised pixel "
-        "accuracy by about a point; choose it from the smallest object you need to map (256 px is 2.6 ha at "
-        "10 m)."))
+    min_region: int = min_region_param()
 
 
 @dataclass

@@ -40,6 +40,7 @@ HELP = build_help(
     "Outputs are GeoTIFF (x.png is refused) and may not be the input raster, the model or the support layer.",
     (FewShotConfig, "stride"),
     (FewShotConfig, "views"),
+    (FewShotConfig, "min_region"),
 )
 
 
@@ -60,7 +61,7 @@ class FewShotAlgorithm(GeoMLAlgorithm):
         self.addParameter(QgsProcessingParameterField("LABEL_FIELD", "Class field", parentLayerParameterName="SUPPORT"))
         add_spec_params(self, FewShotConfig, "adapt_steps")
         self.add_device_parameter()
-        add_spec_params(self, FewShotConfig, "stride", "views", "batch_size", "seed")
+        add_spec_params(self, FewShotConfig, "stride", "views", "batch_size", "seed", "min_region")
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classes"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "OUTPUT_CONFIDENCE", "Confidence", optional=True, createByDefault=True))
@@ -90,6 +91,7 @@ class FewShotAlgorithm(GeoMLAlgorithm):
             views=spec_of(FewShotConfig, "views").choices[self.parameterAsEnum(parameters, "VIEWS", context)],
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
             seed=self.parameterAsInt(parameters, "SEED", context),
+            min_region=self.parameterAsInt(parameters, "MIN_REGION", context),
         )
         result = self.run_job(feedback, lambda fb: run_fewshot(cfg, fb))
         prepare_loading(context, cfg.output_path, cfg.confidence_path)

@@ -84,6 +84,14 @@ def test_fewshot_maps_the_scene_from_five_points_per_class(scene, meta_model, ou
     run_predict(PredictConfig(scene.image, str(model), str(again), stride=4, device="cpu"))
     np.testing.assert_array_equal(gdal.Open(str(again)).ReadAsArray(), gdal.Open(str(out)).ReadAsArray())
     assert read_metadata(str(model)).extra["fewshot_adapted"]["method"] == res.method
+    # a minimum region: the same map, sieved (GDAL, 8-connected) before it is written
+    sieved = out_dir / "sieved.tif"
+    run_fewshot(FewShotConfig(scene.image, meta_model, str(sieved), points=support_points(scene), device="cpu",
+                              stride=4, min_region=30))
+    ref = gdal.GetDriverByName("MEM").CreateCopy("", gdal.Open(str(out)))
+    band = ref.GetRasterBand(1)
+    gdal.SieveFilter(band, band.GetMaskBand(), band, 30, 8)
+    np.testing.assert_array_equal(gdal.Open(str(sieved)).ReadAsArray(), band.ReadAsArray())
 
 
 def test_fewshot_reads_a_support_layer_and_reports_ignored_points(scene, meta_model, out_dir):

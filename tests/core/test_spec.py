@@ -33,7 +33,7 @@ EXPOSED = {
                      "AUGMENT", "SEED", "MAX_SAMPLES"},
     MetaTrainConfig: {"ALGORITHM", "WAYS", "SHOTS", "QUERY", "INNER_STEPS", "INNER_LR", "META_BATCH", "ITERATIONS",
                       "BACKBONE", "PATCH_SIZE", "LEARNING_RATE", "SEED"},
-    FewShotConfig: {"ADAPT_STEPS", "STRIDE", "VIEWS", "BATCH_SIZE", "SEED"},
+    FewShotConfig: {"ADAPT_STEPS", "STRIDE", "VIEWS", "BATCH_SIZE", "SEED", "MIN_REGION"},
     GanTrainConfig: {"BANDS", "TARGET_BANDS", "TILE_SIZE", "ITERATIONS", "BATCH_SIZE", "ARCHITECTURE", "L1_WEIGHT",
                      "LEARNING_RATE", "SEED"},
     GenerateConfig: {"TILES", "TILE_SIZE", "PIXEL_SIZE", "SEED", "BANDS", "SCENE_NORMALISATION", "STYLE"},

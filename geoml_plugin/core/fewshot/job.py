@@ -38,6 +38,7 @@ from ..progress import Feedback, ensure_feedback
 from ..raster.classes import make_styled_classes
 from ..raster.io import RasterInfo, RasterReader
 from ..raster.labels import NULL_REASON, LabelSet, extract_patches, is_missing_label, read_vector_labels
+from ..raster.sieve import min_region_param
 from ..spec import param, validate
 from ..window_scores import default_step, map_context, window_output
 from .data import normalise_patches
@@ -89,6 +90,8 @@ class FewShotConfig:
         "<b>Test-time views</b> (advanced): average each window over 2, 4 or 8 rotations/reflections: a little more "
         "accurate, as many times slower."))
     bands: Optional[list] = None  # 1-based raster bands to use; default as geoml:predict chooses them
+    # regions under this many pixels take their largest neighbour's class (as geoml:predict's)
+    min_region: int = min_region_param()
 
 
 @dataclass
@@ -456,7 +459,8 @@ def classify(cfg: FewShotConfig, adapted: Adapted, feedback: Optional[Feedback] 
     base_kind = adapted.meta.extra.get("fewshot_adapted", {}).get("base_kind")
     pcfg = PredictConfig(cfg.input_path, cfg.model_path, cfg.output_path, cfg.confidence_path, device=cfg.device,
                          batch_size=cfg.batch_size, stride=cfg.stride, bands=adapted.meta.band_indices,
-                         window=cfg.window, views=cfg.views if base_kind == "classifier" else 1)
+                         window=cfg.window, views=cfg.views if base_kind == "classifier" else 1,
+                         min_region=cfg.min_region)
     pred = predict_raster(adapted.model, adapted.meta, pcfg, fb)
     return _result(cfg, adapted, pred, time.perf_counter() - t0)
 
