@@ -6,8 +6,8 @@ GDAL reads and writes the band a line at a time (memory grows with the number of
 size). Nodata pixels (class 0) are left alone and are not a neighbour's class.
 
 Measured on the Dubai benchmark (docs/segmentation-budget.md, session 24): 256 px raised the maps' pixel accuracy
-by 0.008 and mean IoU by 0.007 (five pairs, two seeds; the same on a second set of ten models): a network's speckle
-is a small part of its errors there.
+by 0.008 and mean IoU by 0.007 (five pairs, seeds 0 and 1; the same on seed 2 and on a second set of ten models):
+a network's speckle is a small part of its errors there.
 """
 from __future__ import annotations
 
